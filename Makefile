@@ -1,0 +1,40 @@
+# facerec: the two commands a newcomer needs are `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: serve test lint bench weights install clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+weights: $(STAMP)
+	@$(BIN)/facerec weights fetch --quiet
+
+serve: weights
+	$(BIN)/facerec serve --host $(HOST) --port $(PORT)
+
+test: weights
+	@$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy embeddings service bench
+
+bench: weights
+	$(BIN)/python bench/embed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

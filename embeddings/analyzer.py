@@ -1,0 +1,143 @@
+"""``FaceAnalyzer``: load the detector and encoder once, then detect, align, assess and embed faces in images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings import weights as weights_mod
+from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face
+from embeddings.detector import FaceDetector
+from embeddings.distance import distance, similarity
+from embeddings.errors import LowQuality, MultipleFaces, NoFace
+from embeddings.facenet import FaceNetEncoder
+from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
+from embeddings.model_card import default_threshold
+from embeddings.quality import QualityThresholds, assess
+from embeddings.types import Detection, Face
+
+ImageInput = bytes | npt.NDArray[np.uint8]
+"""Raw encoded bytes (decoded with EXIF orientation) or an already-upright RGB uint8 array (H, W, 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerConfig:
+    """Pipeline settings. ``margin`` is a fraction of the box; ``rotate`` levels the eyes; ``flip_tta`` averages
+    each face with its mirror image; ``min_detection_confidence`` / ``min_face_size`` filter detections (source
+    pixels); ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images."""
+
+    margin: float = DEFAULT_MARGIN
+    rotate: bool = True
+    flip_tta: bool = True
+    min_detection_confidence: float = 0.8
+    min_face_size: int = 20
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Result of comparing two faces: L2 ``distance`` in [0, 2], cosine ``similarity`` in [-1, 1], and ``match``
+    (``distance <= threshold``)."""
+
+    distance: float
+    similarity: float
+    threshold: float
+    match: bool
+
+
+class FaceAnalyzer:
+    """Loads MTCNN and FaceNet once; every method is safe to call from several threads."""
+
+    def __init__(
+        self,
+        config: AnalyzerConfig | None = None,
+        *,
+        weights_path: str | Path | None = None,
+        model_id: str = weights_mod.MODEL_ID,
+        threshold: float | None = None,
+    ) -> None:
+        self.config = config or AnalyzerConfig()
+        self.model_id = model_id
+        self.threshold = default_threshold() if threshold is None else threshold
+        path = weights_mod.resolve(weights_path)
+        self.detector = FaceDetector(
+            min_confidence=self.config.min_detection_confidence, min_face_size=self.config.min_face_size
+        )
+        self.encoder = FaceNetEncoder(path, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta)
+
+    def warm_up(self) -> None:
+        """Run each network once so that the first request pays no tracing cost."""
+        self.encoder.warm_up()
+        blank = np.full((64, 64, 3), 128, dtype=np.uint8)
+        self.detector.detect(blank)
+
+    def load_image(self, image: ImageInput) -> npt.NDArray[np.uint8]:
+        """Decode bytes (see :func:`decode_image`) or pass an RGB array through."""
+        if isinstance(image, bytes | bytearray | memoryview):
+            return decode_image(bytes(image), max_pixels=self.config.max_pixels)
+        return np.asarray(image, dtype=np.uint8)
+
+    def detect(self, image: ImageInput) -> list[Detection]:
+        """All faces in the image, largest first, boxes and landmarks in upright-image pixels."""
+        return self.detector.detect(self.load_image(image))
+
+    def align(self, image: npt.NDArray[np.uint8], detection: Detection) -> npt.NDArray[np.uint8]:
+        """The 160x160 RGB crop of one detection, with this analyzer's margin and rotation."""
+        return align_face(image, detection, margin=self.config.margin, rotate=self.config.rotate, size=CROP_SIZE)
+
+    def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Aligned crops (N, 160, 160, 3) uint8 -> unit embeddings (N, 128) float32."""
+        return self.encoder.encode(crops)
+
+    def faces_from_detections(self, image: npt.NDArray[np.uint8], detections: list[Detection]) -> list[Face]:
+        """Align, assess and encode the given detections of one upright RGB image (one batched encoder call)."""
+        if not detections:
+            return []
+        crops = np.stack([self.align(image, d) for d in detections])
+        embeddings = self.encode(crops)
+        return [
+            Face(detection=d, quality=assess(d, crop, self.config.quality), embedding=emb, crop=crop)
+            for d, crop, emb in zip(detections, crops, embeddings, strict=True)
+        ]
+
+    def analyze(self, image: ImageInput) -> list[Face]:
+        """Every face in the image, largest first, each with quality and embedding. No face gives ``[]``."""
+        rgb = self.load_image(image)
+        return self.faces_from_detections(rgb, self.detector.detect(rgb))
+
+    def single_face(self, image: ImageInput, *, largest: bool = False, check_quality: bool = True) -> Face:
+        """The one face of an image, as enrolment needs it.
+
+        Raises :class:`NoFace`, :class:`MultipleFaces` (unless ``largest``, which takes the largest) or
+        :class:`LowQuality` (when ``check_quality`` and the face is below the quality minimums).
+        """
+        rgb = self.load_image(image)
+        detections = self.detector.detect(rgb)
+        if not detections:
+            raise NoFace("no face was found in the image")
+        if len(detections) > 1 and not largest:
+            raise MultipleFaces(f"{len(detections)} faces were found; exactly one is required")
+        face = self.faces_from_detections(rgb, detections[:1])[0]
+        if check_quality and not face.quality.ok:
+            raise LowQuality(
+                "the face is below the quality minimums: " + ", ".join(face.quality.reasons),
+                face.quality.reasons,
+            )
+        return face
+
+    def verify(self, image_a: ImageInput, image_b: ImageInput, *, threshold: float | None = None) -> Verification:
+        """Compare the largest face of each image. ``threshold`` is an L2 distance (default: the model card's)."""
+        a = self.single_face(image_a, largest=True, check_quality=False)
+        b = self.single_face(image_b, largest=True, check_quality=False)
+        return compare(a.embedding, b.embedding, self.threshold if threshold is None else threshold)
+
+
+def compare(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], threshold: float) -> Verification:
+    """Compare two unit embeddings against an L2 ``threshold`` (``distance <= threshold`` is a match)."""
+    d = distance(a, b)
+    return Verification(distance=d, similarity=similarity(a, b), threshold=threshold, match=d <= threshold)

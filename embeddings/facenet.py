@@ -1,0 +1,122 @@
+"""The FaceNet encoder: Inception-ResNet-v1 (keras-facenet's architecture) with a compiled, batched forward pass.
+
+Input faces are aligned 160x160 RGB uint8 crops; they are prewhitened (per-image standardisation, as the model
+was trained), run through the network in batches, and L2-normalised, giving float32 (N, 128) unit vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.align import CROP_SIZE, prewhiten
+from embeddings.types import EMBEDDING_DIM
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BOTTLENECK_LAYER = "Bottleneck_BatchNorm"
+"""The last weighted layer; its output is the un-normalised 128-d embedding."""
+
+SOURCE_WEIGHTED_LAYERS = 245
+"""Weighted layers in the source ``facenet_keras.h5``; every one must load, or the weights are wrong."""
+
+
+def build_model() -> Any:
+    """Build Inception-ResNet-v1 with random weights; output = the un-normalised bottleneck (N, 128)."""
+    import keras
+    from keras_facenet.inception_resnet_v1 import InceptionResNetV1
+
+    full = InceptionResNetV1(input_shape=(CROP_SIZE, CROP_SIZE, 3), classes=EMBEDDING_DIM)
+    return keras.Model(full.input, full.get_layer(BOTTLENECK_LAYER).output, name="facenet")
+
+
+def load_source_h5(model: Any, path: Path) -> int:
+    """Load weights from H. Taniai's Keras 2 ``facenet_keras.h5`` into ``model`` by layer name.
+
+    Returns the number of layers loaded; raises ``ValueError`` if any weighted layer of the model is missing
+    from the file or has a different shape.
+    """
+    import h5py
+
+    loaded = 0
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in group:
+                raise ValueError(f"layer {layer.name!r} is not in {path}")
+            layer_group = group[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in layer_group.attrs["weight_names"]]
+            arrays = [np.asarray(layer_group[n]) for n in names]
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [a.shape for a in arrays] != expected:
+                raise ValueError(f"layer {layer.name!r}: shapes {[a.shape for a in arrays]} != {expected}")
+            layer.set_weights(arrays)
+            loaded += 1
+    if loaded != SOURCE_WEIGHTED_LAYERS:
+        raise ValueError(f"loaded {loaded} weighted layers, expected {SOURCE_WEIGHTED_LAYERS}")
+    return loaded
+
+
+class FaceNetEncoder:
+    """Encodes aligned faces into unit 128-d embeddings with a compiled ``tf.function`` (not ``predict``).
+
+    ``batch_size`` bounds one forward pass; larger inputs are split. ``flip_tta`` averages each face's
+    embedding with its mirror image's before normalising (test-time augmentation).
+    """
+
+    def __init__(self, weights_path: Path, *, batch_size: int = 32, flip_tta: bool = False) -> None:
+        import tensorflow as tf
+
+        self.batch_size = batch_size
+        self.flip_tta = flip_tta
+        self.weights_path = Path(weights_path)
+        self.model = build_model()
+        self.model.load_weights(str(self.weights_path))
+        model = self.model
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, CROP_SIZE, CROP_SIZE, 3], tf.float32)],
+            reduce_retracing=True,
+        )
+        def forward(x: Any) -> Any:
+            return model(x, training=False)
+
+        self._forward = forward
+
+    def warm_up(self) -> None:
+        """Trace and run the compiled function once so that the first real request is not slow."""
+        self.encode(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))
+
+    def raw(self, whitened: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run the network on prewhitened float32 (N, 160, 160, 3) input; un-normalised (N, 128) output."""
+        outputs = []
+        for start in range(0, len(whitened), self.batch_size):
+            chunk = whitened[start : start + self.batch_size]
+            outputs.append(np.asarray(self._forward(chunk), dtype=np.float32))
+        if not outputs:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.concatenate(outputs, axis=0)
+
+    def encode(self, crops: npt.NDArray[np.uint8], *, flip_tta: bool | None = None) -> npt.NDArray[np.float32]:
+        """Embed aligned RGB uint8 crops of shape (N, 160, 160, 3) -> float32 (N, 128), unit L2 norm."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(f"expected (N, {CROP_SIZE}, {CROP_SIZE}, 3) crops, got {crops.shape}")
+        whitened = prewhiten(crops)
+        emb = self.raw(whitened)
+        use_flip = self.flip_tta if flip_tta is None else flip_tta
+        if use_flip and len(crops):
+            emb = emb + self.raw(np.ascontiguousarray(whitened[:, :, ::-1, :]))
+        return l2_normalize(emb)
+
+
+def l2_normalize(x: npt.NDArray[np.float32], eps: float = 1e-10) -> npt.NDArray[np.float32]:
+    """Scale each row of ``x`` to unit L2 norm (rows of zeros stay zero)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32)

@@ -1,0 +1,97 @@
+"""Decode image bytes into an upright RGB uint8 array, refusing oversized or corrupt input early.
+
+Supported: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) and HEIC/HEIF (through pillow-heif). EXIF orientation
+is applied, so every coordinate facerec reports is in pixels of the upright image. Grayscale, palette, RGBA
+(composited on white), CMYK and 16-bit images become RGB uint8.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from embeddings.errors import ImageTooLarge, InvalidImage
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Default limit on width x height, checked from the header before any pixel is decoded."""
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "HEIF", "AVIF"})
+
+try:  # HEIC/HEIF phone photos; pillow-heif is a declared dependency, but decoding still works without it.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - only without the optional decoder
+    pass
+
+# Our own pixel limit is the real guard; Pillow's is only a backstop for callers that raise ours.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def _to_rgb(img: Image.Image) -> npt.NDArray[np.uint8]:
+    """Convert any Pillow mode to an RGB uint8 array of shape (H, W, 3)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if mode == "F":
+            scaled = np.clip(arr, 0.0, 1.0 if arr.max() <= 1.0 else 255.0)
+            gray = (scaled * (255.0 if arr.max() <= 1.0 else 1.0)).astype(np.uint8)
+        else:
+            wide = arr.astype(np.int64)
+            # 16-bit data (the usual case for I/I;16) is scaled down; 8-bit data stored wide is kept.
+            gray = (wide >> 8 if wide.max() > 255 else wide).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
+    """Decode ``data`` to an upright RGB uint8 array of shape (height, width, 3).
+
+    Raises :class:`InvalidImage` (with the reason) for empty, truncated, corrupt or unsupported bytes, and
+    :class:`ImageTooLarge` when the header declares more than ``max_pixels`` pixels (nothing is decoded then).
+    """
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("the bytes are not an image in a supported format") from exc
+    except Exception as exc:
+        raise InvalidImage(f"the image header could not be read: {type(exc).__name__}") from exc
+    if img.format not in SUPPORTED_FORMATS:
+        raise InvalidImage(f"unsupported image format {img.format!r}")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
+            f"{max_pixels / 1e6:.1f} MP"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.seek(0)
+            img.load()
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # a broken EXIF block must not reject an otherwise good image
+                upright = img
+            rgb = _to_rgb(upright if upright is not None else img)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImage(f"the image data is corrupt or truncated: {exc}") from exc
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InvalidImage(f"the image decoded to an unexpected shape {rgb.shape}")
+    return rgb

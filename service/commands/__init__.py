@@ -1,0 +1,1 @@
+"""Sub-commands of the ``facerec`` CLI, one module per command group."""
