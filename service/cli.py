@@ -11,10 +11,12 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from service.commands import evaluate as evaluate_cmd  # noqa: E402
 from service.commands import weights as weights_cmd  # noqa: E402
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
 app.add_typer(weights_cmd.app, name="weights")
+app.add_typer(evaluate_cmd.app, name="eval")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real FaceNet weights, the real MTCNN and the 5-celebrity set shipped with the weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    from embeddings import weights
+
+    return weights.resolve()
+
+
+@pytest.fixture(scope="session")
+def celebrity_root(weights_path: Path) -> Path:
+    """``<root>/{train,val}/<person>/*.jpg``: 5 people, 93 train and 25 val photos (fetched with the weights)."""
+    from embeddings import weights
+
+    root = weights.sample_dataset_path()
+    if not (root / "val").is_dir():
+        weights.fetch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def analyzer(weights_path: Path):  # type: ignore[no-untyped-def]
+    """One real FaceAnalyzer (MTCNN + FaceNet) for the whole session; loading costs a few seconds."""
+    from embeddings import FaceAnalyzer
+
+    fa = FaceAnalyzer(weights_path=weights_path)
+    fa.warm_up()
+    return fa
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

