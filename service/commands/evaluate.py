@@ -17,7 +17,11 @@ console = Console(stderr=True)
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
@@ -28,12 +32,16 @@ def _parse_grid(text: str) -> list[float]:
 @app.command("lfw")
 def lfw(
     root: Path = typer.Option(..., exists=True, file_okay=False, help="LFW image root: <root>/<Name>/<Name>_NNNN.jpg"),
-    pairs: Path = typer.Option(..., exists=True, dir_okay=False, help="pairs.txt (View 2) or pairsDevTest.txt (View 1)"),
+    pairs: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="pairs.txt (View 2) or pairsDevTest.txt (View 1)"
+    ),
     out: Path = typer.Option(Path("reports/lfw"), help="Output dir: report.json, roc.png, histogram.png, caches"),
     margin: float = typer.Option(None, help="Crop margin as a fraction of the box (default: the library default)"),
     rotate: bool = typer.Option(True, "--rotate/--no-rotate", help="Level the eye line before cropping"),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror-image test-time augmentation"),
-    sweep: str = typer.Option("", help="Also compare margins, e.g. '0.1,0.2,0.3': each with rotate on/off and flip on/off"),
+    sweep: str = typer.Option(
+        "", help="Also compare margins, e.g. '0.1,0.2,0.3': each with rotate on/off and flip on/off"
+    ),
     save_embeddings: Path = typer.Option(None, help="Write the embeddings of the chosen settings to this .npz"),
 ) -> None:
     """Run detect -> align -> encode on every image of the pairs file and print the verification figures.
@@ -51,13 +59,17 @@ def lfw(
     out.mkdir(parents=True, exist_ok=True)
     protocol = read_pairs(pairs)
     paths = list(dict.fromkeys(p for pr in protocol for p in (pr.a, pr.b)))
-    console.print(f"{pairs.name}: {len(protocol)} pairs, {len(paths)} images, "
-                  f"{len({pr.fold for pr in protocol})} fold(s)")
+    console.print(
+        f"{pairs.name}: {len(protocol)} pairs, {len(paths)} images, {len({pr.fold for pr in protocol})} fold(s)"
+    )
     detector = FaceDetector()
     with _progress() as bar:
         task = bar.add_task("detect", total=len(paths))
         detections = detect_primary_faces(
-            root, paths, detector=detector, cache_file=out / "detections.json",
+            root,
+            paths,
+            detector=detector,
+            cache_file=out / "detections.json",
             progress=lambda n: bar.advance(task, n),
         )
     misses = sorted(p for p in paths if detections.get(p) is None)
@@ -65,9 +77,7 @@ def lfw(
     chosen = AlignSettings(DEFAULT_MARGIN if margin is None else margin, rotate, flip)
     settings = [chosen]
     if sweep:
-        settings += [
-            AlignSettings(m, r, f) for m in _parse_grid(sweep) for r in (False, True) for f in (False, True)
-        ]
+        settings += [AlignSettings(m, r, f) for m in _parse_grid(sweep) for r in (False, True) for f in (False, True)]
         settings = list(dict.fromkeys(settings))
     same = np.array([pr.same for pr in protocol])
     folds = np.array([pr.fold for pr in protocol])
@@ -76,7 +86,10 @@ def lfw(
         with _progress() as bar:
             task = bar.add_task(f"encode {s.label}", total=len(paths))
             embs = embed_detected(
-                root, {p: detections[p] for p in paths}, encoder=encoder, settings=s,
+                root,
+                {p: detections[p] for p in paths},
+                encoder=encoder,
+                settings=s,
                 progress=lambda n, t=task, b=bar: b.advance(t, n),  # type: ignore[misc]
             )
         dist = pair_distances(embs, [(pr.a, pr.b) for pr in protocol])
@@ -100,7 +113,9 @@ def lfw(
     if save_embeddings is not None:
         keys = [k for k, v in chosen_embs.items() if v is not None]
         np.savez_compressed(
-            save_embeddings, paths=np.array(keys), names=np.array([k.split("/")[0] for k in keys]),
+            save_embeddings,
+            paths=np.array(keys),
+            names=np.array([k.split("/")[0] for k in keys]),
             embeddings=np.stack([chosen_embs[k] for k in keys]).astype(np.float32),  # type: ignore[misc]
         )
     table = Table(title=f"LFW verification ({pairs.name}, {len(protocol)} pairs, misses {len(misses)})")
@@ -111,7 +126,9 @@ def lfw(
         table.add_row(
             AlignSettings(st["margin"], st["rotate"], st["flip_tta"]).label,
             f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f}",
-            f"{r['tar_at_far_1e-3']:.4f}", f"{r['tar_at_far_1e-2']:.4f}", f"{100 * r['eer']:.2f}%",
+            f"{r['tar_at_far_1e-3']:.4f}",
+            f"{r['tar_at_far_1e-2']:.4f}",
+            f"{100 * r['eer']:.2f}%",
             f"{r['threshold']:.4f}",
         )
     Console().print(table)

@@ -11,7 +11,9 @@ app = typer.Typer(help="Fetch and locate the pretrained FaceNet weights.", no_ar
 
 
 @app.command("fetch")
-def fetch(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when already cached.")) -> None:
+def fetch(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when already cached."),
+) -> None:
     """Make sure verified weights are in the cache (downloads with pip only when missing or corrupt)."""
     log = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
     try:

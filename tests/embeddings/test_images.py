@@ -55,7 +55,9 @@ def test_heic_decodes() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode", ["L", "RGBA", "LA", "P", "CMYK", "1"], ids=["grayscale", "rgba", "gray-alpha", "palette", "cmyk", "bilevel"]
+    "mode",
+    ["L", "RGBA", "LA", "P", "CMYK", "1"],
+    ids=["grayscale", "rgba", "gray-alpha", "palette", "cmyk", "bilevel"],
 )
 def test_modes_become_rgb(mode: str) -> None:
     img = _gradient().convert(mode)
