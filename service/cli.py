@@ -11,7 +11,7 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from service.commands import weights as weights_cmd  # noqa: E402
+from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
 app.add_typer(weights_cmd.app, name="weights")

