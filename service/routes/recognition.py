@@ -34,6 +34,43 @@ THRESHOLD = {
 }
 
 
+def verify_response(result: recognition.VerifyResult) -> VerifyResponse:
+    """The API's JSON for a verification (also used by the CLI)."""
+    return VerifyResponse(
+        match=result.match,
+        distance=result.distance,
+        similarity=result.similarity,
+        threshold=result.threshold,
+        model_id=result.model_id,
+        face_a=BoxOut(**result.face_a) if result.face_a else None,
+        face_b=BoxOut(**result.face_b) if result.face_b else None,
+        subject_id=result.subject_id,
+        subject_name=result.subject_name,
+        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
+    )
+
+
+def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
+    """The API's JSON for an identification (also used by the CLI)."""
+    return IdentifyResponse(
+        faces=[
+            IdentifiedFace(
+                box=BoxOut(**f.face.box.to_dict()),
+                landmarks=LandmarksOut(**f.face.detection.landmarks.to_dict()),
+                confidence=f.face.detection.confidence,
+                match=match_out(f.match) if f.match else None,
+                candidates=[match_out(c) for c in f.candidates],
+            )
+            for f in result.faces
+        ],
+        threshold=result.threshold,
+        top_k=result.top_k,
+        model_id=result.model_id,
+        gallery_subjects=result.gallery_subjects,
+        estimated_false_identification_rate=result.estimated_fir,
+    )
+
+
 def _require(image: bytes | None, name: str) -> bytes:
     if image is None:
         raise BadRequest(f"the `{name}` image is required")
@@ -95,18 +132,7 @@ async def verify(
         )
         metrics.faces.labels("verify").inc(2)
     metrics.inference.labels("verify").observe(seconds)
-    return VerifyResponse(
-        match=result.match,
-        distance=result.distance,
-        similarity=result.similarity,
-        threshold=result.threshold,
-        model_id=result.model_id,
-        face_a=BoxOut(**result.face_a) if result.face_a else None,
-        face_b=BoxOut(**result.face_b) if result.face_b else None,
-        subject_id=result.subject_id,
-        subject_name=result.subject_name,
-        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
-    )
+    return verify_response(result)
 
 
 @router.post(
@@ -146,23 +172,7 @@ async def identify(
     )
     metrics.inference.labels("identify").observe(seconds)
     metrics.faces.labels("identify").inc(len(result.faces))
-    return IdentifyResponse(
-        faces=[
-            IdentifiedFace(
-                box=BoxOut(**f.face.box.to_dict()),
-                landmarks=LandmarksOut(**f.face.detection.landmarks.to_dict()),
-                confidence=f.face.detection.confidence,
-                match=match_out(f.match) if f.match else None,
-                candidates=[match_out(c) for c in f.candidates],
-            )
-            for f in result.faces
-        ],
-        threshold=result.threshold,
-        top_k=result.top_k,
-        model_id=result.model_id,
-        gallery_subjects=result.gallery_subjects,
-        estimated_false_identification_rate=result.estimated_fir,
-    )
+    return identify_response(result)
 
 
 @router.post(
