@@ -200,14 +200,6 @@ class IdentifyResult:
     estimated_fir: float | None
 
 
-def best_per_subject(candidates: Sequence[Candidate], top_k: int) -> list[Candidate]:
-    """Keep each subject's nearest face, nearest first, at most ``top_k`` subjects."""
-    best: dict[str, Candidate] = {}
-    for c in sorted(candidates, key=lambda c: c.distance):
-        best.setdefault(c.subject_id, c)
-    return list(best.values())[:top_k]
-
-
 def identify(
     *, analyzer: FaceAnalyzer, gallery: Any, image: bytes, threshold: float, top_k: int
 ) -> IdentifyResult:
@@ -217,10 +209,9 @@ def identify(
     results: list[Identified] = []
     if faces:
         probes = np.stack([f.embedding for f in faces]).astype(np.float32)
-        # several faces of one subject may crowd the top: ask for more, then keep one per subject
-        hits = gallery.search(probes, model_id=analyzer.model_id, top_k=top_k * 4)
-        for face, found in zip(faces, hits, strict=True):
-            cands = best_per_subject(found, top_k)
+        # the gallery ranks subjects by their nearest face: one candidate per subject, nearest first
+        hits = gallery.search(probes, model_id=analyzer.model_id, top_k=top_k)
+        for face, cands in zip(faces, hits, strict=True):
             match = cands[0] if cands and cands[0].distance <= threshold else None
             results.append(Identified(face=face, match=match, candidates=cands))
     fir = float(_fir(threshold, subjects)) if _fir is not None and subjects > 0 else None
