@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 class Server:
-    """Start, stop and restart one server on ``data``; ``saw_not_ready`` records a 503 /readyz while loading."""
+    """One server on ``data``: start, stop, restart; ``saw_not_ready``: /readyz said 503 while loading."""
 
     def __init__(self, data: Path, *, env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.data = data
