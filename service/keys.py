@@ -95,7 +95,7 @@ class KeyStore:
         """Every key, oldest first, revoked ones included."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+                "SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY rowid"
             ).fetchall()
         return [ApiKey(*row) for row in rows]
 

@@ -200,6 +200,17 @@ class IdentifyResult:
     estimated_fir: float | None
 
 
+def estimated_fir(threshold: float, subjects: int) -> float | None:
+    """The gallery calibration's false-identification rate: the chance a stranger's nearest subject is within
+    ``threshold``, with the gallery size taken as the number of subjects. ``None`` when unavailable."""
+    if _fir is None or subjects <= 0:
+        return None
+    try:
+        return float(_fir(threshold, subjects))
+    except (OSError, ValueError, KeyError):  # no or unreadable FAR table: say nothing rather than fail
+        return None
+
+
 def identify(
     *, analyzer: FaceAnalyzer, gallery: Any, image: bytes, threshold: float, top_k: int
 ) -> IdentifyResult:
@@ -214,14 +225,13 @@ def identify(
         for face, cands in zip(faces, hits, strict=True):
             match = cands[0] if cands and cands[0].distance <= threshold else None
             results.append(Identified(face=face, match=match, candidates=cands))
-    fir = float(_fir(threshold, subjects)) if _fir is not None and subjects > 0 else None
     return IdentifyResult(
         faces=results,
         threshold=threshold,
         top_k=top_k,
         model_id=analyzer.model_id,
         gallery_subjects=subjects,
-        estimated_fir=fir,
+        estimated_fir=estimated_fir(threshold, subjects),
     )
 
 
