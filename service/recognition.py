@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,7 @@ from embeddings import Face, FaceAnalyzer, distance_to_similarity
 from embeddings.distance import pairwise_distances
 from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
 from service.gallery import Candidate, FaceRecord, NewFace
-
-_fir: Callable[[float, int], float] | None
-try:  # the gallery's calibration module turns a threshold into a false-identification rate
-    from service.gallery.calibration import false_identification_rate as _fir
-except ImportError:  # pragma: no cover - depends on the gallery branch
-    _fir = None
+from service.gallery.calibration import false_identification_rate
 
 REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
     (ImageTooLarge, "payload_too_large"),
@@ -203,10 +198,10 @@ class IdentifyResult:
 def estimated_fir(threshold: float, subjects: int) -> float | None:
     """The gallery calibration's false-identification rate: the chance a stranger's nearest subject is within
     ``threshold``, with the gallery size taken as the number of subjects. ``None`` when unavailable."""
-    if _fir is None or subjects <= 0:
+    if subjects <= 0:
         return None
     try:
-        return float(_fir(threshold, subjects))
+        return float(false_identification_rate(threshold, subjects))
     except (OSError, ValueError, KeyError):  # no or unreadable FAR table: say nothing rather than fail
         return None
 
