@@ -161,18 +161,34 @@ async function runVerify() {
     (0 = identical; similarity ${num(r.similarity)}).</p>`);
 }
 
+// The subject with exactly this name, if one exists (so enrolling "Ada" twice adds to one person).
+async function findSubject(name) {
+  let cursor = null;
+  for (let page = 0; page < 50; page++) {
+    const q = cursor ? `?limit=500&cursor=${encodeURIComponent(cursor)}` : "?limit=500";
+    const body = await api("GET", "/v1/subjects" + q);
+    const hit = body.items.find((s) => s.name === name);
+    if (hit) return hit;
+    if (!body.next_cursor) return null;
+    cursor = body.next_cursor;
+  }
+  return null;
+}
+
 async function runEnroll() {
   const name = $("#enroll-name").value.trim();
   if (!name) return show("enroll", `<p class="error">Type the person's name first.</p>`);
   const list = need("enroll", "enroll", "one or more photos"); if (!list) return;
-  const subject = await api("POST", "/v1/subjects", { name, metadata: { source: "web" } });
+  const subject = (await findSubject(name)) || (await api("POST", "/v1/subjects", { name, metadata: { source: "web" } }));
   const form = new FormData();
   list.forEach((p) => form.append("images", p.blob, p.name));
   const r = await api("POST", `/v1/subjects/${subject.id}/faces`, form);
   const firstKept = !r.rejected.some((x) => x.index === 0) && r.faces.length ? r.faces[0] : null;
   drawWhenLoaded("enroll", firstKept && firstKept.box ? [{ box: firstKept.box, label: name, color: "#1a7f37" }] : []);
   const rejected = r.rejected.map((x) => `<li>${esc(list[x.index].name)}: ${esc(x.message)} <span class="small">(${esc(x.code)})</span></li>`);
+  const total = subject.face_count + r.faces.length;
   show("enroll", `<p class="verdict ${r.faces.length ? "ok" : "error"}">Enrolled ${r.faces.length} photo${r.faces.length === 1 ? "" : "s"} of ${esc(name)}.</p>
+    <p class="small">${esc(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.</p>
     ${rejected.length ? `<p>Not used:</p><ul>${rejected.join("")}</ul>` : ""}`);
 }
 

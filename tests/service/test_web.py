@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.service.helpers import images
@@ -64,6 +65,16 @@ def test_enrol_identify_and_verify_in_the_page(
     enrolled = page.inner_text("#enroll-result")
     assert "Enrolled" in enrolled and "of Ben Afflek" in enrolled
     assert "Enrolled 0" not in enrolled
+    # the same name again adds to the same person
+    page.set_input_files("#enroll-files", str(images(dataset, "train", "ben_afflek")[6]))
+    page.click("#enroll-run")
+    page.wait_for_function(
+        "document.querySelector('#enroll-result').innerText.includes('Enrolled 1 photo of')",
+        timeout=TIMEOUT_MS,
+    )
+    subjects = httpx.get(f"{server.url}/v1/subjects").json()["items"]
+    assert [s["name"] for s in subjects] == ["Ben Afflek"]
+    assert f"now has {subjects[0]['face_count']} enrolled photos" in page.inner_text("#enroll-result")
 
     page.click("#tab-identify")
     page.set_input_files("#identify-file", str(images(dataset, "val", "ben_afflek")[0]))
