@@ -23,7 +23,7 @@ from service import errors
 from service.config import Settings, is_loopback
 from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import faces, health, recognition, subjects, web
+from service.routes import apidocs, faces, health, recognition, subjects, web
 from service.runner import Runner
 from service.uploads import BodyLimitMiddleware
 
@@ -114,6 +114,7 @@ def create_app(
         summary="Face detection, verification and identification with a durable gallery.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
     )
     app.state.settings = settings
     app.state.analyzer = None
@@ -124,6 +125,7 @@ def create_app(
     for module in (health, subjects, faces, recognition, web):
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
+    apidocs.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -112,3 +112,16 @@ def test_enrol_identify_and_verify_in_the_page(
     page.screenshot(path=str(tmp_path / "verify.png"), full_page=True)
     print(f"screenshots in {tmp_path}")
     page.close()
+
+
+def test_docs_render_without_internet(browser: Any, server: Server) -> None:
+    from service.routes.apidocs import local_swagger_ui
+
+    if local_swagger_ui() is None:
+        pytest.skip("swagger-ui-bundle-v2 is not installed: /docs loads Swagger UI from a CDN")
+    page = browser.new_page()
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock", timeout=TIMEOUT_MS)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.innerText)")
+    assert "/v1/identify" in " ".join(paths) and "/v1/subjects/{subject_id}/faces" in " ".join(paths)
+    page.close()
