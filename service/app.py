@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from embeddings import FaceAnalyzer
 from service import errors
 from service.config import Settings, is_loopback
+from service.gallery import GalleryLocked
 from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import apidocs, faces, health, recognition, subjects, web
@@ -85,7 +86,12 @@ def create_app(
         settings.data.mkdir(parents=True, exist_ok=True)
         state.keys = KeyStore(settings.data)
         check_bind(settings, state.keys)
-        state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
+        try:
+            state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
+        except GalleryLocked:
+            log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
+            state.keys.close()
+            raise
         state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
 
         async def load() -> None:

@@ -168,6 +168,31 @@ def test_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     assert "refusing to listen on 0.0.0.0" in done.stderr and "keys create" in done.stderr
 
 
+def test_a_second_server_on_the_same_data_dir_refuses(server: Server, keys: dict[str, Any]) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--port",
+        str(free_port()),
+        "--data",
+        str(keys["data"]),
+    ]
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode != 0
+    assert "is in use by another facerec process" in done.stderr + done.stdout
+    assert server.proc is not None and server.proc.poll() is None  # the first one is unharmed
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
 # ---- the error envelope ----------------------------------------------------------------------------------
 
 
