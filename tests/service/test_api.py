@@ -253,6 +253,9 @@ def test_validation_and_not_found(admin: httpx.Client, face: bytes) -> None:
     error(admin.post("/v1/subjects/nope/faces", files={"images": face}), 404, "not_found")
     error(admin.post("/v1/verify", files={"image": face}, data={"subject_id": "nope"}), 404, "not_found")
     error(admin.get("/v1/faces/999999"), 404, "not_found")
+    empty = admin.post("/v1/subjects", json={"name": "nobody yet"}).json()["id"]
+    msg = error(admin.post("/v1/verify", files={"image": face}, data={"subject_id": empty}), 422, "no_face")
+    assert "no enrolled faces" in msg
     error(admin.delete("/v1/faces/999999"), 404, "not_found")
     error(admin.get("/v1/nothing-here"), 404, "not_found")
     error(admin.put("/v1/subjects", json={}), 405, "method_not_allowed")

@@ -202,3 +202,27 @@ def test_body_limit_from_content_length(tmp_path: Path) -> None:
         r = client.post("/v1/detect", files={"image": b"x" * 2000})
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
         assert client.post("/v1/detect", files={"image": png(8, 8)}).status_code == 200
+
+
+def test_model_work_runs_off_the_event_loop(tmp_path: Path) -> None:
+    def slow() -> list[Any]:
+        time.sleep(1.0)
+        return []
+
+    app = app_with(tmp_path, lambda s: FakeAnalyzer(slow))
+
+    async def probe() -> float:
+        async with app.router.lifespan_context(app):
+            await app.state.model_loaded.wait()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                busy = asyncio.create_task(client.post("/v1/detect", files={"image": png(8, 8)}))
+                await asyncio.sleep(0.2)  # the detection is now sleeping in a worker thread
+                start = time.perf_counter()
+                assert (await client.get("/healthz")).status_code == 200
+                elapsed = time.perf_counter() - start
+                assert not busy.done()
+                assert (await busy).status_code == 200
+                return elapsed
+
+    assert asyncio.run(probe()) < 0.5

@@ -27,6 +27,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a synthetic webcam (a moving test pattern) that needs no permission prompt
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -125,3 +128,20 @@ def test_docs_render_without_internet(browser: Any, server: Server) -> None:
     paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.innerText)")
     assert "/v1/identify" in " ".join(paths) and "/v1/subjects/{subject_id}/faces" in " ".join(paths)
     page.close()
+
+
+def test_webcam_photo(browser: Any, server: Server) -> None:
+    context = browser.new_context(permissions=["camera"])
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click('[data-slot="identify"] .cam')
+    page.wait_for_function("document.querySelector('#camera-video').videoWidth > 0", timeout=TIMEOUT_MS)
+    page.click("#camera-snap")
+    page.wait_for_selector("#camera", state="hidden", timeout=TIMEOUT_MS)
+    page.click("#identify-run")
+    page.wait_for_selector("#identify-result .verdict", timeout=TIMEOUT_MS)
+    # the fake camera shows a test pattern: the photo went through the API, which found no face in it
+    assert "No face was found" in page.inner_text("#identify-result")
+    assert page.eval_on_selector("#identify-canvas", "c => c.width") > 0
+    context.close()
