@@ -63,13 +63,15 @@ class FarTable:
         return float(np.interp(threshold, self.thresholds, self.far, left=0.0, right=1.0))
 
     def threshold_at_far(self, far: float) -> float:
-        """The largest threshold whose FAR is ``<= far`` (interpolated on the grid)."""
-        if far <= 0.0:
-            return float(self.thresholds[0])
-        # keep the last grid point of every FAR plateau so the inverse is well defined
+        """The largest threshold whose FAR (as :meth:`far_at` interpolates it) is ``<= far``."""
         f, t = self.far, self.thresholds
-        keep = np.append(f[1:] > f[:-1], True)
-        return float(np.interp(far, f[keep], t[keep], left=float(t[0]), right=float(t[-1])))
+        i = int(np.searchsorted(f, far, side="right")) - 1  # last grid point with FAR <= far
+        if i < 0:
+            return float(t[0])
+        if i >= len(f) - 1:
+            return float(t[-1])
+        frac = (far - f[i]) / (f[i + 1] - f[i])  # f[i] <= far < f[i + 1]
+        return float(t[i] + frac * (t[i + 1] - t[i]))
 
     def to_json(self) -> dict[str, Any]:
         return {

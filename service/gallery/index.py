@@ -42,8 +42,8 @@ class IndexParams:
 
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
-    ef_construction: int = 64
-    ef_search: int = 64
+    ef_construction: int = 80
+    ef_search: int = 128
     merge_batch: int = 10_000
     merge_chunk: int = 1_000
     compact_ratio: float = 0.1

@@ -137,9 +137,10 @@ class LocalGallery:
         self._subject_of[ids] = pks
         self._indexes: dict[str, ModelIndex] = {}
         self._snap_info: dict[str, SnapshotInfo] = {}
+        self._changes = 0
+        """Changes the index holds that no snapshot does (replayed, rebuilt or new); 0 = snapshot current."""
         for model_id in sorted(self.store.faces_by_model()):
             self._indexes[model_id] = self._load_model(model_id)
-        self._changes = 0
         self._erased_at: float | None = None
         self._last_snapshot = time.monotonic()
 
@@ -160,7 +161,10 @@ class LocalGallery:
                 raise SnapshotInvalid(f"{path}: older than the kept deletions log")
             for fids, vecs in self.store.iter_embeddings(model_id, after_id=header.max_face_id):
                 index.add(fids, vecs)
-            index.erase(self.store.deletions_after(model_id, header.max_deletion_seq))
+                self._changes += len(fids)
+            dels = self.store.deletions_after(model_id, header.max_deletion_seq)
+            index.erase(dels)
+            self._changes += len(dels)
             expected = self.store.count_faces(model_id)
             if index.live != expected:
                 raise SnapshotInvalid(f"{path}: {index.live} faces after replay, SQLite has {expected}")
@@ -189,14 +193,19 @@ class LocalGallery:
         for fids, vecs in self.store.iter_embeddings(model_id):
             index.add(fids, vecs)
             done += len(fids)
+            self._changes += len(fids)
             if self._progress:
                 self._progress(stage, done, total)
         return index
 
     # ================================================================== subjects
     def create_subject(self, *, name: str, metadata: dict[str, Any] | None = None) -> Subject:
+        return self.create_subjects([(name, metadata)])[0]
+
+    def create_subjects(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> list[Subject]:
+        """Create several subjects ``(name, metadata)`` in one transaction (bulk enrolment)."""
         with self._write:
-            return self.store.insert_subject(name, dict(metadata or {}))
+            return self.store.insert_subjects([(name, dict(meta or {})) for name, meta in items])
 
     def get_subject(self, subject_id: str) -> Subject:
         return self.store.get_subject(subject_id)
@@ -512,13 +521,15 @@ class LocalGallery:
                 log.exception("gallery: maintenance failed")
 
     def close(self) -> None:
+        """Stop maintenance, save the snapshot if the index changed since the last one, release the lock."""
         if self._closed:
             return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         try:
-            self.save_snapshot()
+            if self._changes or self._erased_at is not None:
+                self.save_snapshot()
         finally:
             self.store.close()
             self._lock.release()

@@ -197,20 +197,21 @@ class SQLiteStore:
             raise SubjectNotFound(f"no subject with id {subject_id!r}")
         return int(row[0])
 
-    def insert_subject(self, name: str, metadata: dict[str, Any]) -> Subject:
+    def insert_subjects(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Subject]:
+        """Create subjects ``(name, metadata)`` in one transaction, each with a new uuid4-hex id."""
         now = time.time()
-        sid = uuid.uuid4().hex
+        out = [Subject(uuid.uuid4().hex, name, dict(meta), now, now, 0) for name, meta in items]
         w = self.begin()
         try:
-            w.execute(
+            w.executemany(
                 "INSERT INTO subjects (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (sid, name, json.dumps(metadata), now, now),
+                [(s.id, s.name, json.dumps(s.metadata), now, now) for s in out],
             )
             self.commit()
         except BaseException:
             self.rollback()
             raise
-        return Subject(sid, name, dict(metadata), now, now, 0)
+        return out
 
     def get_subject(self, subject_id: str, conn: sqlite3.Connection | None = None) -> Subject:
         row = (
