@@ -11,10 +11,21 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
+from service.commands import keys as keys_cmd
+from service.commands import recognize as recognize_cmd
+from service.commands import serve as serve_cmd
+from service.commands import subjects as subjects_cmd
 from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
+app.command("serve")(serve_cmd.serve)
+app.command("enroll")(enroll_cmd.enroll)
+app.command("identify")(recognize_cmd.identify)
+app.command("verify")(recognize_cmd.verify)
+app.add_typer(subjects_cmd.app, name="subjects")
+app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(evaluate_cmd.app, name="eval")
 

@@ -30,7 +30,7 @@ def fetch(
 
 @app.command("path")
 def path() -> None:
-    """Print the path of the weights that would be used; exit 1 (naming each place tried) if there are none."""
+    """Print the path of the weights that would be used; exit 1 (naming each place tried) if none."""
     try:
         typer.echo(str(weights_mod.resolve(allow_fetch=False)))
     except WeightsUnavailable as exc:

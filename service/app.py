@@ -1,0 +1,137 @@
+"""``create_app(settings)``: the FastAPI application.
+
+The lifespan opens the gallery and the key store, then loads and warms the FaceAnalyzer once in a
+worker thread while the server already answers ``/healthz`` (``/readyz`` is 503 until both are ready);
+shutdown closes both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+
+from embeddings import FaceAnalyzer
+from service import errors
+from service.config import Settings, is_loopback
+from service.gallery import GalleryLocked
+from service.keys import KeyStore
+from service.metrics import Metrics, MetricsMiddleware
+from service.routes import apidocs, faces, health, recognition, subjects, web
+from service.runner import Runner
+from service.uploads import BodyLimitMiddleware
+
+log = logging.getLogger("facerec.service")
+
+AnalyzerFactory = Callable[[Settings], FaceAnalyzer]
+GalleryFactory = Callable[[Path], Any]
+
+DESCRIPTION = """Self-hosted face recognition: MTCNN detection, FaceNet 128-d embeddings, a FAISS gallery.
+
+Distances are L2 between unit embeddings, in [0, 2] (0 = identical); `similarity = 1 - distance**2 / 2`;
+a threshold is an L2 distance and `distance <= threshold` means the same person. Boxes are
+`{x, y, width, height}` in pixels of the upright image. Every error is `{"error": {"code", "message"}}`.
+
+Send images as `multipart/form-data` files (`image`, `image_a`, `image_b`, `images`) or as JSON with the
+same names plus `_base64` (`{"image_base64": "..."}`). Authenticate with the `X-API-Key` header.
+"""
+
+
+def default_analyzer(settings: Settings) -> FaceAnalyzer:
+    """The real analyzer with the settings' quality minimums and threshold, warmed up."""
+    analyzer = FaceAnalyzer(settings.analyzer_config(), threshold=settings.match_threshold)
+    analyzer.warm_up()
+    return analyzer
+
+
+def default_gallery(data_dir: Path) -> Any:
+    from service.gallery import open_gallery
+
+    return open_gallery(data_dir)
+
+
+class KeysRequired(RuntimeError):
+    """Refusing to listen on a non-loopback address with no API key."""
+
+
+def check_bind(settings: Settings, keys: KeyStore) -> None:
+    """Raise :class:`KeysRequired` when the server would listen beyond loopback without any active key."""
+    if not is_loopback(settings.host) and not keys.has_active():
+        raise KeysRequired(
+            f"refusing to listen on {settings.host}: no API key exists. Create one with "
+            f"`facerec keys create --scope admin` (data dir {settings.data}) or listen on 127.0.0.1."
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    analyzer_factory: AnalyzerFactory = default_analyzer,
+    gallery_factory: GalleryFactory = default_gallery,
+) -> FastAPI:
+    """Build the app. The factories let fast unit tests swap in fakes; production uses the defaults."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        state.model_loaded = asyncio.Event()
+        settings.data.mkdir(parents=True, exist_ok=True)
+        state.keys = KeyStore(settings.data)
+        check_bind(settings, state.keys)
+        try:
+            state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
+        except GalleryLocked:
+            log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
+            state.keys.close()
+            raise
+        state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
+
+        async def load() -> None:
+            try:
+                state.analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
+                log.info("model loaded and warm")
+            except Exception as exc:
+                log.exception("the model failed to load")
+                state.load_error = f"the model failed to load: {type(exc).__name__}"
+            finally:
+                state.model_loaded.set()
+
+        task = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            task.cancel()
+            gallery, state.gallery = state.gallery, None
+            if gallery is not None:
+                await anyio.to_thread.run_sync(gallery.close)
+            state.keys.close()
+
+    app = FastAPI(
+        title="facerec",
+        version="0.1.0",
+        summary="Face detection, verification and identification with a durable gallery.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+    )
+    app.state.settings = settings
+    app.state.analyzer = None
+    app.state.gallery = None
+    app.state.load_error = None
+    app.state.metrics = Metrics()
+    errors.install(app)
+    for module in (health, subjects, faces, recognition, web):
+        app.include_router(module.router)
+    app.mount("/static", web.static_files(), name="static")
+    apidocs.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,245 @@
+"""Where CLI commands act: the local data dir (gallery + model in this process) or a running server (HTTP).
+
+Both backends return the REST API's JSON shapes, so the commands format one kind of result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import typer
+
+from service.config import Settings
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit 1."""
+
+
+class Backend(Protocol):
+    def all_subjects(self) -> list[dict[str, Any]]: ...
+    def get_subject(self, subject_id: str) -> dict[str, Any]: ...
+    def create_subject(self, name: str) -> dict[str, Any]: ...
+    def delete_subject(self, subject_id: str) -> None: ...
+    def list_faces(self, subject_id: str) -> list[dict[str, Any]]: ...
+    def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]: ...
+    def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]: ...
+    def verify(self, image_a: bytes, image_b: bytes, *, threshold: float | None) -> dict[str, Any]: ...
+
+
+class LocalBackend:
+    """Works on ``settings.data`` directly; loads the model only for commands that need it."""
+
+    def __init__(self, settings: Settings) -> None:
+        from service.app import default_gallery
+        from service.gallery import GalleryLocked
+
+        self.settings = settings
+        try:
+            self.gallery = default_gallery(settings.data)
+        except GalleryLocked as exc:
+            raise CliError(
+                f"the data dir {settings.data} is in use (is a server running on it?): "
+                "pass --server URL --api-key KEY to go through the server"
+            ) from exc
+
+    @cached_property
+    def analyzer(self) -> Any:
+        from service.app import default_analyzer
+
+        return default_analyzer(self.settings)
+
+    def close(self) -> None:
+        self.gallery.close()
+
+    def all_subjects(self) -> list[dict[str, Any]]:
+        from service.routes.convert import subject_out
+
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            items, cursor = self.gallery.list_subjects(limit=500, cursor=cursor)
+            out.extend(subject_out(s).model_dump(mode="json") for s in items)
+            if not cursor:
+                return out
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        from service.gallery import SubjectNotFound
+        from service.routes.convert import subject_out
+
+        try:
+            return subject_out(self.gallery.get_subject(subject_id)).model_dump(mode="json")
+        except SubjectNotFound as exc:
+            raise CliError(f"no subject {subject_id!r}") from exc
+
+    def create_subject(self, name: str) -> dict[str, Any]:
+        from service.routes.convert import subject_out
+
+        return subject_out(self.gallery.create_subject(name=name, metadata={})).model_dump(mode="json")
+
+    def delete_subject(self, subject_id: str) -> None:
+        from service.gallery import SubjectNotFound
+
+        try:
+            self.gallery.delete_subject(subject_id)
+        except SubjectNotFound as exc:
+            raise CliError(f"no subject {subject_id!r}") from exc
+
+    def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
+        from service.routes.convert import face_out
+
+        return [face_out(r).model_dump(mode="json") for r in self.gallery.list_faces(subject_id)]
+
+    def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
+        from service import recognition
+        from service.routes.convert import face_out
+
+        result = recognition.enroll(
+            analyzer=self.analyzer,
+            gallery=self.gallery,
+            subject_id=subject_id,
+            images=images,
+            largest=largest,
+        )
+        return {
+            "faces": [face_out(r).model_dump(mode="json") for r in result.faces],
+            "rejected": [vars(r) for r in result.rejected],
+        }
+
+    def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:
+        from service import recognition
+        from service.routes.recognition import identify_response
+
+        result = recognition.identify(
+            analyzer=self.analyzer,
+            gallery=self.gallery,
+            image=image,
+            threshold=self.settings.match_threshold if threshold is None else threshold,
+            top_k=self.settings.top_k if top_k is None else top_k,
+        )
+        return identify_response(result).model_dump(mode="json")
+
+    def verify(self, image_a: bytes, image_b: bytes, *, threshold: float | None) -> dict[str, Any]:
+        from service import recognition
+        from service.routes.recognition import verify_response
+
+        result = recognition.verify_images(
+            analyzer=self.analyzer,
+            image_a=image_a,
+            image_b=image_b,
+            threshold=self.settings.match_threshold if threshold is None else threshold,
+        )
+        return verify_response(result).model_dump(mode="json")
+
+
+class RemoteBackend:
+    """Talks to a running facerec server with an API key."""
+
+    def __init__(self, url: str, api_key: str | None, *, timeout: float = 120.0) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {self.client.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                err = response.json()["error"]
+                detail = f"{err['code']}: {err['message']}"
+            except (ValueError, KeyError, TypeError):
+                detail = response.text[:200]
+            raise CliError(f"{method} {path} -> {response.status_code} {detail}")
+        return response.json() if response.content else None
+
+    def all_subjects(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = self._call("GET", "/v1/subjects", params=params)
+            out.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return out
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/subjects/{subject_id}")
+        return result
+
+    def create_subject(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/subjects", json={"name": name, "metadata": {}})
+        return result
+
+    def delete_subject(self, subject_id: str) -> None:
+        self._call("DELETE", f"/v1/subjects/{subject_id}")
+
+    def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", f"/v1/subjects/{subject_id}/faces")["items"]
+        return items
+
+    def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
+        files = [("images", (f"{i}.jpg", data, "application/octet-stream")) for i, data in enumerate(images)]
+        data = {"face": "largest" if largest else "single"}
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/subjects/{subject_id}/faces", files=files, data=data
+        )
+        return result
+
+    def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:
+        data = {k: str(v) for k, v in (("threshold", threshold), ("top_k", top_k)) if v is not None}
+        files = {"image": ("image", image, "application/octet-stream")}
+        result: dict[str, Any] = self._call("POST", "/v1/identify", files=files, data=data)
+        return result
+
+    def verify(self, image_a: bytes, image_b: bytes, *, threshold: float | None) -> dict[str, Any]:
+        data = {"threshold": str(threshold)} if threshold is not None else {}
+        files = {
+            "image_a": ("a", image_a, "application/octet-stream"),
+            "image_b": ("b", image_b, "application/octet-stream"),
+        }
+        result: dict[str, Any] = self._call("POST", "/v1/verify", files=files, data=data)
+        return result
+
+
+SERVER_OPTION = typer.Option(
+    None, "--server", help="URL of a running facerec server (default: local data dir)."
+)
+API_KEY_OPTION = typer.Option(None, "--api-key", envvar="FACEREC_API_KEY", help="X-API-Key for --server.")
+DATA_OPTION = typer.Option(None, "--data", help="Local data dir (default: $FACEREC_DATA or ./data).")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
+
+
+@contextmanager
+def open_backend(server: str | None, api_key: str | None, data: Path | None) -> Iterator[Backend]:
+    """The backend the options select; closed on exit. A :class:`CliError` exits 1 with its message."""
+    backend: LocalBackend | RemoteBackend
+    try:
+        if server:
+            backend = RemoteBackend(server, api_key)
+        else:
+            settings = Settings() if data is None else Settings(data=data)
+            backend = LocalBackend(settings)
+        try:
+            yield backend
+        finally:
+            backend.close()
+    except CliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def read_image(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc

@@ -1,0 +1,140 @@
+"""``facerec enroll DIR``: bulk enrolment from one folder per person (the LFW layout), resumable by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from service.commands.backend import (
+    API_KEY_OPTION,
+    DATA_OPTION,
+    JSON_OPTION,
+    SERVER_OPTION,
+    Backend,
+    open_backend,
+    read_image,
+)
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+)
+
+
+@dataclass
+class EnrollSummary:
+    """Counts per run; ``rejected`` lists ``{"file", "code", "message"}``."""
+
+    subjects_created: int = 0
+    enrolled: int = 0
+    skipped: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    per_subject: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def scan(root: Path) -> dict[str, list[Path]]:
+    """``{person: [image paths]}`` from ``root/<person>/*.<image>``, sorted; empty folders are left out."""
+    people: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            people[folder.name] = images
+    return people
+
+
+def display_name(folder: str) -> str:
+    """Folder names such as ``George_W_Bush`` become ``George W Bush``."""
+    return folder.replace("_", " ").strip()
+
+
+def run_enrollment(
+    backend: Backend, people: dict[str, list[Path]], *, largest: bool, progress: Progress | None = None
+) -> EnrollSummary:
+    """Enrol every image, one subject per folder (found by name or created); enrolled bytes are skipped."""
+    summary = EnrollSummary()
+    by_name = {s["name"]: s for s in backend.all_subjects()}
+    task = progress.add_task("enrolling", total=sum(len(v) for v in people.values())) if progress else None
+    for folder, images in people.items():
+        name = display_name(folder)
+        subject = by_name.get(name)
+        if subject is None:
+            subject = backend.create_subject(name)
+            summary.subjects_created += 1
+        known = {f.get("image_sha256") for f in backend.list_faces(subject["id"])}
+        counts = {"id": subject["id"], "enrolled": 0, "skipped": 0, "rejected": 0}
+        for path in images:
+            data = read_image(path)
+            if hashlib.sha256(data).hexdigest() in known:
+                counts["skipped"] += 1
+            else:
+                result = backend.enroll(subject["id"], [data], largest=largest)
+                counts["enrolled"] += len(result["faces"])
+                for r in result["rejected"]:
+                    if r["code"] == "duplicate":
+                        counts["skipped"] += 1
+                    else:
+                        counts["rejected"] += 1
+                        summary.rejected.append(
+                            {"file": str(path), "code": r["code"], "message": r["message"]}
+                        )
+            if progress is not None and task is not None:
+                progress.update(task, advance=1, description=name)
+        summary.per_subject[name] = counts
+        summary.enrolled += counts["enrolled"]
+        summary.skipped += counts["skipped"]
+    return summary
+
+
+def enroll(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="One folder per person."),
+    largest: bool = typer.Option(False, "--largest", help="Take the largest face of group photos."),
+    server: str = SERVER_OPTION,
+    api_key: str = API_KEY_OPTION,
+    data: Path = DATA_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Enrol DIR/<person>/*.jpg: each folder is a subject (created if new).
+
+    Images already enrolled are skipped by their sha256, so an interrupted run can simply be run again;
+    rejected images are listed with reasons."""
+    people = scan(directory)
+    if not people:
+        typer.echo(f"error: no <person>/<image> folders under {directory}", err=True)
+        raise typer.Exit(1)
+    console = Console(stderr=True)
+    with open_backend(server, api_key, data) as backend:
+        columns = (
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=True, disable=as_json) as progress:
+            summary = run_enrollment(backend, people, largest=largest, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(asdict(summary)))
+        return
+    out = Console()
+    table = Table("subject", "enrolled", "skipped", "rejected", title="enrolment")
+    for name, c in summary.per_subject.items():
+        table.add_row(name, str(c["enrolled"]), str(c["skipped"]), str(c["rejected"]))
+    out.print(table)
+    out.print(
+        f"{summary.enrolled} faces enrolled, {summary.skipped} already enrolled (skipped), "
+        f"{len(summary.rejected)} rejected, {summary.subjects_created} new subjects"
+    )
+    if summary.rejected:
+        reasons = Counter(r["code"] for r in summary.rejected)
+        out.print("rejected: " + ", ".join(f"{code} x{n}" for code, n in reasons.most_common()))
+        rej = Table("file", "reason", "detail", title="rejected images")
+        for r in summary.rejected:
+            rej.add_row(r["file"], r["code"], r["message"])
+        out.print(rej)

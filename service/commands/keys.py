@@ -1,0 +1,90 @@
+"""``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.config import Settings
+from service.keys import SCOPES, KeyNotFound, KeyStore
+
+app = typer.Typer(help="Create, list and revoke API keys (X-API-Key).", no_args_is_help=True)
+
+DATA = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data).")
+
+
+def _store(data: Path | None) -> KeyStore:
+    return KeyStore((Settings() if data is None else Settings(data=data)).data)
+
+
+@app.command("create")
+def create(
+    scope: str = typer.Option(
+        ..., "--scope", help="admin (everything) or recognize (detect/verify/identify)."
+    ),
+    name: str = typer.Option("", "--name", help="A label to recognise the key by."),
+    data: Path = DATA,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a key and print its token once; only its sha256 is stored."""
+    if scope not in SCOPES:
+        typer.echo(f"error: --scope must be one of {', '.join(SCOPES)}", err=True)
+        raise typer.Exit(2)
+    store = _store(data)
+    key, token = store.create(scope=scope, name=name)
+    store.close()
+    if as_json:
+        typer.echo(json.dumps({"id": key.id, "name": key.name, "scope": key.scope, "token": token}))
+        return
+    typer.echo(token)
+    typer.echo(f"key {key.id} ({key.scope}) created; the token above is shown only this once.", err=True)
+
+
+@app.command("list")
+def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every key with its scope and state (tokens are never shown)."""
+    store = _store(data)
+    keys = store.list()
+    store.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "scope": k.scope,
+                        "created_at": k.created_at,
+                        "revoked_at": k.revoked_at,
+                    }
+                    for k in keys
+                ]
+            )
+        )
+        return
+    table = Table("id", "name", "scope", "created", "state")
+    for k in keys:
+        table.add_row(
+            k.id, k.name, k.scope, k.created_at, "active" if k.active else f"revoked {k.revoked_at}"
+        )
+    Console().print(table)
+
+
+@app.command("revoke")
+def revoke(
+    key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA
+) -> None:
+    """Revoke a key at once: the server refuses it from its next request."""
+    store = _store(data)
+    try:
+        key = store.revoke(key_id)
+    except KeyNotFound as exc:
+        typer.echo(f"error: no key {key_id!r}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    typer.echo(f"key {key.id} revoked")

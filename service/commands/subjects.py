@@ -1,0 +1,81 @@
+"""``facerec subjects list|show|delete``: the enrolled people, locally or through a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.commands.backend import API_KEY_OPTION, DATA_OPTION, JSON_OPTION, SERVER_OPTION, open_backend
+
+app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_subjects(
+    server: str = SERVER_OPTION,
+    api_key: str = API_KEY_OPTION,
+    data: Path = DATA_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Every subject with its number of faces."""
+    with open_backend(server, api_key, data) as backend:
+        subjects = backend.all_subjects()
+    if as_json:
+        typer.echo(json.dumps(subjects))
+        return
+    table = Table("id", "name", "faces", "created", title=f"{len(subjects)} subjects")
+    for s in subjects:
+        table.add_row(s["id"], s["name"], str(s["face_count"]), str(s["created_at"]))
+    Console().print(table)
+
+
+@app.command("show")
+def show(
+    subject_id: str = typer.Argument(..., help="The subject's id."),
+    server: str = SERVER_OPTION,
+    api_key: str = API_KEY_OPTION,
+    data: Path = DATA_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A subject and its faces."""
+    with open_backend(server, api_key, data) as backend:
+        subject = backend.get_subject(subject_id)
+        faces = backend.list_faces(subject_id)
+    if as_json:
+        typer.echo(json.dumps({**subject, "faces": faces}))
+        return
+    console = Console()
+    console.print(f"[bold]{subject['name']}[/] ({subject['id']}), {subject['face_count']} faces")
+    if subject["metadata"]:
+        console.print(f"metadata: {json.dumps(subject['metadata'])}")
+    table = Table("face id", "box (x, y, w, h) px", "image sha256", "created")
+    for f in faces:
+        box = f.get("box") or {}
+        coords = ", ".join(f"{box[k]:.0f}" for k in ("x", "y", "width", "height")) if box else "-"
+        table.add_row(str(f["id"]), coords, (f.get("image_sha256") or "-")[:16], str(f["created_at"]))
+    console.print(table)
+
+
+@app.command("delete")
+def delete(
+    subject_id: str = typer.Argument(..., help="The subject's id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    server: str = SERVER_OPTION,
+    api_key: str = API_KEY_OPTION,
+    data: Path = DATA_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Erase a subject and all its faces."""
+    with open_backend(server, api_key, data) as backend:
+        subject = backend.get_subject(subject_id)
+        if not yes and not typer.confirm(f"Erase {subject['name']} and {subject['face_count']} faces?"):
+            raise typer.Exit(1)
+        backend.delete_subject(subject_id)
+    if as_json:
+        typer.echo(json.dumps({"deleted": subject_id, "faces": subject["face_count"]}))
+    else:
+        typer.echo(f"deleted {subject['name']} ({subject_id}) and {subject['face_count']} faces")

@@ -1,0 +1,77 @@
+"""Service settings, read from the environment with the prefix ``FACEREC_`` (e.g. ``FACEREC_DATA``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from embeddings import AnalyzerConfig, QualityThresholds, default_threshold
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Thresholds are L2 distances between unit embeddings, in [0, 2]."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEREC_", extra="ignore")
+
+    data: Path = Field(default=Path("./data"), description="Data dir: the gallery and keys.db live here.")
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on; keys are required unless it is loopback."
+    )
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Largest request body, bytes (413 above)."
+    )
+    max_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest decoded image, width x height (413 above)."
+    )
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=2.0, description="L2 match threshold; default: model card."
+    )
+    top_k: int = Field(
+        default=5, ge=1, le=100, description="Default number of candidates per face in identify."
+    )
+    min_face_size: float = Field(
+        default=40.0, ge=0.0, description="Enrolment: shorter box side, source pixels."
+    )
+    min_confidence: float = Field(default=0.95, ge=0.0, le=1.0, description="Enrolment: detector confidence.")
+    min_sharpness: float = Field(
+        default=20.0, ge=0.0, description="Enrolment: Laplacian variance of the crop (0 = off)."
+    )
+    max_pending: int = Field(
+        default=64, ge=1, description="Requests allowed to wait for the model; more get 429."
+    )
+    inference_threads: int = Field(
+        default=2, ge=1, description="Threads running decode/detect/encode at once."
+    )
+    ready_timeout_s: float = Field(
+        default=60.0, ge=0.0, description="How long a request waits for the model to load."
+    )
+
+    @property
+    def match_threshold(self) -> float:
+        """The L2 threshold in force: ``FACEREC_THRESHOLD`` or the model card's default."""
+        return default_threshold() if self.threshold is None else self.threshold
+
+    def analyzer_config(self) -> AnalyzerConfig:
+        """The pipeline settings these service settings imply."""
+        return AnalyzerConfig(
+            quality=QualityThresholds(
+                min_face_size=self.min_face_size,
+                min_confidence=self.min_confidence,
+                min_sharpness=self.min_sharpness,
+            ),
+            max_pixels=self.max_pixels,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1); a wildcard such as 0.0.0.0 is not."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

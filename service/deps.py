@@ -1,0 +1,60 @@
+"""Dependency aliases used by the routes: settings, the loaded analyzer, the gallery, the runner, API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, Request
+
+from embeddings import FaceAnalyzer
+from service.auth import require
+from service.config import Settings
+from service.errors import NotReady
+from service.keys import ApiKey
+from service.metrics import Metrics
+from service.runner import Runner
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_gallery(request: Request) -> Any:
+    gallery = request.app.state.gallery
+    if gallery is None:
+        raise NotReady("the gallery is not open", headers={"Retry-After": "5"})
+    return gallery
+
+
+async def get_analyzer(request: Request) -> FaceAnalyzer:
+    """The loaded analyzer; waits up to ``ready_timeout_s`` while it loads, then 503 ``not_ready``."""
+    state = request.app.state
+    if state.analyzer is None and state.load_error is None:
+        with anyio.move_on_after(state.settings.ready_timeout_s):
+            await state.model_loaded.wait()
+    if state.analyzer is None:
+        reason = state.load_error or "the model is still loading"
+        raise NotReady(reason, headers={"Retry-After": "5"})
+    analyzer: FaceAnalyzer = state.analyzer
+    return analyzer
+
+
+def get_runner(request: Request) -> Runner:
+    runner: Runner = request.app.state.runner
+    return runner
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+GalleryDep = Annotated[Any, Depends(get_gallery)]
+AnalyzerDep = Annotated[FaceAnalyzer, Depends(get_analyzer)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+RecognizeKey = Annotated[ApiKey, Depends(require("recognize"))]

@@ -1,0 +1,49 @@
+"""The gallery: a durable vector database of faces (SQLite truth + FAISS index cache).
+
+Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0, 2]; similarity is
+``1 - d**2 / 2``. Never imports the web layer.
+"""
+
+from service.gallery.base import Gallery
+from service.gallery.errors import (
+    FaceNotFound,
+    GalleryError,
+    GalleryLocked,
+    InvalidEmbedding,
+    ModelMismatch,
+    SnapshotInvalid,
+    SubjectNotFound,
+)
+from service.gallery.index import IndexParams
+from service.gallery.local import GallerySettings, LocalGallery, open_gallery
+from service.gallery.types import (
+    Candidate,
+    FaceRecord,
+    GalleryStats,
+    IndexInfo,
+    NewFace,
+    SnapshotInfo,
+    Subject,
+)
+
+__all__ = [
+    "Candidate",
+    "FaceNotFound",
+    "FaceRecord",
+    "Gallery",
+    "GalleryError",
+    "GalleryLocked",
+    "GallerySettings",
+    "GalleryStats",
+    "IndexInfo",
+    "IndexParams",
+    "InvalidEmbedding",
+    "LocalGallery",
+    "ModelMismatch",
+    "NewFace",
+    "SnapshotInfo",
+    "SnapshotInvalid",
+    "Subject",
+    "SubjectNotFound",
+    "open_gallery",
+]

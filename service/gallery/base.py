@@ -1,0 +1,92 @@
+"""The gallery interface the service uses. :class:`~service.gallery.local.LocalGallery` (SQLite + FAISS) is
+one implementation; a shared backend for several replicas (e.g. Milvus) would be another.
+
+Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0, 2]; similarity is
+``1 - d**2 / 2``. Every call is thread-safe. A write is durable (committed to disk) when it returns, and a
+deleted face or subject is never returned by a search that starts after the delete returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from service.gallery.types import Candidate, FaceRecord, GalleryStats, NewFace, Subject
+
+
+@runtime_checkable
+class Gallery(Protocol):
+    """A durable gallery of subjects and their face embeddings, searchable by nearest subject."""
+
+    def create_subject(self, *, name: str, metadata: dict[str, Any] | None = None) -> Subject:
+        """Create a subject with a new random id."""
+        ...
+
+    def get_subject(self, subject_id: str) -> Subject:
+        """The subject, or :class:`SubjectNotFound`."""
+        ...
+
+    def list_subjects(
+        self, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Subject], str | None]:
+        """A page of subjects in creation order and the cursor of the next page (None at the end)."""
+        ...
+
+    def update_subject(
+        self, subject_id: str, *, name: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Subject:
+        """Rename and/or replace the metadata (None = unchanged)."""
+        ...
+
+    def delete_subject(self, subject_id: str) -> int:
+        """Erase the subject and all its faces; returns the number of faces erased."""
+        ...
+
+    def add_faces(self, subject_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
+        """Enrol faces in one transaction (all or nothing); durable when it returns."""
+        ...
+
+    def list_faces(self, subject_id: str) -> list[FaceRecord]:
+        """The subject's faces, oldest first."""
+        ...
+
+    def get_face(self, face_id: int) -> FaceRecord:
+        """The face, or :class:`FaceNotFound`."""
+        ...
+
+    def delete_face(self, face_id: int) -> None:
+        """Erase one face from the store and the index."""
+        ...
+
+    def find_face_by_sha256(self, sha256: str, *, subject_id: str | None = None) -> FaceRecord | None:
+        """The oldest face enrolled from an image with this sha256 (optionally of one subject), or None."""
+        ...
+
+    def search(
+        self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5
+    ) -> list[list[Candidate]]:
+        """For each probe row of (N, 128): up to ``top_k`` subjects ranked by their best face distance.
+
+        Only faces of ``model_id`` are compared; :class:`ModelMismatch` if that model has no faces but
+        others do. An empty gallery gives empty lists.
+        """
+        ...
+
+    def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:
+        """Its embeddings of ``model_id``, (n, 128); :class:`ModelMismatch` if it has only other models'."""
+        ...
+
+    def stats(self) -> GalleryStats:
+        """Counts, faces per model id, index kind and the last change each snapshot holds."""
+        ...
+
+    def save_snapshot(self) -> None:
+        """Persist the index cache now (it is also saved periodically and at close)."""
+        ...
+
+    def close(self) -> None:
+        """Save the snapshot and release the data dir."""
+        ...

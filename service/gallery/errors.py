@@ -1,0 +1,52 @@
+"""Gallery errors. Each has a stable ``code``; the service maps them to HTTP, nothing here knows HTTP."""
+
+from __future__ import annotations
+
+from embeddings.errors import FaceRecError
+
+
+class GalleryError(FaceRecError):
+    """Base class of every error the gallery raises on purpose."""
+
+    code = "gallery_error"
+
+
+class SubjectNotFound(GalleryError):
+    """No subject has this id (never existed, or erased)."""
+
+    code = "not_found"
+
+
+class FaceNotFound(GalleryError):
+    """No face has this id (never existed, or erased)."""
+
+    code = "not_found"
+
+
+class ModelMismatch(GalleryError):
+    """The probe's model id has no faces while faces of other models exist; they are never mixed."""
+
+    code = "model_mismatch"
+
+    def __init__(self, message: str, *, requested: str, present: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.present = present
+
+
+class InvalidEmbedding(GalleryError):
+    """An embedding is not a finite float (128,) unit vector."""
+
+    code = "invalid_embedding"
+
+
+class GalleryLocked(GalleryError):
+    """Another process holds the data dir's lock; opening it twice would corrupt the gallery."""
+
+    code = "gallery_locked"
+
+
+class SnapshotInvalid(GalleryError):
+    """An index snapshot is missing, truncated, corrupt or from another gallery/schema (it gets rebuilt)."""
+
+    code = "snapshot_invalid"

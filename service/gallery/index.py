@@ -1,0 +1,318 @@
+"""The FAISS index of one model: a cache of SQLite, keyed by integer face id (``IndexIDMap``).
+
+Layout: a list of *segments*. At most one is HNSW (the approximate "main", built in bulk); the others are
+exact flat indexes (``IndexIDMap(IndexFlatL2)``) holding recent adds. A small gallery is a single flat
+segment: exact search. Past ``hnsw_threshold`` live faces a rebuild makes an HNSW main from every segment
+(the flat segments are frozen meanwhile and new adds go to a fresh flat one), and later flat adds are merged
+into the main in small chunks once they reach ``merge_batch``.
+
+Deletion: a face in the active flat segment is removed outright; a face in HNSW (which cannot remove) or in a
+frozen segment becomes a *tombstone*: its stored vector is overwritten with zeros at once (so neither memory
+nor the next snapshot keeps the embedding) and its id is filtered out of every result (searches over-fetch and
+retry until they have ``k`` live results). When tombstones exceed ``compact_ratio`` of the main, it is
+rebuilt.
+
+Distances: FAISS L2 indexes return squared L2; :meth:`ModelIndex.search` returns L2 in [0, 2].
+Thread-safety: none here; the gallery holds a readers-writer lock around these calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.types import EMBEDDING_DIM
+
+FLAT = "flat"
+HNSW = "hnsw"
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)`` in faces."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexParams:
+    """Index settings. ``hnsw_m`` / ``ef_construction`` / ``ef_search`` were chosen by measurement
+    (bench/gallery.py, docs/GALLERY.md) for recall@1 >= 0.99 against exact search."""
+
+    hnsw_threshold: int = 50_000
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    merge_batch: int = 10_000
+    merge_chunk: int = 1_000
+    compact_ratio: float = 0.1
+
+
+def _as_ids(ids: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
+class Segment:
+    """One FAISS ``IndexIDMap`` (flat or HNSW) and the ids erased from it (tombstones)."""
+
+    def __init__(self, index: faiss.IndexIDMap, kind: str, tombstones: set[int] | None = None) -> None:
+        self.index = index
+        self.kind = kind
+        self.tombstones: set[int] = set(tombstones or ())
+        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        self.frozen = False
+
+    @classmethod
+    def new_flat(cls) -> Segment:
+        return cls(faiss.IndexIDMap(faiss.IndexFlatL2(EMBEDDING_DIM)), FLAT)
+
+    @classmethod
+    def new_hnsw(cls, params: IndexParams) -> Segment:
+        hnsw = faiss.IndexHNSWFlat(EMBEDDING_DIM, params.hnsw_m)
+        hnsw.hnsw.efConstruction = params.ef_construction
+        hnsw.hnsw.efSearch = params.ef_search
+        return cls(faiss.IndexIDMap(hnsw), HNSW)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self.tombstones)
+
+    def ids(self) -> npt.NDArray[np.int64]:
+        """All ids in storage order (tombstoned ones included); a copy."""
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+
+    def live_ids(self) -> npt.NDArray[np.int64]:
+        ids = self.ids()
+        return ids[~np.isin(ids, self._tomb_arr)] if self.tombstones else ids
+
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """A *view* of the stored vectors, (ntotal, 128), in storage order. Invalid after any add/remove."""
+        sub: Any = faiss.downcast_index(self.index.index)
+        storage: Any = faiss.downcast_index(sub.storage) if self.kind == HNSW else sub
+        n = self.ntotal
+        if n == 0:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        return faiss.rev_swig_ptr(storage.get_xb(), n * EMBEDDING_DIM).reshape(n, EMBEDDING_DIM)
+
+    def set_ef_search(self, ef: int) -> None:
+        if self.kind == HNSW:
+            sub: Any = faiss.downcast_index(self.index.index)
+            sub.hnsw.efSearch = ef
+
+    def erase(self, ids: npt.NDArray[np.int64]) -> int:
+        """Erase those of ``ids`` held here; returns how many. Removes from an active flat segment,
+        tombstones (and zeroes) otherwise."""
+        stored = self.ids()
+        hit = np.isin(stored, ids)
+        if self.tombstones:
+            hit &= ~np.isin(stored, self._tomb_arr)
+        n = int(hit.sum())
+        if not n:
+            return 0
+        if self.kind == FLAT and not self.frozen:
+            self.index.remove_ids(faiss.IDSelectorBatch(stored[hit]))
+            return n
+        self.vectors()[hit] = 0.0
+        self.tombstones.update(int(i) for i in stored[hit])
+        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        return n
+
+    def search(
+        self, q: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Up to ``k`` live nearest per row: squared L2 (inf where missing) and ids (-1 where missing)."""
+        n = self.ntotal
+        want = min(k, self.live)
+        kk = min(n, k + min(len(self.tombstones), k) if self.tombstones else k)
+        while True:
+            d, i = self.index.search(q, max(kk, 1))
+            if self.tombstones:
+                dead = np.isin(i, self._tomb_arr)
+                i = np.where(dead, -1, i)
+                d = np.where(dead, np.inf, d)
+            found = (i >= 0).sum(axis=1)
+            if kk >= n or bool((found >= want).all()):
+                break
+            kk = min(n, kk * 2)
+        d = np.where(i < 0, np.inf, d).astype(np.float32)
+        return d, i
+
+
+class ModelIndex:
+    """All faces of one model id. See the module docstring for the layout."""
+
+    def __init__(self, params: IndexParams, segments: list[Segment] | None = None) -> None:
+        self.params = params
+        self.segments: list[Segment] = segments if segments is not None else [Segment.new_flat()]
+        self.building = False
+        self._pending: set[int] = set()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def main(self) -> Segment | None:
+        return self.segments[0] if self.segments and self.segments[0].kind == HNSW else None
+
+    @property
+    def kind(self) -> str:
+        return HNSW if self.main is not None else FLAT
+
+    @property
+    def live(self) -> int:
+        return sum(s.live for s in self.segments)
+
+    @property
+    def tombstones(self) -> int:
+        return sum(len(s.tombstones) for s in self.segments)
+
+    def live_ids(self) -> npt.NDArray[np.int64]:
+        parts = [s.live_ids() for s in self.segments]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _active(self) -> Segment:
+        last = self.segments[-1] if self.segments else None
+        if last is None or last.kind != FLAT or last.frozen:
+            last = Segment.new_flat()
+            self.segments.append(last)
+        return last
+
+    # ------------------------------------------------------------------ mutation (exclusive lock)
+    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        """Add unit vectors (n, 128) under face ids (n,) to the active flat segment."""
+        if len(ids):
+            self._active().index.add_with_ids(np.ascontiguousarray(vectors, np.float32), _as_ids(ids))
+
+    def erase(self, ids: Sequence[int] | npt.NDArray[np.int64]) -> int:
+        """Erase face ids (unknown ones are ignored); returns how many were held."""
+        arr = _as_ids(ids)
+        if not len(arr):
+            return 0
+        if self.building:
+            self._pending.update(int(i) for i in arr)
+        return sum(s.erase(arr) for s in self.segments)
+
+    # ------------------------------------------------------------------ search (shared lock)
+    def search(
+        self, q: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``k`` nearest live faces per probe row: L2 distances in [0, 2] ascending, ids (-1 = none)."""
+        nq = q.shape[0]
+        ds, is_ = [], []
+        for seg in self.segments:
+            if seg.live:
+                d, i = seg.search(q, k)
+                ds.append(d)
+                is_.append(i)
+        if not ds:
+            return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        d = np.concatenate(ds, axis=1)
+        i = np.concatenate(is_, axis=1)
+        if len(ds) > 1 or d.shape[1] != k:
+            order = np.argsort(d, axis=1, kind="stable")[:, :k]
+            d = np.take_along_axis(d, order, axis=1)
+            i = np.take_along_axis(i, order, axis=1)
+            if d.shape[1] < k:
+                pad = k - d.shape[1]
+                d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+                i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
+        return np.sqrt(np.clip(d, 0.0, 4.0)).astype(np.float32), i
+
+    def set_ef_search(self, ef: int) -> None:
+        for s in self.segments:
+            s.set_ef_search(ef)
+
+    # ------------------------------------------------------------------ maintenance
+    def needs_rebuild(self) -> bool:
+        """True when the gallery crossed ``hnsw_threshold`` with no HNSW main, or the main has too many
+        tombstones (compaction)."""
+        if self.building:
+            return False
+        main = self.main
+        if main is None:
+            return self.live >= self.params.hnsw_threshold
+        return len(main.tombstones) > self.params.compact_ratio * max(main.ntotal, 1)
+
+    def needs_merge(self) -> bool:
+        """True when an HNSW main exists and its flat segments hold at least ``merge_batch`` faces."""
+        if self.building or self.main is None:
+            return False
+        return sum(s.ntotal for s in self.segments[1:]) >= self.params.merge_batch
+
+    def begin_rebuild(self) -> tuple[list[Segment], list[set[int]]]:
+        """Freeze every segment (new adds go to a fresh flat one); returns them and their tombstones."""
+        frozen = list(self.segments)
+        for s in frozen:
+            s.frozen = True
+        self.segments.append(Segment.new_flat())
+        self.building = True
+        self._pending = set()
+        return frozen, [set(s.tombstones) for s in frozen]
+
+    def finish_rebuild(self, frozen: list[Segment], built: Segment) -> None:
+        """Swap the built HNSW in for the frozen segments and replay deletions made during the build."""
+        keep = [s for s in self.segments if not any(s is f for f in frozen)]
+        self.segments = [built, *keep]
+        if self._pending:
+            built.erase(_as_ids(sorted(self._pending)))
+        self._pending = set()
+        self.building = False
+
+    def abort_rebuild(self) -> None:
+        for s in self.segments:
+            s.frozen = False
+        self._pending = set()
+        self.building = False
+
+    def merge_step(self) -> bool:
+        """Move up to ``merge_chunk`` faces of the oldest flat segment into the HNSW main (exclusive lock).
+        Returns True while more remain."""
+        main = self.main
+        if main is None or self.building or len(self.segments) < 2:
+            return False
+        seg = self.segments[1]
+        ids = seg.ids()[: self.params.merge_chunk]
+        vecs = seg.vectors()[: len(ids)]
+        live = (
+            ~np.isin(ids, np.fromiter(seg.tombstones, np.int64))
+            if seg.tombstones
+            else np.ones(len(ids), bool)
+        )
+        if live.any():
+            main.index.add_with_ids(np.ascontiguousarray(vecs[live]), np.ascontiguousarray(ids[live]))
+        seg.index.remove_ids(faiss.IDSelectorBatch(ids))
+        seg.tombstones.difference_update(int(i) for i in ids)
+        seg._tomb_arr = np.array(sorted(seg.tombstones), dtype=np.int64)
+        if seg.ntotal == 0 and len(self.segments) > 2:
+            self.segments.pop(1)
+        return sum(s.ntotal for s in self.segments[1:]) > 0
+
+
+def build_hnsw(
+    frozen: list[Segment],
+    tombstones: list[set[int]],
+    params: IndexParams,
+    progress: Progress | None = None,
+    chunk: int = 20_000,
+) -> Segment:
+    """Build a new HNSW segment from the live vectors of frozen segments (no lock needed: they do not change
+    except for zeroed tombstones, which the caller replays afterwards)."""
+    built = Segment.new_hnsw(params)
+    total = sum(s.ntotal for s in frozen)
+    done = 0
+    for seg, tomb in zip(frozen, tombstones, strict=True):
+        ids = seg.ids()
+        dead = np.array(sorted(tomb), dtype=np.int64)
+        for start in range(0, len(ids), chunk):
+            cid = ids[start : start + chunk]
+            vec = np.array(seg.vectors()[start : start + len(cid)], dtype=np.float32)
+            keep = ~np.isin(cid, dead) if len(dead) else np.ones(len(cid), bool)
+            if keep.any():
+                built.index.add_with_ids(np.ascontiguousarray(vec[keep]), np.ascontiguousarray(cid[keep]))
+            done += len(cid)
+            if progress is not None:
+                progress(done, total)
+    return built

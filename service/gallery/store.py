@@ -1,0 +1,468 @@
+"""SQLite store: the durable truth of the gallery (subjects, faces with their embeddings, a deletions log).
+
+WAL journal, ``synchronous=FULL`` (a committed write survives a crash or power loss), ``secure_delete=ON``
+(erased rows are overwritten with zeros, not left in free pages) and foreign keys. The schema is versioned in
+``schema_version`` and upgraded by :data:`MIGRATIONS` at open.
+
+Change tracking for the index cache: face ids come from AUTOINCREMENT (never reused, increasing), so "adds
+after a snapshot" are the faces with ``id > max_face_id``; deletions append to ``deletions`` whose ``seq`` is
+also AUTOINCREMENT. A snapshot records both watermarks.
+
+Embeddings are stored as 512-byte little-endian float32 blobs. One writer connection (serialised by the
+caller's write lock) and one read connection per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.types import EMBEDDING_DIM
+from service.gallery.errors import FaceNotFound, SubjectNotFound
+from service.gallery.types import FaceRecord, NewFace, Subject
+
+DB_NAME = "gallery.sqlite3"
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE subjects (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE faces (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject_pk INTEGER NOT NULL REFERENCES subjects(pk) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        box TEXT,
+        quality TEXT,
+        image_sha256 TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX faces_subject ON faces(subject_pk);
+    CREATE INDEX faces_model ON faces(model_id, id);
+    CREATE INDEX faces_sha256 ON faces(image_sha256) WHERE image_sha256 IS NOT NULL;
+    CREATE TABLE deletions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        face_id INTEGER NOT NULL,
+        model_id TEXT NOT NULL,
+        deleted_at REAL NOT NULL
+    );
+    CREATE INDEX deletions_model ON deletions(model_id, seq);
+    """,
+}
+"""Schema version -> SQL that upgrades from the previous version. Append; never edit a released one."""
+
+_SUBJECT_COLS = (
+    "s.pk, s.id, s.name, s.metadata, s.created_at, s.updated_at, "
+    "(SELECT count(*) FROM faces f WHERE f.subject_pk = s.pk)"
+)
+_FACE_COLS = "f.id, s.id, f.model_id, f.box, f.quality, f.image_sha256, f.created_at"
+
+
+def _subject(row: Sequence[Any]) -> Subject:
+    return Subject(
+        id=row[1],
+        name=row[2],
+        metadata=json.loads(row[3]),
+        created_at=row[4],
+        updated_at=row[5],
+        face_count=row[6],
+    )
+
+
+def _face(row: Sequence[Any]) -> FaceRecord:
+    return FaceRecord(
+        id=row[0],
+        subject_id=row[1],
+        model_id=row[2],
+        box=json.loads(row[3]) if row[3] is not None else None,
+        quality=json.loads(row[4]) if row[4] is not None else None,
+        image_sha256=row[5],
+        created_at=row[6],
+    )
+
+
+def _vectors(blobs: Sequence[bytes]) -> npt.NDArray[np.float32]:
+    if not blobs:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), EMBEDDING_DIM).astype(np.float32)
+
+
+class SQLiteStore:
+    """Low-level SQL access. Not thread-safe for writes: the gallery serialises writers with one lock."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / DB_NAME
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._writer = self._connect()
+        self._migrate()
+        self.gallery_uuid = self._meta("gallery_uuid")
+
+    # ---------------------------------------------------------------- connections and schema
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA cache_size=-65536")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _migrate(self) -> None:
+        w = self._writer
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            w.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = w.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema {current}, newer than this code ({SCHEMA_VERSION})"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        w.execute(statement)
+                w.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            if current == 0:
+                w.execute("INSERT INTO meta (key, value) VALUES ('gallery_uuid', ?)", (uuid.uuid4().hex,))
+            w.execute("COMMIT")
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+
+    def _meta(self, key: str) -> str:
+        row = self._writer.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
+    def schema_version(self) -> int:
+        return int(self._reader().execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the db file and truncate the WAL (so erased pages do not linger in it)."""
+        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ---------------------------------------------------------------- transactions (writer)
+    def begin(self) -> sqlite3.Connection:
+        """Start a write transaction on the writer connection; pair with :meth:`commit` / :meth:`rollback`."""
+        self._writer.execute("BEGIN IMMEDIATE")
+        return self._writer
+
+    def commit(self) -> None:
+        self._writer.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+
+    # ---------------------------------------------------------------- subjects
+    def subject_pk(self, subject_id: str, conn: sqlite3.Connection | None = None) -> int:
+        row = (
+            (conn or self._reader()).execute("SELECT pk FROM subjects WHERE id = ?", (subject_id,)).fetchone()
+        )
+        if row is None:
+            raise SubjectNotFound(f"no subject with id {subject_id!r}")
+        return int(row[0])
+
+    def insert_subjects(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Subject]:
+        """Create subjects ``(name, metadata)`` in one transaction, each with a new uuid4-hex id."""
+        now = time.time()
+        out = [Subject(uuid.uuid4().hex, name, dict(meta), now, now, 0) for name, meta in items]
+        w = self.begin()
+        try:
+            w.executemany(
+                "INSERT INTO subjects (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                [(s.id, s.name, json.dumps(s.metadata), now, now) for s in out],
+            )
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return out
+
+    def get_subject(self, subject_id: str, conn: sqlite3.Connection | None = None) -> Subject:
+        row = (
+            (conn or self._reader())
+            .execute(f"SELECT {_SUBJECT_COLS} FROM subjects s WHERE s.id = ?", (subject_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise SubjectNotFound(f"no subject with id {subject_id!r}")
+        return _subject(row)
+
+    def list_subjects(self, limit: int, after_pk: int) -> tuple[list[Subject], int | None]:
+        """Subjects in creation order with ``pk > after_pk``; returns them and the last pk if more follow."""
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_SUBJECT_COLS} FROM subjects s WHERE s.pk > ? ORDER BY s.pk LIMIT ?",
+                (after_pk, limit + 1),
+            )
+            .fetchall()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_subject(r) for r in rows], (int(rows[-1][0]) if more and rows else None)
+
+    def update_subject(self, subject_id: str, name: str | None, metadata: dict[str, Any] | None) -> Subject:
+        w = self.begin()
+        try:
+            self.subject_pk(subject_id, w)
+            now = time.time()
+            if name is not None:
+                w.execute(
+                    "UPDATE subjects SET name = ?, updated_at = ? WHERE id = ?", (name, now, subject_id)
+                )
+            if metadata is not None:
+                w.execute(
+                    "UPDATE subjects SET metadata = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(metadata), now, subject_id),
+                )
+            subject = self.get_subject(subject_id, w)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return subject
+
+    def delete_subject(self, subject_id: str) -> list[tuple[int, str]]:
+        """Erase a subject and its faces in one transaction (logging each face); returns (face id, model)."""
+        w = self.begin()
+        try:
+            pk = self.subject_pk(subject_id, w)
+            faces = [
+                (int(r[0]), str(r[1]))
+                for r in w.execute("SELECT id, model_id FROM faces WHERE subject_pk = ?", (pk,))
+            ]
+            now = time.time()
+            w.executemany(
+                "INSERT INTO deletions (face_id, model_id, deleted_at) VALUES (?, ?, ?)",
+                [(fid, mid, now) for fid, mid in faces],
+            )
+            w.execute("DELETE FROM faces WHERE subject_pk = ?", (pk,))
+            w.execute("DELETE FROM subjects WHERE pk = ?", (pk,))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return faces
+
+    def subjects_by_pk(self, pks: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """pk -> (subject id, name) for the given pks (those that still exist)."""
+        if not pks:
+            return {}
+        marks = ",".join("?" * len(pks))
+        rows = self._reader().execute(f"SELECT pk, id, name FROM subjects WHERE pk IN ({marks})", list(pks))
+        return {int(r[0]): (r[1], r[2]) for r in rows}
+
+    # ---------------------------------------------------------------- faces
+    def insert_faces(
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[int, str, NewFace, bytes]]
+    ) -> list[FaceRecord]:
+        """Insert ``(subject_pk, subject_id, face, embedding blob)`` rows inside the caller's transaction."""
+        now = time.time()
+        out: list[FaceRecord] = []
+        cur = conn.cursor()
+        for pk, sid, face, blob in rows:
+            cur.execute(
+                "INSERT INTO faces (subject_pk, model_id, embedding, box, quality, image_sha256, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pk,
+                    face.model_id,
+                    blob,
+                    json.dumps(face.box) if face.box is not None else None,
+                    json.dumps(face.quality) if face.quality is not None else None,
+                    face.image_sha256,
+                    now,
+                ),
+            )
+            fid = cur.lastrowid
+            assert fid is not None
+            out.append(FaceRecord(fid, sid, face.model_id, face.box, face.quality, face.image_sha256, now))
+        return out
+
+    def delete_face(self, face_id: int) -> str:
+        """Erase one face (logging it); returns its model id."""
+        w = self.begin()
+        try:
+            row = w.execute("SELECT model_id FROM faces WHERE id = ?", (face_id,)).fetchone()
+            if row is None:
+                raise FaceNotFound(f"no face with id {face_id}")
+            w.execute(
+                "INSERT INTO deletions (face_id, model_id, deleted_at) VALUES (?, ?, ?)",
+                (face_id, row[0], time.time()),
+            )
+            w.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return str(row[0])
+
+    def get_face(self, face_id: int) -> FaceRecord:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_FACE_COLS} FROM faces f JOIN subjects s ON s.pk = f.subject_pk WHERE f.id = ?",
+                (face_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise FaceNotFound(f"no face with id {face_id}")
+        return _face(row)
+
+    def list_faces(self, subject_id: str) -> list[FaceRecord]:
+        conn = self._reader()
+        pk = self.subject_pk(subject_id, conn)
+        rows = conn.execute(
+            f"SELECT {_FACE_COLS} FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
+            "WHERE f.subject_pk = ? ORDER BY f.id",
+            (pk,),
+        )
+        return [_face(r) for r in rows]
+
+    def find_face_by_sha256(self, sha256: str, subject_id: str | None) -> FaceRecord | None:
+        sql = (
+            f"SELECT {_FACE_COLS} FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
+            "WHERE f.image_sha256 = ?"
+        )
+        args: list[Any] = [sha256]
+        if subject_id is not None:
+            sql += " AND s.id = ?"
+            args.append(subject_id)
+        row = self._reader().execute(sql + " ORDER BY f.id LIMIT 1", args).fetchone()
+        return _face(row) if row is not None else None
+
+    def face_embeddings(self, subject_id: str, model_id: str) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """The subject's embeddings of ``model_id`` (n, 128) and the models of all its faces."""
+        conn = self._reader()
+        pk = self.subject_pk(subject_id, conn)
+        rows = conn.execute("SELECT model_id, embedding FROM faces WHERE subject_pk = ? ORDER BY id", (pk,))
+        models: list[str] = []
+        blobs: list[bytes] = []
+        for mid, blob in rows:
+            models.append(mid)
+            if mid == model_id:
+                blobs.append(blob)
+        return _vectors(blobs), models
+
+    # ---------------------------------------------------------------- what the index needs
+    def iter_embeddings(
+        self, model_id: str, after_id: int = 0, chunk: int = 50_000
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """Yield ``(face ids, embeddings)`` of ``model_id`` with ``id > after_id``, in id order, by chunks.
+
+        Reads inside one read transaction so the chunks form one consistent snapshot of the table.
+        """
+        conn = self._connect()  # private: a long read must not interleave with this thread's other reads
+        try:
+            conn.execute("BEGIN")
+            last = after_id
+            while True:
+                rows = conn.execute(
+                    "SELECT id, embedding FROM faces WHERE model_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    (model_id, last, chunk),
+                ).fetchall()
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                yield ids, _vectors([r[1] for r in rows])
+                last = int(ids[-1])
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+            with self._all_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+
+    def deletions_after(self, model_id: str, seq: int) -> npt.NDArray[np.int64]:
+        rows = self._reader().execute(
+            "SELECT face_id FROM deletions WHERE model_id = ? AND seq > ? ORDER BY seq", (model_id, seq)
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def prune_deletions(self, upto_seq: int) -> None:
+        """Forget deletions every snapshot already contains (the seq counter itself keeps increasing)."""
+        w = self.begin()
+        try:
+            w.execute("DELETE FROM deletions WHERE seq <= ?", (upto_seq,))
+            w.execute(
+                "INSERT INTO meta (key, value) VALUES ('pruned_deletions_upto', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(upto_seq),),
+            )
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def watermarks(self, conn: sqlite3.Connection | None = None) -> tuple[int, int]:
+        """``(max face id ever assigned, max deletion seq ever assigned)``; both only grow."""
+        rows = dict(
+            (conn or self._reader())
+            .execute("SELECT name, seq FROM sqlite_sequence WHERE name IN ('faces', 'deletions')")
+            .fetchall()
+        )
+        return int(rows.get("faces", 0)), int(rows.get("deletions", 0))
+
+    def face_subject_pairs(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """All ``(face id, subject pk)`` pairs, as two arrays."""
+        rows = self._reader().execute("SELECT id, subject_pk FROM faces").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        arr = np.array(rows, dtype=np.int64)
+        return arr[:, 0], arr[:, 1]
+
+    def faces_by_model(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT model_id, count(*) FROM faces GROUP BY model_id")
+        return {str(m): int(n) for m, n in rows}
+
+    def count_faces(self, model_id: str) -> int:
+        row = self._reader().execute("SELECT count(*) FROM faces WHERE model_id = ?", (model_id,)).fetchone()
+        return int(row[0])
+
+    def count_subjects(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM subjects").fetchone()[0])
+
+    def face_ids(self, model_id: str) -> npt.NDArray[np.int64]:
+        rows = self._reader().execute("SELECT id FROM faces WHERE model_id = ? ORDER BY id", (model_id,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def meta_get(self, key: str, default: str) -> str:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row is not None else default

@@ -1,0 +1,97 @@
+"""Prometheus metrics: requests by route and status, latency, faces detected, inference time, gallery size.
+
+Each app has its own registry, so several apps (tests) can live in one process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The service's collectors."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "facerec_http_requests",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "facerec_http_request_duration_seconds",
+            "HTTP request latency, seconds.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.faces = Counter(
+            "facerec_faces_detected", "Faces detected, by endpoint.", ["endpoint"], registry=self.registry
+        )
+        self.inference = Histogram(
+            "facerec_inference_seconds",
+            "Model work (decode, detect, align, encode, search) per request, seconds.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.subjects = Gauge("facerec_gallery_subjects", "Subjects in the gallery.", registry=self.registry)
+        self.gallery_faces = Gauge("facerec_gallery_faces", "Faces in the gallery.", registry=self.registry)
+
+    def render(self, *, subjects: int | None, faces: int | None) -> bytes:
+        """The text exposition, with the gallery gauges refreshed."""
+        if subjects is not None:
+            self.subjects.set(subjects)
+        if faces is not None:
+            self.gallery_faces.set(faces)
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (``/v1/subjects/{subject_id}``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        """The matched route's template, which the router leaves in ``scope["route"]``; else ``unmatched``."""
+        route = scope.get("route")
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        return str(path) if path else "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            method, route = scope["method"], self._route(scope)
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -1,0 +1,69 @@
+"""Gallery and library objects -> response models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embeddings import Detection, Face
+from service.schemas import (
+    BoxOut,
+    DetectedFace,
+    EmbeddedFace,
+    FaceOut,
+    LandmarksOut,
+    Match,
+    QualityOut,
+    SubjectOut,
+)
+
+
+def subject_out(s: Any) -> SubjectOut:
+    return SubjectOut(
+        id=s.id,
+        name=s.name,
+        metadata=dict(s.metadata or {}),
+        created_at=s.created_at,
+        updated_at=s.updated_at,
+        face_count=s.face_count,
+    )
+
+
+def face_out(r: Any) -> FaceOut:
+    return FaceOut(
+        id=r.id,
+        subject_id=r.subject_id,
+        model_id=r.model_id,
+        box=r.box,
+        quality=r.quality,
+        image_sha256=r.image_sha256,
+        created_at=r.created_at,
+    )
+
+
+def detected(d: Detection) -> DetectedFace:
+    return DetectedFace(
+        box=BoxOut(**d.box.to_dict()),
+        landmarks=LandmarksOut(**d.landmarks.to_dict()),
+        confidence=d.confidence,
+    )
+
+
+def embedded(f: Face) -> EmbeddedFace:
+    q = f.quality
+    return EmbeddedFace(
+        **detected(f.detection).model_dump(),
+        quality=QualityOut(
+            face_size=q.face_size, confidence=q.confidence, sharpness=q.sharpness, reasons=list(q.reasons)
+        ),
+        embedding=[float(x) for x in f.embedding],
+    )
+
+
+def match_out(c: Any) -> Match:
+    return Match(
+        subject_id=c.subject_id,
+        name=c.subject_name,
+        distance=float(c.distance),
+        similarity=float(c.similarity),
+        face_id=c.face_id,
+    )

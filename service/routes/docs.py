@@ -1,0 +1,57 @@
+"""OpenAPI helpers shared by the routers: error responses and the two ways to send images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import ERROR_STATUS_TEXT
+from service.schemas import ErrorResponse
+
+_EXAMPLE_B64 = "/9j/4AAQSkZJRgABAQAAAQABAAD..."
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting the error envelope for each status."""
+    return {s: {"model": ErrorResponse, "description": ERROR_STATUS_TEXT[s]} for s in statuses}
+
+
+def image_body(
+    files: dict[str, str], fields: dict[str, dict[str, Any]], example: dict[str, Any]
+) -> dict[str, Any]:
+    """``openapi_extra`` describing a body sent as multipart files or as base64 JSON.
+
+    ``files`` maps a field name to its description (``images`` is an array of files); ``fields`` maps the
+    plain fields to JSON schemas; ``example`` holds the plain fields' example values.
+    """
+    multipart: dict[str, Any] = {}
+    as_json: dict[str, Any] = {}
+    for name, text in files.items():
+        if name == "images":
+            multipart[name] = {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "description": text,
+            }
+            as_json[f"{name}_base64"] = {"type": "array", "items": {"type": "string"}, "description": text}
+        else:
+            multipart[name] = {"type": "string", "format": "binary", "description": text}
+            as_json[f"{name}_base64"] = {"type": "string", "description": text + " (base64 or a data URL)"}
+    json_example = {
+        **{f"{n}_base64": [_EXAMPLE_B64] if n == "images" else _EXAMPLE_B64 for n in files},
+        **example,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {**multipart, **fields}},
+                    "example": example,
+                },
+                "application/json": {
+                    "schema": {"type": "object", "properties": {**as_json, **fields}},
+                    "example": json_example,
+                },
+            },
+        }
+    }

@@ -1,0 +1,104 @@
+"""Faces: enrol images into a subject, list a subject's faces, erase one face. Admin scope."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service import recognition
+from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RunnerDep
+from service.errors import BadRequest
+from service.routes.convert import face_out
+from service.routes.docs import errors, image_body
+from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
+from service.uploads import read_payload
+
+router = APIRouter(tags=["faces"])
+
+AUTH = (401, 403)
+
+
+@router.post(
+    "/v1/subjects/{subject_id}/faces",
+    status_code=201,
+    response_model=EnrollResponse,
+    summary="Enrol one or more images of a subject",
+    responses={
+        200: {"model": EnrollResponse, "description": "Nothing was stored: every image was rejected."},
+        **errors(*AUTH, 404, 413, 415, 422, 429, 503),
+    },
+    openapi_extra=image_body(
+        {
+            "images": "One or more photos, each with exactly one acceptable face.",
+            "image": "A single photo (same as one `images` entry).",
+        },
+        {"face": {"type": "string", "enum": ["single", "largest"], "default": "single"}},
+        {"face": "single"},
+    ),
+)
+async def enroll(
+    subject_id: str,
+    _: AdminKey,
+    request: Request,
+    analyzer: AnalyzerDep,
+    gallery: GalleryDep,
+    runner: RunnerDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
+    """Each image must hold exactly one face that passes the quality minimums (or, with ``face=largest``, its
+    largest face is taken). Images that do not are listed in ``rejected`` with a code (``no_face``,
+    ``multiple_faces``, ``low_quality``, ``duplicate``, ``invalid_image``, ``payload_too_large``) while the
+    good ones are stored. 201 when at least one face was stored, else 200."""
+    payload = await read_payload(request)
+    images = payload.files.get("images", []) + payload.files.get("image", [])
+    if not images:
+        raise BadRequest("send at least one image in `images` (or `image`)")
+    params = payload.params(EnrollParams)
+    result, seconds = await runner.run(
+        recognition.enroll,
+        analyzer=analyzer,
+        gallery=gallery,
+        subject_id=subject_id,
+        images=images,
+        largest=params.face == "largest",
+    )
+    metrics.inference.labels("enroll").observe(seconds)
+    metrics.faces.labels("enroll").inc(len(result.faces))
+    body = EnrollResponse(
+        faces=[face_out(r) for r in result.faces],
+        rejected=[
+            Rejected(index=r.index, code=r.code, message=r.message, face_id=r.face_id)  # type: ignore[arg-type]
+            for r in result.rejected
+        ],
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=201 if result.faces else 200)
+
+
+@router.get(
+    "/v1/subjects/{subject_id}/faces",
+    response_model=FaceList,
+    summary="List a subject's faces",
+    responses=errors(*AUTH, 404),
+)
+async def list_faces(subject_id: str, gallery: GalleryDep, _: AdminKey) -> FaceList:
+    return FaceList(items=[face_out(r) for r in await run_in_threadpool(gallery.list_faces, subject_id)])
+
+
+@router.get(
+    "/v1/faces/{face_id}", response_model=FaceOut, summary="Read one face", responses=errors(*AUTH, 404)
+)
+async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
+    return face_out(await run_in_threadpool(gallery.get_face, face_id))
+
+
+@router.delete(
+    "/v1/faces/{face_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Erase one face",
+    responses=errors(*AUTH, 404),
+)
+async def delete_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> Response:
+    await run_in_threadpool(gallery.delete_face, face_id)
+    return Response(status_code=204)

@@ -1,0 +1,214 @@
+"""Recognition: verify, identify (recognize scope), detect (recognize) and embed (admin: embeddings leave)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service import recognition
+from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RecognizeKey, RunnerDep, SettingsDep
+from service.errors import BadRequest
+from service.routes.convert import detected, embedded, match_out
+from service.routes.docs import errors, image_body
+from service.schemas import (
+    BoxOut,
+    DetectResponse,
+    EmbedResponse,
+    FaceDistance,
+    IdentifiedFace,
+    IdentifyParams,
+    IdentifyResponse,
+    LandmarksOut,
+    VerifyParams,
+    VerifyResponse,
+)
+from service.uploads import read_payload
+
+router = APIRouter(prefix="/v1", tags=["recognition"])
+
+IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
+THRESHOLD = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 2,
+    "description": "L2 distance; default: the service's.",
+}
+
+
+def verify_response(result: recognition.VerifyResult) -> VerifyResponse:
+    """The API's JSON for a verification (also used by the CLI)."""
+    return VerifyResponse(
+        match=result.match,
+        distance=result.distance,
+        similarity=result.similarity,
+        threshold=result.threshold,
+        model_id=result.model_id,
+        face_a=BoxOut(**result.face_a) if result.face_a else None,
+        face_b=BoxOut(**result.face_b) if result.face_b else None,
+        subject_id=result.subject_id,
+        subject_name=result.subject_name,
+        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
+    )
+
+
+def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
+    """The API's JSON for an identification (also used by the CLI)."""
+    return IdentifyResponse(
+        faces=[
+            IdentifiedFace(
+                box=BoxOut(**f.face.box.to_dict()),
+                landmarks=LandmarksOut(**f.face.detection.landmarks.to_dict()),
+                confidence=f.face.detection.confidence,
+                match=match_out(f.match) if f.match else None,
+                candidates=[match_out(c) for c in f.candidates],
+            )
+            for f in result.faces
+        ],
+        threshold=result.threshold,
+        top_k=result.top_k,
+        model_id=result.model_id,
+        gallery_subjects=result.gallery_subjects,
+        estimated_false_identification_rate=result.estimated_fir,
+    )
+
+
+def _require(image: bytes | None, name: str) -> bytes:
+    if image is None:
+        raise BadRequest(f"the `{name}` image is required")
+    return image
+
+
+@router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    summary="Are two faces the same person? (two images, or an image and an enrolled subject)",
+    responses={**IMAGE_ERRORS, **errors(404)},
+    openapi_extra=image_body(
+        {
+            "image_a": "First photo (two-image mode).",
+            "image_b": "Second photo (two-image mode).",
+            "image": "The photo to check against `subject_id` (subject mode).",
+        },
+        {"subject_id": {"type": "string"}, "threshold": THRESHOLD},
+        {"threshold": 1.1},
+    ),
+)
+async def verify(
+    _: RecognizeKey,
+    request: Request,
+    analyzer: AnalyzerDep,
+    gallery: GalleryDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> VerifyResponse:
+    """The largest face of each image is used. Against a subject the image is compared with *all* its faces
+    and the median distance decides, so one bad enrolment photo does not.
+    ``match`` is ``distance <= threshold``."""
+    payload = await read_payload(request)
+    params = payload.params(VerifyParams)
+    threshold = settings.match_threshold if params.threshold is None else params.threshold
+    if params.subject_id is not None:
+        image = _require(payload.one("image") or payload.one("image_a"), "image")
+        result, seconds = await runner.run(
+            recognition.verify_subject,
+            analyzer=analyzer,
+            gallery=gallery,
+            image=image,
+            subject_id=params.subject_id,
+            threshold=threshold,
+        )
+        metrics.faces.labels("verify").inc(1)
+    else:
+        image_a, image_b = (
+            _require(payload.one("image_a"), "image_a"),
+            _require(payload.one("image_b"), "image_b"),
+        )
+        result, seconds = await runner.run(
+            recognition.verify_images,
+            analyzer=analyzer,
+            image_a=image_a,
+            image_b=image_b,
+            threshold=threshold,
+        )
+        metrics.faces.labels("verify").inc(2)
+    metrics.inference.labels("verify").observe(seconds)
+    return verify_response(result)
+
+
+@router.post(
+    "/identify",
+    response_model=IdentifyResponse,
+    summary="Who is in this photo? Every face with its match (or null = unknown) and candidates",
+    responses={**IMAGE_ERRORS, **errors(409)},
+    openapi_extra=image_body(
+        {"image": "The photo to identify."},
+        {"threshold": THRESHOLD, "top_k": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"top_k": 3},
+    ),
+)
+async def identify(
+    _: RecognizeKey,
+    request: Request,
+    analyzer: AnalyzerDep,
+    gallery: GalleryDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> IdentifyResponse:
+    """A face's ``match`` is its nearest subject when within ``threshold`` (L2), else null (unknown).
+    ``candidates`` lists the nearest subjects (one entry each). A photo without faces gives ``faces: []``."""
+    payload = await read_payload(request)
+    params = payload.params(IdentifyParams)
+    image = _require(payload.one("image"), "image")
+    threshold = settings.match_threshold if params.threshold is None else params.threshold
+    top_k = settings.top_k if params.top_k is None else params.top_k
+    result, seconds = await runner.run(
+        recognition.identify,
+        analyzer=analyzer,
+        gallery=gallery,
+        image=image,
+        threshold=threshold,
+        top_k=top_k,
+    )
+    metrics.inference.labels("identify").observe(seconds)
+    metrics.faces.labels("identify").inc(len(result.faces))
+    return identify_response(result)
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    summary="Find faces: boxes, landmarks and confidence",
+    responses=IMAGE_ERRORS,
+    openapi_extra=image_body({"image": "The photo."}, {}, {}),
+)
+async def detect(
+    _: RecognizeKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
+) -> DetectResponse:
+    """Every face, largest first. No face gives ``faces: []``."""
+    payload = await read_payload(request)
+    image = _require(payload.one("image"), "image")
+    ((width, height), found), seconds = await runner.run(recognition.detect, analyzer=analyzer, image=image)
+    metrics.inference.labels("detect").observe(seconds)
+    metrics.faces.labels("detect").inc(len(found))
+    return DetectResponse(width=width, height=height, faces=[detected(d) for d in found])
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    summary="Faces with their 128-d embeddings (admin)",
+    responses=IMAGE_ERRORS,
+    openapi_extra=image_body({"image": "The photo."}, {}, {}),
+)
+async def embed(
+    _: AdminKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
+) -> EmbedResponse:
+    """Every face, largest first, with quality and its unit-norm float32 embedding (128 numbers). Admin only:
+    embeddings are biometric templates."""
+    payload = await read_payload(request)
+    image = _require(payload.one("image"), "image")
+    faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image)
+    metrics.inference.labels("embed").observe(seconds)
+    metrics.faces.labels("embed").inc(len(faces))
+    return EmbedResponse(model_id=analyzer.model_id, faces=[embedded(f) for f in faces])

@@ -1,0 +1,81 @@
+"""Subjects: create, list (paginated), read, update, erase. Admin scope."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import AdminKey, GalleryDep
+from service.routes.convert import subject_out
+from service.routes.docs import errors
+from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+
+AUTH = (401, 403)
+
+
+@router.post(
+    "", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422)
+)
+async def create_subject(
+    body: Annotated[
+        SubjectCreate,
+        Body(openapi_examples={"basic": {"value": {"name": "Ada Lovelace", "metadata": {"team": "math"}}}}),
+    ],
+    gallery: GalleryDep,
+    _: AdminKey,
+) -> SubjectOut:
+    """A person to enrol faces into. ``metadata`` is any JSON object kept with the subject."""
+    subject = await run_in_threadpool(lambda: gallery.create_subject(name=body.name, metadata=body.metadata))
+    return subject_out(subject)
+
+
+@router.get("", response_model=SubjectPage, summary="List subjects, paginated", responses=errors(*AUTH, 422))
+async def list_subjects(
+    gallery: GalleryDep,
+    _: AdminKey,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> SubjectPage:
+    items, nxt = await run_in_threadpool(lambda: gallery.list_subjects(limit=limit, cursor=cursor))
+    return SubjectPage(items=[subject_out(s) for s in items], next_cursor=nxt)
+
+
+@router.get(
+    "/{subject_id}", response_model=SubjectOut, summary="Read a subject", responses=errors(*AUTH, 404)
+)
+async def get_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> SubjectOut:
+    return subject_out(await run_in_threadpool(gallery.get_subject, subject_id))
+
+
+@router.patch(
+    "/{subject_id}",
+    response_model=SubjectOut,
+    summary="Rename a subject or replace its metadata",
+    responses=errors(*AUTH, 404, 422),
+)
+async def update_subject(
+    subject_id: str,
+    body: Annotated[SubjectUpdate, Body(openapi_examples={"rename": {"value": {"name": "Ada King"}}})],
+    gallery: GalleryDep,
+    _: AdminKey,
+) -> SubjectOut:
+    subject = await run_in_threadpool(
+        lambda: gallery.update_subject(subject_id, name=body.name, metadata=body.metadata)
+    )
+    return subject_out(subject)
+
+
+@router.delete(
+    "/{subject_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Erase a subject and all its faces",
+    responses=errors(*AUTH, 404),
+)
+async def delete_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> Response:
+    await run_in_threadpool(gallery.delete_subject, subject_id)
+    return Response(status_code=204)

@@ -1,0 +1,224 @@
+"""Request and response models, one family per resource.
+
+Boxes are ``{"x", "y", "width", "height"}`` in pixels of the upright image; landmarks are ``[x, y]`` pixels;
+distances are L2 between unit embeddings in [0, 2] (0 = identical); similarity is ``1 - d**2 / 2``;
+a threshold is an L2 distance, ``distance <= threshold`` meaning the same person.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["no_face"])
+    message: str = Field(examples=["no face was found in the image"])
+
+
+class ErrorResponse(BaseModel):
+    """Every failure has this shape."""
+
+    error: ErrorDetail
+
+
+# ---- geometry ------------------------------------------------------------------------------------
+
+
+class BoxOut(BaseModel):
+    """A face box in pixels of the upright image: top-left corner and size."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class LandmarksOut(BaseModel):
+    """Five points ``[x, y]`` in pixels; ``left_eye`` is the eye on the image's left."""
+
+    left_eye: list[float]
+    right_eye: list[float]
+    nose: list[float]
+    mouth_left: list[float]
+    mouth_right: list[float]
+
+
+class QualityOut(BaseModel):
+    """``face_size``: shorter box side, px; ``sharpness``: Laplacian variance; ``reasons``: minimums missed"""
+
+    face_size: float
+    confidence: float
+    sharpness: float
+    reasons: list[str]
+
+
+class DetectedFace(BaseModel):
+    box: BoxOut
+    landmarks: LandmarksOut
+    confidence: float = Field(description="Detector confidence in [0, 1].")
+
+
+class DetectResponse(BaseModel):
+    width: int = Field(description="Width of the upright image, px.")
+    height: int
+    faces: list[DetectedFace] = Field(description="Largest first.")
+
+
+class EmbeddedFace(DetectedFace):
+    quality: QualityOut
+    embedding: list[float] = Field(description="128 floats, unit L2 norm.")
+
+
+class EmbedResponse(BaseModel):
+    model_id: str
+    faces: list[EmbeddedFace]
+
+
+# ---- subjects and faces --------------------------------------------------------------------------
+
+
+class SubjectCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Ada Lovelace", "metadata": {"team": "math"}}]},
+    )
+    name: str = Field(min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada King"}]})
+    name: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, Any] | None = None
+
+
+class SubjectOut(BaseModel):
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    created_at: datetime | str
+    updated_at: datetime | str
+    face_count: int
+
+
+class SubjectPage(BaseModel):
+    items: list[SubjectOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class FaceOut(BaseModel):
+    id: int
+    subject_id: str
+    model_id: str
+    box: dict[str, float] | None
+    quality: dict[str, Any] | None
+    image_sha256: str | None
+    created_at: datetime | str
+
+
+class FaceList(BaseModel):
+    items: list[FaceOut]
+
+
+RejectCode = Literal[
+    "no_face", "multiple_faces", "low_quality", "duplicate", "invalid_image", "payload_too_large"
+]
+
+
+class Rejected(BaseModel):
+    index: int = Field(description="Position of the image in the request, from 0.")
+    code: RejectCode
+    message: str
+    face_id: int | None = Field(
+        None, description="For `duplicate`: the face already enrolled from these bytes."
+    )
+
+
+class EnrollResponse(BaseModel):
+    faces: list[FaceOut]
+    rejected: list[Rejected]
+
+
+class EnrollParams(BaseModel):
+    face: Literal["single", "largest"] = Field(
+        "single",
+        description="`single`: an image with several faces is rejected; `largest`: take the largest.",
+    )
+
+
+# ---- recognition ---------------------------------------------------------------------------------
+
+
+class RecognitionParams(BaseModel):
+    threshold: float | None = Field(None, ge=0.0, le=2.0, description="L2 distance; default: the service's.")
+
+
+class VerifyParams(RecognitionParams):
+    subject_id: str | None = Field(None, description="Compare `image` with this subject's enrolled faces.")
+
+
+class IdentifyParams(RecognitionParams):
+    top_k: int | None = Field(None, ge=1, le=100, description="Candidates per face; default: the service's.")
+
+
+class FaceDistance(BaseModel):
+    face_id: int
+    distance: float
+
+
+class VerifyResponse(BaseModel):
+    match: bool = Field(description="`distance <= threshold`.")
+    distance: float = Field(description="L2 in [0, 2]; against a subject, the median over its faces.")
+    similarity: float = Field(description="`1 - distance**2 / 2`.")
+    threshold: float
+    model_id: str
+    face_a: BoxOut | None = Field(None, description="The face used from `image_a` (or `image`).")
+    face_b: BoxOut | None = Field(None, description="The face used from `image_b` (two-image mode).")
+    subject_id: str | None = None
+    subject_name: str | None = None
+    distances: list[FaceDistance] | None = Field(None, description="Subject mode: distance to each face.")
+
+
+class Match(BaseModel):
+    subject_id: str
+    name: str
+    distance: float
+    similarity: float
+    face_id: int | None = Field(None, description="The enrolled face nearest the probe.")
+
+
+class IdentifiedFace(BaseModel):
+    box: BoxOut
+    landmarks: LandmarksOut
+    confidence: float
+    match: Match | None = Field(description="The nearest subject if within the threshold; null = unknown.")
+    candidates: list[Match] = Field(description="Nearest subjects, best first, one entry per subject.")
+
+
+class IdentifyResponse(BaseModel):
+    faces: list[IdentifiedFace]
+    threshold: float
+    top_k: int
+    model_id: str
+    gallery_subjects: int
+    estimated_false_identification_rate: float | None = Field(
+        None, description="Chance an unknown face is matched to someone at this threshold and gallery size."
+    )
+
+
+# ---- health --------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model: bool
+    gallery: bool
+    model_id: str | None = None
+    threshold: float | None = None

@@ -1,0 +1,128 @@
+"""Read images from a request: multipart files or base64 JSON, under a byte limit enforced while streaming.
+
+Multipart: file fields ``image``, ``image_a``, ``image_b`` or ``images`` (repeatable) plus plain form fields.
+JSON: the same names with ``_base64`` appended (``images_base64`` is a list), plus plain fields. Either way
+the route receives a :class:`Payload` of raw bytes per field and the other fields as strings or JSON values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embeddings.errors import InvalidImage
+from service.errors import PayloadTooLarge, UnsupportedMediaType, envelope
+
+MAX_FILES = 100
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Payload:
+    """Images by field name (bytes, in upload order) and every other field."""
+
+    files: dict[str, list[bytes]] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def one(self, name: str) -> bytes | None:
+        """The single image in ``name`` (None when absent); several where one is expected is a 422."""
+        items = self.files.get(name, [])
+        if len(items) > 1:
+            raise RequestValidationError([_err(name, "exactly one image is expected")])
+        return items[0] if items else None
+
+    def params(self, model: type[M]) -> M:
+        """Validate the non-file fields with ``model``; failures become the 422 envelope."""
+        try:
+            return model.model_validate(self.fields)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+
+
+def _err(name: str, msg: str) -> dict[str, Any]:
+    return {"loc": ("body", name), "msg": msg, "type": "value_error"}
+
+
+def _b64(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise RequestValidationError([_err(name, "must be a base64 string")])
+    if value.startswith("data:") and "," in value:  # a data URL from a browser
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImage(f"{name} is not valid base64") from exc
+
+
+async def read_payload(request: Request) -> Payload:
+    """Parse the body by its content type; 415 for anything but multipart/form-data or JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    payload = Payload()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                payload.files.setdefault(key, []).append(await value.read())
+                await value.close()
+            else:
+                payload.fields[key] = value
+        return payload
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError as exc:
+            raise RequestValidationError([_err("body", "the body is not valid JSON")]) from exc
+        if not isinstance(body, dict):
+            raise RequestValidationError([_err("body", "the JSON body must be an object")])
+        for key, value in body.items():
+            if key.endswith("_base64"):
+                name = key.removesuffix("_base64")
+                values = value if isinstance(value, list) else [value]
+                payload.files[name] = [_b64(key, v) for v in values]
+            else:
+                payload.fields[key] = value
+        return payload
+    raise UnsupportedMediaType(
+        f"content type {ctype or '(none)'!r} is not supported: send multipart/form-data or application/json"
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while counting streamed chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        message = f"the request body is over the limit of {limit} bytes (FACEREC_MAX_UPLOAD_BYTES)"
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await envelope(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(message)
+            return msg
+
+        await self.app(scope, counting_receive, send)

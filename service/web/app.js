@@ -1,0 +1,221 @@
+// facerec web page: plain JS, no build step. Talks to the REST API under /v1 with the X-API-Key header.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const photos = {};            // slot name -> [{blob, name, img}]
+const loading = {};           // slot name -> promise of the previews being decoded
+let cameraSlot = null;
+
+// ---- API ----------------------------------------------------------------------------------------------------
+function apiKey() { return $("#api-key").value.trim(); }
+
+async function api(method, path, body) {
+  const headers = {};
+  if (apiKey()) headers["X-API-Key"] = apiKey();
+  if (body && !(body instanceof FormData)) { headers["Content-Type"] = "application/json"; body = JSON.stringify(body); }
+  const res = await fetch(path, { method, headers, body });
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = (data && data.error) || { code: "http_" + res.status, message: res.statusText };
+    throw Object.assign(new Error(err.message), { code: err.code, status: res.status });
+  }
+  return data;
+}
+
+async function checkStatus() {
+  const el = $("#status");
+  try {
+    const r = await fetch("/readyz");
+    const body = await r.json();
+    el.textContent = body.ready ? `ready · threshold ${body.threshold.toFixed(2)}` : "loading the model…";
+    el.className = "status " + (body.ready ? "ready" : "");
+    if (!body.ready) setTimeout(checkStatus, 2000);
+  } catch (e) {
+    el.textContent = "server unreachable"; el.className = "status down"; setTimeout(checkStatus, 5000);
+  }
+}
+
+// ---- photos: files, webcam, drawing ----------------------------------------------------------------------------
+function loadImage(blob) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("this file is not an image the browser can show"));
+    img.src = URL.createObjectURL(blob);
+  });
+}
+
+// The slot's photos are replaced at once (so a click right after choosing uses them); previews load after.
+function setPhotos(slot, files) {
+  const list = [...files].map((f) => ({ blob: f, name: f.name || "webcam.jpg", img: null }));
+  photos[slot] = list;
+  loading[slot] = Promise.all(list.map(async (p) => { p.img = await loadImage(p.blob).catch(() => null); }))
+    .then(() => { if (photos[slot] === list) draw(slot, []); });
+  return loading[slot];
+}
+
+function canvasFor(slot) { return document.querySelector(`[data-slot="${slot}"] canvas`); }
+
+// Draw the slot's first photo with boxes: [{box:{x,y,width,height}, label, color}], box in image pixels.
+async function drawWhenLoaded(slot, marks) {
+  await loading[slot];
+  draw(slot, marks);
+}
+
+function draw(slot, marks) {
+  const canvas = canvasFor(slot);
+  const photo = (photos[slot] || [])[0];
+  const ctx = canvas.getContext("2d");
+  if (!photo || !photo.img) { canvas.classList.add("empty"); ctx.clearRect(0, 0, canvas.width, canvas.height); return; }
+  canvas.classList.remove("empty");
+  const img = photo.img;
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  ctx.drawImage(img, 0, 0);
+  const line = Math.max(2, Math.round(img.naturalWidth / 250));
+  ctx.font = `bold ${Math.max(12, Math.round(img.naturalWidth / 30))}px system-ui, sans-serif`;
+  for (const m of marks) {
+    const { x, y, width, height } = m.box;
+    ctx.lineWidth = line; ctx.strokeStyle = m.color; ctx.strokeRect(x, y, width, height);
+    if (m.label) {
+      const pad = 4, tw = ctx.measureText(m.label).width, th = parseInt(ctx.font.match(/(\d+)px/)[1], 10);
+      const ty = y > th + 2 * pad ? y - th - 2 * pad : y + height;
+      ctx.fillStyle = m.color; ctx.fillRect(x - line / 2, ty, tw + 2 * pad, th + 2 * pad);
+      ctx.fillStyle = "#fff"; ctx.textBaseline = "top"; ctx.fillText(m.label, x + pad - line / 2, ty + pad);
+    }
+  }
+}
+
+async function openCamera(slot) {
+  cameraSlot = slot;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+    $("#camera-video").srcObject = stream;
+    $("#camera").hidden = false;
+  } catch (e) {
+    show(slot === "a" || slot === "b" ? "verify" : slot, `<p class="error">The webcam is not available: ${esc(e.message)}</p>`);
+  }
+}
+
+function closeCamera() {
+  const video = $("#camera-video");
+  if (video.srcObject) video.srcObject.getTracks().forEach((t) => t.stop());
+  video.srcObject = null;
+  $("#camera").hidden = true;
+}
+
+async function snap() {
+  const video = $("#camera-video");
+  const c = document.createElement("canvas");
+  c.width = video.videoWidth; c.height = video.videoHeight;
+  c.getContext("2d").drawImage(video, 0, 0);
+  const blob = await new Promise((r) => c.toBlob(r, "image/jpeg", 0.92));
+  const slot = cameraSlot;
+  closeCamera();
+  const existing = slot === "enroll" ? (photos.enroll || []).map((p) => p.blob) : [];
+  await setPhotos(slot, [...existing, new File([blob], "webcam.jpg", { type: "image/jpeg" })]);
+}
+
+// ---- results in plain words --------------------------------------------------------------------------------
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const num = (x) => Number(x).toFixed(2);
+function show(panel, html) { $(`#${panel}-result`).innerHTML = html; }
+function showError(panel, e) { show(panel, `<p class="error">${esc(e.message)} <span class="small">(${esc(e.code || "error")})</span></p>`); }
+
+function need(slot, panel, what) {
+  const list = photos[slot] || [];
+  if (!list.length) { show(panel, `<p class="error">Choose ${what} first.</p>`); return null; }
+  return list;
+}
+
+async function runIdentify() {
+  const list = need("identify", "identify", "a photo"); if (!list) return;
+  const form = new FormData(); form.append("image", list[0].blob, list[0].name);
+  const body = await api("POST", "/v1/identify", form);
+  const t = body.threshold;
+  drawWhenLoaded("identify", body.faces.map((f) => ({ box: f.box, label: f.match ? f.match.name : "unknown", color: f.match ? "#1a7f37" : "#b35900" })));
+  if (!body.faces.length) return show("identify", `<p class="verdict unknown">No face was found in this photo.</p>`);
+  const items = body.faces.map((f, i) => {
+    const near = f.candidates[0];
+    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: distance ${num(f.match.distance)}, within the threshold ${num(t)}, so this is a match.</li>`;
+    const why = near ? `the nearest enrolled person is ${esc(near.name)} at distance ${num(near.distance)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
+    return `<li><span class="unknown"><b>unknown</b></span>: ${why}.</li>`;
+  });
+  const fir = body.estimated_false_identification_rate;
+  const firText = fir == null ? "" : ` At this threshold about ${(fir * 100).toPrecision(2)}% of strangers would be mistaken for someone.`;
+  show("identify", `<p class="verdict">${body.faces.length} face${body.faces.length > 1 ? "s" : ""} found</p><ul>${items.join("")}</ul>
+    <p class="small">Gallery: ${body.gallery_subjects} ${body.gallery_subjects === 1 ? "person" : "people"}. Lower distance = more alike.${firText}</p>`);
+}
+
+async function runVerify() {
+  const a = need("a", "verify", "two photos"); if (!a) return;
+  const b = need("b", "verify", "two photos"); if (!b) return;
+  const form = new FormData();
+  form.append("image_a", a[0].blob, a[0].name); form.append("image_b", b[0].blob, b[0].name);
+  const r = await api("POST", "/v1/verify", form);
+  const color = r.match ? "#1a7f37" : "#b42318";
+  drawWhenLoaded("a", r.face_a ? [{ box: r.face_a, label: "", color }] : []);
+  drawWhenLoaded("b", r.face_b ? [{ box: r.face_b, label: "", color }] : []);
+  const verdict = r.match ? `<span class="ok">Same person</span>` : `<span class="error">Different people</span>`;
+  const words = r.match ? `is within the threshold ${num(r.threshold)}` : `is above the threshold ${num(r.threshold)}`;
+  show("verify", `<p class="verdict">${verdict}</p><p>The faces are at distance ${num(r.distance)}, which ${words}
+    (0 = identical; similarity ${num(r.similarity)}).</p>`);
+}
+
+// The subject with exactly this name, if one exists (so enrolling "Ada" twice adds to one person).
+async function findSubject(name) {
+  let cursor = null;
+  for (let page = 0; page < 50; page++) {
+    const q = cursor ? `?limit=500&cursor=${encodeURIComponent(cursor)}` : "?limit=500";
+    const body = await api("GET", "/v1/subjects" + q);
+    const hit = body.items.find((s) => s.name === name);
+    if (hit) return hit;
+    if (!body.next_cursor) return null;
+    cursor = body.next_cursor;
+  }
+  return null;
+}
+
+async function runEnroll() {
+  const name = $("#enroll-name").value.trim();
+  if (!name) return show("enroll", `<p class="error">Type the person's name first.</p>`);
+  const list = need("enroll", "enroll", "one or more photos"); if (!list) return;
+  const subject = (await findSubject(name)) || (await api("POST", "/v1/subjects", { name, metadata: { source: "web" } }));
+  const form = new FormData();
+  list.forEach((p) => form.append("images", p.blob, p.name));
+  const r = await api("POST", `/v1/subjects/${subject.id}/faces`, form);
+  const firstKept = !r.rejected.some((x) => x.index === 0) && r.faces.length ? r.faces[0] : null;
+  drawWhenLoaded("enroll", firstKept && firstKept.box ? [{ box: firstKept.box, label: name, color: "#1a7f37" }] : []);
+  const rejected = r.rejected.map((x) => `<li>${esc(list[x.index].name)}: ${esc(x.message)} <span class="small">(${esc(x.code)})</span></li>`);
+  const total = subject.face_count + r.faces.length;
+  show("enroll", `<p class="verdict ${r.faces.length ? "ok" : "error"}">Enrolled ${r.faces.length} photo${r.faces.length === 1 ? "" : "s"} of ${esc(name)}.</p>
+    <p class="small">${esc(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.</p>
+    ${rejected.length ? `<p>Not used:</p><ul>${rejected.join("")}</ul>` : ""}`);
+}
+
+// ---- wiring ---------------------------------------------------------------------------------------------------
+function wire() {
+  $("#api-key").value = localStorage.getItem("facerec-api-key") || "";
+  $("#api-key").addEventListener("change", () => localStorage.setItem("facerec-api-key", apiKey()));
+  document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
+    document.querySelectorAll(".tab, .panel").forEach((el) => el.classList.remove("active"));
+    tab.classList.add("active"); $("#" + tab.dataset.tab).classList.add("active");
+  }));
+  document.querySelectorAll(".slot").forEach((slotEl) => {
+    const slot = slotEl.dataset.slot;
+    slotEl.querySelector("input[type=file]").addEventListener("change", (ev) => setPhotos(slot, [...ev.target.files]));
+    slotEl.querySelector(".cam").addEventListener("click", () => openCamera(slot));
+    draw(slot, []);
+  });
+  $("#camera-snap").addEventListener("click", snap);
+  $("#camera-close").addEventListener("click", closeCamera);
+  for (const [panel, fn] of [["identify", runIdentify], ["verify", runVerify], ["enroll", runEnroll]]) {
+    const button = $(`#${panel}-run`);
+    button.addEventListener("click", async () => {
+      button.disabled = true; show(panel, `<p class="small">Working…</p>`);
+      try { await fn(); } catch (e) { showError(panel, e); } finally { button.disabled = false; }
+    });
+  }
+  checkStatus();
+}
+
+wire();

@@ -1,0 +1,159 @@
+"""Search: subject top-k, batch probes, model ids, flat vs HNSW, deletions, concurrent readers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from service.gallery import ModelMismatch
+from tests.gallery.conftest import MODEL, faces, unit
+
+
+def _enrol(g, rng, subjects: int, per: int, noise: float = 0.3):
+    """``subjects`` people with ``per`` noisy faces each around a random centre; returns (ids, centres)."""
+    centres = unit(rng, subjects)
+    batch: dict[str, list] = {}
+    ids: list[str] = []
+    for c in centres:
+        s = g.create_subject(name=f"s{len(ids)}")
+        x = c + noise * unit(rng, per) / np.sqrt(128) * 4
+        batch[s.id] = faces(x / np.linalg.norm(x, axis=1, keepdims=True))
+        ids.append(s.id)
+    g.add_faces_many(batch)
+    return ids, centres
+
+
+def test_topk_subjects_not_crowded_and_batch(make_gallery, rng):
+    g = make_gallery()
+    ids, centres = _enrol(g, rng, subjects=40, per=1)
+    crowd = g.create_subject(name="many")
+    probe = unit(rng, 1)[0]
+    near = probe + 0.05 * unit(rng, 60)
+    g.add_faces(crowd.id, faces(near / np.linalg.norm(near, axis=1, keepdims=True)))
+    res = g.search(np.stack([probe, centres[3], centres[7]]), model_id=MODEL, top_k=5)
+    assert len(res) == 3
+    assert [len(r) for r in res] == [5, 5, 5]
+    first = res[0]
+    assert first[0].subject_id == crowd.id
+    assert len({c.subject_id for c in first}) == 5  # the 60-face subject appears once
+    assert [c.distance for c in first] == sorted(c.distance for c in first)
+    assert res[1][0].subject_id == ids[3] and res[2][0].subject_id == ids[7]
+    c = res[1][0]
+    assert abs(c.similarity - (1 - c.distance**2 / 2)) < 1e-6
+    assert g.get_face(c.face_id).subject_id == ids[3]
+
+
+def test_subject_score_is_best_face_distance(make_gallery, rng):
+    g = make_gallery()
+    v = unit(rng, 3)
+    s = g.create_subject(name="A")
+    recs = g.add_faces(s.id, faces(v))
+    res = g.search(v[1], model_id=MODEL, top_k=3)[0]
+    assert len(res) == 1 and res[0].face_id == recs[1].id and res[0].distance < 1e-3
+
+
+def test_model_mismatch_and_empty(make_gallery, rng):
+    g = make_gallery()
+    assert g.search(unit(rng, 2), model_id=MODEL) == [[], []]
+    s = g.create_subject(name="A")
+    g.add_faces(s.id, faces(unit(rng, 2), model="other-model"))
+    with pytest.raises(ModelMismatch) as e:
+        g.search(unit(rng, 1), model_id=MODEL)
+    assert "other-model" in str(e.value) and e.value.present == ("other-model",)
+    with pytest.raises(ModelMismatch):
+        g.face_embeddings(s.id, model_id=MODEL)
+    g.add_faces(s.id, faces(unit(rng, 1)))
+    assert g.face_embeddings(s.id, model_id=MODEL).shape == (1, 128)
+    # probes only meet faces of their own model
+    other = g.face_embeddings(s.id, model_id="other-model")
+    res = g.search(other[0], model_id=MODEL, top_k=1)[0]
+    assert res[0].distance > 0.1
+    assert g.stats().faces_by_model == {"other-model": 2, MODEL: 1}
+
+
+@pytest.mark.parametrize("hnsw", [False, True])
+def test_deleted_faces_never_returned(make_gallery, rng, hnsw):
+    g = make_gallery(hnsw_threshold=500)
+    ids, _centres = _enrol(g, rng, subjects=200, per=4)
+    if hnsw:
+        g.maintain()
+        assert g.stats().indexes[MODEL].kind == "hnsw"
+    victims = ids[:20]
+    face_ids = [f.id for s in victims for f in g.list_faces(s)]
+    embs = np.concatenate([g.face_embeddings(s, model_id=MODEL) for s in victims])
+    for s in victims[:10]:
+        assert g.delete_subject(s) == 4
+    for s in victims[10:]:
+        for f in g.list_faces(s):
+            g.delete_face(f.id)
+    res = g.search(embs, model_id=MODEL, top_k=10)
+    returned = {c.face_id for row in res for c in row} | {c.subject_id for row in res for c in row}
+    assert not returned & (set(face_ids) | set(victims))
+    assert all(len(r) == 10 for r in res)
+    assert set(g.index_ids(MODEL)) == set(g.store.face_ids(MODEL))
+
+
+def test_hnsw_recall_against_flat(make_gallery, rng):
+    g = make_gallery(hnsw_threshold=1000)
+    _, centres = _enrol(g, rng, subjects=600, per=3)
+    probes = centres + 0.02 * unit(rng, len(centres))
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    exact = [r[0].face_id for r in g.search(probes, model_id=MODEL, top_k=1)]
+    g.maintain()
+    assert g.stats().indexes[MODEL].kind == "hnsw"
+    approx = [r[0].face_id for r in g.search(probes, model_id=MODEL, top_k=1)]
+    assert np.mean(np.array(exact) == np.array(approx)) >= 0.99
+    # adds after the conversion land in flat segments, are searchable, and merge into HNSW
+    s = g.create_subject(name="late")
+    late = unit(rng, 20)
+    recs = g.add_faces(s.id, faces(late))
+    assert g.search(late[5], model_id=MODEL, top_k=1)[0][0].face_id == recs[5].id
+    idx = g._indexes[MODEL]
+    while idx.merge_step():
+        pass
+    assert g.stats().indexes[MODEL].flat == 0
+    assert g.search(late[5], model_id=MODEL, top_k=1)[0][0].face_id == recs[5].id
+
+
+def test_concurrent_readers_during_writes(make_gallery, rng):
+    g = make_gallery(hnsw_threshold=300)
+    _enrol(g, rng, subjects=100, per=2)
+    probes = unit(rng, 16)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    searches = [0]
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for row in g.search(probes, model_id=MODEL, top_k=3):
+                    d = [c.distance for c in row]
+                    assert d == sorted(d) and all(0 <= x <= 2.0001 for x in d)
+                searches[0] += 1
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wrng = np.random.default_rng(7)
+        for i in range(40):
+            s = g.create_subject(name=f"w{i}")
+            v = unit(wrng, 3)
+            recs = g.add_faces(s.id, faces(v))
+            if i % 3 == 0:
+                g.delete_face(recs[0].id)
+                hit = g.search(v[0], model_id=MODEL, top_k=5)[0]
+                assert recs[0].id not in {c.face_id for c in hit}
+            if i == 20:
+                g.maintain()  # HNSW conversion while readers run
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert searches[0] > 0
+    assert set(g.index_ids(MODEL)) == set(g.store.face_ids(MODEL))

@@ -1,0 +1,138 @@
+"""The ``facerec`` CLI through typer's CliRunner: bulk enrolment (local and through a server), resumability,
+identify, verify, subjects and keys, tables and ``--json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.keys import KeyStore
+from tests.service.helpers import images
+from tests.service.server import Server
+
+pytestmark = pytest.mark.slow
+
+PEOPLE = ("ben_afflek", "elton_john")
+
+
+@pytest.fixture(scope="module")
+def people_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """An LFW-style folder: 2 people x 4 train images (the first ones, good and bad alike)."""
+    root = tmp_path_factory.mktemp("people")
+    for person in PEOPLE:
+        (root / person).mkdir()
+        for path in images(dataset, "train", person)[:4]:
+            shutil.copy(path, root / person / path.name)
+    (root / "empty_person").mkdir()
+    return root
+
+
+def run(*args: str) -> Any:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
+    return result
+
+
+def run_json(*args: str) -> Any:
+    return json.loads(run(*args, "--json").stdout)
+
+
+def test_enroll_local_is_resumable(people_dir: Path, tmp_path: Path, dataset: Path) -> None:
+    data = str(tmp_path / "data")
+    first = run_json("enroll", str(people_dir), "--data", data)
+    assert first["subjects_created"] == 2
+    assert first["enrolled"] + len(first["rejected"]) == 8 and first["enrolled"] >= 5
+    for rej in first["rejected"]:
+        assert rej["code"] in {"no_face", "multiple_faces", "low_quality"} and Path(rej["file"]).is_file()
+    second = run_json("enroll", str(people_dir), "--data", data)
+    assert second["subjects_created"] == 0 and second["enrolled"] == 0
+    assert second["skipped"] == first["enrolled"]
+    assert len(second["rejected"]) == len(first["rejected"])  # rejects are checked again, and fail again
+
+    table = run("enroll", str(people_dir), "--data", data).stdout
+    assert "0 faces enrolled" in table and f"{first['enrolled']} already enrolled" in table
+
+    subjects = run_json("subjects", "list", "--data", data)
+    assert sorted(s["name"] for s in subjects) == ["ben afflek", "elton john"]
+    assert sum(s["face_count"] for s in subjects) == first["enrolled"]
+    ben = next(s for s in subjects if s["name"] == "ben afflek")
+    shown = run_json("subjects", "show", ben["id"], "--data", data)
+    assert len(shown["faces"]) == ben["face_count"] and all(
+        len(f["image_sha256"]) == 64 for f in shown["faces"]
+    )
+    assert "ben afflek" in run("subjects", "show", ben["id"], "--data", data).stdout
+
+    probe = images(dataset, "val", "ben_afflek")[0]
+    found = run_json("identify", str(probe), "--data", data)
+    assert found["faces"][0]["match"]["name"] == "ben afflek"
+    assert "ben afflek" in run("identify", str(probe), "--data", data).stdout
+    stranger = images(dataset, "val", "madonna")[0]
+    assert run_json("identify", str(stranger), "--data", data)["faces"][0]["match"] is None
+
+    same = run_json("verify", str(probe), str(images(dataset, "val", "ben_afflek")[1]), "--data", data)
+    assert same["match"] is True and same["distance"] <= same["threshold"]
+    differs = run("verify", str(probe), str(stranger), "--data", data).stdout
+    assert "different people" in differs and "threshold" in differs
+
+    deleted = run_json("subjects", "delete", ben["id"], "--yes", "--data", data)
+    assert deleted == {"deleted": ben["id"], "faces": ben["face_count"]}
+    assert [s["name"] for s in run_json("subjects", "list", "--data", data)] == ["elton john"]
+    missing = CliRunner().invoke(app, ["subjects", "show", ben["id"], "--data", data])
+    assert missing.exit_code == 1 and "no subject" in missing.output
+
+
+def test_keys_commands(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    made = run_json("keys", "create", "--scope", "recognize", "--name", "kiosk", "--data", data)
+    assert made["token"].startswith("frk_") and made["scope"] == "recognize"
+    plain = run("keys", "create", "--scope", "admin", "--data", data)
+    token = plain.stdout.strip()
+    assert token.startswith("frk_") and "\n" not in token
+    listed = run_json("keys", "list", "--data", data)
+    assert [(k["name"], k["scope"], k["revoked_at"]) for k in listed] == [
+        ("kiosk", "recognize", None),
+        ("", "admin", None),
+    ]
+    assert (
+        "token" not in json.dumps(listed) and made["token"] not in run("keys", "list", "--data", data).stdout
+    )
+    run("keys", "revoke", made["id"], "--data", data)
+    store = KeyStore(Path(data))
+    assert store.authenticate(made["token"]) is None
+    key = store.authenticate(token)
+    assert key is not None and key.scope == "admin"
+    store.close()
+    bad = CliRunner().invoke(app, ["keys", "create", "--scope", "root", "--data", data])
+    assert bad.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[tuple[Server, str]]:
+    data = tmp_path_factory.mktemp("cli-server") / "data"
+    store = KeyStore(data)
+    token = store.create(scope="admin", name="cli")[1]
+    store.close()
+    srv = Server(data).start()
+    yield srv, token
+    srv.stop()
+
+
+def test_enroll_through_a_server(people_dir: Path, server: tuple[Server, str], dataset: Path) -> None:
+    srv, token = server
+    remote = ("--server", srv.url, "--api-key", token)
+    first = run_json("enroll", str(people_dir), *remote)
+    assert first["subjects_created"] == 2 and first["enrolled"] >= 5
+    second = run_json("enroll", str(people_dir), *remote)
+    assert second["enrolled"] == 0 and second["skipped"] == first["enrolled"]
+    found = run_json("identify", str(images(dataset, "val", "elton_john")[0]), *remote)
+    assert found["faces"][0]["match"]["name"] == "elton john"
+    assert len(run_json("subjects", "list", *remote)) == 2
+    denied = CliRunner().invoke(app, ["subjects", "list", "--server", srv.url, "--api-key", "frk_x_y"])
+    assert denied.exit_code == 1 and "401 unauthorized" in denied.output

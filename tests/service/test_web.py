@@ -1,0 +1,147 @@
+"""The web page in headless Chromium (Debian's ``chromium`` driven by Playwright) against a real server:
+enrol a person, identify photos, verify a pair, read the words on the page and take screenshots."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.helpers import images
+from tests.service.server import Server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TIMEOUT_MS = 120_000  # the machine may be busy; each step normally takes well under a second
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # a synthetic webcam (a moving test pattern) that needs no permission prompt
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("web") / "data").start()
+    yield srv
+    srv.stop()
+
+
+def test_enrol_identify_and_verify_in_the_page(
+    browser: Any, server: Server, dataset: Path, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+
+    page.click("#tab-enroll")
+    page.fill("#enroll-name", "Ben Afflek")
+    page.set_input_files("#enroll-files", [str(p) for p in images(dataset, "train", "ben_afflek")[:5]])
+    page.click("#enroll-run")
+    page.wait_for_selector("#enroll-result .verdict", timeout=TIMEOUT_MS)
+    enrolled = page.inner_text("#enroll-result")
+    assert "Enrolled" in enrolled and "of Ben Afflek" in enrolled
+    assert "Enrolled 0" not in enrolled
+    # the same name again adds to the same person
+    page.set_input_files("#enroll-files", str(images(dataset, "train", "ben_afflek")[6]))
+    page.click("#enroll-run")
+    page.wait_for_function(
+        "document.querySelector('#enroll-result').innerText.includes('Enrolled 1 photo of')",
+        timeout=TIMEOUT_MS,
+    )
+    subjects = httpx.get(f"{server.url}/v1/subjects").json()["items"]
+    assert [s["name"] for s in subjects] == ["Ben Afflek"]
+    assert f"now has {subjects[0]['face_count']} enrolled photos" in page.inner_text("#enroll-result")
+
+    page.click("#tab-identify")
+    page.set_input_files("#identify-file", str(images(dataset, "val", "ben_afflek")[0]))
+    page.click("#identify-run")
+    page.wait_for_selector("#identify-result .verdict", timeout=TIMEOUT_MS)
+    text = page.inner_text("#identify-result")
+    assert "Ben Afflek" in text and "within the threshold 1.10" in text
+    width = page.eval_on_selector("#identify-canvas", "c => c.width")
+    assert width > 0
+    shot = tmp_path / "identify.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    page.set_input_files("#identify-file", str(images(dataset, "val", "mindy_kaling")[0]))
+    page.click("#identify-run")
+    page.wait_for_function(
+        "document.querySelector('#identify-result').innerText.includes('unknown')", timeout=TIMEOUT_MS
+    )
+    assert "above the threshold" in page.inner_text("#identify-result")
+    page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+
+    page.click("#tab-verify")
+    ben = images(dataset, "val", "ben_afflek")
+    page.set_input_files("#verify-file-a", str(ben[1]))
+    page.set_input_files("#verify-file-b", str(ben[2]))
+    page.click("#verify-run")
+    page.wait_for_selector("#verify-result .verdict", timeout=TIMEOUT_MS)
+    assert "Same person" in page.inner_text("#verify-result")
+    page.set_input_files("#verify-file-b", str(images(dataset, "val", "madonna")[0]))
+    page.click("#verify-run")
+    page.wait_for_function(
+        "document.querySelector('#verify-result').innerText.includes('Different people')", timeout=TIMEOUT_MS
+    )
+    assert "above the threshold" in page.inner_text("#verify-result")
+    page.screenshot(path=str(tmp_path / "verify.png"), full_page=True)
+    print(f"screenshots in {tmp_path}")
+    page.close()
+
+
+def test_docs_render_without_internet(browser: Any, server: Server) -> None:
+    from service.routes.apidocs import local_swagger_ui
+
+    if local_swagger_ui() is None:
+        pytest.skip("swagger-ui-bundle-v2 is not installed: /docs loads Swagger UI from a CDN")
+    page = browser.new_page()
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock", timeout=TIMEOUT_MS)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.innerText)")
+    assert "/v1/identify" in " ".join(paths) and "/v1/subjects/{subject_id}/faces" in " ".join(paths)
+    page.close()
+
+
+def test_webcam_photo(browser: Any, server: Server) -> None:
+    context = browser.new_context(permissions=["camera"])
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click('[data-slot="identify"] .cam')
+    page.wait_for_function("document.querySelector('#camera-video').videoWidth > 0", timeout=TIMEOUT_MS)
+    page.click("#camera-snap")
+    page.wait_for_selector("#camera", state="hidden", timeout=TIMEOUT_MS)
+    page.click("#identify-run")
+    page.wait_for_selector("#identify-result .verdict", timeout=TIMEOUT_MS)
+    # the fake camera shows a test pattern: the photo went through the API, which found no face in it
+    assert "No face was found" in page.inner_text("#identify-result")
+    assert page.eval_on_selector("#identify-canvas", "c => c.width") > 0
+    context.close()
