@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from embeddings import default_threshold
 from tests.service.helpers import images
 from tests.service.server import Server
 
@@ -84,7 +85,7 @@ def test_enrol_identify_and_verify_in_the_page(
     page.click("#identify-run")
     page.wait_for_selector("#identify-result .verdict", timeout=TIMEOUT_MS)
     text = page.inner_text("#identify-result")
-    assert "Ben Afflek" in text and "within the threshold 1.10" in text
+    assert "Ben Afflek" in text and f"within the threshold {default_threshold():.2f}" in text
     width = page.eval_on_selector("#identify-canvas", "c => c.width")
     assert width > 0
     shot = tmp_path / "identify.png"
