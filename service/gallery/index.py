@@ -211,7 +211,7 @@ class ModelIndex:
             return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
         d = np.concatenate(ds, axis=1)
         i = np.concatenate(is_, axis=1)
-        if len(ds) > 1 or d.shape[1] != k:
+        if len(ds) > 1 or d.shape[1] != k or np.isinf(d).any():  # merge segments / push tombstones last
             order = np.argsort(d, axis=1, kind="stable")[:, :k]
             d = np.take_along_axis(d, order, axis=1)
             i = np.take_along_axis(i, order, axis=1)
