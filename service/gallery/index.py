@@ -7,10 +7,10 @@ segment: exact search. Past ``hnsw_threshold`` live faces a rebuild makes an HNS
 into the main in small chunks once they reach ``merge_batch``.
 
 Deletion: a face in the active flat segment is removed outright; a face in HNSW (which cannot remove) or in a
-frozen segment becomes a *tombstone*: its stored vector is overwritten with zeros at once (so neither memory
-nor the next snapshot keeps the embedding) and its id is filtered out of every result (searches over-fetch and
-retry until they have ``k`` live results). When tombstones exceed ``compact_ratio`` of the main, it is
-rebuilt.
+frozen segment becomes a *tombstone*: its stored vector is overwritten at once with a far constant point
+(:data:`TOMBSTONE_FILL`; so neither memory nor the next snapshot keeps the embedding) and its id is
+filtered out of every result (searches over-fetch and retry until they have ``k`` live results). When
+tombstones exceed ``compact_ratio`` of the main, it is rebuilt.
 
 Distances: FAISS L2 indexes return squared L2; :meth:`ModelIndex.search` returns L2 in [0, 2].
 Thread-safety: none here; the gallery holds a readers-writer lock around these calls.
@@ -30,6 +30,12 @@ from embeddings.types import EMBEDDING_DIM
 
 FLAT = "flat"
 HNSW = "hnsw"
+
+TOMBSTONE_FILL = 100.0
+"""Every component of an erased vector is overwritten with this. Not 0: a zero vector is at squared L2 1 from
+every unit probe, closer than most real faces, and would trap HNSW's greedy search (and later insertions)
+around it. A far point (squared L2 ~1.3e6) is never a step towards anything: the node drops out of the graph
+until compaction rebuilds it, and the original embedding is gone from memory and from the next snapshot."""
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)`` in faces."""
@@ -106,7 +112,7 @@ class Segment:
 
     def erase(self, ids: npt.NDArray[np.int64]) -> int:
         """Erase those of ``ids`` held here; returns how many. Removes from an active flat segment,
-        tombstones (and zeroes) otherwise."""
+        tombstones (and overwrites with :data:`TOMBSTONE_FILL`) otherwise."""
         stored = self.ids()
         hit = np.isin(stored, ids)
         if self.tombstones:
@@ -117,7 +123,7 @@ class Segment:
         if self.kind == FLAT and not self.frozen:
             self.index.remove_ids(faiss.IDSelectorBatch(stored[hit]))
             return n
-        self.vectors()[hit] = 0.0
+        self.vectors()[hit] = TOMBSTONE_FILL
         self.tombstones.update(int(i) for i in stored[hit])
         self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
         return n
@@ -299,7 +305,7 @@ def build_hnsw(
     chunk: int = 20_000,
 ) -> Segment:
     """Build a new HNSW segment from the live vectors of frozen segments (no lock needed: they do not change
-    except for zeroed tombstones, which the caller replays afterwards)."""
+    except for overwritten tombstones, which the caller replays afterwards)."""
     built = Segment.new_hnsw(params)
     total = sum(s.ntotal for s in frozen)
     done = 0
