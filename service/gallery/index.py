@@ -66,8 +66,21 @@ class Segment:
         self.index = index
         self.kind = kind
         self.tombstones: set[int] = set(tombstones or ())
-        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
         self.frozen = False
+        self._sync_tombstones()
+
+    def _sync_tombstones(self) -> None:
+        """Refresh the sorted array and the by-id boolean mask (O(1) lookups at query time)."""
+        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        self._dead = np.zeros(int(self._tomb_arr[-1]) + 1 if len(self._tomb_arr) else 0, dtype=bool)
+        self._dead[self._tomb_arr] = True
+
+    def is_dead(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Elementwise: is this id a tombstone here (-1 and unknown ids are not)."""
+        if not len(self._dead):
+            return np.zeros(np.shape(ids), dtype=bool)
+        inside = (ids >= 0) & (ids < len(self._dead))
+        return inside & self._dead[np.where(inside, ids, 0)]
 
     @classmethod
     def new_flat(cls) -> Segment:
@@ -125,7 +138,7 @@ class Segment:
             return n
         self.vectors()[hit] = TOMBSTONE_FILL
         self.tombstones.update(int(i) for i in stored[hit])
-        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        self._sync_tombstones()
         return n
 
     def search(
@@ -138,7 +151,7 @@ class Segment:
         while True:
             d, i = self.index.search(q, max(kk, 1))
             if self.tombstones:
-                dead = np.isin(i, self._tomb_arr)
+                dead = self.is_dead(i)
                 i = np.where(dead, -1, i)
                 d = np.where(dead, np.inf, d)
             found = (i >= 0).sum(axis=1)
@@ -291,7 +304,7 @@ class ModelIndex:
             main.index.add_with_ids(np.ascontiguousarray(vecs[live]), np.ascontiguousarray(ids[live]))
         seg.index.remove_ids(faiss.IDSelectorBatch(ids))
         seg.tombstones.difference_update(int(i) for i in ids)
-        seg._tomb_arr = np.array(sorted(seg.tombstones), dtype=np.int64)
+        seg._sync_tombstones()
         if seg.ntotal == 0 and len(self.segments) > 2:
             self.segments.pop(1)
         return sum(s.ntotal for s in self.segments[1:]) > 0
