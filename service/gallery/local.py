@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -547,6 +548,11 @@ class LocalGallery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_data_dir() -> Path:
+    """``$FACEREC_DATA`` or ``./data``: where the service keeps the gallery."""
+    return Path(os.environ.get("FACEREC_DATA") or "data")
 
 
 _DEFAULT_INDEX = IndexParams()
