@@ -77,15 +77,20 @@ class Synthetic:
         """New faces of enrolled identities (not themselves in the gallery)."""
         rng = np.random.default_rng([self.seed, 3])
         who = rng.integers(0, self.ids, count)
+        self.probe_identities = who
         noise = rng.standard_normal((count, 128), np.float32) * (NOISE / np.sqrt(128))
         return _normalise(self.centres[who] + noise)
 
-    def exact_nearest(self, probes: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-        """Index of each probe's nearest face by brute force."""
+    def exact_nearest(
+        self, probes: npt.NDArray[np.float32], erased: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Index of each probe's nearest face (not ``erased``, a mask over faces) by brute force."""
         best = np.full(len(probes), -np.inf, np.float32)
         arg = np.zeros(len(probes), np.int64)
         for start, x in self.chunks():
             sim = probes @ x.T
+            if erased is not None:
+                sim[:, erased[start : start + len(x)]] = -np.inf
             j = sim.argmax(axis=1)
             s = sim[np.arange(len(probes)), j]
             better = s > best
@@ -198,6 +203,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["hnsw"].update(_recall(g, probes, exact_all))
         out["hnsw"]["ef_search"] = args.ef_search
         print(f"  HNSW query (efSearch={args.ef_search}): {out['hnsw']}", flush=True)
+        if args.erase_fraction > 0:
+            out["after_erasure"] = _erase_and_measure(g, syn, subjects, face_ids, probes, args.erase_fraction)
     out["index_kind"] = g.stats().indexes[MODEL].kind
     t = time.perf_counter()
     g.close()  # saves the snapshot
@@ -215,7 +222,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--ef-search",
             str(args.ef_search),
             "--faces",
-            str(n),
+            str(0 if args.erase_fraction else n),  # after erasures face ids no longer follow the data
             "--probes",
             str(args.probes),
             "--seed",
@@ -230,6 +237,50 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
     return out
+
+
+def _erase_and_measure(
+    g: Any, syn: Synthetic, subjects: list[Any], face_ids: npt.NDArray[np.int64], probes: Any, fraction: float
+) -> dict[str, Any]:
+    """Erase a random ``fraction`` of the subjects (tombstones in HNSW, below the compaction ratio), then
+    measure recall against exact search over the faces left, latency, and that no erased face comes back."""
+    rng = np.random.default_rng(7)
+    victims = rng.choice(syn.ids, int(fraction * syn.ids), replace=False)
+    t = time.perf_counter()
+    for v in victims:
+        g.delete_subject(subjects[v].id)
+    erase_s = time.perf_counter() - t
+    erased = np.zeros(syn.n, bool)
+    for v in victims:
+        erased[v * PER_ID : (v + 1) * PER_ID] = True
+    nearest = syn.exact_nearest(probes, erased)
+    exact = (face_ids[nearest], np.array([subjects[i // PER_ID].id for i in nearest]))
+    res: dict[str, Any] = {
+        "erased_subjects": len(victims),
+        "erased_faces": int(erased.sum()),
+        "delete_subject_ms": erase_s / len(victims) * 1e3,
+        "tombstones": g.stats().indexes[MODEL].tombstones,
+    }
+    res.update(_latency(g, probes[:1000]))
+    res.update(_recall(g, probes, exact))
+    own_left = ~np.isin(syn.probe_identities, victims)  # probes whose own identity is still enrolled
+    for name, sel in (("probes_enrolled", own_left), ("probes_erased", ~own_left)):
+        r = _recall(g, probes[sel], (exact[0][sel], exact[1][sel]))
+        res[name] = {"n": int(sel.sum()), **r}
+    got = {c.face_id for row in g.search(probes, model_id=MODEL, top_k=10) for c in row}
+    res["erased_faces_returned"] = len(got & set(face_ids[erased].tolist()))
+    if syn.n > 200_000:  # a compaction is a full HNSW rebuild (~8 min at 1M): measured at 100k
+        return res
+    t = time.perf_counter()
+    g.compact()  # what the automatic compaction (at 10 % tombstones) would give
+    res["compact_s"] = time.perf_counter() - t
+    after: dict[str, Any] = _recall(g, probes, exact)
+    for name, sel in (("probes_enrolled", own_left), ("probes_erased", ~own_left)):
+        after[name] = _recall(g, probes[sel], (exact[0][sel], exact[1][sel]))
+    after.update(_latency(g, probes[:1000]))
+    res["after_compaction"] = after
+    print(f"  after erasing {fraction:.0%} of subjects: {res}", flush=True)
+    return res
 
 
 def cold_start(args: argparse.Namespace) -> None:
@@ -282,13 +333,14 @@ def scale(args: argparse.Namespace) -> None:
     nan = float("nan")
     for r in results["sizes"]:
         h = r.get("hnsw", {})
+        cold = r["cold_start"]
         print(
             f"{r['faces']:>9,} {r['bulk_add_faces_per_s']:>9,.0f} {r['flat']['p50_ms']:>9.3f} "
             f"{r['flat']['p99_ms']:>9.3f} {h.get('p50_ms', nan):>9.3f} {h.get('p99_ms', nan):>9.3f} "
             f"{h.get('recall_at_1', r['flat']['recall_at_1']):>8.4f} "
             f"{h.get('subject_recall_at_1', r['flat']['subject_recall_at_1']):>8.4f} "
             f"{r.get('hnsw_build_s', 0):>8.1f} "
-            f"{r['cold_start']['open_s']:>7.2f} {r['cold_start']['rss_after_queries_mb']:>7.0f}"
+            f"{cold['open_s']:>7.2f} {cold.get('rss_after_queries_mb', cold['rss_after_open_mb']):>7.0f}"
         )
     print(f"\nwrote {args.out}")
 
@@ -311,6 +363,7 @@ def main() -> None:
     )
     sc.add_argument("--build-threads", type=int, default=2)
     sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--erase-fraction", type=float, default=0.0, help="then erase this share of subjects")
     sc.add_argument("--keep", action="store_true", help="keep the data dirs")
     cs = sub.add_parser("cold-start", help=argparse.SUPPRESS)
     cs.add_argument("data")

@@ -15,7 +15,7 @@ from service.gallery.errors import (
     SubjectNotFound,
 )
 from service.gallery.index import IndexParams
-from service.gallery.local import GallerySettings, LocalGallery, open_gallery
+from service.gallery.local import GallerySettings, LocalGallery, default_data_dir, open_gallery
 from service.gallery.types import (
     Candidate,
     FaceRecord,
@@ -45,5 +45,6 @@ __all__ = [
     "SnapshotInvalid",
     "Subject",
     "SubjectNotFound",
+    "default_data_dir",
     "open_gallery",
 ]

@@ -7,10 +7,10 @@ segment: exact search. Past ``hnsw_threshold`` live faces a rebuild makes an HNS
 into the main in small chunks once they reach ``merge_batch``.
 
 Deletion: a face in the active flat segment is removed outright; a face in HNSW (which cannot remove) or in a
-frozen segment becomes a *tombstone*: its stored vector is overwritten with zeros at once (so neither memory
-nor the next snapshot keeps the embedding) and its id is filtered out of every result (searches over-fetch and
-retry until they have ``k`` live results). When tombstones exceed ``compact_ratio`` of the main, it is
-rebuilt.
+frozen segment becomes a *tombstone*: its stored vector is overwritten at once with a far constant point
+(:data:`TOMBSTONE_FILL`; so neither memory nor the next snapshot keeps the embedding) and its id is
+filtered out of every result (searches over-fetch and retry until they have ``k`` live results). When
+tombstones exceed ``compact_ratio`` of the main, it is rebuilt.
 
 Distances: FAISS L2 indexes return squared L2; :meth:`ModelIndex.search` returns L2 in [0, 2].
 Thread-safety: none here; the gallery holds a readers-writer lock around these calls.
@@ -30,6 +30,12 @@ from embeddings.types import EMBEDDING_DIM
 
 FLAT = "flat"
 HNSW = "hnsw"
+
+TOMBSTONE_FILL = 100.0
+"""Every component of an erased vector is overwritten with this. Not 0: a zero vector is at squared L2 1 from
+every unit probe, closer than most real faces, and would trap HNSW's greedy search (and later insertions)
+around it. A far point (squared L2 ~1.3e6) is never a step towards anything: the node drops out of the graph
+until compaction rebuilds it, and the original embedding is gone from memory and from the next snapshot."""
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)`` in faces."""
@@ -60,8 +66,21 @@ class Segment:
         self.index = index
         self.kind = kind
         self.tombstones: set[int] = set(tombstones or ())
-        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
         self.frozen = False
+        self._sync_tombstones()
+
+    def _sync_tombstones(self) -> None:
+        """Refresh the sorted array and the by-id boolean mask (O(1) lookups at query time)."""
+        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        self._dead = np.zeros(int(self._tomb_arr[-1]) + 1 if len(self._tomb_arr) else 0, dtype=bool)
+        self._dead[self._tomb_arr] = True
+
+    def is_dead(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Elementwise: is this id a tombstone here (-1 and unknown ids are not)."""
+        if not len(self._dead):
+            return np.zeros(np.shape(ids), dtype=bool)
+        inside = (ids >= 0) & (ids < len(self._dead))
+        return inside & self._dead[np.where(inside, ids, 0)]
 
     @classmethod
     def new_flat(cls) -> Segment:
@@ -106,7 +125,7 @@ class Segment:
 
     def erase(self, ids: npt.NDArray[np.int64]) -> int:
         """Erase those of ``ids`` held here; returns how many. Removes from an active flat segment,
-        tombstones (and zeroes) otherwise."""
+        tombstones (and overwrites with :data:`TOMBSTONE_FILL`) otherwise."""
         stored = self.ids()
         hit = np.isin(stored, ids)
         if self.tombstones:
@@ -117,9 +136,9 @@ class Segment:
         if self.kind == FLAT and not self.frozen:
             self.index.remove_ids(faiss.IDSelectorBatch(stored[hit]))
             return n
-        self.vectors()[hit] = 0.0
+        self.vectors()[hit] = TOMBSTONE_FILL
         self.tombstones.update(int(i) for i in stored[hit])
-        self._tomb_arr = np.array(sorted(self.tombstones), dtype=np.int64)
+        self._sync_tombstones()
         return n
 
     def search(
@@ -132,7 +151,7 @@ class Segment:
         while True:
             d, i = self.index.search(q, max(kk, 1))
             if self.tombstones:
-                dead = np.isin(i, self._tomb_arr)
+                dead = self.is_dead(i)
                 i = np.where(dead, -1, i)
                 d = np.where(dead, np.inf, d)
             found = (i >= 0).sum(axis=1)
@@ -211,7 +230,7 @@ class ModelIndex:
             return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
         d = np.concatenate(ds, axis=1)
         i = np.concatenate(is_, axis=1)
-        if len(ds) > 1 or d.shape[1] != k:
+        if len(ds) > 1 or d.shape[1] != k or np.isinf(d).any():  # merge segments / push tombstones last
             order = np.argsort(d, axis=1, kind="stable")[:, :k]
             d = np.take_along_axis(d, order, axis=1)
             i = np.take_along_axis(i, order, axis=1)
@@ -285,7 +304,7 @@ class ModelIndex:
             main.index.add_with_ids(np.ascontiguousarray(vecs[live]), np.ascontiguousarray(ids[live]))
         seg.index.remove_ids(faiss.IDSelectorBatch(ids))
         seg.tombstones.difference_update(int(i) for i in ids)
-        seg._tomb_arr = np.array(sorted(seg.tombstones), dtype=np.int64)
+        seg._sync_tombstones()
         if seg.ntotal == 0 and len(self.segments) > 2:
             self.segments.pop(1)
         return sum(s.ntotal for s in self.segments[1:]) > 0
@@ -299,7 +318,7 @@ def build_hnsw(
     chunk: int = 20_000,
 ) -> Segment:
     """Build a new HNSW segment from the live vectors of frozen segments (no lock needed: they do not change
-    except for zeroed tombstones, which the caller replays afterwards)."""
+    except for overwritten tombstones, which the caller replays afterwards)."""
     built = Segment.new_hnsw(params)
     total = sum(s.ntotal for s in frozen)
     done = 0

@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -501,6 +502,13 @@ class LocalGallery:
             "gallery: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, time.perf_counter() - t0
         )
 
+    def compact(self) -> None:
+        """Rebuild every HNSW index now without its tombstones (maintenance does it at ``compact_ratio``)."""
+        with self._maint:
+            for model_id, idx in list(self._indexes.items()):
+                if idx.main is not None and not idx.building:
+                    self._rebuild_hnsw(model_id, idx)
+
     def set_ef_search(self, ef: int) -> None:
         """Change HNSW ``efSearch`` for every model (benchmarks)."""
         with self._rw.exclusive():
@@ -540,6 +548,11 @@ class LocalGallery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_data_dir() -> Path:
+    """``$FACEREC_DATA`` or ``./data``: where the service keeps the gallery."""
+    return Path(os.environ.get("FACEREC_DATA") or "data")
 
 
 _DEFAULT_INDEX = IndexParams()

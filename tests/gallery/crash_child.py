@@ -9,19 +9,28 @@ Usage: ``python -m tests.gallery.crash_child DATA_DIR SEED``.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from service.gallery import NewFace, open_gallery
+from service.gallery import GallerySettings, IndexParams, LocalGallery, NewFace
 
 MODEL = "facenet-20170512-110547"
+SETTINGS = GallerySettings(
+    index=IndexParams(hnsw_threshold=300, merge_batch=60, merge_chunk=30),
+    snapshot_every_changes=50,
+    snapshot_interval_s=0.2,
+    erasure_snapshot_delay_s=0.05,
+    maintenance_tick_s=0.01,
+)
+"""Tiny thresholds: HNSW builds, merges and snapshots happen every few hundred milliseconds."""
 
 
 def main() -> None:
     data, seed = Path(sys.argv[1]), int(sys.argv[2])
     rng = np.random.default_rng(seed)
-    g = open_gallery(data, hnsw_threshold=400, snapshot_every_changes=40, snapshot_interval_s=0.5)
+    g = LocalGallery(data, SETTINGS)
     print("ready", flush=True)
     mine: list[int] = []
     while True:
@@ -37,6 +46,7 @@ def main() -> None:
             print(f"deleting {victim}", flush=True)  # a kill from here on leaves it either way
             g.delete_face(victim)
             print(f"del {victim}", flush=True)
+        time.sleep(0.003)  # leave the maintenance thread some room
 
 
 if __name__ == "__main__":

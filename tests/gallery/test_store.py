@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from service.gallery import FaceNotFound, InvalidEmbedding, NewFace, SubjectNotFound
+from service.gallery import FaceNotFound, InvalidEmbedding, NewFace, SubjectNotFound, default_data_dir
 from service.gallery.store import SCHEMA_VERSION
 from tests.gallery.conftest import MODEL, faces, unit
 
@@ -97,3 +99,10 @@ def test_schema_version_recorded(make_gallery):
         for p in ("journal_mode", "secure_delete", "foreign_keys", "synchronous")
     }
     assert pragmas == {"journal_mode": "wal", "secure_delete": 1, "foreign_keys": 1, "synchronous": 2}
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("FACEREC_DATA", raising=False)
+    assert default_data_dir() == Path("data")
+    monkeypatch.setenv("FACEREC_DATA", str(tmp_path))
+    assert default_data_dir() == tmp_path
