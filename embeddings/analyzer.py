@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from embeddings import weights as weights_mod
 from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face
-from embeddings.detector import FaceDetector
+from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
 from embeddings.errors import LowQuality, MultipleFaces, NoFace
 from embeddings.facenet import FaceNetEncoder
@@ -27,13 +27,15 @@ ImageInput = bytes | npt.NDArray[np.uint8]
 class AnalyzerConfig:
     """Pipeline settings. ``margin`` is a fraction of the box; ``rotate`` levels the eyes; ``flip_tta`` averages
     each face with its mirror image; ``min_detection_confidence`` / ``min_face_size`` filter detections (source
-    pixels); ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images."""
+    pixels); ``detect_max_side`` is the longer side (px) above which detection runs on a downscaled copy;
+    ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images."""
 
     margin: float = DEFAULT_MARGIN
     rotate: bool = True
     flip_tta: bool = True
     min_detection_confidence: float = 0.8
     min_face_size: int = 20
+    detect_max_side: int = DEFAULT_MAX_SIDE
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 32
@@ -66,7 +68,9 @@ class FaceAnalyzer:
         self.threshold = default_threshold() if threshold is None else threshold
         path = weights_mod.resolve(weights_path)
         self.detector = FaceDetector(
-            min_confidence=self.config.min_detection_confidence, min_face_size=self.config.min_face_size
+            min_confidence=self.config.min_detection_confidence,
+            min_face_size=self.config.min_face_size,
+            max_side=self.config.detect_max_side,
         )
         self.encoder = FaceNetEncoder(path, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta)
 

