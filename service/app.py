@@ -85,11 +85,12 @@ def create_app(
         state.model_loaded = asyncio.Event()
         settings.data.mkdir(parents=True, exist_ok=True)
         state.keys = KeyStore(settings.data)
-        check_bind(settings, state.keys)
         try:
+            check_bind(settings, state.keys)
             state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
-        except GalleryLocked:
-            log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
+        except BaseException as exc:
+            if isinstance(exc, GalleryLocked):
+                log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
             state.keys.close()
             raise
         state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)

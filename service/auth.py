@@ -1,7 +1,10 @@
-"""``X-API-Key`` checks. Keys are required when the server is not on loopback or when any key exists.
+"""``X-API-Key`` checks, decided per request.
 
-A local user on a loopback address with no keys made yet may use every endpoint without one; the moment a key
-is created (``facerec keys create``) every request needs one.
+With no active key, a request may go without one only when it is plainly local: the server socket it
+arrived on is a loopback address, its peer is a loopback address, and it carries no proxy header
+(``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``: a reverse proxy on loopback must not make remote users
+local). The moment a key is created (``facerec keys create``) every request needs one. The decision uses the
+real addresses of the connection, not ``FACEREC_HOST``, so ``uvicorn --host 0.0.0.0`` cannot open the API.
 """
 
 from __future__ import annotations
@@ -25,10 +28,23 @@ LOCAL_USER = ApiKey(
 )
 
 
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def is_local_request(request: Request) -> bool:
+    """Both ends of the connection on loopback and no sign of a proxy in between."""
+    server = request.scope.get("server")
+    client = request.client
+    if not server or not server[0] or client is None or not client.host:
+        return False
+    if not (is_loopback(str(server[0])) and is_loopback(client.host)):
+        return False
+    return not any(name in request.headers for name in PROXY_HEADERS)
+
+
 def keys_required(request: Request) -> bool:
-    """Whether this app demands a key: always off loopback, and on loopback once any active key exists."""
-    state = request.app.state
-    return not is_loopback(state.settings.host) or state.keys.has_active()
+    """Whether this request needs a key: always once any active key exists, else unless it is local."""
+    return request.app.state.keys.has_active() or not is_local_request(request)
 
 
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
