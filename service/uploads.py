@@ -17,10 +17,11 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embeddings.errors import InvalidImage
-from service.errors import PayloadTooLarge, UnsupportedMediaType, envelope
+from service.errors import UnsupportedMediaType, envelope
 
 MAX_FILES = 100
 M = TypeVar("M", bound=BaseModel)
@@ -79,7 +80,7 @@ async def read_payload(request: Request) -> Payload:
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             body = json.loads(await request.body() or b"null")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
             raise RequestValidationError([_err("body", "the body is not valid JSON")]) from exc
         if not isinstance(body, dict):
             raise RequestValidationError([_err("body", "the JSON body must be an object")])
@@ -122,7 +123,9 @@ class BodyLimitMiddleware:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge(message)
+                    # an HTTPException, so that FastAPI's own body parsing (JSON routes) passes it on
+                    # instead of turning it into a 400; the handler maps it to the envelope
+                    raise HTTPException(status_code=413, detail=message, headers={"Connection": "close"})
             return msg
 
         await self.app(scope, counting_receive, send)
