@@ -14,11 +14,17 @@ from typing import Any, Protocol
 import httpx
 import typer
 
+from embeddings.errors import FaceRecError
 from service.config import Settings
 
 
 class CliError(Exception):
-    """A failure to report in one line and exit 1."""
+    """A failure to report in one line and exit 1; ``status`` and ``code`` are the server's answer, if any."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class Backend(Protocol):
@@ -119,8 +125,10 @@ class LocalBackend:
             analyzer=self.analyzer,
             gallery=self.gallery,
             image=image,
-            threshold=self.settings.match_threshold if threshold is None else threshold,
+            threshold=threshold,
             top_k=self.settings.top_k if top_k is None else top_k,
+            fixed_threshold=self.settings.match_threshold,
+            max_fir=self.settings.max_fir,
         )
         return identify_response(result).model_dump(mode="json")
 
@@ -153,12 +161,16 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self.client.base_url}: {exc}") from exc
         if response.status_code >= 400:
+            code = "http_error"
             try:
                 err = response.json()["error"]
                 detail = f"{err['code']}: {err['message']}"
+                code = str(err["code"])
             except (ValueError, KeyError, TypeError):
                 detail = response.text[:200]
-            raise CliError(f"{method} {path} -> {response.status_code} {detail}")
+            raise CliError(
+                f"{method} {path} -> {response.status_code} {detail}", status=response.status_code, code=code
+            )
         return response.json() if response.content else None
 
     def all_subjects(self) -> list[dict[str, Any]]:
@@ -221,7 +233,8 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead
 
 @contextmanager
 def open_backend(server: str | None, api_key: str | None, data: Path | None) -> Iterator[Backend]:
-    """The backend the options select; closed on exit. A :class:`CliError` exits 1 with its message."""
+    """The backend the options select; closed on exit. A :class:`CliError` or a library error
+    (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1 with its message."""
     backend: LocalBackend | RemoteBackend
     try:
         if server:
@@ -235,6 +248,9 @@ def open_backend(server: str | None, api_key: str | None, data: Path | None) -> 
             backend.close()
     except CliError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except FaceRecError as exc:  # no face, not an image, weights missing...: one line, not a traceback
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
 
 

@@ -20,6 +20,7 @@ from service.commands.backend import (
     JSON_OPTION,
     SERVER_OPTION,
     Backend,
+    CliError,
     open_backend,
     read_image,
 )
@@ -27,6 +28,9 @@ from service.commands.backend import (
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 )
+
+PER_IMAGE_STATUS = frozenset({413, 415, 422, 500})
+"""Server answers that concern one image (too large, unreadable...): listed as rejections, the run goes on."""
 
 
 @dataclass
@@ -58,24 +62,41 @@ def display_name(folder: str) -> str:
 def run_enrollment(
     backend: Backend, people: dict[str, list[Path]], *, largest: bool, progress: Progress | None = None
 ) -> EnrollSummary:
-    """Enrol every image, one subject per folder (found by name or created); enrolled bytes are skipped."""
+    """Enrol every image, one subject per folder (found by name or created); enrolled bytes are skipped.
+
+    A new folder's subject is created only when its first image is sent, and deleted again if none of its
+    images was enrolled, so a folder of rejects leaves no empty subject behind. An image the backend refuses
+    outright (e.g. a 413 from the server) is listed as a rejection and the run goes on.
+    """
     summary = EnrollSummary()
     by_name = {s["name"]: s for s in backend.all_subjects()}
     task = progress.add_task("enrolling", total=sum(len(v) for v in people.values())) if progress else None
     for folder, images in people.items():
         name = display_name(folder)
         subject = by_name.get(name)
-        if subject is None:
-            subject = backend.create_subject(name)
-            summary.subjects_created += 1
-        known = {f.get("image_sha256") for f in backend.list_faces(subject["id"])}
-        counts = {"id": subject["id"], "enrolled": 0, "skipped": 0, "rejected": 0}
+        created = False
+        known = {f.get("image_sha256") for f in backend.list_faces(subject["id"])} if subject else set()
+        counts: dict[str, Any] = {
+            "id": subject["id"] if subject else None,
+            "enrolled": 0,
+            "skipped": 0,
+            "rejected": 0,
+        }
         for path in images:
             data = read_image(path)
             if hashlib.sha256(data).hexdigest() in known:
                 counts["skipped"] += 1
             else:
-                result = backend.enroll(subject["id"], [data], largest=largest)
+                if subject is None:
+                    subject = backend.create_subject(name)
+                    created = True
+                    counts["id"] = subject["id"]
+                try:
+                    result = backend.enroll(subject["id"], [data], largest=largest)
+                except CliError as exc:
+                    if exc.status not in PER_IMAGE_STATUS:  # unreachable, 401, 404...: every image would fail
+                        raise
+                    result = {"faces": [], "rejected": [{"code": exc.code, "message": str(exc)}]}
                 counts["enrolled"] += len(result["faces"])
                 for r in result["rejected"]:
                     if r["code"] == "duplicate":
@@ -87,6 +108,11 @@ def run_enrollment(
                         )
             if progress is not None and task is not None:
                 progress.update(task, advance=1, description=name)
+        if created and subject is not None and counts["enrolled"] == 0:
+            backend.delete_subject(subject["id"])  # every image was rejected: leave no empty subject
+            counts["id"] = None
+        elif created:
+            summary.subjects_created += 1
         summary.per_subject[name] = counts
         summary.enrolled += counts["enrolled"]
         summary.skipped += counts["skipped"]
