@@ -18,7 +18,8 @@ class Settings(BaseSettings):
 
     data: Path = Field(default=Path("./data"), description="Data dir: the gallery and keys.db live here.")
     host: str = Field(
-        default="127.0.0.1", description="Address to listen on; keys are required unless it is loopback."
+        default="127.0.0.1",
+        description="Address to listen on; a non-loopback address needs an API key to exist.",
     )
     port: int = Field(default=8000, ge=1, le=65535)
     max_upload_bytes: int = Field(
@@ -29,6 +30,16 @@ class Settings(BaseSettings):
     )
     threshold: float | None = Field(
         default=None, ge=0.0, le=2.0, description="L2 match threshold; default: model card."
+    )
+    max_fir: float | None = Field(
+        default=0.01,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Largest acceptable false-identification rate for identify: the chance that a stranger is matched "
+            "to someone. Without an explicit threshold, identify tightens the threshold as the gallery grows "
+            "to keep this estimate; None/0 disables adaptation (the fixed threshold is used)."
+        ),
     )
     top_k: int = Field(
         default=5, ge=1, le=100, description="Default number of candidates per face in identify."

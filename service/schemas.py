@@ -204,6 +204,16 @@ class IdentifyResponse(BaseModel):
     top_k: int
     model_id: str
     gallery_subjects: int
+    gallery_faces: int = Field(
+        0, description="Faces of this model in the gallery: the gallery size of the open-set estimate."
+    )
+    threshold_source: Literal["request", "fixed", "max_fir"] = Field(
+        "fixed",
+        description=(
+            "How `threshold` was chosen: given in the request, the fixed threshold (FACEREC_THRESHOLD or the "
+            "model card's), or lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR."
+        ),
+    )
     estimated_false_identification_rate: float | None = Field(
         None, description="Chance an unknown face is matched to someone at this threshold and gallery size."
     )

@@ -67,6 +67,8 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         top_k=result.top_k,
         model_id=result.model_id,
         gallery_subjects=result.gallery_subjects,
+        gallery_faces=result.gallery_faces,
+        threshold_source=result.threshold_source,  # type: ignore[arg-type]
         estimated_false_identification_rate=result.estimated_fir,
     )
 
@@ -156,19 +158,24 @@ async def identify(
     metrics: MetricsDep,
 ) -> IdentifyResponse:
     """A face's ``match`` is its nearest subject when within ``threshold`` (L2), else null (unknown).
-    ``candidates`` lists the nearest subjects (one entry each). A photo without faces gives ``faces: []``."""
+    ``candidates`` lists the nearest subjects (one entry each). A photo without faces gives ``faces: []``.
+
+    Without a ``threshold`` in the request the service picks it: the fixed threshold, lowered as the gallery
+    grows so that the estimated false-identification rate stays within ``FACEREC_MAX_FIR``. The response
+    says the threshold used, ``threshold_source`` (`request`, `fixed` or `max_fir`) and the estimate."""
     payload = await read_payload(request)
     params = payload.params(IdentifyParams)
     image = _require(payload.one("image"), "image")
-    threshold = settings.match_threshold if params.threshold is None else params.threshold
     top_k = settings.top_k if params.top_k is None else params.top_k
     result, seconds = await runner.run(
         recognition.identify,
         analyzer=analyzer,
         gallery=gallery,
         image=image,
-        threshold=threshold,
+        threshold=params.threshold,
         top_k=top_k,
+        fixed_threshold=settings.match_threshold,
+        max_fir=settings.max_fir,
     )
     metrics.inference.labels("identify").observe(seconds)
     metrics.faces.labels("identify").inc(len(result.faces))
