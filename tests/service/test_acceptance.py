@@ -1,7 +1,8 @@
 """Acceptance: a real server (subprocess, free port, real weights, real MTCNN, FAISS on disk).
 
 Enrol 4 of the 5 celebrities from their train images through the API, identify every val image (the 4 are
-named, the 5th is unknown at the default threshold), verify pairs, delete a subject, restart the server.
+named, the 5th is unknown at the threshold identify picks when none is given), verify pairs, delete a
+subject, restart the server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import httpx
 import pytest
 
 from embeddings import default_threshold
+from service.config import Settings
+from service.recognition import identify_threshold
 from tests.service.helpers import ENROLLED, UNKNOWN, images
 from tests.service.server import Server
 
@@ -77,11 +80,19 @@ def test_enrolment_stores_good_faces_and_lists_the_rest(enrolled: dict[str, dict
 def test_every_val_image_is_identified_and_the_fifth_is_unknown(
     client: httpx.Client, dataset: Path, enrolled: dict[str, dict[str, Any]]
 ) -> None:
-    threshold = default_threshold()
+    faces = sum(len(info["enrol"]["faces"]) for info in enrolled.values())
+    # no threshold in the request: the fixed one, tightened to keep the open-set FIR within FACEREC_MAX_FIR
+    expected = identify_threshold(
+        requested=None, fixed=default_threshold(), max_fir=Settings().max_fir, gallery_size=faces
+    )
     for person in (*ENROLLED, UNKNOWN):
         for path in images(dataset, "val", person):
             body = identify(client, path)
-            assert body["threshold"] == pytest.approx(threshold)
+            threshold = body["threshold"]
+            assert threshold == pytest.approx(expected.threshold) and threshold <= default_threshold()
+            assert body["threshold_source"] == expected.source and body["gallery_faces"] == faces
+            fir = body["estimated_false_identification_rate"]
+            assert fir is not None and (expected.source != "max_fir" or fir <= 0.0101)
             assert body["faces"], f"no face found in {path}"
             if person == UNKNOWN:
                 for face in body["faces"]:
@@ -99,7 +110,7 @@ def test_every_val_image_is_identified_and_the_fifth_is_unknown(
 def test_identify_honours_threshold_and_top_k(client: httpx.Client, dataset: Path, enrolled: Any) -> None:
     path = images(dataset, "val", "ben_afflek")[0]
     strict = identify(client, path, threshold="0.05", top_k="2")
-    assert strict["threshold"] == 0.05 and strict["top_k"] == 2
+    assert strict["threshold"] == 0.05 and strict["top_k"] == 2 and strict["threshold_source"] == "request"
     assert strict["faces"][0]["match"] is None
     assert len(strict["faces"][0]["candidates"]) == 2
     names = [c["name"] for c in strict["faces"][0]["candidates"]]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.keys import KeyStore
-from tests.service.helpers import images
+from tests.service.helpers import images, png
 from tests.service.server import Server
 
 pytestmark = pytest.mark.slow
@@ -136,3 +136,18 @@ def test_enroll_through_a_server(people_dir: Path, server: tuple[Server, str], d
     assert len(run_json("subjects", "list", *remote)) == 2
     denied = CliRunner().invoke(app, ["subjects", "list", "--server", srv.url, "--api-key", "frk_x_y"])
     assert denied.exit_code == 1 and "401 unauthorized" in denied.output
+
+
+def test_local_library_errors_are_one_line_not_a_traceback(tmp_path: Path, dataset: Path) -> None:
+    data = str(tmp_path / "data")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo\n")
+    result = CliRunner().invoke(app, ["identify", str(notes), "--data", data])
+    assert result.exit_code == 1, result.output
+    assert "error: invalid_image: " in result.output and "Traceback" not in result.output
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png(200, 200))
+    face = images(dataset, "val", "ben_afflek")[0]
+    result = CliRunner().invoke(app, ["verify", str(face), str(blank), "--data", data])
+    assert result.exit_code == 1, result.output
+    assert "error: no_face: " in result.output and "Traceback" not in result.output

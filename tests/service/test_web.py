@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from embeddings import default_threshold
+from service.config import Settings
+from service.recognition import identify_threshold
 from tests.service.helpers import images
 from tests.service.server import Server
 
@@ -85,7 +87,11 @@ def test_enrol_identify_and_verify_in_the_page(
     page.click("#identify-run")
     page.wait_for_selector("#identify-result .verdict", timeout=TIMEOUT_MS)
     text = page.inner_text("#identify-result")
-    assert "Ben Afflek" in text and f"within the threshold {default_threshold():.2f}" in text
+    faces = httpx.get(f"{server.url}/v1/subjects").json()["items"][0]["face_count"]
+    used = identify_threshold(
+        requested=None, fixed=default_threshold(), max_fir=Settings().max_fir, gallery_size=faces
+    ).threshold
+    assert "Ben Afflek" in text and f"within the threshold {used:.2f}" in text
     width = page.eval_on_selector("#identify-canvas", "c => c.width")
     assert width > 0
     shot = tmp_path / "identify.png"
