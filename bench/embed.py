@@ -54,10 +54,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
+    import keras
+
     from embeddings import weights
     from embeddings.facenet import FaceNetEncoder
-
-    import keras
 
     keras.utils.disable_interactive_logging()  # model.predict's progress bar
     t0 = time.perf_counter()
@@ -99,7 +99,9 @@ def main() -> None:
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"load_s": load_s, "warm_up_s": warm_s, "max_abs_diff": max_diff, "rows": rows}, indent=2))
+        args.out.write_text(
+            json.dumps({"load_s": load_s, "warm_up_s": warm_s, "max_abs_diff": max_diff, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

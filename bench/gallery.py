@@ -61,9 +61,7 @@ class Synthetic:
         self.n = n
         self.seed = seed
         self.ids = (n + PER_ID - 1) // PER_ID
-        self.centres = _normalise(
-            np.random.default_rng([seed, 1]).standard_normal((self.ids, 128), np.float32)
-        )
+        self.centres = _normalise(np.random.default_rng([seed, 1]).standard_normal((self.ids, 128), np.float32))
 
     def chunks(self) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
         """``(first face index, faces)``; face ``f`` belongs to identity ``f // PER_ID``."""
@@ -168,9 +166,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     add_s = time.perf_counter() - t
     out["bulk_add_s"] = add_s
     out["bulk_add_faces_per_s"] = n / add_s
-    print(
-        f"  bulk add: {n} faces in {add_s:.1f} s = {n / add_s:,.0f} faces/s (SQLite + flat index)", flush=True
-    )
+    print(f"  bulk add: {n} faces in {add_s:.1f} s = {n / add_s:,.0f} faces/s (SQLite + flat index)", flush=True)
 
     probes = syn.probes(args.probes)
     t = time.perf_counter()
@@ -179,9 +175,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["exact_ground_truth_s"] = time.perf_counter() - t
     flat_probes = probes[: args.flat_probes if n > 200_000 else len(probes)]
     out["flat"] = _latency(g, flat_probes)
-    out["flat"].update(
-        _recall(g, flat_probes, (exact_all[0][: len(flat_probes)], exact_all[1][: len(flat_probes)]))
-    )
+    out["flat"].update(_recall(g, flat_probes, (exact_all[0][: len(flat_probes)], exact_all[1][: len(flat_probes)])))
     print(f"  flat query: {out['flat']}", flush=True)
 
     if n >= args.hnsw_threshold:
@@ -305,9 +299,7 @@ def cold_start(args: argparse.Namespace) -> None:
         out["rss_after_queries_mb"] = max_rss_mb()
         nearest = syn.exact_nearest(probes)  # face f has id f + 1 in the bench's fresh database
         sids = [r[0] for r in g.store._reader().execute("SELECT id FROM subjects ORDER BY pk")]
-        out["latency"].update(
-            _recall(g, probes, (nearest + 1, np.array([sids[i // PER_ID] for i in nearest])))
-        )
+        out["latency"].update(_recall(g, probes, (nearest + 1, np.array([sids[i // PER_ID] for i in nearest]))))
     g.close()  # the snapshot is current, so nothing is written
     print(json.dumps(out))
 
@@ -358,9 +350,7 @@ def main() -> None:
     sc.add_argument("--m", type=int, default=32)
     sc.add_argument("--ef-construction", type=int, default=80)
     sc.add_argument("--ef-search", type=int, default=128)
-    sc.add_argument(
-        "--ef-sweep", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 48, 64, 96, 128]
-    )
+    sc.add_argument("--ef-sweep", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 48, 64, 96, 128])
     sc.add_argument("--build-threads", type=int, default=2)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--erase-fraction", type=float, default=0.0, help="then erase this share of subjects")

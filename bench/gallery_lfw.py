@@ -55,10 +55,7 @@ def lfw(args: argparse.Namespace) -> None:
         "norm_min": float(norms.min()),
         "norm_max": float(norms.max()),
     }
-    print(
-        f"LFW embeddings: {len(emb)} images of {len(people)} people, "
-        f"norms {norms.min():.4f}..{norms.max():.4f}"
-    )
+    print(f"LFW embeddings: {len(emb)} images of {len(people)} people, norms {norms.min():.4f}..{norms.max():.4f}")
 
     # 1. impostor FAR table
     t0 = time.perf_counter()
@@ -72,10 +69,7 @@ def lfw(args: argparse.Namespace) -> None:
     out["far_table_s"] = time.perf_counter() - t0
     out["impostor_pairs"] = table.pairs
     out["far"] = {str(t): table.far_at(t) for t in THRESHOLDS}
-    print(
-        f"impostor pairs: {table.pairs:,}; FAR: "
-        + ", ".join(f"{t}: {table.far_at(t):.2e}" for t in THRESHOLDS)
-    )
+    print(f"impostor pairs: {table.pairs:,}; FAR: " + ", ".join(f"{t}: {table.far_at(t):.2e}" for t in THRESHOLDS))
     probe_table = impostor_probe_table(emb, names, probes=2000, seed=args.seed)
     if args.write_far_table:
         FAR_TABLE.write_text(json.dumps(table.to_json()) + "\n")
@@ -132,10 +126,7 @@ def lfw(args: argparse.Namespace) -> None:
         f"\nopen-set FIR ({len(probes)} strangers): measured / independent model (N=faces) / "
         "per-probe mixture (N=faces)"
     )
-    print(
-        f"{'mode':>22} {'subj':>5} {'faces':>6} "
-        + " ".join(f"{'t=' + str(t):>20}" for t in (0.8, 0.9, 1.0, 1.1))
-    )
+    print(f"{'mode':>22} {'subj':>5} {'faces':>6} " + " ".join(f"{'t=' + str(t):>20}" for t in (0.8, 0.9, 1.0, 1.1)))
     for mode in ("one face per subject", "all faces"):
         for g_size in sorted({int(r["subjects"]) for r in fir_rows if r["mode"] == mode}):
             by_t = {r["threshold"]: r for r in fir_rows if r["mode"] == mode and r["subjects"] == g_size}
@@ -174,9 +165,7 @@ def lfw(args: argparse.Namespace) -> None:
         kind = g.stats().indexes[model_id].kind
         hnsw_res = g.search(emb[held], model_id=model_id, top_k=1)
         hnsw_top = np.array([r[0].face_id for r in hnsw_res])
-        correct = np.mean(
-            [face_of[f].subject_id == subs[inverse[h]].id for f, h in zip(hnsw_top, held, strict=True)]
-        )
+        correct = np.mean([face_of[f].subject_id == subs[inverse[h]].id for f, h in zip(hnsw_top, held, strict=True)])
         g.close()
     out["recall"] = {
         "gallery_faces": len(keep),

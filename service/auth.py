@@ -19,13 +19,9 @@ from service.config import is_loopback
 from service.errors import Forbidden, Unauthorized
 from service.keys import ApiKey, Scope
 
-api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="An API key from `facerec keys create`."
-)
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `facerec keys create`.")
 
-LOCAL_USER = ApiKey(
-    id="local", name="local user (loopback, no keys)", scope="admin", created_at="", revoked_at=None
-)
+LOCAL_USER = ApiKey(id="local", name="local user (loopback, no keys)", scope="admin", created_at="", revoked_at=None)
 
 
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
@@ -50,9 +46,7 @@ def keys_required(request: Request) -> bool:
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """Admit keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a lacking scope."""
 
-    async def check(
-        request: Request, token: Annotated[str | None, Security(api_key_header)] = None
-    ) -> ApiKey:
+    async def check(request: Request, token: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
         if not keys_required(request):
             return LOCAL_USER
         if not token:

@@ -25,9 +25,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1, description="Largest request body, bytes (413 above)."
     )
-    max_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest decoded image, width x height (413 above)."
-    )
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Largest decoded image, width x height (413 above).")
     threshold: float | None = Field(
         default=None, ge=0.0, le=2.0, description="L2 match threshold; default: model card."
     )
@@ -41,25 +39,15 @@ class Settings(BaseSettings):
             "to keep this estimate; None/0 disables adaptation (the fixed threshold is used)."
         ),
     )
-    top_k: int = Field(
-        default=5, ge=1, le=100, description="Default number of candidates per face in identify."
-    )
-    min_face_size: float = Field(
-        default=40.0, ge=0.0, description="Enrolment: shorter box side, source pixels."
-    )
+    top_k: int = Field(default=5, ge=1, le=100, description="Default number of candidates per face in identify.")
+    min_face_size: float = Field(default=40.0, ge=0.0, description="Enrolment: shorter box side, source pixels.")
     min_confidence: float = Field(default=0.95, ge=0.0, le=1.0, description="Enrolment: detector confidence.")
     min_sharpness: float = Field(
         default=20.0, ge=0.0, description="Enrolment: Laplacian variance of the crop (0 = off)."
     )
-    max_pending: int = Field(
-        default=64, ge=1, description="Requests allowed to wait for the model; more get 429."
-    )
-    inference_threads: int = Field(
-        default=2, ge=1, description="Threads running decode/detect/encode at once."
-    )
-    ready_timeout_s: float = Field(
-        default=60.0, ge=0.0, description="How long a request waits for the model to load."
-    )
+    max_pending: int = Field(default=64, ge=1, description="Requests allowed to wait for the model; more get 429.")
+    inference_threads: int = Field(default=2, ge=1, description="Threads running decode/detect/encode at once.")
+    ready_timeout_s: float = Field(default=60.0, ge=0.0, description="How long a request waits for the model to load.")
 
     @property
     def match_threshold(self) -> float:

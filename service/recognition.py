@@ -152,9 +152,7 @@ class VerifyResult:
     distances: list[dict[str, Any]] | None = None
 
 
-def verify_images(
-    *, analyzer: FaceAnalyzer, image_a: bytes, image_b: bytes, threshold: float
-) -> VerifyResult:
+def verify_images(*, analyzer: FaceAnalyzer, image_a: bytes, image_b: bytes, threshold: float) -> VerifyResult:
     """Compare the largest face of each image (:func:`embeddings.compare`)."""
     a = analyzer.single_face(image_a, largest=True, check_quality=False)
     b = analyzer.single_face(image_b, largest=True, check_quality=False)

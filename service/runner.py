@@ -33,9 +33,7 @@ class Runner:
         self.in_flight += 1
         try:
             start = time.perf_counter()
-            result = await anyio.to_thread.run_sync(
-                functools.partial(fn, *args, **kwargs), limiter=self.limiter
-            )
+            result = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
             return result, time.perf_counter() - start
         finally:
             self.in_flight -= 1

@@ -123,18 +123,14 @@ class FaceList(BaseModel):
     items: list[FaceOut]
 
 
-RejectCode = Literal[
-    "no_face", "multiple_faces", "low_quality", "duplicate", "invalid_image", "payload_too_large"
-]
+RejectCode = Literal["no_face", "multiple_faces", "low_quality", "duplicate", "invalid_image", "payload_too_large"]
 
 
 class Rejected(BaseModel):
     index: int = Field(description="Position of the image in the request, from 0.")
     code: RejectCode
     message: str
-    face_id: int | None = Field(
-        None, description="For `duplicate`: the face already enrolled from these bytes."
-    )
+    face_id: int | None = Field(None, description="For `duplicate`: the face already enrolled from these bytes.")
 
 
 class EnrollResponse(BaseModel):

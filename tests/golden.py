@@ -42,9 +42,7 @@ def main() -> None:
 
     names, matrix = golden_matrix(FaceAnalyzer(), weights.sample_dataset_path())
     GOLDEN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN_FILE.write_text(
-        json.dumps({"images": names, "distances": np.round(matrix, 5).tolist()}, indent=1) + "\n"
-    )
+    GOLDEN_FILE.write_text(json.dumps({"images": names, "distances": np.round(matrix, 5).tolist()}, indent=1) + "\n")
     print(f"wrote {GOLDEN_FILE}")
 
 

@@ -202,9 +202,7 @@ class RemoteBackend:
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
         files = [("images", (f"{i}.jpg", data, "application/octet-stream")) for i, data in enumerate(images)]
         data = {"face": "largest" if largest else "single"}
-        result: dict[str, Any] = self._call(
-            "POST", f"/v1/subjects/{subject_id}/faces", files=files, data=data
-        )
+        result: dict[str, Any] = self._call("POST", f"/v1/subjects/{subject_id}/faces", files=files, data=data)
         return result
 
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:
@@ -223,9 +221,7 @@ class RemoteBackend:
         return result
 
 
-SERVER_OPTION = typer.Option(
-    None, "--server", help="URL of a running facerec server (default: local data dir)."
-)
+SERVER_OPTION = typer.Option(None, "--server", help="URL of a running facerec server (default: local data dir).")
 API_KEY_OPTION = typer.Option(None, "--api-key", envvar="FACEREC_API_KEY", help="X-API-Key for --server.")
 DATA_OPTION = typer.Option(None, "--data", help="Local data dir (default: $FACEREC_DATA or ./data).")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")

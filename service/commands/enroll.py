@@ -25,9 +25,7 @@ from service.commands.backend import (
     read_image,
 )
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
-)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
 
 PER_IMAGE_STATUS = frozenset({413, 415, 422, 500})
 """Server answers that concern one image (too large, unreadable...): listed as rejections, the run goes on."""
@@ -103,9 +101,7 @@ def run_enrollment(
                         counts["skipped"] += 1
                     else:
                         counts["rejected"] += 1
-                        summary.rejected.append(
-                            {"file": str(path), "code": r["code"], "message": r["message"]}
-                        )
+                        summary.rejected.append({"file": str(path), "code": r["code"], "message": r["message"]})
             if progress is not None and task is not None:
                 progress.update(task, advance=1, description=name)
         if created and subject is not None and counts["enrolled"] == 0:

@@ -23,9 +23,7 @@ def _store(data: Path | None) -> KeyStore:
 
 @app.command("create")
 def create(
-    scope: str = typer.Option(
-        ..., "--scope", help="admin (everything) or recognize (detect/verify/identify)."
-    ),
+    scope: str = typer.Option(..., "--scope", help="admin (everything) or recognize (detect/verify/identify)."),
     name: str = typer.Option("", "--name", help="A label to recognise the key by."),
     data: Path = DATA,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -68,16 +66,12 @@ def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", h
         return
     table = Table("id", "name", "scope", "created", "state")
     for k in keys:
-        table.add_row(
-            k.id, k.name, k.scope, k.created_at, "active" if k.active else f"revoked {k.revoked_at}"
-        )
+        table.add_row(k.id, k.name, k.scope, k.created_at, "active" if k.active else f"revoked {k.revoked_at}")
     Console().print(table)
 
 
 @app.command("revoke")
-def revoke(
-    key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA
-) -> None:
+def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA) -> None:
     """Revoke a key at once: the server refuses it from its next request."""
     store = _store(data)
     try:

@@ -10,9 +10,7 @@ from service.config import Settings
 
 
 def serve(
-    host: str = typer.Option(
-        None, "--host", help="Address to listen on (default $FACEREC_HOST or 127.0.0.1)."
-    ),
+    host: str = typer.Option(None, "--host", help="Address to listen on (default $FACEREC_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, "--port", help="Port (default $FACEREC_PORT or 8000)."),
     data: Path = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),

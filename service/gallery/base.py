@@ -29,9 +29,7 @@ class Gallery(Protocol):
         """The subject, or :class:`SubjectNotFound`."""
         ...
 
-    def list_subjects(
-        self, *, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[Subject], str | None]:
+    def list_subjects(self, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Subject], str | None]:
         """A page of subjects in creation order and the cursor of the next page (None at the end)."""
         ...
 
@@ -65,9 +63,7 @@ class Gallery(Protocol):
         """The oldest face enrolled from an image with this sha256 (optionally of one subject), or None."""
         ...
 
-    def search(
-        self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5
-    ) -> list[list[Candidate]]:
+    def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         """For each probe row of (N, 128): up to ``top_k`` subjects ranked by their best face distance.
 
         Only faces of ``model_id`` are compared; :class:`ModelMismatch` if that model has no faces but

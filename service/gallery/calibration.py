@@ -132,9 +132,7 @@ class ProbeFarTable:
     @classmethod
     def load(cls, path: Path) -> ProbeFarTable:
         with np.load(path) as d:
-            return cls(
-                d["thresholds"].astype(np.float64), d["counts"].astype(np.int64), d["n"].astype(np.int64)
-            )
+            return cls(d["thresholds"].astype(np.float64), d["counts"].astype(np.int64), d["n"].astype(np.int64))
 
 
 @lru_cache(maxsize=4)

@@ -141,9 +141,7 @@ class Segment:
         self._sync_tombstones()
         return n
 
-    def search(
-        self, q: npt.NDArray[np.float32], k: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    def search(self, q: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Up to ``k`` live nearest per row: squared L2 (inf where missing) and ids (-1 where missing)."""
         n = self.ntotal
         want = min(k, self.live)
@@ -215,9 +213,7 @@ class ModelIndex:
         return sum(s.erase(arr) for s in self.segments)
 
     # ------------------------------------------------------------------ search (shared lock)
-    def search(
-        self, q: npt.NDArray[np.float32], k: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    def search(self, q: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``k`` nearest live faces per probe row: L2 distances in [0, 2] ascending, ids (-1 = none)."""
         nq = q.shape[0]
         ds, is_ = [], []
@@ -295,11 +291,7 @@ class ModelIndex:
         seg = self.segments[1]
         ids = seg.ids()[: self.params.merge_chunk]
         vecs = seg.vectors()[: len(ids)]
-        live = (
-            ~np.isin(ids, np.fromiter(seg.tombstones, np.int64))
-            if seg.tombstones
-            else np.ones(len(ids), bool)
-        )
+        live = ~np.isin(ids, np.fromiter(seg.tombstones, np.int64)) if seg.tombstones else np.ones(len(ids), bool)
         if live.any():
             main.index.add_with_ids(np.ascontiguousarray(vecs[live]), np.ascontiguousarray(ids[live]))
         seg.index.remove_ids(faiss.IDSelectorBatch(ids))

@@ -211,9 +211,7 @@ class LocalGallery:
     def get_subject(self, subject_id: str) -> Subject:
         return self.store.get_subject(subject_id)
 
-    def list_subjects(
-        self, *, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[Subject], str | None]:
+    def list_subjects(self, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Subject], str | None]:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         after = _decode_cursor(cursor) if cursor else 0
@@ -331,9 +329,7 @@ class LocalGallery:
         return vecs
 
     # ================================================================== search
-    def search(
-        self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5
-    ) -> list[list[Candidate]]:
+    def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         q = _unit_vectors(probes, "probe")
@@ -343,8 +339,7 @@ class LocalGallery:
                 present = tuple(sorted(m for m, i in self._indexes.items() if i.live))
                 if present:
                     raise ModelMismatch(
-                        f"no faces of model {model_id!r} in the gallery; "
-                        f"it holds faces of {', '.join(present)}",
+                        f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
                         requested=model_id,
                         present=present,
                     )
@@ -467,10 +462,7 @@ class LocalGallery:
                 force_snapshot
                 or self._changes >= s.snapshot_every_changes
                 or (self._changes and time.monotonic() - self._last_snapshot >= s.snapshot_interval_s)
-                or (
-                    self._erased_at is not None
-                    and time.monotonic() - self._erased_at >= s.erasure_snapshot_delay_s
-                )
+                or (self._erased_at is not None and time.monotonic() - self._erased_at >= s.erasure_snapshot_delay_s)
             )
             if due and not self._stop.is_set():
                 self.save_snapshot()
@@ -498,9 +490,7 @@ class LocalGallery:
         with self._write, self._rw.exclusive():
             idx.finish_rebuild(frozen, built)
         self._changes += self.settings.snapshot_every_changes  # a fresh HNSW is worth saving soon
-        log.info(
-            "gallery: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, time.perf_counter() - t0
-        )
+        log.info("gallery: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, time.perf_counter() - t0)
 
     def compact(self) -> None:
         """Rebuild every HNSW index now without its tombstones (maintenance does it at ``compact_ratio``)."""

@@ -149,9 +149,7 @@ def load(path: Path, params: IndexParams) -> tuple[ModelIndex, SnapshotHeader]:
     try:
         size = path.stat().st_size
         if size != offset + int(meta["payload_len"]):
-            raise SnapshotInvalid(
-                f"{path}: size {size}, expected {offset + int(meta['payload_len'])} (truncated?)"
-            )
+            raise SnapshotInvalid(f"{path}: size {size}, expected {offset + int(meta['payload_len'])} (truncated?)")
         crc = 0
         with open(path, "rb") as f:
             f.seek(offset)

@@ -143,9 +143,7 @@ class SQLiteStore:
             row = w.execute("SELECT max(version) FROM schema_version").fetchone()
             current = row[0] or 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema {current}, newer than this code ({SCHEMA_VERSION})"
-                )
+                raise RuntimeError(f"{self.path} has schema {current}, newer than this code ({SCHEMA_VERSION})")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
@@ -190,9 +188,7 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- subjects
     def subject_pk(self, subject_id: str, conn: sqlite3.Connection | None = None) -> int:
-        row = (
-            (conn or self._reader()).execute("SELECT pk FROM subjects WHERE id = ?", (subject_id,)).fetchone()
-        )
+        row = (conn or self._reader()).execute("SELECT pk FROM subjects WHERE id = ?", (subject_id,)).fetchone()
         if row is None:
             raise SubjectNotFound(f"no subject with id {subject_id!r}")
         return int(row[0])
@@ -243,9 +239,7 @@ class SQLiteStore:
             self.subject_pk(subject_id, w)
             now = time.time()
             if name is not None:
-                w.execute(
-                    "UPDATE subjects SET name = ?, updated_at = ? WHERE id = ?", (name, now, subject_id)
-                )
+                w.execute("UPDATE subjects SET name = ?, updated_at = ? WHERE id = ?", (name, now, subject_id))
             if metadata is not None:
                 w.execute(
                     "UPDATE subjects SET metadata = ?, updated_at = ? WHERE id = ?",
@@ -264,8 +258,7 @@ class SQLiteStore:
         try:
             pk = self.subject_pk(subject_id, w)
             faces = [
-                (int(r[0]), str(r[1]))
-                for r in w.execute("SELECT id, model_id FROM faces WHERE subject_pk = ?", (pk,))
+                (int(r[0]), str(r[1])) for r in w.execute("SELECT id, model_id FROM faces WHERE subject_pk = ?", (pk,))
             ]
             now = time.time()
             w.executemany(
@@ -357,10 +350,7 @@ class SQLiteStore:
         return [_face(r) for r in rows]
 
     def find_face_by_sha256(self, sha256: str, subject_id: str | None) -> FaceRecord | None:
-        sql = (
-            f"SELECT {_FACE_COLS} FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
-            "WHERE f.image_sha256 = ?"
-        )
+        sql = f"SELECT {_FACE_COLS} FROM faces f JOIN subjects s ON s.pk = f.subject_pk WHERE f.image_sha256 = ?"
         args: list[Any] = [sha256]
         if subject_id is not None:
             sql += " AND s.id = ?"

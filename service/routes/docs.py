@@ -15,9 +15,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": ERROR_STATUS_TEXT[s]} for s in statuses}
 
 
-def image_body(
-    files: dict[str, str], fields: dict[str, dict[str, Any]], example: dict[str, Any]
-) -> dict[str, Any]:
+def image_body(files: dict[str, str], fields: dict[str, dict[str, Any]], example: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` describing a body sent as multipart files or as base64 JSON.
 
     ``files`` maps a field name to its description (``images`` is an array of files); ``fields`` maps the

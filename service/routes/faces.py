@@ -85,9 +85,7 @@ async def list_faces(subject_id: str, gallery: GalleryDep, _: AdminKey) -> FaceL
     return FaceList(items=[face_out(r) for r in await run_in_threadpool(gallery.list_faces, subject_id)])
 
 
-@router.get(
-    "/v1/faces/{face_id}", response_model=FaceOut, summary="Read one face", responses=errors(*AUTH, 404)
-)
+@router.get("/v1/faces/{face_id}", response_model=FaceOut, summary="Read one face", responses=errors(*AUTH, 404))
 async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     return face_out(await run_in_threadpool(gallery.get_face, face_id))
 

@@ -46,7 +46,5 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request, registry: MetricsDep) -> Response:
     gallery = request.app.state.gallery
     stats = await run_in_threadpool(gallery.stats) if gallery is not None else None
-    body = registry.render(
-        subjects=int(stats.subjects) if stats else None, faces=int(stats.faces) if stats else None
-    )
+    body = registry.render(subjects=int(stats.subjects) if stats else None, faces=int(stats.faces) if stats else None)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

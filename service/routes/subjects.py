@@ -17,9 +17,7 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 AUTH = (401, 403)
 
 
-@router.post(
-    "", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422)
-)
+@router.post("", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422))
 async def create_subject(
     body: Annotated[
         SubjectCreate,
@@ -44,9 +42,7 @@ async def list_subjects(
     return SubjectPage(items=[subject_out(s) for s in items], next_cursor=nxt)
 
 
-@router.get(
-    "/{subject_id}", response_model=SubjectOut, summary="Read a subject", responses=errors(*AUTH, 404)
-)
+@router.get("/{subject_id}", response_model=SubjectOut, summary="Read a subject", responses=errors(*AUTH, 404))
 async def get_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> SubjectOut:
     return subject_out(await run_in_threadpool(gallery.get_subject, subject_id))
 

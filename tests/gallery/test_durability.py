@@ -40,8 +40,7 @@ def _check_consistent(g, committed: set[int], deleted: set[int], doubtful: set[i
     alive = sorted(committed - deleted)
     if alive:
         by_id = {
-            f: g.store._reader().execute("SELECT embedding FROM faces WHERE id=?", (f,)).fetchone()[0]
-            for f in alive
+            f: g.store._reader().execute("SELECT embedding FROM faces WHERE id=?", (f,)).fetchone()[0] for f in alive
         }
         probes = np.stack([np.frombuffer(by_id[f], "<f4") for f in alive])
         res = g.search(probes, model_id=MODEL, top_k=1)
@@ -112,9 +111,7 @@ def test_corrupt_snapshot_is_rebuilt(make_gallery, rng, tmp_path):
         g = make_gallery(progress=lambda *a, sink=progress: sink.append(a))
         assert set(g.index_ids(MODEL).tolist()) == expected, kind
         assert progress and progress[-1][1:] == (500, 500), kind
-        assert (
-            g.search(g.face_embeddings(s.id, model_id=MODEL)[7], model_id=MODEL)[0][0].face_id == recs[7].id
-        )
+        assert g.search(g.face_embeddings(s.id, model_id=MODEL)[7], model_id=MODEL)[0][0].face_id == recs[7].id
         g.close()
     path.unlink()
     g = make_gallery()

@@ -53,9 +53,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
-                )
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
                 r = httpx.get(f"{self.url}/readyz", timeout=2.0)
                 if r.status_code == 200:

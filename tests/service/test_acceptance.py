@@ -165,9 +165,7 @@ def test_delete_subject_and_restart(
         assert {(s["id"], s["name"], s["face_count"]) for s in after} == {
             (s["id"], s["name"], s["face_count"]) for s in before
         }
-        body = fresh.post(
-            "/v1/identify", files={"image": images(dataset, "val", "elton_john")[0].read_bytes()}
-        ).json()
+        body = fresh.post("/v1/identify", files={"image": images(dataset, "val", "elton_john")[0].read_bytes()}).json()
         assert body["faces"][0]["match"]["name"] == "elton_john"
         for path in images(dataset, "val", "madonna"):
             r = fresh.post("/v1/identify", files={"image": path.read_bytes()}, data={"top_k": "10"}).json()

@@ -118,16 +118,12 @@ def test_scope_matrix(server: Server, keys: dict[str, Any], admin: httpx.Client,
             assert anon.get(path).status_code == 200, path
 
 
-def test_a_key_revoked_while_serving_is_refused_at_once(
-    server: Server, keys: dict[str, Any], face: bytes
-) -> None:
+def test_a_key_revoked_while_serving_is_refused_at_once(server: Server, keys: dict[str, Any], face: bytes) -> None:
     store = KeyStore(keys["data"])
     key, token = store.create(scope="recognize", name="temp")
     try:
         headers = {"X-API-Key": token}
-        assert (
-            httpx.post(f"{server.url}/v1/detect", files={"image": face}, headers=headers).status_code == 200
-        )
+        assert httpx.post(f"{server.url}/v1/detect", files={"image": face}, headers=headers).status_code == 200
         store.revoke(key.id)
         r = httpx.post(f"{server.url}/v1/detect", files={"image": face}, headers=headers)
         error(r, 401, "unauthorized")
@@ -197,9 +193,7 @@ def test_a_second_server_on_the_same_data_dir_refuses(server: Server, keys: dict
 
 
 def test_bad_images(admin: httpx.Client) -> None:
-    msg = error(
-        admin.post("/v1/identify", files={"image": ("e.jpg", b"", "image/jpeg")}), 422, "invalid_image"
-    )
+    msg = error(admin.post("/v1/identify", files={"image": ("e.jpg", b"", "image/jpeg")}), 422, "invalid_image")
     assert "empty" in msg
     error(
         admin.post("/v1/detect", files={"image": ("a.txt", b"hello world", "text/plain")}),
@@ -219,9 +213,7 @@ def test_bad_images(admin: httpx.Client) -> None:
 
 def test_upload_limit(admin: httpx.Client, server: Server) -> None:
     blob = b"\0" * (MAX_UPLOAD + 1)
-    msg = error(
-        admin.post("/v1/detect", files={"image": ("big.jpg", blob, "image/jpeg")}), 413, "payload_too_large"
-    )
+    msg = error(admin.post("/v1/detect", files={"image": ("big.jpg", blob, "image/jpeg")}), 413, "payload_too_large")
     assert "FACEREC_MAX_UPLOAD_BYTES" in msg
 
     def chunks() -> Iterator[bytes]:  # a valid multipart stream with no Content-Length: counted as it comes
@@ -230,9 +222,7 @@ def test_upload_limit(admin: httpx.Client, server: Server) -> None:
             yield b"\0" * 65536
         yield b"\r\n--x--\r\n"
 
-    r = admin.post(
-        "/v1/detect", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
-    )
+    r = admin.post("/v1/detect", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
     error(r, 413, "payload_too_large")
     assert admin.get("/healthz").status_code == 200
 
@@ -345,9 +335,7 @@ def test_base64_json_and_embed(admin: httpx.Client, face: bytes) -> None:
     emb = admin.post("/v1/embed", json={"image_base64": b64}).json()
     vec = np.asarray(emb["faces"][0]["embedding"])
     assert vec.shape == (128,) and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-4)
-    verify = admin.post(
-        "/v1/verify", json={"image_a_base64": b64, "image_b_base64": b64, "threshold": 0.5}
-    ).json()
+    verify = admin.post("/v1/verify", json={"image_a_base64": b64, "image_b_base64": b64, "threshold": 0.5}).json()
     assert verify["match"] is True and verify["distance"] < 0.05 and verify["threshold"] == 0.5
 
 
@@ -392,8 +380,7 @@ def test_openapi_documents_every_endpoint(admin: httpx.Client) -> None:
         if method in ("post", "patch"):
             content = op["requestBody"]["content"]
             assert any(
-                "example" in c or "examples" in c or "examples" in c.get("schema", {})
-                for c in content.values()
+                "example" in c or "examples" in c or "examples" in c.get("schema", {}) for c in content.values()
             ) or _schema_has_example(spec, content), f"{method} {path}"
     docs = admin.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text

@@ -64,9 +64,7 @@ def test_enroll_local_is_resumable(people_dir: Path, tmp_path: Path, dataset: Pa
     assert sum(s["face_count"] for s in subjects) == first["enrolled"]
     ben = next(s for s in subjects if s["name"] == "ben afflek")
     shown = run_json("subjects", "show", ben["id"], "--data", data)
-    assert len(shown["faces"]) == ben["face_count"] and all(
-        len(f["image_sha256"]) == 64 for f in shown["faces"]
-    )
+    assert len(shown["faces"]) == ben["face_count"] and all(len(f["image_sha256"]) == 64 for f in shown["faces"])
     assert "ben afflek" in run("subjects", "show", ben["id"], "--data", data).stdout
 
     probe = images(dataset, "val", "ben_afflek")[0]
@@ -100,9 +98,7 @@ def test_keys_commands(tmp_path: Path) -> None:
         ("kiosk", "recognize", None),
         ("", "admin", None),
     ]
-    assert (
-        "token" not in json.dumps(listed) and made["token"] not in run("keys", "list", "--data", data).stdout
-    )
+    assert "token" not in json.dumps(listed) and made["token"] not in run("keys", "list", "--data", data).stdout
     run("keys", "revoke", made["id"], "--data", data)
     store = KeyStore(Path(data))
     assert store.authenticate(made["token"]) is None

@@ -110,10 +110,7 @@ def test_keys_become_required_once_one_exists(tmp_path: Path) -> None:
         _, token = store.create(scope="recognize")
         assert client.get("/v1/subjects").json()["error"]["code"] == "unauthorized"
         assert client.get("/v1/subjects", headers={"X-API-Key": token}).status_code == 403
-        assert (
-            client.post("/v1/detect", files={"image": png(8, 8)}, headers={"X-API-Key": token}).status_code
-            == 200
-        )
+        assert client.post("/v1/detect", files={"image": png(8, 8)}, headers={"X-API-Key": token}).status_code == 200
         store.close()
 
 
@@ -196,9 +193,7 @@ def test_overload_is_a_429(tmp_path: Path) -> None:
             async with httpx.AsyncClient(transport=transport, base_url=LOCAL_URL) as client:
                 calls = [client.post("/v1/detect", files={"image": png(8, 8)}) for _ in range(4)]
                 responses = await asyncio.gather(*calls)
-                assert all(
-                    r.json()["error"]["code"] == "overloaded" for r in responses if r.status_code == 429
-                )
+                assert all(r.json()["error"]["code"] == "overloaded" for r in responses if r.status_code == 429)
                 return sorted(r.status_code for r in responses)
 
     assert asyncio.run(burst()) == [200, 200, 429, 429]
@@ -421,9 +416,7 @@ def test_identify_threshold_policy() -> None:
     assert threshold_for_fir(0.01, 1) > 1.075 and (small.threshold, small.source) == (1.075, "fixed")
     big = identify_threshold(requested=None, fixed=1.075, max_fir=0.01, gallery_size=70)
     assert big.source == "max_fir" and big.threshold == pytest.approx(threshold_for_fir(0.01, 70))
-    assert (
-        0.803 < big.threshold < 1.075
-    )  # the 5-celebrity acceptance margins: genuine <= 0.803, strangers >= 1.135
+    assert 0.803 < big.threshold < 1.075  # the 5-celebrity acceptance margins: genuine <= 0.803, strangers >= 1.135
     assert false_identification_rate(big.threshold, 70) == pytest.approx(0.01, abs=1e-3)
     bigger = identify_threshold(requested=None, fixed=1.075, max_fir=0.01, gallery_size=1000)
     assert bigger.threshold < big.threshold  # tightens as the gallery grows

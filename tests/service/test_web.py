@@ -38,9 +38,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     if not Path(CHROMIUM).is_file():
         pytest.skip("chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as pw:
@@ -56,9 +54,7 @@ def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path
     srv.stop()
 
 
-def test_enrol_identify_and_verify_in_the_page(
-    browser: Any, server: Server, dataset: Path, tmp_path: Path
-) -> None:
+def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dataset: Path, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
