@@ -2,7 +2,11 @@
 
 The lifespan opens the gallery and the key store, then loads and warms the FaceAnalyzer once in a
 worker thread while the server already answers ``/healthz`` (``/readyz`` is 503 until both are ready);
-shutdown closes both.
+shutdown closes both (closing the gallery saves its index snapshot if anything changed). ``facerec serve``
+gives uvicorn a bounded graceful shutdown, so on SIGTERM the server stops accepting connections, lets the
+requests in flight finish (up to ``FACEREC_SHUTDOWN_TIMEOUT_S``), then runs this shutdown.
+
+CORS is off unless ``FACEREC_CORS_ORIGINS`` names origins; then exactly those are allowed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
 from service import errors
+from service.audit import AuditLog
 from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
 from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
+from service.ratelimit import RateLimiter
 from service.routes import apidocs, faces, health, recognition, subjects, web
 from service.runner import Runner
 from service.uploads import BodyLimitMiddleware
@@ -128,6 +135,8 @@ def create_app(
     app.state.gallery = None
     app.state.load_error = None
     app.state.metrics = Metrics()
+    app.state.audit = AuditLog(settings.data)
+    app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
     for module in (health, subjects, faces, recognition, web):
         app.include_router(module.router)
@@ -135,4 +144,13 @@ def create_app(
     apidocs.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.cors_origin_list:  # outermost, so preflights are answered before anything else
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     return app

@@ -5,6 +5,10 @@ arrived on is a loopback address, its peer is a loopback address, and it carries
 (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``: a reverse proxy on loopback must not make remote users
 local). The moment a key is created (``facerec keys create``) every request needs one. The decision uses the
 real addresses of the connection, not ``FACEREC_HOST``, so ``uvicorn --host 0.0.0.0`` cannot open the API.
+
+The same check applies the rate limit (``service.ratelimit``): per key id once the key is known, per client
+IP for the key-less local user and for requests whose key is missing or wrong (so guessing keys is limited
+too).
 """
 
 from __future__ import annotations
@@ -43,17 +47,31 @@ def keys_required(request: Request) -> bool:
     return request.app.state.keys.has_active() or not is_local_request(request)
 
 
+def _limit(request: Request, caller: str) -> None:
+    limiter = getattr(request.app.state, "ratelimit", None)
+    if limiter is not None:
+        limiter.check(caller)
+
+
+def _client_ip(request: Request) -> str:
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """Admit keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a lacking scope."""
 
     async def check(request: Request, token: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
         if not keys_required(request):
+            _limit(request, _client_ip(request))
             return LOCAL_USER
         if not token:
+            _limit(request, _client_ip(request))
             raise Unauthorized("an X-API-Key header is required", headers={"WWW-Authenticate": "ApiKey"})
         key = request.app.state.keys.authenticate(token)
         if key is None:
+            _limit(request, _client_ip(request))
             raise Unauthorized("the API key is unknown or revoked", headers={"WWW-Authenticate": "ApiKey"})
+        _limit(request, f"key:{key.id}")
         if not key.allows(scope):
             raise Forbidden(f"this endpoint needs the {scope!r} scope; the key has {key.scope!r}")
         return key

@@ -48,6 +48,24 @@ class Settings(BaseSettings):
     max_pending: int = Field(default=64, ge=1, description="Requests allowed to wait for the model; more get 429.")
     inference_threads: int = Field(default=2, ge=1, description="Threads running decode/detect/encode at once.")
     ready_timeout_s: float = Field(default=60.0, ge=0.0, description="How long a request waits for the model to load.")
+    rate_limit_per_minute: float = Field(
+        default=600.0, ge=0.0, description="Sustained requests per minute per API key (or client IP); 0 = off."
+    )
+    rate_limit_burst: int = Field(
+        default=60, ge=1, description="Requests a key may make at once before the per-minute rate applies."
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins allowed by CORS (e.g. https://app.example); empty = no CORS at all.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
+    )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` split on commas, blanks dropped."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def match_threshold(self) -> float:

@@ -8,6 +8,7 @@ import anyio
 from fastapi import Depends, Request
 
 from embeddings import FaceAnalyzer
+from service.audit import AuditLog
 from service.auth import require
 from service.config import Settings
 from service.errors import NotReady
@@ -51,10 +52,16 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_audit(request: Request) -> AuditLog:
+    audit: AuditLog = request.app.state.audit
+    return audit
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GalleryDep = Annotated[Any, Depends(get_gallery)]
 AnalyzerDep = Annotated[FaceAnalyzer, Depends(get_analyzer)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 RecognizeKey = Annotated[ApiKey, Depends(require("recognize"))]
