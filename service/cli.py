@@ -11,6 +11,7 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from service.commands import audit as audit_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
 from service.commands import keys as keys_cmd
@@ -28,6 +29,7 @@ app.add_typer(subjects_cmd.app, name="subjects")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(evaluate_cmd.app, name="eval")
+app.add_typer(audit_cmd.app, name="audit")
 
 
 def main() -> None:  # pragma: no cover - console entry point

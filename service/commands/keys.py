@@ -1,4 +1,7 @@
-"""``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db``."""
+"""``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db``.
+
+Creating and revoking a key is written to the audit log (``<data>/audit.log``, actor ``local``, via ``cli``);
+the token never is."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from service.audit import AuditLog
 from service.config import Settings
 from service.keys import SCOPES, KeyNotFound, KeyStore
 
@@ -17,8 +21,21 @@ app = typer.Typer(help="Create, list and revoke API keys (X-API-Key).", no_args_
 DATA = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data).")
 
 
+def _data_dir(data: Path | None) -> Path:
+    return (Settings() if data is None else Settings(data=data)).data
+
+
 def _store(data: Path | None) -> KeyStore:
-    return KeyStore((Settings() if data is None else Settings(data=data)).data)
+    return KeyStore(_data_dir(data))
+
+
+def _audit(data: Path | None, action: str, key_id: str, scope: str) -> None:
+    AuditLog(_data_dir(data)).record(
+        action,  # type: ignore[arg-type]
+        actor="local",
+        target={"key_id": key_id, "scope": scope},
+        via="cli",
+    )
 
 
 @app.command("create")
@@ -35,6 +52,7 @@ def create(
     store = _store(data)
     key, token = store.create(scope=scope, name=name)
     store.close()
+    _audit(data, "key.create", key.id, key.scope)
     if as_json:
         typer.echo(json.dumps({"id": key.id, "name": key.name, "scope": key.scope, "token": token}))
         return
@@ -81,4 +99,5 @@ def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`
         raise typer.Exit(1) from exc
     finally:
         store.close()
+    _audit(data, "key.revoke", key.id, key.scope)
     typer.echo(f"key {key.id} revoked")

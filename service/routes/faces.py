@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service import recognition
-from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RunnerDep
+from service.audit import actor_of
+from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep
 from service.errors import BadRequest
 from service.routes.convert import face_out
 from service.routes.docs import errors, image_body
@@ -39,12 +40,13 @@ AUTH = (401, 403)
 )
 async def enroll(
     subject_id: str,
-    _: AdminKey,
+    key: AdminKey,
     request: Request,
     analyzer: AnalyzerDep,
     gallery: GalleryDep,
     runner: RunnerDep,
     metrics: MetricsDep,
+    audit: AuditDep,
 ) -> JSONResponse:
     """Each image must hold exactly one face that passes the quality minimums (or, with ``face=largest``, its
     largest face is taken). Images that do not are listed in ``rejected`` with a code (``no_face``,
@@ -65,6 +67,16 @@ async def enroll(
     )
     metrics.inference.labels("enroll").observe(seconds)
     metrics.faces.labels("enroll").inc(len(result.faces))
+    if result.faces:
+        face_ids = [r.id for r in result.faces]
+        await run_in_threadpool(
+            lambda: audit.record(
+                "face.enroll",
+                actor=actor_of(key),
+                target={"subject_id": subject_id, "face_ids": face_ids},
+                count=len(face_ids),
+            )
+        )
     body = EnrollResponse(
         faces=[face_out(r) for r in result.faces],
         rejected=[
@@ -97,6 +109,7 @@ async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     summary="Erase one face",
     responses=errors(*AUTH, 404),
 )
-async def delete_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> Response:
+async def delete_face(face_id: int, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)
+    await run_in_threadpool(lambda: audit.record("face.delete", actor=actor_of(key), target={"face_id": face_id}))
     return Response(status_code=204)

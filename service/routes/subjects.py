@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import AdminKey, GalleryDep
+from service.audit import actor_of
+from service.deps import AdminKey, AuditDep, GalleryDep
 from service.routes.convert import subject_out
 from service.routes.docs import errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
@@ -24,10 +25,14 @@ async def create_subject(
         Body(openapi_examples={"basic": {"value": {"name": "Ada Lovelace", "metadata": {"team": "math"}}}}),
     ],
     gallery: GalleryDep,
-    _: AdminKey,
+    key: AdminKey,
+    audit: AuditDep,
 ) -> SubjectOut:
     """A person to enrol faces into. ``metadata`` is any JSON object kept with the subject."""
     subject = await run_in_threadpool(lambda: gallery.create_subject(name=body.name, metadata=body.metadata))
+    await run_in_threadpool(
+        lambda: audit.record("subject.create", actor=actor_of(key), target={"subject_id": subject.id})
+    )
     return subject_out(subject)
 
 
@@ -57,10 +62,15 @@ async def update_subject(
     subject_id: str,
     body: Annotated[SubjectUpdate, Body(openapi_examples={"rename": {"value": {"name": "Ada King"}}})],
     gallery: GalleryDep,
-    _: AdminKey,
+    key: AdminKey,
+    audit: AuditDep,
 ) -> SubjectOut:
     subject = await run_in_threadpool(
         lambda: gallery.update_subject(subject_id, name=body.name, metadata=body.metadata)
+    )
+    fields = sorted(name for name in ("name", "metadata") if getattr(body, name) is not None)
+    await run_in_threadpool(
+        lambda: audit.record("subject.update", actor=actor_of(key), target={"subject_id": subject_id, "fields": fields})
     )
     return subject_out(subject)
 
@@ -72,6 +82,9 @@ async def update_subject(
     summary="Erase a subject and all its faces",
     responses=errors(*AUTH, 404),
 )
-async def delete_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> Response:
+async def delete_subject(subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_subject, subject_id)
+    await run_in_threadpool(
+        lambda: audit.record("subject.delete", actor=actor_of(key), target={"subject_id": subject_id})
+    )
     return Response(status_code=204)

@@ -1,0 +1,92 @@
+"""An append-only audit log of changes to the gallery and the keys: ``<data>/audit.log``, one JSON object a line.
+
+Each record says who (``actor``: the API key's id and name, or ``"local"`` for the key-less loopback user and
+the command line), what (``action``: ``subject.create``, ``subject.update``, ``subject.delete``,
+``face.enroll``, ``face.delete``, ``key.create``, ``key.revoke``), to what (``target``: ids only), how many
+(``count``, where it applies), when (``ts``, ISO 8601 UTC) and through what (``via``: ``api`` or ``cli``).
+It never holds image bytes, embeddings or tokens. Every record is flushed and fsynced before the request
+that made the change answers, and lines are written whole under a lock (and ``O_APPEND``), so concurrent
+writers (the server and ``facerec keys``) do not interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from service.keys import ApiKey
+
+AUDIT_FILE = "audit.log"
+
+Action = Literal[
+    "subject.create",
+    "subject.update",
+    "subject.delete",
+    "face.enroll",
+    "face.delete",
+    "key.create",
+    "key.revoke",
+]
+
+
+def actor_of(key: ApiKey | None) -> dict[str, str] | str:
+    """``{"key_id", "name"}`` for a real key; ``"local"`` for the loopback user (or no key at all)."""
+    if key is None or key.id == "local":
+        return "local"
+    return {"key_id": key.id, "name": key.name}
+
+
+class AuditLog:
+    """Appends records to ``<data_dir>/audit.log``; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / AUDIT_FILE
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        action: Action,
+        *,
+        actor: dict[str, str] | str,
+        target: dict[str, Any],
+        count: int | None = None,
+        via: Literal["api", "cli"] = "api",
+    ) -> dict[str, Any]:
+        """Append one record and fsync it; returns the record written."""
+        entry: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "via": via,
+        }
+        if count is not None:
+            entry["count"] = count
+        line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return entry
+
+    def tail(self, n: int = 20) -> list[dict[str, Any]]:
+        """The last ``n`` records, oldest first (an unreadable line is skipped)."""
+        if not self.path.exists():
+            return []
+        out: list[dict[str, Any]] = []
+        with open(self.path, encoding="utf-8") as f:
+            for line in deque(f, maxlen=max(0, n)):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return out

@@ -1,0 +1,32 @@
+"""``facerec audit tail``: the last records of the audit log (``<data>/audit.log``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from service.audit import AuditLog
+from service.config import Settings
+
+app = typer.Typer(help="Read the audit log of gallery and key changes.", no_args_is_help=True)
+
+
+@app.command("tail")
+def tail(
+    n: int = typer.Option(20, "-n", "--lines", min=1, help="How many records (newest last)."),
+    data: Path = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON lines."),
+) -> None:
+    """The last N records: time, actor, action, target."""
+    log = AuditLog((Settings() if data is None else Settings(data=data)).data)
+    for rec in log.tail(n):
+        if as_json:
+            typer.echo(json.dumps(rec))
+            continue
+        actor = rec.get("actor")
+        who = actor if isinstance(actor, str) else f"{(actor or {}).get('key_id')} ({(actor or {}).get('name') or '-'})"
+        target = " ".join(f"{k}={v}" for k, v in (rec.get("target") or {}).items())
+        count = f" count={rec['count']}" if "count" in rec else ""
+        typer.echo(f"{rec.get('ts')}  {who}  {rec.get('action')}  {target}{count}")
