@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
 
 import typer
 
 from service.config import Settings
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before uvicorn runs, or re-raised by uvicorn after its graceful shutdown: exit 0."""
+    sys.exit(0)
 
 
 def serve(
@@ -15,7 +23,10 @@ def serve(
     data: Path = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve the API, /docs and the web page. Off loopback it refuses to start until an API key exists."""
+    """Serve the API, /docs and the web page. Off loopback it refuses to start until an API key exists.
+
+    SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
+    FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
     import uvicorn
 
     from service.app import KeysRequired, check_bind, create_app
@@ -31,4 +42,12 @@ def serve(
         raise typer.Exit(2) from exc
     finally:
         keys.close()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    # uvicorn handles SIGTERM itself while it runs, then re-raises it to the handler found at start: this one.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
