@@ -15,7 +15,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
-from service.gallery import FaceNotFound, GalleryLocked, ModelMismatch, SubjectNotFound
+from service.gallery import (
+    FaceNotFound,
+    GalleryLocked,
+    ModelMismatch,
+    StorageFull,
+    StorageUnavailable,
+    SubjectNotFound,
+)
 
 log = logging.getLogger("facerec.service")
 
@@ -71,6 +78,8 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (FaceNotFound, 404, "not_found"),
     (ModelMismatch, 409, "model_mismatch"),
     (GalleryLocked, 503, "gallery_locked"),
+    (StorageFull, 507, "insufficient_storage"),
+    (StorageUnavailable, 503, "storage_unavailable"),
 ]
 
 ERROR_STATUS_TEXT = {
@@ -82,7 +91,9 @@ ERROR_STATUS_TEXT = {
     415: "Body neither multipart/form-data nor JSON (`unsupported_media_type`).",
     422: "Invalid input: `validation_error`, `invalid_image`, `no_face`, `multiple_faces`, `low_quality`.",
     429: "Too many requests waiting for the model (`overloaded`).",
-    503: "The model is still loading (`not_ready`).",
+    503: "The model is still loading (`not_ready`), or the gallery's storage refuses writes: read-only or I/O "
+    "error (`storage_unavailable`; nothing was stored, reads still work).",
+    507: "The gallery's storage is full (`insufficient_storage`): nothing was stored; reads still work.",
 }
 
 

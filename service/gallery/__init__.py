@@ -12,6 +12,9 @@ from service.gallery.errors import (
     InvalidEmbedding,
     ModelMismatch,
     SnapshotInvalid,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
     SubjectNotFound,
 )
 from service.gallery.index import IndexParams
@@ -43,6 +46,9 @@ __all__ = [
     "NewFace",
     "SnapshotInfo",
     "SnapshotInvalid",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "Subject",
     "SubjectNotFound",
     "default_data_dir",

@@ -50,3 +50,21 @@ class SnapshotInvalid(GalleryError):
     """An index snapshot is missing, truncated, corrupt or from another gallery/schema (it gets rebuilt)."""
 
     code = "snapshot_invalid"
+
+
+class StorageError(GalleryError):
+    """A write could not be stored: the transaction was rolled back, nothing changed (reads keep working)."""
+
+    code = "storage_error"
+
+
+class StorageFull(StorageError):
+    """The disk (or the database's size limit) is full: SQLite's ``SQLITE_FULL`` or ``ENOSPC``/``EDQUOT``."""
+
+    code = "insufficient_storage"
+
+
+class StorageUnavailable(StorageError):
+    """The storage refuses writes: read-only database or file system, permission or I/O error."""
+
+    code = "storage_unavailable"

@@ -38,7 +38,7 @@ from service.gallery.errors import InvalidEmbedding, ModelMismatch, SnapshotInva
 from service.gallery.index import IndexParams, ModelIndex, build_hnsw
 from service.gallery.lock import DataDirLock
 from service.gallery.rwlock import RWLock
-from service.gallery.store import SCHEMA_VERSION, SQLiteStore
+from service.gallery.store import SCHEMA_VERSION, SQLiteStore, storage_errors
 from service.gallery.types import (
     Candidate,
     FaceRecord,
@@ -68,6 +68,8 @@ class GallerySettings:
     erasure_snapshot_delay_s: float = 5.0
     auto_maintain: bool = True
     maintenance_tick_s: float = 1.0
+    snapshot_retry_s: float = 30.0
+    """After a failed snapshot save (disk full, read-only), wait this long before the next attempt."""
     overfetch: int = 8
 
 
@@ -144,6 +146,7 @@ class LocalGallery:
             self._indexes[model_id] = self._load_model(model_id)
         self._erased_at: float | None = None
         self._last_snapshot = time.monotonic()
+        self._snapshot_failed_at = -float("inf")
 
     def _load_model(self, model_id: str) -> ModelIndex:
         path = snapshot.snapshot_path(self.data_dir, model_id)
@@ -253,17 +256,20 @@ class LocalGallery:
         if not prepared:
             return []
         with self._write:
-            conn = self.store.begin()
-            try:
-                pks: dict[str, int] = {}
-                for sid in batch:
-                    pks[sid] = self.store.subject_pk(sid, conn)
-                records = self.store.insert_faces(conn, [(pks[s], s, f, b) for s, f, b, _ in prepared])
-                watermarks = self.store.watermarks(conn)
-                self.store.commit()  # <- the acknowledgement: durable from here on
-            except BaseException:
-                self.store.rollback()
-                raise
+            # A storage failure (disk full, read-only, I/O) rolls back and raises StorageFull/Unavailable
+            # before the index is touched: the index only ever holds committed faces.
+            with storage_errors():
+                conn = self.store.begin()
+                try:
+                    pks: dict[str, int] = {}
+                    for sid in batch:
+                        pks[sid] = self.store.subject_pk(sid, conn)
+                    records = self.store.insert_faces(conn, [(pks[s], s, f, b) for s, f, b, _ in prepared])
+                    watermarks = self.store.watermarks(conn)
+                    self.store.commit()  # <- the acknowledgement: durable from here on
+                except BaseException:
+                    self.store.rollback()
+                    raise
             ids = np.fromiter((r.id for r in records), np.int64, len(records))
             vecs = np.stack([p[3] for p in prepared])
             models = np.array([r.model_id for r in records])
@@ -464,8 +470,15 @@ class LocalGallery:
                 or (self._changes and time.monotonic() - self._last_snapshot >= s.snapshot_interval_s)
                 or (self._erased_at is not None and time.monotonic() - self._erased_at >= s.erasure_snapshot_delay_s)
             )
-            if due and not self._stop.is_set():
-                self.save_snapshot()
+            retry_at = self._snapshot_failed_at + s.snapshot_retry_s
+            if due and not self._stop.is_set() and (force_snapshot or time.monotonic() >= retry_at):
+                try:
+                    self.save_snapshot()
+                except Exception as e:  # disk full / read-only: the index is a cache, SQLite still has it all
+                    self._snapshot_failed_at = time.monotonic()
+                    log.error("gallery: saving the index snapshot failed (retry in %.0f s): %s", s.snapshot_retry_s, e)
+                else:
+                    self._snapshot_failed_at = -float("inf")
 
     def _rebuild_hnsw(self, model_id: str, idx: ModelIndex) -> None:
         with self._write, self._rw.exclusive():
@@ -528,6 +541,8 @@ class LocalGallery:
         try:
             if self._changes or self._erased_at is not None:
                 self.save_snapshot()
+        except Exception as e:  # disk full / read-only: the next open replays or rebuilds from SQLite
+            log.error("gallery: saving the index snapshot at close failed: %s", e)
         finally:
             self.store.close()
             self._lock.release()

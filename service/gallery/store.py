@@ -14,7 +14,10 @@ caller's write lock) and one read connection per thread.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -27,8 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
-from service.gallery.errors import FaceNotFound, SubjectNotFound
+from service.gallery.errors import FaceNotFound, StorageError, StorageFull, StorageUnavailable, SubjectNotFound
 from service.gallery.types import FaceRecord, NewFace, Subject
+
+log = logging.getLogger("facerec.gallery")
 
 DB_NAME = "gallery.sqlite3"
 SCHEMA_VERSION = 1
@@ -104,6 +109,64 @@ def _vectors(blobs: Sequence[bytes]) -> npt.NDArray[np.float32]:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), EMBEDDING_DIM).astype(np.float32)
 
 
+_FULL_SQLITE = {sqlite3.SQLITE_FULL}
+_UNAVAILABLE_SQLITE = {
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_PROTOCOL,
+}
+_FULL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_UNAVAILABLE_ERRNO = {errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_FULL_MSG = "the gallery's storage is full; nothing was stored. Free disk space, then retry"
+_UNAVAILABLE_MSG = "the gallery's storage refuses writes ({why}); nothing was stored. Reads still work"
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The :class:`StorageError` for a failed write's SQLite or OS error, or ``None`` if it is something else.
+
+    SQLite reports a full disk as ``SQLITE_FULL`` ("database or disk is full"), a read-only file or file system
+    as ``SQLITE_READONLY`` and a failing device as ``SQLITE_IOERR``; the OS as ``ENOSPC``/``EROFS``/``EIO``.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc).lower()
+        if primary in _FULL_SQLITE or (primary is None and "disk is full" in text):
+            return StorageFull(_FULL_MSG)
+        if primary in _UNAVAILABLE_SQLITE or (
+            primary is None and any(w in text for w in ("readonly", "read-only", "disk i/o error", "locked"))
+        ):
+            name = getattr(exc, "sqlite_errorname", None) or text
+            return StorageUnavailable(_UNAVAILABLE_MSG.format(why=name))
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno in _FULL_ERRNO:
+            return StorageFull(_FULL_MSG)
+        if exc.errno in _UNAVAILABLE_ERRNO:
+            return StorageUnavailable(_UNAVAILABLE_MSG.format(why=errno.errorcode.get(exc.errno or 0, "OSError")))
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Re-raise a storage failure (full, read-only, I/O) of the block as :class:`StorageFull` or
+    :class:`StorageUnavailable`; every other exception passes unchanged."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        err = storage_error(e)
+        if err is None or err is e:
+            raise
+        log.error("gallery: write refused by the storage: %s", e)
+        raise err from e
+
+
 class SQLiteStore:
     """Low-level SQL access. Not thread-safe for writes: the gallery serialises writers with one lock."""
 
@@ -135,6 +198,7 @@ class SQLiteStore:
             self._local.conn = conn
         return conn
 
+    @storage_errors()
     def _migrate(self) -> None:
         w = self._writer
         w.execute("BEGIN IMMEDIATE")
@@ -176,6 +240,8 @@ class SQLiteStore:
     # ---------------------------------------------------------------- transactions (writer)
     def begin(self) -> sqlite3.Connection:
         """Start a write transaction on the writer connection; pair with :meth:`commit` / :meth:`rollback`."""
+        if self._writer.in_transaction:  # left open by a rollback that failed (I/O error): retry it first
+            self.rollback()
         self._writer.execute("BEGIN IMMEDIATE")
         return self._writer
 
@@ -183,8 +249,13 @@ class SQLiteStore:
         self._writer.execute("COMMIT")
 
     def rollback(self) -> None:
+        """Roll back the open write transaction, if any. Never raises: it runs while another error propagates
+        (SQLite may already have rolled back after ``SQLITE_FULL``/``SQLITE_IOERR``)."""
         if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK")
+            try:
+                self._writer.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                log.error("gallery: rollback failed: %s", e)
 
     # ---------------------------------------------------------------- subjects
     def subject_pk(self, subject_id: str, conn: sqlite3.Connection | None = None) -> int:
@@ -193,6 +264,7 @@ class SQLiteStore:
             raise SubjectNotFound(f"no subject with id {subject_id!r}")
         return int(row[0])
 
+    @storage_errors()
     def insert_subjects(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Subject]:
         """Create subjects ``(name, metadata)`` in one transaction, each with a new uuid4-hex id."""
         now = time.time()
@@ -233,6 +305,7 @@ class SQLiteStore:
         rows = rows[:limit]
         return [_subject(r) for r in rows], (int(rows[-1][0]) if more and rows else None)
 
+    @storage_errors()
     def update_subject(self, subject_id: str, name: str | None, metadata: dict[str, Any] | None) -> Subject:
         w = self.begin()
         try:
@@ -252,6 +325,7 @@ class SQLiteStore:
             raise
         return subject
 
+    @storage_errors()
     def delete_subject(self, subject_id: str) -> list[tuple[int, str]]:
         """Erase a subject and its faces in one transaction (logging each face); returns (face id, model)."""
         w = self.begin()
@@ -308,6 +382,7 @@ class SQLiteStore:
             out.append(FaceRecord(fid, sid, face.model_id, face.box, face.quality, face.image_sha256, now))
         return out
 
+    @storage_errors()
     def delete_face(self, face_id: int) -> str:
         """Erase one face (logging it); returns its model id."""
         w = self.begin()
@@ -406,6 +481,7 @@ class SQLiteStore:
         )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
+    @storage_errors()
     def prune_deletions(self, upto_seq: int) -> None:
         """Forget deletions every snapshot already contains (the seq counter itself keeps increasing)."""
         w = self.begin()
