@@ -157,6 +157,11 @@ def install(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI and Starlette raise 400 for a body they cannot parse: JSON whose json.loads fails with
+            # something other than a decode error (RecursionError on deep nesting, ValueError on a >4300-digit
+            # int), a broken multipart stream, too many files. The contract says a bad body is 422.
+            return envelope(422, "validation_error", f"body: {exc.detail}")
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return envelope(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
