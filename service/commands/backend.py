@@ -5,6 +5,7 @@ Both backends return the REST API's JSON shapes, so the commands format one kind
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -146,18 +147,38 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """Talks to a running facerec server with an API key."""
+    """Talks to a running facerec server with an API key.
 
-    def __init__(self, url: str, api_key: str | None, *, timeout: float = 120.0) -> None:
+    A ``429`` (rate limited or overloaded) is retried after the server's ``Retry-After`` seconds, up to
+    ``max_wait_s`` in all per call, so a bulk enrolment paces itself to the server instead of failing.
+    """
+
+    def __init__(self, url: str, api_key: str | None, *, timeout: float = 120.0, max_wait_s: float = 300.0) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.max_wait_s = max_wait_s
+        self._sleep = time.sleep
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        waited = 0.0
+        while True:
+            response = self.client.request(method, path, **kwargs)
+            if response.status_code != 429 or waited >= self.max_wait_s:
+                return response
+            try:
+                delay = max(float(response.headers.get("Retry-After", "1")), 0.1)
+            except ValueError:
+                delay = 1.0
+            delay = min(delay, self.max_wait_s - waited)
+            self._sleep(delay)
+            waited += delay
 
     def close(self) -> None:
         self.client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.client.request(method, path, **kwargs)
+            response = self._request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self.client.base_url}: {exc}") from exc
         if response.status_code >= 400:

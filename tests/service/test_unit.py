@@ -510,3 +510,26 @@ def test_remote_style_enrolment_survives_a_refused_image_and_leaves_no_empty_sub
 
     with pytest.raises(CliError, match="cannot reach"):
         run_enrollment(Down(), folders, largest=False)  # type: ignore[arg-type]
+
+
+def test_remote_backend_waits_out_429_then_succeeds() -> None:
+    import httpx
+
+    from service.commands.backend import RemoteBackend
+
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            return httpx.Response(
+                429, headers={"Retry-After": "2"}, json={"error": {"code": "rate_limited", "message": "slow down"}}
+            )
+        return httpx.Response(200, json={"ok": True})
+
+    backend = RemoteBackend("http://server.test", "k")
+    backend.client = httpx.Client(base_url="http://server.test", transport=httpx.MockTransport(handler))
+    slept: list[float] = []
+    backend._sleep = slept.append
+    assert backend._call("GET", "/v1/subjects") == {"ok": True}
+    assert len(calls) == 3 and slept == [2.0, 2.0]
