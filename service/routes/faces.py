@@ -27,7 +27,7 @@ AUTH = (401, 403)
     summary="Enrol one or more images of a subject",
     responses={
         200: {"model": EnrollResponse, "description": "Nothing was stored: every image was rejected."},
-        **errors(*AUTH, 404, 413, 415, 422, 429, 503),
+        **errors(*AUTH, 404, 413, 415, 422, 429, 503, 507),
     },
     openapi_extra=image_body(
         {
@@ -107,7 +107,7 @@ async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     status_code=204,
     response_class=Response,
     summary="Erase one face",
-    responses=errors(*AUTH, 404),
+    responses=errors(*AUTH, 404, 503, 507),
 )
 async def delete_face(face_id: int, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 AUTH = (401, 403)
 
 
-@router.post("", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422))
+@router.post(
+    "", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422, 503, 507)
+)
 async def create_subject(
     body: Annotated[
         SubjectCreate,
@@ -56,7 +58,7 @@ async def get_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> Subj
     "/{subject_id}",
     response_model=SubjectOut,
     summary="Rename a subject or replace its metadata",
-    responses=errors(*AUTH, 404, 422),
+    responses=errors(*AUTH, 404, 422, 503, 507),
 )
 async def update_subject(
     subject_id: str,
@@ -80,7 +82,7 @@ async def update_subject(
     status_code=204,
     response_class=Response,
     summary="Erase a subject and all its faces",
-    responses=errors(*AUTH, 404),
+    responses=errors(*AUTH, 404, 503, 507),
 )
 async def delete_subject(subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_subject, subject_id)
