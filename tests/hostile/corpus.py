@@ -139,6 +139,12 @@ def build(face_jpeg: bytes, face_png: bytes, max_upload: int) -> list[Bad]:
             png_raw(32, 32, zlib.compress(bytes(32 * 97)), chunk(b"tEXt", b"k\x00" + b"x" * 40_000)),
             "faceless",
         ),
+        # a chunk whose length field claims 2 GB, with 1 KB behind it
+        Bad(
+            "png-chunk-length-2gb",
+            PNG_SIG + ihdr(32, 32) + struct.pack(">I", 2**31 - 1) + b"tEXt" + bytes(1024),
+            "invalid",
+        ),
         Bad("jpeg-sof-65000x65000", jpeg_with_size(small_jpeg, 65000, 65000), "too_large"),
         Bad("jpeg-sof-65000x1000", jpeg_with_size(small_jpeg, 65000, 1000), "too_large"),
         Bad("jpeg-sof-0x0", jpeg_with_size(small_jpeg, 0, 0), "invalid"),
