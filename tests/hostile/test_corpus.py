@@ -164,3 +164,26 @@ def test_an_empty_image_against_a_subject_is_invalid_image(
     path, kw = request("verify-subject", b"", face_jpeg, baseline["id"], as_json)
     r = admin.post(path, **kw)
     assert r.status_code == 422 and assert_envelope(r)["code"] == "invalid_image", r.text
+
+
+def test_the_whole_corpus_in_one_enrolment(
+    admin: httpx.Client, watch: Watch, corpus: list[Bad], baseline: dict[str, Any]
+) -> None:
+    """Every file under the upload limit in one request: one rejection each, at its index; nothing stored."""
+    before = gallery_state(admin)
+    sendable = [b for b in corpus if len(b.data) < MAX_UPLOAD // 2]
+    files = [("images", (f"{i}.jpg", b.data, "image/jpeg")) for i, b in enumerate(sendable)]
+    url = f"/v1/subjects/{baseline['id']}/faces"
+    r = watch("whole corpus -> enrol", lambda: admin.post(url, files=files))
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert body["faces"] == []
+    assert [x["index"] for x in body["rejected"]] == list(range(len(sendable)))
+    expected = {
+        "invalid": {"invalid_image"},
+        "too_large": {"payload_too_large"},
+        "faceless": {"no_face", "low_quality"},
+    }
+    for bad, rejection in zip(sendable, body["rejected"], strict=True):
+        assert rejection["code"] in expected[bad.kind], (bad.name, rejection)
+    assert gallery_state(admin) == before
