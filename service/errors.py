@@ -18,6 +18,7 @@ from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQual
 from service.gallery import (
     FaceNotFound,
     GalleryLocked,
+    InvalidCursor,
     ModelMismatch,
     StorageFull,
     StorageUnavailable,
@@ -77,6 +78,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (SubjectNotFound, 404, "not_found"),
     (FaceNotFound, 404, "not_found"),
     (ModelMismatch, 409, "model_mismatch"),
+    (InvalidCursor, 422, "validation_error"),
     (GalleryLocked, 503, "gallery_locked"),
     (StorageFull, 507, "insufficient_storage"),
     (StorageUnavailable, 503, "storage_unavailable"),

@@ -7,10 +7,11 @@ a threshold is an L2 distance, ``distance <= threshold`` meaning the same person
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ErrorDetail(BaseModel):
@@ -80,6 +81,32 @@ class EmbedResponse(BaseModel):
 # ---- subjects and faces --------------------------------------------------------------------------
 
 
+MAX_METADATA_DEPTH = 32
+"""Deepest nesting of lists/objects accepted in a subject's metadata."""
+
+
+def check_metadata(value: Any, depth: int = 0) -> Any:
+    """Refuse metadata that cannot round-trip as JSON: nesting deeper than ``MAX_METADATA_DEPTH``, NaN or
+    infinite numbers, and strings (or keys) that are not valid Unicode (lone surrogates)."""
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("metadata numbers must be finite (no NaN or Infinity)")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("metadata strings must be valid Unicode (no lone surrogates)") from None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_metadata(key, depth + 1)
+            check_metadata(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_metadata(item, depth + 1)
+    return value
+
+
 class SubjectCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -88,11 +115,21 @@ class SubjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("metadata")
+    @classmethod
+    def _valid_metadata(cls, value: Any) -> Any:
+        return check_metadata(value)
+
 
 class SubjectUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada King"}]})
     name: str | None = Field(None, min_length=1, max_length=200)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _valid_metadata(cls, value: Any) -> Any:
+        return check_metadata(value)
 
 
 class SubjectOut(BaseModel):

@@ -40,6 +40,12 @@ class InvalidEmbedding(GalleryError):
     code = "invalid_embedding"
 
 
+class InvalidCursor(GalleryError, ValueError):
+    """A pagination cursor that this gallery did not issue (also a ``ValueError``)."""
+
+    code = "validation_error"
+
+
 class GalleryLocked(GalleryError):
     """Another process holds the data dir's lock; opening it twice would corrupt the gallery."""
 

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
 from service.gallery import snapshot
-from service.gallery.errors import InvalidEmbedding, ModelMismatch, SnapshotInvalid
+from service.gallery.errors import InvalidCursor, InvalidEmbedding, ModelMismatch, SnapshotInvalid
 from service.gallery.index import IndexParams, ModelIndex, build_hnsw
 from service.gallery.lock import DataDirLock
 from service.gallery.rwlock import RWLock
@@ -102,7 +102,7 @@ def _decode_cursor(cursor: str) -> int:
             raise ValueError(cursor)
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValueError(f"invalid cursor {cursor!r}") from None
+        raise InvalidCursor(f"invalid cursor {cursor[:40]!r}") from None
 
 
 class LocalGallery:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +20,7 @@ from service.uploads import read_payload
 router = APIRouter(tags=["faces"])
 
 AUTH = (401, 403)
+FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite integer, never reused).")]
 
 
 @router.post(
@@ -98,7 +101,7 @@ async def list_faces(subject_id: str, gallery: GalleryDep, _: AdminKey) -> FaceL
 
 
 @router.get("/v1/faces/{face_id}", response_model=FaceOut, summary="Read one face", responses=errors(*AUTH, 404))
-async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
+async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     return face_out(await run_in_threadpool(gallery.get_face, face_id))
 
 
@@ -109,7 +112,7 @@ async def get_face(face_id: int, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     summary="Erase one face",
     responses=errors(*AUTH, 404, 503, 507),
 )
-async def delete_face(face_id: int, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
+async def delete_face(face_id: FaceId, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)
     await run_in_threadpool(lambda: audit.record("face.delete", actor=actor_of(key), target={"face_id": face_id}))
     return Response(status_code=204)

@@ -110,7 +110,8 @@ async def verify(
     params = payload.params(VerifyParams)
     threshold = settings.match_threshold if params.threshold is None else params.threshold
     if params.subject_id is not None:
-        image = _require(payload.one("image") or payload.one("image_a"), "image")
+        first = payload.one("image")
+        image = _require(first if first is not None else payload.one("image_a"), "image")
         result, seconds = await runner.run(
             recognition.verify_subject,
             analyzer=analyzer,

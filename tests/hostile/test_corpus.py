@@ -28,8 +28,7 @@ RSS_GROWTH_MB = 1000  # over the RSS after warm-up; the 16 MP image (legal: unde
 SECONDS = 5.0  # per request
 ENDPOINTS = ("detect", "embed", "identify", "verify", "verify-subject", "enrol")
 NO_FACE = {"detect", "embed", "identify"}  # endpoints that answer 200 with an empty face list
-# Known deviations, each pinned by its own strict xfail below (still checked here for no 5xx and the envelope)
-KNOWN = {("zero-bytes", "verify-subject")}
+KNOWN: set[tuple[str, str]] = set()  # (file, endpoint) pairs allowed to deviate from the contract: none now
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +150,6 @@ def test_bad_files_through_every_image_endpoint(
     assert gallery_state(admin) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/routes/recognition.py verify(): `payload.one('image') or payload.one('image_a')` treats an "
-    "empty upload (b'') as absent, so it answers validation_error 'the `image` image is required' instead of "
-    "invalid_image 'the image is empty'; fix: test `is None` instead of truthiness",
-)
 @pytest.mark.parametrize("as_json", [False, True], ids=["multipart", "base64"])
 def test_an_empty_image_against_a_subject_is_invalid_image(
     admin: httpx.Client, baseline: dict[str, Any], face_jpeg: bytes, as_json: bool

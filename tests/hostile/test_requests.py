@@ -188,13 +188,6 @@ def test_huge_and_broken_json_bodies_are_refused(admin: httpx.Client) -> None:
     assert gallery_state(admin) == before
 
 
-BUG_JSON_PARSE_400 = (
-    "FastAPI answers 400 bad_request ('There was an error parsing the body') when json.loads raises something "
-    "other than JSONDecodeError (RecursionError for deep nesting, ValueError for a >4300-digit int); docs/API.md "
-    "says bad JSON is 422 validation_error"
-)
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -207,30 +200,12 @@ def test_unparseable_json_is_a_422(admin: httpx.Client, body: bytes) -> None:
     check_refused_and_unchanged(admin, body, {"validation_error"})
 
 
-BUG_DEPTH = (
-    "service/schemas.py SubjectCreate/SubjectUpdate.metadata accept any nesting depth; pydantic cannot serialise "
-    "the response past ~255 levels, so the subject is STORED and the client gets 500 internal_error (or a reset "
-    "connection); fix: a field validator capping metadata depth (e.g. 32 levels) -> 422"
-)
-BUG_NONFINITE = (
-    "service/schemas.py metadata: json.loads accepts NaN/Infinity/1e400 (not JSON) and they are stored as null "
-    "(silent data change); fix: reject non-finite floats in metadata with 422 (e.g. a field validator, or "
-    "parse_constant raising)"
-)
-BUG_SURROGATE = (
-    "service/schemas.py metadata: a lone surrogate escape (\\udfff) in a key or value is stored as U+FFFD "
-    "(silent data change; `name` rejects it with 422); fix: validate metadata strings are encodable to UTF-8"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_DEPTH)
 @pytest.mark.parametrize("depth", [300, 900])
 def test_deeply_nested_metadata_is_refused_not_stored(admin: httpx.Client, depth: int) -> None:
     body = '{"name": "deep", "metadata": ' + '{"a":' * depth + "1" + "}" * depth + "}"
     check_refused_and_unchanged(admin, body.encode(), {"validation_error"})
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NONFINITE)
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_in_metadata_are_refused(admin: httpx.Client, literal: str) -> None:
     check_refused_and_unchanged(
@@ -238,6 +213,5 @@ def test_non_finite_numbers_in_metadata_are_refused(admin: httpx.Client, literal
     )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SURROGATE)
 def test_lone_surrogates_in_metadata_are_refused(admin: httpx.Client) -> None:
     check_refused_and_unchanged(admin, b'{"name": "s", "metadata": {"\\udfff": "\\ud800"}}', {"validation_error"})
