@@ -295,9 +295,8 @@ def identify(
     (default: the analyzer's) and ``max_fir`` at the gallery size, the number of faces of the analyzer's model
     (what :mod:`service.gallery.calibration` expects: it treats each face as one chance of a false match).
     """
-    stats = gallery.stats()
-    subjects = int(stats.subjects)
-    size = int(stats.faces_by_model.get(analyzer.model_id, 0))
+    subjects = int(gallery.subject_count())
+    size = int(gallery.face_count(analyzer.model_id))
     fixed = float(analyzer.threshold) if fixed_threshold is None else fixed_threshold
     choice = identify_threshold(requested=threshold, fixed=fixed, max_fir=max_fir, gallery_size=size)
     faces = analyzer.analyze(image)

@@ -79,6 +79,14 @@ class Gallery(Protocol):
         """Counts, faces per model id, index kind and the last change each snapshot holds."""
         ...
 
+    def face_count(self, model_id: str) -> int:
+        """Live faces of ``model_id``; cheap enough for every request (no table scan)."""
+        ...
+
+    def subject_count(self) -> int:
+        """Number of subjects."""
+        ...
+
     def save_snapshot(self) -> None:
         """Persist the index cache now (it is also saved periodically and at close)."""
         ...

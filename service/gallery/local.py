@@ -389,6 +389,15 @@ class LocalGallery:
             kf = min(live, kf * 4)
 
     # ================================================================== stats, snapshots, maintenance
+    def face_count(self, model_id: str) -> int:
+        """Live faces of ``model_id``, from the in-memory index (``stats()`` counts in SQLite: ~40 ms at 1M)."""
+        with self._rw.shared():
+            index = self._indexes.get(model_id)
+            return index.live if index is not None else 0
+
+    def subject_count(self) -> int:
+        return self.store.count_subjects()
+
     def stats(self) -> GalleryStats:
         by_model = self.store.faces_by_model()
         with self._rw.shared():

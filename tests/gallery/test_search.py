@@ -157,3 +157,18 @@ def test_concurrent_readers_during_writes(make_gallery, rng):
     assert not errors, errors
     assert searches[0] > 0
     assert set(g.index_ids(MODEL)) == set(g.store.face_ids(MODEL))
+
+
+@pytest.mark.parametrize("hnsw_threshold", [50_000, 20], ids=["flat", "hnsw"])
+def test_face_count_matches_sqlite_after_adds_and_deletes(make_gallery, rng, hnsw_threshold):
+    g = make_gallery(hnsw_threshold=hnsw_threshold)
+    a, b = g.create_subject(name="a"), g.create_subject(name="b")
+    added = g.add_faces(a.id, faces(unit(rng, 30)))
+    g.add_faces(b.id, faces(unit(rng, 10)))
+    g.maintain()  # with the small threshold this builds HNSW, where erasures become tombstones
+    assert g.stats().indexes[MODEL].kind == ("hnsw" if hnsw_threshold == 20 else "flat")
+    g.delete_face(added[0].id)
+    g.delete_subject(b.id)
+    assert g.face_count(MODEL) == g.stats().faces_by_model[MODEL] == 29
+    assert g.face_count("another-model") == 0
+    assert g.subject_count() == 1

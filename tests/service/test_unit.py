@@ -427,8 +427,11 @@ def test_identify_reports_the_threshold_it_used() -> None:
     from service.gallery import Candidate
 
     class Gallery:
-        def stats(self) -> Any:
-            return SimpleNamespace(subjects=10, faces_by_model={"fake": 70, "other": 5})
+        def subject_count(self) -> int:
+            return 10
+
+        def face_count(self, model_id: str) -> int:
+            return {"fake": 70, "other": 5}.get(model_id, 0)
 
         def search(self, probes: Any, *, model_id: str, top_k: int) -> list[list[Candidate]]:
             return [[Candidate("s1", "someone", 7, 0.95, 1 - 0.95**2 / 2)] for _ in probes]
