@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class FaceAnalyzer:
             max_side=self.config.detect_max_side,
         )
         self.encoder = FaceNetEncoder(path, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta)
+        self.encode_fn: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]] | None = None
+        """When set, :meth:`encode` calls this instead of the encoder (e.g. a service's shared micro-batcher)."""
 
     def warm_up(self) -> None:
         """Run each network once so that the first request pays no tracing cost."""
@@ -96,7 +99,7 @@ class FaceAnalyzer:
 
     def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Aligned crops (N, 160, 160, 3) uint8 -> unit embeddings (N, 128) float32."""
-        return self.encoder.encode(crops)
+        return self.encoder.encode(crops) if self.encode_fn is None else self.encode_fn(crops)
 
     def faces_from_detections(self, image: npt.NDArray[np.uint8], detections: list[Detection]) -> list[Face]:
         """Align, assess and encode the given detections of one upright RGB image (one batched encoder call)."""
