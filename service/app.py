@@ -2,7 +2,9 @@
 
 The lifespan opens the gallery and the key store, then loads and warms the FaceAnalyzer once in a
 worker thread while the server already answers ``/healthz`` (``/readyz`` is 503 until both are ready);
-shutdown closes both (closing the gallery saves its index snapshot if anything changed). ``facerec serve``
+shutdown closes both (closing the gallery saves its index snapshot if anything changed). With
+``FACEREC_BATCH_MAX_SIZE`` > 0 the analyzer's encode step goes through a :class:`MicroBatcher` (one encoder
+thread shared by all requests), which shutdown drains and joins before the gallery closes. ``facerec serve``
 gives uvicorn a bounded graceful shutdown, so on SIGTERM the server stops accepting connections, lets the
 requests in flight finish (up to ``FACEREC_SHUTDOWN_TIMEOUT_S``), then runs this shutdown.
 
@@ -26,6 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from embeddings import FaceAnalyzer
 from service import errors
 from service.audit import AuditLog
+from service.batching import MicroBatcher
 from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
 from service.keys import KeyStore
@@ -56,6 +59,20 @@ def default_analyzer(settings: Settings) -> FaceAnalyzer:
     analyzer = FaceAnalyzer(settings.analyzer_config(), threshold=settings.match_threshold)
     analyzer.warm_up()
     return analyzer
+
+
+def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) -> MicroBatcher:
+    """A micro-batcher in front of the analyzer's encoder, routed into by :meth:`FaceAnalyzer.encode`."""
+    batcher = MicroBatcher(
+        lambda crops: analyzer.encoder.encode(crops),
+        max_batch=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queue=settings.batch_max_queue,
+        on_batch=metrics.observe_batch,
+    )
+    metrics.batch_queue.set_function(lambda: batcher.queued_faces)
+    analyzer.encode_fn = batcher.encode
+    return batcher
 
 
 def default_gallery(data_dir: Path) -> Any:
@@ -100,11 +117,19 @@ def create_app(
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
             state.keys.close()
             raise
+        batching = settings.batch_max_size > 0
         state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
+        state.batcher = None
 
         async def load() -> None:
             try:
-                state.analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
+                analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
+                if batching and hasattr(analyzer, "encode_fn"):
+                    state.batcher = start_batcher(analyzer, settings, app.state.metrics)
+                    state.runner.tracker = state.batcher.producer
+                    # requests waiting for the encoder use no CPU: let a full batch more into the pipeline
+                    state.runner.limiter.total_tokens = settings.inference_threads + settings.batch_max_size
+                state.analyzer = analyzer
                 log.info("model loaded and warm")
             except Exception as exc:
                 log.exception("the model failed to load")
@@ -117,6 +142,9 @@ def create_app(
             yield
         finally:
             task.cancel()
+            batcher, state.batcher = state.batcher, None
+            if batcher is not None:
+                await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
             gallery, state.gallery = state.gallery, None
             if gallery is not None:
                 await anyio.to_thread.run_sync(gallery.close)

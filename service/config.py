@@ -46,7 +46,33 @@ class Settings(BaseSettings):
         default=20.0, ge=0.0, description="Enrolment: Laplacian variance of the crop (0 = off)."
     )
     max_pending: int = Field(default=64, ge=1, description="Requests allowed to wait for the model; more get 429.")
-    inference_threads: int = Field(default=2, ge=1, description="Threads running decode/detect/encode at once.")
+    inference_threads: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Requests running decode/detect/align/encode at once. With the micro-batcher on, this many plus "
+            "FACEREC_BATCH_MAX_SIZE may be in the pipeline (those waiting for the encoder use no CPU)."
+        ),
+    )
+    batch_max_size: int = Field(
+        default=32,
+        ge=0,
+        description=(
+            "Micro-batcher: most faces from concurrent requests encoded in one FaceNet call; 0 = off "
+            "(each request calls the encoder itself)."
+        ),
+    )
+    batch_max_wait_ms: float = Field(
+        default=10.0,
+        ge=0.0,
+        description=(
+            "Micro-batcher: longest a queued face waits for others before its batch runs, milliseconds (a "
+            "lone request does not wait: the batch runs once no other request is still before its encode step)."
+        ),
+    )
+    batch_max_queue: int = Field(
+        default=128, ge=1, description="Micro-batcher: faces allowed to wait for the encoder; more get 429."
+    )
     ready_timeout_s: float = Field(default=60.0, ge=0.0, description="How long a request waits for the model to load.")
     rate_limit_per_minute: float = Field(
         default=600.0, ge=0.0, description="Sustained requests per minute per API key (or client IP); 0 = off."

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, faces detected, inference time, gallery size.
+"""Prometheus metrics: requests by route and status, latency, faces detected, inference time, gallery size,
+and the micro-batcher's batch sizes and queue depth.
 
 Each app has its own registry, so several apps (tests) can live in one process.
 """
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
@@ -50,8 +52,29 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.batch_faces = Histogram(
+            "facerec_encoder_batch_faces",
+            "Faces per encoder call made by the micro-batcher.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "facerec_encoder_batch_requests",
+            "Requests sharing one encoder call of the micro-batcher.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_queue = Gauge(
+            "facerec_encoder_queue_faces", "Faces waiting for the micro-batcher's encoder.", registry=self.registry
+        )
         self.subjects = Gauge("facerec_gallery_subjects", "Subjects in the gallery.", registry=self.registry)
         self.gallery_faces = Gauge("facerec_gallery_faces", "Faces in the gallery.", registry=self.registry)
+
+    def observe_batch(self, faces: int, requests: int, seconds: float) -> None:
+        """One micro-batcher encoder call: ``faces`` faces from ``requests`` requests in ``seconds``."""
+        self.batch_faces.observe(faces)
+        self.batch_requests.observe(requests)
+        self.inference.labels("encode_batch").observe(seconds)
 
     def render(self, *, subjects: int | None, faces: int | None) -> bytes:
         """The text exposition, with the gallery gauges refreshed."""

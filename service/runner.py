@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import anyio
@@ -16,12 +18,27 @@ T = TypeVar("T")
 
 
 class Runner:
-    """At most ``threads`` calls run at once and ``max_pending`` wait; one more is refused with 429."""
+    """At most ``threads`` calls run at once and ``max_pending`` wait; one more is refused with 429.
 
-    def __init__(self, *, threads: int, max_pending: int) -> None:
+    ``tracker`` (settable later, e.g. the micro-batcher's ``producer``) is entered around each call in its
+    worker thread, so that the batcher knows how many requests are on their way to the encoder.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int,
+        max_pending: int,
+        tracker: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.limiter = anyio.CapacityLimiter(threads)
         self.max_pending = max_pending
         self.in_flight = 0
+        self.tracker = tracker
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        with self.tracker() if self.tracker is not None else contextlib.nullcontext():
+            return fn()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> tuple[T, float]:
         """``(fn(*args, **kwargs), seconds)`` from a worker thread; :class:`Overloaded` when full."""
@@ -33,7 +50,8 @@ class Runner:
         self.in_flight += 1
         try:
             start = time.perf_counter()
-            result = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+            call = functools.partial(self._call, functools.partial(fn, *args, **kwargs))
+            result = await anyio.to_thread.run_sync(call, limiter=self.limiter)
             return result, time.perf_counter() - start
         finally:
             self.in_flight -= 1
