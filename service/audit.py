@@ -1,16 +1,18 @@
 """An append-only audit log of changes to the gallery and the keys: ``<data>/audit.log``, one JSON object a line.
 
-Each record says who (``actor``: the API key's id and name, or ``"local"`` for the key-less loopback user and
-the command line), what (``action``: ``subject.create``, ``subject.update``, ``subject.delete``,
-``face.enroll``, ``face.delete``, ``key.create``, ``key.revoke``), to what (``target``: ids only), how many
-(``count``, where it applies), when (``ts``, ISO 8601 UTC) and through what (``via``: ``api`` or ``cli``).
-It never holds image bytes, embeddings or tokens. Every record is flushed and fsynced before the request
-that made the change answers, and lines are written whole under a lock (and ``O_APPEND``), so concurrent
-writers (the server and ``facerec keys``) do not interleave.
+Each record says who (``actor``: the API key's id and name, ``"local"`` for the key-less loopback user, or
+``"cli:<os user>"`` for the command line working on the data dir itself), what (``action``:
+``subject.create``, ``subject.update``, ``subject.delete``, ``face.enroll``, ``face.delete``, ``key.create``,
+``key.revoke``), to what (``target``: ids only), how many (``count``, where it applies), when (``ts``, ISO 8601
+UTC) and through what (``via``: ``api`` or ``cli``). It never holds image bytes, embeddings or tokens. Every
+record is flushed and fsynced before the request (or command) that made the change answers, and lines are
+written whole under a lock (and ``O_APPEND``), so concurrent writers (the server and ``facerec keys``) do not
+interleave.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import threading
@@ -31,6 +33,8 @@ Action = Literal[
     "face.delete",
     "key.create",
     "key.revoke",
+    "model.reindex",
+    "model.switch",
 ]
 
 
@@ -39,6 +43,15 @@ def actor_of(key: ApiKey | None) -> dict[str, str] | str:
     if key is None or key.id == "local":
         return "local"
     return {"key_id": key.id, "name": key.name}
+
+
+def cli_actor() -> str:
+    """``"cli:<os user>"``: the actor of changes the command line makes on a local data dir (no key involved)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
 
 
 class AuditLog:

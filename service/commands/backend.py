@@ -16,6 +16,7 @@ import httpx
 import typer
 
 from embeddings.errors import FaceRecError
+from service.audit import Action, AuditLog, cli_actor
 from service.config import Settings
 
 
@@ -54,6 +55,12 @@ class LocalBackend:
                 f"the data dir {settings.data} is in use (is a server running on it?): "
                 "pass --server URL --api-key KEY to go through the server"
             ) from exc
+        self.audit = AuditLog(settings.data)
+        self.actor = cli_actor()
+
+    def _record(self, action: Action, target: dict[str, Any], count: int | None = None) -> None:
+        """Audit a change this process made to the data dir (like the API does; actor ``cli:<os user>``)."""
+        self.audit.record(action, actor=self.actor, target=target, count=count, via="cli")
 
     @cached_property
     def analyzer(self) -> Any:
@@ -87,7 +94,9 @@ class LocalBackend:
     def create_subject(self, name: str) -> dict[str, Any]:
         from service.routes.convert import subject_out
 
-        return subject_out(self.gallery.create_subject(name=name, metadata={})).model_dump(mode="json")
+        subject = self.gallery.create_subject(name=name, metadata={})
+        self._record("subject.create", {"subject_id": subject.id})
+        return subject_out(subject).model_dump(mode="json")
 
     def delete_subject(self, subject_id: str) -> None:
         from service.gallery import SubjectNotFound
@@ -96,6 +105,7 @@ class LocalBackend:
             self.gallery.delete_subject(subject_id)
         except SubjectNotFound as exc:
             raise CliError(f"no subject {subject_id!r}") from exc
+        self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
         from service.routes.convert import face_out
@@ -112,7 +122,11 @@ class LocalBackend:
             subject_id=subject_id,
             images=images,
             largest=largest,
+            store_crop=self.settings.store_crops,
         )
+        if result.faces:
+            face_ids = [r.id for r in result.faces]
+            self._record("face.enroll", {"subject_id": subject_id, "face_ids": face_ids}, count=len(face_ids))
         return {
             "faces": [face_out(r).model_dump(mode="json") for r in result.faces],
             "rejected": [vars(r) for r in result.rejected],

@@ -1,6 +1,6 @@
 """``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db``.
 
-Creating and revoking a key is written to the audit log (``<data>/audit.log``, actor ``local``, via ``cli``);
+Creating and revoking a key is written to the audit log (``<data>/audit.log``, actor ``cli:<os user>``, via ``cli``);
 the token never is."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.audit import AuditLog
+from service.audit import AuditLog, cli_actor
 from service.config import Settings
 from service.keys import SCOPES, KeyNotFound, KeyStore
 
@@ -32,7 +32,7 @@ def _store(data: Path | None) -> KeyStore:
 def _audit(data: Path | None, action: str, key_id: str, scope: str) -> None:
     AuditLog(_data_dir(data)).record(
         action,  # type: ignore[arg-type]
-        actor="local",
+        actor=cli_actor(),
         target={"key_id": key_id, "scope": scope},
         via="cli",
     )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from service.audit import cli_actor
 from service.cli import app
 from service.keys import KeyStore
 from tests.service.helpers import images, png
@@ -84,6 +85,26 @@ def test_enroll_local_is_resumable(people_dir: Path, tmp_path: Path, dataset: Pa
     assert [s["name"] for s in run_json("subjects", "list", "--data", data)] == ["elton john"]
     missing = CliRunner().invoke(app, ["subjects", "show", ben["id"], "--data", data])
     assert missing.exit_code == 1 and "no subject" in missing.output
+    assert CliRunner().invoke(app, ["subjects", "delete", ben["id"], "--yes", "--data", data]).exit_code == 1
+
+    # every local change is in the audit log, as the API would record it: actor cli:<os user>, via cli
+    text = (tmp_path / "data" / "audit.log").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert {r["actor"] for r in records} == {cli_actor()} and cli_actor().startswith("cli:")
+    assert all(r["via"] == "cli" and r["ts"].endswith("+00:00") for r in records)
+    ids = {s["name"]: s["id"] for s in subjects}
+    created = [r["target"]["subject_id"] for r in records if r["action"] == "subject.create"]
+    assert sorted(created) == sorted(ids.values())  # the second and third runs created nothing
+    enrolled = [r for r in records if r["action"] == "face.enroll"]
+    assert sum(r["count"] for r in enrolled) == first["enrolled"]  # one record per stored image, none for rejects
+    assert {f["id"] for f in shown["faces"]} == {
+        i for r in enrolled if r["target"]["subject_id"] == ben["id"] for i in r["target"]["face_ids"]
+    }
+    assert [r["target"] for r in records if r["action"] == "subject.delete"] == [{"subject_id": ben["id"]}]
+    assert records[-1]["action"] == "subject.delete"  # the failed second delete is not recorded
+    for f in shown["faces"]:
+        assert f["image_sha256"] not in text  # ids only
+    assert "ben afflek" not in text and "embedding" not in text
 
 
 def test_keys_commands(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.audit import AuditLog
+from service.audit import AuditLog, cli_actor
 from service.keys import KeyStore
 from service.ratelimit import RateLimiter
 from tests.service.helpers import png
@@ -287,8 +287,8 @@ def test_audit_log_of_the_local_user_and_of_key_changes(tmp_path: Path) -> None:
     records = AuditLog(tmp_path / "data").tail(10)
     assert [(r["actor"], r["action"], r["target"], r["via"]) for r in records] == [
         ("local", "subject.create", {"subject_id": sid}, "api"),
-        ("local", "key.create", {"key_id": key["id"], "scope": "recognize"}, "cli"),
-        ("local", "key.revoke", {"key_id": key["id"], "scope": "recognize"}, "cli"),
+        (cli_actor(), "key.create", {"key_id": key["id"], "scope": "recognize"}, "cli"),
+        (cli_actor(), "key.revoke", {"key_id": key["id"], "scope": "recognize"}, "cli"),
     ]
     assert key["token"] not in (tmp_path / "data" / "audit.log").read_text()
     tail = CliRunner().invoke(cli, ["audit", "tail", "-n", "2", "--json", "--data", data])
