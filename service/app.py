@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
+from embeddings.models import resolve_model
 from service import errors
 from service.audit import AuditLog
 from service.batching import MicroBatcher
@@ -34,6 +35,7 @@ from service.gallery import GalleryLocked
 from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
+from service.reindex import finish_pending
 from service.routes import apidocs, faces, health, recognition, subjects, web
 from service.runner import Runner
 from service.uploads import BodyLimitMiddleware
@@ -55,8 +57,14 @@ same names plus `_base64` (`{"image_base64": "..."}`). Authenticate with the `X-
 
 
 def default_analyzer(settings: Settings) -> FaceAnalyzer:
-    """The real analyzer with the settings' quality minimums and threshold, warmed up."""
-    analyzer = FaceAnalyzer(settings.analyzer_config(), threshold=settings.match_threshold)
+    """The real analyzer of ``FACEREC_MODEL`` with the settings' quality minimums and threshold, warmed up."""
+    info = resolve_model(settings.model)
+    analyzer = FaceAnalyzer(
+        settings.analyzer_config(),
+        weights_path=info.weights_path,
+        model_id=info.model_id,
+        threshold=settings.match_threshold,
+    )
     analyzer.warm_up()
     return analyzer
 
@@ -124,6 +132,8 @@ def create_app(
         async def load() -> None:
             try:
                 analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
+                # a re-index staged while the previous server ran: switch before reporting ready
+                await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, app.state.audit)
                 if batching and hasattr(analyzer, "encode_fn"):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
                     state.runner.tracker = state.batcher.producer

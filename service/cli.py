@@ -15,7 +15,9 @@ from service.commands import audit as audit_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
 from service.commands import keys as keys_cmd
+from service.commands import models as models_cmd
 from service.commands import recognize as recognize_cmd
+from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
 from service.commands import subjects as subjects_cmd
 from service.commands import weights as weights_cmd
@@ -30,6 +32,8 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(evaluate_cmd.app, name="eval")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(models_cmd.app, name="models")
+app.command("reindex")(reindex_cmd.reindex)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embeddings import AnalyzerConfig, QualityThresholds, default_threshold
+from embeddings.models import model_threshold
+from embeddings.weights import MODEL_ID
 
 
 class Settings(BaseSettings):
@@ -26,8 +28,19 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, ge=1, description="Largest request body, bytes (413 above)."
     )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Largest decoded image, width x height (413 above).")
+    model: str = Field(
+        default=MODEL_ID,
+        description=(
+            "Embedding model id: the pretrained one or a fine-tuned model directory under "
+            "<FACEREC_CACHE>/models/ (`facerec models list`)."
+        ),
+    )
+    store_crops: bool = Field(
+        default=True,
+        description="Store each enrolled face's aligned 160x160 crop (needed by `facerec reindex`).",
+    )
     threshold: float | None = Field(
-        default=None, ge=0.0, le=2.0, description="L2 match threshold; default: model card."
+        default=None, ge=0.0, le=2.0, description="L2 match threshold; default: the model's card."
     )
     max_fir: float | None = Field(
         default=0.01,
@@ -95,8 +108,10 @@ class Settings(BaseSettings):
 
     @property
     def match_threshold(self) -> float:
-        """The L2 threshold in force: ``FACEREC_THRESHOLD`` or the model card's default."""
-        return default_threshold() if self.threshold is None else self.threshold
+        """The L2 threshold in force: ``FACEREC_THRESHOLD`` or the card threshold of ``FACEREC_MODEL``."""
+        if self.threshold is not None:
+            return self.threshold
+        return default_threshold() if self.model == MODEL_ID else model_threshold(self.model)
 
     def analyzer_config(self) -> AnalyzerConfig:
         """The pipeline settings these service settings imply."""

@@ -65,9 +65,18 @@ to one process, so this is enough to stop two concurrent requests storing the sa
 
 
 def enroll(
-    *, analyzer: FaceAnalyzer, gallery: Any, subject_id: str, images: Sequence[bytes], largest: bool = False
+    *,
+    analyzer: FaceAnalyzer,
+    gallery: Any,
+    subject_id: str,
+    images: Sequence[bytes],
+    largest: bool = False,
+    store_crop: bool = True,
 ) -> EnrollResult:
     """Enrol each image's one acceptable face into ``subject_id``; the others are listed with a reason code.
+
+    ``store_crop`` (``FACEREC_STORE_CROPS``) stores each face's aligned 160x160 crop with it, in the same
+    transaction, so that ``facerec reindex`` can re-embed the gallery with another model later.
 
     An image whose sha256 is already enrolled for this subject (or repeated in the request) is a ``duplicate``
     and is not analysed again. The images are analysed outside any lock; then, under a process-wide lock, the
@@ -109,6 +118,7 @@ def enroll(
                     box=box,
                     quality=quality,
                     image_sha256=digest,
+                    crop=face.crop if store_crop else None,
                 ),
             )
         )

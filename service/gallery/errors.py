@@ -34,6 +34,17 @@ class ModelMismatch(GalleryError):
         self.present = present
 
 
+class ReindexIncomplete(GalleryError):
+    """Switching the gallery to another model was refused: some faces have no embedding of it yet (or no
+    stored crop to compute one from). Nothing changed."""
+
+    code = "reindex_incomplete"
+
+    def __init__(self, message: str, *, missing: int) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class InvalidEmbedding(GalleryError):
     """An embedding is not a finite float (128,) unit vector."""
 

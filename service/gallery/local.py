@@ -34,7 +34,14 @@ import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
 from service.gallery import snapshot
-from service.gallery.errors import InvalidCursor, InvalidEmbedding, ModelMismatch, SnapshotInvalid
+from service.gallery.crops import encode_crop
+from service.gallery.errors import (
+    InvalidCursor,
+    InvalidEmbedding,
+    ModelMismatch,
+    ReindexIncomplete,
+    SnapshotInvalid,
+)
 from service.gallery.index import IndexParams, ModelIndex, build_hnsw
 from service.gallery.lock import DataDirLock
 from service.gallery.rwlock import RWLock
@@ -242,7 +249,7 @@ class LocalGallery:
 
         Returns the records in the order given (subject by subject).
         """
-        prepared: list[tuple[str, NewFace, bytes, npt.NDArray[np.float32]]] = []
+        prepared: list[tuple[str, NewFace, bytes, npt.NDArray[np.float32], bytes | None]] = []
         for sid, faces in batch.items():
             if not faces:
                 continue
@@ -252,7 +259,8 @@ class LocalGallery:
             for f, v in zip(faces, vecs, strict=True):
                 if not f.model_id:
                     raise InvalidEmbedding("model_id must be set")
-                prepared.append((sid, f, v.astype("<f4").tobytes(), v))
+                png = encode_crop(f.crop) if f.crop is not None else None
+                prepared.append((sid, f, v.astype("<f4").tobytes(), v, png))
         if not prepared:
             return []
         with self._write:
@@ -264,7 +272,7 @@ class LocalGallery:
                     pks: dict[str, int] = {}
                     for sid in batch:
                         pks[sid] = self.store.subject_pk(sid, conn)
-                    records = self.store.insert_faces(conn, [(pks[s], s, f, b) for s, f, b, _ in prepared])
+                    records = self.store.insert_faces(conn, [(pks[s], s, f, b, c) for s, f, b, _, c in prepared])
                     watermarks = self.store.watermarks(conn)
                     self.store.commit()  # <- the acknowledgement: durable from here on
                 except BaseException:
@@ -333,6 +341,58 @@ class LocalGallery:
                 present=present,
             )
         return vecs
+
+    # ================================================================== re-indexing with another model
+    def stage_embeddings(self, model_id: str, face_ids: Sequence[int], embeddings: npt.NDArray[np.float32]) -> int:
+        """Store embeddings of ``model_id`` for existing faces, to be switched to by :meth:`switch_model`.
+        Searches are not affected. Returns the rows written (an erased face is skipped)."""
+        vecs = _unit_vectors(embeddings, "embedding")
+        with self._write:
+            return self.store.stage_embeddings(model_id, face_ids, [v.astype("<f4").tobytes() for v in vecs])
+
+    def switch_model(self, model_id: str) -> int:
+        """Make ``model_id`` every face's model, atomically: in one transaction each face of another model gets
+        its staged embedding (``faces.model_id`` and ``faces.embedding`` rewritten, the old pair logged as a
+        deletion, the staged rows dropped); then the old models' indexes drop those faces and the new model's
+        index gains them. :class:`ReindexIncomplete` (nothing changed) if any such face has no staged
+        embedding. Returns the number of faces switched."""
+        with self._write:
+            with storage_errors():
+                conn = self.store.begin()
+                try:
+                    counts = self.store.reindex_counts(model_id, conn)
+                    missing = counts["todo"] - counts["staged"]
+                    if missing:
+                        raise ReindexIncomplete(
+                            f"{missing} of {counts['todo']} faces have no embedding of model {model_id!r} yet; "
+                            "run `facerec reindex` to finish",
+                            missing=missing,
+                        )
+                    old = self.store.switch_faces(conn, model_id)
+                    watermarks = self.store.watermarks(conn)
+                    self.store.commit()
+                except BaseException:
+                    self.store.rollback()
+                    raise
+            if not old:
+                return 0
+            ids = np.fromiter((f for f, _ in old), np.int64, len(old))
+            vecs = self.store.embeddings_of(ids.tolist())
+            with self._rw.exclusive():
+                for old_model in {m for _, m in old}:
+                    idx = self._indexes.get(old_model)
+                    if idx is not None:
+                        idx.erase([f for f, m in old if m == old_model])
+                target = self._indexes.get(model_id)
+                if target is None:
+                    target = self._indexes[model_id] = ModelIndex(self.settings.index)
+                target.add(ids, vecs)
+                self._applied = watermarks
+            self._changes += 2 * len(old)
+            if self._erased_at is None:  # the old model's snapshot holds the old embeddings: replace it soon
+                self._erased_at = time.monotonic()
+        log.info("gallery: switched %d faces to model %s", len(old), model_id)
+        return len(old)
 
     # ================================================================== search
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:

@@ -36,7 +36,7 @@ from service.gallery.types import FaceRecord, NewFace, Subject
 log = logging.getLogger("facerec.gallery")
 
 DB_NAME = "gallery.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -69,6 +69,20 @@ MIGRATIONS: dict[int, str] = {
         deleted_at REAL NOT NULL
     );
     CREATE INDEX deletions_model ON deletions(model_id, seq);
+    """,
+    2: """
+    CREATE TABLE face_crops (
+        face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+        png BLOB NOT NULL
+    );
+    CREATE TABLE face_embeddings (
+        face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (face_id, model_id)
+    );
+    CREATE INDEX face_embeddings_model ON face_embeddings(model_id, face_id);
     """,
 }
 """Schema version -> SQL that upgrades from the previous version. Append; never edit a released one."""
@@ -357,13 +371,14 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- faces
     def insert_faces(
-        self, conn: sqlite3.Connection, rows: Sequence[tuple[int, str, NewFace, bytes]]
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[int, str, NewFace, bytes, bytes | None]]
     ) -> list[FaceRecord]:
-        """Insert ``(subject_pk, subject_id, face, embedding blob)`` rows inside the caller's transaction."""
+        """Insert ``(subject_pk, subject_id, face, embedding blob, crop PNG or None)`` rows inside the caller's
+        transaction; a crop goes to ``face_crops`` in the same transaction as its face."""
         now = time.time()
         out: list[FaceRecord] = []
         cur = conn.cursor()
-        for pk, sid, face, blob in rows:
+        for pk, sid, face, blob, crop_png in rows:
             cur.execute(
                 "INSERT INTO faces (subject_pk, model_id, embedding, box, quality, image_sha256, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -379,6 +394,8 @@ class SQLiteStore:
             )
             fid = cur.lastrowid
             assert fid is not None
+            if crop_png is not None:
+                cur.execute("INSERT INTO face_crops (face_id, png) VALUES (?, ?)", (fid, crop_png))
             out.append(FaceRecord(fid, sid, face.model_id, face.box, face.quality, face.image_sha256, now))
         return out
 
@@ -532,3 +549,100 @@ class SQLiteStore:
     def meta_get(self, key: str, default: str) -> str:
         row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row is not None else default
+
+    # ---------------------------------------------------------------- crops and re-indexing
+    def crop_png(self, face_id: int) -> bytes | None:
+        """The stored aligned crop of a face (PNG bytes), or None if none was stored."""
+        row = self._reader().execute("SELECT png FROM face_crops WHERE face_id = ?", (face_id,)).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def reindex_counts(self, model_id: str, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+        """For a re-index to ``model_id``: ``faces`` (all), ``todo`` (faces of another model), ``staged`` (of
+        those, with an embedding of ``model_id`` already in ``face_embeddings``) and ``without_crop`` (of
+        those, with no stored crop and no staged embedding: they cannot be re-embedded)."""
+        row = (
+            (conn or self._reader())
+            .execute(
+                "SELECT count(*), "
+                "  coalesce(sum(f.model_id != :m), 0), "
+                "  coalesce(sum(f.model_id != :m AND e.face_id IS NOT NULL), 0), "
+                "  coalesce(sum(f.model_id != :m AND e.face_id IS NULL AND c.face_id IS NULL), 0) "
+                "FROM faces f "
+                "LEFT JOIN face_embeddings e ON e.face_id = f.id AND e.model_id = :m "
+                "LEFT JOIN face_crops c ON c.face_id = f.id",
+                {"m": model_id},
+            )
+            .fetchone()
+        )
+        return {"faces": int(row[0]), "todo": int(row[1]), "staged": int(row[2]), "without_crop": int(row[3])}
+
+    def crops_to_embed(self, model_id: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ``(face id, crop PNG)`` of faces with ``id > after_id`` not of ``model_id`` and with no
+        staged embedding of ``model_id``, in id order."""
+        rows = self._reader().execute(
+            "SELECT f.id, c.png FROM faces f JOIN face_crops c ON c.face_id = f.id "
+            "WHERE f.id > ? AND f.model_id != ? AND NOT EXISTS "
+            "(SELECT 1 FROM face_embeddings e WHERE e.face_id = f.id AND e.model_id = ?) "
+            "ORDER BY f.id LIMIT ?",
+            (after_id, model_id, model_id, limit),
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    @storage_errors()
+    def stage_embeddings(self, model_id: str, face_ids: Sequence[int], blobs: Sequence[bytes]) -> int:
+        """Store embeddings of ``model_id`` for existing faces in ``face_embeddings`` (one transaction); a face
+        erased meanwhile is skipped (its row would only be cascaded away). Returns the rows written."""
+        now = time.time()
+        w = self.begin()
+        try:
+            cur = w.cursor()
+            written = 0
+            for fid, blob in zip(face_ids, blobs, strict=True):
+                cur.execute(
+                    "INSERT OR REPLACE INTO face_embeddings (face_id, model_id, embedding, created_at) "
+                    "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM faces WHERE id = ?)",
+                    (fid, model_id, blob, now, fid),
+                )
+                written += cur.rowcount
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return written
+
+    def switch_faces(self, conn: sqlite3.Connection, model_id: str) -> list[tuple[int, str]]:
+        """Inside the caller's transaction: give every face of another model its staged embedding of
+        ``model_id`` (``faces.model_id`` and ``faces.embedding`` rewritten), log each old (face, model) in
+        ``deletions`` (so the old model's index snapshot replays them as erased) and drop the staged rows.
+        The caller has checked that every such face has a staged row. Returns the (face id, old model) pairs."""
+        old = [
+            (int(r[0]), str(r[1]))
+            for r in conn.execute("SELECT id, model_id FROM faces WHERE model_id != ? ORDER BY id", (model_id,))
+        ]
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO deletions (face_id, model_id, deleted_at) VALUES (?, ?, ?)",
+            [(fid, mid, now) for fid, mid in old],
+        )
+        conn.execute(
+            "UPDATE faces SET model_id = :m, embedding = "
+            "(SELECT e.embedding FROM face_embeddings e WHERE e.face_id = faces.id AND e.model_id = :m) "
+            "WHERE model_id != :m",
+            {"m": model_id},
+        )
+        conn.execute("DELETE FROM face_embeddings WHERE model_id = ?", (model_id,))
+        return old
+
+    def embeddings_of(self, face_ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """The current embeddings (``faces.embedding``) of these faces, in the order given."""
+        if not len(face_ids):
+            return _vectors([])
+        conn = self._reader()
+        blobs: dict[int, bytes] = {}
+        ids = [int(f) for f in face_ids]
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            marks = ",".join("?" * len(part))
+            for fid, blob in conn.execute(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", part):
+                blobs[int(fid)] = blob
+        return _vectors([blobs[f] for f in ids])

@@ -23,6 +23,9 @@ class NewFace:
     box: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     image_sha256: str | None = None
+    crop: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
+    """The aligned (160, 160, 3) uint8 RGB crop the embedding came from; stored (as PNG, same transaction) when
+    given, so that ``facerec reindex`` can re-embed the face with another model. None: not stored."""
 
 
 @dataclass(frozen=True, slots=True)

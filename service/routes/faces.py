@@ -67,6 +67,7 @@ async def enroll(
         subject_id=subject_id,
         images=images,
         largest=params.face == "largest",
+        store_crop=request.app.state.settings.store_crops,
     )
     metrics.inference.labels("enroll").observe(seconds)
     metrics.faces.labels("enroll").inc(len(result.faces))
