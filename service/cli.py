@@ -20,6 +20,7 @@ from service.commands import recognize as recognize_cmd
 from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
 from service.commands import subjects as subjects_cmd
+from service.commands import train as train_cmd
 from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
@@ -28,6 +29,7 @@ app.command("enroll")(enroll_cmd.enroll)
 app.command("identify")(recognize_cmd.identify)
 app.command("verify")(recognize_cmd.verify)
 app.add_typer(subjects_cmd.app, name="subjects")
+app.command("train")(train_cmd.train)
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(evaluate_cmd.app, name="eval")

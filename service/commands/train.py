@@ -1,0 +1,114 @@
+"""``facerec train <folder>``: fine-tune FaceNet on a folder per person and write a model directory.
+
+A thin layer over ``embeddings.training.trainer.train_folder``; see docs/FINETUNE.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+def train(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="<folder>/<person>/<image>: the LFW layout"),
+    name: str = typer.Option("custom", "--name", help="Model name; the id is ft-<name>-<UTC yyyymmddHHMMSS>"),
+    loss: str = typer.Option("triplet", "--loss", help="triplet (semi-hard mining) or contrastive (Siamese)"),
+    margin: float = typer.Option(None, "--margin", help="Loss margin (default: triplet 0.2, contrastive 1.1)"),
+    freeze_up_to: str = typer.Option(
+        None, "--freeze-up-to", help="Last frozen block, e.g. Mixed_7a (default), Block8_4, Block17_10, Mixed_6a"
+    ),
+    people_per_batch: int = typer.Option(30, "--people-per-batch", "-P", min=2, help="P people per batch"),
+    images_per_person: int = typer.Option(4, "--images-per-person", "-K", min=2, help="K images per person"),
+    lr: float = typer.Option(2e-5, "--lr", min=0.0, help="Adam learning rate"),
+    max_steps: int = typer.Option(4000, "--max-steps", min=1, help="Stop after this many batches"),
+    max_minutes: float = typer.Option(10.0, "--max-minutes", min=0.0, help="Stop after this much training time"),
+    eval_every: int = typer.Option(100, "--eval-every", min=1, help="Validate every N steps"),
+    patience: int = typer.Option(6, "--patience", min=1, help="Stop after N validations without improvement"),
+    variants: int = typer.Option(4, "--variants", min=1, help="Cached variants per image (crop, mirror, augmented)"),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.9, help="Share of people held out"),
+    max_per_person: int = typer.Option(None, "--max-per-person", min=2, help="Use at most N images per person"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the augmentation and the sampler"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from this setup's last checkpoint"),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Caches and checkpoints (default <cache>/training/<name>)"),
+    weights: Path = typer.Option(None, "--weights", help="Base weights (default: the pretrained model)"),
+) -> None:
+    """Fine-tune on FOLDER (people split by person into train and validation), early-stopping on validation,
+    and save ``<cache>/models/<model_id>/`` with ``model.weights.h5`` and ``card.json``."""
+    from embeddings.training.fit import FitConfig, StepReport
+    from embeddings.training.losses import LOSSES
+    from embeddings.training.network import CUT_POINTS, DEFAULT_CUT
+    from embeddings.training.trainer import TrainOptions, train_folder
+
+    if loss not in LOSSES:
+        raise typer.BadParameter(f"choose one of {', '.join(sorted(LOSSES))}", param_hint="--loss")
+    cut = freeze_up_to or DEFAULT_CUT
+    if cut not in CUT_POINTS:
+        raise typer.BadParameter(f"choose one of {', '.join(CUT_POINTS)}", param_hint="--freeze-up-to")
+    options = TrainOptions(
+        name=name,
+        cut=cut,
+        fit=FitConfig(
+            loss=loss,
+            margin=margin,
+            people_per_batch=people_per_batch,
+            images_per_person=images_per_person,
+            learning_rate=lr,
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            eval_every=eval_every,
+            patience=patience,
+            seed=seed,
+        ),
+        n_variants=variants,
+        val_fraction=val_fraction,
+        max_per_person=max_per_person,
+        seed=seed,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+
+        def stage(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(description, total=total, info="")
+            return lambda n: bar.advance(task, n)
+
+        fit_task = bar.add_task("train", total=max_steps, info="", visible=False)
+
+        def on_step(r: StepReport) -> None:
+            val = "" if r.val_accuracy is None else f" val acc {r.val_accuracy:.4f}"
+            info = f"loss {r.loss:.4f} active {r.active:.0%}{val}"
+            bar.update(fit_task, completed=r.step, info=info, visible=True)
+
+        try:
+            model_dir, card = train_folder(
+                folder,
+                options,
+                weights=weights,
+                work_dir=work_dir,
+                resume=resume,
+                stage=stage,
+                on_step=on_step,
+            )
+        except ValueError as exc:
+            console.print(f"error: {exc}")
+            raise typer.Exit(2) from exc
+    before, after = card["validation"]["before"], card["validation"]["after"]
+    console.print(
+        f"validation accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}, "
+        f"TAR@FAR1e-3 {before['tar_at_far_1e-3']:.4f} -> {after['tar_at_far_1e-3']:.4f}, "
+        f"threshold {card['threshold']:.3f}; {card['params']['steps']} steps ({card['params']['stopped']}), "
+        f"{card['train_seconds']:.0f} s"
+    )
+    typer.echo(json.dumps({"model_id": card["model_id"], "model_dir": str(model_dir)}))
