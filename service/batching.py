@@ -8,7 +8,9 @@ and block until their rows come back. The thread gathers queued crops until one 
 - no other request is still before its encode step (see :meth:`MicroBatcher.producer`), so a lone request
   never waits for company that is not coming;
 
-then runs ONE encoder call on them (in queue order) and hands each caller its own rows.
+then runs ONE encoder call on them (in queue order) and hands each caller its own rows. A caller that finds
+the encoder idle, the queue empty and no other request on its way runs its call inline in its own thread (the
+same single call, without the two thread wake-ups of the hand-over); encoder calls never overlap.
 
 The queue is bounded (``max_queue`` faces): a submit that would overflow it raises :class:`Overloaded` (429
 with ``Retry-After``) and enqueues nothing. An encoder error reaches only the callers of that batch.
@@ -80,6 +82,7 @@ class MicroBatcher:
         self._producers = 0  # requests inside producer(): somewhere in decode/detect/align/encode
         self._blocked = 0  # producers waiting in encode() for their rows
         self._closed = False
+        self._busy = False  # an encoder call is running (in the encoder thread or inline in a lone caller)
         self._local = threading.local()  # .depth: producer() nesting of the current thread
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -133,16 +136,33 @@ class MicroBatcher:
                     f"{self._queued_faces} faces are already waiting for the encoder; retry shortly",
                     headers={"Retry-After": "1"},
                 )
-            self._queue.append(_Job(crops, future, time.monotonic()))
-            self._queued_faces += n
-            self._blocked += marked
-            self._cv.notify_all()
+            inline = not self._busy and not self._queue and self._producers - self._blocked - marked <= 0
+            if inline:  # alone: skip the hand-over to the encoder thread (two thread wake-ups)
+                self._busy = True
+            else:
+                self._queue.append(_Job(crops, future, time.monotonic()))
+                self._queued_faces += n
+                self._blocked += marked
+                self._cv.notify_all()
+        if inline:
+            return self._encode_inline(crops)
         try:
             return future.result()
         finally:
             if marked:
                 with self._cv:
                     self._blocked -= 1
+
+    def _encode_inline(self, crops: Crops) -> Embeddings:
+        start = time.perf_counter()
+        try:
+            out = self._encode(crops)
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+        self._observe(len(crops), 1, time.perf_counter() - start)
+        return out
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking work, encode what is queued, join the thread (up to ``timeout`` s), fail the rest."""
@@ -166,8 +186,8 @@ class MicroBatcher:
         """Block until a batch is due; None when closed and drained."""
         with self._cv:
             while True:
-                if not self._queue:
-                    if self._closed:
+                if not self._queue or self._busy:
+                    if self._closed and not self._queue:
                         return None
                     self._cv.wait()
                     continue
@@ -184,11 +204,17 @@ class MicroBatcher:
                 batch.append(job)
                 faces += len(job.crops)
             self._queued_faces -= faces
+            self._busy = True
             return batch
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self._encode_batch(batch)
+            try:
+                self._encode_batch(batch)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
     def _encode_batch(self, batch: list[_Job]) -> None:
         sizes = [len(job.crops) for job in batch]
@@ -207,8 +233,11 @@ class MicroBatcher:
         for job, size in zip(batch, sizes, strict=True):
             job.future.set_result(np.array(out[offset : offset + size], copy=True))
             offset += size
+        self._observe(sum(sizes), len(batch), seconds)
+
+    def _observe(self, faces: int, requests: int, seconds: float) -> None:
         if self._on_batch is not None:
             try:
-                self._on_batch(sum(sizes), len(batch), seconds)
+                self._on_batch(faces, requests, seconds)
             except Exception:  # a metrics failure must not stop the encoder
                 log.exception("batch observer failed")

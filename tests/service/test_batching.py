@@ -29,11 +29,13 @@ class FakeEncoder:
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.calls: list[int] = []
+        self.threads: list[int] = []
         self.gate = gate
         self.entered = threading.Event()
 
     def __call__(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         self.calls.append(len(crops))
+        self.threads.append(threading.get_ident())
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10)
@@ -109,6 +111,7 @@ def test_lone_request_does_not_wait() -> None:
     finally:
         batcher.close()
     assert out[0, 0] == 7 and unmarked[0, 0] == 8 and elapsed < 1.0
+    assert enc.threads == [threading.get_ident()] * 2  # alone: encoded inline, no hand-over to the thread
 
 
 def test_waits_at_most_max_wait_for_a_request_still_on_its_way() -> None:
