@@ -64,7 +64,7 @@ class MicroBatcher:
         encode: EncodeFn,
         *,
         max_batch: int = 32,
-        max_wait_ms: float = 10.0,
+        max_wait_ms: float = 50.0,
         max_queue: int = 128,
         on_batch: BatchObserver | None = None,
         name: str = "facerec-encoder",

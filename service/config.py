@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         ),
     )
     batch_max_wait_ms: float = Field(
-        default=10.0,
+        default=50.0,
         ge=0.0,
         description=(
             "Micro-batcher: longest a queued face waits for others before its batch runs, milliseconds (a "
