@@ -1,0 +1,294 @@
+"""Micro-batching (issue 6): the service over real HTTP vs the encoder alone.
+
+1. Offline: the analyzer's encoder on aligned crops in this process, faces/s at batch 1, 16 and 32.
+2. The service (``python -m service.cli serve`` on loopback, a subprocess) answering ``/v1/embed``:
+   16 concurrent clients (faces/s, requests/s, latency p50/p99) and one client alone, each with the
+   micro-batcher on (defaults) and off (``FACEREC_BATCH_MAX_SIZE=0``).
+
+Two request types, because ``/v1/embed`` also decodes and detects before it encodes:
+
+- ``crops``: tight face crops (160x160 JPEG, the face's MTCNN box with 40% margin) from the 5-celebrity set,
+  where detection is cheap;
+- ``photos``: 640x480 JPEG photos (the 5-celebrity photos letterboxed), where detection costs more.
+
+Usage (timed runs under the shared lock)::
+
+    flock /tmp/facerec-timed.lock .venv/bin/python bench/batching.py --out reports/batching.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def letterbox(img: Image.Image, width: int = 640, height: int = 480) -> Image.Image:
+    """``img`` scaled to fit ``width`` x ``height`` and centred on grey."""
+    scale = min(width / img.width, height / img.height)
+    small = img.convert("RGB").resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    canvas = Image.new("RGB", (width, height), (128, 128, 128))
+    canvas.paste(small, ((width - small.width) // 2, (height - small.height) // 2))
+    return canvas
+
+
+def make_inputs(analyzer: Any, paths: list[Path]) -> tuple[list[bytes], list[bytes], np.ndarray]:
+    """(tight 160x160 face crops as JPEG, 640x480 photos as JPEG, aligned crops for the offline encoder)."""
+    from embeddings.images import decode_image
+
+    crops, photos, aligned = [], [], []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        rgb = np.asarray(img)
+        dets = analyzer.detector.detect(rgb)
+        if len(dets) != 1:
+            continue
+        d = dets[0]
+        x, y, w, h = d.box.x, d.box.y, d.box.width, d.box.height
+        side = max(w, h) * 1.4
+        cx, cy = x + w / 2, y + h / 2
+        box = (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
+        crop = jpeg(img.crop(box).resize((160, 160)))
+        if len(analyzer.detector.detect(decode_image(crop))) != 1:  # MTCNN misses some very tight faces
+            continue
+        crops.append(crop)
+        photos.append(jpeg(letterbox(img)))
+        aligned.append(analyzer.align(rgb, d))
+    return crops, photos, np.stack(aligned)
+
+
+def offline(
+    analyzer: Any, aligned: np.ndarray, seconds: float, batches: tuple[int, ...] = (1, 16, 32)
+) -> dict[str, float]:
+    """Faces/s of ``analyzer.encoder.encode`` at batch 1, 16 and 32 (2 warm-up calls each), with the analyzer's
+    flip-TTA setting (what the service runs), and at batch 32 without flip-TTA (half the network work)."""
+    reps = np.concatenate([aligned] * (32 // len(aligned) + 1))[:32]
+    out = {}
+    flip = analyzer.encoder.flip_tta
+    for batch, tta in [(b, flip) for b in batches] + ([(32, False)] if len(batches) > 1 else []):
+        analyzer.encoder.flip_tta = tta
+        x = reps[:batch]
+        analyzer.encoder.encode(x)
+        analyzer.encoder.encode(x)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 3:
+            analyzer.encoder.encode(x)
+            n += 1
+        out[f"batch_{batch}" + ("" if tta == flip else "_no_flip")] = n * batch / (time.perf_counter() - start)
+    analyzer.encoder.flip_tta = flip
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """``facerec serve`` on a free loopback port with extra environment, in its own empty data dir."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="facerec-bench-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--data", str(Path(self.tmp.name) / "data"), "--log-level", "warning"]
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.close()
+        raise RuntimeError("server not ready")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.tmp.cleanup()
+
+
+def load(url: str, bodies: list[bytes], clients: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """``clients`` threads, each posting ``/v1/embed`` back to back (cycling through ``bodies``) for
+    ``warmup + seconds``; figures from requests that started after the warm-up."""
+    start = time.perf_counter()
+    t0, t1 = start + warmup, start + warmup + seconds
+    lock = threading.Lock()
+    lat: list[float] = []
+    faces = 0
+    statuses: dict[int, int] = {}
+
+    def client(i: int) -> None:
+        nonlocal faces
+        k = i
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while True:
+                s = time.perf_counter()
+                if s >= t1:
+                    return
+                r = c.post("/v1/embed", files={"image": bodies[k % len(bodies)]})
+                e = time.perf_counter()
+                k += clients
+                if s < t0:
+                    continue
+                n = len(r.json()["faces"]) if r.status_code == 200 else 0
+                with lock:
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        lat.append(e - s)
+                        faces += n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = max(time.perf_counter(), t1) - t0  # requests in flight at t1 finish after it
+    arr = np.asarray(lat) * 1000
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "requests_ok": len(lat),
+        "statuses": statuses,
+        "faces_per_s": round(faces / elapsed, 2),
+        "requests_per_s": round(len(lat) / elapsed, 2),
+        "p50_ms": round(float(np.percentile(arr, 50)), 1) if len(arr) else None,
+        "p99_ms": round(float(np.percentile(arr, 99)), 1) if len(arr) else None,
+        "latencies_ms": arr.tolist(),
+    }
+
+
+def latency(figs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the latencies of several runs: p50/p99 ms, requests."""
+    arr = np.concatenate([f["latencies_ms"] for f in figs])
+    p50, p99 = np.percentile(arr, [50, 99])
+    return {"clients": 1, "requests_ok": len(arr), "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
+
+
+def batch_stats(text: str) -> tuple[float, float]:
+    """(encoder calls, faces) the micro-batcher has made so far, from ``/metrics``."""
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return value("facerec_encoder_batch_faces_count"), value("facerec_encoder_batch_faces_sum")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per load run")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each load run")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=6, help="alternating one-client runs per server (of seconds/rounds)")
+    ap.add_argument("--kinds", default="crops,photos", help="request types to run (crops, photos)")
+    ap.add_argument("--modes", default="batched,unbatched", help="server modes to run (batched, unbatched)")
+    ap.add_argument("--env", action="append", default=[], help="extra server setting NAME=VALUE (repeatable)")
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = ap.parse_args()
+
+    from embeddings import FaceAnalyzer
+    from embeddings.weights import sample_dataset_path
+
+    root = sample_dataset_path()
+    paths = sorted(p for p in (root / "val").rglob("*.jpg"))
+    analyzer = FaceAnalyzer()
+    analyzer.warm_up()
+    crops, photos, aligned = make_inputs(analyzer, paths)
+    print(f"{len(crops)} inputs (one face each in both the tight crop and the photo)", flush=True)
+    result: dict[str, Any] = {"inputs": len(crops), "offline_faces_per_s": offline(analyzer, aligned, 5.0)}
+    print("offline encoder faces/s:", result["offline_faces_per_s"], flush=True)
+
+    def offline_b32() -> float:  # the same work as the service (flip-TTA as configured), 4 s
+        return offline(analyzer, aligned, 4.0, batches=(32,))["batch_32"]
+
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    modes = {"batched": {}, "unbatched": {"FACEREC_BATCH_MAX_SIZE": "0"}}
+    bodies = {"crops": crops, "photos": photos}
+    result["server_env"] = extra
+    names = args.modes.split(",")
+    servers: dict[str, Service] = {}
+    try:
+        for mode in names:
+            servers[mode] = Service({**modes[mode], **extra})
+        for kind in args.kinds.split(","):
+            for mode in names:  # many clients
+                server = servers[mode]
+                calls0, faces0 = batch_stats(server.metrics())
+                before = offline_b32() if mode == "batched" else None
+                fig = load(server.url, bodies[kind], args.clients, args.seconds, args.warmup)
+                if before is not None:  # bracket the run: the shared machine's speed drifts
+                    fig["offline_b32_around"] = [round(before, 2), round(offline_b32(), 2)]
+                calls1, faces1 = batch_stats(server.metrics())
+                if calls1 > calls0:  # warm-up requests included
+                    fig["mean_faces_per_encoder_call"] = round((faces1 - faces0) / (calls1 - calls0), 2)
+                fig.pop("latencies_ms")
+                result[f"{mode}/{kind}/{args.clients}"] = fig
+                print(f"{mode:9s} {kind:6s} clients={args.clients:2d}", json.dumps(fig), flush=True)
+            # one client alone: short runs alternating between the servers, so that drift hits both alike
+            runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in names}
+            for r in range(args.rounds):
+                for mode in names if r % 2 == 0 else names[::-1]:
+                    warm = args.warmup if r == 0 else 0.5
+                    runs[mode].append(load(servers[mode].url, bodies[kind], 1, args.seconds / args.rounds, warm))
+            for mode in names:
+                result[f"{mode}/{kind}/1"] = fig = latency(runs[mode])
+                print(f"{mode:9s} {kind:6s} clients= 1", json.dumps(fig), flush=True)
+    finally:
+        for server in servers.values():
+            server.close()
+
+    for kind in args.kinds.split(","):
+        key = f"batched/{kind}/{args.clients}"
+        if key in result:
+            b32 = float(np.mean(result[key]["offline_b32_around"]))
+            result[f"ratio/{kind}/{args.clients}_clients_vs_offline_b32"] = round(result[key]["faces_per_s"] / b32, 3)
+        solo_b, solo_u = result.get(f"batched/{kind}/1"), result.get(f"unbatched/{kind}/1")
+        if solo_b and solo_u:
+            result[f"ratio/{kind}/1_client_p50_batched_vs_unbatched"] = round(solo_b["p50_ms"] / solo_u["p50_ms"], 3)
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")}, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
