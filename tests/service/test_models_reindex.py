@@ -195,6 +195,7 @@ def test_reindex_resumes_switches_and_the_service_serves_the_new_model(
         )
         assert r.status_code == 201 and {f["model_id"] for f in r.json()["faces"]} == {MODEL}, r.text
         added = len(r.json()["faces"])
+        assert added == 3, r.text
     finally:
         server.stop()
 
@@ -217,16 +218,22 @@ def test_reindex_refuses_without_crops_and_erasure_removes_crops(
 ) -> None:
     data = tmp_path / "nocrops"
     _enrol(data, analyzer, dataset, store_crop=False)
-    with pytest.raises(ReindexRefused, match=f"{len(ENROLLED) * TRAIN_PER_PERSON} of 12 faces have no stored crop"):
+    with pytest.raises(ReindexRefused, match="12 of 12 faces have no stored crop"):
         reindex(Settings(data=data), MODEL, encoder_factory=encoders["factory"])
+    out = CliRunner().invoke(cli_app, ["reindex", "--model", MODEL, "--data", str(data)])
+    assert out.exit_code == 1 and "12 of 12 faces have no stored crop" in out.output
+    out = CliRunner().invoke(cli_app, ["reindex", "--model", "nope", "--data", str(data)])
+    assert out.exit_code == 1 and "unknown_model" in out.output
     assert not (data / "audit.log").exists()
+    with open_gallery(data) as g:
+        assert g.stats().faces_by_model == {weights.MODEL_ID: 12}
 
     data = tmp_path / "erase"
     subjects = _enrol(data, analyzer, dataset)
     with open_gallery(data) as g:
         faces = g.list_faces(subjects["madonna"])
         pngs = [g.store.crop_png(f.id) for f in faces]
-        assert all(pngs)
+        assert all(pngs) and all(10_000 < len(p or b"") < 60_000 for p in pngs), [len(p or b"") for p in pngs]
         g.stage_embeddings(MODEL, [faces[0].id], np.eye(128, dtype=np.float32)[:1])
         g.delete_face(faces[0].id)
         g.delete_subject(subjects["madonna"])
