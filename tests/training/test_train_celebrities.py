@@ -43,6 +43,7 @@ def trained(celebrity_root: Path, weights_path: Path, tmp_path_factory: pytest.T
         on_step=lambda r: steps.append(r.loss),
     )
     from embeddings.facenet import FaceNetEncoder
+    from embeddings.models import load_weights_path, resolve_model
     from embeddings.training.network import split_model
 
     # The caches exist now, so prepare() only reloads them; its tail has the pretrained weights.
@@ -62,7 +63,8 @@ def trained(celebrity_root: Path, weights_path: Path, tmp_path_factory: pytest.T
         "before": before,
         "after": after,
         "steps": steps,
-        "encoder": FaceNetEncoder(model_dir / "model.weights.h5"),
+        # Loaded the way the service loads a model: through the registry (FACEREC_MODEL=<model_id>).
+        "encoder": FaceNetEncoder(load_weights_path(resolve_model(card["model_id"], root=tmp / "cache"))),
         "pretrained": FaceNetEncoder(weights_path),
         "models_root": tmp / "cache",
     }
