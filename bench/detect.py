@@ -1,0 +1,319 @@
+"""Face detection: the compiled MTCNN vs the ``mtcnn`` package, latency and agreement, in one run.
+
+Test photos (all from real images; ``--background`` defaults to scikit-learn's bundled ``china.jpg``, a
+640x427 photo of a temple with no face, when scikit-learn is installed):
+
+* ``1080p`` (a hard case: its busy background gives PNet thousands of candidates): the background resized to
+  1920x1080, one 5-celebrity photo (``val/ben_afflek``, first file) resized to 600 px high pasted at (660, 240);
+  the face is about 250 px;
+* ``1080p_portrait``: the same photo upscaled to 1080 px high, centred, its edge columns repeated out to
+  1920 px wide (face about 450 px, plain background);
+* ``640x480``: the background resized to 640x480, the same photo resized to 300 px high pasted at (170, 90);
+* ``lfw``: one LFW 250x250 image (``--lfw-root``, the first image of ``Aaron_Eckhart``), as is.
+
+Latency (per image, p50/p95 ms over ``--repeats`` calls after 3 warm-up calls): the naive baseline is the
+package's ``MTCNN.detect_faces`` on the full image; it is compared with ``FaceDetector(backend="compiled")`` at
+each ``--max-sides`` value and with ``FaceDetector(backend="package")`` (package on the downscaled copy).
+
+Agreement: on ``--n-lfw`` LFW images (random, ``--seed``) and on ``--canvases`` multi-face canvases (4-6 LFW
+faces cut out with a margin, pasted at 40-320 px on the background resized to 1280x960), each compiled
+detection is matched to a package detection (``detect_faces`` on the same full image, greedy by IoU >= 0.5):
+mean IoU, share >= 0.9, misses (package faces with no match), extras (compiled faces with no match) and the
+landmark error over the box side. ``lfw`` and ``canvas`` compare the algorithms on the same image
+(``CompiledMTCNN.detect`` vs ``detect_faces``, min face 20 px); ``canvas_detector`` compares the product path
+(``FaceDetector`` with its default downscaling and filters) against the package on the full image.
+
+Usage:
+
+    flock /tmp/facerec-timed.lock .venv/bin/python bench/detect.py --lfw-root <lfw-deepfunneled> \\
+        --out reports/detect.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+Rows = npt.NDArray[np.float64]
+"""Detections as rows ``(x1, y1, x2, y2, confidence, 5 landmark x, 5 landmark y)`` in source pixels."""
+
+
+def read_rgb(path: Path) -> Image:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"cannot read {path}")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def background(path: Path | None) -> Image:
+    """The canvas photo: ``path``, or scikit-learn's ``china.jpg``, or (neither available) a smooth gradient."""
+    if path is None:
+        try:
+            import sklearn
+
+            path = Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
+        except ImportError:
+            path = None
+    if path is not None and path.is_file():
+        return read_rgb(path)
+    ys, xs = np.mgrid[0:480, 0:640]
+    return np.stack([xs * 255 // 640, ys * 255 // 480, np.full_like(xs, 128)], axis=-1).astype(np.uint8)
+
+
+def paste(canvas: Image, photo: Image, height: int, x: int, y: int) -> Image:
+    """``canvas`` with ``photo`` resized to ``height`` px high pasted with its top-left at (x, y)."""
+    width = round(photo.shape[1] * height / photo.shape[0])
+    small = cv2.resize(
+        photo, (width, height), interpolation=cv2.INTER_AREA if height < photo.shape[0] else cv2.INTER_LINEAR
+    )
+    out = canvas.copy()
+    h, w = min(height, out.shape[0] - y), min(width, out.shape[1] - x)
+    out[y : y + h, x : x + w] = small[:h, :w]
+    return out
+
+
+def portrait(photo: Image, width: int, height: int) -> Image:
+    """``photo`` upscaled to ``height`` px high and centred, its left and right edge columns repeated out to
+    ``width`` (a plain studio-like background)."""
+    w = round(photo.shape[1] * height / photo.shape[0])
+    big = cv2.resize(photo, (w, height), interpolation=cv2.INTER_CUBIC)
+    left = (width - w) // 2
+    return np.ascontiguousarray(cv2.copyMakeBorder(big, 0, 0, left, width - w - left, cv2.BORDER_REPLICATE))
+
+
+def resized(image: Image, width: int, height: int) -> Image:
+    return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC))
+
+
+def package_rows(mtcnn: Any, image: Image, min_face_size: int = 20) -> Rows:
+    raw = mtcnn.detect_faces(image, min_face_size=min_face_size)
+    rows = []
+    for r in raw:
+        x, y, w, h = (float(v) for v in r["box"])
+        kp = r["keypoints"]
+        names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+        rows.append(
+            [x, y, x + w, y + h, float(r["confidence"])]
+            + [float(kp[n][0]) for n in names]
+            + [float(kp[n][1]) for n in names]
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 15)
+
+
+def detector_rows(detector: Any, image: Image) -> Rows:
+    rows = []
+    for d in detector.detect(image):
+        lm = d.landmarks
+        pts = [lm.left_eye, lm.right_eye, lm.nose, lm.mouth_left, lm.mouth_right]
+        b = d.box
+        rows.append([b.x, b.y, b.x2, b.y2, d.confidence] + [p[0] for p in pts] + [p[1] for p in pts])
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 15)
+
+
+def iou_matrix(a: Rows, b: Rows) -> npt.NDArray[np.float64]:
+    ix = np.maximum(0, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]))
+    iy = np.maximum(0, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]))
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+class Agreement:
+    """Matches one detector's faces to the reference's, image by image, and sums up."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.reference_faces = 0
+        self.ious: list[float] = []
+        self.landmark_errors: list[float] = []
+        self.misses = 0
+        self.extras = 0
+
+    def add(self, reference: Rows, candidate: Rows) -> None:
+        self.images += 1
+        self.reference_faces += len(reference)
+        if len(reference) == 0 or len(candidate) == 0:
+            self.misses += len(reference)
+            self.extras += len(candidate)
+            return
+        m = iou_matrix(reference, candidate)
+        used_r: set[int] = set()
+        used_c: set[int] = set()
+        for flat in np.argsort(-m, axis=None):
+            i, j = divmod(int(flat), m.shape[1])
+            if m[i, j] < 0.5:
+                break
+            if i in used_r or j in used_c:
+                continue
+            used_r.add(i)
+            used_c.add(j)
+            self.ious.append(float(m[i, j]))
+            side = max(reference[i, 2] - reference[i, 0], reference[i, 3] - reference[i, 1], 1.0)
+            err = np.hypot(reference[i, 5:10] - candidate[j, 5:10], reference[i, 10:15] - candidate[j, 10:15])
+            self.landmark_errors.append(float(err.max() / side))
+        self.misses += len(reference) - len(used_r)
+        self.extras += len(candidate) - len(used_c)
+
+    def summary(self) -> dict[str, Any]:
+        ious = np.asarray(self.ious)
+        lm = np.asarray(self.landmark_errors)
+        return {
+            "images": self.images,
+            "reference_faces": self.reference_faces,
+            "matched": len(self.ious),
+            "mean_iou": round(float(ious.mean()), 4) if len(ious) else None,
+            "min_iou": round(float(ious.min()), 4) if len(ious) else None,
+            "share_iou_ge_0.9_of_reference": round(float((ious >= 0.9).sum() / max(self.reference_faces, 1)), 4),
+            "misses": self.misses,
+            "extras": self.extras,
+            "landmark_max_error_over_side_p99": round(float(np.percentile(lm, 99)), 4) if len(lm) else None,
+        }
+
+
+def latency(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1)}
+
+
+def face_cutout(image: Image, rows: Rows) -> Image | None:
+    """The largest face of ``image`` with half a box of margin around it, or ``None``."""
+    if len(rows) == 0:
+        return None
+    x1, y1, x2, y2 = rows[np.argmax((rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])), :4]
+    mx, my = (x2 - x1) * 0.5, (y2 - y1) * 0.5
+    crop = image[max(int(y1 - my), 0) : int(y2 + my), max(int(x1 - mx), 0) : int(x2 + mx)]
+    return crop if min(crop.shape[:2]) >= 24 else None
+
+
+def make_canvases(bg: Image, cutouts: Sequence[Image], count: int, rng: random.Random) -> list[Image]:
+    """``count`` 1280x960 canvases with 4-6 faces each at 40-320 px (cut-out height), without overlaps."""
+    base = resized(bg, 1280, 960)
+    canvases = []
+    for _ in range(count):
+        canvas = base.copy()
+        taken: list[tuple[int, int, int, int]] = []
+        for _ in range(rng.randint(4, 6)):
+            face = rng.choice(cutouts)
+            for _attempt in range(50):
+                h = rng.randint(40, 320)
+                w = round(face.shape[1] * h / face.shape[0])
+                x, y = rng.randint(0, 1280 - w), rng.randint(0, 960 - h)
+                if all(x + w <= a or a + c <= x or y + h <= b or b + d <= y for a, b, c, d in taken):
+                    canvas = paste(canvas, face, h, x, y)
+                    taken.append((x, y, w, h))
+                    break
+        canvases.append(canvas)
+    return canvases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lfw-root", type=Path, required=True, help="lfw-deepfunneled/<Name>/<Name>_NNNN.jpg")
+    parser.add_argument("--background", type=Path, default=None, help="canvas photo (default: sklearn china.jpg)")
+    parser.add_argument("--n-lfw", type=int, default=1000)
+    parser.add_argument("--canvases", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--max-sides", default="1280,960,800", help="FaceDetector max_side values to time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    from mtcnn import MTCNN
+
+    from embeddings import weights
+    from embeddings.detector import FaceDetector
+    from embeddings.mtcnn_compiled import CompiledMTCNN
+
+    rng = random.Random(args.seed)
+    bg = background(args.background)
+    celeb_dir = weights.sample_dataset_path() / "val" / "ben_afflek"
+    celeb = read_rgb(sorted(celeb_dir.iterdir())[0])
+    lfw_one = read_rgb(args.lfw_root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
+    photos = {
+        "1080p": paste(resized(bg, 1920, 1080), celeb, 600, 660, 240),
+        "1080p_portrait": portrait(celeb, 1920, 1080),
+        "640x480": paste(resized(bg, 640, 480), celeb, 300, 170, 90),
+        "lfw_250": lfw_one,
+    }
+
+    package = MTCNN(device="CPU:0")
+    compiled = CompiledMTCNN()
+    sides = [int(s) for s in args.max_sides.split(",") if s]
+    detectors = {f"compiled_max{s}": FaceDetector(max_side=s) for s in sides}
+    detectors["package_max1280"] = FaceDetector(backend="package")
+
+    report: dict[str, Any] = {"latency": {}, "faces_found": {}, "agreement": {}}
+    for name, image in photos.items():
+        row: dict[str, Any] = {"shape": list(image.shape[:2])}
+        row["package_full_image"] = latency(functools.partial(package.detect_faces, image), args.repeats)
+        base = row["package_full_image"]["p50_ms"]
+        found = {"package_full_image": len(package.detect_faces(image))}
+        for dname, det in detectors.items():
+            row[dname] = latency(functools.partial(det.detect, image), args.repeats)
+            row[dname]["speedup_p50"] = round(base / row[dname]["p50_ms"], 2)
+            found[dname] = len(det.detect(image))
+        report["latency"][name] = row
+        report["faces_found"][name] = found
+        print(name, json.dumps(row), flush=True)
+
+    if not args.skip_agreement:
+        people = sorted(p for p in args.lfw_root.iterdir() if p.is_dir())
+        files = sorted(f for p in people for f in p.iterdir() if f.suffix == ".jpg")
+        sample = rng.sample(files, min(args.n_lfw, len(files)))
+        lfw = Agreement()
+        cutouts: list[Image] = []
+        for path in sample:
+            image = read_rgb(path)
+            ref = package_rows(package, image)
+            lfw.add(ref, compiled.detect(image))
+            if len(cutouts) < 300:
+                cut = face_cutout(image, ref)
+                if cut is not None:
+                    cutouts.append(cut)
+        report["agreement"]["lfw"] = lfw.summary()
+        print("lfw", json.dumps(report["agreement"]["lfw"]), flush=True)
+
+        canvas = Agreement()
+        product = Agreement()
+        product_detector = FaceDetector()
+        for image in make_canvases(bg, cutouts, args.canvases, rng):
+            ref = package_rows(package, image)
+            canvas.add(ref, compiled.detect(image))
+            keep = ref[(ref[:, 4] >= product_detector.min_confidence)]
+            product.add(keep, detector_rows(product_detector, image))
+        report["agreement"]["canvas"] = canvas.summary()
+        report["agreement"]["canvas_detector"] = product.summary()
+        print("canvas", json.dumps(report["agreement"]["canvas"]), flush=True)
+        print("canvas_detector", json.dumps(report["agreement"]["canvas_detector"]), flush=True)
+
+    print(json.dumps(report, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
