@@ -243,3 +243,16 @@ def test_reindex_refuses_without_crops_and_erasure_removes_crops(
         raw = (data / "gallery.sqlite3").read_bytes() + (data / "gallery.sqlite3-wal").read_bytes()
         for png in pngs:
             assert png is not None and png[100:164] not in raw
+
+
+def test_unknown_model_fails_the_model_load(cache: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    app = create_app(Settings(data=tmp_path / "data", model="no-such-model"))
+    with TestClient(app) as client:
+        client.portal.call(app.state.model_loaded.wait)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["model"] is False
+        assert app.state.load_error == "the model failed to load: UnknownModel"
