@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 from rich.console import Console
@@ -27,21 +28,21 @@ def list_cmd(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         typer.echo(json.dumps({"models": [m.summary() for m in models], "invalid": broken}))
         return
-    table = Table(
-        "model id", "kind", "base", "threshold", "accuracy before", "accuracy after", "TAR@FAR1e-3 after",
-        title=f"{len(models)} models ({models_dir()})",
-    )  # fmt: skip
+    table = Table(title=f"{len(models)} models ({models_dir()})")
+    table.add_column("model id", no_wrap=True)
+    for name in ("kind", "base", "threshold", "accuracy before", "accuracy after", "TAR@FAR1e-3 after"):
+        table.add_column(name)
     for m in models:
         s = m.summary()
         if m.kind == "pretrained":
             lfw = s["validation"]["lfw_view2"]
-            before, after, tar = "-", f"{_fmt(lfw['accuracy'])} (LFW View 2)", _fmt(lfw["tar_at_far_1e-3"])
+            before, after, tar = "-", f"{_fmt(lfw['accuracy'])} (LFW)", _fmt(lfw["tar_at_far_1e-3"])
         else:
             val = s["validation"] if isinstance(s["validation"], dict) else {}
             b, a = val.get("before") or {}, val.get("after") or {}
             before, after, tar = _fmt(b.get("accuracy")), _fmt(a.get("accuracy")), _fmt(a.get("tar_at_far_1e-3"))
         table.add_row(m.model_id, m.kind, s["base_model_id"] or "-", _fmt(m.threshold, 3), before, after, tar)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     for name, reason in broken.items():
         console.print(f"[red]unusable[/] {name}: {reason}")
