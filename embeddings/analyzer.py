@@ -13,8 +13,8 @@ from embeddings import weights as weights_mod
 from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face
 from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
+from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, create_encoder
 from embeddings.errors import LowQuality, MultipleFaces, NoFace
-from embeddings.facenet import FaceNetEncoder
 from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
 from embeddings.model_card import default_threshold
 from embeddings.quality import QualityThresholds, assess
@@ -29,7 +29,8 @@ class AnalyzerConfig:
     """Pipeline settings. ``margin`` is a fraction of the box; ``rotate`` levels the eyes; ``flip_tta`` averages
     each face with its mirror image; ``min_detection_confidence`` / ``min_face_size`` filter detections (source
     pixels); ``detect_max_side`` is the longer side (px) above which detection runs on a downscaled copy;
-    ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images."""
+    ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images; ``encoder`` is the encoder
+    precision (``fp32``, ``bf16`` or ``int8``, see :mod:`embeddings.encoders`)."""
 
     margin: float = DEFAULT_MARGIN
     rotate: bool = True
@@ -40,6 +41,11 @@ class AnalyzerConfig:
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 32
+    encoder: str = DEFAULT_PRECISION
+
+    def __post_init__(self) -> None:
+        if self.encoder not in PRECISIONS:
+            raise ValueError(f"encoder must be one of {', '.join(PRECISIONS)}; got {self.encoder!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,9 @@ class FaceAnalyzer:
             min_face_size=self.config.min_face_size,
             max_side=self.config.detect_max_side,
         )
-        self.encoder = FaceNetEncoder(path, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta)
+        self.encoder = create_encoder(
+            path, self.config.encoder, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta
+        )
         self.encode_fn: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]] | None = None
         """When set, :meth:`encode` calls this instead of the encoder (e.g. a service's shared micro-batcher)."""
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from embeddings.align import align_face
 from embeddings.detector import FaceDetector, pick_primary
-from embeddings.facenet import FaceNetEncoder
+from embeddings.facenet import BatchedEncoder
 from embeddings.images import decode_image
 from embeddings.types import EMBEDDING_DIM, Box, Detection, Landmarks
 
@@ -89,7 +89,7 @@ def embed_detected(
     root: Path,
     detections: dict[str, Detection | None],
     *,
-    encoder: FaceNetEncoder,
+    encoder: BatchedEncoder,
     settings: AlignSettings,
     batch_size: int = 32,
     progress: Progress = _noop,

@@ -63,19 +63,65 @@ def load_source_h5(model: Any, path: Path) -> int:
     return loaded
 
 
-class FaceNetEncoder:
-    """Encodes aligned faces into unit 128-d embeddings with a compiled ``tf.function`` (not ``predict``).
+class BatchedEncoder:
+    """The shared encoder contract: prewhiten uint8 crops, run the network in batches of at most ``batch_size``,
+    optionally average each face with its mirror image (``flip_tta``), and L2-normalise.
 
-    ``batch_size`` bounds one forward pass; larger inputs are split. ``flip_tta`` averages each face's
-    embedding with its mirror image's before normalising (test-time augmentation).
+    Subclasses implement :meth:`forward` (one batch, prewhitened float32 (n, 160, 160, 3) -> (n, 128)). With
+    ``flip_tta`` the originals and their mirror images go through the network as one concatenated batch.
     """
+
+    precision = "fp32"
+    """What the network computes in: ``fp32``, ``bf16`` or ``int8`` (see :mod:`embeddings.encoders`)."""
+
+    def __init__(self, weights_path: Path, *, batch_size: int = 32, flip_tta: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.weights_path = Path(weights_path)
+        self.batch_size = batch_size
+        self.flip_tta = flip_tta
+
+    def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One forward pass on prewhitened float32 (n, 160, 160, 3), n <= ``batch_size``; (n, 128) output."""
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Run the network once so that the first real request pays no tracing or compilation cost."""
+        self.encode(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))
+
+    def raw(self, whitened: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run the network on prewhitened float32 (N, 160, 160, 3) input; un-normalised (N, 128) output."""
+        outputs = []
+        for start in range(0, len(whitened), self.batch_size):
+            chunk = np.ascontiguousarray(whitened[start : start + self.batch_size], dtype=np.float32)
+            outputs.append(np.asarray(self.forward(chunk), dtype=np.float32))
+        if not outputs:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.concatenate(outputs, axis=0)
+
+    def encode(self, crops: npt.NDArray[np.uint8], *, flip_tta: bool | None = None) -> npt.NDArray[np.float32]:
+        """Embed aligned RGB uint8 crops of shape (N, 160, 160, 3) -> float32 (N, 128), unit L2 norm."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(f"expected (N, {CROP_SIZE}, {CROP_SIZE}, 3) crops, got {crops.shape}")
+        whitened = prewhiten(crops)
+        use_flip = self.flip_tta if flip_tta is None else flip_tta
+        n = len(crops)
+        if use_flip and n:
+            both = self.raw(np.concatenate([whitened, whitened[:, :, ::-1, :]], axis=0))
+            return l2_normalize(both[:n] + both[n:])
+        return l2_normalize(self.raw(whitened))
+
+
+class FaceNetEncoder(BatchedEncoder):
+    """The fp32 reference encoder: the Keras model run by a compiled ``tf.function`` (not ``predict``)."""
+
+    precision = "fp32"
 
     def __init__(self, weights_path: Path, *, batch_size: int = 32, flip_tta: bool = False) -> None:
         import tensorflow as tf
 
-        self.batch_size = batch_size
-        self.flip_tta = flip_tta
-        self.weights_path = Path(weights_path)
+        super().__init__(weights_path, batch_size=batch_size, flip_tta=flip_tta)
         self.model = build_model()
         self.model.load_weights(str(self.weights_path))
         model = self.model
@@ -89,31 +135,8 @@ class FaceNetEncoder:
 
         self._forward = forward
 
-    def warm_up(self) -> None:
-        """Trace and run the compiled function once so that the first real request is not slow."""
-        self.encode(np.zeros((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8))
-
-    def raw(self, whitened: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run the network on prewhitened float32 (N, 160, 160, 3) input; un-normalised (N, 128) output."""
-        outputs = []
-        for start in range(0, len(whitened), self.batch_size):
-            chunk = whitened[start : start + self.batch_size]
-            outputs.append(np.asarray(self._forward(chunk), dtype=np.float32))
-        if not outputs:
-            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        return np.concatenate(outputs, axis=0)
-
-    def encode(self, crops: npt.NDArray[np.uint8], *, flip_tta: bool | None = None) -> npt.NDArray[np.float32]:
-        """Embed aligned RGB uint8 crops of shape (N, 160, 160, 3) -> float32 (N, 128), unit L2 norm."""
-        crops = np.asarray(crops)
-        if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
-            raise ValueError(f"expected (N, {CROP_SIZE}, {CROP_SIZE}, 3) crops, got {crops.shape}")
-        whitened = prewhiten(crops)
-        emb = self.raw(whitened)
-        use_flip = self.flip_tta if flip_tta is None else flip_tta
-        if use_flip and len(crops):
-            emb = emb + self.raw(np.ascontiguousarray(whitened[:, :, ::-1, :]))
-        return l2_normalize(emb)
+    def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(self._forward(batch), dtype=np.float32)
 
 
 def l2_normalize(x: npt.NDArray[np.float32], eps: float = 1e-10) -> npt.NDArray[np.float32]:

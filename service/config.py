@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embeddings import AnalyzerConfig, QualityThresholds, default_threshold
+from embeddings.encoders import DEFAULT_PRECISION, Precision
 from embeddings.models import model_threshold
 from embeddings.weights import MODEL_ID
 
@@ -86,6 +87,13 @@ class Settings(BaseSettings):
     batch_max_queue: int = Field(
         default=128, ge=1, description="Micro-batcher: faces allowed to wait for the encoder; more get 429."
     )
+    encoder: Precision = Field(
+        default=DEFAULT_PRECISION,
+        description=(
+            "Encoder precision: fp32 (TensorFlow, the reference), bf16 or int8 (OpenVINO; converted from the "
+            "weights on first use and cached). Trade-off and figures: docs/BENCHMARKS.md, 'Encoder precision'."
+        ),
+    )
     ready_timeout_s: float = Field(default=60.0, ge=0.0, description="How long a request waits for the model to load.")
     rate_limit_per_minute: float = Field(
         default=600.0, ge=0.0, description="Sustained requests per minute per API key (or client IP); 0 = off."
@@ -122,6 +130,7 @@ class Settings(BaseSettings):
                 min_sharpness=self.min_sharpness,
             ),
             max_pixels=self.max_pixels,
+            encoder=self.encoder,
         )
 
 

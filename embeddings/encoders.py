@@ -1,0 +1,43 @@
+"""Choosing the encoder backend by precision (``AnalyzerConfig.encoder`` / ``FACEREC_ENCODER``).
+
+* ``fp32``: the reference Keras model on TensorFlow (:class:`embeddings.facenet.FaceNetEncoder`).
+* ``bf16``: the same model converted to OpenVINO, run with bfloat16 arithmetic.
+* ``int8``: the same model statically quantised to int8 by NNCF, run by OpenVINO.
+
+Every backend has the same interface: ``encode(uint8 (N, 160, 160, 3)) -> unit float32 (N, 128)``, ``raw``,
+``warm_up``, ``batch_size``, ``flip_tta``, ``precision``. Embeddings of different precisions of one weights file
+are interchangeable within the measured tolerance (docs/BENCHMARKS.md, "Encoder precision"), so the precision is
+not part of the model id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from embeddings.facenet import BatchedEncoder, FaceNetEncoder
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
+DEFAULT_PRECISION: Precision = "fp32"
+"""The default backend, chosen by the measurements in docs/BENCHMARKS.md ("Encoder precision")."""
+
+
+def create_encoder(
+    weights_path: Path,
+    precision: str = DEFAULT_PRECISION,
+    *,
+    batch_size: int = 32,
+    flip_tta: bool = False,
+    cache_root: Path | None = None,
+) -> BatchedEncoder:
+    """The encoder of ``weights_path`` at ``precision``; a fast path converts (once, cached) on first use."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"encoder precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return FaceNetEncoder(weights_path, batch_size=batch_size, flip_tta=flip_tta)
+    from embeddings.facenet_openvino import OpenVinoEncoder
+
+    return OpenVinoEncoder(
+        weights_path, precision=precision, batch_size=batch_size, flip_tta=flip_tta, cache_root=cache_root
+    )
