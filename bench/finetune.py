@@ -5,9 +5,10 @@ Protocol (see docs/BENCHMARKS.md, "Fine-tuning"):
   ``--max-per-person`` images each, the first in name order), split by person into train and validation.
 - Test: the 1,000 pairs of ``pairsDevTest.txt``, embedded with the serving pipeline (MTCNN detections reused from
   ``--detections``, align margin 0.15 + eye rotation, prewhiten, flip test-time augmentation).
-- Degraded domain: every aligned 160x160 crop (the crop, not the whole photo; detections come from the clean
-  photo) is made grayscale, area-downscaled to 40x40, upscaled back (bilinear) and JPEG-encoded at quality 30
-  (``embeddings.training.augment.degrade``; deterministic). Train, validation and test crops alike.
+- Degraded domains (``embeddings.training.augment.degrade``: grayscale, area-downscaled to 40x40, upscaled back
+  bilinearly, JPEG quality 30; deterministic; train, validation and test images alike; detections always come
+  from the clean photo): ``degraded`` degrades every aligned 160x160 crop (the face ends up ~35 px wide);
+  ``lowres`` degrades the whole 250x250 photo before alignment (the face ends up ~17 px wide).
 - Accuracy: (1) the View 1 convention of ``facerec eval lfw``: the threshold that maximises accuracy on the
   1,000 test pairs themselves (optimistic, the same rule before and after); (2) the honest one: the threshold
   chosen on the validation people's pairs (the model card's), applied unchanged to the test pairs.
@@ -52,6 +53,7 @@ def _options(args: argparse.Namespace, loss: str = "triplet") -> Any:
     test = read_pairs(args.lfw / "pairsDevTest.txt")
     excluded = tuple(sorted({p.split("/")[0] for pr in test for p in (pr.a, pr.b)}))
     degraded = args.domain == "degraded"
+    lowres = args.domain == "lowres"
     return TrainOptions(
         name=f"lfw-{args.domain}-{loss}",
         fit=FitConfig(
@@ -65,7 +67,10 @@ def _options(args: argparse.Namespace, loss: str = "triplet") -> Any:
         exclude=excluded,
         val_fraction=0.15,
         transform=degrade if degraded else None,
-        transform_name="degrade(gray, 40px, jpeg30)" if degraded else None,
+        photo_transform=degrade if lowres else None,
+        transform_name=(
+            "degrade(gray, 40px, jpeg30)" if degraded else "degrade whole photo(gray, 40px, jpeg30)" if lowres else None
+        ),
         seed_detections=args.detections,
     )
 
@@ -91,6 +96,7 @@ def _test_set(args: argparse.Namespace, head: Any, options: Any) -> tuple[Any, n
         n_variants=2,
         seed=options.seed,
         transform=options.transform,
+        photo_transform=options.photo_transform,
         margin=options.margin,
         rotate=options.rotate,
     )
@@ -121,10 +127,14 @@ def _test_metrics(tail: Any, test: Any, ok: npt.NDArray[np.bool_], val_threshold
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from embeddings import weights as weights_mod
+    from embeddings.training.network import split_model
     from embeddings.training.trainer import prepare
 
     t0 = time.monotonic()
     options = _options(args)
+    pretrained = split_model(weights_mod.resolve(), options.cut)
+    test, ok, _ = _test_set(args, pretrained.head, options)  # first: the pretrained model's figure on this domain
+    print("pretrained on pairsDevTest:", json.dumps(_test_metrics(pretrained.tail, test, ok, 1.075)), flush=True)
     prepared = prepare(
         args.lfw / "lfw-deepfunneled",
         options,
@@ -132,7 +142,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         work_dir=WORK / args.domain,
         stage=_stage,
     )
-    _test_set(args, prepared.split.head, options)
     print(json.dumps(prepared.summary, indent=1))
     print(f"prepared {args.domain} in {time.monotonic() - t0:.0f} s (untimed)")
 
@@ -232,7 +241,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
     emb: dict[str, Any] = {}
     for s in range(0, len(paths), 32):
         chunk = [p for p in paths[s : s + 32] if raw.get(p)]
-        crops = [load_crop(args.lfw / "lfw-deepfunneled", p, detection_from_json(raw[p])) for p in chunk]
+        crops = [
+            load_crop(
+                args.lfw / "lfw-deepfunneled", p, detection_from_json(raw[p]), photo_transform=options.photo_transform
+            )
+            for p in chunk
+        ]
         if options.transform is not None:
             crops = [options.transform(c) for c in crops]
         for p, e in zip(chunk, encoder.encode(np.stack(crops)), strict=True):
@@ -292,7 +306,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("prepare", "train", "verify", "report"):
         p = sub.add_parser(name)
-        p.add_argument("--domain", choices=("clean", "degraded"), default="clean")
+        p.add_argument("--domain", choices=("clean", "degraded", "lowres"), default="clean")
         p.add_argument("--lfw", type=Path, default=LFW)
         p.add_argument("--detections", type=Path, default=DETECTIONS)
         p.add_argument("--max-per-person", type=int, default=8)

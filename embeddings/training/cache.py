@@ -74,10 +74,12 @@ def cached_activations(
     transform: Transform | None = None,
     margin: float,
     rotate: bool,
+    photo_transform: Transform | None = None,
     progress: Callable[[int], None] = lambda _: None,
 ) -> npt.NDArray[np.float16]:
     """``compute_activations`` for ``items`` (relative path, detection), loaded from ``path`` (.npy) when it
-    exists, else computed and saved there atomically. The caller puts the settings' ``cache_key`` in ``path``."""
+    exists, else computed and saved there atomically. The caller puts the settings' ``cache_key`` in ``path``.
+    ``photo_transform`` alters the whole photo before alignment, ``transform`` the aligned crop."""
     from embeddings.training.data import load_crop
 
     if path.is_file():
@@ -87,7 +89,9 @@ def cached_activations(
             return np.asarray(arr)
     acts = compute_activations(
         head,
-        lambda i: load_crop(root, items[i][0], items[i][1], margin=margin, rotate=rotate),
+        lambda i: load_crop(
+            root, items[i][0], items[i][1], margin=margin, rotate=rotate, photo_transform=photo_transform
+        ),
         len(items),
         n_variants=n_variants,
         seed=seed,

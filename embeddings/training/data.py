@@ -93,10 +93,22 @@ def detect(
 
 
 def load_crop(
-    root: Path, rel_path: str, detection: Detection, *, margin: float = DEFAULT_MARGIN, rotate: bool = True
+    root: Path,
+    rel_path: str,
+    detection: Detection,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    rotate: bool = True,
+    photo_transform: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """The aligned 160x160 RGB uint8 crop of one detected face, exactly as serving makes it."""
-    return align_face(decode_image((root / rel_path).read_bytes()), detection, margin=margin, rotate=rotate)
+    """The aligned 160x160 RGB uint8 crop of one detected face, exactly as serving makes it.
+
+    ``photo_transform`` (e.g. a simulated camera) alters the whole decoded photo before alignment; the detection
+    (from the original photo) is used as is, so the photo must keep its size."""
+    image = decode_image((root / rel_path).read_bytes())
+    if photo_transform is not None:
+        image = photo_transform(image)
+    return align_face(image, detection, margin=margin, rotate=rotate)
 
 
 def validation_pairs(

@@ -39,7 +39,8 @@ def _no_stage(_: str, __: int) -> Callable[[int], None]:
 @dataclass(frozen=True)
 class TrainOptions:
     """What to train on and how. ``transform`` (with a ``transform_name`` for the card) alters every aligned
-    crop before augmentation, e.g. a simulated camera; ``seed_detections`` is a read-only detections JSON
+    crop before augmentation, e.g. a simulated camera, and ``photo_transform`` every whole photo before
+    alignment (the detections stay those of the original photo); ``seed_detections`` is a read-only detections JSON
     (dataset.py format) used before running the detector."""
 
     name: str = "custom"
@@ -55,6 +56,7 @@ class TrainOptions:
     rotate: bool = True
     seed: int = 0
     transform: Transform | None = None
+    photo_transform: Transform | None = None
     transform_name: str | None = None
     seed_detections: Path | None = None
 
@@ -134,6 +136,7 @@ def prepare(
             n_variants=n_variants,
             seed=options.seed,
             transform=options.transform,
+            photo_transform=options.photo_transform,
             margin=options.margin,
             rotate=options.rotate,
             progress=stage(f"cache {kind} activations", len(items_ok)),
