@@ -72,6 +72,16 @@ def proc_sample(pid: int) -> tuple[int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def proc_detail(pid: int) -> dict[str, int]:
+    """Threads, and anonymous / file-backed resident memory (KiB, ``RssAnon``/``RssFile``) of ``pid``."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Threads", "RssAnon", "RssFile"):
+            out[key.lower()] = int(value.split()[0])
+    return out
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -106,7 +116,7 @@ def is_error(status: str) -> bool:
 
 
 class ServerProcess:
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.data, self.log = data, log
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -117,6 +127,7 @@ class ServerProcess:
             "FACEREC_RATE_LIMIT_PER_MINUTE": "0",
         }
         self.env.pop("FACEREC_MAX_PENDING", None)  # the default, so overload 429s stay possible
+        self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def create_key(self) -> str:
@@ -197,7 +208,8 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     root = args.dataset
     train, val = photos(root / "train"), photos(root / "val")
     tmp = Path(tempfile.mkdtemp(prefix="facerec-load-"))
-    server = ServerProcess(tmp / "data", tmp / "server.log")
+    extra_env = dict(kv.split("=", 1) for kv in args.server_env)
+    server = ServerProcess(tmp / "data", tmp / "server.log", extra_env)
     server.data.mkdir()
     stats = Stats()
     samples: list[dict[str, float]] = []
@@ -277,10 +289,14 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
                 while True:
                     rss, fds = proc_sample(server.pid)
                     t = time.monotonic() - start
-                    samples.append({"t": round(t, 1), "rss_kib": rss, "fds": fds, "requests": stats.requests})
-                    if len(samples) % 12 == 1:
+                    detail = proc_detail(server.pid)
+                    samples.append(
+                        {"t": round(t, 1), "rss_kib": rss, "fds": fds, "requests": stats.requests, **detail}
+                    )
+                    if len(samples) % args.print_every == 1:
                         print(
-                            f"  t={t:6.0f}s rss={rss / 1024:7.1f} MiB fds={fds:4d} requests={stats.requests}",
+                            f"  t={t:6.0f}s rss={rss / 1024:7.1f} MiB (anon {detail['rssanon'] / 1024:.1f})"
+                            f" fds={fds:4d} threads={detail['threads']} requests={stats.requests}",
                             flush=True,
                         )
                     await asyncio.sleep(args.sample_every)
@@ -396,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fd-slack", type=int, default=5, help="fail above this fd growth")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dir and server log")
+    ap.add_argument("--print-every", type=int, default=12, help="print every Nth RSS sample")
+    ap.add_argument(
+        "--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the server"
+    )
     args = ap.parse_args(argv)
 
     res = asyncio.run(run_load(args))
