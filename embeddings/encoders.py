@@ -19,7 +19,7 @@ from embeddings.facenet import BatchedEncoder, FaceNetEncoder
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
-DEFAULT_PRECISION: Precision = "fp32"
+DEFAULT_PRECISION: Precision = "bf16"
 """The default backend, chosen by the measurements in docs/BENCHMARKS.md ("Encoder precision")."""
 
 

@@ -1,4 +1,5 @@
-"""The golden distance matrix: a few fixed faces of the 5-celebrity set, embedded with the default pipeline.
+"""The golden distance matrix: a few fixed faces of the 5-celebrity set, embedded with the default pipeline and
+the fp32 (TensorFlow) encoder.
 
 ``python -m tests.golden`` rewrites ``tests/data/golden.json`` (only when the pipeline is changed on purpose);
 ``tests/embeddings/test_golden.py`` checks that the real weights still give the same distances within 1e-3.
@@ -38,9 +39,9 @@ def golden_matrix(analyzer: object, root: Path) -> tuple[list[str], np.ndarray]:
 
 
 def main() -> None:
-    from embeddings import FaceAnalyzer, weights
+    from embeddings import AnalyzerConfig, FaceAnalyzer, weights
 
-    names, matrix = golden_matrix(FaceAnalyzer(), weights.sample_dataset_path())
+    names, matrix = golden_matrix(FaceAnalyzer(AnalyzerConfig(encoder="fp32")), weights.sample_dataset_path())
     GOLDEN_FILE.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN_FILE.write_text(json.dumps({"images": names, "distances": np.round(matrix, 5).tolist()}, indent=1) + "\n")
     print(f"wrote {GOLDEN_FILE}")
