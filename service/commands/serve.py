@@ -27,6 +27,9 @@ def serve(
 
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
+    from service.memory import configure_from_env
+
+    trimmer = configure_from_env()  # before the worker threads exist: bounded malloc arenas, periodic trim
     import uvicorn
 
     from service.app import KeysRequired, check_bind, create_app
@@ -44,10 +47,13 @@ def serve(
         keys.close()
     # uvicorn handles SIGTERM itself while it runs, then re-raises it to the handler found at start: this one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
-    )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+        )
+    finally:
+        trimmer.stop()
