@@ -133,6 +133,7 @@ def ensure_ir(
         meta["calibration_faces"] = len(crops)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; a cache built by root (an image build) must stay readable
     try:
         ov.save_model(model, tmp / MODEL_FILE, compress_to_fp16=False)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
