@@ -59,7 +59,7 @@ def _options(args: argparse.Namespace, loss: str = "triplet") -> Any:
         fit=FitConfig(
             loss=loss,
             max_minutes=getattr(args, "max_minutes", 8.0),
-            learning_rate=getattr(args, "lr", 2e-5),
+            learning_rate=getattr(args, "lr", 5e-5),
             max_steps=getattr(args, "max_steps", 4000),
             eval_every=getattr(args, "eval_every", 100),
         ),
@@ -315,7 +315,7 @@ def main() -> None:
         if name == "train":
             p.add_argument("--max-minutes", type=float, default=8.0)
             p.add_argument("--max-steps", type=int, default=4000)
-            p.add_argument("--lr", type=float, default=2e-5)
+            p.add_argument("--lr", type=float, default=5e-5)
             p.add_argument("--eval-every", type=int, default=100)
             p.add_argument("--tag", default="", help="suffix of the result file name (e.g. a learning-rate trial)")
             p.add_argument("--resume", action="store_true")

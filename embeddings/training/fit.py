@@ -35,7 +35,7 @@ class FitConfig:
     margin: float | None = None
     people_per_batch: int = 30
     images_per_person: int = 4
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5
     max_steps: int = 4000
     max_minutes: float = 10.0
     eval_every: int = 100

@@ -26,7 +26,7 @@ def train(
     ),
     people_per_batch: int = typer.Option(30, "--people-per-batch", "-P", min=2, help="P people per batch"),
     images_per_person: int = typer.Option(4, "--images-per-person", "-K", min=2, help="K images per person"),
-    lr: float = typer.Option(2e-5, "--lr", min=0.0, help="Adam learning rate"),
+    lr: float = typer.Option(5e-5, "--lr", min=0.0, help="Adam learning rate"),
     max_steps: int = typer.Option(4000, "--max-steps", min=1, help="Stop after this many batches"),
     max_minutes: float = typer.Option(10.0, "--max-minutes", min=0.0, help="Stop after this much training time"),
     eval_every: int = typer.Option(100, "--eval-every", min=1, help="Validate every N steps"),
