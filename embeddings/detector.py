@@ -109,6 +109,7 @@ class FaceDetector:
             from embeddings.mtcnn_compiled import CompiledMTCNN
 
             self._compiled = CompiledMTCNN()
+            self._compiled.warm_up()
         self._lock = threading.Lock()
 
     def _scaled(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], float]:

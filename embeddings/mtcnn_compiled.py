@@ -159,6 +159,17 @@ class CompiledMTCNN:
         self._rnet = make_refine(rnet, 24)
         self._onet = make_refine(onet, 48)
 
+    def warm_up(self) -> None:
+        """Trace the three graphs and run the small candidate buckets once (about a second), so that the first
+        image with faces pays no tracing cost."""
+        tf = self._tf
+        image = tf.zeros([48, 48, 3], tf.float32)
+        self._pnet_level(image, tf.constant([24, 24]))
+        for size in CANDIDATE_BUCKETS[:3]:
+            boxes = tf.constant(np.tile(np.asarray([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32), (size, 1)))
+            self._rnet(image, boxes)
+            self._onet(image, boxes)
+
     # -- stages ---------------------------------------------------------------------------------------------
 
     def _pnet(self, image: Any, height: int, width: int, min_face_size: float) -> Array:
