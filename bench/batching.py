@@ -240,7 +240,14 @@ def main() -> None:
     analyzer.warm_up()
     crops, photos, aligned = make_inputs(analyzer, paths)
     print(f"{len(crops)} inputs (one face each in both the tight crop and the photo)", flush=True)
-    result: dict[str, Any] = {"inputs": len(crops), "offline_faces_per_s": offline(analyzer, aligned, 5.0)}
+    result: dict[str, Any] = {
+        "inputs": len(crops),
+        "encoder": analyzer.config.encoder,
+        "flip_tta": analyzer.config.flip_tta,
+        "detector": getattr(analyzer.detector, "backend", "?"),
+        "offline_faces_per_s": offline(analyzer, aligned, 5.0),
+    }
+    print({k: result[k] for k in ("encoder", "flip_tta", "detector")}, flush=True)
     print("offline encoder faces/s:", result["offline_faces_per_s"], flush=True)
 
     def offline_b32() -> float:  # the same work as the service (flip-TTA as configured), 4 s
