@@ -56,9 +56,11 @@ def lfw(
     from embeddings.align import DEFAULT_MARGIN
     from embeddings.dataset import AlignSettings, detect_primary_faces, embed_detected, pair_distances
     from embeddings.detector import FaceDetector
-    from embeddings.encoders import create_encoder
+    from embeddings.encoders import PRECISIONS, create_encoder
     from embeddings.evaluation import plot_histogram, plot_roc, read_pairs, summarize
 
+    if encoder_precision not in PRECISIONS:
+        raise typer.BadParameter(f"one of {', '.join(PRECISIONS)}", param_hint="--encoder")
     out.mkdir(parents=True, exist_ok=True)
     protocol = read_pairs(pairs)
     paths = list(dict.fromkeys(p for pr in protocol for p in (pr.a, pr.b)))
