@@ -259,10 +259,33 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=1))
 
 
+def cmd_last(args: argparse.Namespace) -> None:
+    """The LAST weights of a run (its checkpoint), which early stopping may have rejected, on the test pairs:
+    what training did to the test figure, as opposed to what the validation guard let through."""
+    from embeddings import weights as weights_mod
+    from embeddings.training.cache import cache_key
+    from embeddings.training.fit import _load_arrays
+    from embeddings.training.network import split_model
+
+    options = _options(args, args.loss)
+    run = cache_key(loss=args.loss, lr=args.lr, tag=args.tag)
+    arrays = _load_arrays(WORK / args.domain / "checkpoints" / run / "weights.npz")
+    state = json.loads((WORK / args.domain / "checkpoints" / run / "state.json").read_text())
+    sm = split_model(weights_mod.resolve(), options.cut)
+    test, ok, _ = _test_set(args, sm.head, options)
+    for v, a in zip(sm.tail.trainable_variables, arrays["current"], strict=True):
+        v.assign(a)
+    last = state["history"][-1]
+    out = {"step": state["step"], "val_last": last, "test_last": _test_metrics(sm.tail, test, ok, 1.075)}
+    tag = f"-{args.tag}" if args.tag else ""
+    (OUT / f"{args.domain}-{args.loss}{tag}-last.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
 def cmd_report(_: argparse.Namespace) -> None:
     rows = []
     for f in sorted(OUT.glob("*-*.json")):
-        if f.stem.endswith("verify") or f.stem == "summary":
+        if f.stem.endswith(("verify", "last")) or f.stem == "summary":
             continue
         r = json.loads(f.read_text())
         t = r["test_pairsDevTest"]
@@ -304,14 +327,17 @@ def cmd_report(_: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "train", "verify", "report"):
+    for name in ("prepare", "train", "verify", "last", "report"):
         p = sub.add_parser(name)
         p.add_argument("--domain", choices=("clean", "degraded", "lowres"), default="clean")
         p.add_argument("--lfw", type=Path, default=LFW)
         p.add_argument("--detections", type=Path, default=DETECTIONS)
         p.add_argument("--max-per-person", type=int, default=8)
-        if name in ("train", "verify"):
+        if name in ("train", "verify", "last"):
             p.add_argument("--loss", choices=("triplet", "contrastive"), default="triplet")
+        if name == "last":
+            p.add_argument("--lr", type=float, default=5e-5)
+            p.add_argument("--tag", default="")
         if name == "train":
             p.add_argument("--max-minutes", type=float, default=8.0)
             p.add_argument("--max-steps", type=int, default=4000)
@@ -323,7 +349,14 @@ def main() -> None:
                 "--models-root", type=Path, default=WORK / "cache", help="cache root whose models/ gets the model"
             )
     args = parser.parse_args()
-    {"prepare": cmd_prepare, "train": cmd_train, "verify": cmd_verify, "report": cmd_report}[args.cmd](args)
+    commands = {
+        "prepare": cmd_prepare,
+        "train": cmd_train,
+        "verify": cmd_verify,
+        "last": cmd_last,
+        "report": cmd_report,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
