@@ -223,13 +223,15 @@ def fit(
             },
         )
         state["rng"] = rng.bit_generator.state
+        state["loss_avg"], state["active_avg"] = loss_avg, active_avg
         state["queue"] = sampler._queue
         state["config"] = asdict(config) | {"max_minutes": None, "max_steps": None}
         _atomic_json(ckpt_state, state)
 
     started = time.monotonic() - float(state["elapsed"])
     stopped = "max_steps"
-    loss_avg = active_avg = math.nan
+    loss_avg = float(state.get("loss_avg", math.nan))
+    active_avg = float(state.get("active_avg", math.nan))
     last_acc: float | None = state["history"][-1]["val_accuracy"] if state["history"] else None
     while state["step"] < config.max_steps:
         if time.monotonic() - started > config.max_minutes * 60.0:

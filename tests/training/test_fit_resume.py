@@ -1,0 +1,62 @@
+"""The fit loop on a tiny stand-in tail (the loop, not the network, is under test here; the real network is
+trained in test_train_celebrities.py): a resumed run ends exactly where an uninterrupted one does, and the
+checkpoint refuses other training parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.training.fit import FitConfig, PairSet, fit
+from embeddings.training.network import SplitModel
+
+
+def _split() -> SplitModel:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tail = keras.Sequential([keras.Input((3, 3, 8)), keras.layers.Flatten(), keras.layers.Dense(16)])
+    return SplitModel(full=tail, head=None, tail=tail, cut="Mixed_7a")
+
+
+def _data() -> tuple[np.ndarray, np.ndarray, PairSet]:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 4)
+    centres = rng.normal(size=(8, 3, 3, 8))
+    acts = (centres[labels][:, None] + 0.8 * rng.normal(size=(32, 2, 3, 3, 8))).astype(np.float16)
+    val_acts = (centres[np.repeat(np.arange(4), 2)][:, None] + 0.8 * rng.normal(size=(8, 2, 3, 3, 8))).astype(
+        np.float16
+    )
+    a, b = np.array([0, 2, 4, 6, 0, 2, 4, 6]), np.array([1, 3, 5, 7, 2, 4, 6, 0])
+    return acts, labels, PairSet(val_acts, a, b, np.array([True] * 4 + [False] * 4))
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    acts, labels, val = _data()
+    cfg = dict(people_per_batch=4, images_per_person=3, learning_rate=1e-2, eval_every=3, patience=100)
+    straight = _split()
+    r_all = fit(straight, acts, labels, val, FitConfig(max_steps=9, **cfg))  # type: ignore[arg-type]
+    ckpt = tmp_path / "ckpt"
+    first = _split()
+    r1 = fit(first, acts, labels, val, FitConfig(max_steps=6, **cfg), checkpoint_dir=ckpt)  # type: ignore[arg-type]
+    assert r1.steps == 6 and (ckpt / "state.json").is_file()
+    resumed = _split()
+    r2 = fit(resumed, acts, labels, val, FitConfig(max_steps=9, **cfg), checkpoint_dir=ckpt, resume=True)  # type: ignore[arg-type]
+    assert r2.steps == 9 and len(r2.history) == 3
+    assert [h["step"] for h in r2.history] == [h["step"] for h in r_all.history]
+    assert r2.best_step == r_all.best_step
+    for a, b in zip(straight.tail.get_weights(), resumed.tail.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert r2.history[-1]["loss"] == pytest.approx(r_all.history[-1]["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="other training parameters"):
+        fit(
+            _split(),
+            acts,
+            labels,
+            val,
+            FitConfig(max_steps=12, loss="contrastive", **cfg),
+            checkpoint_dir=ckpt,
+            resume=True,
+        )  # type: ignore[arg-type]
