@@ -542,7 +542,8 @@ def server(args: argparse.Namespace) -> None:
 def table(args: argparse.Namespace) -> None:
     """The e2e rows of docs/BENCHMARKS.md's summary table from ``e2e.json`` (markdown on stdout)."""
     d = json.loads(Path(args.results).read_text())
-    srv, nv = d.get("server", {}), d.get("naive_1080p", {})
+    naive_d = json.loads(Path(args.naive_results).read_text()) if args.naive_results else d
+    srv, nv = d.get(args.server_key, {}), naive_d.get("naive_1080p", {})
     cmd = "`python bench/e2e.py server`"
     rows = []
     one = srv.get("one_client_1080p", {}).get("latency", {})
@@ -641,6 +642,8 @@ def main() -> None:
     tb = sub.add_parser("table", help="summary rows for docs/BENCHMARKS.md")
     tb.add_argument("--results", default="/work/reports/e2e/e2e.json")
     tb.add_argument("--clients", type=int, default=16)
+    tb.add_argument("--server-key", default="server", help="the run's --label")
+    tb.add_argument("--naive-results", default=None, help="naive results in another JSON file")
     args = p.parse_args()
     {"build": build, "photos": photos, "naive": naive, "server": server, "table": table}[args.cmd](args)
 
