@@ -290,9 +290,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
                     rss, fds = proc_sample(server.pid)
                     t = time.monotonic() - start
                     detail = proc_detail(server.pid)
-                    samples.append(
-                        {"t": round(t, 1), "rss_kib": rss, "fds": fds, "requests": stats.requests, **detail}
-                    )
+                    samples.append({"t": round(t, 1), "rss_kib": rss, "fds": fds, "requests": stats.requests, **detail})
                     if len(samples) % args.print_every == 1:
                         print(
                             f"  t={t:6.0f}s rss={rss / 1024:7.1f} MiB (anon {detail['rssanon'] / 1024:.1f})"
