@@ -157,7 +157,10 @@ def cpu_has_bf16() -> bool:
 class OpenVinoEncoder(BatchedEncoder):
     """FaceNet through OpenVINO on the CPU at ``precision`` ``bf16`` or ``int8`` (same interface as fp32).
 
-    Thread-safe: each calling thread gets its own infer request on the one compiled model.
+    Thread-safe: a call borrows an infer request from a pool of at most ``max_requests`` on the one compiled
+    model (more concurrent callers wait for one). Each infer request holds its own intermediate buffers (tens of
+    MB at batch 64), so one per calling thread made the service's memory grow with every new worker thread that
+    happened to encode; the pool bounds it.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class OpenVinoEncoder(BatchedEncoder):
         flip_tta: bool = False,
         cache_root: Path | None = None,
         log: Log = _silent,
+        max_requests: int = 2,
     ) -> None:
         import openvino as ov
 
@@ -182,11 +186,35 @@ class OpenVinoEncoder(BatchedEncoder):
         self.compiled = core.compile_model(core.read_model(model_file), "CPU", config)
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         """What OpenVINO actually runs the float layers in (``bf16`` or ``f32``)."""
-        self._local = threading.local()
+        self.max_requests = max(int(max_requests), 1)
+        self._idle: list[Any] = []
+        self._created = 0
+        self._pool = threading.Condition()
+
+    def _borrow(self) -> Any:
+        with self._pool:
+            while not self._idle and self._created >= self.max_requests:
+                self._pool.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._created += 1
+        try:
+            return self.compiled.create_infer_request()
+        except BaseException:
+            with self._pool:
+                self._created -= 1
+                self._pool.notify()
+            raise
+
+    def _give_back(self, request: Any) -> None:
+        with self._pool:
+            self._idle.append(request)
+            self._pool.notify()
 
     def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer({0: batch})
-        return np.array(result[0], dtype=np.float32, copy=True)
+        request = self._borrow()
+        try:
+            result = request.infer({0: batch})
+            return np.array(result[0], dtype=np.float32, copy=True)
+        finally:
+            self._give_back(request)

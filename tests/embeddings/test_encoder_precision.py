@@ -118,14 +118,17 @@ def test_fast_path_is_safe_from_several_threads(
         for _ in range(3):
             results.append(fast_encoder.encode(crops))
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
+    threads = [threading.Thread(target=work) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 9
+    assert len(results) == 18
     for r in results:
         assert np.abs(r - expected).max() < 1e-5
+    # memory stays bounded: six threads share at most ``max_requests`` infer requests (each holds its buffers)
+    assert isinstance(fast_encoder, OpenVinoEncoder)
+    assert 1 <= fast_encoder._created <= fast_encoder.max_requests == 2
 
 
 def test_converted_model_is_cached_per_weights_digest_and_precision(
