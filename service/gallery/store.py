@@ -181,6 +181,15 @@ def storage_errors() -> Iterator[None]:
         raise err from e
 
 
+WRITER_CACHE_KIB = 65_536
+"""SQLite page cache of the one writer connection, KiB (bulk enrolment and index rebuilds read a lot)."""
+
+READER_CACHE_KIB = 2_048
+"""SQLite page cache of each per-thread reader connection, KiB. The service has dozens of worker threads, each with
+its own reader; at the writer's 64 MiB each, their caches filled slowly under load and the process's RSS crept up
+(the soak's growth). Readers do point lookups; the OS page cache holds the file anyway."""
+
+
 class SQLiteStore:
     """Low-level SQL access. Not thread-safe for writes: the gallery serialises writers with one lock."""
 
@@ -194,13 +203,13 @@ class SQLiteStore:
         self.gallery_uuid = self._meta("gallery_uuid")
 
     # ---------------------------------------------------------------- connections and schema
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int = WRITER_CACHE_KIB) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -208,7 +217,7 @@ class SQLiteStore:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect(READER_CACHE_KIB)
             self._local.conn = conn
         return conn
 
@@ -471,7 +480,7 @@ class SQLiteStore:
 
         Reads inside one read transaction so the chunks form one consistent snapshot of the table.
         """
-        conn = self._connect()  # private: a long read must not interleave with this thread's other reads
+        conn = self._connect(READER_CACHE_KIB)  # private: a long read must not interleave with other reads
         try:
             conn.execute("BEGIN")
             last = after_id
