@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
 
 
 def jpeg(img: Image.Image) -> bytes:
@@ -107,12 +109,6 @@ def offline(
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Service:
     """``facerec serve`` on a free loopback port with extra environment, in its own empty data dir."""
 
@@ -120,34 +116,20 @@ class Service:
         self.tmp = tempfile.TemporaryDirectory(prefix="facerec-bench-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--data", str(Path(self.tmp.name) / "data"), "--log-level", "warning"]
         # no per-client rate limit: every bench client is the same loopback IP, and 429s would cap the figures
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "FACEREC_RATE_LIMIT_PER_MINUTE": "0", **env}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.close()
-        raise RuntimeError("server not ready")
+        self.proc = subprocess.Popen(serve_command(self.port, Path(self.tmp.name) / "data"), cwd=REPO, env=full_env)
+        try:
+            wait_ready(self.proc, self.url, timeout_s=300)
+        except RuntimeError:
+            self.close()
+            raise
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.tmp.cleanup()
 
 

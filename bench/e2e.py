@@ -331,11 +331,9 @@ class Server:
     """``python -m service.cli serve`` on the data dir, loopback, its own port; stopped with SIGTERM."""
 
     def __init__(self, data: Path, log: Path, env: dict[str, str]) -> None:
-        import socket
+        from bench.serverproc import free_port
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data, self.log = data, log
         # one API key drives every client here: the per-key rate limit (600/min by default) is off
@@ -347,40 +345,24 @@ class Server:
         """Start and poll /readyz every 50 ms; seconds from the spawn to the first 200."""
         import subprocess
 
-        import httpx
+        from bench.serverproc import serve_command, wait_ready
 
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--data", str(self.data), "--log-level", "warning"]
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return time.monotonic() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server not ready in time")
+            self.proc = subprocess.Popen(
+                serve_command(self.port, self.data), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_ready(self.proc, self.url, timeout_s=timeout, poll_s=0.05, tail=lambda: self.log.read_text()[-2000:])
+        return time.monotonic() - t0
 
     def rss(self) -> float:
         return _vm(self.proc.pid)
 
     def stop(self) -> int:
-        import subprocess
+        from bench.serverproc import stop
 
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        code = stop(self.proc)
+        return 0 if code is None else int(code)
 
 
 def create_key(data: Path) -> str:

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,10 @@ import httpx
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
+
 HOST = "127.0.0.1"  # loopback only: every request goes here
 KINDS = ("identify", "verify", "enrol")
 
@@ -49,12 +52,6 @@ KINDS = ("identify", "verify", "enrol")
 def default_dataset() -> Path:
     cache = Path(os.environ.get("FACEREC_CACHE", str(Path.home() / ".cache" / "facerec")))
     return cache / "datasets" / "5-celebrity-faces-dataset"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def photos(root: Path) -> dict[str, list[Path]]:
@@ -137,21 +134,11 @@ class ServerProcess:
         return str(json.loads(out.stdout.strip().splitlines()[-1])["token"])
 
     def start(self, timeout: float = 300.0) -> None:
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(self.port)]
-        cmd += ["--data", str(self.data), "--log-level", "warning"]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout}s: {self.tail()}")
+            self.proc = subprocess.Popen(
+                serve_command(self.port, self.data), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_ready(self.proc, self.url, timeout_s=timeout, poll_s=0.5, tail=self.tail)
 
     @property
     def pid(self) -> int:
@@ -162,16 +149,7 @@ class ServerProcess:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop(self.proc)
 
 
 def reencode(img: Image.Image, n: int) -> bytes:
