@@ -18,8 +18,8 @@ up to 640 px are detected as they are. Alignment always crops from the full-reso
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import cv2
@@ -112,7 +112,10 @@ class FaceDetector:
 
             self._compiled = CompiledMTCNN()
             self._compiled.warm_up()
-        self._lock = threading.Lock()
+        # One long-lived thread runs every network call: TensorFlow/oneDNN keep kernel and primitive caches per
+        # calling thread, so detection from dozens of request threads grew the service's memory per thread.
+        # One worker also serialises the calls (the networks are not re-entrant).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerec-detector")
 
     def _scaled(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], float]:
         """The image to run MTCNN on and its scale relative to the source (1.0 = unchanged)."""
@@ -148,11 +151,11 @@ class FaceDetector:
         small, scale = self._scaled(image)
         if min(small.shape[:2]) < MTCNN_MIN_INPUT:
             return []
-        with self._lock:
-            if self._compiled is not None:
-                rows = self._compiled.detect(small, min_face_size=self._pyramid_min_face(scale))
-                return self._keep([_row_to_detection(r, scale) for r in rows])
-            raw = self._mtcnn.detect_faces(small, min_face_size=self._pyramid_min_face(scale))
+        min_face = self._pyramid_min_face(scale)
+        if self._compiled is not None:
+            rows = self._worker.submit(self._compiled.detect, small, min_face_size=min_face).result()
+            return self._keep([_row_to_detection(r, scale) for r in rows])
+        raw = self._worker.submit(self._mtcnn.detect_faces, small, min_face_size=min_face).result()
         return self._keep([_to_detection(r, scale) for r in raw])
 
     def detect_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[list[Detection]]:
@@ -165,8 +168,7 @@ class FaceDetector:
             for img in images
         ):
             return [self.detect(img) for img in images]
-        with self._lock:
-            raw = self._mtcnn.detect_faces(list(images), min_face_size=self.min_face_size)
+        raw = self._worker.submit(self._mtcnn.detect_faces, list(images), min_face_size=self.min_face_size).result()
         return [self._keep([_to_detection(r) for r in per_image]) for per_image in raw]
 
 
