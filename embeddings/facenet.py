@@ -7,6 +7,7 @@ was trained), run through the network in batches, and L2-normalised, giving floa
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def load_source_h5(model: Any, path: Path) -> int:
     return loaded
 
 
-class BatchedEncoder:
+class BatchedEncoder(ABC):
     """The shared encoder contract: prewhiten uint8 crops, run the network in batches of at most ``batch_size``,
     optionally average each face with its mirror image (``flip_tta``), and L2-normalise.
 
@@ -81,9 +82,9 @@ class BatchedEncoder:
         self.batch_size = batch_size
         self.flip_tta = flip_tta
 
+    @abstractmethod
     def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One forward pass on prewhitened float32 (n, 160, 160, 3), n <= ``batch_size``; (n, 128) output."""
-        raise NotImplementedError
 
     def warm_up(self) -> None:
         """Run the network once so that the first real request pays no tracing or compilation cost."""
