@@ -88,6 +88,36 @@ def align_face(
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
+MIN_ALIGNED_SIDE = 20
+"""Smallest shorter side, pixels, of a crop given as already aligned (:func:`resize_aligned`)."""
+
+MAX_ALIGNED_ASPECT = 2.0
+"""Largest ratio of the longer to the shorter side of a crop given as already aligned."""
+
+
+def resize_aligned(image: npt.NDArray[np.uint8], *, size: int = CROP_SIZE) -> npt.NDArray[np.uint8]:
+    """A face crop that is already aligned (what :func:`align_face` cuts out: the box plus margin, eye line
+    level, any size) resized to ``size`` x ``size`` RGB uint8, as the pipeline's own crops are: area
+    interpolation when shrinking, bilinear when enlarging, aspect ratio not kept (the pipeline stretches a
+    non-square box the same way). A crop already ``size`` x ``size`` is returned as is (contiguous).
+
+    Raises ``ValueError`` for a crop under :data:`MIN_ALIGNED_SIDE` px or more elongated than
+    :data:`MAX_ALIGNED_ASPECT`.
+    """
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_ALIGNED_SIDE:
+        raise ValueError(f"an aligned face crop must be at least {MIN_ALIGNED_SIDE} px on each side; got {w}x{h}")
+    if max(h, w) > MAX_ALIGNED_ASPECT * min(h, w):
+        raise ValueError(
+            f"an aligned face crop must be roughly square (sides within {MAX_ALIGNED_ASPECT:g}x); got {w}x{h}"
+        )
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    shrink = h > size or w > size
+    out = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
 def prewhiten(crops: npt.NDArray[np.uint8] | npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Per-image standardisation: ``(x - mean) / max(std, 1/sqrt(n))`` over each image's pixels and channels.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +11,15 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings import weights as weights_mod
-from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face
+from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face, resize_aligned
 from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
 from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, create_encoder
-from embeddings.errors import LowQuality, MultipleFaces, NoFace
+from embeddings.errors import InvalidImage, LowQuality, MultipleFaces, NoFace
 from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
 from embeddings.model_card import default_threshold
-from embeddings.quality import QualityThresholds, assess
-from embeddings.types import Detection, Face
+from embeddings.quality import BLURRY, FACE_TOO_SMALL, QualityThresholds, assess, sharpness
+from embeddings.types import Box, Detection, Face, Landmarks, Quality
 
 ImageInput = bytes | npt.NDArray[np.uint8]
 """Raw encoded bytes (decoded with EXIF orientation) or an already-upright RGB uint8 array (H, W, 3)."""
@@ -119,6 +120,34 @@ class FaceAnalyzer:
             Face(detection=d, quality=assess(d, crop, self.config.quality), embedding=emb, crop=crop)
             for d, crop, emb in zip(detections, crops, embeddings, strict=True)
         ]
+
+    def aligned_face(self, image: ImageInput) -> Face:
+        """The whole image as one already aligned face crop: no detection; resized to 160x160 and encoded.
+
+        The crop must be what :meth:`align` cuts out (the face's detector box plus this analyzer's margin, eye
+        line level), at any size (see :func:`embeddings.align.resize_aligned`). The face's box is the whole
+        image; landmarks and confidence are unknown (NaN) and ``aligned_input`` is True. Quality: ``face_size``
+        is the implied detector box, the shorter side divided by ``1 + margin`` (px of the given image), and the
+        size and sharpness minimums apply; the confidence minimum does not (no detector ran).
+        Raises :class:`InvalidImage` for bytes that do not decode or a crop too small or too elongated.
+        """
+        rgb = self.load_image(image)
+        try:
+            crop = resize_aligned(rgb, size=CROP_SIZE)
+        except ValueError as exc:
+            raise InvalidImage(str(exc)) from exc
+        h, w = rgb.shape[:2]
+        nan = (math.nan, math.nan)
+        detection = Detection(Box(0.0, 0.0, float(w), float(h)), Landmarks(nan, nan, nan, nan, nan), math.nan)
+        size = min(h, w) / (1.0 + self.config.margin)
+        sharp = sharpness(crop)
+        limits = self.config.quality
+        reasons = [FACE_TOO_SMALL] if size < limits.min_face_size else []
+        if limits.min_sharpness > 0 and sharp < limits.min_sharpness:
+            reasons.append(BLURRY)
+        quality = Quality(face_size=size, confidence=math.nan, sharpness=sharp, reasons=tuple(reasons))
+        embedding = self.encode(crop[None])[0]
+        return Face(detection=detection, quality=quality, embedding=embedding, crop=crop, aligned_input=True)
 
     def analyze(self, image: ImageInput) -> list[Face]:
         """Every face in the image, largest first, each with quality and embedding. No face gives ``[]``."""

@@ -116,13 +116,16 @@ class Face:
     """A detected, aligned and encoded face.
 
     ``embedding`` is float32 (128,) with unit L2 norm; ``crop`` is the aligned 160x160x3 RGB uint8 face that
-    was encoded.
+    was encoded. ``aligned_input``: the image was given as an already aligned face crop and no detector ran;
+    then ``detection.box`` is the whole image, and its landmarks and confidence (also ``quality.confidence``)
+    are NaN (unknown).
     """
 
     detection: Detection
     quality: Quality
     embedding: npt.NDArray[np.float32] = field(repr=False)
     crop: npt.NDArray[np.uint8] = field(repr=False)
+    aligned_input: bool = False
 
     @property
     def box(self) -> Box:

@@ -162,10 +162,21 @@ class VerifyResult:
     distances: list[dict[str, Any]] | None = None
 
 
-def verify_images(*, analyzer: FaceAnalyzer, image_a: bytes, image_b: bytes, threshold: float) -> VerifyResult:
-    """Compare the largest face of each image (:func:`embeddings.compare`)."""
-    a = analyzer.single_face(image_a, largest=True, check_quality=False)
-    b = analyzer.single_face(image_b, largest=True, check_quality=False)
+def probe_face(analyzer: FaceAnalyzer, image: bytes, *, aligned: bool = False) -> Face:
+    """The face to compare: the largest detected one, or with ``aligned`` the whole image as an already aligned
+    face crop (:meth:`FaceAnalyzer.aligned_face`, no detection)."""
+    if aligned:
+        return analyzer.aligned_face(image)
+    return analyzer.single_face(image, largest=True, check_quality=False)
+
+
+def verify_images(
+    *, analyzer: FaceAnalyzer, image_a: bytes, image_b: bytes, threshold: float, aligned: bool = False
+) -> VerifyResult:
+    """Compare the largest face of each image (:func:`embeddings.compare`); ``aligned``: each image is an
+    already aligned face crop."""
+    a = probe_face(analyzer, image_a, aligned=aligned)
+    b = probe_face(analyzer, image_b, aligned=aligned)
     v = compare(a.embedding, b.embedding, threshold)
     return VerifyResult(
         match=v.match,
@@ -183,9 +194,10 @@ def _face_ids(gallery: Any, subject_id: str, model_id: str) -> list[int]:
 
 
 def verify_subject(
-    *, analyzer: FaceAnalyzer, gallery: Any, image: bytes, subject_id: str, threshold: float
+    *, analyzer: FaceAnalyzer, gallery: Any, image: bytes, subject_id: str, threshold: float, aligned: bool = False
 ) -> VerifyResult:
-    """Compare the image's largest face with every enrolled face of the subject.
+    """Compare the image's largest face (``aligned``: the image as an aligned face crop) with every enrolled
+    face of the subject.
 
     The decision uses the *median* distance, so one bad enrolment photo (too near or far) does not decide.
     A subject with no faces of this model is a :class:`NoFace` (422), found before the image is analysed.
@@ -201,7 +213,7 @@ def verify_subject(
     after = _face_ids(gallery, subject_id, analyzer.model_id)
     if len(enrolled) == 0:
         raise NoFace(f"subject {subject_id!r} has no enrolled faces to compare with")
-    face = analyzer.single_face(image, largest=True, check_quality=False)
+    face = probe_face(analyzer, image, aligned=aligned)
     dists = pairwise_distances(face.embedding[None, :], enrolled)[0]
     d = float(statistics.median(float(x) for x in dists))
     per_face = (
@@ -298,8 +310,10 @@ def identify(
     top_k: int,
     fixed_threshold: float | None = None,
     max_fir: float | None = None,
+    aligned: bool = False,
 ) -> IdentifyResult:
-    """Every face (largest first) with its nearest subjects and a match if within the threshold.
+    """Every face (largest first) with its nearest subjects and a match if within the threshold; ``aligned``:
+    the image is one already aligned face crop (no detection).
 
     ``threshold`` given: used as is. None: :func:`identify_threshold` picks it from ``fixed_threshold``
     (default: the analyzer's) and ``max_fir`` at the gallery size, the number of faces of the analyzer's model
@@ -309,7 +323,7 @@ def identify(
     size = int(gallery.face_count(analyzer.model_id))
     fixed = float(analyzer.threshold) if fixed_threshold is None else fixed_threshold
     choice = identify_threshold(requested=threshold, fixed=fixed, max_fir=max_fir, gallery_size=size)
-    faces = analyzer.analyze(image)
+    faces = embed(analyzer=analyzer, image=image, aligned=aligned)
     results: list[Identified] = []
     if faces:
         probes = np.stack([f.embedding for f in faces]).astype(np.float32)
@@ -339,6 +353,7 @@ def detect(*, analyzer: FaceAnalyzer, image: bytes) -> tuple[tuple[int, int], li
     return (int(rgb.shape[1]), int(rgb.shape[0])), analyzer.detector.detect(rgb)
 
 
-def embed(*, analyzer: FaceAnalyzer, image: bytes) -> list[Face]:
-    """Every face with its quality and 128-d unit embedding, largest first."""
-    return analyzer.analyze(image)
+def embed(*, analyzer: FaceAnalyzer, image: bytes, aligned: bool = False) -> list[Face]:
+    """Every face with its quality and 128-d unit embedding, largest first; ``aligned``: the image is one
+    already aligned face crop, embedded without detection (:meth:`FaceAnalyzer.aligned_face`)."""
+    return [analyzer.aligned_face(image)] if aligned else analyzer.analyze(image)

@@ -51,7 +51,7 @@ class QualityOut(BaseModel):
     """``face_size``: shorter box side, px; ``sharpness``: Laplacian variance; ``reasons``: minimums missed"""
 
     face_size: float
-    confidence: float
+    confidence: float | None = Field(description="Detector confidence; null for `face=aligned` (no detector ran).")
     sharpness: float
     reasons: list[str]
 
@@ -68,9 +68,24 @@ class DetectResponse(BaseModel):
     faces: list[DetectedFace] = Field(description="Largest first.")
 
 
+ALIGNED_NULL = "null for `face=aligned` (no detector ran)."
+
+
 class EmbeddedFace(DetectedFace):
+    landmarks: LandmarksOut | None = Field(description="Detector landmarks; " + ALIGNED_NULL)  # type: ignore[assignment]
+    confidence: float | None = Field(description="Detector confidence in [0, 1]; " + ALIGNED_NULL)  # type: ignore[assignment]
     quality: QualityOut
     embedding: list[float] = Field(description="128 floats, unit L2 norm.")
+
+
+FACE_ALIGNED = (
+    "`aligned`: the whole image is one already aligned face crop (the face's detector box plus the pipeline's "
+    "15% margin, eye line level, any size, resized to 160x160): detection is skipped. "
+)
+
+
+class EmbedParams(BaseModel):
+    face: Literal["all", "aligned"] = Field("all", description="`all`: every detected face. " + FACE_ALIGNED)
 
 
 class EmbedResponse(BaseModel):
@@ -191,10 +206,14 @@ class RecognitionParams(BaseModel):
 
 class VerifyParams(RecognitionParams):
     subject_id: str | None = Field(None, description="Compare `image` with this subject's enrolled faces.")
+    face: Literal["largest", "aligned"] = Field(
+        "largest", description="`largest`: the largest detected face of each image. " + FACE_ALIGNED
+    )
 
 
 class IdentifyParams(RecognitionParams):
     top_k: int | None = Field(None, ge=1, le=100, description="Candidates per face; default: the service's.")
+    face: Literal["all", "aligned"] = Field("all", description="`all`: every detected face. " + FACE_ALIGNED)
 
 
 class FaceDistance(BaseModel):
@@ -225,8 +244,8 @@ class Match(BaseModel):
 
 class IdentifiedFace(BaseModel):
     box: BoxOut
-    landmarks: LandmarksOut
-    confidence: float
+    landmarks: LandmarksOut | None = Field(description="Detector landmarks; " + ALIGNED_NULL)
+    confidence: float | None = Field(description="Detector confidence in [0, 1]; " + ALIGNED_NULL)
     match: Match | None = Field(description="The nearest subject if within the threshold; null = unknown.")
     candidates: list[Match] = Field(description="Nearest subjects, best first, one entry per subject.")
 

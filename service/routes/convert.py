@@ -49,13 +49,21 @@ def detected(d: Detection) -> DetectedFace:
 
 
 def embedded(f: Face) -> EmbeddedFace:
+    """A face with its embedding; landmarks and confidences are null for an aligned input (no detector ran)."""
     q = f.quality
+    d = f.detection
+    aligned = f.aligned_input
     return EmbeddedFace(
-        **detected(f.detection).model_dump(),
+        box=BoxOut(**d.box.to_dict()),
+        landmarks=None if aligned else LandmarksOut(**d.landmarks.to_dict()),
+        confidence=None if aligned else d.confidence,
         quality=QualityOut(
-            face_size=q.face_size, confidence=q.confidence, sharpness=q.sharpness, reasons=list(q.reasons)
+            face_size=q.face_size,
+            confidence=None if aligned else q.confidence,
+            sharpness=q.sharpness,
+            reasons=list(q.reasons),
         ),
-        embedding=[float(x) for x in f.embedding],
+        embedding=f.embedding.tolist(),
     )
 
 

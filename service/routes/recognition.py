@@ -12,6 +12,7 @@ from service.routes.docs import errors, image_body
 from service.schemas import (
     BoxOut,
     DetectResponse,
+    EmbedParams,
     EmbedResponse,
     FaceDistance,
     IdentifiedFace,
@@ -26,6 +27,22 @@ from service.uploads import read_payload
 router = APIRouter(prefix="/v1", tags=["recognition"])
 
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
+
+
+def face_param(default: str) -> dict[str, object]:
+    """The OpenAPI form field ``face``: ``default`` (detected faces) or ``aligned`` (skip detection)."""
+    return {
+        "type": "string",
+        "enum": [default, "aligned"],
+        "default": default,
+        "description": (
+            f"`{default}` (default): detected faces. `aligned`: the image is one already aligned face crop (the "
+            "face's detector box plus the pipeline's 15% margin, eye line level, any size, at least 20 px a "
+            "side, sides within 2x): detection is skipped and the crop is resized to 160x160."
+        ),
+    }
+
+
 THRESHOLD = {
     "type": "number",
     "minimum": 0,
@@ -56,8 +73,8 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         faces=[
             IdentifiedFace(
                 box=BoxOut(**f.face.box.to_dict()),
-                landmarks=LandmarksOut(**f.face.detection.landmarks.to_dict()),
-                confidence=f.face.detection.confidence,
+                landmarks=None if f.face.aligned_input else LandmarksOut(**f.face.detection.landmarks.to_dict()),
+                confidence=None if f.face.aligned_input else f.face.detection.confidence,
                 match=match_out(f.match) if f.match else None,
                 candidates=[match_out(c) for c in f.candidates],
             )
@@ -90,7 +107,7 @@ def _require(image: bytes | None, name: str) -> bytes:
             "image_b": "Second photo (two-image mode).",
             "image": "The photo to check against `subject_id` (subject mode).",
         },
-        {"subject_id": {"type": "string"}, "threshold": THRESHOLD},
+        {"subject_id": {"type": "string"}, "threshold": THRESHOLD, "face": face_param("largest")},
         {"threshold": 1.1},
     ),
 )
@@ -119,6 +136,7 @@ async def verify(
             image=image,
             subject_id=params.subject_id,
             threshold=threshold,
+            aligned=params.face == "aligned",
         )
         metrics.faces.labels("verify").inc(1)
     else:
@@ -132,6 +150,7 @@ async def verify(
             image_a=image_a,
             image_b=image_b,
             threshold=threshold,
+            aligned=params.face == "aligned",
         )
         metrics.faces.labels("verify").inc(2)
     metrics.inference.labels("verify").observe(seconds)
@@ -145,7 +164,11 @@ async def verify(
     responses={**IMAGE_ERRORS, **errors(409)},
     openapi_extra=image_body(
         {"image": "The photo to identify."},
-        {"threshold": THRESHOLD, "top_k": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {
+            "threshold": THRESHOLD,
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
+            "face": face_param("all"),
+        },
         {"top_k": 3},
     ),
 )
@@ -177,6 +200,7 @@ async def identify(
         top_k=top_k,
         fixed_threshold=settings.match_threshold,
         max_fir=settings.max_fir,
+        aligned=params.face == "aligned",
     )
     metrics.inference.labels("identify").observe(seconds)
     metrics.faces.labels("identify").inc(len(result.faces))
@@ -207,16 +231,21 @@ async def detect(
     response_model=EmbedResponse,
     summary="Faces with their 128-d embeddings (admin)",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body({"image": "The photo."}, {}, {}),
+    openapi_extra=image_body(
+        {"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, {"face": face_param("all")}, {}
+    ),
 )
 async def embed(
     _: AdminKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
 ) -> EmbedResponse:
     """Every face, largest first, with quality and its unit-norm float32 embedding (128 numbers). Admin only:
-    embeddings are biometric templates."""
+    embeddings are biometric templates. ``face=aligned``: the image is one already aligned face crop; detection
+    is skipped, the crop is resized to 160x160 and encoded (its landmarks and confidence are null)."""
     payload = await read_payload(request)
+    params = payload.params(EmbedParams)
     image = _require(payload.one("image"), "image")
-    faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image)
+    aligned = params.face == "aligned"
+    faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image, aligned=aligned)
     metrics.inference.labels("embed").observe(seconds)
     metrics.faces.labels("embed").inc(len(faces))
     return EmbedResponse(model_id=analyzer.model_id, faces=[embedded(f) for f in faces])

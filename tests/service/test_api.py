@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from service.keys import KeyStore
 from tests.service.helpers import images, png, side_by_side
@@ -337,6 +339,69 @@ def test_base64_json_and_embed(admin: httpx.Client, face: bytes) -> None:
     assert vec.shape == (128,) and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-4)
     verify = admin.post("/v1/verify", json={"image_a_base64": b64, "image_b_base64": b64, "threshold": 0.5}).json()
     assert verify["match"] is True and verify["distance"] < 0.05 and verify["threshold"] == 0.5
+
+
+def _pipeline_crop(image: bytes, face: dict[str, Any]) -> np.ndarray:
+    """The 160x160 crop the pipeline aligns for a face the server detected (its box and landmarks)."""
+    from embeddings import Box, Detection, Landmarks, align_face, decode_image
+
+    lm = {k: tuple(v) for k, v in face["landmarks"].items()}
+    det = Detection(Box(**face["box"]), Landmarks(**lm), face["confidence"])
+    return align_face(decode_image(image), det)
+
+
+def _encoded(crop: np.ndarray, fmt: str = "PNG", size: int | None = None) -> bytes:
+    img = Image.fromarray(crop)
+    if size is not None:
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_face_aligned_skips_detection_and_matches_the_detect_path(admin: httpx.Client, face: bytes) -> None:
+    detected = admin.post("/v1/embed", files={"image": face}).json()["faces"]
+    assert len(detected) == 1
+    ref = np.asarray(detected[0]["embedding"])
+    crop = _pipeline_crop(face, detected[0])
+    r = admin.post("/v1/embed", files={"image": _encoded(crop)}, data={"face": "aligned"})
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["faces"]
+    vec = np.asarray(out["embedding"])
+    assert vec.shape == (128,) and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-4)
+    assert np.linalg.norm(vec - ref) < 0.02  # the same crop: the same embedding, up to the encoder's rounding
+    assert out["box"] == {"x": 0.0, "y": 0.0, "width": 160.0, "height": 160.0}
+    assert out["landmarks"] is None and out["confidence"] is None and out["quality"]["confidence"] is None
+    assert out["quality"]["face_size"] == pytest.approx(160 / 1.15) and out["quality"]["reasons"] == []
+    # any size: a 2x larger JPEG of the crop is resized back to 160x160 and lands next to it
+    big = _encoded(crop, "JPEG", 320)
+    as_json = admin.post("/v1/embed", json={"image_base64": base64.b64encode(big).decode(), "face": "aligned"})
+    assert as_json.status_code == 200, as_json.text
+    assert np.linalg.norm(np.asarray(as_json.json()["faces"][0]["embedding"]) - ref) < 0.15
+    # verify and identify take it too
+    v = admin.post("/v1/verify", files={"image_a": _encoded(crop), "image_b": big}, data={"face": "aligned"}).json()
+    assert v["match"] is True and v["distance"] < 0.15 and v["face_a"]["width"] == 160 and v["face_b"]["width"] == 320
+    ident = admin.post("/v1/identify", files={"image": big}, data={"face": "aligned"})
+    assert ident.status_code == 200, ident.text
+    (idf,) = ident.json()["faces"]
+    assert idf["landmarks"] is None and idf["confidence"] is None and idf["box"]["width"] == 320
+    # a small crop is embedded with its quality reason, not refused
+    small = admin.post("/v1/embed", files={"image": _encoded(crop, size=32)}, data={"face": "aligned"}).json()
+    assert "face_too_small" in small["faces"][0]["quality"]["reasons"]
+
+
+def test_face_aligned_bad_input(admin: httpx.Client, face: bytes) -> None:
+    for image in (png(1, 1), png(19, 40), png(200, 60)):  # too small, too small on one side, too elongated
+        message = error(admin.post("/v1/embed", files={"image": image}, data={"face": "aligned"}), 422, "invalid_image")
+        assert "aligned face crop" in message
+    error(admin.post("/v1/identify", files={"image": png(1, 1)}, data={"face": "aligned"}), 422, "invalid_image")
+    error(
+        admin.post("/v1/verify", files={"image_a": face, "image_b": png(1, 1)}, data={"face": "aligned"}),
+        422,
+        "invalid_image",
+    )
+    error(admin.post("/v1/embed", files={"image": b"not an image"}, data={"face": "aligned"}), 422, "invalid_image")
+    error(admin.post("/v1/embed", files={"image": face}, data={"face": "sideways"}), 422, "validation_error")
 
 
 # ---- metrics and docs ------------------------------------------------------------------------------------
