@@ -31,6 +31,15 @@ from embeddings.types import EMBEDDING_DIM
 FLAT = "flat"
 HNSW = "hnsw"
 
+HNSW_STORAGES = ("fp16", "float32")
+"""How an HNSW main stores its vectors: ``fp16`` (``IndexHNSWSQ`` with ``QT_fp16``, 256 bytes a face; the default)
+or ``float32`` (``IndexHNSWFlat``, 512 bytes; galleries saved before fp16 storage). At 1M faces fp16 saves 244 MiB
+of the server's resident memory. Unit vectors lose nothing that matters in half precision: each component is
+rounded to a relative 2**-11, so an L2 distance moves by ~1e-4 (the open-set thresholds are 0.6-1.2); recall@1
+against exact float32 search is measured in docs/GALLERY.md. The HNSW graph does not depend on the storage, so
+an old float32 main is converted at load by copying its graph and encoding its vectors
+(:func:`convert_hnsw_storage`), without a rebuild."""
+
 TOMBSTONE_FILL = 100.0
 """Every component of an erased vector is overwritten with this. Not 0: a zero vector is at squared L2 1 from
 every unit probe, closer than most real faces, and would trap HNSW's greedy search (and later insertions)
@@ -48,6 +57,7 @@ class IndexParams:
 
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
+    hnsw_storage: str = "fp16"
     ef_construction: int = 80
     ef_search: int = 128
     merge_batch: int = 10_000
@@ -88,10 +98,17 @@ class Segment:
 
     @classmethod
     def new_hnsw(cls, params: IndexParams) -> Segment:
-        hnsw = faiss.IndexHNSWFlat(EMBEDDING_DIM, params.hnsw_m)
+        hnsw = _empty_hnsw(params.hnsw_m, params.hnsw_storage)
         hnsw.hnsw.efConstruction = params.ef_construction
         hnsw.hnsw.efSearch = params.ef_search
         return cls(faiss.IndexIDMap(hnsw), HNSW)
+
+    @property
+    def storage(self) -> str:
+        """``float32`` or ``fp16`` for an HNSW segment (see :data:`HNSW_STORAGES`); ``float32`` for flat ones."""
+        if self.kind != HNSW:
+            return "float32"
+        return "fp16" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexHNSWSQ) else "float32"
 
     @property
     def ntotal(self) -> int:
@@ -109,13 +126,17 @@ class Segment:
         ids = self.ids()
         return ids[~np.isin(ids, self._tomb_arr)] if self.tombstones else ids
 
-    def vectors(self) -> npt.NDArray[np.float32]:
-        """A *view* of the stored vectors, (ntotal, 128), in storage order. Invalid after any add/remove."""
+    def vectors(self) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]:
+        """A *view* of the stored vectors, (ntotal, 128), in storage order: float32, or float16 for an fp16 HNSW
+        (IEEE half codes; writing to the view changes the index). Invalid after any add/remove."""
         sub: Any = faiss.downcast_index(self.index.index)
         storage: Any = faiss.downcast_index(sub.storage) if self.kind == HNSW else sub
         n = self.ntotal
         if n == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
+        if isinstance(storage, faiss.IndexScalarQuantizer):
+            codes = faiss.rev_swig_ptr(storage.codes.data(), n * storage.code_size)
+            return codes.view(np.float16).reshape(n, EMBEDDING_DIM)
         return faiss.rev_swig_ptr(storage.get_xb(), n * EMBEDDING_DIM).reshape(n, EMBEDDING_DIM)
 
     def set_ef_search(self, ef: int) -> None:
@@ -240,6 +261,17 @@ class ModelIndex:
         for s in self.segments:
             s.set_ef_search(ef)
 
+    def convert_storage(self) -> bool:
+        """Give an HNSW main of another storage (a snapshot saved before ``params.hnsw_storage`` changed) the
+        configured one, keeping its graph; True if it was converted (the caller should save a snapshot)."""
+        main = self.main
+        if main is None or self.building or main.storage == self.params.hnsw_storage:
+            return False
+        converted = convert_hnsw_storage(main, self.params.hnsw_storage)
+        converted.set_ef_search(self.params.ef_search)
+        self.segments[0] = converted
+        return True
+
     # ------------------------------------------------------------------ maintenance
     def needs_rebuild(self) -> bool:
         """True when the gallery crossed ``hnsw_threshold`` with no HNSW main, or the main has too many
@@ -300,6 +332,36 @@ class ModelIndex:
         if seg.ntotal == 0 and len(self.segments) > 2:
             self.segments.pop(1)
         return sum(s.ntotal for s in self.segments[1:]) > 0
+
+
+def _empty_hnsw(m: int, storage: str) -> Any:
+    if storage == "fp16":
+        qtype: Any = faiss.ScalarQuantizer.QT_fp16  # an int; the stubs say ScalarQuantizer
+        return faiss.IndexHNSWSQ(EMBEDDING_DIM, qtype, m)
+    if storage == "float32":
+        return faiss.IndexHNSWFlat(EMBEDDING_DIM, m)
+    raise ValueError(f"hnsw_storage must be one of {', '.join(HNSW_STORAGES)}; got {storage!r}")
+
+
+def convert_hnsw_storage(seg: Segment, storage: str, chunk: int = 65_536) -> Segment:
+    """The HNSW segment ``seg`` with its vectors stored as ``storage`` (:data:`HNSW_STORAGES`): the same graph
+    (copied), ids and tombstones, each vector re-encoded (fp16 -> float32 is exact; float32 -> fp16 rounds).
+    Returns ``seg`` itself when it already has that storage. Briefly needs memory for both copies."""
+    if seg.kind != HNSW or seg.storage == storage:
+        return seg
+    src: Any = faiss.downcast_index(seg.index.index)
+    dst = _empty_hnsw(int(src.hnsw.nb_neighbors(1)), storage)
+    wrapped = faiss.IndexIDMap(dst)  # must wrap an empty index; filled below
+    dst.hnsw = src.hnsw  # a copy of the graph (levels, offsets, neighbours, entry point, efSearch...)
+    target: Any = faiss.downcast_index(dst.storage)
+    old = seg.vectors()
+    for start in range(0, len(old), chunk):
+        target.add(np.ascontiguousarray(old[start : start + chunk], dtype=np.float32))
+    n = seg.ntotal
+    dst.ntotal = n
+    wrapped.ntotal = n
+    faiss.copy_array_to_vector(seg.ids(), wrapped.id_map)
+    return Segment(wrapped, HNSW, seg.tombstones)
 
 
 def build_hnsw(

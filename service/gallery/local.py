@@ -179,6 +179,9 @@ class LocalGallery:
             expected = self.store.count_faces(model_id)
             if index.live != expected:
                 raise SnapshotInvalid(f"{path}: {index.live} faces after replay, SQLite has {expected}")
+            if index.convert_storage():  # e.g. a float32 HNSW saved before fp16 storage: same graph, new codes
+                log.info("gallery: converted the %s HNSW to %s storage", model_id, params.hnsw_storage)
+                self._changes += self.settings.snapshot_every_changes  # save the converted index soon
             self._snap_info[model_id] = SnapshotInfo(
                 str(path), header.max_face_id, header.max_deletion_seq, header.saved_at
             )
@@ -640,15 +643,21 @@ def open_gallery(
     hnsw_m: int = _DEFAULT_INDEX.hnsw_m,
     ef_construction: int = _DEFAULT_INDEX.ef_construction,
     ef_search: int = _DEFAULT_INDEX.ef_search,
+    hnsw_storage: str = _DEFAULT_INDEX.hnsw_storage,
     snapshot_every_changes: int = _DEFAULT_SETTINGS.snapshot_every_changes,
     snapshot_interval_s: float = _DEFAULT_SETTINGS.snapshot_interval_s,
     auto_maintain: bool = True,
     progress: ProgressFn | None = None,
 ) -> LocalGallery:
     """Open (creating if needed) the gallery in ``data_dir``; raises :class:`GalleryLocked` if another
-    process has it open. ``progress(stage, done, total)`` reports index rebuilds."""
+    process has it open. ``progress(stage, done, total)`` reports index rebuilds. ``hnsw_storage``: ``fp16``
+    (default) or ``float32`` vectors in HNSW (an HNSW snapshot of the other storage is converted at open)."""
     params = IndexParams(
-        hnsw_threshold=hnsw_threshold, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search
+        hnsw_threshold=hnsw_threshold,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=ef_search,
+        hnsw_storage=hnsw_storage,
     )
     settings = GallerySettings(
         index=params,

@@ -1,0 +1,108 @@
+"""HNSW vector storage: fp16 (the default, half the memory) and float32 (older snapshots), converted at open."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from service.gallery.snapshot import read_header, snapshot_path
+from tests.gallery.conftest import MODEL, faces, unit
+
+
+def _main(g):
+    return g._indexes[MODEL].main
+
+
+def _graph(seg) -> np.ndarray:
+    return faiss.vector_to_array(faiss.downcast_index(seg.index.index).hnsw.neighbors)
+
+
+def _clustered(rng, people: int, per: int) -> np.ndarray:
+    centres = unit(rng, people)
+    x = np.repeat(centres, per, axis=0) + 0.7 * rng.standard_normal((people * per, 128)).astype(np.float32) / 11.3
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_new_hnsw_is_fp16_and_finds_the_exact_nearest(make_gallery, rng):
+    g = make_gallery(hnsw_threshold=500)
+    subjects = g.create_subjects([(f"p{i}", None) for i in range(200)])
+    vecs = _clustered(rng, 200, 10)
+    recs = g.add_faces_many({s.id: faces(vecs[i * 10 : i * 10 + 10]) for i, s in enumerate(subjects)})
+    g.maintain()
+    main = _main(g)
+    assert main is not None and main.storage == "fp16"
+    assert main.vectors().dtype == np.float16
+    probes = vecs[::10] + 0.3 * unit(rng, 200)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    exact = np.argmin(((probes[:, None, :] - vecs[None, :, :]) ** 2).sum(-1), axis=1)
+    exact_d = np.sqrt(((probes - vecs[exact]) ** 2).sum(-1))
+    got = g.search(probes, model_id=MODEL, top_k=1)
+    ids = np.array([r[0].face_id for r in got])
+    assert (ids == np.array([recs[i].id for i in exact])).mean() >= 0.99
+    # distances from half-precision codes stay within ~1e-3 of float32 ones
+    dist = np.array([r[0].distance for r in got])
+    assert np.abs(dist - exact_d).max() < 2e-3
+
+
+def test_float32_snapshot_is_converted_at_open_without_a_rebuild(make_gallery, rng, tmp_path):
+    data = tmp_path / "data"
+    g = make_gallery(hnsw_threshold=300, hnsw_storage="float32")
+    s = g.create_subject(name="A")
+    vecs = unit(rng, 500)
+    recs = g.add_faces(s.id, faces(vecs))
+    g.maintain()
+    assert _main(g).storage == "float32"
+    for r in recs[:5]:
+        g.delete_face(r.id)  # tombstones in the float32 main
+    g.save_snapshot()
+    graph = _graph(_main(g))
+    before = g.search(vecs[5:60], model_id=MODEL, top_k=3)
+    old_size = snapshot_path(data, MODEL).stat().st_size
+    g.close()
+
+    progress: list[tuple[str, int, int]] = []
+    g = make_gallery(progress=lambda *a: progress.append(a))  # default storage: fp16
+    assert not progress  # loaded and converted, not rebuilt from SQLite
+    main = _main(g)
+    assert main.storage == "fp16" and len(main.tombstones) == 5
+    np.testing.assert_array_equal(_graph(main), graph)  # the same graph
+    assert set(g.index_ids(MODEL).tolist()) == {r.id for r in recs[5:]}
+    after = g.search(vecs[5:60], model_id=MODEL, top_k=3)
+    assert [[c.face_id for c in r] for r in after] == [[c.face_id for c in r] for r in before]
+    for a, b in zip(after, before, strict=True):
+        assert abs(a[0].distance - b[0].distance) < 2e-3
+    erased = g.search(vecs[:5], model_id=MODEL, top_k=5)
+    assert not {c.face_id for r in erased for c in r} & {r.id for r in recs[:5]}
+    assert g._changes > 0  # the converted index is due for a snapshot
+    g.close()  # saves it
+
+    meta, _ = read_header(snapshot_path(data, MODEL))
+    assert meta["segments"][0]["kind"] == "hnsw"
+    assert snapshot_path(data, MODEL).stat().st_size < 0.75 * old_size  # 256 instead of 512 bytes a vector
+    g = make_gallery()
+    assert _main(g).storage == "fp16" and g._changes == 0  # nothing left to convert
+    assert set(g.index_ids(MODEL).tolist()) == {r.id for r in recs[5:]}
+    g.close()
+
+    g = make_gallery(hnsw_storage="float32")  # and back: an fp16 snapshot read by a float32 configuration
+    assert _main(g).storage == "float32"
+    assert [c.face_id for c in g.search(vecs[7], model_id=MODEL, top_k=1)[0]] == [recs[7].id]
+
+
+def test_erased_fp16_codes_leave_the_snapshot(make_gallery, rng, tmp_path):
+    data = tmp_path / "data"
+    g = make_gallery(hnsw_threshold=100)
+    s = g.create_subject(name="A")
+    g.add_faces(g.create_subject(name="B").id, faces(unit(rng, 150)))
+    recs = g.add_faces(s.id, faces(unit(rng, 2)))
+    g.maintain()
+    g.save_snapshot()
+    main = _main(g)
+    pos = np.flatnonzero(np.isin(main.ids(), [r.id for r in recs]))
+    codes = [main.vectors()[p].tobytes() for p in pos]
+    assert len(codes) == 2 and all(len(c) == 256 for c in codes)
+    snap = snapshot_path(data, MODEL)
+    assert all(c in snap.read_bytes() for c in codes)  # the probe is meaningful
+    g.delete_subject(s.id)
+    g.save_snapshot()
+    assert not any(c in snap.read_bytes() for c in codes)
