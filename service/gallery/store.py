@@ -181,8 +181,12 @@ def storage_errors() -> Iterator[None]:
         raise err from e
 
 
-WRITER_CACHE_KIB = 65_536
-"""SQLite page cache of the one writer connection, KiB (bulk enrolment and index rebuilds read a lot)."""
+WRITER_CACHE_KIB = 8_192
+"""SQLite page cache of the one writer connection, KiB. The writer only runs write transactions (and the few reads
+inside them); what it writes stays in its cache, and enrolment writes a ~40 KiB PNG crop per face, so a 64 MiB cache
+filled with crops over the first ~1,500 enrolled faces and grew the service's RSS by as much (the soak's creep).
+8 MiB still holds every B-tree interior page of a 1M-face gallery (~2 MiB by ``dbstat``, plus an estimated ~1.5 MiB
+for the sha256 index and the crops); a transaction that writes more spills its pages to the WAL before the commit."""
 
 READER_CACHE_KIB = 2_048
 """SQLite page cache of each per-thread reader connection, KiB. The service has dozens of worker threads, each with
