@@ -13,6 +13,12 @@ level, and a 40 MP upload must not cost seconds of CPU. The smallest face found 
 ``max(min_face_size, 12 / scale)`` source pixels (see :meth:`FaceDetector.smallest_face`): with the default
 ``max_side`` of 640, 24 px on a 1280 px photo, 36 px on a 1920x1080 photo and 75 px on a 4000 px photo; images
 up to 640 px are detected as they are. Alignment always crops from the full-resolution image.
+
+Boxes and landmarks found on a downscaled copy are coarse (a pixel there is several source pixels, and ONet saw
+an upscaled low-resolution crop). With ``refine`` (the default) the compiled backend re-runs ONet on 48x48 crops of
+the full-resolution image, one batch per image, and takes its boxes and landmarks
+(:meth:`embeddings.mtcnn_compiled.CompiledMTCNN.detect_refined`); which faces are found, and their confidences,
+stay those of the downscaled copy.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ class FaceDetector:
     """MTCNN wrapper. Thread-safe (one detection at a time per instance; the networks are not re-entrant).
 
     ``min_confidence`` in [0, 1] drops weaker detections; ``min_face_size`` (source pixels) is both the
-    pyramid's smallest face and a filter on the result.
+    pyramid's smallest face and a filter on the result. ``refine`` (compiled backend, downscaled images only):
+    boxes and landmarks re-estimated on the full-resolution image (module docstring).
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class FaceDetector:
         min_face_size: int = 20,
         max_side: int = DEFAULT_MAX_SIDE,
         backend: Backend = "compiled",
+        refine: bool = True,
     ) -> None:
         if backend not in ("compiled", "package"):
             raise ValueError(f"unknown detector backend {backend!r}")
@@ -101,6 +109,7 @@ class FaceDetector:
         self.min_face_size = max(int(min_face_size), MTCNN_MIN_INPUT)
         self.max_side = max(int(max_side), 64)
         self.backend: Backend = backend
+        self.refine = refine
         self._mtcnn: Any = None
         self._compiled: Any = None
         if backend == "package":
@@ -152,6 +161,9 @@ class FaceDetector:
         if min(small.shape[:2]) < MTCNN_MIN_INPUT:
             return []
         min_face = self._pyramid_min_face(scale)
+        if self._compiled is not None and self.refine and scale < 1.0:
+            rows = self._worker.submit(self._compiled.detect_refined, small, image, min_face_size=min_face).result()
+            return self._keep([_row_to_detection(r) for r in rows])
         if self._compiled is not None:
             rows = self._worker.submit(self._compiled.detect, small, min_face_size=min_face).result()
             return self._keep([_row_to_detection(r, scale) for r in rows])
