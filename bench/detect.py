@@ -21,7 +21,14 @@ detection is matched to a package detection (``detect_faces`` on the same full i
 mean IoU, share >= 0.9, misses (package faces with no match), extras (compiled faces with no match) and the
 landmark error over the box side. ``lfw`` and ``canvas`` compare the algorithms on the same image
 (``CompiledMTCNN.detect`` vs ``detect_faces``, min face 20 px); ``canvas_detector_max<N>`` compares the product
-path (``FaceDetector(max_side=N)``: downscaling and filters) against the package on the full image.
+path (``FaceDetector(max_side=N)``: downscaling, full-resolution ONet refinement, filters) against the package on
+the full image, and ``canvas_detector_max<N>_unrefined`` the same without the refinement (``refine=False``,
+for ``--unrefined-sides``). ``share_iou_ge_0.9_of_findable`` counts only reference faces at least
+``FaceDetector.smallest_face`` source px on their shorter side (what the detector is configured to find), and
+``refinement_set_changes`` counts faces that one of the refined / unrefined detectors has and the other has not
+(refinement moves boxes and landmarks only). ``canvas_package_shift<k>`` is the package against itself on the
+canvas shifted by ``k`` px (its first ``k`` rows and columns cut off, boxes mapped back): how far the package's
+own boxes move when the pixels move, a floor for any detector that does not run on the same pixels.
 
 Usage:
 
@@ -147,6 +154,8 @@ class Agreement:
         self.misses = 0
         self.misses_below_smallest_face = 0
         self.extras = 0
+        self.findable_faces = 0
+        self.findable_ious: list[float] = []
 
     def add(self, reference: Rows, candidate: Rows, smallest_face: float = 0.0) -> None:
         """Match ``candidate`` to ``reference``; a missed reference face whose shorter side is under
@@ -154,6 +163,7 @@ class Agreement:
         self.images += 1
         self.reference_faces += len(reference)
         sides = np.minimum(reference[:, 2] - reference[:, 0], reference[:, 3] - reference[:, 1])
+        self.findable_faces += int((sides >= smallest_face).sum())
         if len(reference) == 0 or len(candidate) == 0:
             self.misses += len(reference)
             self.misses_below_smallest_face += int((sides < smallest_face).sum())
@@ -171,6 +181,8 @@ class Agreement:
             used_r.add(i)
             used_c.add(j)
             self.ious.append(float(m[i, j]))
+            if sides[i] >= smallest_face:
+                self.findable_ious.append(float(m[i, j]))
             side = max(reference[i, 2] - reference[i, 0], reference[i, 3] - reference[i, 1], 1.0)
             err = np.hypot(reference[i, 5:10] - candidate[j, 5:10], reference[i, 10:15] - candidate[j, 10:15])
             self.landmark_errors.append(float(err.max() / side))
@@ -189,6 +201,11 @@ class Agreement:
             "mean_iou": round(float(ious.mean()), 4) if len(ious) else None,
             "min_iou": round(float(ious.min()), 4) if len(ious) else None,
             "share_iou_ge_0.9_of_reference": round(float((ious >= 0.9).sum() / max(self.reference_faces, 1)), 4),
+            "findable_faces": self.findable_faces,
+            "mean_iou_findable": round(float(np.mean(self.findable_ious)), 4) if self.findable_ious else None,
+            "share_iou_ge_0.9_of_findable": round(
+                float((np.asarray(self.findable_ious) >= 0.9).sum() / max(self.findable_faces, 1)), 4
+            ),
             "misses": self.misses,
             "misses_below_smallest_face": self.misses_below_smallest_face,
             "extras": self.extras,
@@ -246,6 +263,9 @@ def main() -> None:
     parser.add_argument("--canvases", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--max-sides", default="1280,960,800", help="FaceDetector max_side values to time")
+    parser.add_argument(
+        "--unrefined-sides", default="640", help="max_side values also run with refine=False (timed and compared)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--skip-latency", action="store_true", help="agreement only (untimed; run it niced)")
@@ -274,6 +294,8 @@ def main() -> None:
     compiled = CompiledMTCNN()
     sides = [int(s) for s in args.max_sides.split(",") if s]
     detectors = {f"compiled_max{s}": FaceDetector(max_side=s) for s in sides}
+    for s in (int(v) for v in args.unrefined_sides.split(",") if v):
+        detectors[f"compiled_max{s}_unrefined"] = FaceDetector(max_side=s, refine=False)
     detectors["package_max1280"] = FaceDetector(backend="package")
 
     report: dict[str, Any] = {"latency": {}, "faces_found": {}, "agreement": {}}
@@ -308,20 +330,46 @@ def main() -> None:
         print("lfw", json.dumps(report["agreement"]["lfw"]), flush=True)
 
         canvas = Agreement()
+        shifted = {k: Agreement() for k in (1, 2)}
         products = {
-            f"canvas_detector_max{d.max_side}": (d, Agreement()) for d in detectors.values() if d.backend == "compiled"
+            f"canvas_detector_max{d.max_side}{'' if d.refine else '_unrefined'}": (d, Agreement())
+            for d in detectors.values()
+            if d.backend == "compiled"
         }
+        pairs = [(a, b) for a in products for b in products if b == f"{a}_unrefined"]
+        set_changes = {a: Agreement() for a, _ in pairs}
         for image in make_canvases(bg, cutouts, args.canvases, rng):
             ref = package_rows(package, image)
             canvas.add(ref, compiled.detect(image))
-            for det, agreement in products.values():
+            for k, agreement in shifted.items():
+                moved = package_rows(package, np.ascontiguousarray(image[k:, k:]))
+                moved[:, [0, 1, 2, 3]] += k
+                moved[:, 5:15] += k
+                agreement.add(ref, moved)
+            faces_of: dict[str, Rows] = {}
+            for name, (det, agreement) in products.items():
                 keep = ref[ref[:, 4] >= det.min_confidence]
-                agreement.add(keep, detector_rows(det, image), det.smallest_face(image.shape))
+                faces_of[name] = detector_rows(det, image)
+                agreement.add(keep, faces_of[name], det.smallest_face(image.shape))
+            for a, b in pairs:
+                set_changes[a].add(faces_of[b], faces_of[a])
         report["agreement"]["canvas"] = canvas.summary()
         print("canvas", json.dumps(report["agreement"]["canvas"]), flush=True)
+        for k, agreement in shifted.items():
+            report["agreement"][f"canvas_package_shift{k}"] = agreement.summary()
+            print(f"canvas_package_shift{k}", json.dumps(report["agreement"][f"canvas_package_shift{k}"]), flush=True)
         for name, (_, agreement) in products.items():
             report["agreement"][name] = agreement.summary()
             print(name, json.dumps(report["agreement"][name]), flush=True)
+        for a, changes in set_changes.items():
+            summary = changes.summary()
+            report["agreement"][f"{a}_refinement_set_changes"] = {
+                "faces_unrefined": summary["reference_faces"],
+                "only_unrefined": summary["misses"],
+                "only_refined": summary["extras"],
+                "mean_iou_refined_vs_unrefined": summary["mean_iou"],
+            }
+            print(f"{a}_refinement_set_changes", json.dumps(report["agreement"][f"{a}_refinement_set_changes"]))
 
     print(json.dumps(report, indent=2))
     if args.out is not None:
