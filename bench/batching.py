@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,60 @@ def batch_stats(text: str) -> tuple[float, float]:
     return value("facerec_encoder_batch_faces_count"), value("facerec_encoder_batch_faces_sum")
 
 
+def sweep_wait(
+    waits: list[float],
+    kinds: list[str],
+    images: dict[str, list[bytes]],
+    fields: dict[str, dict[str, str]],
+    offline_b32: Callable[[], float],
+    args: argparse.Namespace,
+    extra: dict[str, str],
+) -> dict[str, Any]:
+    """16-client runs against one batched server per ``FACEREC_BATCH_MAX_WAIT_MS`` in ``waits``, all started
+    at once (idle servers use no CPU) and taken in turns, ``args.sweep_rounds`` rounds per request type (the
+    order reversed every other round), with an offline batch-32 figure before each round and after the last,
+    so that the shared machine's drift hits every setting alike."""
+    servers = {w: Service({"FACEREC_BATCH_MAX_WAIT_MS": str(w), **extra}) for w in waits}
+    out: dict[str, Any] = {}
+    try:
+        for kind in kinds:
+            runs: dict[float, list[dict[str, Any]]] = {w: [] for w in waits}
+            brackets = []
+            for r in range(args.sweep_rounds):
+                brackets.append(offline_b32())
+                for w in waits if r % 2 == 0 else waits[::-1]:
+                    server = servers[w]
+                    calls0, faces0 = batch_stats(server.metrics())
+                    reqs = requests_for(server.port, images[kind], fields.get(kind))
+                    fig = load(server.port, reqs, args.clients, args.seconds, args.warmup)
+                    calls1, faces1 = batch_stats(server.metrics())
+                    fig["mean_faces_per_encoder_call"] = round((faces1 - faces0) / max(calls1 - calls0, 1), 2)
+                    fig.pop("latencies_ms")
+                    runs[w].append(fig)
+                    print(f"sweep {kind:7s} wait={w:g} round={r}", json.dumps(fig), flush=True)
+            brackets.append(offline_b32())
+            b32 = float(np.mean(brackets))
+            out[kind] = {
+                "offline_b32_brackets": [round(b, 2) for b in brackets],
+                **{
+                    f"wait_{w:g}ms": {
+                        "faces_per_s": [f["faces_per_s"] for f in runs[w]],
+                        "mean_faces_per_s": round(float(np.mean([f["faces_per_s"] for f in runs[w]])), 2),
+                        "vs_offline_b32": round(float(np.mean([f["faces_per_s"] for f in runs[w]])) / b32, 3),
+                        "p50_ms": [f["p50_ms"] for f in runs[w]],
+                        "p99_ms": [f["p99_ms"] for f in runs[w]],
+                        "faces_per_encoder_call": [f["mean_faces_per_encoder_call"] for f in runs[w]],
+                    }
+                    for w in waits
+                },
+            }
+            print(f"sweep {kind}", json.dumps(out[kind]), flush=True)
+    finally:
+        for server in servers.values():
+            server.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per load run")
@@ -258,6 +313,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="aligned,crops,photos", help="request types to run (aligned, crops, photos)")
     ap.add_argument("--modes", default="batched,unbatched", help="server modes to run (batched, unbatched)")
     ap.add_argument("--env", action="append", default=[], help="extra server setting NAME=VALUE (repeatable)")
+    ap.add_argument("--sweep-wait", help="instead: compare these FACEREC_BATCH_MAX_WAIT_MS values (comma-separated)")
+    ap.add_argument("--sweep-rounds", type=int, default=3, help="rounds of the --sweep-wait comparison per type")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on kill, too
@@ -289,6 +346,13 @@ def main() -> None:
     fields = {"aligned": {"face": "aligned"}}
     images = {"aligned": [jpeg(Image.fromarray(a), quality=95) for a in aligned], "crops": crops, "photos": photos}
     result["server_env"] = extra
+    if args.sweep_wait:
+        waits = [float(w) for w in args.sweep_wait.split(",")]
+        result["sweep_wait"] = sweep_wait(waits, args.kinds.split(","), images, fields, offline_b32, args, extra)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     names = args.modes.split(",")
     servers: dict[str, Service] = {}
     try:
