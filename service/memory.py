@@ -8,9 +8,18 @@ of threads that ever ran a request and never comes back (docs/LOAD.md has the me
 arenas (``M_ARENA_MAX``) makes the threads share a few arenas, and ``malloc_trim(0)`` returns their free
 pages to the OS.
 
-Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl, macOS) both calls are no-ops. The settings:
+A fixed mmap threshold: glibc serves blocks above ``M_MMAP_THRESHOLD`` (128 KiB at start) with their own
+``mmap`` and unmaps them on free, but every such free *raises* the threshold to the freed size (up to 32 MiB),
+so after the first few requests the MiB-sized tensor and batch buffers come from the arenas instead, where they
+fragment the heap and stay resident between trims (under the soak RSS swung by up to ~90 MiB between samples and
+crept up; docs/LOAD.md, fourth run). Setting the threshold explicitly turns that adjustment off: large buffers keep
+going to ``mmap`` and back to the OS on free.
+
+Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl, macOS) the calls are no-ops. The settings:
 ``FACEREC_MALLOC_ARENAS`` (default 2; 0 leaves glibc's default; an explicit ``MALLOC_ARENA_MAX`` in the
-environment wins, glibc read it at start-up) and ``FACEREC_MALLOC_TRIM_S`` (default 30 s; 0 disables).
+environment wins, glibc read it at start-up), ``FACEREC_MALLOC_TRIM_S`` (default 30 s; 0 disables) and
+``FACEREC_MALLOC_MMAP_THRESHOLD_KIB`` (default 256; 0 leaves glibc's dynamic threshold; an explicit
+``MALLOC_MMAP_THRESHOLD_`` or ``glibc.malloc.mmap_threshold`` in ``GLIBC_TUNABLES`` wins).
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ log = logging.getLogger("facerec.service")
 
 M_ARENA_MAX = -8
 """``mallopt`` parameter number of ``M_ARENA_MAX`` in glibc's ``malloc.h``."""
+
+M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` in glibc's ``malloc.h``."""
 
 
 @cache
@@ -49,6 +61,17 @@ def limit_arenas(arenas: int) -> bool:
     if arenas <= 0 or libc is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False
     return bool(libc.mallopt(M_ARENA_MAX, arenas))
+
+
+def fix_mmap_threshold(kib: int) -> bool:
+    """Serve every block of ``kib`` KiB or more with its own ``mmap`` (returned to the OS on free) and stop glibc
+    from raising that threshold as blocks are freed; True if applied. 0 leaves glibc's dynamic threshold, and so does a
+    threshold set in the environment (``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``: glibc read it at start-up)."""
+    libc = _libc()
+    from_env = os.environ.get("MALLOC_MMAP_THRESHOLD_") or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
+    if kib <= 0 or libc is None or from_env:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, kib * 1024))
 
 
 def trim() -> bool:
@@ -87,9 +110,17 @@ class Trimmer:
 
 
 def configure_from_env() -> Trimmer:
-    """What ``facerec serve`` calls first: cap the arenas and start the trimmer from the environment."""
+    """What ``facerec serve`` calls first: cap the arenas, fix the mmap threshold and start the trimmer from the
+    environment."""
     arenas = int(os.environ.get("FACEREC_MALLOC_ARENAS", "2"))
     interval = float(os.environ.get("FACEREC_MALLOC_TRIM_S", "30"))
+    mmap_kib = int(os.environ.get("FACEREC_MALLOC_MMAP_THRESHOLD_KIB", "256"))
     applied = limit_arenas(arenas)
-    log.info("malloc: arenas capped at %s, trim every %.0f s", arenas if applied else "default", interval)
+    fixed = fix_mmap_threshold(mmap_kib)
+    log.info(
+        "malloc: arenas capped at %s, mmap threshold %s, trim every %.0f s",
+        arenas if applied else "default",
+        f"{mmap_kib} KiB" if fixed else "glibc's",
+        interval,
+    )
     return Trimmer(interval).start()

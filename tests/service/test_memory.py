@@ -71,7 +71,47 @@ def test_trimmer_runs_periodically_and_stops() -> None:
 def test_configure_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEREC_MALLOC_ARENAS", "0")
     monkeypatch.setenv("FACEREC_MALLOC_TRIM_S", "0")
+    monkeypatch.setenv("FACEREC_MALLOC_MMAP_THRESHOLD_KIB", "0")
     trimmer = memory.configure_from_env()
     assert trimmer.interval_s == 0 and not trimmer._thread.is_alive()
     trimmer.stop()
     assert os.environ["FACEREC_MALLOC_TRIM_S"] == "0"
+
+
+@glibc
+@pytest.mark.parametrize("fixed", [False, True])
+def test_fixed_mmap_threshold_keeps_large_blocks_out_of_the_arenas(fixed: bool) -> None:
+    """glibc raises its mmap threshold when an mmapped block is freed, so the next 1 MiB block comes from an arena
+    (and stays resident there); with the threshold fixed it is mmapped again and unmapped on free."""
+    code = rf"""
+import ctypes
+from service import memory
+if {fixed}:
+    assert memory.fix_mmap_threshold(256)
+class MI(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+                                              "fordblks keepcost").split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MI
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(1 << 20))  # the first 1 MiB block is mmapped either way; freeing it moves a dynamic threshold
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(1 << 20)
+print(libc.mallinfo2().hblkhd - before >= 1 << 20)
+libc.free(block)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, env=env)
+    assert out.stdout.split() == [str(fixed)]
+
+
+@glibc
+def test_fix_mmap_threshold_yields_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    assert memory.fix_mmap_threshold(256) is False
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")  # another tunable: still applied
+    assert memory.fix_mmap_threshold(0) is False  # 0 = leave glibc's dynamic threshold
+    assert memory.fix_mmap_threshold(1024) is True  # (the threshold this test process keeps: harmless)
