@@ -16,9 +16,9 @@ up to 640 px are detected as they are. Alignment always crops from the full-reso
 
 Boxes and landmarks found on a downscaled copy are coarse (a pixel there is several source pixels, and ONet saw
 an upscaled low-resolution crop). With ``refine`` (the default) the compiled backend re-runs ONet on 48x48 crops of
-the full-resolution image, one batch per image, and takes its boxes and landmarks
-(:meth:`embeddings.mtcnn_compiled.CompiledMTCNN.detect_refined`); which faces are found, and their confidences,
-stay those of the downscaled copy.
+the full-resolution image (one small batch per round) and takes its boxes and landmarks
+(:meth:`embeddings.mtcnn_compiled.CompiledMTCNN.detect_refined`); which faces are found and kept (the confidence
+and ``min_face_size`` filters), and their confidences, stay those of the downscaled copy.
 """
 
 from __future__ import annotations
@@ -145,13 +145,15 @@ class FaceDetector:
     def _pyramid_min_face(self, scale: float) -> int:
         return max(round(self.min_face_size * scale), MTCNN_MIN_INPUT)
 
+    def _passes(self, d: Detection) -> bool:
+        return d.confidence >= self.min_confidence and min(d.box.width, d.box.height) >= self.min_face_size * 0.8
+
     def _keep(self, detections: list[Detection]) -> list[Detection]:
-        kept = [
-            d
-            for d in detections
-            if d.confidence >= self.min_confidence and min(d.box.width, d.box.height) >= self.min_face_size * 0.8
-        ]
-        return sorted(kept, key=lambda d: d.box.area, reverse=True)
+        return sorted(filter(self._passes, detections), key=lambda d: d.box.area, reverse=True)
+
+    def _keep_pairs(self, pairs: list[tuple[Detection, Detection]]) -> list[Detection]:
+        """The second of each ``(as found, refined)`` pair whose first passes the filters."""
+        return [refined for found, refined in pairs if self._passes(found)]
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
         """Detect faces in an RGB uint8 image; largest first. An image with no face gives ``[]``."""
@@ -162,8 +164,13 @@ class FaceDetector:
             return []
         min_face = self._pyramid_min_face(scale)
         if self._compiled is not None and self.refine and scale < 1.0:
-            rows = self._worker.submit(self._compiled.detect_refined, small, image, min_face_size=min_face).result()
-            return self._keep([_row_to_detection(r) for r in rows])
+            found, refined = self._worker.submit(
+                self._compiled.detect_refined, small, image, min_face_size=min_face
+            ).result()
+            # which faces are kept is decided on the boxes as found, so refinement adds or drops none
+            pairs = [(_row_to_detection(f, scale), _row_to_detection(r)) for f, r in zip(found, refined, strict=True)]
+            kept = self._keep_pairs(pairs)
+            return sorted(kept, key=lambda d: d.box.area, reverse=True)
         if self._compiled is not None:
             rows = self._worker.submit(self._compiled.detect, small, min_face_size=min_face).result()
             return self._keep([_row_to_detection(r, scale) for r in rows])

@@ -298,22 +298,25 @@ class CompiledMTCNN:
         min_face_size: float = 20,
         rounds: int = REFINE_ROUNDS,
         shift: float = REFINE_SHIFT,
-    ) -> Array:
+    ) -> tuple[Array, Array]:
         """Faces found in ``image``, a downscaled copy of ``source``, with boxes and landmarks re-estimated at
-        full resolution: rows as :meth:`detect`, in ``source`` pixels.
+        full resolution: ``(found, refined)``, rows as :meth:`detect`, row ``i`` of both the same face: ``found``
+        as :meth:`detect` gives them on ``image`` (``image`` pixels), ``refined`` re-estimated (``source`` pixels).
 
         The cascade runs on ``image`` and decides which faces there are (``min_face_size`` in ``image`` pixels).
         Then, for each face, ONet runs again on 48x48 crops of ``source``: the squared box ONet saw in ``image``,
         mapped to ``source`` pixels (what the package's ONet stage crops, at full resolution), and that box
         shifted by ``shift`` of its side left/right and up/down (9 crops); the box regressions and landmarks of
         the 9 are averaged. ``rounds`` repeats that around the squared result. The set of faces and their
-        confidences are those found in ``image``: refinement never adds or drops a face.
+        confidences are those found in ``image``: refinement never adds or drops a face (callers filter on
+        ``found``).
         """
         height, width = source.shape[:2]
         sx, sy = width / image.shape[1], height / image.shape[0]
         rows, inputs = self._cascade(image, min_face_size)
+        found = _finish(rows, *image.shape[:2])
         if len(rows) == 0:
-            return _finish(rows, height, width)
+            return found, found.copy()
         confidence = rows[:, 4].copy()
         boxes = inputs * np.asarray([sx, sy, sx, sy])
         src = self._tf.constant(np.ascontiguousarray(source, dtype=np.uint8))
@@ -325,7 +328,7 @@ class CompiledMTCNN:
             rows = self._onet_stage(crops, offsets, marks, scores).reshape(len(steps), len(boxes), 15).mean(axis=0)
             boxes = _square(rows[:, :4])
         rows[:, 4] = confidence
-        return _finish(rows, height, width)
+        return found, _finish(rows, height, width)
 
 
 def _finish(rows: Array, height: int, width: int) -> Array:
