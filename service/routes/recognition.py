@@ -29,6 +29,9 @@ router = APIRouter(prefix="/v1", tags=["recognition"])
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
 
 
+DETECTED = {"all": "every detected face", "largest": "the largest detected face of each image"}
+
+
 def face_param(default: str) -> dict[str, object]:
     """The OpenAPI form field ``face``: ``default`` (detected faces) or ``aligned`` (skip detection)."""
     return {
@@ -36,7 +39,7 @@ def face_param(default: str) -> dict[str, object]:
         "enum": [default, "aligned"],
         "default": default,
         "description": (
-            f"`{default}` (default): detected faces. `aligned`: the image is one already aligned face crop (the "
+            f"`{default}` (default): {DETECTED[default]}. `aligned`: the image is one already aligned face crop (the "
             "face's detector box plus the pipeline's 15% margin, eye line level, any size, at least 20 px a "
             "side, sides within 2x): detection is skipped and the crop is resized to 160x160."
         ),
