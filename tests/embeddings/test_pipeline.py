@@ -12,6 +12,7 @@ from PIL import Image
 from embeddings import (
     CROP_SIZE,
     FaceAnalyzer,
+    InvalidImage,
     MultipleFaces,
     NoFace,
     pairwise_distances,
@@ -93,6 +94,25 @@ def test_one_pixel_image_has_no_face(analyzer: FaceAnalyzer) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
     assert analyzer.analyze(buf.getvalue()) == []
+
+
+def test_aligned_face_skips_detection_and_equals_the_detected_face(
+    analyzer: FaceAnalyzer, celebrity_root: Path
+) -> None:
+    photo = image_files(celebrity_root / "val" / "madonna")[0].read_bytes()
+    face = analyzer.single_face(photo, check_quality=False)
+    aligned = analyzer.aligned_face(face.crop)
+    assert aligned.aligned_input and not face.aligned_input
+    assert np.array_equal(aligned.crop, face.crop)
+    assert float(np.linalg.norm(aligned.embedding - face.embedding)) < 1e-3
+    assert aligned.box.width == aligned.box.height == CROP_SIZE and np.isnan(aligned.detection.confidence)
+    assert aligned.quality.face_size == pytest.approx(CROP_SIZE / (1 + analyzer.config.margin))
+    # any size: a 2x larger copy is area-resized back to (nearly) the same crop and embedding
+    big = np.asarray(Image.fromarray(face.crop).resize((320, 320), Image.Resampling.BICUBIC))
+    assert float(np.linalg.norm(analyzer.aligned_face(big).embedding - face.embedding)) < 0.1
+    for bad in (np.zeros((1, 1, 3), np.uint8), np.zeros((19, 60, 3), np.uint8), np.zeros((50, 120, 3), np.uint8)):
+        with pytest.raises(InvalidImage, match="aligned face crop"):
+            analyzer.aligned_face(bad)
 
 
 def test_two_people_side_by_side(analyzer: FaceAnalyzer, celebrity_root: Path) -> None:
