@@ -31,9 +31,11 @@ from embeddings.types import EMBEDDING_DIM
 FLAT = "flat"
 HNSW = "hnsw"
 
-HNSW_STORAGES = ("fp16", "float32")
-"""How an HNSW main stores its vectors: ``fp16`` (``IndexHNSWSQ`` with ``QT_fp16``, 256 bytes a face; the default)
-or ``float32`` (``IndexHNSWFlat``, 512 bytes; galleries saved before fp16 storage). At 1M faces fp16 saves 244 MiB
+HNSW_STORAGES = ("fp16", "sq8", "float32")
+"""How an HNSW main stores its vectors: ``fp16`` (``IndexHNSWSQ`` with ``QT_fp16``, 256 bytes a face; the default),
+``sq8`` (``QT_8bit``: 8 bits a component over its trained range, 128 bytes a face; distances are approximate, so
+:attr:`ModelIndex.approximate` tells the caller to re-rank the candidates with exact vectors) or ``float32``
+(``IndexHNSWFlat``, 512 bytes; galleries saved before fp16 storage). At 1M faces fp16 saves 244 MiB
 of the server's resident memory. Unit vectors lose nothing that matters in half precision: each component is
 rounded to a relative 2**-11, so an L2 distance moves by ~1e-4 (the open-set thresholds are 0.6-1.2); recall@1
 against exact float32 search is measured in docs/GALLERY.md. The HNSW graph does not depend on the storage, so
@@ -105,10 +107,33 @@ class Segment:
 
     @property
     def storage(self) -> str:
-        """``float32`` or ``fp16`` for an HNSW segment (see :data:`HNSW_STORAGES`); ``float32`` for flat ones."""
+        """The vector storage of an HNSW segment (:data:`HNSW_STORAGES`); ``float32`` for flat ones."""
         if self.kind != HNSW:
             return "float32"
-        return "fp16" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexHNSWSQ) else "float32"
+        sub: Any = faiss.downcast_index(self.index.index)
+        if not isinstance(sub, faiss.IndexHNSWSQ):
+            return "float32"
+        sq: Any = faiss.downcast_index(sub.storage)
+        return "fp16" if sq.sq.qtype == faiss.ScalarQuantizer.QT_fp16 else "sq8"
+
+    def _codes(self) -> npt.NDArray[np.uint8] | None:
+        """A view of a scalar-quantised HNSW's codes, (ntotal, code_size) uint8; None for float32 storage."""
+        sub: Any = faiss.downcast_index(self.index.index)
+        storage: Any = faiss.downcast_index(sub.storage) if self.kind == HNSW else sub
+        if not isinstance(storage, faiss.IndexScalarQuantizer):
+            return None
+        n, size = self.ntotal, int(storage.code_size)
+        return faiss.rev_swig_ptr(storage.codes.data(), n * size).reshape(n, size) if n else None
+
+    def decoded(self, start: int = 0, stop: int | None = None) -> npt.NDArray[np.float32]:
+        """Stored vectors ``start:stop`` (storage order) as a float32 *copy*, decoded from any storage."""
+        codes = self._codes()
+        if codes is None:
+            return np.array(self.vectors()[start:stop], dtype=np.float32)
+        sub: Any = faiss.downcast_index(self.index.index)
+        storage: Any = faiss.downcast_index(sub.storage)
+        part = np.ascontiguousarray(codes[start:stop])
+        return np.asarray(storage.sa_decode(part), dtype=np.float32).reshape(len(part), EMBEDDING_DIM)
 
     @property
     def ntotal(self) -> int:
@@ -135,6 +160,8 @@ class Segment:
         if n == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         if isinstance(storage, faiss.IndexScalarQuantizer):
+            if storage.sq.qtype != faiss.ScalarQuantizer.QT_fp16:
+                raise TypeError("sq8 codes are not a float view: use decoded()")
             codes = faiss.rev_swig_ptr(storage.codes.data(), n * storage.code_size)
             return codes.view(np.float16).reshape(n, EMBEDDING_DIM)
         return faiss.rev_swig_ptr(storage.get_xb(), n * EMBEDDING_DIM).reshape(n, EMBEDDING_DIM)
@@ -157,7 +184,13 @@ class Segment:
         if self.kind == FLAT and not self.frozen:
             self.index.remove_ids(faiss.IDSelectorBatch(stored[hit]))
             return n
-        self.vectors()[hit] = TOMBSTONE_FILL
+        codes = self._codes()
+        if codes is None:
+            self.vectors()[hit] = TOMBSTONE_FILL
+        else:  # the code of the far point (sq8 clips it to the corner of its trained range: still far)
+            sub: Any = faiss.downcast_index(self.index.index)
+            storage: Any = faiss.downcast_index(sub.storage)
+            codes[hit] = storage.sa_encode(np.full((1, EMBEDDING_DIM), TOMBSTONE_FILL, np.float32))[0]
         self.tombstones.update(int(i) for i in stored[hit])
         self._sync_tombstones()
         return n
@@ -206,6 +239,12 @@ class ModelIndex:
     @property
     def tombstones(self) -> int:
         return sum(len(s.tombstones) for s in self.segments)
+
+    @property
+    def approximate(self) -> bool:
+        """True when search distances are approximate (an ``sq8`` main): re-rank the candidates exactly."""
+        main = self.main
+        return main is not None and main.storage == "sq8"
 
     def live_ids(self) -> npt.NDArray[np.int64]:
         parts = [s.live_ids() for s in self.segments]
@@ -338,6 +377,9 @@ def _empty_hnsw(m: int, storage: str) -> Any:
     if storage == "fp16":
         qtype: Any = faiss.ScalarQuantizer.QT_fp16  # an int; the stubs say ScalarQuantizer
         return faiss.IndexHNSWSQ(EMBEDDING_DIM, qtype, m)
+    if storage == "sq8":
+        qtype8: Any = faiss.ScalarQuantizer.QT_8bit
+        return faiss.IndexHNSWSQ(EMBEDDING_DIM, qtype8, m)
     if storage == "float32":
         return faiss.IndexHNSWFlat(EMBEDDING_DIM, m)
     raise ValueError(f"hnsw_storage must be one of {', '.join(HNSW_STORAGES)}; got {storage!r}")
@@ -354,14 +396,36 @@ def convert_hnsw_storage(seg: Segment, storage: str, chunk: int = 65_536) -> Seg
     wrapped = faiss.IndexIDMap(dst)  # must wrap an empty index; filled below
     dst.hnsw = src.hnsw  # a copy of the graph (levels, offsets, neighbours, entry point, efSearch...)
     target: Any = faiss.downcast_index(dst.storage)
-    old = seg.vectors()
-    for start in range(0, len(old), chunk):
-        target.add(np.ascontiguousarray(old[start : start + chunk], dtype=np.float32))
     n = seg.ntotal
+    if not target.is_trained:
+        target.train(_training_sample([seg], [seg.tombstones]))
+    for start in range(0, n, chunk):
+        target.add(seg.decoded(start, start + chunk))
     dst.ntotal = n
     wrapped.ntotal = n
     faiss.copy_array_to_vector(seg.ids(), wrapped.id_map)
     return Segment(wrapped, HNSW, seg.tombstones)
+
+
+def _training_sample(
+    segments: Sequence[Segment], tombstones: Sequence[set[int]], size: int = 100_000, chunk: int = 65_536
+) -> npt.NDArray[np.float32]:
+    """About ``size`` live vectors, evenly spread over the segments, to train an ``sq8`` range on (tombstones
+    left out); decoded chunk by chunk, so a 1M-face segment is never copied whole."""
+    step = max(1, sum(s.ntotal for s in segments) // size)
+    parts = []
+    for seg, tomb in zip(segments, tombstones, strict=True):
+        ids = seg.ids()
+        dead = np.array(sorted(tomb), np.int64)
+        for start in range(0, len(ids), chunk):
+            rows = np.arange(start, min(start + chunk, len(ids)))[::step]
+            rows = rows[~np.isin(ids[rows], dead)] if len(dead) else rows
+            if len(rows):
+                parts.append(seg.decoded(start, start + chunk)[rows - start])
+    if not parts:  # nothing live: the range of any unit vector
+        eye = np.eye(EMBEDDING_DIM, dtype=np.float32)
+        return np.concatenate([eye, -eye])
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def build_hnsw(
@@ -376,12 +440,14 @@ def build_hnsw(
     built = Segment.new_hnsw(params)
     total = sum(s.ntotal for s in frozen)
     done = 0
+    if not built.index.is_trained:  # sq8: the per-component range, from the live vectors
+        built.index.train(_training_sample(frozen, tombstones))
     for seg, tomb in zip(frozen, tombstones, strict=True):
         ids = seg.ids()
         dead = np.array(sorted(tomb), dtype=np.int64)
         for start in range(0, len(ids), chunk):
             cid = ids[start : start + chunk]
-            vec = np.array(seg.vectors()[start : start + len(cid)], dtype=np.float32)
+            vec = seg.decoded(start, start + len(cid))
             keep = ~np.isin(cid, dead) if len(dead) else np.ones(len(cid), bool)
             if keep.any():
                 built.index.add_with_ids(np.ascontiguousarray(vec[keep]), np.ascontiguousarray(cid[keep]))

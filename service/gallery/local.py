@@ -413,7 +413,7 @@ class LocalGallery:
                         present=present,
                     )
                 return [[] for _ in range(len(q))]
-            hits = self._search_subjects(idx, q, top_k)
+            hits = self._search_subjects(idx, q, top_k, model_id)
         pks = sorted({pk for row in hits for pk, _, _ in row})
         names = self.store.subjects_by_pk(pks)
         out: list[list[Candidate]] = []
@@ -426,8 +426,33 @@ class LocalGallery:
             out.append(cands)
         return out
 
+    def _rerank(
+        self, q: npt.NDArray[np.float32], dist: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], model_id: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Exact L2 distances for an approximate (``sq8``) index's candidates, from the float32 embeddings in
+        SQLite, each row re-sorted; a candidate SQLite no longer has (erased meanwhile) becomes ``-1``/inf."""
+        wanted = np.unique(ids[ids >= 0])
+        found: dict[int, bytes] = {}
+        conn = self.store._reader()
+        for start in range(0, len(wanted), 500):
+            part = [int(i) for i in wanted[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT id, embedding FROM faces WHERE model_id = ? AND id IN ({marks})"
+            found.update(conn.execute(sql, (model_id, *part)).fetchall())
+        vecs = np.zeros((*ids.shape, EMBEDDING_DIM), np.float32)
+        have = np.zeros(ids.shape, bool)
+        for pos in zip(*np.nonzero(ids >= 0), strict=True):
+            blob = found.get(int(ids[pos]))
+            if blob is not None:
+                vecs[pos] = np.frombuffer(blob, "<f4")
+                have[pos] = True
+        exact = np.sqrt(np.clip(((vecs - q[:, None, :]) ** 2).sum(axis=2), 0.0, 4.0)).astype(np.float32)
+        exact = np.where(have, exact, np.inf).astype(np.float32)
+        order = np.argsort(exact, axis=1, kind="stable")
+        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(np.where(have, ids, -1), order, axis=1)
+
     def _search_subjects(
-        self, idx: ModelIndex, q: npt.NDArray[np.float32], top_k: int
+        self, idx: ModelIndex, q: npt.NDArray[np.float32], top_k: int, model_id: str
     ) -> list[list[tuple[int, int, float]]]:
         """Per probe, up to ``top_k`` (subject pk, face id, distance) by best face; over-fetches faces and
         grows the fetch until ``top_k`` distinct subjects are found or every face was seen."""
@@ -435,6 +460,8 @@ class LocalGallery:
         kf = min(live, max(top_k * self.settings.overfetch, 16))
         while True:
             dist, ids = idx.search(q, kf)
+            if idx.approximate:
+                dist, ids = self._rerank(q, dist, ids, model_id)
             subj = np.where(ids >= 0, self._subject_of[np.clip(ids, 0, None)], -1)
             rows: list[list[tuple[int, int, float]]] = []
             short = False
@@ -651,7 +678,7 @@ def open_gallery(
 ) -> LocalGallery:
     """Open (creating if needed) the gallery in ``data_dir``; raises :class:`GalleryLocked` if another
     process has it open. ``progress(stage, done, total)`` reports index rebuilds. ``hnsw_storage``: ``fp16``
-    (default) or ``float32`` vectors in HNSW (an HNSW snapshot of the other storage is converted at open)."""
+    (default), ``sq8`` or ``float32`` vectors in HNSW (an HNSW snapshot of another storage is converted at open)."""
     params = IndexParams(
         hnsw_threshold=hnsw_threshold,
         hnsw_m=hnsw_m,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
 from service.gallery.snapshot import read_header, snapshot_path
 from tests.gallery.conftest import MODEL, faces, unit
@@ -23,15 +24,16 @@ def _clustered(rng, people: int, per: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_new_hnsw_is_fp16_and_finds_the_exact_nearest(make_gallery, rng):
-    g = make_gallery(hnsw_threshold=500)
+@pytest.mark.parametrize("storage", ["fp16", "sq8"])
+def test_new_hnsw_finds_the_exact_nearest(make_gallery, rng, storage):
+    g = make_gallery(hnsw_threshold=500, hnsw_storage=storage)
     subjects = g.create_subjects([(f"p{i}", None) for i in range(200)])
     vecs = _clustered(rng, 200, 10)
     recs = g.add_faces_many({s.id: faces(vecs[i * 10 : i * 10 + 10]) for i, s in enumerate(subjects)})
     g.maintain()
     main = _main(g)
-    assert main is not None and main.storage == "fp16"
-    assert main.vectors().dtype == np.float16
+    assert main is not None and main.storage == storage
+    assert main.decoded().dtype == np.float32 and main._codes().shape == (2000, 256 if storage == "fp16" else 128)
     probes = vecs[::10] + 0.3 * unit(rng, 200)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     exact = np.argmin(((probes[:, None, :] - vecs[None, :, :]) ** 2).sum(-1), axis=1)
@@ -39,9 +41,10 @@ def test_new_hnsw_is_fp16_and_finds_the_exact_nearest(make_gallery, rng):
     got = g.search(probes, model_id=MODEL, top_k=1)
     ids = np.array([r[0].face_id for r in got])
     assert (ids == np.array([recs[i].id for i in exact])).mean() >= 0.99
-    # distances from half-precision codes stay within ~1e-3 of float32 ones
+    # fp16: distances from half-precision codes stay within ~1e-3 of float32 ones; sq8: re-ranked exactly
     dist = np.array([r[0].distance for r in got])
-    assert np.abs(dist - exact_d).max() < 2e-3
+    assert np.abs(dist - exact_d).max() < (2e-3 if storage == "fp16" else 1e-5)
+    assert g._indexes[MODEL].approximate == (storage == "sq8")
 
 
 def test_float32_snapshot_is_converted_at_open_without_a_rebuild(make_gallery, rng, tmp_path):
@@ -84,25 +87,35 @@ def test_float32_snapshot_is_converted_at_open_without_a_rebuild(make_gallery, r
     assert set(g.index_ids(MODEL).tolist()) == {r.id for r in recs[5:]}
     g.close()
 
-    g = make_gallery(hnsw_storage="float32")  # and back: an fp16 snapshot read by a float32 configuration
-    assert _main(g).storage == "float32"
-    assert [c.face_id for c in g.search(vecs[7], model_id=MODEL, top_k=1)[0]] == [recs[7].id]
+    g.close()
+    for storage in ("sq8", "float32"):  # an fp16 snapshot read by another configuration: converted again
+        g = make_gallery(hnsw_storage=storage)
+        assert _main(g).storage == storage
+        np.testing.assert_array_equal(_graph(_main(g)), graph)
+        assert [c.face_id for c in g.search(vecs[7], model_id=MODEL, top_k=1)[0]] == [recs[7].id]
+        assert not {c.face_id for r in g.search(vecs[:5], model_id=MODEL, top_k=5) for c in r} & {
+            r.id for r in recs[:5]
+        }
+        g.close()
 
 
-def test_erased_fp16_codes_leave_the_snapshot(make_gallery, rng, tmp_path):
+@pytest.mark.parametrize("storage", ["fp16", "sq8"])
+def test_erased_codes_leave_the_snapshot(make_gallery, rng, tmp_path, storage):
     data = tmp_path / "data"
-    g = make_gallery(hnsw_threshold=100)
+    g = make_gallery(hnsw_threshold=100, hnsw_storage=storage)
     s = g.create_subject(name="A")
     g.add_faces(g.create_subject(name="B").id, faces(unit(rng, 150)))
-    recs = g.add_faces(s.id, faces(unit(rng, 2)))
+    secret = unit(rng, 2)
+    recs = g.add_faces(s.id, faces(secret))
     g.maintain()
     g.save_snapshot()
     main = _main(g)
     pos = np.flatnonzero(np.isin(main.ids(), [r.id for r in recs]))
-    codes = [main.vectors()[p].tobytes() for p in pos]
-    assert len(codes) == 2 and all(len(c) == 256 for c in codes)
+    codes = [main._codes()[p].tobytes() for p in pos]
+    assert len(codes) == 2 and all(len(c) == (256 if storage == "fp16" else 128) for c in codes)
     snap = snapshot_path(data, MODEL)
     assert all(c in snap.read_bytes() for c in codes)  # the probe is meaningful
     g.delete_subject(s.id)
+    assert not {c.face_id for row in g.search(secret, model_id=MODEL, top_k=5) for c in row} & {r.id for r in recs}
     g.save_snapshot()
     assert not any(c in snap.read_bytes() for c in codes)
