@@ -15,8 +15,9 @@ level, and a 40 MP upload must not cost seconds of CPU. The smallest face found 
 up to 640 px are detected as they are. Alignment always crops from the full-resolution image.
 
 Boxes and landmarks found on a downscaled copy are coarse (a pixel there is several source pixels, and ONet saw
-an upscaled low-resolution crop). With ``refine`` (the default) the compiled backend re-runs ONet on 48x48 crops of
-the full-resolution image (one small batch per round) and takes its boxes and landmarks
+an upscaled low-resolution crop). With ``refine`` (the default), when the copy is smaller than
+:data:`REFINE_BELOW_SCALE` of the source, the compiled backend re-runs ONet on 48x48 crops of the full-resolution
+image (one small batch per round) and takes its boxes and landmarks
 (:meth:`embeddings.mtcnn_compiled.CompiledMTCNN.detect_refined`); which faces are found and kept (the confidence
 and ``min_face_size`` filters), and their confidences, stay those of the downscaled copy.
 """
@@ -39,9 +40,16 @@ MTCNN_MIN_INPUT = 12
 
 DEFAULT_MAX_SIDE = 640
 """Longer side, pixels, above which detection runs on a downscaled copy. 640: a 1080p photo with one face in
-43-66 ms p50 instead of 98-170 ms at 1280 (compiled), smallest face 36 px instead of 20 px on 1920x1080, and
-coarser boxes on large multi-face photos (mean IoU 0.91 vs the package on the full image; 960 gives 0.95).
-Figures and the trade: docs/BENCHMARKS.md, "Detection"."""
+43-66 ms p50 instead of 98-170 ms at 1280 (compiled; the full-resolution refinement adds about 3-10 ms), smallest
+face 36 px instead of 20 px on 1920x1080; on 1280x960 multi-face photos the refined boxes have mean IoU 0.946 with
+the package's on the full image (0.909 unrefined; 960 px, unrefined there: 0.950). Figures and the trade:
+docs/BENCHMARKS.md, "Detection"."""
+
+REFINE_BELOW_SCALE = 0.7
+"""Full-resolution refinement runs when the detected copy is smaller than this fraction of the source (a source
+at least ~1.43x ``max_side``). On bench/detect.py's 1280x960 canvases it improved the boxes in every face-size
+bucket at scales 0.5 and 0.625 (640 and 800 px), but at 0.75 (960 px), where the copy is close to the source,
+it lowered the mean IoU with the package from 0.950 to 0.936 (better on 20-32 px faces, worse on the rest)."""
 
 Backend = Literal["compiled", "package"]
 
@@ -163,7 +171,7 @@ class FaceDetector:
         if min(small.shape[:2]) < MTCNN_MIN_INPUT:
             return []
         min_face = self._pyramid_min_face(scale)
-        if self._compiled is not None and self.refine and scale < 1.0:
+        if self._compiled is not None and self.refine and scale < REFINE_BELOW_SCALE:
             found, refined = self._worker.submit(
                 self._compiled.detect_refined, small, image, min_face_size=min_face
             ).result()
