@@ -27,8 +27,10 @@ def serve(
 
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
+    from service.lean_imports import block_optional_imports
     from service.memory import configure_from_env
 
+    block_optional_imports()  # before TensorFlow/Keras load: matplotlib and scikit-learn stay out (~80 MiB)
     trimmer = configure_from_env()  # before the worker threads exist: bounded malloc arenas, periodic trim
     import uvicorn
 
