@@ -208,16 +208,23 @@ def _exact_top1(x: Any, probes: Any, chunk: int = 131_072) -> tuple[Any, Any]:
     return arg, np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, 4.0))
 
 
-def cmd_recall(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-
-    from bench.gallery import Synthetic
+def _open_e2e_gallery(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
+    """The gallery of an e2e data dir (``--data``, with its ``held_out.json``), opened with ``--storage``;
+    returns (gallery, model id, held_out metadata)."""
     from service.gallery import open_gallery
 
     data = Path(args.data)
     meta = json.loads((data / "held_out.json").read_text())
-    model_id = str(meta["model_id"])
     g = open_gallery(data, auto_maintain=False, hnsw_storage=args.storage)
+    return g, str(meta["model_id"]), meta
+
+
+def cmd_recall(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from bench.gallery import Synthetic
+
+    g, model_id, meta = _open_e2e_gallery(args)
     try:
         main_seg = g._indexes[model_id].main
         storage = main_seg.storage if main_seg is not None else "flat"
@@ -271,13 +278,9 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from bench.gallery import Synthetic
-    from service.gallery import open_gallery
 
     faiss.omp_set_num_threads(1)
-    data = Path(args.data)
-    meta = json.loads((data / "held_out.json").read_text())
-    model_id = str(meta["model_id"])
-    g = open_gallery(data, auto_maintain=False, hnsw_storage=args.storage)
+    g, model_id, meta = _open_e2e_gallery(args)
     try:
         main_seg = g._indexes[model_id].main
         probes = Synthetic(int(meta["synthetic_faces"]), int(meta["seed"])).probes(args.probes + 100)
