@@ -40,7 +40,7 @@ MTCNN_MIN_INPUT = 12
 
 DEFAULT_MAX_SIDE = 640
 """Longer side, pixels, above which detection runs on a downscaled copy. 640: a 1080p photo with one face in
-43-66 ms p50 instead of 98-170 ms at 1280 (compiled; the full-resolution refinement adds about 3-10 ms), smallest
+43-66 ms p50 instead of 98-170 ms at 1280 (compiled; the full-resolution refinement adds 3-19 ms), smallest
 face 36 px instead of 20 px on 1920x1080; on 1280x960 multi-face photos the refined boxes have mean IoU 0.946 with
 the package's on the full image (0.909 unrefined; 960 px, unrefined there: 0.950). Figures and the trade:
 docs/BENCHMARKS.md, "Detection"."""
