@@ -191,7 +191,7 @@ def fit(
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "bad": 0, "best_step": 0, "history": []}
     ckpt_state = checkpoint_dir / "state.json" if checkpoint_dir else None
     ckpt_arrays = checkpoint_dir / "weights.npz" if checkpoint_dir else None
-    best_weights = [np.array(v) for v in variables]
+    best_weights = [v.numpy().copy() for v in variables]
     if resume and ckpt_state is not None and ckpt_arrays is not None and ckpt_state.is_file():
         state = json.loads(ckpt_state.read_text())
         if state.get("config") != asdict(config) | {"max_minutes": None, "max_steps": None}:
@@ -217,8 +217,8 @@ def fit(
         _save_arrays(
             ckpt_arrays,
             {
-                "current": [np.array(v) for v in variables],
-                "optimizer": [np.array(v) for v in optimizer.variables],
+                "current": [v.numpy().copy() for v in variables],
+                "optimizer": [v.numpy().copy() for v in optimizer.variables],
                 "best": best_weights,
             },
         )
@@ -260,7 +260,7 @@ def fit(
             if _score(m) >= _score(best_metrics):
                 state["bad"] = 0 if _score(m) > _score(best_metrics) else state["bad"] + 1
                 best_metrics, state["best_step"] = m, state["step"]
-                best_weights = [np.array(v) for v in variables]
+                best_weights = [v.numpy().copy() for v in variables]
             else:
                 state["bad"] += 1
             state["best"] = best_metrics
