@@ -431,14 +431,7 @@ class LocalGallery:
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Exact L2 distances for an approximate (``sq8``) index's candidates, from the float32 embeddings in
         SQLite, each row re-sorted; a candidate SQLite no longer has (erased meanwhile) becomes ``-1``/inf."""
-        wanted = np.unique(ids[ids >= 0])
-        found: dict[int, bytes] = {}
-        conn = self.store._reader()
-        for start in range(0, len(wanted), 500):
-            part = [int(i) for i in wanted[start : start + 500]]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT id, embedding FROM faces WHERE model_id = ? AND id IN ({marks})"
-            found.update(conn.execute(sql, (model_id, *part)).fetchall())
+        found = self.store.embedding_blobs(np.unique(ids[ids >= 0]).tolist(), model_id)
         vecs = np.zeros((*ids.shape, EMBEDDING_DIM), np.float32)
         have = np.zeros(ids.shape, bool)
         for pos in zip(*np.nonzero(ids >= 0), strict=True):

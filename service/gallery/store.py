@@ -646,16 +646,24 @@ class SQLiteStore:
         conn.execute("DELETE FROM face_embeddings WHERE model_id = ?", (model_id,))
         return old
 
+    def embedding_blobs(self, face_ids: Sequence[int], model_id: str | None = None) -> dict[int, bytes]:
+        """The current embeddings (``faces.embedding``, 128 little-endian float32) of those of these faces that
+        exist (and are of ``model_id`` if given), by face id; a face erased meanwhile is simply absent."""
+        conn = self._reader()
+        blobs: dict[int, bytes] = {}
+        ids = [int(f) for f in face_ids]
+        of_model = "" if model_id is None else " AND model_id = ?"
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            marks = ",".join("?" * len(part))
+            args = part if model_id is None else [*part, model_id]
+            for fid, blob in conn.execute(f"SELECT id, embedding FROM faces WHERE id IN ({marks}){of_model}", args):
+                blobs[int(fid)] = blob
+        return blobs
+
     def embeddings_of(self, face_ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """The current embeddings (``faces.embedding``) of these faces, in the order given."""
         if not len(face_ids):
             return _vectors([])
-        conn = self._reader()
-        blobs: dict[int, bytes] = {}
-        ids = [int(f) for f in face_ids]
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            marks = ",".join("?" * len(part))
-            for fid, blob in conn.execute(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", part):
-                blobs[int(fid)] = blob
-        return _vectors([blobs[f] for f in ids])
+        blobs = self.embedding_blobs(face_ids)
+        return _vectors([blobs[int(f)] for f in face_ids])
