@@ -79,13 +79,22 @@ class EmbeddedFace(DetectedFace):
 
 
 FACE_ALIGNED = (
-    "`aligned`: the whole image is one already aligned face crop (the face's detector box plus the pipeline's "
-    "15% margin, eye line level, any size, resized to 160x160): detection is skipped. "
+    "`aligned`: the image is one already aligned face crop (the face's detector box plus the pipeline's 15% "
+    "margin, eye line level, any size, at least 20 px a side, sides within 2x): detection is skipped and the crop "
+    "is resized to 160x160."
 )
+
+FACE_DETECTED = {"all": "every detected face", "largest": "the largest detected face of each image"}
+"""What each default ``face`` value takes (the detector runs)."""
+
+
+def face_description(default: str) -> str:
+    """The ``face`` parameter's description when ``default`` (a :data:`FACE_DETECTED` key) is its default."""
+    return f"`{default}` (default): {FACE_DETECTED[default]}. {FACE_ALIGNED}"
 
 
 class EmbedParams(BaseModel):
-    face: Literal["all", "aligned"] = Field("all", description="`all`: every detected face. " + FACE_ALIGNED)
+    face: Literal["all", "aligned"] = Field("all", description=face_description("all"))
 
 
 class EmbedResponse(BaseModel):
@@ -206,14 +215,12 @@ class RecognitionParams(BaseModel):
 
 class VerifyParams(RecognitionParams):
     subject_id: str | None = Field(None, description="Compare `image` with this subject's enrolled faces.")
-    face: Literal["largest", "aligned"] = Field(
-        "largest", description="`largest`: the largest detected face of each image. " + FACE_ALIGNED
-    )
+    face: Literal["largest", "aligned"] = Field("largest", description=face_description("largest"))
 
 
 class IdentifyParams(RecognitionParams):
     top_k: int | None = Field(None, ge=1, le=100, description="Candidates per face; default: the service's.")
-    face: Literal["all", "aligned"] = Field("all", description="`all`: every detected face. " + FACE_ALIGNED)
+    face: Literal["all", "aligned"] = Field("all", description=face_description("all"))
 
 
 class FaceDistance(BaseModel):

@@ -48,18 +48,26 @@ def detected(d: Detection) -> DetectedFace:
     )
 
 
-def embedded(f: Face) -> EmbeddedFace:
-    """A face with its embedding; landmarks and confidences are null for an aligned input (no detector ran)."""
-    q = f.quality
+def face_fields(f: Face) -> dict[str, Any]:
+    """A face's ``box``, ``landmarks`` and ``confidence`` fields; the last two are null for an aligned input
+    (``face=aligned``: no detector ran)."""
     d = f.detection
     aligned = f.aligned_input
+    return {
+        "box": BoxOut(**d.box.to_dict()),
+        "landmarks": None if aligned else LandmarksOut(**d.landmarks.to_dict()),
+        "confidence": None if aligned else d.confidence,
+    }
+
+
+def embedded(f: Face) -> EmbeddedFace:
+    """A face with its quality and embedding (:func:`face_fields` for the detector's part)."""
+    q = f.quality
     return EmbeddedFace(
-        box=BoxOut(**d.box.to_dict()),
-        landmarks=None if aligned else LandmarksOut(**d.landmarks.to_dict()),
-        confidence=None if aligned else d.confidence,
+        **face_fields(f),
         quality=QualityOut(
             face_size=q.face_size,
-            confidence=None if aligned else q.confidence,
+            confidence=None if f.aligned_input else q.confidence,
             sharpness=q.sharpness,
             reasons=list(q.reasons),
         ),

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from service import recognition
 from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RecognizeKey, RunnerDep, SettingsDep
 from service.errors import BadRequest
-from service.routes.convert import detected, embedded, match_out
+from service.routes.convert import detected, embedded, face_fields, match_out
 from service.routes.docs import errors, image_body
 from service.schemas import (
     BoxOut,
@@ -18,9 +18,9 @@ from service.schemas import (
     IdentifiedFace,
     IdentifyParams,
     IdentifyResponse,
-    LandmarksOut,
     VerifyParams,
     VerifyResponse,
+    face_description,
 )
 from service.uploads import read_payload
 
@@ -29,20 +29,13 @@ router = APIRouter(prefix="/v1", tags=["recognition"])
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
 
 
-DETECTED = {"all": "every detected face", "largest": "the largest detected face of each image"}
-
-
 def face_param(default: str) -> dict[str, object]:
     """The OpenAPI form field ``face``: ``default`` (detected faces) or ``aligned`` (skip detection)."""
     return {
         "type": "string",
         "enum": [default, "aligned"],
         "default": default,
-        "description": (
-            f"`{default}` (default): {DETECTED[default]}. `aligned`: the image is one already aligned face crop (the "
-            "face's detector box plus the pipeline's 15% margin, eye line level, any size, at least 20 px a "
-            "side, sides within 2x): detection is skipped and the crop is resized to 160x160."
-        ),
+        "description": face_description(default),
     }
 
 
@@ -75,9 +68,7 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
     return IdentifyResponse(
         faces=[
             IdentifiedFace(
-                box=BoxOut(**f.face.box.to_dict()),
-                landmarks=None if f.face.aligned_input else LandmarksOut(**f.face.detection.landmarks.to_dict()),
-                confidence=None if f.face.aligned_input else f.face.detection.confidence,
+                **face_fields(f.face),
                 match=match_out(f.match) if f.match else None,
                 candidates=[match_out(c) for c in f.candidates],
             )
