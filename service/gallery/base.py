@@ -1,5 +1,7 @@
-"""The gallery interface the service uses. :class:`~service.gallery.local.LocalGallery` (SQLite + FAISS) is
-one implementation; a shared backend for several replicas (e.g. Milvus) would be another.
+"""The gallery interface the service uses: every caller above the gallery (routes, recognition, re-index, CLI,
+bootstrap) is typed against :class:`Gallery` and never checks which backend it has. Backends: the embedded
+SQLite + FAISS gallery (one process owns a data dir) and PostgreSQL (truth) with pgvector or Milvus for search
+(any number of stateless replicas). One contract test suite runs against every backend.
 
 Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0, 2]; similarity is
 ``1 - d**2 / 2``. Every call is thread-safe. A write is durable (committed to disk) when it returns, and a
@@ -8,7 +10,7 @@ deleted face or subject is never returned by a search that starts after the dele
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -43,8 +45,16 @@ class Gallery(Protocol):
         """Erase the subject and all its faces; returns the number of faces erased."""
         ...
 
+    def create_subjects(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> list[Subject]:
+        """Create several subjects ``(name, metadata)`` in one transaction (bulk enrolment, migration)."""
+        ...
+
     def add_faces(self, subject_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
         """Enrol faces in one transaction (all or nothing); durable when it returns."""
+        ...
+
+    def add_faces_many(self, batch: Mapping[str, Sequence[NewFace]]) -> list[FaceRecord]:
+        """Enrol faces of several subjects in one transaction, all or nothing; records in the order given."""
         ...
 
     def list_faces(self, subject_id: str) -> list[FaceRecord]:
@@ -73,6 +83,31 @@ class Gallery(Protocol):
 
     def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:
         """Its embeddings of ``model_id``, (n, 128); :class:`ModelMismatch` if it has only other models'."""
+        ...
+
+    # ---------------------------------------------------------------- crops and re-indexing
+    def crop_png(self, face_id: int) -> bytes | None:
+        """The stored aligned 160x160 crop of a face (PNG bytes), or None if none was stored."""
+        ...
+
+    def reindex_counts(self, model_id: str) -> dict[str, int]:
+        """For a re-index to ``model_id``: ``faces`` (all), ``todo`` (faces of another model), ``staged`` (of
+        those, with a staged embedding of ``model_id``), ``without_crop`` (of those, neither crop nor staged)."""
+        ...
+
+    def crops_to_embed(self, model_id: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ``(face id, crop PNG)`` with ``id > after_id``, not of ``model_id`` and not yet staged
+        for it, in id order."""
+        ...
+
+    def stage_embeddings(self, model_id: str, face_ids: Sequence[int], embeddings: npt.NDArray[np.float32]) -> int:
+        """Store embeddings of ``model_id`` for existing faces (searches unaffected); an erased face is skipped.
+        Safe to call from another process while servers run. Returns the rows written."""
+        ...
+
+    def switch_model(self, model_id: str) -> int:
+        """Atomically make ``model_id`` every face's model from the staged embeddings; :class:`ReindexIncomplete`
+        (nothing changed) if any face lacks one. Returns the number of faces switched."""
         ...
 
     def stats(self) -> GalleryStats:
