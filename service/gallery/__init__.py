@@ -20,7 +20,7 @@ from service.gallery.errors import (
     SubjectNotFound,
 )
 from service.gallery.index import IndexParams
-from service.gallery.local import GallerySettings, LocalGallery, default_data_dir, open_gallery
+from service.gallery.local import GallerySettings, LocalGallery, SideStaging, default_data_dir, open_gallery
 from service.gallery.types import (
     Candidate,
     FaceRecord,
@@ -48,6 +48,7 @@ __all__ = [
     "ModelMismatch",
     "NewFace",
     "ReindexIncomplete",
+    "SideStaging",
     "SnapshotInfo",
     "SnapshotInvalid",
     "StorageError",

@@ -110,7 +110,7 @@ def test_hnsw_recall_against_flat(make_gallery, rng):
     late = unit(rng, 20)
     recs = g.add_faces(s.id, faces(late))
     assert g.search(late[5], model_id=MODEL, top_k=1)[0][0].face_id == recs[5].id
-    idx = g._indexes[MODEL]
+    idx = g.cache.models[MODEL]
     while idx.merge_step():
         pass
     assert g.stats().indexes[MODEL].flat == 0

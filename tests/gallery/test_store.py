@@ -18,7 +18,7 @@ from service.gallery import (
     default_data_dir,
 )
 from service.gallery.crops import decode_crop
-from service.gallery.store import READER_CACHE_KIB, SCHEMA_VERSION, WRITER_CACHE_KIB
+from service.gallery.sqlite import READER_CACHE_KIB, SCHEMA_VERSION, WRITER_CACHE_KIB
 from tests.gallery.conftest import MODEL, faces, unit
 
 
@@ -149,7 +149,7 @@ def test_enrolment_bigger_than_the_writer_cache_is_atomic(make_gallery, rng, mon
         wal_at_commit.append(wal.stat().st_size)
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(g.store, "commit", failing_commit)
+    monkeypatch.setattr(g.store, "_commit", failing_commit)
     with pytest.raises(StorageUnavailable):
         g.add_faces(s.id, new)
     monkeypatch.undo()
