@@ -164,7 +164,7 @@ def cmd_stages(args: argparse.Namespace) -> dict[str, Any]:
     import faiss  # noqa: F401
 
     mark("faiss")
-    from service.app import default_analyzer
+    from service.bootstrap import default_analyzer
     from service.config import Settings
     from service.gallery import open_gallery
 

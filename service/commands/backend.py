@@ -16,7 +16,7 @@ import httpx
 import typer
 
 from embeddings.errors import FaceRecError
-from service.audit import Action, AuditLog, cli_actor
+from service.audit import Action, cli_actor
 from service.config import Settings
 
 
@@ -41,21 +41,23 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Works on ``settings.data`` directly; loads the model only for commands that need it."""
+    """Works on the gallery the settings select (the data dir, or the database) in this process; loads the model
+    only for commands that need it."""
 
     def __init__(self, settings: Settings) -> None:
-        from service.app import default_gallery
+        from service.bootstrap import open_backend
         from service.gallery import GalleryLocked
 
         self.settings = settings
         try:
-            self.gallery = default_gallery(settings.data)
+            self.backend = open_backend(settings)
         except GalleryLocked as exc:
             raise CliError(
                 f"the data dir {settings.data} is in use (is a server running on it?): "
                 "pass --server URL --api-key KEY to go through the server"
             ) from exc
-        self.audit = AuditLog(settings.data)
+        self.gallery = self.backend.open_gallery()
+        self.audit = self.backend.audit
         self.actor = cli_actor()
 
     def _record(self, action: Action, target: dict[str, Any], count: int | None = None) -> None:
@@ -64,12 +66,12 @@ class LocalBackend:
 
     @cached_property
     def analyzer(self) -> Any:
-        from service.app import default_analyzer
+        from service.bootstrap import default_analyzer
 
         return default_analyzer(self.settings)
 
     def close(self) -> None:
-        self.gallery.close()
+        self.backend.close()
 
     def all_subjects(self) -> list[dict[str, Any]]:
         from service.routes.convert import subject_out

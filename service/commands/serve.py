@@ -35,18 +35,16 @@ def serve(
     import uvicorn
 
     from service.app import KeysRequired, check_bind, create_app
-    from service.keys import KeyStore
+    from service.bootstrap import opened_backend
 
     overrides: dict[str, object] = {"host": host, "port": port, "data": data}
     settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
-    keys = KeyStore(settings.data)
     try:
-        check_bind(settings, keys)
+        with opened_backend(settings, gallery=False) as backend:
+            check_bind(settings, backend.keys)
     except KeysRequired as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    finally:
-        keys.close()
     # uvicorn handles SIGTERM itself while it runs, then re-raises it to the handler found at start: this one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
