@@ -40,7 +40,11 @@ def unit_vectors(x: Any, what: str) -> npt.NDArray[np.float32]:
 def new_face_vectors(faces: Sequence[NewFace]) -> npt.NDArray[np.float32]:
     """The validated (n, 128) embeddings of faces to enrol; :class:`InvalidEmbedding` if one is not a unit
     vector or has no ``model_id``."""
-    vecs = unit_vectors(np.stack([np.asarray(f.embedding, np.float32).reshape(-1) for f in faces]), "embedding")
+    rows = [np.asarray(f.embedding, np.float32).reshape(-1) for f in faces]
+    for row in rows:
+        if row.shape != (EMBEDDING_DIM,):
+            raise InvalidEmbedding(f"embedding: expected {EMBEDDING_DIM} values, got {row.shape[0]}")
+    vecs = unit_vectors(np.stack(rows), "embedding")
     if any(not f.model_id for f in faces):
         raise InvalidEmbedding("model_id must be set")
     return vecs
