@@ -74,7 +74,7 @@ class LocalBackend:
         self.backend.close()
 
     def all_subjects(self) -> list[dict[str, Any]]:
-        from service.routes.convert import subject_out
+        from service.convert import subject_out
 
         out: list[dict[str, Any]] = []
         cursor: str | None = None
@@ -85,8 +85,8 @@ class LocalBackend:
                 return out
 
     def get_subject(self, subject_id: str) -> dict[str, Any]:
+        from service.convert import subject_out
         from service.gallery import SubjectNotFound
-        from service.routes.convert import subject_out
 
         try:
             return subject_out(self.gallery.get_subject(subject_id)).model_dump(mode="json")
@@ -94,7 +94,7 @@ class LocalBackend:
             raise CliError(f"no subject {subject_id!r}") from exc
 
     def create_subject(self, name: str) -> dict[str, Any]:
-        from service.routes.convert import subject_out
+        from service.convert import subject_out
 
         subject = self.gallery.create_subject(name=name, metadata={})
         self._record("subject.create", {"subject_id": subject.id})
@@ -110,13 +110,13 @@ class LocalBackend:
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
-        from service.routes.convert import face_out
+        from service.convert import face_out
 
         return [face_out(r).model_dump(mode="json") for r in self.gallery.list_faces(subject_id)]
 
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
         from service import recognition
-        from service.routes.convert import face_out
+        from service.convert import face_out
 
         result = recognition.enroll(
             analyzer=self.analyzer,
@@ -136,7 +136,7 @@ class LocalBackend:
 
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:
         from service import recognition
-        from service.routes.recognition import identify_response
+        from service.convert import identify_response
 
         result = recognition.identify(
             analyzer=self.analyzer,
@@ -151,7 +151,7 @@ class LocalBackend:
 
     def verify(self, image_a: bytes, image_b: bytes, *, threshold: float | None) -> dict[str, Any]:
         from service import recognition
-        from service.routes.recognition import verify_response
+        from service.convert import verify_response
 
         result = recognition.verify_images(
             analyzer=self.analyzer,
