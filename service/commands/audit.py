@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from service.bootstrap import opened_backend
-from service.config import Settings
+from service.commands.backend import load_settings, opened_stores
 
 app = typer.Typer(help="Read the audit log of gallery and key changes.", no_args_is_help=True)
 
@@ -20,7 +19,7 @@ def tail(
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON lines."),
 ) -> None:
     """The last N records: time, actor, action, target."""
-    with opened_backend(Settings() if data is None else Settings(data=data), gallery=False) as backend:
+    with opened_stores(load_settings(data=data)) as backend:
         records = backend.audit.tail(n)
     for rec in records:
         if as_json:

@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import httpx
 import typer
+from pydantic import ValidationError
 
 from embeddings.errors import FaceRecError
 from service.audit import Action, cli_actor
+from service.bootstrap import Backend as Stores
 from service.config import Settings
 
 
@@ -27,6 +29,37 @@ class CliError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment with the command's options (None = not given) on top. A bad value
+    (``FACEREC_VECTOR_BACKEND=faiss`` with a database URL, a port out of range...) exits 2 with one line per
+    problem, never a traceback."""
+    try:
+        return Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            name = f"FACEREC_{where.upper()}: " if where else ""
+            typer.echo(f"error: {name}{str(err['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def opened_stores(settings: Settings, *, gallery: bool = False) -> Iterator[Stores]:
+    """:func:`service.bootstrap.open_backend` for a command, closed on exit; a backend that cannot be opened
+    (not installed, unreachable, data dir in use) exits 1 with its message in one line."""
+    from service.bootstrap import open_backend as open_stores
+
+    try:
+        stores = open_stores(settings, gallery=gallery)
+    except FaceRecError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        yield stores
+    finally:
+        stores.close()
 
 
 class Backend(Protocol):
@@ -270,11 +303,7 @@ def open_backend(server: str | None, api_key: str | None, data: Path | None) -> 
     (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1 with its message."""
     backend: LocalBackend | RemoteBackend
     try:
-        if server:
-            backend = RemoteBackend(server, api_key)
-        else:
-            settings = Settings() if data is None else Settings(data=data)
-            backend = LocalBackend(settings)
+        backend = RemoteBackend(server, api_key) if server else LocalBackend(load_settings(data=data))
         try:
             yield backend
         finally:

@@ -13,17 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from service.audit import Action, cli_actor
-from service.bootstrap import Backend, opened_backend
-from service.config import Settings
+from service.bootstrap import Backend
+from service.commands.backend import load_settings, opened_stores
 from service.keys import SCOPES, ApiKey, KeyNotFound
 
 app = typer.Typer(help="Create, list and revoke API keys (X-API-Key).", no_args_is_help=True)
 
 DATA = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data).")
-
-
-def _settings(data: Path | None) -> Settings:
-    return Settings() if data is None else Settings(data=data)
 
 
 def _audit(backend: Backend, action: Action, key: ApiKey) -> None:
@@ -41,7 +37,7 @@ def create(
     if scope not in SCOPES:
         typer.echo(f"error: --scope must be one of {', '.join(SCOPES)}", err=True)
         raise typer.Exit(2)
-    with opened_backend(_settings(data), gallery=False) as backend:
+    with opened_stores(load_settings(data=data)) as backend:
         key, token = backend.keys.create(scope=scope, name=name)
         _audit(backend, "key.create", key)
     if as_json:
@@ -54,7 +50,7 @@ def create(
 @app.command("list")
 def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every key with its scope and state (tokens are never shown)."""
-    with opened_backend(_settings(data), gallery=False) as backend:
+    with opened_stores(load_settings(data=data)) as backend:
         keys = backend.keys.list()
     if as_json:
         typer.echo(
@@ -81,7 +77,7 @@ def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", h
 @app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA) -> None:
     """Revoke a key at once: the server refuses it from its next request."""
-    with opened_backend(_settings(data), gallery=False) as backend:
+    with opened_stores(load_settings(data=data)) as backend:
         try:
             key = backend.keys.revoke(key_id)
         except KeyNotFound as exc:

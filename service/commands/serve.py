@@ -9,8 +9,6 @@ from types import FrameType
 
 import typer
 
-from service.config import Settings
-
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM before uvicorn runs, or re-raised by uvicorn after its graceful shutdown: exit 0."""
@@ -35,12 +33,11 @@ def serve(
     import uvicorn
 
     from service.app import KeysRequired, check_bind, create_app
-    from service.bootstrap import opened_backend
+    from service.commands.backend import load_settings, opened_stores
 
-    overrides: dict[str, object] = {"host": host, "port": port, "data": data}
-    settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
+    settings = load_settings(host=host, port=port, data=data)
     try:
-        with opened_backend(settings, gallery=False) as backend:
+        with opened_stores(settings) as backend:
             check_bind(settings, backend.keys)
     except KeysRequired as exc:
         typer.echo(f"error: {exc}", err=True)

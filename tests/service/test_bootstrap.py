@@ -131,3 +131,23 @@ def test_finish_pending_embeds_the_rest_and_switches(tmp_path: Path) -> None:
         assert finish_pending(g, encoder) == 4
         assert encoder.crops == 2  # only the faces not staged yet were embedded
         assert g.stats().faces_by_model == {"model-b": 4}
+
+
+def test_cli_configuration_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+
+    data = str(tmp_path / "data")
+    runner = CliRunner()
+    monkeypatch.setenv("FACEREC_VECTOR_BACKEND", "pgvector")
+    for argv in (["keys", "list", "--data", data], ["audit", "tail", "--data", data], ["subjects", "list"]):
+        result = runner.invoke(cli_app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert "FACEREC_DATABASE_URL" in result.output and "Traceback" not in result.output
+    monkeypatch.delenv("FACEREC_VECTOR_BACKEND")
+    monkeypatch.setenv("FACEREC_DATABASE_URL", "postgresql://facerec:pw-4242@127.0.0.1:1/facerec")
+    monkeypatch.setitem(sys.modules, "service.gallery.postgres", None)
+    result = runner.invoke(cli_app, ["keys", "list", "--data", data])
+    assert result.exit_code == 1 and result.output.startswith("error: backend_unavailable: "), result.output
+    assert "pw-4242" not in result.output and "127.0.0.1:1" in result.output
