@@ -20,8 +20,8 @@ from service.gallery.errors import (
     StorageUnavailable,
     SubjectNotFound,
 )
-from service.gallery.index import IndexParams
 from service.gallery.local import GallerySettings, LocalGallery, SideStaging, default_data_dir, open_gallery
+from service.gallery.segment import IndexParams
 from service.gallery.types import (
     Candidate,
     FaceRecord,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.gallery.index import IndexParams
 from service.gallery.local.gallery import LocalGallery
 from service.gallery.local.recovery import ProgressFn
 from service.gallery.local.settings import GallerySettings
 from service.gallery.local.staging import SideStaging
+from service.gallery.segment import IndexParams
 
 __all__ = ["GallerySettings", "LocalGallery", "ProgressFn", "SideStaging", "default_data_dir", "open_gallery"]
 

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from service.gallery.index import IndexParams, ModelIndex
+from service.gallery.index import ModelIndex
 from service.gallery.rwlock import RWLock
+from service.gallery.segment import IndexParams
 from service.gallery.sqlite import Watermarks
 from service.gallery.types import IndexInfo
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from service.gallery import snapshot
-from service.gallery.index import ModelIndex, build_hnsw
+from service.gallery.hnsw import build_hnsw
+from service.gallery.index import ModelIndex
 from service.gallery.local.cache import IndexCache
 from service.gallery.local.recovery import ProgressFn
 from service.gallery.local.settings import GallerySettings

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from service.gallery import snapshot
 from service.gallery.errors import SnapshotInvalid
-from service.gallery.index import IndexParams, ModelIndex
+from service.gallery.index import ModelIndex
 from service.gallery.local.cache import IndexCache
+from service.gallery.segment import IndexParams
 from service.gallery.sqlite import SCHEMA_VERSION, SQLiteStore
 from service.gallery.types import SnapshotInfo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.gallery.index import IndexParams
+from service.gallery.segment import IndexParams
 
 
 @dataclass(frozen=True, slots=True)
