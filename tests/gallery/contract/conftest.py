@@ -88,8 +88,8 @@ class _Opened:
 def _opened(contract_backend: ContractBackend, storage: Any) -> Iterator[_Opened]:
     opened = _Opened([])
     yield opened
-    for g in opened.galleries:
-        g.close()  # closing twice is allowed by the protocol
+    for g in opened.galleries:  # those still open
+        g.close()
 
 
 @pytest.fixture
@@ -104,8 +104,8 @@ def reopen(
     contract_backend: ContractBackend, storage: Any, _opened: _Opened, gallery: Gallery
 ) -> Callable[[], Gallery]:
     def again() -> Gallery:
-        for g in _opened.galleries:
-            g.close()
+        while _opened.galleries:
+            _opened.galleries.pop().close()
         g = contract_backend.open(storage)
         _opened.galleries.append(g)
         return g
