@@ -1,4 +1,6 @@
-"""The gallery: a durable vector database of faces (SQLite truth + FAISS index cache).
+"""The gallery: a durable vector database of faces behind the :class:`Gallery` protocol (``base.py``). Backends:
+the embedded one here (``local/``: SQLite truth in ``sqlite/`` + FAISS index cache) and, selected by
+``service.bootstrap``, a database one.
 
 Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0, 2]; similarity is
 ``1 - d**2 / 2``. Never imports the web layer.
