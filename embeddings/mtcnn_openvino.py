@@ -196,7 +196,7 @@ def build_onet(w: Arrays) -> Any:
 BUILDERS = {"pnet": build_pnet, "rnet": build_rnet, "onet": build_onet}
 
 
-def _ir_ok(target: Path) -> bool:
+def ir_ready(target: Path) -> bool:
     """True when ``target`` holds the three IR pairs with the sha256 its meta.json recorded."""
     try:
         files = json.loads((target / META_FILE).read_text())["files"]
@@ -216,7 +216,7 @@ def ensure_ir(root: Path | None = None, *, source: Path | None = None, log: Log 
     import openvino as ov
 
     target = ir_dir(root)
-    if _ir_ok(target):
+    if ir_ready(target):
         return target
     arrays = load_source_arrays(source)
     log(f"converting the MTCNN networks to OpenVINO into {target}")
@@ -231,12 +231,12 @@ def ensure_ir(root: Path | None = None, *, source: Path | None = None, log: Log 
                 files[net + suffix] = weights_mod.sha256_file(tmp / f"{net}{suffix}")
         meta = {"source_sha256": SOURCE_SHA256, "openvino": ov.__version__, "files": files}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        if target.exists() and not _ir_ok(target):
+        if target.exists() and not ir_ready(target):
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.replace(tmp, target)
         except OSError:
-            if not _ir_ok(target):  # lost a race to a finished writer: theirs is as good
+            if not ir_ready(target):  # lost a race to a finished writer: theirs is as good
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
