@@ -67,8 +67,11 @@ def test_cli_weights_path_and_quiet_fetch(weights_path: Path) -> None:
     from service.cli import app
 
     runner = CliRunner()
+    from embeddings import mtcnn_openvino
+
     shown = runner.invoke(app, ["weights", "path"])
-    assert shown.exit_code == 0 and shown.output.strip() == str(weights_path)
+    assert shown.exit_code == 0
+    assert shown.output.strip().splitlines() == [str(weights_path), str(mtcnn_openvino.ir_dir())]
     quiet = runner.invoke(app, ["weights", "fetch", "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == ""
 
