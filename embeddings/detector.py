@@ -84,7 +84,8 @@ def _to_detection(raw: dict[str, Any], scale: float = 1.0) -> Detection:
 
 
 def _row_to_detection(row: npt.NDArray[np.float64], scale: float = 1.0) -> Detection:
-    """Convert one :meth:`embeddings.mtcnn_algorithm.Cascade.detect` row, found on an image resized by ``scale``, to source pixels."""
+    """Convert one :meth:`embeddings.mtcnn_algorithm.Cascade.detect` row, found on an image resized by ``scale``,
+    to source pixels."""
     x1, y1, x2, y2 = (float(v) / scale for v in row[:4])
     xs = [float(v) / scale for v in row[5:10]]
     ys = [float(v) / scale for v in row[10:15]]

@@ -60,9 +60,7 @@ class Networks(Protocol):
     def prepare_source(self, source: npt.NDArray[np.uint8]) -> Any:
         """The full-resolution uint8 image in the backend's own form (for :meth:`onet_source`)."""
 
-    def onet_source(
-        self, source: Any, coords: F32
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    def onet_source(self, source: Any, coords: F32) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
         """ONet on 48x48 crops of the uint8 source, normalised after cropping (outside pixels 127.5 -> 0)."""
 
 

@@ -120,11 +120,15 @@ class CompiledMTCNN(Cascade):
         offsets, scores = self._run_padded(self._rnet, prepared, coords)
         return offsets, scores
 
-    def onet(self, prepared: Any, coords: npt.NDArray[np.float32]) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    def onet(
+        self, prepared: Any, coords: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
         offsets, marks, scores = self._run_padded(self._onet, prepared, coords)
         return offsets, marks, scores
 
-    def onet_source(self, source: Any, coords: npt.NDArray[np.float32]) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    def onet_source(
+        self, source: Any, coords: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
         offsets, marks, scores = self._run_padded(self._onet_source, source, coords)
         return offsets, marks, scores
 

@@ -291,9 +291,8 @@ class OpenVinoNetworks:
     def pnet(
         self, prepared: npt.NDArray[np.float32], height: int, width: int
     ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        if (height, width) == prepared.shape[:2]:
-            level = prepared
-        else:
+        level: npt.NDArray[Any] = prepared
+        if (height, width) != prepared.shape[:2]:
             level = cv2.resize(prepared, (width, height), interpolation=cv2.INTER_AREA)
         reg, prob = self.batcher.call("pnet", level[None])
         return reg[0], prob[0, :, :, 1]

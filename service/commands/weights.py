@@ -7,7 +7,9 @@ import typer
 from embeddings import weights as weights_mod
 from embeddings.errors import WeightsUnavailable
 
-app = typer.Typer(help="Fetch, convert and locate the pretrained FaceNet weights and the MTCNN networks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Fetch, convert and locate the pretrained FaceNet weights and the MTCNN networks.", no_args_is_help=True
+)
 
 
 def _log(quiet: bool) -> weights_mod.Log:

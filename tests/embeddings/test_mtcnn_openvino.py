@@ -64,7 +64,7 @@ def test_source_files_are_verified(tmp_path: Path) -> None:
     fake = tmp_path / "weights"
     shutil.copytree(source, fake)
     (fake / "rnet.lz4").write_bytes(b"not the package's weights")
-    with pytest.raises(WeightsUnavailable, match="rnet.lz4 has sha256"):
+    with pytest.raises(WeightsUnavailable, match=r"rnet\.lz4 has sha256"):
         mtcnn_openvino.ensure_ir(tmp_path / "cache", source=fake)
     assert not mtcnn_openvino.ir_dir(tmp_path / "cache").exists()
 
@@ -121,10 +121,14 @@ def test_crops_rnet_and_onet_match_tensorflow(
         want = tf.image.crop_and_resize(normalized[None], coords, np.zeros(len(coords), np.int32), (side, side))
         np.testing.assert_allclose(crop_and_resize(normalized, coords, side), want.numpy(), atol=1e-5)
     for mine, theirs in zip(
-        networks.rnet(networks.prepare(photo), coords), tf_networks._run_padded(tf_networks._rnet, tf_networks.prepare(photo), coords), strict=True
+        networks.rnet(networks.prepare(photo), coords),
+        tf_networks._run_padded(tf_networks._rnet, tf_networks.prepare(photo), coords),
+        strict=True,
     ):
         np.testing.assert_allclose(mine, theirs, atol=1e-4)
     for mine, theirs in zip(
-        networks.onet_source(photo, coords), tf_networks.onet_source(tf_networks.prepare_source(photo), coords), strict=True
+        networks.onet_source(photo, coords),
+        tf_networks.onet_source(tf_networks.prepare_source(photo), coords),
+        strict=True,
     ):
         np.testing.assert_allclose(mine, theirs, atol=1e-4)
