@@ -103,7 +103,10 @@ def _row_to_detection(row: npt.NDArray[np.float64], scale: float = 1.0) -> Detec
 
 
 class FaceDetector:
-    """MTCNN wrapper. Thread-safe (one detection at a time per instance; the networks are not re-entrant).
+    """MTCNN wrapper. Thread-safe: with ``openvino`` detections run concurrently in the callers' threads and share
+    network calls (:class:`embeddings.call_batcher.CallBatcher`; a full queue raises
+    :class:`embeddings.errors.Overloaded`); the TensorFlow backends run one detection at a time on one worker
+    thread (their networks are not re-entrant).
 
     ``min_confidence`` in [0, 1] drops weaker detections; ``min_face_size`` (source pixels) is both the
     pyramid's smallest face and a filter on the result. ``refine`` (openvino and compiled backends, downscaled
