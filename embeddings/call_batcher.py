@@ -1,14 +1,15 @@
-"""Cross-thread batching of network calls: concurrent callers of the same network on the same input shape share
+"""Cross-thread batching of network calls: concurrent callers of the same network on the same input shapes share
 one call.
 
 Callers (request threads running their own detection cascades) call :meth:`CallBatcher.call` with a batch for a
-named network and block until their rows come back. Network calls never overlap:
+named network (or :meth:`CallBatcher.call_parts` with several batches of different shapes that are run as one
+job, e.g. every level of an image pyramid) and block until their rows come back. Network calls never overlap:
 
 - a caller that finds no call running and nothing queued runs its call inline, in its own thread (a lone request
   waits for nothing and pays no thread hand-over);
 - otherwise the job is queued; when the running call ends, the batcher's thread takes the oldest job and every
-  other queued job for the same network and input shape (up to ``max_batch`` samples), concatenates them, runs ONE
-  call and hands each caller its own rows. Batches form only from calls that queued up while another ran, so a
+  other queued job for the same network and input shapes (up to ``max_batch`` samples), concatenates them part by
+  part, runs ONE call and hands each caller its own rows. Batches form only from calls that queued up while another ran, so a
   call never waits for company that may not come.
 
 The queue is bounded (``max_queue`` jobs): a call that would overflow it raises
@@ -30,20 +31,25 @@ import numpy.typing as npt
 
 from embeddings.errors import Overloaded
 
+Batch = npt.NDArray[np.float32]
 Outputs = list[npt.NDArray[np.float32]]
-RunFn = Callable[[str, npt.NDArray[np.float32]], Outputs]
-"""``run(network name, batch (n, ...)) -> outputs``, each with n rows; called from one thread at a time."""
+RunFn = Callable[[str, list[Batch]], list[Outputs]]
+"""``run(network name, parts) -> outputs of each part``: part ``k`` is a batch ``(n, ...)`` and its outputs each
+have ``n`` rows (all parts have the same ``n``); called from one thread at a time."""
 
 
 @dataclass(slots=True)
 class _Job:
     name: str
-    batch: npt.NDArray[np.float32]
-    future: Future[Outputs] = field(default_factory=Future)
+    parts: list[Batch]
+    future: Future[list[Outputs]] = field(default_factory=Future)
 
     @property
-    def key(self) -> tuple[str, tuple[int, ...]]:
-        return self.name, tuple(self.batch.shape[1:])
+    def key(self) -> tuple[str, tuple[tuple[int, ...], ...]]:
+        return self.name, tuple(tuple(p.shape[1:]) for p in self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
 
 
 @dataclass(slots=True)
@@ -80,13 +86,20 @@ class CallBatcher:
         """Jobs waiting (not counting the call running)."""
         return len(self._queue)
 
-    def call(self, name: str, batch: npt.NDArray[np.float32]) -> Outputs:
+    def call(self, name: str, batch: Batch) -> Outputs:
         """Run network ``name`` on ``batch``, possibly together with other callers' batches; blocks until done.
 
         Raises :class:`Overloaded` (nothing queued) when ``max_queue`` jobs are already waiting, ``RuntimeError``
         once closed, or whatever the network raised for this batch.
         """
-        job = _Job(name, np.ascontiguousarray(batch, dtype=np.float32))
+        return self.call_parts(name, [batch])[0]
+
+    def call_parts(self, name: str, parts: list[Batch]) -> list[Outputs]:
+        """As :meth:`call` for one job of several batches with the same number of rows (the outputs of each);
+        jobs are shared only with jobs of the same network and the same part shapes."""
+        if not parts or len({len(p) for p in parts}) != 1:
+            raise ValueError("call_parts needs one or more batches with the same number of rows")
+        job = _Job(name, [np.ascontiguousarray(p, dtype=np.float32) for p in parts])
         with self._cv:
             if self._closed:
                 raise RuntimeError("the detector is closed")
@@ -127,9 +140,9 @@ class CallBatcher:
             samples = 0
             rest: deque[_Job] = deque()
             for job in self._queue:
-                if job.key == key and (not jobs or samples + len(job.batch) <= self.max_batch):
+                if job.key == key and (not jobs or samples + len(job) <= self.max_batch):
                     jobs.append(job)
-                    samples += len(job.batch)
+                    samples += len(job)
                 else:
                     rest.append(job)
             self._queue = rest
@@ -146,11 +159,13 @@ class CallBatcher:
                     self._cv.notify_all()
 
     def _execute(self, jobs: list[_Job]) -> None:
-        sizes = [len(job.batch) for job in jobs]
+        sizes = [len(job) for job in jobs]
         start = time.perf_counter()
         try:
-            batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
-            outputs = self._run(jobs[0].name, batch)
+            parts = jobs[0].parts
+            if len(jobs) > 1:
+                parts = [np.concatenate(same) for same in zip(*(job.parts for job in jobs), strict=True)]
+            outputs = self._run(jobs[0].name, parts)
         except BaseException as exc:  # handed to this batch's callers; the thread lives on
             for job in jobs:
                 job.future.set_exception(exc)
@@ -158,7 +173,7 @@ class CallBatcher:
         seconds = time.perf_counter() - start
         offset = 0
         for job, size in zip(jobs, sizes, strict=True):
-            job.future.set_result([out[offset : offset + size] for out in outputs])
+            job.future.set_result([[out[offset : offset + size] for out in part] for part in outputs])
             offset += size
         with self._cv:
             self.stats.calls += 1

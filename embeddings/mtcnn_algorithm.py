@@ -19,6 +19,7 @@ Coordinates are pixels of the image given, ``(x1, y1, x2, y2)`` with the package
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,9 +48,11 @@ class Networks(Protocol):
     def prepare(self, image: npt.NDArray[np.uint8]) -> Any:
         """The normalised image ``(x - 127.5) / 128`` in the backend's own form."""
 
-    def pnet(self, prepared: Any, height: int, width: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        """PNet on the normalised image area-resized to ``height x width``: regression ``(h, w, 4)`` and face
-        probability ``(h, w)``."""
+    def pnet(
+        self, prepared: Any, sizes: Sequence[tuple[int, int]]
+    ) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+        """PNet on the normalised image area-resized to each ``(height, width)`` of the pyramid: for each level,
+        regression ``(h, w, 4)`` and face probability ``(h, w)``."""
 
     def rnet(self, prepared: Any, coords: F32) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """RNet on 24x24 crops: box offsets ``(n, 4)`` and class scores ``(n, 2)``."""
@@ -289,10 +292,12 @@ class Cascade:
         if min(height, width) < MIN_SIZE:
             return empty
         prepared = nets.prepare(image)
-        levels = []
-        for scale, h, w in pyramid_sizes(width, height, min_face_size):
-            reg, prob = nets.pnet(prepared, h, w)
-            levels.append(pnet_boxes(np.asarray(reg), np.asarray(prob), scale))
+        pyramid = pyramid_sizes(width, height, min_face_size)
+        outputs = nets.pnet(prepared, [(h, w) for _, h, w in pyramid]) if pyramid else []
+        levels = [
+            pnet_boxes(np.asarray(reg), np.asarray(prob), scale)
+            for (scale, _, _), (reg, prob) in zip(pyramid, outputs, strict=True)
+        ]
         boxes = merge_levels(levels)
         if len(boxes) == 0:
             return empty

@@ -18,6 +18,7 @@ callers serialise (see :class:`embeddings.detector.FaceDetector`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -112,9 +113,14 @@ class CompiledMTCNN(Cascade):
     def prepare_source(self, source: npt.NDArray[np.uint8]) -> Any:
         return self._tf.constant(source)
 
-    def pnet(self, prepared: Any, height: int, width: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        reg, prob = self._pnet_level(prepared, self._tf.constant([height, width]))
-        return reg.numpy(), prob.numpy()
+    def pnet(
+        self, prepared: Any, sizes: Sequence[tuple[int, int]]
+    ) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+        out = []
+        for height, width in sizes:
+            reg, prob = self._pnet_level(prepared, self._tf.constant([height, width]))
+            out.append((reg.numpy(), prob.numpy()))
+        return out
 
     def rnet(self, prepared: Any, coords: npt.NDArray[np.float32]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         offsets, scores = self._run_padded(self._rnet, prepared, coords)

@@ -25,11 +25,11 @@ class SlowSum:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, name: str, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, name: str, parts: list[np.ndarray]) -> list[list[np.ndarray]]:
         self.gate.wait(10)
-        self.calls.append((name, len(batch), threading.current_thread().name))
+        self.calls.append((name, len(parts[0]), threading.current_thread().name))
         time.sleep(self.delay)
-        return [batch.reshape(len(batch), -1).sum(axis=1), batch[:, :1].copy()]
+        return [[batch.reshape(len(batch), -1).sum(axis=1), batch[:, :1].copy()] for batch in parts]
 
 
 def test_a_lone_call_runs_inline_in_the_callers_thread() -> None:
@@ -66,12 +66,41 @@ def test_calls_queued_during_a_call_are_shared_by_network_and_shape() -> None:
     batcher.close()
 
 
+def test_parts_are_shared_part_by_part_and_only_with_the_same_shapes() -> None:
+    """Pyramid-like jobs (several batches of different shapes): two jobs of the same shapes share one call, each
+    getting its own rows of every part; a job of other shapes runs on its own."""
+    net = SlowSum(delay=0.05)
+    batcher = CallBatcher(net)
+    a = [np.full((1, 8, 8, 3), 1, np.float32), np.full((1, 4, 4, 3), 2, np.float32)]
+    b = [np.full((1, 8, 8, 3), 3, np.float32), np.full((1, 4, 4, 3), 4, np.float32)]
+    c = [np.full((1, 6, 6, 3), 5, np.float32)]
+    net.gate.clear()
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.call_parts, "pnet", [np.zeros((1, 2, 2, 3), np.float32)])
+        deadline = time.monotonic() + 10
+        while not batcher.stats.jobs and not net.calls and time.monotonic() < deadline:
+            time.sleep(0.005)
+        futures = [pool.submit(batcher.call_parts, "pnet", parts) for parts in (a, b, c)]
+        while batcher.queued < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        net.gate.set()
+        first.result(10)
+        out_a, out_b, out_c = (f.result(10) for f in futures)
+    assert [part[0].tolist() for part in out_a] == [[192.0], [96.0]]
+    assert [part[0].tolist() for part in out_b] == [[576.0], [192.0]]
+    assert [part[0].tolist() for part in out_c] == [[540.0]]
+    assert sorted(n for _, n, _ in net.calls) == [1, 1, 2]  # the first, a + b together, c alone
+    with pytest.raises(ValueError):
+        batcher.call_parts("pnet", [np.zeros((1, 2)), np.zeros((2, 2))])
+    batcher.close()
+
+
 def test_max_batch_splits_and_errors_reach_only_their_batch() -> None:
-    def run(name: str, batch: np.ndarray) -> list[np.ndarray]:
-        if np.isnan(batch).any():
+    def run(name: str, parts: list[np.ndarray]) -> list[list[np.ndarray]]:
+        if np.isnan(parts[0]).any():
             raise ValueError("bad batch")
         time.sleep(0.02)
-        return [batch[:, 0]]
+        return [[parts[0][:, 0]]]
 
     batcher = CallBatcher(run, max_batch=4)
     with ThreadPoolExecutor(6) as pool:
@@ -162,7 +191,10 @@ def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np
 
     class Direct:
         def call(self, name: str, batch: np.ndarray) -> list[np.ndarray]:
-            return networks._infer(name, batch)
+            return networks._infer(name, [batch])[0]
+
+        def call_parts(self, name: str, parts: list[np.ndarray]) -> list[list[np.ndarray]]:
+            return networks._infer(name, parts)
 
     direct_networks = type(networks).__new__(type(networks))
     direct_networks.__dict__.update(networks.__dict__)
@@ -181,9 +213,9 @@ def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np
     threads: list[str] = []
     run = networks.batcher._run
 
-    def recording(name: str, batch: np.ndarray) -> list[np.ndarray]:
+    def recording(name: str, parts: list[np.ndarray]) -> list[list[np.ndarray]]:
         threads.append(threading.current_thread().name)
-        return run(name, batch)
+        return run(name, parts)
 
     networks.batcher._run = recording
     try:

@@ -93,17 +93,20 @@ def photo(celebrity_root: Path) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
 
 
-@pytest.mark.parametrize("size", [(300, 200), (151, 97), (24, 13), (12, 12)])
-def test_pnet_level_matches_tensorflow_area_resize_and_network(
-    networks: mtcnn_openvino.OpenVinoNetworks, tf_networks, photo: np.ndarray, size: tuple[int, int]
+def test_pnet_levels_match_tensorflow_area_resize_and_network(
+    networks: mtcnn_openvino.OpenVinoNetworks, tf_networks, photo: np.ndarray
 ) -> None:
-    """OpenCV INTER_AREA on the float image + the OpenVINO PNet == TF AREA resize + the Keras PNet."""
-    h, w = size
-    reg, prob = networks.pnet(networks.prepare(photo), h, w)
-    want_reg, want_prob = tf_networks.pnet(tf_networks.prepare(photo), h, w)
-    assert reg.shape == want_reg.shape and prob.shape == want_prob.shape
-    np.testing.assert_allclose(reg, want_reg, atol=1e-4)
-    np.testing.assert_allclose(prob, want_prob, atol=1e-4)
+    """OpenCV INTER_AREA on the float image + the OpenVINO PNet (levels run concurrently) == TF AREA resize + the
+    Keras PNet, level by level, the full-size level included."""
+    sizes = [photo.shape[:2], (300, 200), (151, 97), (24, 13), (12, 12)]
+    mine = networks.pnet(networks.prepare(photo), sizes)
+    theirs = tf_networks.pnet(tf_networks.prepare(photo), sizes)
+    assert len(mine) == len(theirs) == len(sizes)
+    for (reg, prob), (want_reg, want_prob) in zip(mine, theirs, strict=True):
+        assert reg.shape == want_reg.shape and reg.shape[2] == 4
+        assert prob.shape == want_prob.shape == reg.shape[:2]
+        np.testing.assert_allclose(reg, want_reg, atol=1e-4)
+        np.testing.assert_allclose(prob, want_prob, atol=1e-4)
 
 
 def test_crops_rnet_and_onet_match_tensorflow(
