@@ -9,8 +9,8 @@ job, e.g. every level of an image pyramid) and block until their rows come back.
   waits for nothing and pays no thread hand-over);
 - otherwise the job is queued; when the running call ends, the batcher's thread takes the oldest job and every
   other queued job for the same network and input shapes (up to ``max_batch`` samples), concatenates them part by
-  part, runs ONE call and hands each caller its own rows. Batches form only from calls that queued up while another ran, so a
-  call never waits for company that may not come.
+  part, runs ONE call and hands each caller its own rows. Batches form only from calls that queued up while
+  another ran, so a call never waits for company that may not come.
 
 The queue is bounded (``max_queue`` jobs): a call that would overflow it raises
 :class:`embeddings.errors.Overloaded` (the service answers 429) and queues nothing. A network error reaches only

@@ -48,9 +48,7 @@ class Networks(Protocol):
     def prepare(self, image: npt.NDArray[np.uint8]) -> Any:
         """The normalised image ``(x - 127.5) / 128`` in the backend's own form."""
 
-    def pnet(
-        self, prepared: Any, sizes: Sequence[tuple[int, int]]
-    ) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+    def pnet(self, prepared: Any, sizes: Sequence[tuple[int, int]]) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
         """PNet on the normalised image area-resized to each ``(height, width)`` of the pyramid: for each level,
         regression ``(h, w, 4)`` and face probability ``(h, w)``."""
 

@@ -113,9 +113,7 @@ class CompiledMTCNN(Cascade):
     def prepare_source(self, source: npt.NDArray[np.uint8]) -> Any:
         return self._tf.constant(source)
 
-    def pnet(
-        self, prepared: Any, sizes: Sequence[tuple[int, int]]
-    ) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+    def pnet(self, prepared: Any, sizes: Sequence[tuple[int, int]]) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
         out = []
         for height, width in sizes:
             reg, prob = self._pnet_level(prepared, self._tf.constant([height, width]))

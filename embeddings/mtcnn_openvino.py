@@ -265,37 +265,41 @@ class OpenVinoNetworks:
 
         folder = ensure_ir(root, log=log)
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        self._requests = {
-            net: core.compile_model(core.read_model(folder / f"{net}.xml"), "CPU", config).create_infer_request()
-            for net in ("rnet", "onet")
-        }
-        # PNet's pyramid levels are independent and mostly small: run them concurrently, one level per CPU stream,
-        # instead of one at a time with every core on each (measured ~2x on 2 cores, bench/detect.py)
-        pnet = core.compile_model(
-            core.read_model(folder / "pnet.xml"), "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
-        )
-        self._pnet_queue = ov.AsyncInferQueue(pnet, max(int(pnet.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")), 1))
-        self._pnet_queue.set_callback(self._collect)
-        self._pnet_out: dict[int, list[npt.NDArray[np.float32]]] = {}
+        # f32, so that the thresholded decisions are the package's; THROUGHPUT: one CPU stream per core, and each
+        # call is split into pieces run concurrently (PNet: one pyramid level each, largest first; RNet/ONet: the
+        # batch cut in one chunk per stream). The levels and batches are small: on 2 cores this measured ~1.4-2x
+        # faster than running each piece on every core in turn (bench/detect.py; docs/BENCHMARKS.md).
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        self._queues: dict[str, Any] = {}
+        for net in NETWORKS:
+            compiled = core.compile_model(core.read_model(folder / f"{net}.xml"), "CPU", config)
+            queue = ov.AsyncInferQueue(compiled, max(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")), 1))
+            queue.set_callback(self._collect)
+            self._queues[net] = queue
+        self._pieces: dict[int, list[npt.NDArray[np.float32]]] = {}
         self.batcher = CallBatcher(self._infer, max_batch=max_batch, max_queue=max_queue)
 
     def _collect(self, request: Any, index: int) -> None:
-        self._pnet_out[index] = [np.array(request.get_output_tensor(i).data, copy=True) for i in range(2)]
+        """An infer request's callback (OpenVINO's thread): keep a copy of its outputs under its piece index."""
+        self._pieces[index] = [np.array(t.data, copy=True) for t in request.output_tensors]
 
     def _infer(self, net: str, parts: list[npt.NDArray[np.float32]]) -> list[list[npt.NDArray[np.float32]]]:
-        """One network call on each part (only ever from one thread at a time: the batcher serialises them)."""
-        if net == "pnet":
-            self._pnet_out.clear()
-            for index, level in enumerate(parts):
-                self._pnet_queue.start_async({0: level}, index)
-            self._pnet_queue.wait_all()
-            return [self._pnet_out.pop(index) for index in range(len(parts))]
-        outputs = []
-        for batch in parts:
-            result = self._requests[net].infer({0: batch})
-            outputs.append([np.array(result[i], copy=True) for i in range(len(result))])
-        return outputs
+        """The outputs of network ``net`` for each part (only ever called from one thread at a time: the batcher
+        serialises calls). Every part is cut into pieces (PNet: a level is one piece; RNet/ONet: one chunk per
+        infer request) that run concurrently."""
+        queue = self._queues[net]
+        streams = len(queue) if net != "pnet" else 1
+        pieces: list[tuple[int, int]] = []  # (part, rows)
+        self._pieces.clear()
+        for k, batch in enumerate(parts):
+            for chunk in np.array_split(batch, max(1, min(streams, len(batch)))):
+                queue.start_async({0: chunk}, len(pieces))
+                pieces.append((k, len(chunk)))
+        queue.wait_all()
+        outputs: list[list[list[npt.NDArray[np.float32]]]] = [[] for _ in parts]
+        for index, (k, _) in enumerate(pieces):
+            outputs[k].append(self._pieces.pop(index))
+        return [[np.concatenate(same) for same in zip(*chunks, strict=True)] for chunks in outputs]
 
     def close(self) -> None:
         self.batcher.close()
