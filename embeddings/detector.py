@@ -156,6 +156,12 @@ class FaceDetector:
         # memory per thread. One worker also serialises the calls (the networks are not re-entrant).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerec-detector")
 
+    @property
+    def call_batcher(self) -> Any:
+        """The :class:`embeddings.call_batcher.CallBatcher` that shares network calls (openvino), else None."""
+        networks = getattr(self._compiled, "networks", None)
+        return getattr(networks, "batcher", None)
+
     def _run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Call ``fn`` in the detector's worker thread (TensorFlow backends) or in the caller's (openvino)."""
         if self._worker is None:

@@ -61,6 +61,16 @@ def test_server_serves_without_loading_tensorflow(tmp_path: Path, dataset: Path)
             f"{url}/v1/verify", files={"image_a": a.read_bytes(), "image_b": b.read_bytes()}, timeout=60
         )
         assert verify.status_code == 200 and verify.json()["match"] is True
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        values = {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("facerec_detector")
+        }
+        # 7 detections so far (detect, enrol, 3 identify, verify's 2), each several network calls
+        assert values["facerec_detector_network_jobs"] >= 7 * 3
+        assert 0 < values["facerec_detector_network_calls"] <= values["facerec_detector_network_jobs"]
+        assert values["facerec_detector_queue_calls"] == 0
         libraries = mapped_libraries(server.proc.pid)
         assert any("openvino" in lib for lib in libraries)  # the probe sees the real inference libraries
         # TensorFlow's own libraries; OpenVINO's TensorFlow *frontend* (openvino/frontend/tensorflow/...,
