@@ -199,7 +199,7 @@ BUILDERS = {"pnet": build_pnet, "rnet": build_rnet, "onet": build_onet}
 def ir_ready(target: Path) -> bool:
     """True when ``target`` holds the three IR pairs with the sha256 its meta.json recorded."""
     try:
-        files = json.loads((target / META_FILE).read_text())["files"]
+        files = json.loads((target / META_FILE).read_text())["files"]  # ov-cache/ (compiled blobs) is not listed
         return all(weights_mod.sha256_file(target / name) == digest for name, digest in files.items()) and len(
             files
         ) == 2 * len(NETWORKS)
@@ -263,8 +263,11 @@ class OpenVinoNetworks:
     ) -> None:
         import openvino as ov
 
+        from embeddings.facenet_openvino import compile_cache
+
         folder = ensure_ir(root, log=log)
         core = ov.Core()
+        compile_cache(core, folder)
         # f32, so that the thresholded decisions are the package's; THROUGHPUT: one CPU stream per core, and each
         # call is split into pieces run concurrently (PNet: one pyramid level each, largest first; RNet/ONet: the
         # batch cut in one chunk per stream). The levels and batches are small: on 2 cores this measured ~1.4-2x
