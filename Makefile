@@ -1,4 +1,6 @@
 # facerec: the two commands a newcomer needs are `make serve` and `make test`.
+# The dev venv has the `convert` extra (TensorFlow: weights conversion, training, the reference detector); the
+# server itself never imports it (the runtime image installs the base package only, see the Dockerfile).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,7 +16,7 @@ $(BIN)/python:
 	@$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,offline-docs]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,convert,offline-docs]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,9 +1,12 @@
 """Micro-batching (issue 6): the service over real HTTP vs the encoder alone.
 
-1. Offline: the analyzer's encoder on aligned crops in this process, faces/s at batch 1, 16 and 32.
+1. Offline: the analyzer's encoder on aligned crops in this process, faces/s at batch 1, 16 and 32; and the
+   whole pipeline on the 640x480 photos (``offline_pipeline``: decode + detect in 4 threads, whose detector
+   network calls are shared, then align and ONE encoder call per 32 photos), the offline ceiling for ``photos``.
 2. The service (``python -m service.cli serve`` on loopback, a subprocess) answering ``/v1/embed``:
    16 concurrent clients (faces/s, requests/s, latency p50/p99) and one client alone, each with the
-   micro-batcher on (defaults) and off (``FACEREC_BATCH_MAX_SIZE=0``).
+   micro-batcher on (defaults) and off (``FACEREC_BATCH_MAX_SIZE=0``); ``baseline`` is a server run from
+   another checkout (``--baseline-repo``, e.g. an export of an older commit), for side-by-side figures.
 
 Three request types, because ``/v1/embed`` decodes and (by default) detects before it encodes:
 
@@ -116,16 +119,43 @@ def offline(
     return out
 
 
-class Service:
-    """``facerec serve`` on a free loopback port with extra environment, in its own empty data dir."""
+def offline_pipeline(analyzer: Any, photos: list[bytes], seconds: float, chunk: int = 32) -> float:
+    """Faces/s of the whole pipeline in this process on ``photos`` (encoded images): per chunk of ``chunk`` photos,
+    decode + detect in 4 threads (concurrent detections share network calls), align, one encoder call."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def __init__(self, env: dict[str, str]) -> None:
+    reps = (photos * (chunk // len(photos) + 1))[:chunk]
+
+    def detect(data: bytes) -> tuple[Any, Any]:
+        rgb = analyzer.load_image(data)
+        return rgb, analyzer.detector.detect(rgb)
+
+    def once(pool: ThreadPoolExecutor) -> int:
+        found = list(pool.map(detect, reps))
+        crops = [analyzer.align(rgb, d) for rgb, dets in found for d in dets]
+        if crops:
+            analyzer.encoder.encode(np.stack(crops))
+        return len(crops)
+
+    with ThreadPoolExecutor(4) as pool:
+        once(pool)
+        faces, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            faces += once(pool)
+        return faces / (time.perf_counter() - start)
+
+
+class Service:
+    """``facerec serve`` on a free loopback port with extra environment, in its own empty data dir; ``repo``: the
+    checkout to run it from (default this one)."""
+
+    def __init__(self, env: dict[str, str], repo: Path = REPO) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="facerec-bench-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # no per-client rate limit: every bench client is the same loopback IP, and 429s would cap the figures
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "FACEREC_RATE_LIMIT_PER_MINUTE": "0", **env}
-        self.proc = subprocess.Popen(serve_command(self.port, Path(self.tmp.name) / "data"), cwd=REPO, env=full_env)
+        full_env = {**os.environ, "PYTHONPATH": str(repo), "FACEREC_RATE_LIMIT_PER_MINUTE": "0", **env}
+        self.proc = subprocess.Popen(serve_command(self.port, Path(self.tmp.name) / "data"), cwd=repo, env=full_env)
         try:
             wait_ready(self.proc, self.url, timeout_s=300)
         except RuntimeError:
@@ -311,7 +341,9 @@ def main() -> None:
         "--rounds", type=int, default=6, help="alternating one-client runs per server (of seconds/rounds); 0: none"
     )
     ap.add_argument("--kinds", default="aligned,crops,photos", help="request types to run (aligned, crops, photos)")
-    ap.add_argument("--modes", default="batched,unbatched", help="server modes to run (batched, unbatched)")
+    ap.add_argument("--modes", default="batched,unbatched", help="server modes (batched, unbatched, baseline)")
+    ap.add_argument("--baseline-repo", type=Path, help="the checkout the `baseline` mode's server runs from")
+    ap.add_argument("--pipeline-seconds", type=float, default=0.0, help="seconds of offline_pipeline (0: skip)")
     ap.add_argument("--env", action="append", default=[], help="extra server setting NAME=VALUE (repeatable)")
     ap.add_argument("--sweep-wait", help="instead: compare these FACEREC_BATCH_MAX_WAIT_MS values (comma-separated)")
     ap.add_argument("--sweep-rounds", type=int, default=3, help="rounds of the --sweep-wait comparison per type")
@@ -337,12 +369,17 @@ def main() -> None:
     }
     print({k: result[k] for k in ("encoder", "flip_tta", "detector")}, flush=True)
     print("offline encoder faces/s:", result["offline_faces_per_s"], flush=True)
+    if args.pipeline_seconds > 0:
+        result["offline_pipeline_photos_faces_per_s"] = round(
+            offline_pipeline(analyzer, photos, args.pipeline_seconds), 2
+        )
+        print("offline pipeline (photos) faces/s:", result["offline_pipeline_photos_faces_per_s"], flush=True)
 
     def offline_b32() -> float:  # the same work as the service (flip-TTA as configured), 4 s
         return offline(analyzer, aligned, 4.0, batches=(32,))["batch_32"]
 
     extra = dict(kv.split("=", 1) for kv in args.env)
-    modes = {"batched": {}, "unbatched": {"FACEREC_BATCH_MAX_SIZE": "0"}}
+    modes = {"batched": {}, "unbatched": {"FACEREC_BATCH_MAX_SIZE": "0"}, "baseline": {}}
     fields = {"aligned": {"face": "aligned"}}
     images = {"aligned": [jpeg(Image.fromarray(a), quality=95) for a in aligned], "crops": crops, "photos": photos}
     result["server_env"] = extra
@@ -357,7 +394,10 @@ def main() -> None:
     servers: dict[str, Service] = {}
     try:
         for mode in names:
-            servers[mode] = Service({**modes[mode], **extra})
+            repo = args.baseline_repo if mode == "baseline" else REPO
+            if repo is None:
+                raise SystemExit("the baseline mode needs --baseline-repo")
+            servers[mode] = Service({**modes[mode], **extra}, repo.resolve())
         for kind in args.kinds.split(","):
             for mode in names:  # many clients
                 server = servers[mode]
@@ -393,6 +433,18 @@ def main() -> None:
         if key in result:
             b32 = float(np.mean(result[key]["offline_b32_around"]))
             result[f"ratio/{kind}/{args.clients}_clients_vs_offline_b32"] = round(result[key]["faces_per_s"] / b32, 3)
+        if key in result and f"baseline/{kind}/{args.clients}" in result:
+            base = result[f"baseline/{kind}/{args.clients}"]["faces_per_s"]
+            result[f"ratio/{kind}/{args.clients}_clients_vs_baseline"] = round(result[key]["faces_per_s"] / base, 3)
+        if key in result and kind == "photos" and "offline_pipeline_photos_faces_per_s" in result:
+            pipeline = result["offline_pipeline_photos_faces_per_s"]
+            result[f"ratio/photos/{args.clients}_clients_vs_offline_pipeline"] = round(
+                result[key]["faces_per_s"] / pipeline, 3
+            )
+        if f"batched/{kind}/1" in result and f"baseline/{kind}/1" in result:
+            result[f"ratio/{kind}/1_client_p50_vs_baseline"] = round(
+                result[f"batched/{kind}/1"]["p50_ms"] / result[f"baseline/{kind}/1"]["p50_ms"], 3
+            )
         solo_b, solo_u = result.get(f"batched/{kind}/1"), result.get(f"unbatched/{kind}/1")
         if solo_b and solo_u:
             result[f"ratio/{kind}/1_client_p50_batched_vs_unbatched"] = round(solo_b["p50_ms"] / solo_u["p50_ms"], 3)

@@ -1,4 +1,5 @@
-"""Face detection: the compiled MTCNN vs the ``mtcnn`` package, latency and agreement, in one run.
+"""Face detection: the OpenVINO and compiled (TensorFlow) MTCNN backends vs the ``mtcnn`` package, latency and
+agreement, in one run.
 
 Test photos (all from real images; ``--background`` defaults to scikit-learn's bundled ``china.jpg``, a
 640x427 photo of a temple with no face, when scikit-learn is installed):
@@ -12,15 +13,16 @@ Test photos (all from real images; ``--background`` defaults to scikit-learn's b
 * ``lfw``: one LFW 250x250 image (``--lfw-root``, the first image of ``Aaron_Eckhart``), as is.
 
 Latency (per image, p50/p95 ms over ``--repeats`` calls after 3 warm-up calls): the naive baseline is the
-package's ``MTCNN.detect_faces`` on the full image; it is compared with ``FaceDetector(backend="compiled")`` at
-each ``--max-sides`` value and with ``FaceDetector(backend="package")`` (package on the downscaled copy).
+package's ``MTCNN.detect_faces`` on the full image; it is compared with ``FaceDetector(backend=B)`` for each of
+``--backends`` (``openvino``, the server's, and ``compiled``) at each ``--max-sides`` value (named ``<B>_max<N>``)
+and with ``FaceDetector(backend="package")`` (package on the downscaled copy).
 
 Agreement: on ``--n-lfw`` LFW images (random, ``--seed``) and on ``--canvases`` multi-face canvases (4-6 LFW
 faces cut out with a margin, pasted at 40-320 px on the background resized to 1280x960), each compiled
 detection is matched to a package detection (``detect_faces`` on the same full image, greedy by IoU >= 0.5):
 mean IoU, share >= 0.9, misses (package faces with no match), extras (compiled faces with no match) and the
-landmark error over the box side. ``lfw`` and ``canvas`` compare the algorithms on the same image
-(``CompiledMTCNN.detect`` vs ``detect_faces``, min face 20 px); ``canvas_detector_max<N>`` compares the product
+landmark error over the box side. ``lfw_<B>`` and ``canvas_<B>`` compare each backend's algorithm on the same
+image (``Cascade.detect`` vs ``detect_faces``, min face 20 px); ``canvas_detector_<B>_max<N>`` compares the product
 path (``FaceDetector(max_side=N)``: downscaling, full-resolution ONet refinement, filters) against the package on
 the full image, and ``canvas_detector_max<N>_unrefined`` the same without the refinement (``refine=False``,
 for ``--unrefined-sides``). ``share_iou_ge_0.9_of_findable`` counts only reference faces at least
@@ -266,6 +268,7 @@ def main() -> None:
     parser.add_argument(
         "--unrefined-sides", default="640", help="max_side values also run with refine=False (timed and compared)"
     )
+    parser.add_argument("--backends", default="openvino,compiled", help="FaceDetector backends to time and compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--skip-latency", action="store_true", help="agreement only (untimed; run it niced)")
@@ -276,7 +279,7 @@ def main() -> None:
 
     from embeddings import weights
     from embeddings.detector import FaceDetector
-    from embeddings.mtcnn_compiled import CompiledMTCNN
+    from embeddings.mtcnn_algorithm import Cascade
 
     rng = random.Random(args.seed)
     bg = background(args.background)
@@ -291,11 +294,22 @@ def main() -> None:
     }
 
     package = MTCNN(device="CPU:0")
-    compiled = CompiledMTCNN()
+    backends = [b for b in args.backends.split(",") if b]
+    engines: dict[str, Cascade] = {}
+    for b in backends:
+        if b == "openvino":
+            from embeddings.mtcnn_openvino import OpenVinoNetworks
+
+            engines[b] = Cascade(OpenVinoNetworks())
+        else:
+            from embeddings.mtcnn_compiled import CompiledMTCNN
+
+            engines[b] = CompiledMTCNN()
     sides = [int(s) for s in args.max_sides.split(",") if s]
-    detectors = {f"compiled_max{s}": FaceDetector(max_side=s) for s in sides}
-    for s in (int(v) for v in args.unrefined_sides.split(",") if v):
-        detectors[f"compiled_max{s}_unrefined"] = FaceDetector(max_side=s, refine=False)
+    detectors = {f"{b}_max{s}": FaceDetector(max_side=s, backend=b) for b in backends for s in sides}
+    for b in backends:
+        for s in (int(v) for v in args.unrefined_sides.split(",") if v):
+            detectors[f"{b}_max{s}_unrefined"] = FaceDetector(max_side=s, refine=False, backend=b)
     detectors["package_max1280"] = FaceDetector(backend="package")
 
     report: dict[str, Any] = {"latency": {}, "faces_found": {}, "agreement": {}}
@@ -316,31 +330,34 @@ def main() -> None:
         people = sorted(p for p in args.lfw_root.iterdir() if p.is_dir())
         files = sorted(f for p in people for f in p.iterdir() if f.suffix == ".jpg")
         sample = rng.sample(files, min(args.n_lfw, len(files)))
-        lfw = Agreement()
+        lfw = {b: Agreement() for b in engines}
         cutouts: list[Image] = []
         for path in sample:
             image = read_rgb(path)
             ref = package_rows(package, image)
-            lfw.add(ref, compiled.detect(image))
+            for b, engine in engines.items():
+                lfw[b].add(ref, engine.detect(image))
             if len(cutouts) < 300:
                 cut = face_cutout(image, ref)
                 if cut is not None:
                     cutouts.append(cut)
-        report["agreement"]["lfw"] = lfw.summary()
-        print("lfw", json.dumps(report["agreement"]["lfw"]), flush=True)
+        for b, agreement in lfw.items():
+            report["agreement"][f"lfw_{b}"] = agreement.summary()
+            print(f"lfw_{b}", json.dumps(report["agreement"][f"lfw_{b}"]), flush=True)
 
-        canvas = Agreement()
+        canvas = {b: Agreement() for b in engines}
         shifted = {k: Agreement() for k in (1, 2)}
         products = {
-            f"canvas_detector_max{d.max_side}{'' if d.refine else '_unrefined'}": (d, Agreement())
+            f"canvas_detector_{d.backend}_max{d.max_side}{'' if d.refine else '_unrefined'}": (d, Agreement())
             for d in detectors.values()
-            if d.backend == "compiled"
+            if d.backend != "package"
         }
         pairs = [(a, b) for a in products for b in products if b == f"{a}_unrefined"]
         set_changes = {a: Agreement() for a, _ in pairs}
         for image in make_canvases(bg, cutouts, args.canvases, rng):
             ref = package_rows(package, image)
-            canvas.add(ref, compiled.detect(image))
+            for b, engine in engines.items():
+                canvas[b].add(ref, engine.detect(image))
             for k, agreement in shifted.items():
                 moved = package_rows(package, np.ascontiguousarray(image[k:, k:]))
                 moved[:, [0, 1, 2, 3]] += k
@@ -353,8 +370,9 @@ def main() -> None:
                 agreement.add(keep, faces_of[name], det.smallest_face(image.shape))
             for a, b in pairs:
                 set_changes[a].add(faces_of[b], faces_of[a])
-        report["agreement"]["canvas"] = canvas.summary()
-        print("canvas", json.dumps(report["agreement"]["canvas"]), flush=True)
+        for b, agreement in canvas.items():
+            report["agreement"][f"canvas_{b}"] = agreement.summary()
+            print(f"canvas_{b}", json.dumps(report["agreement"][f"canvas_{b}"]), flush=True)
         for k, agreement in shifted.items():
             report["agreement"][f"canvas_package_shift{k}"] = agreement.summary()
             print(f"canvas_package_shift{k}", json.dumps(report["agreement"][f"canvas_package_shift{k}"]), flush=True)

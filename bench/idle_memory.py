@@ -3,9 +3,13 @@
 Subcommands (run from the repository root with the project's venv, ``FACEREC_CACHE`` set; memory figures are
 not timing-sensitive, run them at ``nice -n 19``):
 
-``smaps``   start ``facerec serve`` on ``--data`` (loopback, a subprocess), wait for ``/readyz`` and
-            ``--settle`` seconds, then group ``/proc/<pid>/smaps`` by mapping: the shared libraries of
-            TensorFlow, OpenVINO, FAISS, Python/numpy/others, the heap, anonymous memory, thread stacks.
+``smaps``   start ``facerec serve`` on ``--data`` (loopback, a subprocess; ``--server-repo`` runs another checkout
+            of the code, e.g. an export of an older commit, for a side-by-side run), wait for ``/readyz``
+            (``ready_s``: spawn to ready, the cold start), send ``--identify`` sequential ``/v1/identify``
+            requests with ``--image`` (default: the first 5-celebrity ``val`` photo), wait ``--settle``
+            seconds, then group ``/proc/<pid>/smaps`` by mapping: the shared libraries of
+            TensorFlow, OpenVINO, FAISS, Python/numpy/others, the heap, anonymous memory, thread stacks;
+            ``tensorflow_loaded`` says whether any TensorFlow library is mapped.
             Anonymous memory cannot be attributed to a library from smaps alone, hence:
 ``stages``  the server's start-up steps one by one in this process (imports, open the gallery, load and warm
             the analyzer), RSS after each, and the FAISS index's own byte count per segment.
@@ -59,7 +63,7 @@ def _category(path: str) -> str:
         return "main stack"
     if path.startswith("["):
         return "other special"
-    for name in ("tensorflow", "openvino", "faiss", "cv2", "opencv", "numpy", "scipy", "sqlite", "python"):
+    for name in ("openvino", "tensorflow", "faiss", "cv2", "opencv", "numpy", "scipy", "sqlite", "python"):
         if name in low:
             return f"file: {name}"
     return "file: other"
@@ -101,20 +105,36 @@ def smaps_breakdown(pid: int) -> dict[str, Any]:
 def cmd_smaps(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
 
+    import httpx
+
     from bench.serverproc import free_port, serve_command, stop, wait_ready
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    repo = Path(args.server_repo).resolve() if args.server_repo else REPO
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.update(dict(kv.split("=", 1) for kv in args.server_env))
+    image = Path(args.image) if args.image else None
+    if args.identify and image is None:
+        from embeddings import weights
+
+        image = sorted((weights.sample_dataset_path() / "val").rglob("*.jpg"))[0]
     log = Path(args.log)
     t0 = time.monotonic()
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(serve_command(port, Path(args.data)), cwd=REPO, env=env, stdout=fh, stderr=fh)
+        proc = subprocess.Popen(serve_command(port, Path(args.data)), cwd=repo, env=env, stdout=fh, stderr=fh)
     try:
         ready = wait_ready(proc, f"http://127.0.0.1:{port}", timeout_s=900, poll_s=0.05)
+        statuses: dict[str, int] = {}
+        for _ in range(args.identify):
+            assert image is not None
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/identify", files={"image": image.read_bytes()}, timeout=120)
+            statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
         time.sleep(args.settle)
         res = smaps_breakdown(proc.pid)
         res["ready_s"] = round(ready, 2)
+        res["identify_requests"] = statuses
+        res["tensorflow_loaded"] = "file: tensorflow" in res["by_category_mib"]
+        res["server_repo"] = str(repo)
         res["spawn_to_sample_s"] = round(time.monotonic() - t0, 1)
     finally:
         stop(proc)
@@ -312,6 +332,9 @@ def main() -> None:
     sm.add_argument("--settle", type=float, default=5.0, help="seconds after ready before sampling")
     sm.add_argument("--log", default="/tmp/idle_memory.server.log")
     sm.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("--server-repo", default=None, help="run the server from this checkout (default: this one)")
+    sm.add_argument("--identify", type=int, default=0, help="/v1/identify requests to send before sampling")
+    sm.add_argument("--image", default=None, help="the photo to identify (default: a 5-celebrity val photo)")
     st = sub.add_parser("stages", help="RSS after each start-up step, in this process")
     st.add_argument("--data", default=None, help="gallery data dir (none: skip the gallery)")
     st.add_argument("--storage", default="fp16", choices=["fp16", "sq8", "float32"], help="HNSW vector storage")

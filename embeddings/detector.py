@@ -1,8 +1,10 @@
 """Face detection with MTCNN: boxes, five landmarks and a confidence per face.
 
-Two backends run the same networks, weights and algorithm: ``"compiled"`` (the default,
-:class:`embeddings.mtcnn_compiled.CompiledMTCNN`: each stage one compiled graph call on fixed-size buckets) and
-``"package"`` (the ``mtcnn`` package's eager ``detect_faces``, the reference the compiled one is checked against).
+Three backends run the same networks, weights and algorithm (:mod:`embeddings.mtcnn_algorithm`):
+``"openvino"`` (the default, and the server's: :mod:`embeddings.mtcnn_openvino`, no TensorFlow; concurrent
+detections share network calls), ``"compiled"`` (:class:`embeddings.mtcnn_compiled.CompiledMTCNN`, the networks as
+TensorFlow graphs) and ``"package"`` (the ``mtcnn`` package's eager ``detect_faces``, the reference the others are
+checked against). The last two need the ``convert`` extra (TensorFlow).
 
 Boxes and landmarks are returned in pixels of the image given (which :func:`embeddings.images.decode_image`
 has already made upright). ``min_face_size`` is the shorter box side in those source pixels.
@@ -16,24 +18,27 @@ up to 640 px are detected as they are. Alignment always crops from the full-reso
 
 Boxes and landmarks found on a downscaled copy are coarse (a pixel there is several source pixels, and ONet saw
 an upscaled low-resolution crop). With ``refine`` (the default), when the copy is smaller than
-:data:`REFINE_BELOW_SCALE` of the source, the compiled backend re-runs ONet on 48x48 crops of the full-resolution
-image (one small batch per round) and takes its boxes and landmarks
-(:meth:`embeddings.mtcnn_compiled.CompiledMTCNN.detect_refined`); which faces are found and kept (the confidence
+:data:`REFINE_BELOW_SCALE` of the source, the openvino and compiled backends re-run ONet on 48x48 crops of the
+full-resolution image (one small batch per round) and take its boxes and landmarks
+(:meth:`embeddings.mtcnn_algorithm.Cascade.detect_refined`); which faces are found and kept (the confidence
 and ``min_face_size`` filters), and their confidences, stay those of the downscaled copy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import Box, Detection, Landmarks
+
+_T = TypeVar("_T")
 
 MTCNN_MIN_INPUT = 12
 """The smallest image side MTCNN's first network accepts, pixels."""
@@ -51,7 +56,9 @@ at least ~1.43x ``max_side``). On bench/detect.py's 1280x960 canvases it improve
 bucket at scales 0.5 and 0.625 (640 and 800 px), but at 0.75 (960 px), where the copy is close to the source,
 it lowered the mean IoU with the package from 0.950 to 0.936 (better on 20-32 px faces, worse on the rest)."""
 
-Backend = Literal["compiled", "package"]
+Backend = Literal["openvino", "compiled", "package"]
+BACKENDS: tuple[Backend, ...] = ("openvino", "compiled", "package")
+DEFAULT_BACKEND: Backend = "openvino"
 
 
 def _to_detection(raw: dict[str, Any], scale: float = 1.0) -> Detection:
@@ -77,7 +84,8 @@ def _to_detection(raw: dict[str, Any], scale: float = 1.0) -> Detection:
 
 
 def _row_to_detection(row: npt.NDArray[np.float64], scale: float = 1.0) -> Detection:
-    """Convert one :meth:`CompiledMTCNN.detect` row, found on an image resized by ``scale``, to source pixels."""
+    """Convert one :meth:`embeddings.mtcnn_algorithm.Cascade.detect` row, found on an image resized by ``scale``,
+    to source pixels."""
     x1, y1, x2, y2 = (float(v) / scale for v in row[:4])
     xs = [float(v) / scale for v in row[5:10]]
     ys = [float(v) / scale for v in row[10:15]]
@@ -95,11 +103,16 @@ def _row_to_detection(row: npt.NDArray[np.float64], scale: float = 1.0) -> Detec
 
 
 class FaceDetector:
-    """MTCNN wrapper. Thread-safe (one detection at a time per instance; the networks are not re-entrant).
+    """MTCNN wrapper. Thread-safe: with ``openvino`` detections run concurrently in the callers' threads and share
+    network calls (:class:`embeddings.call_batcher.CallBatcher`; a full queue raises
+    :class:`embeddings.errors.Overloaded`); the TensorFlow backends run one detection at a time on one worker
+    thread (their networks are not re-entrant).
 
     ``min_confidence`` in [0, 1] drops weaker detections; ``min_face_size`` (source pixels) is both the
-    pyramid's smallest face and a filter on the result. ``refine`` (compiled backend, downscaled images only):
-    boxes and landmarks re-estimated on the full-resolution image (module docstring).
+    pyramid's smallest face and a filter on the result. ``refine`` (openvino and compiled backends, downscaled
+    images only): boxes and landmarks re-estimated on the full-resolution image (module docstring).
+    ``cache_root``: where the openvino backend finds (or writes) its converted networks (default: the weights
+    cache, :func:`embeddings.weights.cache_dir`).
     """
 
     def __init__(
@@ -108,10 +121,11 @@ class FaceDetector:
         min_confidence: float = 0.8,
         min_face_size: int = 20,
         max_side: int = DEFAULT_MAX_SIDE,
-        backend: Backend = "compiled",
+        backend: Backend = DEFAULT_BACKEND,
         refine: bool = True,
+        cache_root: Path | None = None,
     ) -> None:
-        if backend not in ("compiled", "package"):
+        if backend not in BACKENDS:
             raise ValueError(f"unknown detector backend {backend!r}")
         self.min_confidence = min_confidence
         self.min_face_size = max(int(min_face_size), MTCNN_MIN_INPUT)
@@ -120,6 +134,14 @@ class FaceDetector:
         self.refine = refine
         self._mtcnn: Any = None
         self._compiled: Any = None
+        self._worker: ThreadPoolExecutor | None = None
+        if backend == "openvino":
+            from embeddings.mtcnn_algorithm import Cascade
+            from embeddings.mtcnn_openvino import OpenVinoNetworks
+
+            # thread-safe: cascades run in the callers' threads, network calls are shared and serialised
+            self._compiled = Cascade(OpenVinoNetworks(cache_root))
+            return
         if backend == "package":
             from mtcnn import MTCNN
 
@@ -129,10 +151,22 @@ class FaceDetector:
 
             self._compiled = CompiledMTCNN()
             self._compiled.warm_up()
-        # One long-lived thread runs every network call: TensorFlow/oneDNN keep kernel and primitive caches per
-        # calling thread, so detection from dozens of request threads grew the service's memory per thread.
-        # One worker also serialises the calls (the networks are not re-entrant).
+        # TensorFlow backends: one long-lived thread runs every network call: TensorFlow/oneDNN keep kernel and
+        # primitive caches per calling thread, so detection from dozens of request threads grew the service's
+        # memory per thread. One worker also serialises the calls (the networks are not re-entrant).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerec-detector")
+
+    @property
+    def call_batcher(self) -> Any:
+        """The :class:`embeddings.call_batcher.CallBatcher` that shares network calls (openvino), else None."""
+        networks = getattr(self._compiled, "networks", None)
+        return getattr(networks, "batcher", None)
+
+    def _run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Call ``fn`` in the detector's worker thread (TensorFlow backends) or in the caller's (openvino)."""
+        if self._worker is None:
+            return fn(*args, **kwargs)
+        return self._worker.submit(fn, *args, **kwargs).result()
 
     def _scaled(self, image: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], float]:
         """The image to run MTCNN on and its scale relative to the source (1.0 = unchanged)."""
@@ -172,22 +206,20 @@ class FaceDetector:
             return []
         min_face = self._pyramid_min_face(scale)
         if self._compiled is not None and self.refine and scale < REFINE_BELOW_SCALE:
-            found, refined = self._worker.submit(
-                self._compiled.detect_refined, small, image, min_face_size=min_face
-            ).result()
+            found, refined = self._run(self._compiled.detect_refined, small, image, min_face_size=min_face)
             # which faces are kept is decided on the boxes as found, so refinement adds or drops none
             pairs = [(_row_to_detection(f, scale), _row_to_detection(r)) for f, r in zip(found, refined, strict=True)]
             kept = self._keep_pairs(pairs)
             return sorted(kept, key=lambda d: d.box.area, reverse=True)
         if self._compiled is not None:
-            rows = self._worker.submit(self._compiled.detect, small, min_face_size=min_face).result()
+            rows = self._run(self._compiled.detect, small, min_face_size=min_face)
             return self._keep([_row_to_detection(r, scale) for r in rows])
-        raw = self._worker.submit(self._mtcnn.detect_faces, small, min_face_size=min_face).result()
+        raw = self._run(self._mtcnn.detect_faces, small, min_face_size=min_face)
         return self._keep([_to_detection(r, scale) for r in raw])
 
     def detect_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[list[Detection]]:
-        """Detect faces in several images: one package pass when they share a size; the compiled backend
-        detects them one by one (its per-image cost has no eager overhead to amortise)."""
+        """Detect faces in several images: one package pass when they share a size; the openvino and compiled
+        backends detect them one by one (their per-image cost has no eager overhead to amortise)."""
         if not images:
             return []
         if self._compiled is not None or any(
@@ -195,7 +227,7 @@ class FaceDetector:
             for img in images
         ):
             return [self.detect(img) for img in images]
-        raw = self._worker.submit(self._mtcnn.detect_faces, list(images), min_face_size=self.min_face_size).result()
+        raw = self._run(self._mtcnn.detect_faces, list(images), min_face_size=self.min_face_size)
         return [self._keep([_to_detection(r) for r in per_image]) for per_image in raw]
 
 

@@ -51,3 +51,9 @@ class WeightsUnavailable(FaceRecError):
     """The FaceNet weights could not be found, fetched or verified."""
 
     code = "weights_unavailable"
+
+
+class Overloaded(FaceRecError):
+    """Too much work is already queued for a model; nothing was done. Retry shortly."""
+
+    code = "overloaded"

@@ -147,6 +147,13 @@ def ensure_ir(
     return target / MODEL_FILE
 
 
+def compile_cache(core: Any, folder: Path) -> None:
+    """Let OpenVINO keep its compiled form of the models in ``folder``/``ov-cache`` (when ``folder`` is writable):
+    a later start loads it instead of compiling again (FaceNet: ~0.4 s instead of ~1 s on the 2-core machine)."""
+    if os.access(folder, os.W_OK):
+        core.set_property({"CACHE_DIR": str(folder / "ov-cache")})
+
+
 def cpu_has_bf16() -> bool:
     """True when OpenVINO's CPU plugin can run bf16 natively (AVX512-BF16 or AMX)."""
     import openvino as ov
@@ -183,6 +190,7 @@ class OpenVinoEncoder(BatchedEncoder):
         if cpu_has_bf16():
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         core = ov.Core()
+        compile_cache(core, model_file.parent)
         self.compiled = core.compile_model(core.read_model(model_file), "CPU", config)
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         """What OpenVINO actually runs the float layers in (``bf16`` or ``f32``)."""

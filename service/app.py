@@ -106,6 +106,8 @@ def create_app(
                     state.runner.tracker = state.batcher.producer
                     # requests waiting for the encoder use no CPU: let a full batch more into the pipeline
                     state.runner.limiter.total_tokens = settings.inference_threads + settings.batch_max_size
+                detector = getattr(analyzer, "detector", None)
+                app.state.metrics.watch_detector(getattr(detector, "call_batcher", None))
                 state.analyzer = analyzer
                 log.info("model loaded and warm")
             except Exception as exc:

@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
+from embeddings.errors import (
+    FaceRecError,
+    ImageTooLarge,
+    InvalidImage,
+    LowQuality,
+    MultipleFaces,
+    NoFace,
+)
+from embeddings.errors import Overloaded as ModelOverloaded
 from service.gallery import (
     FaceNotFound,
     GalleryLocked,
@@ -75,6 +83,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (NoFace, 422, "no_face"),
     (MultipleFaces, 422, "multiple_faces"),
     (LowQuality, 422, "low_quality"),
+    (ModelOverloaded, 429, "overloaded"),
     (SubjectNotFound, 404, "not_found"),
     (FaceNotFound, 404, "not_found"),
     (ModelMismatch, 409, "model_mismatch"),
@@ -151,7 +160,8 @@ def install(app: FastAPI) -> None:
         mapped = domain_status(exc)
         if mapped is None:  # pragma: no cover - every registered class is mapped
             return await unexpected(_, exc)
-        return envelope(mapped[0], mapped[1], error_message(exc))
+        retry = {"Retry-After": "1"} if mapped[0] == 429 else None
+        return envelope(mapped[0], mapped[1], error_message(exc), retry)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

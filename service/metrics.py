@@ -7,6 +7,7 @@ Each app has its own registry, so several apps (tests) can live in one process.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -67,6 +68,19 @@ class Metrics:
         self.batch_queue = Gauge(
             "facerec_encoder_queue_faces", "Faces waiting for the micro-batcher's encoder.", registry=self.registry
         )
+        self.detector_calls = Gauge(
+            "facerec_detector_network_calls",
+            "MTCNN network calls run since start (calls shared by concurrent detections count once).",
+            registry=self.registry,
+        )
+        self.detector_jobs = Gauge(
+            "facerec_detector_network_jobs",
+            "MTCNN network calls asked for by detections since start (jobs / calls = sharing).",
+            registry=self.registry,
+        )
+        self.detector_queue = Gauge(
+            "facerec_detector_queue_calls", "MTCNN network calls waiting for the detector.", registry=self.registry
+        )
         self.subjects = Gauge("facerec_gallery_subjects", "Subjects in the gallery.", registry=self.registry)
         self.gallery_faces = Gauge("facerec_gallery_faces", "Faces in the gallery.", registry=self.registry)
 
@@ -75,6 +89,14 @@ class Metrics:
         self.batch_faces.observe(faces)
         self.batch_requests.observe(requests)
         self.inference.labels("encode_batch").observe(seconds)
+
+    def watch_detector(self, batcher: Any) -> None:
+        """Report a detector's :class:`embeddings.call_batcher.CallBatcher` (None: nothing to report)."""
+        if batcher is None:
+            return
+        self.detector_calls.set_function(lambda: batcher.stats.calls)
+        self.detector_jobs.set_function(lambda: batcher.stats.jobs)
+        self.detector_queue.set_function(lambda: batcher.queued)
 
     def render(self, *, subjects: int | None, faces: int | None) -> bytes:
         """The text exposition, with the gallery gauges refreshed."""

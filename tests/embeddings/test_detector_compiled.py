@@ -1,4 +1,6 @@
-"""The compiled MTCNN finds the same faces as the ``mtcnn`` package, on real photos and on canvases of real faces."""
+"""The openvino and compiled MTCNN backends find the same faces as the ``mtcnn`` package, on real photos and on
+canvases of real faces (every test of the ``compiled`` fixture runs on both backends), and the two backends agree
+with each other to float rounding."""
 
 from __future__ import annotations
 
@@ -21,15 +23,20 @@ def read_rgb(path: Path) -> Image:
     return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
 
 
-@pytest.fixture(scope="module")
-def compiled() -> FaceDetector:
-    return FaceDetector(backend="compiled")
+@pytest.fixture(scope="module", params=["openvino", "compiled"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def coarse() -> FaceDetector:
-    """The compiled detector without full-resolution refinement."""
-    return FaceDetector(backend="compiled", refine=False)
+def compiled(backend: str) -> FaceDetector:
+    return FaceDetector(backend=backend)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def coarse(backend: str) -> FaceDetector:
+    """The same backend without full-resolution refinement."""
+    return FaceDetector(backend=backend, refine=False)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +154,8 @@ def test_no_face_and_tiny_images_give_nothing(compiled: FaceDetector) -> None:
 
 
 def test_thread_safe_and_no_retracing(compiled: FaceDetector, canvas: Image, val_photos: list[Image]) -> None:
+    if compiled.backend != "compiled":
+        pytest.skip("tf.function tracing is the compiled backend's (openvino: tests/embeddings/test_call_batcher.py)")
     engine = compiled._compiled
     compiled.detect(canvas)
     compiled.detect(cv2.resize(canvas, (1280, 960)))  # detected at 640 px and refined at 1280
@@ -232,3 +241,23 @@ def test_refinement_adds_no_face_on_a_noisy_upscaled_canvas(
         assert max(r.box.iou(c.box) for r in refined) >= 0.6
     noise = np.random.default_rng(3).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     assert compiled.detect(noise) == []
+
+
+def test_openvino_and_compiled_backends_agree_to_float_rounding(
+    val_photos: list[Image], canvas: Image, large_group: Image
+) -> None:
+    """The same rows (boxes and landmarks to the pixel, confidences within 1e-4) from both backends, plain and
+    refined, on every validation photo and both canvases, detected from 4 threads at once for openvino."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ov, tf = FaceDetector(backend="openvino"), FaceDetector(backend="compiled")
+    images = [*val_photos, canvas, large_group, cv2.resize(canvas, (1920, 1440))]
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(ov.detect, images))
+    for image, mine in zip(images, found, strict=True):
+        theirs = tf.detect(image)
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.box.iou(b.box) >= 0.99
+            np.testing.assert_allclose(a.landmarks.as_array(), b.landmarks.as_array(), atol=1.01)
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)

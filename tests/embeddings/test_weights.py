@@ -67,8 +67,11 @@ def test_cli_weights_path_and_quiet_fetch(weights_path: Path) -> None:
     from service.cli import app
 
     runner = CliRunner()
+    from embeddings import mtcnn_openvino
+
     shown = runner.invoke(app, ["weights", "path"])
-    assert shown.exit_code == 0 and shown.output.strip() == str(weights_path)
+    assert shown.exit_code == 0
+    assert shown.output.strip().splitlines() == [str(weights_path), str(mtcnn_openvino.ir_dir())]
     quiet = runner.invoke(app, ["weights", "fetch", "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == ""
 
@@ -83,3 +86,18 @@ def test_cli_weights_path_without_weights_exits_1(tmp_path: Path, monkeypatch: p
     result = CliRunner().invoke(app, ["weights", "path"])
     assert result.exit_code == 1
     assert "no FaceNet weights: tried" in result.output
+
+
+def test_cli_fetch_without_the_convert_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving-only install (no TensorFlow/Keras) that has to convert: exit 1 naming the `convert` extra."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    def needs_keras(**_: object) -> Path:
+        raise ModuleNotFoundError("No module named 'keras'", name="keras")
+
+    monkeypatch.setattr(weights_mod, "resolve", needs_keras)
+    result = CliRunner().invoke(app, ["weights", "fetch"])
+    assert result.exit_code == 1
+    assert "keras is not installed" in result.output and "facerec[convert]" in result.output
