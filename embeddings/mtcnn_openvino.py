@@ -40,6 +40,7 @@ from embeddings import weights as weights_mod
 from embeddings.call_batcher import CallBatcher
 from embeddings.errors import WeightsUnavailable
 from embeddings.mtcnn_algorithm import ONET_SIDE, RNET_SIDE, crop_and_resize
+from embeddings.ov_cache import compile_cache
 
 Log = Callable[[str], None]
 Arrays = list[npt.NDArray[np.float32]]
@@ -262,8 +263,6 @@ class OpenVinoNetworks:
         max_queue: int = 256,
     ) -> None:
         import openvino as ov
-
-        from embeddings.facenet_openvino import compile_cache
 
         folder = ensure_ir(root, log=log)
         core = ov.Core()
