@@ -182,8 +182,8 @@ def test_concurrent_detections_share_calls_and_match_sequential(detector, photos
 
 @pytest.mark.slow
 def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
-    """Every network call of a lone detection runs in the caller's thread; its time matches the networks
-    called directly (median of 15, within 15% + 2 ms)."""
+    """Every network call of a lone detection runs in the caller's thread, with the same result as the networks
+    called directly: no hand-off, so no wait (the timing comparison is bench/detect.py's, not a unit test's)."""
     from embeddings.mtcnn_algorithm import Cascade
 
     networks = detector._compiled.networks
@@ -202,14 +202,6 @@ def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np
     direct = Cascade(direct_networks)
     batched = detector._compiled
 
-    def median(fn) -> float:  # type: ignore[no-untyped-def]
-        times = []
-        for _ in range(15):
-            start = time.perf_counter()
-            fn(image)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
     threads: list[str] = []
     run = networks.batcher._run
 
@@ -223,5 +215,3 @@ def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np
     finally:
         networks.batcher._run = run
     assert len(threads) >= 3 and set(threads) == {threading.current_thread().name}
-    t_direct, t_batched = median(direct.detect), median(batched.detect)
-    assert t_batched <= t_direct * 1.15 + 0.002, (t_batched, t_direct)
