@@ -34,6 +34,10 @@ FILE_DECIDE_FRAMES = 1 << 30
 """Video files have no latency to keep: their tracks are decided when they end, on their best views overall."""
 
 
+LIVE_VIEWS, FILE_VIEWS = 3, 5
+"""Views embedded per track: fewer on live streams, where the encoder's time is the event's latency."""
+
+
 class WebhookMisconfigured(ValueError):
     """``FACEREC_WEBHOOK_URL`` is set without ``FACEREC_WEBHOOK_SECRET``."""
 
@@ -46,6 +50,7 @@ def pipeline_config(settings: Settings, analyzer: FaceAnalyzer | None, *, live: 
         max_fir=settings.max_fir,
         decide_frames=settings.track_decide_frames if live else FILE_DECIDE_FRAMES,
         max_age_s=settings.track_max_age_s,
+        keep_best=LIVE_VIEWS if live else FILE_VIEWS,
     )
 
 

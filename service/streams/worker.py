@@ -75,6 +75,7 @@ class StreamWorker:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._outage_s = 0.0
+        self._t0 = time.monotonic()
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"facerec-stream-read-{cfg.id[:8]}", daemon=True),
             threading.Thread(target=self._process_loop, name=f"facerec-stream-proc-{cfg.id[:8]}", daemon=True),
@@ -126,7 +127,7 @@ class StreamWorker:
                     with self._cond:
                         if self._slot is not None:
                             self.frames_dropped += 1
-                        self._slot = _Frame(np.asarray(frame, dtype=np.uint8), now, now - self._outage_s)
+                        self._slot = _Frame(np.asarray(frame, dtype=np.uint8), now, now - self._t0 - self._outage_s)
                         self._cond.notify()
             finally:
                 cap.release()

@@ -62,7 +62,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
@@ -104,13 +104,15 @@ class MjpegServer:
         ]
         self.server: ThreadingHTTPServer | None = None
         self.stopping = threading.Event()
+        self.served: list[int] = []
+        """The scene frame index of every frame sent, in order, over all connections and restarts."""
 
     def start(self) -> MjpegServer:
         owner = self
         self.stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
@@ -120,6 +122,7 @@ class MjpegServer:
                 try:
                     while not owner.stopping.is_set():
                         jpg = owner.jpegs[i % len(owner.jpegs)]
+                        owner.served.append(i % len(owner.jpegs))
                         self.wfile.write(
                             b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                             + str(len(jpg)).encode()
@@ -150,6 +153,21 @@ class MjpegServer:
         time.sleep(0.2)
 
 
+def passes(scene: Scene, served: list[int], label: str, min_frames: int = 5) -> int:
+    """How many times ``label`` crossed the frames served: runs of at least ``min_frames`` consecutive frames
+    showing that actor."""
+    actor = next(a for a in scene.actors if a.label == label)
+    runs, run = 0, 0
+    for index in [*served, -1]:
+        visible = index >= 0 and scene.position(actor, index / scene.fps) is not None
+        if visible:
+            run += 1
+            continue
+        runs += run >= min_frames
+        run = 0
+    return runs
+
+
 class RtspServer:
     """GStreamer's RTSP server (Debian: ``gir1.2-gst-rtsp-server-1.0``, ``gstreamer1.0-plugins-good``,
     ``python3-gi``) serving a scene's frames as RTP/JPEG, looped, on ``rtsp://127.0.0.1:<port>/scene``."""
@@ -167,10 +185,8 @@ class RtspServer:
     @staticmethod
     def available() -> str | None:
         """None when the server can run here, else why not."""
-        if (
-            not Path(SYSTEM_PYTHON).is_file()
-            or shutil.which("gst-inspect-1.0") is None
-            and not Path("/usr/lib/x86_64-linux-gnu/gstreamer-1.0").is_dir()
+        if not Path(SYSTEM_PYTHON).is_file() or (
+            shutil.which("gst-inspect-1.0") is None and not Path("/usr/lib/x86_64-linux-gnu/gstreamer-1.0").is_dir()
         ):
             return "GStreamer is not installed"
         probe = subprocess.run(
