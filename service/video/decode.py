@@ -8,7 +8,9 @@ credentials of a URL for logs and API answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -92,7 +94,7 @@ def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
-def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Iterator[tuple[float, npt.NDArray[np.uint8]]]:
+def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
     """``(t_s, rgb)`` for the frames of a file, ``fps`` frames per second of video time (None: every frame).
 
     Times are the container's timestamps (s from the start), or frame index / fps when it has none. Frames
@@ -117,3 +119,42 @@ def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Iterator[tuple[fl
         yield t, to_rgb(np.asarray(frame, dtype=np.uint8))
     if read == 0:
         raise VideoError("no frame could be decoded: the file is not a video FFmpeg can read, or it is corrupt")
+
+
+def latest_frames(
+    cap: cv2.VideoCapture, fps: float, *, clock: Callable[[], float] = time.monotonic
+) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
+    """``(t_s, rgb)`` from a live source, at most ``fps`` per second, always the newest frame: a reader thread
+    keeps reading (so the source's buffer never fills up and lag does not grow) and frames the consumer is too
+    slow for are dropped. ``t_s`` is ``clock()`` when the frame was read. Ends when the source stops."""
+    slot: list[tuple[float, npt.NDArray[np.uint8]] | None] = [None]
+    cond = threading.Condition()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            ok, frame = cap.read()
+            with cond:
+                if not ok or frame is None:
+                    done.set()
+                else:
+                    slot[0] = (clock(), np.asarray(frame, dtype=np.uint8))
+                cond.notify()
+
+    reader = threading.Thread(target=read, name="facerec-watch-reader", daemon=True)
+    reader.start()
+    period = 1.0 / fps
+    try:
+        while True:
+            started = time.monotonic()
+            with cond:
+                while slot[0] is None and not done.is_set():
+                    cond.wait(0.5)
+                item, slot[0] = slot[0], None
+            if item is None:
+                return
+            yield item[0], to_rgb(item[1])
+            time.sleep(max(0.0, started + period - time.monotonic()))
+    finally:
+        done.set()
+        reader.join(5.0)

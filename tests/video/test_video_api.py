@@ -193,3 +193,25 @@ def test_erasing_a_subject_erases_its_events(client: httpx.Client, subjects: dic
     assert client.delete(f"/v1/subjects/{sid}").status_code == 204
     assert client.get("/v1/events", params={"subject_id": sid}).json()["items"] == []
     assert client.get("/v1/events", params={"subject_id": subjects["elton_john"]}).json()["items"]
+
+
+def test_events_export_csv_matches_the_api(client: httpx.Client, server: Server, tmp_path: Path) -> None:
+    import csv
+
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    out = tmp_path / "attendance.csv"
+    result = CliRunner().invoke(app, ["events", "export", "--csv", "--data", str(server.data), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    api = client.get("/v1/events", params={"limit": 1000}).json()["items"]
+    assert [r["id"] for r in rows] == [e["id"] for e in api]
+    assert [r["name"] for r in rows] == [e["name"] or "" for e in api]
+    assert rows[0]["time"] == api[0]["time"]
+    elton = client.get("/v1/subjects").json()["items"]
+    sid = next(s["id"] for s in elton if s["name"] == "elton_john")
+    only = CliRunner().invoke(app, ["events", "export", "--data", str(server.data), "--subject-id", sid])
+    assert only.exit_code == 0
+    assert {r["name"] for r in csv.DictReader(only.stdout.splitlines())} == {"elton_john"}
