@@ -37,7 +37,7 @@ from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
-from service.routes import apidocs, events, faces, health, recognition, streams, subjects, videos, web
+from service.routes import apidocs, events, faces, health, live, recognition, streams, subjects, videos, web
 from service.runner import Runner
 from service.uploads import BodyLimitMiddleware
 
@@ -182,7 +182,7 @@ def create_app(
     app.state.audit = AuditLog(settings.data)
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
-    for module in (health, subjects, faces, recognition, videos, streams, events, web):
+    for module in (health, subjects, faces, recognition, videos, streams, events, live, web):
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     apidocs.install(app)

@@ -25,6 +25,7 @@ from service.streams.manager import StreamManager
 from service.streams.metrics import StreamCollector
 from service.streams.store import StreamStore
 from service.video.jobs import JobRunner, JobStore
+from service.video.live import LiveSessions
 from service.video.pipeline import PipelineConfig
 
 log = logging.getLogger("facerec.media")
@@ -105,6 +106,7 @@ class Media:
             gate=self.gate,
             max_streams=settings.streams_max,
         )
+        self.live = LiveSessions()
         if metrics is not None:
             metrics.registry.register(StreamCollector(self.streams))
         self._stop = threading.Event()

@@ -34,13 +34,15 @@ class TrackDecision:
 
 @dataclass(frozen=True, slots=True)
 class LiveFace:
-    """A face on the current frame: its track, box and (once decided) identity; ``decided`` False = pending."""
+    """A face on the current frame: its track, box, velocity (px/s of its centre) and (once decided) identity;
+    ``decided`` False = pending."""
 
     track_id: int
     box: Box
     decided: bool
     subject_id: str | None
     name: str | None
+    velocity: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -84,7 +86,14 @@ class TrackPipeline:
                 result.decisions.append(self._decide(track))
             v = self._decided.get(track.id)
             result.faces.append(
-                LiveFace(track.id, track.box, v is not None, v.subject_id if v else None, v.name if v else None)
+                LiveFace(
+                    track.id,
+                    track.box,
+                    v is not None,
+                    v.subject_id if v else None,
+                    v.name if v else None,
+                    track.velocity,
+                )
             )
         result.decisions.extend(self._end(ended))
         return result
