@@ -1,4 +1,5 @@
-"""Synthetic camera scenes for tests and benchmarks: photos of people cross a textured background.
+"""Synthetic camera scenes for tests and benchmarks: photos of people cross a textured background; a small
+HTTP MJPEG camera (:class:`MjpegServer`) that plays a scene in real time.
 
 An :class:`Actor` is one photo (a person) that enters from one side at ``enter_s``, crosses the frame at a
 steady speed and has left at ``exit_s``, with a slight bob up and down. :func:`render` draws the frame at a
@@ -8,9 +9,14 @@ time; :func:`write_video` encodes a whole scene with OpenCV's FFmpeg backend (mp
 from __future__ import annotations
 
 import math
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,3 +119,71 @@ def write_video(scene: Scene, path: Path) -> Path:
     finally:
         writer.release()
     return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MjpegServer:
+    """Serves a scene, looped in real time, as ``multipart/x-mixed-replace`` JPEGs on ``url``; can be stopped and
+    started again on the same port (a camera going away and coming back)."""
+
+    def __init__(self, scene: Scene, port: int | None = None) -> None:
+        self.scene = scene
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
+        self.jpegs = [
+            cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for _, frame in scene.frames()
+        ]
+        self.server: ThreadingHTTPServer | None = None
+        self.stopping = threading.Event()
+        self.served: list[int] = []
+        """The scene frame index of every frame sent, in order, over all connections and restarts."""
+
+    def start(self) -> MjpegServer:
+        owner = self
+        self.stopping.clear()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                period = 1.0 / owner.scene.fps
+                start = time.monotonic()
+                i = 0
+                try:
+                    while not owner.stopping.is_set():
+                        jpg = owner.jpegs[i % len(owner.jpegs)]
+                        owner.served.append(i % len(owner.jpegs))
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                            + str(len(jpg)).encode()
+                            + b"\r\n\r\n"
+                            + jpg
+                            + b"\r\n"
+                        )
+                        i += 1
+                        time.sleep(max(0.0, start + i * period - time.monotonic()))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listening socket and every open connection (the camera dies)."""
+        self.stopping.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        time.sleep(0.2)

@@ -1,4 +1,4 @@
-"""Real sources for the video tests: scenes of the 5-celebrity photos, an HTTP MJPEG server, an RTSP server
+"""Real sources for the video tests: scenes of the 5-celebrity photos, an RTSP server
 (GStreamer's gst-rtsp-server, run by the system Python) and an HTTP webhook receiver."""
 
 from __future__ import annotations
@@ -89,68 +89,6 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class MjpegServer:
-    """Serves a scene, looped in real time, as ``multipart/x-mixed-replace`` JPEGs on ``url``; can be stopped and
-    started again on the same port (a camera going away and coming back)."""
-
-    def __init__(self, scene: Scene, port: int | None = None) -> None:
-        self.scene = scene
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
-        self.jpegs = [
-            cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for _, frame in scene.frames()
-        ]
-        self.server: ThreadingHTTPServer | None = None
-        self.stopping = threading.Event()
-        self.served: list[int] = []
-        """The scene frame index of every frame sent, in order, over all connections and restarts."""
-
-    def start(self) -> MjpegServer:
-        owner = self
-        self.stopping.clear()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                period = 1.0 / owner.scene.fps
-                start = time.monotonic()
-                i = 0
-                try:
-                    while not owner.stopping.is_set():
-                        jpg = owner.jpegs[i % len(owner.jpegs)]
-                        owner.served.append(i % len(owner.jpegs))
-                        self.wfile.write(
-                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                            + str(len(jpg)).encode()
-                            + b"\r\n\r\n"
-                            + jpg
-                            + b"\r\n"
-                        )
-                        i += 1
-                        time.sleep(max(0.0, start + i * period - time.monotonic()))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Close the listening socket and every open connection (the camera dies)."""
-        self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        time.sleep(0.2)
 
 
 def passes(scene: Scene, served: list[int], label: str, min_frames: int = 5) -> int:

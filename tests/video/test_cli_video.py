@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.video_scenes import write_video
+from bench.video_scenes import MjpegServer, write_video
 from service.cli import app
 from tests.service.server import REPO
-from tests.video.helpers import ENROLLED, MjpegServer, people_scene
+from tests.video.helpers import ENROLLED, people_scene
 
 pytestmark = pytest.mark.slow
 NAMES = [p.replace("_", " ") for p in ENROLLED]  # `facerec enroll` names people after their folders

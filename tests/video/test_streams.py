@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.video_scenes import Scene
+from bench.video_scenes import MjpegServer, Scene
 from tests.service.server import Server
-from tests.video.helpers import ENROLLED, STRANGER, MjpegServer, RtspServer, passes, people_scene
+from tests.video.helpers import ENROLLED, STRANGER, RtspServer, passes, people_scene
 
 pytestmark = pytest.mark.slow
 
