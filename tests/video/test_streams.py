@@ -103,7 +103,7 @@ def test_a_mjpeg_camera_names_people_as_they_pass(
 
 
 def test_the_camera_dies_and_comes_back_without_duplicate_events(
-    client: httpx.Client, camera: MjpegServer, scene: Scene, mjpeg_stream: dict[str, Any]
+    client: httpx.Client, server: Server, camera: MjpegServer, scene: Scene, mjpeg_stream: dict[str, Any]
 ) -> None:
     sid = mjpeg_stream["id"]
     camera.stop()
@@ -129,6 +129,7 @@ def test_the_camera_dies_and_comes_back_without_duplicate_events(
         # one event per pass at most (a pass cut by the outage may give none)
         assert named <= crossed, (person, named, crossed)
         assert named >= crossed - 2, (person, named, crossed)
+    assert PASSWORD not in server.log.read_text(errors="replace")  # not even in the connection errors
 
 
 def test_an_rtsp_camera(client: httpx.Client, scene: Scene, tmp_path: Path) -> None:
