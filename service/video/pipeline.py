@@ -79,7 +79,7 @@ class TrackPipeline:
         detections = self.analyzer.detector.detect(rgb)
         crops = [self.analyzer.align(rgb, d) for d in detections]
         sharp = [sharpness(c) for c in crops]
-        active, ended = self.tracker.update(t, detections, crops, sharp)
+        active, ended = self.tracker.update(t, detections, crops, sharp, (int(rgb.shape[1]), int(rgb.shape[0])))
         result = FrameResult()
         for track in active:
             if not track.decided and track.hits >= self.config.decide_frames:

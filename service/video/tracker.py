@@ -80,6 +80,12 @@ def match_score(track_box: Box, box: Box) -> float:
 PROXIMITY_SIDES = 3.0
 
 
+def _inside(box: Box, frame_size: tuple[int, int]) -> bool:
+    cx, cy = box.x + box.width / 2, box.y + box.height / 2
+    return 0 <= cx < frame_size[0] and 0 <= cy < frame_size[1]
+
+
+
 class Tracker:
     """Joins each frame's detections to tracks; see the module docstring."""
 
@@ -91,10 +97,20 @@ class Tracker:
         self._next_id = 1
 
     def update(
-        self, t: float, detections: list[Detection], crops: list[npt.NDArray[np.uint8]], sharpness: list[float]
+        self,
+        t: float,
+        detections: list[Detection],
+        crops: list[npt.NDArray[np.uint8]],
+        sharpness: list[float],
+        frame_size: tuple[int, int] | None = None,
     ) -> tuple[list[Track], list[Track]]:
         """Add one frame at time ``t`` (s). Returns ``(active, ended)``: the tracks seen in this frame, and the
-        tracks that ended (unseen for over ``max_age_s``), removed from the tracker."""
+        tracks that ended (unseen for over ``max_age_s``, or, given the frame's ``(width, height)`` px, whose
+        predicted centre has left the frame), removed from the tracker."""
+        gone: list[Track] = []
+        if frame_size is not None:
+            gone = [tr for tr in self.tracks if tr.last_t < t and not _inside(tr.predicted(t), frame_size)]
+            self.tracks = [tr for tr in self.tracks if tr not in gone]
         assigned: dict[int, int] = {}
         if self.tracks and detections:
             cost = np.ones((len(self.tracks), len(detections)))
@@ -125,7 +141,7 @@ class Tracker:
                 self.tracks.append(track)
             self._keep(track, view)
             active.append(track)
-        ended = [tr for tr in self.tracks if t - tr.last_t > self.max_age_s]
+        ended = gone + [tr for tr in self.tracks if t - tr.last_t > self.max_age_s]
         self.tracks = [tr for tr in self.tracks if t - tr.last_t <= self.max_age_s]
         return active, ended
 

@@ -164,3 +164,14 @@ def test_a_signature_with_another_secret_does_not_verify(wrong: str) -> None:
     body = b'{"a":1}'
     assert service_sign("k", 1700000000, body) == sign("k", "1700000000", body)
     assert service_sign(wrong, 1700000000, body) != sign("k", "1700000000", body)
+
+
+def test_a_face_that_left_the_frame_is_not_joined_to_one_entering() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    size = (640, 360)
+    for i in range(5):  # moving left, out of the frame
+        tracker.update(i / 5, [det(200 - 60 * i, 100)], [CROP], [100.0], size)
+    # 0.3 s later someone enters at the left edge, moving right: its own track, the first has ended
+    active, ended = tracker.update(1.1, [det(0, 100)], [CROP], [100.0], size)
+    assert [tr.id for tr in ended] == [1]
+    assert [tr.id for tr in active] == [2]
