@@ -85,7 +85,6 @@ def _inside(box: Box, frame_size: tuple[int, int]) -> bool:
     return 0 <= cx < frame_size[0] and 0 <= cy < frame_size[1]
 
 
-
 class Tracker:
     """Joins each frame's detections to tracks; see the module docstring."""
 
