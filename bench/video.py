@@ -119,12 +119,28 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
     per_actor: dict[str, list[str | None]] = defaultdict(list)
     unmatched = 0
+    misses = []
     for d in decisions:
         who = actor_of(d.track_id)
         if who is None:
             unmatched += 1
             continue
-        per_actor[who].append(ids.get(d.vote.subject_id or "") if d.vote.subject_id else None)
+        named = ids.get(d.vote.subject_id or "", None) if d.vote.subject_id else None
+        per_actor[who].append(named)
+        if named != (None if who.startswith("stranger:") else who):
+            v = d.vote
+            dist = None if v.distance is None else round(v.distance, 3)
+            misses.append(
+                {
+                    "person": who,
+                    "named": named,
+                    "votes": v.votes,
+                    "views": v.views,
+                    "frames": d.frames,
+                    "distance": dist,
+                    "threshold": round(v.threshold, 3),
+                }
+            )
     enrolled_tracks = [(who, n) for who, names in per_actor.items() if not who.startswith("stranger:") for n in names]
     stranger_tracks = [(who, n) for who, names in per_actor.items() if who.startswith("stranger:") for n in names]
     right = sum(1 for who, n in enrolled_tracks if n == who)
