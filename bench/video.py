@@ -125,7 +125,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         if who is None:
             unmatched += 1
             continue
-        named = ids.get(d.vote.subject_id or "", None) if d.vote.subject_id else None
+        named = ids.get(d.vote.subject_id or "") if d.vote.subject_id else None
         per_actor[who].append(named)
         if named != (None if who.startswith("stranger:") else who):
             v = d.vote
