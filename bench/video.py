@@ -44,7 +44,7 @@ def lfw_people(
     root = lfw / "lfw-deepfunneled"
     people = sorted(p for p in root.iterdir() if p.is_dir())
     rng = random.Random(seed)
-    many = [p for p in people if len(list(p.glob("*.jpg"))) >= 3]
+    many = [p for p in people if len(list(p.glob("*.jpg"))) >= min_photos]
     chosen = rng.sample(many, enrolled)
     others = rng.sample([p for p in people if p not in chosen], strangers)
     enrol = [(p.name, sorted(p.glob("*.jpg"))) for p in chosen]
@@ -73,7 +73,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from service.video.decode import open_capture, sample_frames
     from service.video.pipeline import TrackDecision, TrackPipeline
 
-    enrol, strangers = lfw_people(Path(args.lfw), enrolled=20, strangers=10, seed=args.seed)
+    enrol, strangers = lfw_people(Path(args.lfw), enrolled=20, strangers=10, seed=args.seed, min_photos=args.min_photos)
     cast = [(name, photos[-1]) for name, photos in enrol] + [(f"stranger:{p.parent.name}", p) for p in strangers]
     random.Random(args.seed).shuffle(cast)
     scene = crossing_scene(cast, seed=args.seed)
@@ -158,6 +158,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         "tracks_not_on_a_person": unmatched,
         "processing_fps": round(frames / seconds, 2),
         "codec": args.codec,
+        "min_photos": args.min_photos,
         "threshold": decisions[0].vote.threshold if decisions else None,
         "not_right": misses,
     }
@@ -327,6 +328,7 @@ def main() -> None:
     parser.add_argument("--lfw", default=str(REPO / ".." / "shared" / "data" / "lfw"))
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--fps", type=float, default=10.0, help="accuracy: frames/s of video analysed")
+    parser.add_argument("--min-photos", type=int, default=6, help="accuracy: enrolled people have this many photos")
     parser.add_argument("--codec", choices=("mp4v", "mjpg"), default="mp4v", help="accuracy: how the video is encoded")
     parser.add_argument("--stream-fps", type=float, default=12.0, help="live: frames/s the stream asks for")
     parser.add_argument("--seconds", type=float, default=60.0)
