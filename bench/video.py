@@ -37,10 +37,10 @@ SPRITE_H = 220
 
 
 def lfw_people(
-    lfw: Path, *, enrolled: int, strangers: int, seed: int
+    lfw: Path, *, enrolled: int, strangers: int, seed: int, min_photos: int = 6
 ) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
-    """``enrolled`` people with >= 3 photos (all but the last to enrol, the last to appear) and ``strangers``
-    other people (one photo each), chosen at random with ``seed``."""
+    """``enrolled`` people with >= ``min_photos`` photos (up to 5 of all but the last to enrol, the last to
+    appear) and ``strangers`` other people (one photo each), chosen at random with ``seed``."""
     root = lfw / "lfw-deepfunneled"
     people = sorted(p for p in root.iterdir() if p.is_dir())
     rng = random.Random(seed)
