@@ -29,10 +29,11 @@ from service import errors
 from service.bootstrap import GalleryFactory, default_analyzer, open_backend, start_batcher
 from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
+from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
-from service.routes import apidocs, faces, health, recognition, subjects, web
+from service.routes import apidocs, events, faces, health, live, recognition, streams, subjects, videos, web
 from service.runner import Runner
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
@@ -92,6 +93,10 @@ def create_app(
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
             backend.close()
             raise
+        # video jobs, live streams, events and webhooks (they wait for the model while it loads)
+        state.media = Media(
+            settings, analyzer=lambda: state.analyzer, gallery=lambda: state.gallery, metrics=app.state.metrics
+        ).start()
         batching = settings.batch_max_size > 0
         state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
         state.batcher = None
@@ -121,6 +126,7 @@ def create_app(
             yield
         finally:
             task.cancel()
+            await anyio.to_thread.run_sync(state.media.close)
             batcher, state.batcher = state.batcher, None
             if batcher is not None:
                 await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
@@ -143,11 +149,12 @@ def create_app(
     app.state.audit = None  # the backend's, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
-    for module in (health, subjects, faces, recognition, web):
+    for module in (health, subjects, faces, recognition, videos, streams, events, live, web):
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     apidocs.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    video_limit = (settings.video_max_upload_bytes, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, limits={"/v1/videos": video_limit})
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origin_list:  # outermost, so preflights are answered before anything else
         app.add_middleware(

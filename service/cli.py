@@ -21,6 +21,7 @@ from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
 from service.commands import subjects as subjects_cmd
 from service.commands import train as train_cmd
+from service.commands import video as video_cmd
 from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
@@ -36,6 +37,8 @@ app.add_typer(evaluate_cmd.app, name="eval")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(models_cmd.app, name="models")
 app.command("reindex")(reindex_cmd.reindex)
+app.command("watch")(video_cmd.watch)
+app.add_typer(video_cmd.events_app, name="events")
 
 
 def main() -> None:  # pragma: no cover - console entry point

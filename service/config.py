@@ -130,6 +130,48 @@ class Settings(BaseSettings):
         default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
     )
 
+    video_max_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Largest video upload (POST /v1/videos), bytes; apart from FACEREC_MAX_UPLOAD_BYTES (413 above).",
+    )
+    video_keep_uploads: bool = Field(
+        default=False, description="Keep uploaded videos in <data>/uploads after processing (default: delete them)."
+    )
+    video_fps: float = Field(
+        default=5.0, gt=0.0, le=60.0, description="Video files: frames per second of video time analysed by default."
+    )
+    video_workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Frames that streams and video jobs may analyse at once, in total: their bounded share of the CPU "
+            "(streams drop frames beyond it; REST requests are not queued behind them)."
+        ),
+    )
+    streams_max: int = Field(default=8, ge=0, description="Most live streams (POST /v1/streams) at once.")
+    track_decide_frames: int = Field(
+        default=5,
+        ge=1,
+        description="Live streams: a track is decided once seen in this many processed frames (or when it ends).",
+    )
+    track_max_age_s: float = Field(
+        default=1.0, gt=0.0, description="A track not seen for this many seconds of source time has ended."
+    )
+    events_retention_days: float = Field(
+        default=90.0, ge=0.0, description="Events older than this are erased (0 = kept forever)."
+    )
+    webhook_url: str = Field(
+        default="", description="POST every event here (signed, retried, at least once); empty = no webhooks."
+    )
+    webhook_secret: str = Field(
+        default="", description="HMAC-SHA256 key that signs webhook deliveries; required with FACEREC_WEBHOOK_URL."
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0, description="One webhook delivery attempt, seconds.")
+    webhook_max_backoff_s: float = Field(
+        default=300.0, gt=0.0, description="Longest wait between webhook delivery attempts, seconds."
+    )
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:

@@ -98,18 +98,22 @@ async def read_payload(request: Request) -> Payload:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while counting streamed chunks."""
+    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while counting streamed chunks.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``limits`` gives other limits to paths (exact match), each with the setting that names it, e.g. the video
+    upload limit ``{"/v1/videos": (1 << 30, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")}``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
-        message = f"the request body is over the limit of {limit} bytes (FACEREC_MAX_UPLOAD_BYTES)"
+        limit, setting = self.limits.get(scope.get("path", ""), (self.max_bytes, "FACEREC_MAX_UPLOAD_BYTES"))
+        message = f"the request body is over the limit of {limit} bytes ({setting})"
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

@@ -140,6 +140,13 @@ class LocalBackend:
             self.gallery.delete_subject(subject_id)
         except SubjectNotFound as exc:
             raise CliError(f"no subject {subject_id!r}") from exc
+        from service.events.store import SQLiteEventStore
+
+        events = SQLiteEventStore(self.settings.data)  # erasing a subject erases its events
+        try:
+            events.erase_subject(subject_id)
+        finally:
+            events.close()
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.audit import actor_of
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep
+from service.media import MediaDep
 from service.routes.docs import errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
 
@@ -84,8 +85,12 @@ async def update_subject(
     summary="Erase a subject and all its faces",
     responses=errors(*AUTH, 404, 503, 507),
 )
-async def delete_subject(subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
+async def delete_subject(
+    subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep, media: MediaDep
+) -> Response:
+    """Erases the subject, its faces and its events (``GET /v1/events``)."""
     await run_in_threadpool(gallery.delete_subject, subject_id)
+    await run_in_threadpool(media.events.erase_subject, subject_id)
     await run_in_threadpool(
         lambda: audit.record("subject.delete", actor=actor_of(key), target={"subject_id": subject_id})
     )

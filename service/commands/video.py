@@ -1,0 +1,172 @@
+"""``facerec watch SOURCE`` (print each person's decision as they pass) and ``facerec events export``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from service.commands.backend import DATA_OPTION
+from service.config import Settings
+
+events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
+
+CSV_COLUMNS = (
+    "time",
+    "name",
+    "subject_id",
+    "source",
+    "track_id",
+    "distance",
+    "estimated_false_identification_rate",
+    "first_s",
+    "last_s",
+    "frames",
+    "id",
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _settings(data: Path | None) -> Settings:
+    return Settings(data=data) if data is not None else Settings()
+
+
+def watch(
+    source: str = typer.Argument(
+        ..., help="A video file, an rtsp:// or http(s):// URL, or a camera (/dev/video0 or 0)."
+    ),
+    fps: float = typer.Option(None, "--fps", min=0.1, max=60.0, help="Frames per second analysed (default 5)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per decision (JSON lines)."),
+    data: Path = DATA_OPTION,
+) -> None:
+    """Track the faces in SOURCE and print one decision per person as each is decided (live sources: after a
+    few frames; files: when the person leaves). Uses the local data dir's gallery (stop the server first, or
+    add the camera to the server with POST /v1/streams)."""
+    from service.bootstrap import default_analyzer, open_backend
+    from service.gallery import GalleryLocked
+    from service.media import pipeline_config
+    from service.video.decode import VideoError, camera_index, latest_frames, open_capture, redact, sample_frames
+    from service.video.pipeline import TrackDecision, TrackPipeline
+
+    settings = _settings(data)
+    path = Path(source)
+    is_file = camera_index(source) is None and "://" not in source
+    if is_file and not path.is_file():
+        raise typer.BadParameter(f"no such file: {source}")
+    try:
+        backend = open_backend(settings)
+        gallery = backend.open_gallery()
+    except GalleryLocked as exc:
+        raise _fail(
+            f"the data dir {settings.data} is in use by a server: add the camera with POST /v1/streams"
+        ) from exc
+    try:
+        analyzer = default_analyzer(settings)
+        config = pipeline_config(settings, analyzer, live=not is_file)
+        pipe = TrackPipeline(analyzer, lambda: gallery, config)
+        rate = fps or settings.video_fps
+        cap = open_capture(source)
+        label = redact(source)
+        started = time.time()
+
+        def emit(d: TrackDecision) -> None:
+            v = d.vote
+            if as_json:
+                record = {
+                    "source": label,
+                    "track_id": d.track_id,
+                    "subject_id": v.subject_id,
+                    "name": v.name,
+                    "distance": v.distance,
+                    "estimated_false_identification_rate": v.estimated_fir,
+                    "first_s": round(d.first_s, 3),
+                    "last_s": round(d.last_s, 3),
+                    "frames": d.frames,
+                }
+                typer.echo(json.dumps(record))
+            else:
+                who = v.name if v.name is not None else "unknown"
+                dist = f"{v.distance:.3f}" if v.distance is not None else "-"
+                typer.echo(f"{d.first_s:8.1f}s  track {d.track_id:<4} {who:<30} distance {dist}  frames {d.frames}")
+            sys.stdout.flush()
+
+        frames = sample_frames(cap, rate) if is_file else latest_frames(cap, rate, clock=lambda: time.time() - started)
+        try:
+            for t, rgb in frames:
+                for d in pipe.process(rgb, t).decisions:
+                    emit(d)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            frames.close()  # stops the reader thread before the capture is released
+            cap.release()
+        for d in pipe.finish():
+            emit(d)
+    except VideoError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        backend.close()
+
+
+def _when(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO 8601 time or Unix seconds: {value}") from exc
+
+
+@events_app.command("export")
+def export(
+    as_csv: bool = typer.Option(True, "--csv/--jsonl", help="CSV with a header row (default), or JSON lines."),
+    subject_id: str = typer.Option(None, "--subject-id", help="Only this subject's events."),
+    source: str = typer.Option(None, "--source", help="Only this source (stream:<id> or video:<id>)."),
+    since: str = typer.Option(None, "--since", help="From this time (ISO 8601 or Unix seconds), inclusive."),
+    until: str = typer.Option(None, "--until", help="Up to this time (ISO 8601 or Unix seconds), exclusive."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write here instead of standard output."),
+    data: Path = DATA_OPTION,
+) -> None:
+    """Write the events of the local data dir (readable while the server runs), oldest first: an attendance
+    sheet. ``time`` is UTC; ``name`` is empty for unknown people."""
+    from service.events.store import EVENTS_FILE, SQLiteEventStore
+
+    settings = _settings(data)
+    if not (settings.data / EVENTS_FILE).is_file():
+        raise _fail(f"no events in {settings.data}")
+    store = SQLiteEventStore(settings.data)
+    out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if as_csv else None
+        if writer is not None:
+            writer.writeheader()
+        cursor: int | None = None
+        while True:
+            page, cursor = store.query(
+                subject_id=subject_id, source=source, since=_when(since), until=_when(until), limit=1000, cursor=cursor
+            )
+            for event in page:
+                row = event.to_dict()
+                if writer is not None:
+                    writer.writerow(row)
+                else:
+                    out.write(json.dumps(row) + "\n")
+            if cursor is None:
+                break
+    finally:
+        store.close()
+        if output:
+            out.close()

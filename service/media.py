@@ -1,0 +1,152 @@
+"""Video jobs, live streams, events and webhooks of one server, started and stopped by the app's lifespan.
+
+All of them share one CPU gate (``FACEREC_VIDEO_WORKERS`` permits): a frame is analysed only while holding a
+permit, so however many streams and jobs run, at most that many frames compete with REST requests for the
+detector and the encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from embeddings import FaceAnalyzer
+from service.config import Settings
+from service.events.recorder import EventRecorder
+from service.events.store import SQLiteEventStore
+from service.events.webhooks import WebhookSender
+from service.metrics import Metrics
+from service.streams.manager import StreamManager
+from service.streams.metrics import StreamCollector
+from service.streams.store import StreamStore
+from service.video.jobs import JobRunner, JobStore
+from service.video.live import LiveSessions
+from service.video.pipeline import PipelineConfig
+
+log = logging.getLogger("facerec.media")
+
+PURGE_EVERY_S = 600.0
+FILE_DECIDE_FRAMES = 1 << 30
+"""Video files have no latency to keep: their tracks are decided when they end, on their best views overall."""
+
+
+LIVE_VIEWS, FILE_VIEWS = 3, 5
+"""Views embedded per track: fewer on live streams, where the encoder's time is the event's latency."""
+
+
+class WebhookMisconfigured(ValueError):
+    """``FACEREC_WEBHOOK_URL`` is set without ``FACEREC_WEBHOOK_SECRET``."""
+
+
+def pipeline_config(settings: Settings, analyzer: FaceAnalyzer | None, *, live: bool) -> PipelineConfig:
+    """Tracking and decision settings: identify's thresholds (the analyzer's fixed one and ``FACEREC_MAX_FIR``)."""
+    fixed = float(analyzer.threshold) if analyzer is not None else settings.match_threshold
+    return PipelineConfig(
+        fixed_threshold=fixed,
+        max_fir=settings.max_fir,
+        decide_frames=settings.track_decide_frames if live else FILE_DECIDE_FRAMES,
+        max_age_s=settings.track_max_age_s,
+        keep_best=LIVE_VIEWS if live else FILE_VIEWS,
+    )
+
+
+class Media:
+    """See the module docstring. ``analyzer``/``gallery`` return the app's current ones (None while loading)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        analyzer: Callable[[], FaceAnalyzer | None],
+        gallery: Callable[[], Any],
+        metrics: Metrics | None = None,
+    ) -> None:
+        if settings.webhook_url and not settings.webhook_secret:
+            raise WebhookMisconfigured("FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty")
+        self.settings = settings
+        data = settings.data
+        self.events = SQLiteEventStore(data)
+        self.sender = (
+            WebhookSender(
+                self.events,
+                url=settings.webhook_url,
+                secret=settings.webhook_secret,
+                timeout_s=settings.webhook_timeout_s,
+                max_s=settings.webhook_max_backoff_s,
+            )
+            if settings.webhook_url
+            else None
+        )
+        self.recorder = EventRecorder(
+            self.events, webhooks=self.sender is not None, wake=self.sender.wake if self.sender else None
+        )
+        self.gate = threading.BoundedSemaphore(settings.video_workers)
+        self.jobs = JobStore(data)
+        self.runner = JobRunner(
+            self.jobs,
+            analyzer=analyzer,
+            gallery=gallery,
+            config=lambda: pipeline_config(settings, analyzer(), live=False),
+            recorder=self.recorder,
+            gate=self.gate,
+            keep_uploads=settings.video_keep_uploads,
+            default_fps=settings.video_fps,
+        )
+        self.streams = StreamManager(
+            StreamStore(data),
+            analyzer=analyzer,
+            gallery=gallery,
+            config=lambda: pipeline_config(settings, analyzer(), live=True),
+            recorder=self.recorder,
+            gate=self.gate,
+            max_streams=settings.streams_max,
+        )
+        self.live = LiveSessions()
+        if metrics is not None:
+            metrics.registry.register(StreamCollector(self.streams))
+        self._stop = threading.Event()
+        self._purger = threading.Thread(target=self._purge_loop, name="facerec-events-retention", daemon=True)
+
+    def start(self) -> Media:
+        self.runner.start()
+        self.streams.start()
+        if self.sender is not None:
+            self.sender.start()
+        self._purger.start()
+        return self
+
+    def _purge_loop(self) -> None:
+        days = self.settings.events_retention_days
+        while days > 0 and not self._stop.is_set():
+            try:
+                n = self.events.purge(time.time() - days * 86400.0)
+                if n:
+                    log.info("erased %d events older than %g days", n, days)
+            except Exception:
+                log.exception("event retention purge failed")
+            self._stop.wait(PURGE_EVERY_S)
+
+    def close(self) -> None:
+        """Stop streams, jobs (a running job is re-queued at the next start) and webhooks; close the stores."""
+        self._stop.set()
+        self.streams.close()
+        self.runner.close()
+        if self.sender is not None:
+            self.sender.close()
+        self._purger.join(5.0)
+        self.streams.store.close()
+        self.jobs.close()
+        self.events.close()
+
+
+async def get_media(request: Request) -> Media:
+    media: Media = request.app.state.media
+    return media
+
+
+MediaDep = Annotated[Media, Depends(get_media)]

@@ -1,0 +1,113 @@
+"""Live camera streams (admin scope): add, list with health, read, remove."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import AdminKey
+from service.errors import ServiceError
+from service.media import MediaDep
+from service.routes.docs import errors
+from service.streams.manager import TooManyStreams, describe
+from service.streams.store import StreamNotFound
+
+router = APIRouter(prefix="/v1/streams", tags=["streams"])
+AUTH = (401, 403)
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+
+
+class StreamMissing(ServiceError):
+    status, code = 404, "not_found"
+
+
+class StreamLimit(ServiceError):
+    status, code = 409, "too_many_streams"
+
+
+class StreamCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="rtsp(s):// or http(s):// (MJPEG or anything FFmpeg reads), or a local camera: /dev/videoN or N.",
+    )
+    fps: float = Field(default=5.0, gt=0.0, le=30.0, description="Most frames per second analysed; more are dropped.")
+
+    @field_validator("url")
+    @classmethod
+    def _source(cls, url: str) -> str:
+        if url.lower().startswith(URL_SCHEMES) or re.fullmatch(r"(/dev/video)?\d+", url):
+            return url
+        raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
+
+
+class StreamHealth(BaseModel):
+    state: str = Field(description="connecting | running | reconnecting | stopped")
+    fps_in: float = Field(description="Frames read per second (last 5 s).")
+    fps_processed: float = Field(description="Frames analysed per second (last 5 s).")
+    frames_in: int
+    frames_processed: int
+    frames_dropped: int
+    lag_ms: float | None = Field(description="Read to end of analysis of the last analysed frame, ms.")
+    event_latency_ms_p50: float | None = Field(description="Median frame read to event stored, ms.")
+    events: int
+    reconnects: int
+    last_error: str | None
+    connected_since: float | None
+
+
+class StreamOut(BaseModel):
+    id: str
+    name: str
+    url: str = Field(description="The URL with its credentials redacted.")
+    fps: float
+    created_at: float
+    health: StreamHealth
+
+
+def stream_out(data: dict[str, Any]) -> StreamOut:
+    return StreamOut.model_validate(data)
+
+
+@router.post("", status_code=201, response_model=StreamOut, summary="Watch a live stream", responses=errors(*AUTH, 422))
+async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> StreamOut:
+    """Stored (it survives a restart) and started at once; reconnects by itself. Every person tracked on it gives
+    one event (``GET /v1/events?source=stream:<id>``)."""
+    try:
+        worker = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
+    except TooManyStreams as exc:
+        raise StreamLimit(str(exc)) from exc
+    return stream_out(describe(worker))
+
+
+@router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
+async def list_streams(media: MediaDep, _: AdminKey) -> list[StreamOut]:
+    return [stream_out(describe(w)) for w in media.streams.workers()]
+
+
+@router.get("/{stream_id}", response_model=StreamOut, summary="A stream and its health", responses=errors(*AUTH, 404))
+async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
+    try:
+        return stream_out(describe(media.streams.get(stream_id)))
+    except StreamNotFound as exc:
+        raise StreamMissing(f"no stream {stream_id!r}") from exc
+
+
+@router.delete(
+    "/{stream_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Stop and remove a stream",
+    responses=errors(*AUTH, 404),
+)
+async def delete_stream(stream_id: str, media: MediaDep, _: AdminKey) -> Response:
+    try:
+        await run_in_threadpool(media.streams.delete, stream_id)
+    except StreamNotFound as exc:
+        raise StreamMissing(f"no stream {stream_id!r}") from exc
+    return Response(status_code=204)

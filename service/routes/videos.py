@@ -1,0 +1,137 @@
+"""Video files: upload one to be tracked and recognised in the background, read the result, delete it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import RecognizeKey
+from service.errors import ServiceError
+from service.media import MediaDep
+from service.routes.docs import errors
+from service.video.jobs import Job, JobNotFound
+from service.video.upload import receive_video
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+AUTH = (401, 403)
+
+
+class VideoNotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class VideoParams(BaseModel):
+    fps: float | None = Field(default=None, gt=0.0, le=60.0, description="Frames per second of video analysed.")
+
+
+class TrackOut(BaseModel):
+    """One person seen: ``subject_id`` null = unknown; ``distance`` L2 in [0, 2]; times in video seconds."""
+
+    track_id: int
+    subject_id: str | None
+    name: str | None
+    first_s: float
+    last_s: float
+    frames: int
+    distance: float | None
+    estimated_false_identification_rate: float | None
+
+
+class VideoOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    filename: str
+    bytes: int
+    fps: float | None
+    progress: float = Field(description="Share of the video processed, 0 to 1.")
+    duration_s: float | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    tracks: list[TrackOut] | None
+
+
+class VideoAccepted(BaseModel):
+    id: str
+    status: str
+
+
+def video_out(job: Job) -> VideoOut:
+    data: dict[str, Any] = {k: getattr(job, k) for k in VideoOut.model_fields}
+    return VideoOut.model_validate(data)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=VideoAccepted,
+    summary="Upload a video to find and recognise the people in it",
+    responses=errors(*AUTH, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["video"],
+                        "properties": {
+                            "video": {"type": "string", "format": "binary", "description": "The video file."},
+                            "fps": {"type": "number", "description": "Frames per second analysed (default 5)."},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_video(request: Request, response: Response, media: MediaDep, _: RecognizeKey) -> VideoAccepted:
+    """The upload is streamed to disk (limit ``FACEREC_VIDEO_MAX_UPLOAD_BYTES``) and queued; poll
+    ``GET /v1/videos/{id}`` until ``status`` is ``done`` (with ``tracks``: one per person seen) or ``failed``."""
+    job_id, path = media.jobs.new_path()
+    upload = await receive_video(request, path)
+    try:
+        params = VideoParams.model_validate(upload.fields)
+    except ValidationError as exc:
+        path.unlink(missing_ok=True)
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+    job = await run_in_threadpool(
+        lambda: media.jobs.create(job_id, filename=upload.filename, path=path, fps=params.fps, size=upload.size)
+    )
+    media.runner.wake()
+    response.headers["Location"] = f"/v1/videos/{job.id}"
+    return VideoAccepted(id=job.id, status=job.status)
+
+
+@router.get("", response_model=list[VideoOut], summary="List video jobs, newest first", responses=errors(*AUTH))
+async def list_videos(media: MediaDep, _: RecognizeKey) -> list[VideoOut]:
+    return [video_out(j) for j in await run_in_threadpool(media.jobs.list)]
+
+
+@router.get(
+    "/{video_id}", response_model=VideoOut, summary="A video job's status and tracks", responses=errors(*AUTH, 404)
+)
+async def get_video(video_id: str, media: MediaDep, _: RecognizeKey) -> VideoOut:
+    try:
+        return video_out(await run_in_threadpool(media.jobs.get, video_id))
+    except JobNotFound as exc:
+        raise VideoNotFound(f"no video {video_id!r}") from exc
+
+
+@router.delete(
+    "/{video_id}", status_code=204, response_class=Response, summary="Delete a video job", responses=errors(*AUTH, 404)
+)
+async def delete_video(video_id: str, media: MediaDep, _: RecognizeKey) -> Response:
+    """Stops the job if it runs and deletes it and its upload. Events already recorded are kept."""
+    try:
+        media.runner.cancel(video_id)
+        job = await run_in_threadpool(media.jobs.delete, video_id)
+    except JobNotFound as exc:
+        raise VideoNotFound(f"no video {video_id!r}") from exc
+    Path(job.path).unlink(missing_ok=True)
+    return Response(status_code=204)

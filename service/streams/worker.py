@@ -1,0 +1,215 @@
+"""One live stream: a reader thread that keeps only the newest frame, and a processor thread that tracks faces
+on it at most ``fps`` times a second, each frame passing the shared CPU gate.
+
+Overload drops frames, never requests: the reader overwrites a frame the processor has not taken yet (counted
+as dropped), and the processor takes the newest frame only once it holds the gate, whose few permits are all the
+CPU that streams and video jobs may use at once. A failed open or read is retried with exponential backoff
+(0.25 s doubling up to ``max_backoff_s``); the tracker's clock stops while the stream is down, so a person
+still in view after a reconnect keeps their track and is not announced twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings import FaceAnalyzer
+from service.events.recorder import EventRecorder, event_of, stream_event_id
+from service.streams.store import StreamConfig
+from service.video.decode import VideoError, open_capture, redact, to_rgb
+from service.video.pipeline import LiveFace, PipelineConfig, TrackPipeline
+
+log = logging.getLogger("facerec.streams")
+
+WINDOW_S = 5.0
+"""Rates (frames per second in and processed) are averaged over this many seconds."""
+
+
+@dataclass
+class _Frame:
+    bgr: npt.NDArray[np.uint8]
+    captured: float  # time.monotonic() when read
+    t: float  # the stream clock, s (stops while disconnected)
+
+
+class StreamWorker:
+    """See the module docstring. ``analyzer`` may return None while the model loads (frames are dropped)."""
+
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        *,
+        analyzer: Callable[[], FaceAnalyzer | None],
+        gallery: Callable[[], Any],
+        config: Callable[[], PipelineConfig],
+        recorder: EventRecorder,
+        gate: threading.Semaphore,
+        open_timeout_s: float = 5.0,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        self.cfg = cfg
+        self.analyzer, self.gallery, self.config = analyzer, gallery, config
+        self.recorder, self.gate = recorder, gate
+        self.open_timeout_s, self.max_backoff_s = open_timeout_s, max_backoff_s
+        self.source = f"stream:{cfg.id}"
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.frames_in = self.frames_processed = self.frames_dropped = self.events = 0
+        self.lag_s: float | None = None
+        self.connected_since: float | None = None
+        self.faces: list[LiveFace] = []
+        self.latencies: deque[float] = deque(maxlen=500)
+        self._in_times: deque[float] = deque(maxlen=2000)
+        self._done_times: deque[float] = deque(maxlen=2000)
+        self._slot: _Frame | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._outage_s = 0.0
+        self._t0 = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._read_loop, name=f"facerec-stream-read-{cfg.id[:8]}", daemon=True),
+            threading.Thread(target=self._process_loop, name=f"facerec-stream-proc-{cfg.id[:8]}", daemon=True),
+        ]
+
+    def start(self) -> StreamWorker:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout_s)
+        self.state = "stopped"
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        backoff = 0.25
+        connected_before = False
+        down_since = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                cap = open_capture(self.cfg.url, timeout_s=self.open_timeout_s)
+            except VideoError as exc:
+                self.last_error = str(exc)
+                self.state = "reconnecting" if connected_before else "connecting"
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            if connected_before:
+                self.reconnects += 1
+                log.info("stream %s reconnected to %s", self.cfg.id, redact(self.cfg.url))
+            connected_before = True
+            self._outage_s += time.monotonic() - down_since
+            self.state, self.connected_since, backoff = "running", time.time(), 0.25
+            try:
+                while not self._stop.is_set():
+                    ok, frame = cap.read()
+                    if not ok or frame is None:
+                        self.last_error = "the stream stopped sending frames"
+                        break
+                    now = time.monotonic()
+                    self.frames_in += 1
+                    self._in_times.append(now)
+                    with self._cond:
+                        if self._slot is not None:
+                            self.frames_dropped += 1
+                        self._slot = _Frame(np.asarray(frame, dtype=np.uint8), now, now - self._t0 - self._outage_s)
+                        self._cond.notify()
+            finally:
+                cap.release()
+            down_since = time.monotonic()
+            if not self._stop.is_set():
+                self.state, self.connected_since = "reconnecting", None
+                log.warning("stream %s lost (%s); reconnecting", self.cfg.id, self.last_error)
+
+    # ---- processing ------------------------------------------------------------------------------
+
+    def _take(self) -> _Frame | None:
+        with self._cond:
+            while self._slot is None and not self._stop.is_set():
+                self._cond.wait(0.5)
+            frame, self._slot = self._slot, None
+            return frame
+
+    def _process_loop(self) -> None:
+        pipe: TrackPipeline | None = None
+        period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
+        next_at = 0.0
+        while not self._stop.is_set():
+            with self._cond:
+                while self._slot is None and not self._stop.is_set():
+                    self._cond.wait(0.5)
+            if self._stop.is_set():
+                break
+            wait = next_at - time.monotonic()
+            if wait > 0:  # over the configured rate: frames arriving meanwhile replace each other (dropped)
+                self._stop.wait(wait)
+            analyzer = self.analyzer()
+            if analyzer is None:
+                if self._take() is not None:
+                    self.frames_dropped += 1
+                continue
+            if pipe is None:
+                pipe = TrackPipeline(analyzer, self.gallery, self.config())
+            with self.gate:
+                frame = self._take()
+                if frame is None:
+                    continue
+                next_at = time.monotonic() + period
+                try:
+                    result = pipe.process(to_rgb(frame.bgr), frame.t)
+                except Exception as exc:  # one bad frame must not stop the stream
+                    log.exception("stream %s: a frame failed", self.cfg.id)
+                    self.last_error = f"processing failed: {type(exc).__name__}"
+                    continue
+            done = time.monotonic()
+            self.frames_processed += 1
+            self._done_times.append(done)
+            self.lag_s = done - frame.captured
+            self.faces = result.faces
+            if result.decisions:
+                events = [event_of(d, source=self.source, event_id=stream_event_id()) for d in result.decisions]
+                self.recorder.record(events)
+                self.events += len(events)
+                recorded = time.monotonic()
+                self.latencies.extend(recorded - frame.captured for _ in events)
+
+    # ---- health ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _rate(times: deque[float]) -> float:
+        now = time.monotonic()
+        recent = [t for t in list(times) if now - t <= WINDOW_S]
+        return round(len(recent) / WINDOW_S, 2)
+
+    def health(self) -> dict[str, Any]:
+        """State, rates (frames/s over the last 5 s), counters, lag (ms), last error (credentials redacted)."""
+        lat = list(self.latencies)
+        return {
+            "state": self.state,
+            "fps_in": self._rate(self._in_times),
+            "fps_processed": self._rate(self._done_times),
+            "frames_in": self.frames_in,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "lag_ms": None if self.lag_s is None else round(self.lag_s * 1000.0, 1),
+            "event_latency_ms_p50": round(statistics.median(lat) * 1000.0, 1) if lat else None,
+            "events": self.events,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "connected_since": self.connected_since,
+        }

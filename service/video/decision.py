@@ -1,0 +1,58 @@
+"""One decision per track: embed a track's best views and let them vote under identify's open-set threshold.
+
+Each view's nearest subject is a vote when its L2 distance is within the threshold that ``POST /v1/identify``
+would use at this gallery size (:func:`service.recognition.identify_threshold`: the fixed threshold, tightened to
+keep the false-identification rate within ``FACEREC_MAX_FIR``). The subject with the most votes is the track's
+identity only with a strict majority of all views; otherwise the track is unknown (``subject_id`` None). The
+reported ``distance`` is the median of the winner's distances (unknown: the median nearest distance), and
+``estimated_false_identification_rate`` is identify's per-probe estimate at that threshold and gallery size: the
+chance that one stranger's view is matched to someone. A stranger's track is named only when most of its views
+are, so the per-track rate is at most that figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.recognition import estimated_fir, identify_threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """The outcome of voting: ``subject_id``/``name`` None for unknown; ``distance`` L2 in [0, 2]."""
+
+    subject_id: str | None
+    name: str | None
+    distance: float | None
+    votes: int
+    views: int
+    threshold: float
+    estimated_fir: float | None
+
+
+def vote(
+    embeddings: npt.NDArray[np.float32], *, gallery: Any, model_id: str, fixed_threshold: float, max_fir: float | None
+) -> Vote:
+    """Decide one track from its views' unit embeddings ``(N, 128)``; see the module docstring."""
+    size = int(gallery.face_count(model_id))
+    choice = identify_threshold(requested=None, fixed=fixed_threshold, max_fir=max_fir, gallery_size=size)
+    fir = estimated_fir(choice.threshold, size)
+    n = int(embeddings.shape[0])
+    hits = gallery.search(np.asarray(embeddings, dtype=np.float32), model_id=model_id, top_k=1) if size and n else []
+    nearest = [c[0] for c in hits if c]
+    within = [c for c in nearest if c.distance <= choice.threshold]
+    counts = Counter(c.subject_id for c in within)
+    if counts:
+        subject_id, count = counts.most_common(1)[0]
+        if count * 2 > n:
+            mine = [c for c in within if c.subject_id == subject_id]
+            d = float(statistics.median(c.distance for c in mine))
+            return Vote(subject_id, mine[0].subject_name, d, count, n, choice.threshold, fir)
+    d_any = float(statistics.median(c.distance for c in nearest)) if nearest else None
+    return Vote(None, None, d_any, 0, n, choice.threshold, fir)

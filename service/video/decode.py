@@ -1,0 +1,160 @@
+"""Open video files, network streams and local cameras with OpenCV's FFmpeg backend; read RGB frames.
+
+A source is a file path, a URL (``rtsp://``, ``rtsps://``, ``http(s)://`` MJPEG or anything FFmpeg opens) or a
+local camera (``/dev/videoN`` or a bare index ``N``, read with OpenCV's V4L2 backend). :func:`redact` hides the
+credentials of a URL for logs and API answers.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+SECRET_PARAMS = re.compile(r"pass|pwd|token|key|secret|auth|sig", re.IGNORECASE)
+
+
+class VideoError(Exception):
+    """A source that cannot be opened or read; the message is safe to show (credentials redacted)."""
+
+
+def redact(source: str) -> str:
+    """``source`` with a URL's password and secret-looking query values replaced by ``***``."""
+    parts = urlsplit(source)
+    if not parts.scheme or not parts.netloc:
+        return source
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = urlencode(
+        [(k, "***" if SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def camera_index(source: str) -> int | None:
+    """The V4L2 camera index of ``"N"`` or ``"/dev/videoN"``, else None."""
+    m = re.fullmatch(r"(?:/dev/video)?(\d+)", source.strip())
+    return int(m.group(1)) if m else None
+
+
+def open_capture(source: str, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
+    """An opened capture for ``source``; :class:`VideoError` when it does not open within ``timeout_s``."""
+    index = camera_index(source)
+    if index is not None:
+        cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
+    else:
+        ms = int(timeout_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"cannot open {redact(source)}")
+    return cap
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What the container says: frames per second (0 if unknown), frame count (0 if unknown), size (px)."""
+
+    fps: float
+    frames: int
+    width: int
+    height: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps if self.fps > 0 and self.frames > 0 else 0.0
+
+
+def info(cap: cv2.VideoCapture) -> VideoInfo:
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return VideoInfo(
+        fps if 0 < fps < 1000 else 0.0,
+        max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0),
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+    )
+
+
+def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """An OpenCV BGR (or grey) frame as contiguous RGB uint8."""
+    if frame.ndim == 2:
+        return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB))
+    return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
+    """``(t_s, rgb)`` for the frames of a file, ``fps`` frames per second of video time (None: every frame).
+
+    Times are the container's timestamps (s from the start), or frame index / fps when it has none. Frames
+    between samples are grabbed but not decoded to RGB. Raises :class:`VideoError` when not one frame decodes.
+    """
+    native = info(cap).fps or 25.0
+    step = 1.0 / fps if fps else 0.0
+    next_t = 0.0
+    index = 0
+    read = 0
+    while cap.grab():
+        pos = cap.get(cv2.CAP_PROP_POS_MSEC)
+        t = pos / 1000.0 if pos and pos > 0 else index / native
+        index += 1
+        if t + 1e-6 < next_t:
+            continue
+        ok, frame = cap.retrieve()
+        if not ok or frame is None:
+            continue
+        read += 1
+        next_t = t + step if step else 0.0
+        yield t, to_rgb(np.asarray(frame, dtype=np.uint8))
+    if read == 0:
+        raise VideoError("no frame could be decoded: the file is not a video FFmpeg can read, or it is corrupt")
+
+
+def latest_frames(
+    cap: cv2.VideoCapture, fps: float, *, clock: Callable[[], float] = time.monotonic
+) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
+    """``(t_s, rgb)`` from a live source, at most ``fps`` per second, always the newest frame: a reader thread
+    keeps reading (so the source's buffer never fills up and lag does not grow) and frames the consumer is too
+    slow for are dropped. ``t_s`` is ``clock()`` when the frame was read. Ends when the source stops."""
+    slot: list[tuple[float, npt.NDArray[np.uint8]] | None] = [None]
+    cond = threading.Condition()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            ok, frame = cap.read()
+            with cond:
+                if not ok or frame is None:
+                    done.set()
+                else:
+                    slot[0] = (clock(), np.asarray(frame, dtype=np.uint8))
+                cond.notify()
+
+    reader = threading.Thread(target=read, name="facerec-watch-reader", daemon=True)
+    reader.start()
+    period = 1.0 / fps
+    try:
+        while True:
+            started = time.monotonic()
+            with cond:
+                while slot[0] is None and not done.is_set():
+                    cond.wait(0.5)
+                item, slot[0] = slot[0], None
+            if item is None:
+                return
+            yield item[0], to_rgb(item[1])
+            time.sleep(max(0.0, started + period - time.monotonic()))
+    finally:
+        done.set()
+        reader.join(5.0)

@@ -1,0 +1,123 @@
+"""Frames in, track decisions out: detect faces, track them, embed a track's best views once, vote.
+
+Used alike by video jobs, live streams, ``facerec watch`` and the web page's live mode. Per frame the cost is
+one detection plus one cheap alignment per face; the encoder runs once per track (on its ``keep_best`` best
+views), when the track has been seen in ``decide_frames`` frames, or when it ends if that is sooner. Tracks
+seen in fewer than ``min_hits`` frames are dropped as noise. Not thread-safe: one pipeline per source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings import Box, FaceAnalyzer
+from embeddings.quality import sharpness
+from service.video.decision import Vote, vote
+from service.video.tracker import Track, Tracker
+
+
+@dataclass(frozen=True, slots=True)
+class TrackDecision:
+    """One person seen: the track's id, its vote, when it was seen (source seconds) and in how many frames."""
+
+    track_id: int
+    vote: Vote
+    first_s: float
+    last_s: float
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFace:
+    """A face on the current frame: its track, box, velocity (px/s of its centre) and (once decided) identity;
+    ``decided`` False = pending."""
+
+    track_id: int
+    box: Box
+    decided: bool
+    subject_id: str | None
+    name: str | None
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class FrameResult:
+    faces: list[LiveFace] = field(default_factory=list)
+    decisions: list[TrackDecision] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """``decide_frames``: frames after which a track is decided; ``min_hits``: fewer is noise; ``max_age_s``:
+    unseen this long ends a track; ``keep_best``: views embedded per track; thresholds as identify's."""
+
+    fixed_threshold: float
+    max_fir: float | None
+    decide_frames: int = 5
+    min_hits: int = 3
+    max_age_s: float = 1.0
+    keep_best: int = 5
+
+
+class TrackPipeline:
+    """See the module docstring. ``gallery`` is a callable so that a service can swap its gallery meanwhile."""
+
+    def __init__(self, analyzer: FaceAnalyzer, gallery: Callable[[], Any], config: PipelineConfig) -> None:
+        self.analyzer = analyzer
+        self.gallery = gallery
+        self.config = config
+        self.tracker = Tracker(max_age_s=config.max_age_s, keep_best=config.keep_best)
+        self._decided: dict[int, Vote] = {}
+
+    def process(self, rgb: npt.NDArray[np.uint8], t: float) -> FrameResult:
+        """One upright RGB frame at source time ``t`` (s)."""
+        detections = self.analyzer.detector.detect(rgb)
+        crops = [self.analyzer.align(rgb, d) for d in detections]
+        sharp = [sharpness(c) for c in crops]
+        active, ended = self.tracker.update(t, detections, crops, sharp, (int(rgb.shape[1]), int(rgb.shape[0])))
+        result = FrameResult()
+        for track in active:
+            if not track.decided and track.hits >= self.config.decide_frames:
+                result.decisions.append(self._decide(track))
+            v = self._decided.get(track.id)
+            result.faces.append(
+                LiveFace(
+                    track.id,
+                    track.box,
+                    v is not None,
+                    v.subject_id if v else None,
+                    v.name if v else None,
+                    track.velocity,
+                )
+            )
+        result.decisions.extend(self._end(ended))
+        return result
+
+    def finish(self) -> list[TrackDecision]:
+        """Decide the tracks still open (the source ended)."""
+        return self._end(self.tracker.finish())
+
+    def _end(self, ended: list[Track]) -> list[TrackDecision]:
+        out = [self._decide(tr) for tr in ended if not tr.decided and tr.hits >= self.config.min_hits]
+        for tr in ended:
+            self._decided.pop(tr.id, None)
+        return out
+
+    def _decide(self, track: Track) -> TrackDecision:
+        crops = np.stack([v.crop for v in track.views])
+        embeddings = self.analyzer.encode(crops)
+        v = vote(
+            embeddings,
+            gallery=self.gallery(),
+            model_id=self.analyzer.model_id,
+            fixed_threshold=self.config.fixed_threshold,
+            max_fir=self.config.max_fir,
+        )
+        track.decided = True
+        self._decided[track.id] = v
+        return TrackDecision(track.id, v, track.first_t, track.last_t, track.hits)

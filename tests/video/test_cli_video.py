@@ -1,0 +1,82 @@
+"""``facerec watch`` on a video file and on a live MJPEG camera, with the real models and a local gallery."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.video_scenes import MjpegServer, write_video
+from service.cli import app
+from tests.service.server import REPO
+from tests.video.helpers import ENROLLED, people_scene
+
+pytestmark = pytest.mark.slow
+NAMES = [p.replace("_", " ") for p in ENROLLED]  # `facerec enroll` names people after their folders
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """A local data dir with the three enrolled people (5 train photos each), enrolled by ``facerec enroll``."""
+    root = tmp_path_factory.mktemp("cli-video")
+    people = root / "people"
+    for person in ENROLLED:
+        (people / person).mkdir(parents=True)
+        for p in sorted((dataset / "train" / person).glob("*.jpg"))[:5]:
+            shutil.copy(p, people / person / p.name)
+    result = CliRunner().invoke(app, ["enroll", str(people), "--data", str(root / "data"), "--json"])
+    assert result.exit_code == 0, result.output
+    return root / "data"
+
+
+def test_watch_a_file_prints_one_decision_per_person(data: Path, dataset: Path, tmp_path: Path) -> None:
+    video = write_video(people_scene(dataset), tmp_path / "people.mp4")
+    result = CliRunner().invoke(app, ["watch", str(video), "--json", "--fps", "10", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(d["name"] for d in lines if d["name"]) == sorted(NAMES), lines
+    assert [d["name"] for d in lines].count(None) == 1
+    table = CliRunner().invoke(app, ["watch", str(video), "--data", str(data)])
+    assert table.exit_code == 0 and "unknown" in table.stdout and "madonna" in table.stdout
+
+
+def test_watch_a_live_camera_until_interrupted(data: Path, dataset: Path) -> None:
+    camera = MjpegServer(people_scene(dataset)).start()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "watch", camera.url, "--json", "--data", str(data)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        seen: list[dict[str, object]] = []
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and not {d["name"] for d in seen} >= set(NAMES):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line))
+        assert {d["name"] for d in seen} >= set(NAMES), seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        camera.stop()
+
+
+def test_watch_refuses_a_missing_file(data: Path) -> None:
+    result = CliRunner().invoke(app, ["watch", "/nonexistent.mp4", "--data", str(data)])
+    assert result.exit_code != 0

@@ -1,0 +1,177 @@
+"""Fast tests of the parts under the video features: the tracker, URL redaction, the event store and webhook
+deliveries to a real local HTTP receiver (signatures checked here with hmac, retries, a restart)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import Box, Detection, Landmarks
+from service.events.store import Event, SQLiteEventStore
+from service.events.webhooks import WebhookSender
+from service.video.decode import redact
+from service.video.tracker import Tracker
+from tests.video.helpers import WebhookReceiver, sign
+
+CROP = np.zeros((160, 160, 3), dtype=np.uint8)
+
+
+def det(x: float, y: float, size: float = 80.0) -> Detection:
+    pts = (x + size / 2, y + size / 2)
+    return Detection(Box(x, y, size, size), Landmarks(pts, pts, pts, pts, pts), 0.99)
+
+
+def feed(tracker: Tracker, t: float, boxes: list[tuple[float, float]]) -> tuple[list[int], list[int]]:
+    dets = [det(x, y) for x, y in boxes]
+    active, ended = tracker.update(t, dets, [CROP] * len(dets), [100.0] * len(dets))
+    return [tr.id for tr in active], [tr.id for tr in ended]
+
+
+def test_two_faces_crossing_in_lanes_keep_their_tracks() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    ids = set()
+    for i in range(30):  # 3 s at 10 fps: one moves right in the top lane, one left in the bottom lane
+        active, ended = feed(tracker, i / 10, [(20 + 20 * i, 10), (620 - 20 * i, 200)])
+        ids.update(active)
+        assert ended == []
+    assert ids == {1, 2}
+    top = next(tr for tr in tracker.tracks if tr.id == 1)
+    assert top.velocity[0] > 100  # px/s to the right
+    assert top.hits == 30 and len(top.views) == 5  # only the best views are kept
+
+
+def test_a_fast_face_at_a_low_rate_is_followed_by_its_motion() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    seen = set()
+    for i in range(8):  # 90 px per frame, the box is 80 px: no overlap between frames
+        active, _ = feed(tracker, i / 5, [(10 + 90 * i, 50)])
+        seen.update(active)
+    assert seen == {1}
+
+
+def test_a_track_ends_after_max_age_and_a_new_face_gets_a_new_id() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    feed(tracker, 0.0, [(100, 100)])
+    feed(tracker, 0.1, [(105, 100)])
+    _, ended = feed(tracker, 1.0, [])
+    assert ended == []
+    _, ended = feed(tracker, 1.2, [])
+    assert ended == [1]
+    active, _ = feed(tracker, 1.3, [(105, 100)])
+    assert active == [2]
+    assert [tr.id for tr in tracker.finish()] == [2]
+
+
+def test_redact_hides_passwords_and_secret_query_values() -> None:
+    assert redact("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    assert (
+        redact("https://cam.example/video.mjpg?token=abc&res=hd") == "https://cam.example/video.mjpg?token=***&res=hd"
+    )
+    assert redact("rtsp://tok@cam/x") == "rtsp://***@cam/x"
+    assert redact("/dev/video0") == "/dev/video0"
+    assert "hunter2" not in redact("rtsp://u:hunter2@h/p?password=hunter2")
+
+
+def event(i: int, subject: str | None = "s1", source: str = "stream:a", at: float | None = None) -> Event:
+    return Event(f"e{i}", time.time() if at is None else at, source, i, subject, subject, 0.5, 0.01, 0.0, 1.0, 5)
+
+
+def test_event_store_dedupes_filters_pages_erases_and_purges(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path)
+    now = time.time()
+    new = store.add([event(1), event(2, "s2"), event(3, None, "video:v"), event(4, at=now - 86400 * 10)], outbox=False)
+    assert [e.id for e in new] == ["e1", "e2", "e3", "e4"]
+    assert [e.id for e in store.add([event(1), event(5)], outbox=False)] == ["e5"]
+    ids = [e.id for e in store.query()[0]]
+    assert ids == ["e1", "e2", "e3", "e4", "e5"]  # e1 was not stored twice
+    assert [e.id for e in store.query(subject_id="s1")[0]] == ["e1", "e4", "e5"]
+    assert [e.id for e in store.query(source="video:v")[0]] == ["e3"]
+    assert [e.id for e in store.query(since=now - 3600)[0]] == ["e1", "e2", "e3", "e5"]
+    assert [e.id for e in store.query(until=now - 3600)[0]] == ["e4"]
+    page, cursor = store.query(limit=2)
+    assert [e.id for e in page] == ["e1", "e2"] and cursor is not None
+    page, cursor = store.query(limit=2, cursor=cursor)
+    assert [e.id for e in page] == ["e3", "e4"]
+    page, cursor = store.query(limit=2, cursor=cursor)
+    assert [e.id for e in page] == ["e5"] and cursor is None
+    assert store.erase_subject("s1") == 3
+    assert store.purge(now - 3600) == 0
+    assert [e.id for e in store.query()[0]] == ["e2", "e3"]
+    store.close()
+    reopened = SQLiteEventStore(tmp_path)  # durable
+    assert [e.id for e in reopened.query()[0]] == ["e2", "e3"]
+    reopened.close()
+
+
+def test_erasing_a_subject_drops_its_pending_deliveries(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path)
+    store.add([event(1), event(2, "s2")], outbox=True)
+    store.erase_subject("s1")
+    assert [p.event.id for p in store.due(time.time() + 1, 10)] == ["e2"]
+    store.close()
+
+
+def wait_for(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_webhooks_are_signed_retried_and_survive_a_restart(tmp_path: Path) -> None:
+    receiver = WebhookReceiver(fail_first=2)
+    store = SQLiteEventStore(tmp_path)
+    try:
+        # the receiver is down at first: deliveries wait in the outbox
+        sender = WebhookSender(store, url="http://127.0.0.1:9/nothing", secret="k", base_s=0.05, max_s=0.2).start()
+        store.add([event(1), event(2)], outbox=True)
+        sender.wake()
+        time.sleep(0.5)
+        sender.close()
+        assert len(store.due(time.time() + 10, 10)) == 2
+        store.close()
+
+        store = SQLiteEventStore(tmp_path)  # a restart: the outbox is still there
+        sender = WebhookSender(store, url=receiver.url, secret="k", base_s=0.05, max_s=0.2).start()
+        wait_for(
+            lambda: (
+                len({json.loads(b)["event"]["id"] for h, b in receiver.requests if b}) == 2
+                and not store.due(time.time() + 10, 10)
+            )
+        )
+        sender.close()
+        assert len(receiver.requests) >= 4  # two 503s were retried
+        for headers, body in receiver.requests:
+            ts = headers["x-facerec-timestamp"]
+            assert headers["x-facerec-signature"] == sign("k", ts, body)
+            assert abs(int(ts) - time.time()) < 60
+            assert headers["x-facerec-event-id"] == json.loads(body)["event"]["id"]
+        assert {e["id"] for e in receiver.events()} == {"e1", "e2"}
+        assert receiver.events()[0]["time"].endswith("Z")
+    finally:
+        receiver.close()
+        store.close()
+
+
+@pytest.mark.parametrize("wrong", ["other-secret"])
+def test_a_signature_with_another_secret_does_not_verify(wrong: str) -> None:
+    from service.events.webhooks import sign as service_sign
+
+    body = b'{"a":1}'
+    assert service_sign("k", 1700000000, body) == sign("k", "1700000000", body)
+    assert service_sign(wrong, 1700000000, body) != sign("k", "1700000000", body)
+
+
+def test_a_face_that_left_the_frame_is_not_joined_to_one_entering() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    size = (640, 360)
+    for i in range(5):  # moving left, out of the frame
+        tracker.update(i / 5, [det(200 - 60 * i, 100)], [CROP], [100.0], size)
+    # 0.3 s later someone enters at the left edge, moving right: its own track, the first has ended
+    active, ended = tracker.update(1.1, [det(0, 100)], [CROP], [100.0], size)
+    assert [tr.id for tr in ended] == [1]
+    assert [tr.id for tr in active] == [2]

@@ -1,0 +1,90 @@
+"""The web page's live webcam mode in headless Chromium: its fake webcam plays a scene of the 5-celebrity
+photos (a Y4M file), the page sends frames to a real server, and the boxes follow the faces with their names."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import pytest
+
+from bench.video_scenes import Scene
+from tests.service.server import Server
+from tests.service.test_web import CHROMIUM, CHROMIUM_ARGS
+from tests.video.helpers import ENROLLED, people_scene
+
+pytestmark = pytest.mark.slow
+TIMEOUT_MS = 120_000
+
+
+def write_y4m(scene: Scene, path: Path) -> Path:
+    """The scene as an uncompressed YUV 4:2:0 stream, the format Chromium's fake webcam plays (looped)."""
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{scene.width} H{scene.height} F{int(scene.fps)}:1 Ip A1:1 C420jpeg\n".encode())
+        for _, frame in scene.frames():
+            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("live") / "data").start()
+    with httpx.Client(base_url=srv.url, timeout=120) as c:
+        for person in ENROLLED:
+            sid = c.post("/v1/subjects", json={"name": person}).json()["id"]
+            photos = sorted((dataset / "train" / person).glob("*.jpg"))[:5]
+            files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+            assert c.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    y4m = write_y4m(people_scene(dataset, width=640, height=360, fps=10), tmp_path_factory.mktemp("cam") / "cam.y4m")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"], headless=True
+        )
+        yield b
+        b.close()
+
+
+def test_live_mode_keeps_names_on_moving_faces(browser: Any, server: Server, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click("#tab-live")
+    page.click("#live-start")
+    page.wait_for_function("Object.values(window.liveState.names).includes('ben_afflek')", timeout=TIMEOUT_MS)
+    # follow the faces for a few seconds: a named track keeps its name while its box moves
+    samples: list[dict[str, Any]] = []
+    end = time.monotonic() + 6.0
+    while time.monotonic() < end:
+        samples.extend(page.evaluate("window.liveState.faces"))
+        time.sleep(0.1)
+    by_track: dict[int, list[dict[str, Any]]] = {}
+    for f in samples:
+        if f["decided"] and f["name"]:
+            by_track.setdefault(f["track_id"], []).append(f)
+    moving = [t for t, fs in by_track.items() if len({round(f["box"]["x"]) for f in fs}) >= 5]
+    assert moving, by_track.keys()
+    for t in moving:
+        assert len({f["name"] for f in by_track[t]}) == 1  # the name stays with its track
+    names = set(page.evaluate("Object.values(window.liveState.names)"))
+    assert names <= {*ENROLLED, "unknown"}
+    rate = page.evaluate("window.liveState.updates.length / 3")
+    assert rate >= 5.0, f"{rate} updates/s"
+    assert "updates/s" in page.inner_text("#live-rate")
+    assert "Seen:" in page.inner_text("#live-result")
+    page.screenshot(path=str(tmp_path / "live.png"))
+    page.click("#live-stop")
+    page.close()
