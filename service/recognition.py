@@ -350,7 +350,7 @@ def identify(
 def detect(*, analyzer: FaceAnalyzer, image: bytes) -> tuple[tuple[int, int], list[Any]]:
     """``((width, height), detections)`` of the upright image, largest face first."""
     rgb = analyzer.load_image(image)
-    return (int(rgb.shape[1]), int(rgb.shape[0])), analyzer.detector.detect(rgb)
+    return (int(rgb.shape[1]), int(rgb.shape[0])), analyzer.detect(rgb)
 
 
 def embed(*, analyzer: FaceAnalyzer, image: bytes, aligned: bool = False) -> list[Face]:
