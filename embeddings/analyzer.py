@@ -15,11 +15,11 @@ from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face, resize_align
 from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
 from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, create_encoder
-from embeddings.errors import InvalidImage, LowQuality, MultipleFaces, NoFace
+from embeddings.errors import BadPose, InvalidImage, LowQuality, MultipleFaces, NoFace
 from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
 from embeddings.model_card import default_threshold
 from embeddings.padding import DEFAULT_PAD, detect_with_padding
-from embeddings.quality import BLURRY, FACE_TOO_SMALL, QualityThresholds, assess, sharpness
+from embeddings.quality import BLURRY, FACE_TOO_SMALL, POSE, QualityThresholds, assess, sharpness
 from embeddings.types import Box, Detection, Face, Landmarks, Quality
 
 ImageInput = bytes | npt.NDArray[np.uint8]
@@ -162,8 +162,9 @@ class FaceAnalyzer:
     def single_face(self, image: ImageInput, *, largest: bool = False, check_quality: bool = True) -> Face:
         """The one face of an image, as enrolment needs it.
 
-        Raises :class:`NoFace`, :class:`MultipleFaces` (unless ``largest``, which takes the largest) or
-        :class:`LowQuality` (when ``check_quality`` and the face is below the quality minimums).
+        Raises :class:`NoFace`, :class:`MultipleFaces` (unless ``largest``, which takes the largest) or, when
+        ``check_quality``, :class:`BadPose` (turned beyond ``quality.max_yaw``) or :class:`LowQuality` (below the
+        other quality minimums).
         """
         rgb = self.load_image(image)
         detections = self.detect(rgb)
@@ -173,7 +174,8 @@ class FaceAnalyzer:
             raise MultipleFaces(f"{len(detections)} faces were found; exactly one is required")
         face = self.faces_from_detections(rgb, detections[:1])[0]
         if check_quality and not face.quality.ok:
-            raise LowQuality(
+            error = BadPose if POSE in face.quality.reasons else LowQuality
+            raise error(
                 "the face is below the quality minimums: " + ", ".join(face.quality.reasons),
                 face.quality.reasons,
             )

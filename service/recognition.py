@@ -18,7 +18,15 @@ import numpy as np
 
 from embeddings import Face, FaceAnalyzer, compare, distance_to_similarity
 from embeddings.distance import pairwise_distances
-from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
+from embeddings.errors import (
+    BadPose,
+    FaceRecError,
+    ImageTooLarge,
+    InvalidImage,
+    LowQuality,
+    MultipleFaces,
+    NoFace,
+)
 from service.gallery import Candidate, FaceRecord, NewFace
 from service.gallery.calibration import false_identification_rate, threshold_for_fir
 
@@ -27,6 +35,7 @@ REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
     (InvalidImage, "invalid_image"),
     (NoFace, "no_face"),
     (MultipleFaces, "multiple_faces"),
+    (BadPose, "pose"),
     (LowQuality, "low_quality"),
 ]
 
@@ -38,7 +47,9 @@ def sha256_bytes(data: bytes) -> str:
 def face_summary(face: Face) -> tuple[dict[str, float], dict[str, Any]]:
     """The box and quality of a face as stored in the gallery."""
     q = face.quality
-    quality = {"face_size": q.face_size, "confidence": q.confidence, "sharpness": q.sharpness}
+    quality: dict[str, Any] = {"face_size": q.face_size, "confidence": q.confidence, "sharpness": q.sharpness}
+    if q.yaw is not None:
+        quality.update(yaw=q.yaw, pitch=q.pitch, roll=q.roll)
     return face.box.to_dict(), quality
 
 

@@ -47,6 +47,14 @@ class LandmarksOut(BaseModel):
     mouth_right: list[float]
 
 
+class PoseOut(BaseModel):
+    """Head pose in degrees from the five landmarks, 0 = facing the camera; an estimate (docs/OPENSET.md)."""
+
+    yaw: float = Field(description="Turn: > 0 the nose points to the image's right; a profile is about +-90.")
+    pitch: float = Field(description="Nod: > 0 the nose points up.")
+    roll: float = Field(description="In-plane tilt: > 0 the head leans clockwise in the image.")
+
+
 class QualityOut(BaseModel):
     """``face_size``: shorter box side, px; ``sharpness``: Laplacian variance; ``reasons``: minimums missed"""
 
@@ -54,12 +62,14 @@ class QualityOut(BaseModel):
     confidence: float | None = Field(description="Detector confidence; null for `face=aligned` (no detector ran).")
     sharpness: float
     reasons: list[str]
+    pose: PoseOut | None = Field(None, description="Head pose; null for `face=aligned` (no landmarks).")
 
 
 class DetectedFace(BaseModel):
     box: BoxOut
     landmarks: LandmarksOut
     confidence: float = Field(description="Detector confidence in [0, 1].")
+    pose: PoseOut | None = Field(None, description="Head pose from the landmarks; null when they are unknown.")
 
 
 class DetectResponse(BaseModel):
@@ -184,7 +194,9 @@ class FaceList(BaseModel):
     items: list[FaceOut]
 
 
-RejectCode = Literal["no_face", "multiple_faces", "low_quality", "duplicate", "invalid_image", "payload_too_large"]
+RejectCode = Literal[
+    "no_face", "multiple_faces", "low_quality", "pose", "duplicate", "invalid_image", "payload_too_large"
+]
 
 
 class Rejected(BaseModel):
@@ -253,6 +265,7 @@ class IdentifiedFace(BaseModel):
     box: BoxOut
     landmarks: LandmarksOut | None = Field(description="Detector landmarks; " + ALIGNED_NULL)
     confidence: float | None = Field(description="Detector confidence in [0, 1]; " + ALIGNED_NULL)
+    pose: PoseOut | None = Field(None, description="Head pose from the landmarks; " + ALIGNED_NULL)
     match: Match | None = Field(description="The nearest subject if within the threshold; null = unknown.")
     candidates: list[Match] = Field(description="Nearest subjects, best first, one entry per subject.")
 
