@@ -311,7 +311,9 @@ class FakeFace:
     def __init__(self, embedding: Any) -> None:
         self.embedding = np.asarray(embedding, np.float32)
         self.box = SimpleNamespace(to_dict=lambda: {"x": 0.0, "y": 0.0, "width": 100.0, "height": 100.0})
-        self.quality = SimpleNamespace(face_size=100.0, confidence=0.99, sharpness=50.0)
+        self.quality = SimpleNamespace(
+            face_size=100.0, confidence=0.99, sharpness=50.0, yaw=None, pitch=None, roll=None
+        )
         self.crop = np.full((160, 160, 3), 128, np.uint8)
 
 
