@@ -242,7 +242,9 @@ class FaceDistance(BaseModel):
 
 class VerifyResponse(BaseModel):
     match: bool = Field(description="`distance <= threshold`.")
-    distance: float = Field(description="L2 in [0, 2]; against a subject, the median over its faces.")
+    distance: float = Field(
+        description="L2 in [0, 2]; against a subject, to its template (the normalised mean of its faces)."
+    )
     similarity: float = Field(description="`1 - distance**2 / 2`.")
     threshold: float
     model_id: str
@@ -259,6 +261,9 @@ class Match(BaseModel):
     distance: float
     similarity: float
     face_id: int | None = Field(None, description="The enrolled face nearest the probe.")
+    face_distance: float | None = Field(
+        None, description="L2 distance to that face (`distance` is the person-level score: to the subject's template)."
+    )
 
 
 class IdentifiedFace(BaseModel):
@@ -279,15 +284,21 @@ class IdentifyResponse(BaseModel):
     gallery_faces: int = Field(
         0, description="Faces of this model in the gallery: the gallery size of the open-set estimate."
     )
-    threshold_source: Literal["request", "fixed", "max_fir"] = Field(
+    threshold_source: Literal["request", "fixed", "max_fir", "uncalibrated"] = Field(
         "fixed",
         description=(
             "How `threshold` was chosen: given in the request, the fixed threshold (FACEREC_THRESHOLD or the "
-            "model card's), or lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR."
+            "model card's), lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR, or "
+            "`uncalibrated`: the fixed threshold because this model has no calibration tables "
+            "(`facerec calibrate`), so no estimate exists."
         ),
     )
     estimated_false_identification_rate: float | None = Field(
-        None, description="Chance an unknown face is matched to someone at this threshold and gallery size."
+        None,
+        description=(
+            "Chance an unknown face is matched to someone at this threshold and gallery size (the model's own "
+            "calibration tables; null when it has none)."
+        ),
     )
 
 

@@ -95,4 +95,5 @@ def match_out(c: Any) -> Match:
         distance=float(c.distance),
         similarity=float(c.similarity),
         face_id=c.face_id,
+        face_distance=getattr(c, "face_distance", None),
     )
