@@ -154,6 +154,25 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def summarize_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean of every figure over the seeds, per (gallery size position, rule)."""
+    out = []
+    for i, first in enumerate(runs[0]["rows"]):
+        same = [r["rows"][i] for r in runs]
+        row: dict[str, Any] = {"rule": first["rule"], "seeds": len(runs)}
+        for key, value in first.items():
+            if isinstance(value, int | float) and key != "rule":
+                row[key] = float(np.mean([x[key] for x in same]))
+        row["gallery_people"] = round(row["gallery_people"])
+        row["gallery_faces"] = round(row["gallery_faces"])
+        for key in ("0.01", "0.001"):
+            if f"estimate@{key}" in first:
+                ratios = [x[f"estimate@{key}"] / max(x[f"measured_fpir@{key}"], 1e-12) for x in same]
+                row[f"estimate/measured@{key} range"] = [float(min(ratios)), float(max(ratios))]
+        out.append(row)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embeddings", type=Path, default=Path("reports/lfw_embeddings.npz"))
@@ -188,6 +207,10 @@ def main() -> None:
         print(f"\nseed {seed}: fit on {len(fit_people)} people, measured on {len(eval_people)} others")
         print_rows(rows)
         report["runs"].append({"seed": seed, "fit_people": len(fit_people), "rows": rows})
+    if len(report["runs"]) > 1:
+        report["mean"] = summarize_seeds(report["runs"])
+        print(f"\nmean over {len(report['runs'])} seeds (all available: mean size)")
+        print_rows(report["mean"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"\n{time.perf_counter() - start:.0f} s -> {args.out}")

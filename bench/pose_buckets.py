@@ -3,7 +3,8 @@
 Yaw comes from each image's cached MTCNN landmarks (:func:`embeddings.pose.estimate_pose`). Per bucket: the
 number of pairs, the accuracy at the model card's threshold, the genuine-pair acceptance (TAR) at that threshold
 and at the threshold where all 3,000 impostor pairs give FAR <= 1e-3, and the impostor acceptance (FAR).
-Also the share of all LFW images per yaw bucket and how many exceed the enrolment limit. Usage:
+Also the share of all LFW images per yaw bucket, how many exceed the enrolment limit, and the overall View 2
+10-fold accuracy and TAR@FAR 1e-3 of these embeddings (those of ``facerec eval lfw``'s default settings). Usage:
 
     flock /tmp/facerec-bench.lock .venv/bin/python bench/pose_buckets.py --lfw ../shared/data/lfw \
         --embeddings reports/lfw_embeddings.npz --detections reports/lfw-view2/detections.json
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
-from embeddings.evaluation import read_pairs, roc, tar_at_far
+from embeddings.evaluation import read_pairs, roc, summarize, tar_at_far
 from embeddings.model_card import default_threshold
 from embeddings.pose import estimate_pose
 from embeddings.quality import DEFAULT_MAX_YAW
@@ -46,14 +47,21 @@ def main() -> None:
             if pose is not None:
                 yaw[path] = abs(pose.yaw)
     all_yaw = np.array(list(yaw.values()))
-    pairs = [p for p in read_pairs(args.lfw / "pairs.txt") if p.a in emb and p.b in emb]
+    all_pairs = read_pairs(args.lfw / "pairs.txt")
+    pairs = [p for p in all_pairs if p.a in emb and p.b in emb]
     dist = np.array([float(np.linalg.norm(emb[p.a] - emb[p.b])) for p in pairs])
     same = np.array([p.same for p in pairs])
     pair_yaw = np.array([max(yaw.get(p.a, 0.0), yaw.get(p.b, 0.0)) for p in pairs])
     threshold = default_threshold()
     _, t_far = tar_at_far(roc(dist, same), 1e-3)
     out: dict[str, object] = {"pairs": len(pairs), "threshold": threshold, "threshold_far_1e-3": t_far, "buckets": []}
-    print(f"{len(pairs)} View 2 pairs; card threshold {threshold:.3f}; FAR<=1e-3 threshold {t_far:.3f}")
+    overall = summarize(dist, same, [p.fold for p in pairs])
+    out["view2"] = {k: overall[k] for k in ("pairs", "accuracy_mean", "accuracy_std", "tar_at_far_1e-3")}
+    print(f"{len(pairs)} of {len(all_pairs)} View 2 pairs with both faces; card threshold {threshold:.3f}")
+    print(
+        f"View 2 10-fold accuracy {overall['accuracy_mean']:.4f} +- {overall['accuracy_std']:.4f}, "
+        f"TAR@FAR1e-3 {overall['tar_at_far_1e-3']:.4f} (threshold {t_far:.3f})"
+    )
     print(f"LFW images with |yaw| > {DEFAULT_MAX_YAW:g}: {int((all_yaw > DEFAULT_MAX_YAW).sum())} of {len(all_yaw)}")
     print(f"{'max |yaw|':>10} {'images':>7} {'pairs':>6} {'same':>5} {'acc':>7} {'TAR':>7} {'FAR':>8} {'TAR@1e-3':>9}")
     rows = []
