@@ -33,12 +33,16 @@ import numpy.typing as npt
 from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
 from embeddings.pose import estimate_pose
 from service.gallery.calibration import Calibration, comparisons, fit_calibration, subject_scores
-from service.gallery.matching import RULE, RULES, quality_weight
+from service.gallery.matching import RULE, RULES, Rule, quality_weight
 
 TARGETS = (0.01, 0.001)
 STRANGER_SHARE = 0.3
 MAX_STRANGER_PROBES = 10
 MAX_MATED_PROBES = 5
+COHORT_RULE = "template-cohort"
+COHORT_K = 20
+"""Cohort normalisation measured as a lead (not in the service): the template distance minus the mean distance of
+the probe to its 20 nearest templates of the fit half's people."""
 REPEATS_SMALL = 20
 """Random galleries averaged for sizes <= 100 people (a 10-person gallery's FPIR depends on who is in it)."""
 REPEATS_LARGE = 5
@@ -83,8 +87,10 @@ def _one_gallery(
     tables: dict[str, Calibration],
     g: int,
     rng: np.random.Generator,
+    cohort: list[npt.NDArray[np.float32]],
 ) -> list[dict[str, Any]]:
-    """One random gallery of ``g`` pool people: a row per rule."""
+    """One random gallery of ``g`` pool people: a row per rule, and one for the template rule with cohort
+    normalisation (not used by the service; see :data:`COHORT_K`)."""
     chosen = list(rng.permutation(pool)[:g])
     enrolled, mated, mated_owner = [], [], []
     for s, p in enumerate(chosen):
@@ -98,11 +104,17 @@ def _one_gallery(
     faces = sum(len(e) for e in enrolled)
     owner = np.asarray(mated_owner)
     rows: list[dict[str, Any]] = []
-    for rule in RULES:
+    mated_idx = np.asarray(mated, dtype=np.int64)
+    for rule in (*RULES, COHORT_RULE):
+        base: Rule = "template" if rule == COHORT_RULE else rule  # type: ignore[assignment]
         w = [weights[e] for e in enrolled] if rule == "weighted" else None
         subj = [x[e] for e in enrolled]
-        sm = subject_scores(x[np.asarray(mated, dtype=np.int64)], subj, rule=rule, weights=w)
-        ss = subject_scores(x[stranger_idx], subj, rule=rule, weights=w)
+        sm = subject_scores(x[mated_idx], subj, rule=base, weights=w)
+        ss = subject_scores(x[stranger_idx], subj, rule=base, weights=w)
+        if rule == COHORT_RULE:  # minus the mean distance to the probe's COHORT_K nearest cohort templates
+            for idx, scores in ((mated_idx, sm), (stranger_idx, ss)):
+                near = np.sort(subject_scores(x[idx], cohort, rule="template"), axis=1)[:, :COHORT_K]
+                scores -= near.mean(axis=1, keepdims=True)
         best_m, arg_m = sm.min(axis=1), sm.argmin(axis=1)
         right = arg_m == owner
         best_s = np.sort(ss.min(axis=1))
@@ -122,7 +134,7 @@ def _one_gallery(
             row[f"tpir@fpir<={key}"] = float((right & (best_m <= t_oracle)).mean())
             row[f"threshold@fpir<={key}"] = t_oracle
             cal = tables.get(rule)
-            if cal is not None:
+            if cal is not None and rule != COHORT_RULE:
                 n = comparisons(rule, g, faces)
                 t_cal = cal.threshold_for_fir(target, n)
                 row[f"calibrated_threshold@{key}"] = t_cal
@@ -141,8 +153,10 @@ def evaluate(
     tables: dict[str, Calibration],
     sizes: list[int],
     seed: int,
+    fit_people: set[str],
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed + 1)
+    cohort = [x[rng.permutation(np.flatnonzero(names == p))[: int(rng.integers(1, 4))]] for p in sorted(fit_people)]
     people = sorted(eval_people)
     members = {p: np.flatnonzero(names == p) for p in people}
     order = rng.permutation(people)
@@ -153,7 +167,9 @@ def evaluate(
     for size in sizes:
         g = len(pool) if size <= 0 or size > len(pool) else size
         repeats = 1 if g == len(pool) else REPEATS_SMALL if g <= 100 else REPEATS_LARGE
-        runs = [_one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng) for _ in range(repeats)]
+        runs = [
+            _one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng, cohort) for _ in range(repeats)
+        ]
         for i, first in enumerate(runs[0]):
             row = dict(first)
             for key, value in first.items():
@@ -167,7 +183,7 @@ def evaluate(
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     head = (
-        f"{'people':>6} {'faces':>5} {'rule':>8} {'rank1':>6} | {'TPIR@FPIR<=1%':>13} {'TPIR@<=0.1%':>11} | "
+        f"{'people':>6} {'faces':>5} {'rule':>15} {'rank1':>6} | {'TPIR@FPIR<=1%':>13} {'TPIR@<=0.1%':>11} | "
         f"{'t(1%)':>6} {'est':>7} {'meas':>7} {'TPIR':>6} | {'t(0.1%)':>7} {'est':>7} {'meas':>7} {'TPIR':>6}"
     )
     print(head)
@@ -180,7 +196,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
                     f"{r[f'measured_fpir@{key}']:7.4f} {r[f'tpir@calibrated_{key}']:6.4f}"
                 )
         print(
-            f"{r['gallery_people']:6d} {r['gallery_faces']:5d} {r['rule']:>8} {r['rank1']:6.4f} | "
+            f"{r['gallery_people']:6d} {r['gallery_faces']:5d} {r['rule']:>15} {r['rank1']:6.4f} | "
             f"{r['tpir@fpir<=0.01']:13.4f} {r['tpir@fpir<=0.001']:11.4f}{cal}"
         )
 
@@ -234,7 +250,7 @@ def main() -> None:
         if args.write_tables is not None and seed == int(args.seeds.split(",")[0]):
             tables[RULE].save(args.write_tables)
             print(f"wrote the {RULE!r} tables to {args.write_tables}")
-        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed)
+        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, fit_people)
         print(f"\nseed {seed}: fit on {len(fit_people)} people, measured on {len(eval_people)} others")
         print_rows(rows)
         report["runs"].append({"seed": seed, "fit_people": len(fit_people), "rows": rows})
