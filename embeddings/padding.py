@@ -9,7 +9,10 @@ image; a detection lying mostly in the added border (less than :data:`MIN_INSIDE
 image) is dropped. This works with any detector with a ``detect(rgb) -> list[Detection]`` method.
 
 Cost: an image with a face pays nothing; an image without one pays a second detection on a copy
-``(1 + 2 * pad)**2`` times the area (2.25x at the default 0.25), before any downscaling the detector does.
+``(1 + 2 * pad)**2`` times the area (2.25x at the default 0.25). When the detector has a ``max_side`` (it
+detects large images on a downscaled copy anyway), the retry downscales first so that the padded copy fits
+within it: a 16 MP face-free upload pays one area resize and a small detection, not a 36 MP padded copy. A
+face that fills such a frame is hundreds of pixels wide, well above what the smaller copy can find.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ class Detects(Protocol):
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]: ...
 
 
+def _fit(image: npt.NDArray[np.uint8], detector: Detects, pad: float) -> tuple[npt.NDArray[np.uint8], float]:
+    """``image`` area-downscaled so that its padded copy fits the detector's ``max_side`` (if it has one)."""
+    limit = getattr(detector, "max_side", None)
+    longest = max(image.shape[:2]) * (1.0 + 2.0 * pad)
+    if not isinstance(limit, int | float) or longest <= limit:
+        return image, 1.0
+    scale = float(limit) / longest
+    size = (max(round(image.shape[1] * scale), 1), max(round(image.shape[0] * scale), 1))
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8), scale
+
+
 def pad_image(image: npt.NDArray[np.uint8], pad: float = DEFAULT_PAD) -> tuple[npt.NDArray[np.uint8], int]:
     """``image`` with a border of ``round(pad * longer side)`` px on each side, filled with its mean colour;
     returns the copy and the border width (the offset of the source's top-left corner in the copy)."""
@@ -44,17 +58,19 @@ def pad_image(image: npt.NDArray[np.uint8], pad: float = DEFAULT_PAD) -> tuple[n
     return np.asarray(padded, dtype=np.uint8), border
 
 
-def unpad_detection(d: Detection, border: int, width: int, height: int) -> Detection | None:
-    """A detection on the padded copy in source pixels, box and landmarks clipped to the ``width`` x ``height``
-    image; None when less than :data:`MIN_INSIDE` of its box lies inside the image."""
-    x, y = d.box.x - border, d.box.y - border
+def unpad_detection(d: Detection, border: int, width: int, height: int, scale: float = 1.0) -> Detection | None:
+    """A detection on the padded copy (of the source resized by ``scale``) in source pixels, box and landmarks
+    clipped to the ``width`` x ``height`` source; None when less than :data:`MIN_INSIDE` of its box lies inside."""
+    x, y = (d.box.x - border) / scale, (d.box.y - border) / scale
+    bw, bh = d.box.width / scale, d.box.height / scale
     x1, y1 = max(x, 0.0), max(y, 0.0)
-    x2, y2 = min(x + d.box.width, float(width)), min(y + d.box.height, float(height))
-    if x2 <= x1 or y2 <= y1 or (x2 - x1) * (y2 - y1) < MIN_INSIDE * d.box.area:
+    x2, y2 = min(x + bw, float(width)), min(y + bh, float(height))
+    if x2 <= x1 or y2 <= y1 or (x2 - x1) * (y2 - y1) < MIN_INSIDE * bw * bh:
         return None
 
     def point(p: Point) -> Point:
-        return (min(max(p[0] - border, 0.0), float(width)), min(max(p[1] - border, 0.0), float(height)))
+        px, py = (p[0] - border) / scale, (p[1] - border) / scale
+        return (min(max(px, 0.0), float(width)), min(max(py, 0.0), float(height)))
 
     lm = d.landmarks
     return Detection(
@@ -74,7 +90,8 @@ def detect_with_padding(
     found = detector.detect(image)
     if found or pad <= 0 or image.ndim != 3:
         return found
-    padded, border = pad_image(image, pad)
+    small, scale = _fit(image, detector, pad)
+    padded, border = pad_image(small, pad)
     height, width = image.shape[:2]
-    mapped = (unpad_detection(d, border, width, height) for d in detector.detect(padded))
+    mapped = (unpad_detection(d, border, width, height, scale) for d in detector.detect(padded))
     return sorted((d for d in mapped if d is not None), key=lambda d: d.box.area, reverse=True)

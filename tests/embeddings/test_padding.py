@@ -122,3 +122,27 @@ def test_face_free_images_give_no_face(analyzer: FaceAnalyzer) -> None:
     found = {name: detect_with_padding(analyzer.detector, img) for name, img in images.items()}
     assert {name: len(f) for name, f in found.items() if f} == {}
     assert len(images) == 28
+
+
+def test_unpad_maps_back_from_a_downscaled_copy() -> None:
+    # found at half scale on a copy with a 10 px border
+    d = unpad_detection(_detection(20, 30, 40, 50), 10, 400, 400, scale=0.5)
+    assert d is not None
+    assert (d.box.x, d.box.y, d.box.width, d.box.height) == (20.0, 40.0, 80.0, 100.0)
+    assert d.landmarks.nose == pytest.approx(((20 + 0.5 * 40 - 10) / 0.5, (30 + 0.6 * 50 - 10) / 0.5))
+
+
+@pytest.mark.slow
+def test_large_tight_crop_is_found_on_a_downscaled_padded_copy(analyzer: FaceAnalyzer, celebrity_root: Path) -> None:
+    files = [f for person in sorted(celebrity_root.glob("*/*")) if person.is_dir() for f in image_files(person)]
+    crops = [c for c in _tight_crops(files, analyzer) if not analyzer.detector.detect(c)]
+    assert crops, "no tight crop is missed by the plain detector"
+    found = 0
+    for crop in crops[:4]:
+        big = cv2.resize(crop, (crop.shape[1] * 8, crop.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
+        faces = detect_with_padding(analyzer.detector, big)
+        if faces:
+            found += 1
+            h, w = big.shape[:2]
+            assert faces[0].box.iou(Box(0, 0, w, h)) > 0.5 and faces[0].box.x2 <= w and faces[0].box.y2 <= h
+    assert found >= 2
