@@ -2,7 +2,7 @@
 
     python bench/gallery.py scale --sizes 10000,100000 --out /tmp/gallery-bench.json
     python bench/gallery.py scale --sizes 1000000 --out /tmp/gallery-1m.json
-    python bench/gallery.py lfw --npz /tmp/lfw_embeddings.npz --out /tmp/gallery-lfw.json [--write-far-table]
+    python bench/gallery.py lfw --npz /tmp/lfw_embeddings.npz --out /tmp/gallery-lfw.json
 
 ``scale``, per size N, through the real gallery (SQLite + FAISS) in a fresh data dir: bulk add (subjects and
 faces in transactions of 10k faces; the HNSW build is *not* included and is timed separately), single-probe
@@ -364,7 +364,6 @@ def main() -> None:
     lf = sub.add_parser("lfw", help="open-set FIR vs gallery size and HNSW recall on real LFW embeddings")
     lf.add_argument("--npz", default="/tmp/lfw_embeddings.npz")
     lf.add_argument("--out", required=True)
-    lf.add_argument("--write-far-table", action="store_true")
     lf.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.cmd == "scale":

@@ -1,7 +1,8 @@
 """Embed every image of an LFW-layout folder with the production pipeline and save them as one .npz.
 
 Used by the gallery benchmarks (real embeddings for recall and open-set calibration). Detections are cached in
-a JSON file shared with ``facerec eval lfw`` (same format), so the slow step runs once. Usage:
+a JSON file shared with ``facerec eval lfw`` (same format), so the slow step runs once; an existing ``--out`` is
+extended (only images it lacks, e.g. misses since found by the padded retry, are encoded). Usage:
 
     .venv/bin/python bench/lfw_embeddings.py --root ../shared/data/lfw/lfw-deepfunneled \
         --detections reports/lfw-view2/detections.json --out reports/lfw_embeddings.npz
@@ -47,15 +48,16 @@ def main() -> None:
     cfg = AnalyzerConfig()
     settings = AlignSettings(cfg.margin, cfg.rotate, cfg.flip_tta)
     encoder = FaceNetEncoder(weights.resolve())
+    known: dict[str, np.ndarray] = {}
+    if args.out.is_file():
+        old = np.load(args.out, allow_pickle=False)
+        known = {str(p): e for p, e in zip(old["paths"], old["embeddings"], strict=True)}
+    todo = {p: detections[p] for p in paths if p not in known}
     start = time.perf_counter()
-    with tqdm(total=len(paths), desc="encode") as bar:
-        embs = embed_detected(
-            args.root,
-            {p: detections[p] for p in paths},
-            encoder=encoder,
-            settings=settings,
-            progress=bar.update,
-        )
+    with tqdm(total=len(todo), desc="encode") as bar:
+        embs = embed_detected(args.root, todo, encoder=encoder, settings=settings, progress=bar.update)
+    embs.update({p: known[p] for p in paths if p in known})
+    embs = {p: embs[p] for p in paths}  # path order
     encode_s = time.perf_counter() - start
     keys, arr = stack_embeddings(embs)
     args.out.parent.mkdir(parents=True, exist_ok=True)

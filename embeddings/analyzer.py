@@ -15,10 +15,11 @@ from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face, resize_align
 from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
 from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, create_encoder
-from embeddings.errors import InvalidImage, LowQuality, MultipleFaces, NoFace
+from embeddings.errors import BadPose, InvalidImage, LowQuality, MultipleFaces, NoFace
 from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
 from embeddings.model_card import default_threshold
-from embeddings.quality import BLURRY, FACE_TOO_SMALL, QualityThresholds, assess, sharpness
+from embeddings.padding import DEFAULT_PAD, detect_with_padding
+from embeddings.quality import BLURRY, FACE_TOO_SMALL, POSE, QualityThresholds, assess, sharpness
 from embeddings.types import Box, Detection, Face, Landmarks, Quality
 
 ImageInput = bytes | npt.NDArray[np.uint8]
@@ -31,7 +32,9 @@ class AnalyzerConfig:
     each face with its mirror image; ``min_detection_confidence`` / ``min_face_size`` filter detections (source
     pixels); ``detect_max_side`` is the longer side (px) above which detection runs on a downscaled copy;
     ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images; ``encoder`` is the encoder
-    precision (``fp32``, ``bf16`` or ``int8``, see :mod:`embeddings.encoders`)."""
+    precision (``fp32``, ``bf16`` or ``int8``, see :mod:`embeddings.encoders`); ``detect_pad``: when no face is
+    found, detect again on a copy padded by this fraction of the longer side (faces that fill the frame,
+    :mod:`embeddings.padding`; 0 = off)."""
 
     margin: float = DEFAULT_MARGIN
     rotate: bool = True
@@ -43,6 +46,7 @@ class AnalyzerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 32
     encoder: str = DEFAULT_PRECISION
+    detect_pad: float = DEFAULT_PAD
 
     def __post_init__(self) -> None:
         if self.encoder not in PRECISIONS:
@@ -99,8 +103,9 @@ class FaceAnalyzer:
         return np.asarray(image, dtype=np.uint8)
 
     def detect(self, image: ImageInput) -> list[Detection]:
-        """All faces in the image, largest first, boxes and landmarks in upright-image pixels."""
-        return self.detector.detect(self.load_image(image))
+        """All faces in the image, largest first, boxes and landmarks in upright-image pixels; when none is found,
+        those found on a padded copy (faces that fill the frame, :func:`embeddings.padding.detect_with_padding`)."""
+        return detect_with_padding(self.detector, self.load_image(image), pad=self.config.detect_pad)
 
     def align(self, image: npt.NDArray[np.uint8], detection: Detection) -> npt.NDArray[np.uint8]:
         """The 160x160 RGB crop of one detection, with this analyzer's margin and rotation."""
@@ -152,23 +157,25 @@ class FaceAnalyzer:
     def analyze(self, image: ImageInput) -> list[Face]:
         """Every face in the image, largest first, each with quality and embedding. No face gives ``[]``."""
         rgb = self.load_image(image)
-        return self.faces_from_detections(rgb, self.detector.detect(rgb))
+        return self.faces_from_detections(rgb, self.detect(rgb))
 
     def single_face(self, image: ImageInput, *, largest: bool = False, check_quality: bool = True) -> Face:
         """The one face of an image, as enrolment needs it.
 
-        Raises :class:`NoFace`, :class:`MultipleFaces` (unless ``largest``, which takes the largest) or
-        :class:`LowQuality` (when ``check_quality`` and the face is below the quality minimums).
+        Raises :class:`NoFace`, :class:`MultipleFaces` (unless ``largest``, which takes the largest) or, when
+        ``check_quality``, :class:`BadPose` (turned beyond ``quality.max_yaw``) or :class:`LowQuality` (below the
+        other quality minimums).
         """
         rgb = self.load_image(image)
-        detections = self.detector.detect(rgb)
+        detections = self.detect(rgb)
         if not detections:
             raise NoFace("no face was found in the image")
         if len(detections) > 1 and not largest:
             raise MultipleFaces(f"{len(detections)} faces were found; exactly one is required")
         face = self.faces_from_detections(rgb, detections[:1])[0]
         if check_quality and not face.quality.ok:
-            raise LowQuality(
+            error = BadPose if POSE in face.quality.reasons else LowQuality
+            raise error(
                 "the face is below the quality minimums: " + ", ".join(face.quality.reasons),
                 face.quality.reasons,
             )

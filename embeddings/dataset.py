@@ -2,6 +2,9 @@
 
 Detection is the slow step (~30 ms per 250x250 image in batches), so detections are cached in a JSON file and
 re-used when only alignment or encoding settings change. A miss of the detector is recorded as ``None``.
+When the detector finds nothing, it runs again on a padded copy (faces that fill the frame,
+:func:`embeddings.padding.detect_with_padding`), as the service does; misses in a cache written before that
+retry existed are retried once too.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from embeddings.align import align_face
 from embeddings.detector import FaceDetector, pick_primary
 from embeddings.facenet import BatchedEncoder
 from embeddings.images import decode_image
+from embeddings.padding import detect_with_padding
 from embeddings.types import EMBEDDING_DIM, Box, Detection, Landmarks
+
+PADDED_RETRY_KEY = "__padded_retry_misses__"
+"""Cache entry listing the misses that the padded retry has already been run on (not retried again)."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished."""
@@ -51,10 +58,12 @@ def detect_primary_faces(
 ) -> dict[str, Detection | None]:
     """The primary face (largest, most central) of each image, or ``None`` for a detector miss. Cached."""
     cache: dict[str, Detection | None] = {}
+    retried: set[str] = set()
     if cache_file is not None and cache_file.is_file():
         raw = json.loads(cache_file.read_text())
+        retried = set(raw.pop(PADDED_RETRY_KEY, []))
         cache = {k: (detection_from_json(v) if v is not None else None) for k, v in raw.items()}
-    todo = [p for p in dict.fromkeys(rel_paths) if p not in cache]
+    todo = [p for p in dict.fromkeys(rel_paths) if p not in cache or (cache[p] is None and p not in retried)]
     progress(len(rel_paths) - len(todo))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
@@ -62,12 +71,15 @@ def detect_primary_faces(
         same_size = len({img.shape for img in images}) == 1
         results = detector.detect_batch(images) if same_size else [detector.detect(i) for i in images]
         for p, img, dets in zip(chunk, images, results, strict=True):
+            if not dets:  # the same detector again, on a padded copy
+                dets = detect_with_padding(detector, img)
+                retried.add(p)
             cache[p] = pick_primary(dets, img.shape)
         progress(len(chunk))
     if cache_file is not None and todo:
-        cache_file.write_text(
-            json.dumps({k: (detection_to_json(v) if v is not None else None) for k, v in cache.items()})
-        )
+        out: dict[str, object] = {k: (detection_to_json(v) if v is not None else None) for k, v in cache.items()}
+        out[PADDED_RETRY_KEY] = sorted(p for p in retried if cache.get(p) is None)
+        cache_file.write_text(json.dumps(out))
     return cache
 
 

@@ -47,6 +47,12 @@ class LowQuality(FaceRecError):
         self.reasons = reasons
 
 
+class BadPose(LowQuality):
+    """The face is turned too far from the camera to enrol (``reasons`` includes ``pose``, perhaps others)."""
+
+    code = "pose"
+
+
 class WeightsUnavailable(FaceRecError):
     """The FaceNet weights could not be found, fetched or verified."""
 

@@ -1,8 +1,9 @@
 """Decode image bytes into an upright RGB uint8 array, refusing oversized or corrupt input early.
 
-Supported: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) and HEIC/HEIF (through pillow-heif). EXIF orientation
-is applied, so every coordinate facerec reports is in pixels of the upright image. Grayscale, palette, RGBA
-(composited on white), CMYK and 16-bit images become RGB uint8.
+Supported: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame), HEIC/HEIF (through pillow-heif) and Netpbm (PBM, PGM,
+PPM; binary P4/P5/P6 and plain-text P1/P2/P3, e.g. the ORL/AT&T face set). EXIF orientation is applied, so every
+coordinate facerec reports is in pixels of the upright image. Grayscale, palette, RGBA (composited on white), CMYK,
+bilevel and 16-bit images become RGB uint8.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from embeddings.errors import ImageTooLarge, InvalidImage
 DEFAULT_MAX_PIXELS = 40_000_000
 """Default limit on width x height, checked from the header before any pixel is decoded."""
 
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "HEIF", "AVIF"})
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "HEIF", "AVIF", "PPM"})
+"""Pillow format names; ``PPM`` is Pillow's name for every Netpbm variant (PBM, PGM and PPM)."""
 
 try:  # HEIC/HEIF phone photos; pillow-heif is a declared dependency, but decoding still works without it.
     from pillow_heif import register_heif_opener
@@ -32,8 +34,11 @@ except ImportError:  # pragma: no cover - only without the optional decoder
 # images over 2 x ``Image.MAX_IMAGE_PIXELS`` (~179 MP) in ``Image.open`` already, which we report the same way.
 
 
-def _to_rgb(img: Image.Image) -> npt.NDArray[np.uint8]:
-    """Convert any Pillow mode to an RGB uint8 array of shape (H, W, 3)."""
+def _to_rgb(img: Image.Image, *, full_range_16bit: bool = False) -> npt.NDArray[np.uint8]:
+    """Convert any Pillow mode to an RGB uint8 array of shape (H, W, 3).
+
+    ``full_range_16bit``: integer data is known to span 0..65535 (Pillow scales a 16-bit PGM's ``maxval`` to
+    that range), so it is always scaled down, even when a dark image has no value above 255."""
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img)
@@ -43,7 +48,7 @@ def _to_rgb(img: Image.Image) -> npt.NDArray[np.uint8]:
         else:
             wide = arr.astype(np.int64)
             # 16-bit data (the usual case for I/I;16) is scaled down; 8-bit data stored wide is kept.
-            gray = (wide >> 8 if wide.max() > 255 else wide).clip(0, 255).astype(np.uint8)
+            gray = (wide >> 8 if full_range_16bit or wide.max() > 255 else wide).clip(0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -91,7 +96,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
                 upright = ImageOps.exif_transpose(img)
             except Exception:  # a broken EXIF block must not reject an otherwise good image
                 upright = img
-            rgb = _to_rgb(upright if upright is not None else img)
+            rgb = _to_rgb(upright if upright is not None else img, full_range_16bit=img.format == "PPM")
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"the image data is corrupt or truncated: {exc}") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -8,11 +8,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.pose import estimate_pose
 from embeddings.types import Detection, Quality
 
 FACE_TOO_SMALL = "face_too_small"
 LOW_CONFIDENCE = "low_confidence"
 BLURRY = "blurry"
+POSE = "pose"
+
+DEFAULT_MAX_YAW = 45.0
+"""Largest |yaw|, degrees, of a face accepted for enrolment (docs/OPENSET.md, "Accuracy by pose")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +26,13 @@ class QualityThresholds:
 
     ``min_face_size``: shorter box side in source pixels. ``min_confidence``: detector confidence in [0, 1].
     ``min_sharpness``: variance of the Laplacian of the 160x160 grey crop (0 disables the check).
+    ``max_yaw``: largest |yaw| in degrees from the landmarks (:mod:`embeddings.pose`); 0 or None disables it.
     """
 
     min_face_size: float = 40.0
     min_confidence: float = 0.95
     min_sharpness: float = 20.0
+    max_yaw: float | None = DEFAULT_MAX_YAW
 
 
 def sharpness(crop: npt.NDArray[np.uint8]) -> float:
@@ -45,4 +52,15 @@ def assess(detection: Detection, crop: npt.NDArray[np.uint8], thresholds: Qualit
         reasons.append(LOW_CONFIDENCE)
     if thresholds.min_sharpness > 0 and sharp < thresholds.min_sharpness:
         reasons.append(BLURRY)
-    return Quality(face_size=size, confidence=detection.confidence, sharpness=sharp, reasons=tuple(reasons))
+    pose = estimate_pose(detection.landmarks, detection.box)
+    if pose is not None and thresholds.max_yaw and abs(pose.yaw) > thresholds.max_yaw:
+        reasons.append(POSE)
+    return Quality(
+        face_size=size,
+        confidence=detection.confidence,
+        sharpness=sharp,
+        reasons=tuple(reasons),
+        yaw=pose.yaw if pose else None,
+        pitch=pose.pitch if pose else None,
+        roll=pose.roll if pose else None,
+    )

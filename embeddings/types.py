@@ -105,6 +105,11 @@ class Quality:
     confidence: float
     sharpness: float
     reasons: tuple[str, ...] = ()
+    yaw: float | None = None
+    """Head pose in degrees (:mod:`embeddings.pose`: yaw > 0 nose to the image's right, pitch > 0 nose up, roll >
+    0 clockwise); None when the landmarks are unknown (an aligned input)."""
+    pitch: float | None = None
+    roll: float | None = None
 
     @property
     def ok(self) -> bool:

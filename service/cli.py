@@ -12,6 +12,7 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.commands import audit as audit_cmd
+from service.commands import calibrate as calibrate_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
 from service.commands import keys as keys_cmd
@@ -39,6 +40,7 @@ app.add_typer(models_cmd.app, name="models")
 app.command("reindex")(reindex_cmd.reindex)
 app.command("watch")(video_cmd.watch)
 app.add_typer(video_cmd.events_app, name="events")
+app.command("calibrate")(calibrate_cmd.calibrate)
 
 
 def main() -> None:  # pragma: no cover - console entry point

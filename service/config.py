@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from embeddings import AnalyzerConfig, QualityThresholds, default_threshold
 from embeddings.encoders import DEFAULT_PRECISION, Precision
 from embeddings.models import model_threshold
+from embeddings.quality import DEFAULT_MAX_YAW
 from embeddings.weights import MODEL_ID
 
 VectorBackend = Literal["faiss", "pgvector", "milvus"]
@@ -79,6 +80,15 @@ class Settings(BaseSettings):
     min_confidence: float = Field(default=0.95, ge=0.0, le=1.0, description="Enrolment: detector confidence.")
     min_sharpness: float = Field(
         default=20.0, ge=0.0, description="Enrolment: Laplacian variance of the crop (0 = off)."
+    )
+    max_enrol_yaw_deg: float | None = Field(
+        default=DEFAULT_MAX_YAW,
+        ge=0.0,
+        le=180.0,
+        description=(
+            "Enrolment: largest head turn |yaw|, degrees, estimated from the landmarks; a face turned further is "
+            "rejected with reason `pose`. 0 or unset = no limit."
+        ),
     )
     max_pending: int = Field(default=64, ge=1, description="Requests allowed to wait for the model; more get 429.")
     inference_threads: int = Field(
@@ -225,6 +235,7 @@ class Settings(BaseSettings):
                 min_face_size=self.min_face_size,
                 min_confidence=self.min_confidence,
                 min_sharpness=self.min_sharpness,
+                max_yaw=self.max_enrol_yaw_deg or None,
             ),
             max_pixels=self.max_pixels,
             encoder=self.encoder,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from embeddings import Detection, Face
+from embeddings.pose import estimate_pose
 from service import recognition
 from service.schemas import (
     BoxOut,
@@ -16,6 +17,7 @@ from service.schemas import (
     IdentifyResponse,
     LandmarksOut,
     Match,
+    PoseOut,
     QualityOut,
     SubjectOut,
     VerifyResponse,
@@ -45,23 +47,31 @@ def face_out(r: Any) -> FaceOut:
     )
 
 
+def pose_out(d: Detection) -> PoseOut | None:
+    """The head pose of a detection (:mod:`embeddings.pose`), or None without usable landmarks."""
+    pose = estimate_pose(d.landmarks, d.box)
+    return PoseOut(**pose.to_dict()) if pose is not None else None
+
+
 def detected(d: Detection) -> DetectedFace:
     return DetectedFace(
         box=BoxOut(**d.box.to_dict()),
         landmarks=LandmarksOut(**d.landmarks.to_dict()),
         confidence=d.confidence,
+        pose=pose_out(d),
     )
 
 
 def face_fields(f: Face) -> dict[str, Any]:
-    """A face's ``box``, ``landmarks`` and ``confidence`` fields; the last two are null for an aligned input
-    (``face=aligned``: no detector ran)."""
+    """A face's ``box``, ``landmarks``, ``confidence`` and ``pose`` fields; all but the box are null for an
+    aligned input (``face=aligned``: no detector ran)."""
     d = f.detection
     aligned = f.aligned_input
     return {
         "box": BoxOut(**d.box.to_dict()),
         "landmarks": None if aligned else LandmarksOut(**d.landmarks.to_dict()),
         "confidence": None if aligned else d.confidence,
+        "pose": None if aligned else pose_out(d),
     }
 
 
@@ -75,6 +85,9 @@ def embedded(f: Face) -> EmbeddedFace:
             confidence=None if f.aligned_input else q.confidence,
             sharpness=q.sharpness,
             reasons=list(q.reasons),
+            pose=PoseOut(yaw=q.yaw, pitch=q.pitch, roll=q.roll)
+            if q.yaw is not None and q.pitch is not None and q.roll is not None
+            else None,
         ),
         embedding=f.embedding.tolist(),
     )
@@ -87,6 +100,7 @@ def match_out(c: Any) -> Match:
         distance=float(c.distance),
         similarity=float(c.similarity),
         face_id=c.face_id,
+        face_distance=getattr(c, "face_distance", None),
     )
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embeddings.errors import (
+    BadPose,
     FaceRecError,
     ImageTooLarge,
     InvalidImage,
@@ -82,6 +83,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidImage, 422, "invalid_image"),
     (NoFace, 422, "no_face"),
     (MultipleFaces, 422, "multiple_faces"),
+    (BadPose, 422, "pose"),
     (LowQuality, 422, "low_quality"),
     (ModelOverloaded, 429, "overloaded"),
     (SubjectNotFound, 404, "not_found"),
@@ -100,7 +102,7 @@ ERROR_STATUS_TEXT = {
     409: "The gallery holds faces of another model only (`model_mismatch`).",
     413: "Body over `FACEREC_MAX_UPLOAD_BYTES` or image over the pixel limit (`payload_too_large`).",
     415: "Body neither multipart/form-data nor JSON (`unsupported_media_type`).",
-    422: "Invalid input: `validation_error`, `invalid_image`, `no_face`, `multiple_faces`, `low_quality`.",
+    422: "Invalid input: `validation_error`, `invalid_image`, `no_face`, `multiple_faces`, `low_quality`, `pose`.",
     429: "Too many requests waiting for the model (`overloaded`).",
     503: "The model is still loading (`not_ready`), or the gallery's storage refuses writes: read-only or I/O "
     "error (`storage_unavailable`; nothing was stored, reads still work).",

@@ -8,25 +8,40 @@ Distances are L2 between unit embeddings in [0, 2]; a threshold is an L2 distanc
 from __future__ import annotations
 
 import hashlib
-import statistics
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from embeddings import Face, FaceAnalyzer, compare, distance_to_similarity
 from embeddings.distance import pairwise_distances
-from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
+from embeddings.errors import (
+    BadPose,
+    FaceRecError,
+    ImageTooLarge,
+    InvalidImage,
+    LowQuality,
+    MultipleFaces,
+    NoFace,
+)
 from service.gallery import Candidate, FaceRecord, Gallery, NewFace
-from service.gallery.calibration import false_identification_rate, threshold_for_fir
+from service.gallery.calibration import Calibration, comparisons, load_calibration, open_set_estimate
+from service.gallery.errors import ModelMismatch, SubjectNotFound
+from service.gallery.matching import RULE, quality_weight, subject_distances
+
+RESCORE_CANDIDATES = 20
+"""Identify rescores at least this many nearest subjects (by nearest face, from the index) with the person-level
+rule: the subject with the best template is almost always among them."""
 
 REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
     (ImageTooLarge, "payload_too_large"),
     (InvalidImage, "invalid_image"),
     (NoFace, "no_face"),
     (MultipleFaces, "multiple_faces"),
+    (BadPose, "pose"),
     (LowQuality, "low_quality"),
 ]
 
@@ -38,7 +53,9 @@ def sha256_bytes(data: bytes) -> str:
 def face_summary(face: Face) -> tuple[dict[str, float], dict[str, Any]]:
     """The box and quality of a face as stored in the gallery."""
     q = face.quality
-    quality = {"face_size": q.face_size, "confidence": q.confidence, "sharpness": q.sharpness}
+    quality: dict[str, Any] = {"face_size": q.face_size, "confidence": q.confidence, "sharpness": q.sharpness}
+    if q.yaw is not None:
+        quality.update(yaw=q.yaw, pitch=q.pitch, roll=q.roll)
     return face.box.to_dict(), quality
 
 
@@ -193,14 +210,25 @@ def _face_ids(gallery: Gallery, subject_id: str, model_id: str) -> list[int]:
     return [r.id for r in gallery.list_faces(subject_id) if r.model_id == model_id]
 
 
+def _weights(gallery: Any, subject_id: str, model_id: str, count: int) -> list[float] | None:
+    """Per-face quality weights, only for the ``weighted`` rule (None otherwise, or when the faces listed do not
+    line up with the ``count`` embeddings read)."""
+    if RULE != "weighted":
+        return None
+    weights = [quality_weight(r.quality) for r in gallery.list_faces(subject_id) if r.model_id == model_id]
+    return weights if len(weights) == count else None
+
+
 def verify_subject(
     *, analyzer: FaceAnalyzer, gallery: Gallery, image: bytes, subject_id: str, threshold: float, aligned: bool = False
 ) -> VerifyResult:
     """Compare the image's largest face (``aligned``: the image as an aligned face crop) with every enrolled
     face of the subject.
 
-    The decision uses the *median* distance, so one bad enrolment photo (too near or far) does not decide.
-    A subject with no faces of this model is a :class:`NoFace` (422), found before the image is analysed.
+    The decision uses the person-level score (:data:`service.gallery.matching.RULE`: the distance to the
+    subject's template, the normalised mean of its faces), the same rule identify uses, so every enrolled photo
+    counts and no single one decides. A subject with no faces of this model is a :class:`NoFace` (422), found
+    before the image is analysed.
 
     The distances come from one read of the embeddings. Per-face distances are reported only when they can be
     attributed: the subject's face ids of this model are read before and after the embeddings and must be
@@ -215,11 +243,17 @@ def verify_subject(
         raise NoFace(f"subject {subject_id!r} has no enrolled faces to compare with")
     face = probe_face(analyzer, image, aligned=aligned)
     dists = pairwise_distances(face.embedding[None, :], enrolled)[0]
-    d = float(statistics.median(float(x) for x in dists))
+    attributed = before == after and len(before) == len(dists)
+    d = float(
+        subject_distances(
+            face.embedding[None, :],
+            enrolled,
+            rule=RULE,
+            weights=_weights(gallery, subject_id, analyzer.model_id, len(enrolled)),
+        )[0]
+    )
     per_face = (
-        [{"face_id": i, "distance": float(x)} for i, x in zip(before, dists, strict=True)]
-        if before == after and len(before) == len(dists)
-        else None
+        [{"face_id": i, "distance": float(x)} for i, x in zip(before, dists, strict=True)] if attributed else None
     )
     return VerifyResult(
         match=d <= threshold,
@@ -237,11 +271,24 @@ def verify_subject(
 # ---- identification ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SubjectMatch:
+    """A candidate subject scored with the person-level rule: ``distance`` (L2, the rule's score) and its
+    ``similarity``; ``face_id`` and ``face_distance``: the subject's nearest enrolled face and its distance."""
+
+    subject_id: str
+    subject_name: str
+    face_id: int
+    distance: float
+    similarity: float
+    face_distance: float
+
+
 @dataclass
 class Identified:
     face: Face
-    match: Candidate | None
-    candidates: list[Candidate]
+    match: SubjectMatch | None
+    candidates: list[SubjectMatch]
 
 
 @dataclass
@@ -256,49 +303,105 @@ class IdentifyResult:
     gallery_faces: int = 0
 
 
-THRESHOLD_SOURCES = ("request", "fixed", "max_fir")
+THRESHOLD_SOURCES = ("request", "fixed", "max_fir", "uncalibrated")
 
 
 @dataclass(frozen=True)
 class ThresholdChoice:
     """The identify threshold and where it came from: ``"request"`` (given explicitly), ``"fixed"``
-    (``FACEREC_THRESHOLD`` or the model card) or ``"max_fir"`` (tightened to keep the estimated
-    false-identification rate at the gallery's size within ``FACEREC_MAX_FIR``)."""
+    (``FACEREC_THRESHOLD`` or the model card), ``"max_fir"`` (tightened to keep the estimated
+    false-identification rate at the gallery's size within ``FACEREC_MAX_FIR``) or ``"uncalibrated"`` (the
+    fixed threshold, because the model has no calibration tables: no FIR estimate exists for it)."""
 
     threshold: float
     source: str
 
 
 def identify_threshold(
-    *, requested: float | None, fixed: float, max_fir: float | None, gallery_size: int
+    *,
+    requested: float | None,
+    fixed: float,
+    max_fir: float | None,
+    calibration: Calibration | None,
+    subjects: int,
+    faces: int,
 ) -> ThresholdChoice:
     """The open-set threshold policy of identify.
 
     An explicit ``requested`` threshold is used as given. Otherwise it is ``min(fixed,
-    threshold_for_fir(max_fir, gallery_size))``: the fixed 1:1 threshold, tightened as the gallery grows so
-    that a stranger is matched to someone with probability at most ``max_fir``. ``max_fir`` None or 0, an
-    empty gallery or missing calibration tables leave the fixed threshold.
+    calibration.threshold_for_fir(max_fir, N))`` with ``N`` what the rule compares against in a gallery of
+    ``subjects`` subjects holding ``faces`` faces (:func:`service.gallery.calibration.comparisons`): the fixed
+    1:1 threshold, tightened as the gallery grows so that a stranger is named with probability at most
+    ``max_fir``. ``max_fir`` None or 0 or an empty gallery leave the fixed threshold; a model without
+    calibration tables too, reported as ``uncalibrated``.
     """
     if requested is not None:
         return ThresholdChoice(float(requested), "request")
-    if not max_fir or gallery_size <= 0:
+    if not max_fir or subjects <= 0:
         return ThresholdChoice(fixed, "fixed")
-    try:
-        adaptive = float(threshold_for_fir(max_fir, gallery_size))
-    except (OSError, ValueError, KeyError):  # no or unreadable FAR table: fall back to the fixed threshold
-        return ThresholdChoice(fixed, "fixed")
+    if calibration is None:
+        return ThresholdChoice(fixed, "uncalibrated")
+    adaptive = calibration.threshold_for_fir(max_fir, comparisons(calibration.rule, subjects, faces))
     return ThresholdChoice(adaptive, "max_fir") if adaptive < fixed else ThresholdChoice(fixed, "fixed")
 
 
-def estimated_fir(threshold: float, gallery_size: int) -> float | None:
-    """The gallery calibration's false-identification rate: the chance a stranger's nearest face is within
-    ``threshold`` in a gallery of ``gallery_size`` faces (of the probe's model). ``None`` when unavailable."""
-    if gallery_size <= 0:
-        return None
-    try:
-        return float(false_identification_rate(threshold, gallery_size))
-    except (OSError, ValueError, KeyError):  # no or unreadable FAR table: say nothing rather than fail
-        return None
+def rescore(
+    gallery: Any, probe: npt.NDArray[np.float32], candidates: Sequence[Candidate], *, model_id: str, top_k: int
+) -> list[SubjectMatch]:
+    """The index's nearest subjects rescored with the person-level rule (each subject's faces read with
+    :meth:`Gallery.face_embeddings`), best first, at most ``top_k``. A subject erased meanwhile is dropped."""
+    out: list[SubjectMatch] = []
+    for c in candidates:
+        try:
+            embs = gallery.face_embeddings(c.subject_id, model_id=model_id)
+        except (SubjectNotFound, ModelMismatch):
+            continue
+        if len(embs) == 0:
+            continue
+        weights = _weights(gallery, c.subject_id, model_id, len(embs))
+        d = float(subject_distances(probe[None, :], embs, rule=RULE, weights=weights)[0])
+        out.append(SubjectMatch(c.subject_id, c.subject_name, c.face_id, d, distance_to_similarity(d), c.distance))
+    out.sort(key=lambda m: m.distance)
+    return out[:top_k]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSetPolicy:
+    """Identify's open-set decision rule at the gallery's current size: the threshold (and where it came from),
+    the FIR estimate it carries, and the counts it was computed for (subjects with faces of the model, faces)."""
+
+    choice: ThresholdChoice
+    estimated_fir: float | None
+    subjects: int
+    faces: int
+
+
+def open_set_policy(
+    gallery: Gallery, *, model_id: str, fixed: float, max_fir: float | None, requested: float | None = None
+) -> OpenSetPolicy:
+    """The threshold identify uses for ``model_id`` now (:func:`identify_threshold` with the model's own tables)
+    and its FIR estimate; shared by ``POST /v1/identify`` and the video/stream track decisions."""
+    subjects = int(gallery.subject_count())
+    size = int(gallery.face_count(model_id))
+    people = min(subjects, size)
+    calibration = load_calibration(model_id)
+    choice = identify_threshold(
+        requested=requested, fixed=fixed, max_fir=max_fir, calibration=calibration, subjects=people, faces=size
+    )
+    return OpenSetPolicy(choice, open_set_estimate(calibration, choice.threshold, people, size), subjects, size)
+
+
+def rank_subjects(
+    gallery: Gallery, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int
+) -> list[list[SubjectMatch]]:
+    """For each probe row: the nearest subjects under the person-level rule, best first, at most ``top_k``. The
+    index ranks subjects by their nearest face; the rule ranks the ``max(top_k, RESCORE_CANDIDATES)`` nearest of
+    those again (:func:`rescore`)."""
+    hits = gallery.search(probes, model_id=model_id, top_k=max(top_k, RESCORE_CANDIDATES))
+    return [
+        rescore(gallery, probe, cands, model_id=model_id, top_k=top_k)
+        for probe, cands in zip(probes, hits, strict=True)
+    ]
 
 
 def identify(
@@ -315,32 +418,33 @@ def identify(
     """Every face (largest first) with its nearest subjects and a match if within the threshold; ``aligned``:
     the image is one already aligned face crop (no detection).
 
+    Subjects are scored with the person-level rule (:data:`service.gallery.matching.RULE`): the index's
+    ``max(top_k, RESCORE_CANDIDATES)`` nearest subjects are rescored from their faces and ranked again.
+
     ``threshold`` given: used as is. None: :func:`identify_threshold` picks it from ``fixed_threshold``
-    (default: the analyzer's) and ``max_fir`` at the gallery size, the number of faces of the analyzer's model
-    (what :mod:`service.gallery.calibration` expects: it treats each face as one chance of a false match).
+    (default: the analyzer's), ``max_fir`` and the model's own calibration tables at the gallery size (subjects
+    with faces of the analyzer's model, bounded by the subject and face counts).
     """
-    subjects = int(gallery.subject_count())
-    size = int(gallery.face_count(analyzer.model_id))
     fixed = float(analyzer.threshold) if fixed_threshold is None else fixed_threshold
-    choice = identify_threshold(requested=threshold, fixed=fixed, max_fir=max_fir, gallery_size=size)
+    policy = open_set_policy(gallery, model_id=analyzer.model_id, fixed=fixed, max_fir=max_fir, requested=threshold)
+    choice = policy.choice
     faces = embed(analyzer=analyzer, image=image, aligned=aligned)
     results: list[Identified] = []
     if faces:
         probes = np.stack([f.embedding for f in faces]).astype(np.float32)
-        # the gallery ranks subjects by their nearest face: one candidate per subject, nearest first
-        hits = gallery.search(probes, model_id=analyzer.model_id, top_k=top_k)
-        for face, cands in zip(faces, hits, strict=True):
-            match = cands[0] if cands and cands[0].distance <= choice.threshold else None
-            results.append(Identified(face=face, match=match, candidates=cands))
+        ranked_all = rank_subjects(gallery, probes, model_id=analyzer.model_id, top_k=top_k)
+        for face, ranked in zip(faces, ranked_all, strict=True):
+            match = ranked[0] if ranked and ranked[0].distance <= choice.threshold else None
+            results.append(Identified(face=face, match=match, candidates=ranked))
     return IdentifyResult(
         faces=results,
         threshold=choice.threshold,
         top_k=top_k,
         model_id=analyzer.model_id,
-        gallery_subjects=subjects,
-        estimated_fir=estimated_fir(choice.threshold, size),
+        gallery_subjects=policy.subjects,
+        estimated_fir=policy.estimated_fir,
         threshold_source=choice.source,
-        gallery_faces=size,
+        gallery_faces=policy.faces,
     )
 
 
@@ -350,7 +454,7 @@ def identify(
 def detect(*, analyzer: FaceAnalyzer, image: bytes) -> tuple[tuple[int, int], list[Any]]:
     """``((width, height), detections)`` of the upright image, largest face first."""
     rgb = analyzer.load_image(image)
-    return (int(rgb.shape[1]), int(rgb.shape[0])), analyzer.detector.detect(rgb)
+    return (int(rgb.shape[1]), int(rgb.shape[0])), analyzer.detect(rgb)
 
 
 def embed(*, analyzer: FaceAnalyzer, image: bytes, aligned: bool = False) -> list[Face]:

@@ -47,6 +47,14 @@ class LandmarksOut(BaseModel):
     mouth_right: list[float]
 
 
+class PoseOut(BaseModel):
+    """Head pose in degrees from the five landmarks, 0 = facing the camera; an estimate (docs/OPENSET.md)."""
+
+    yaw: float = Field(description="Turn: > 0 the nose points to the image's right; a profile is about +-90.")
+    pitch: float = Field(description="Nod: > 0 the nose points up.")
+    roll: float = Field(description="In-plane tilt: > 0 the head leans clockwise in the image.")
+
+
 class QualityOut(BaseModel):
     """``face_size``: shorter box side, px; ``sharpness``: Laplacian variance; ``reasons``: minimums missed"""
 
@@ -54,12 +62,14 @@ class QualityOut(BaseModel):
     confidence: float | None = Field(description="Detector confidence; null for `face=aligned` (no detector ran).")
     sharpness: float
     reasons: list[str]
+    pose: PoseOut | None = Field(None, description="Head pose; null for `face=aligned` (no landmarks).")
 
 
 class DetectedFace(BaseModel):
     box: BoxOut
     landmarks: LandmarksOut
     confidence: float = Field(description="Detector confidence in [0, 1].")
+    pose: PoseOut | None = Field(None, description="Head pose from the landmarks; null when they are unknown.")
 
 
 class DetectResponse(BaseModel):
@@ -184,7 +194,9 @@ class FaceList(BaseModel):
     items: list[FaceOut]
 
 
-RejectCode = Literal["no_face", "multiple_faces", "low_quality", "duplicate", "invalid_image", "payload_too_large"]
+RejectCode = Literal[
+    "no_face", "multiple_faces", "low_quality", "pose", "duplicate", "invalid_image", "payload_too_large"
+]
 
 
 class Rejected(BaseModel):
@@ -230,7 +242,9 @@ class FaceDistance(BaseModel):
 
 class VerifyResponse(BaseModel):
     match: bool = Field(description="`distance <= threshold`.")
-    distance: float = Field(description="L2 in [0, 2]; against a subject, the median over its faces.")
+    distance: float = Field(
+        description="L2 in [0, 2]; against a subject, to its template (the normalised mean of its faces)."
+    )
     similarity: float = Field(description="`1 - distance**2 / 2`.")
     threshold: float
     model_id: str
@@ -247,12 +261,16 @@ class Match(BaseModel):
     distance: float
     similarity: float
     face_id: int | None = Field(None, description="The enrolled face nearest the probe.")
+    face_distance: float | None = Field(
+        None, description="L2 distance to that face (`distance` is the person-level score: to the subject's template)."
+    )
 
 
 class IdentifiedFace(BaseModel):
     box: BoxOut
     landmarks: LandmarksOut | None = Field(description="Detector landmarks; " + ALIGNED_NULL)
     confidence: float | None = Field(description="Detector confidence in [0, 1]; " + ALIGNED_NULL)
+    pose: PoseOut | None = Field(None, description="Head pose from the landmarks; " + ALIGNED_NULL)
     match: Match | None = Field(description="The nearest subject if within the threshold; null = unknown.")
     candidates: list[Match] = Field(description="Nearest subjects, best first, one entry per subject.")
 
@@ -266,15 +284,21 @@ class IdentifyResponse(BaseModel):
     gallery_faces: int = Field(
         0, description="Faces of this model in the gallery: the gallery size of the open-set estimate."
     )
-    threshold_source: Literal["request", "fixed", "max_fir"] = Field(
+    threshold_source: Literal["request", "fixed", "max_fir", "uncalibrated"] = Field(
         "fixed",
         description=(
             "How `threshold` was chosen: given in the request, the fixed threshold (FACEREC_THRESHOLD or the "
-            "model card's), or lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR."
+            "model card's), lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR, or "
+            "`uncalibrated`: the fixed threshold because this model has no calibration tables "
+            "(`facerec calibrate`), so no estimate exists."
         ),
     )
     estimated_false_identification_rate: float | None = Field(
-        None, description="Chance an unknown face is matched to someone at this threshold and gallery size."
+        None,
+        description=(
+            "Chance an unknown face is matched to someone at this threshold and gallery size (the model's own "
+            "calibration tables; null when it has none)."
+        ),
     )
 
 

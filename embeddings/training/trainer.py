@@ -157,6 +157,7 @@ def prepare(
     summary = {
         "root": str(root),
         **people_split.summary(),
+        "val_people_names": sorted(people_split.val),
         "detector_misses": len(misses),
         "min_images": options.min_images,
         "max_per_person": options.max_per_person,

@@ -111,4 +111,14 @@ def train(
         f"threshold {card['threshold']:.3f}; {card['params']['steps']} steps ({card['params']['stopped']}), "
         f"{card['train_seconds']:.0f} s"
     )
-    typer.echo(json.dumps({"model_id": card["model_id"], "model_dir": str(model_dir)}))
+    # open-set calibration tables for the new model, from the validation people it was not trained on
+    from service.commands.calibrate import calibrate_folder
+
+    try:
+        tables, summary = calibrate_folder(card["model_id"], folder, people=card["data"]["val_people_names"], seed=seed)
+        console.print(f"calibration tables from {summary['people']} validation people: {tables}")
+    except ValueError as exc:  # too few validation people with faces: identify reports it uncalibrated
+        tables = None
+        console.print(f"no calibration tables: {exc}")
+    out = {"model_id": card["model_id"], "model_dir": str(model_dir), "calibration": str(tables) if tables else None}
+    typer.echo(json.dumps(out))

@@ -1,30 +1,33 @@
-"""Open-set identification: how often a stranger is wrongly matched, by threshold and gallery size.
+"""Open-set calibration: how often a stranger is wrongly named, by threshold and gallery size, per model.
 
-A probe of someone *not* enrolled is falsely identified when its best distance over the gallery is at or
-below the threshold ``t``. With ``FAR(t)`` the fraction of impostor pairs (two different people) whose L2
-distance is ``<= t``, and treating the gallery's ``N`` faces as independent chances::
+A probe of someone *not* enrolled is falsely identified when its best subject score (:mod:`matching`, rule
+:data:`matching.RULE`) over a gallery of ``N`` subjects is at or below the threshold ``t``. Strangers differ:
+some resemble many people, most resemble nobody. So the false-identification rate is modelled per probe::
 
-    FIR(t, N) = 1 - (1 - FAR(t)) ** N
+    FIR(t, N) = mean over probes p of 1 - (1 - f_p(t)) ** N
 
-so a threshold that accepts one impostor pair in a thousand accepts ~10% of strangers at N = 100 and ~63% at
-N = 1000. Faces of one person are correlated, so ``N`` = number of faces over-estimates FIR (conservative) and
-N = number of subjects is closer; docs/GALLERY.md compares both with FIR measured on LFW.
+where ``f_p(t)`` is the fraction of *other people's* subjects within ``t`` of probe ``p``, measured on people the
+gallery does not hold (the "per-probe mixture": subjects are independent chances given the probe). ``N`` counts
+what the rule compares against: subjects for the template rules, faces for ``nearest``
+(:func:`comparisons`).
 
-``FAR(t)`` comes from ``impostor_far.json`` in this package: every impostor pair of the LFW embeddings of the
-production pipeline (model id in the file), histogrammed on a fine threshold grid.
+Where data is thin the estimate is deliberately high (conservative): each probe's ``f_p`` is shrunk towards the
+pooled rate with :data:`PRIOR` pseudo-comparisons, so a probe that matched none of the ~2,900 fitted subjects
+still counts as matching some of a 5,000-person gallery; for galleries much larger than the fitted population
+and for FIR targets below ~1/probes, the estimate rests on that prior (docs/OPENSET.md).
 
-Measured on LFW, the independence model over-predicts at large N (impostor scores are correlated per probe:
-some strangers resemble many people, most resemble nobody). The default model is therefore the *per-probe
-mixture*: ``FIR(t, N) = mean over probes p of 1 - (1 - FAR_p(t)) ** N``, with ``FAR_p`` each probe's own
-impostor FAR (``impostor_far_probes.npz``: 2 000 LFW probes against every other person's images), shrunk
-towards the pooled FAR with :data:`PRIOR_PAIRS` pseudo-pairs so that the finite sample (~13 000 impostors per
-probe) does not read as FAR 0. ``model="independent"`` gives the closed form above.
+Tables are per model (:class:`Calibration`, one ``.npz``): the pretrained model's ship in this package
+(``tables/<model_id>.npz``, fitted on half of LFW's people); ``facerec calibrate`` and ``facerec train`` write
+``<cache>/calibration/<model_id>.npz`` for any model. A model without tables has no estimate: identify then uses
+its fixed threshold and says ``uncalibrated``; another model's tables are never used.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,246 +36,244 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-FAR_TABLE = Path(__file__).with_name("impostor_far.json")
-PROBE_TABLE = Path(__file__).with_name("impostor_far_probes.npz")
-PRIOR_PAIRS = 1000.0
-"""Weight, in impostor pairs, of the pooled FAR in each probe's shrunk FAR estimate."""
-MIXTURE = "mixture"
-INDEPENDENT = "independent"
+from service.gallery.matching import RULE, Rule, template
+
+SHIPPED_DIR = Path(__file__).with_name("tables")
+"""The tables shipped with the package, one ``<model_id>.npz`` each."""
+
+PRIOR = 200.0
+"""Weight, in comparisons, of the pooled rate in each probe's shrunk rate (module docstring)."""
+
+GRID = np.round(np.arange(0.30, 1.6001, 0.005), 4)
+"""Threshold grid of fitted tables (L2)."""
+
+MAX_PHOTOS = 3
+"""A fitted subject holds 1 to this many photos (as the LFW protocol's galleries do)."""
 
 
 @dataclass(frozen=True)
-class FarTable:
-    """``far[i]`` = fraction of impostor pairs with L2 distance ``<= thresholds[i]`` (both ascending)."""
+class Calibration:
+    """Per-probe impostor counts of one model and one rule: ``counts[p, j]`` of the ``n[p]`` subjects of other
+    people compared with probe ``p`` were within ``thresholds[j]`` (L2, ascending)."""
 
     model_id: str
-    thresholds: npt.NDArray[np.float64]
-    far: npt.NDArray[np.float64]
-    pairs: int
-    source: str
-
-    @classmethod
-    def from_counts(
-        cls,
-        thresholds: npt.NDArray[np.float64],
-        counts_at_or_below: npt.NDArray[np.int64],
-        pairs: int,
-        *,
-        model_id: str,
-        source: str,
-    ) -> FarTable:
-        """From cumulative counts of impostor pairs at or below each threshold."""
-        return cls(
-            model_id,
-            np.asarray(thresholds, np.float64),
-            np.asarray(counts_at_or_below) / pairs,
-            pairs,
-            source,
-        )
-
-    def far_at(self, threshold: float) -> float:
-        """FAR at ``threshold`` (linear interpolation; 0 below the grid, 1 above)."""
-        return float(np.interp(threshold, self.thresholds, self.far, left=0.0, right=1.0))
-
-    def threshold_at_far(self, far: float) -> float:
-        """The largest threshold whose FAR (as :meth:`far_at` interpolates it) is ``<= far``."""
-        f, t = self.far, self.thresholds
-        i = int(np.searchsorted(f, far, side="right")) - 1  # last grid point with FAR <= far
-        if i < 0:
-            return float(t[0])
-        if i >= len(f) - 1:
-            return float(t[-1])
-        frac = (far - f[i]) / (f[i + 1] - f[i])  # f[i] <= far < f[i + 1]
-        return float(t[i] + frac * (t[i + 1] - t[i]))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "metric": "L2 between unit embeddings; far = fraction of impostor pairs with distance <= t",
-            "source": self.source,
-            "pairs": self.pairs,
-            "thresholds": [round(float(x), 4) for x in self.thresholds],
-            "far": [float(f"{x:.6g}") for x in self.far],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FarTable:
-        t = np.asarray(data["thresholds"], np.float64)
-        f = np.asarray(data["far"], np.float64)
-        if t.shape != f.shape or not (np.diff(t) > 0).all() or (np.diff(f) < 0).any():
-            raise ValueError("FAR table: thresholds must increase and FAR must not decrease")
-        return cls(str(data["model_id"]), t, f, int(data["pairs"]), str(data["source"]))
-
-
-@dataclass(frozen=True)
-class ProbeFarTable:
-    """Per-probe impostor counts: ``counts[i, j]`` impostors of probe ``i`` at L2 ``<= thresholds[j]``, out of
-    ``n[i]`` impostors compared."""
-
+    rule: str
     thresholds: npt.NDArray[np.float64]
     counts: npt.NDArray[np.int64]
     n: npt.NDArray[np.int64]
+    source: str
+    people: int
+    prior: float = PRIOR
 
-    def far_per_probe(self, threshold: float, pooled_far: float) -> npt.NDArray[np.float64]:
-        """Each probe's FAR at ``threshold`` (interpolated), shrunk towards ``pooled_far``."""
+    def _counts_at(self, threshold: float) -> npt.NDArray[np.float64]:
         t = self.thresholds
-        if threshold <= t[0]:
-            c = self.counts[:, 0] * 0.0
-        elif threshold >= t[-1]:
-            c = self.counts[:, -1].astype(np.float64)
-        else:
-            j = int(np.searchsorted(t, threshold, side="right")) - 1
-            frac = (threshold - t[j]) / (t[j + 1] - t[j])
-            c = self.counts[:, j] * (1 - frac) + self.counts[:, j + 1] * frac
-        return np.asarray((c + PRIOR_PAIRS * pooled_far) / (self.n + PRIOR_PAIRS), np.float64)
+        if threshold < t[0]:
+            return np.zeros(len(self.n))
+        if threshold >= t[-1]:
+            return self.counts[:, -1].astype(np.float64)
+        j = int(np.searchsorted(t, threshold, side="right")) - 1
+        frac = (threshold - t[j]) / (t[j + 1] - t[j])
+        return np.asarray(self.counts[:, j] * (1 - frac) + self.counts[:, j + 1] * frac, np.float64)
+
+    def pooled_rate(self, threshold: float) -> float:
+        """Fraction of all impostor comparisons within ``threshold`` (the FAR of one comparison)."""
+        return float(self._counts_at(threshold).sum() / max(int(self.n.sum()), 1))
+
+    def false_identification_rate(self, threshold: float, comparisons: int) -> float:
+        """Estimated chance that a stranger's best score among ``comparisons`` subjects (or faces, for the
+        ``nearest`` rule) is within ``threshold``."""
+        if comparisons <= 0:
+            return 0.0
+        c = self._counts_at(threshold)
+        pooled = float(c.sum() / max(int(self.n.sum()), 1))
+        f = np.clip((c + self.prior * pooled) / (self.n + self.prior), 0.0, 1.0 - 1e-12)
+        return float(np.mean(-np.expm1(comparisons * np.log1p(-f))))
+
+    def threshold_for_fir(self, target: float, comparisons: int) -> float:
+        """The largest threshold whose estimated FIR at ``comparisons`` is ``<= target`` (bisection)."""
+        if not 0.0 < target < 1.0:
+            raise ValueError("target_fir must be in (0, 1)")
+        n = max(int(comparisons), 1)
+        lo, hi = 0.0, 2.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if self.false_identification_rate(mid, n) <= target:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, thresholds=self.thresholds, counts=self.counts.astype(np.uint16), n=self.n)
+        """Write atomically (a temporary file renamed into place)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"model_id": self.model_id, "rule": self.rule, "source": self.source, "people": self.people}
+        meta["prior"] = self.prior
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    thresholds=self.thresholds,
+                    counts=self.counts.astype(np.uint32),
+                    n=self.n.astype(np.uint32),
+                    meta=np.array(json.dumps(meta)),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
-    def load(cls, path: Path) -> ProbeFarTable:
-        with np.load(path) as d:
-            return cls(d["thresholds"].astype(np.float64), d["counts"].astype(np.int64), d["n"].astype(np.int64))
+    def load(cls, path: Path) -> Calibration:
+        with np.load(path, allow_pickle=False) as d:
+            meta: dict[str, Any] = json.loads(str(d["meta"]))
+            t = d["thresholds"].astype(np.float64)
+            counts, n = d["counts"].astype(np.int64), d["n"].astype(np.int64)
+        if counts.shape != (len(n), len(t)) or not (np.diff(t) > 0).all() or (np.diff(counts, axis=1) < 0).any():
+            raise ValueError(f"{path}: not a valid calibration table")
+        return cls(
+            str(meta["model_id"]),
+            str(meta["rule"]),
+            t,
+            counts,
+            n,
+            str(meta["source"]),
+            int(meta["people"]),
+            float(meta.get("prior", PRIOR)),
+        )
 
 
-@lru_cache(maxsize=4)
-def load_probe_table(path: Path = PROBE_TABLE) -> ProbeFarTable | None:
-    """The shipped per-probe table, or None if absent (then only the independence model is available)."""
-    return ProbeFarTable.load(path) if Path(path).exists() else None
+def user_tables_dir(cache: Path | None = None) -> Path:
+    """``<FACEREC_CACHE or ~/.cache/facerec>/calibration``: tables written by ``facerec calibrate``/``train``."""
+    from embeddings.weights import cache_dir
+
+    return (cache or cache_dir()) / "calibration"
 
 
-@lru_cache(maxsize=4)
-def load_far_table(path: Path = FAR_TABLE) -> FarTable:
-    """The impostor FAR table shipped with the package (or another file in the same format)."""
-    return FarTable.from_json(json.loads(Path(path).read_text()))
+def tables_path(model_id: str, *, cache: Path | None = None) -> Path | None:
+    """The table file of ``model_id``: the user's (written by calibrate/train) before the shipped one; None if
+    neither exists."""
+    for path in (user_tables_dir(cache) / f"{model_id}.npz", SHIPPED_DIR / f"{model_id}.npz"):
+        if path.is_file():
+            return path
+    return None
 
 
-def fir_from_far(far: float, gallery_size: int) -> float:
-    """``1 - (1 - far) ** gallery_size``, computed stably."""
-    if gallery_size <= 0 or far <= 0.0:
-        return 0.0
-    if far >= 1.0:
-        return 1.0
-    return float(-math.expm1(gallery_size * math.log1p(-far)))
+@lru_cache(maxsize=16)
+def _load_cached(path: str, _mtime_ns: int) -> Calibration:
+    return Calibration.load(Path(path))
 
 
-def false_identification_rate(
-    threshold: float,
-    gallery_size: int,
-    *,
-    table: FarTable | None = None,
-    probes: ProbeFarTable | None = None,
-    model: str = MIXTURE,
-) -> float:
-    """Predicted probability that a stranger's best match in a gallery of ``gallery_size`` faces is at L2
-    distance ``<= threshold`` (so a non-enrolled person would be reported as someone).
-
-    ``model``: ``"mixture"`` (per-probe FAR, the default; falls back to independent when no per-probe table
-    is given or shipped) or ``"independent"``."""
-    tab = table or load_far_table()
-    far = tab.far_at(threshold)
-    per_probe = probes if probes is not None else (load_probe_table() if table is None else None)
-    if model == INDEPENDENT or per_probe is None:
-        return fir_from_far(far, gallery_size)
-    if model != MIXTURE:
-        raise ValueError(f"unknown model {model!r}")
-    if gallery_size <= 0:
-        return 0.0
-    fp = np.clip(per_probe.far_per_probe(threshold, far), 0.0, 1.0 - 1e-12)
-    return float(np.mean(-np.expm1(gallery_size * np.log1p(-fp))))
+def load_calibration(model_id: str, *, cache: Path | None = None) -> Calibration | None:
+    """The tables of ``model_id`` (re-read when the file changes), or None: no tables, unreadable ones, or
+    tables fitted for another model or another rule than :data:`matching.RULE`."""
+    path = tables_path(model_id, cache=cache)
+    if path is None:
+        return None
+    try:
+        cal = _load_cached(str(path), path.stat().st_mtime_ns)
+    except (OSError, ValueError, KeyError):
+        return None
+    return cal if cal.model_id == model_id and cal.rule == RULE else None
 
 
-def threshold_for_fir(
-    target_fir: float,
-    gallery_size: int,
-    *,
-    table: FarTable | None = None,
-    probes: ProbeFarTable | None = None,
-    model: str = MIXTURE,
-) -> float:
-    """The largest L2 threshold whose predicted false-identification rate at ``gallery_size`` is
-    ``<= target_fir`` (an adaptive threshold that tightens as the gallery grows)."""
-    if not 0.0 < target_fir < 1.0:
-        raise ValueError("target_fir must be in (0, 1)")
-    n = max(int(gallery_size), 1)
-    tab = table or load_far_table()
-    per_probe = probes if probes is not None else (load_probe_table() if table is None else None)
-    if model == INDEPENDENT or per_probe is None:
-        return tab.threshold_at_far(-math.expm1(math.log1p(-target_fir) / n))
-    lo, hi = 0.0, 2.0  # FIR is non-decreasing in the threshold: bisect
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if false_identification_rate(mid, n, table=tab, probes=per_probe, model=model) <= target_fir:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def open_set_report(threshold: float, gallery_size: int, *, table: FarTable | None = None) -> dict[str, Any]:
-    """What the service puts next to an identification: the threshold, the gallery size it was judged
-    against and the false-identification rate that gives (per-probe mixture model with the shipped tables)."""
-    tab = table or load_far_table()
-    return {
-        "threshold": threshold,
-        "gallery_size": gallery_size,
-        "false_identification_rate": false_identification_rate(
-            threshold, gallery_size, table=tab, probes=load_probe_table() if table is None else None
-        ),
-        "far_per_comparison": tab.far_at(threshold),
-        "model_id": tab.model_id,
-    }
-
-
-def impostor_far_table(
+def fit_calibration(
     embeddings: npt.NDArray[np.float32],
     labels: npt.NDArray[Any],
     *,
     model_id: str,
     source: str,
-    step: float = 0.005,
-    chunk: int = 2048,
-) -> FarTable:
-    """Histogram every impostor pair (different labels) of ``embeddings`` on a threshold grid in [0, 2]."""
-    x = np.asarray(embeddings, np.float32)
-    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
-    edges = np.arange(0.0, 2.0 + step / 2, step)
-    hist = np.zeros(len(edges) + 1, np.int64)
-    pairs = 0
-    for a in range(0, len(x), chunk):
-        xa, la = x[a : a + chunk], lab[a : a + chunk]
-        sim = xa @ x[a:].T
-        d = np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0))
-        mask = la[:, None] != lab[a:][None, :]
-        upper = np.arange(a, a + len(xa))[:, None] < np.arange(a, len(x))[None, :]
-        vals = d[mask & upper]
-        pairs += len(vals)
-        hist += np.bincount(np.searchsorted(edges, vals, side="left"), minlength=len(edges) + 1)
-    counts = np.cumsum(hist)[: len(edges)]
-    return FarTable.from_counts(edges, counts, pairs, model_id=model_id, source=source)
-
-
-def impostor_probe_table(
-    embeddings: npt.NDArray[np.float32],
-    labels: npt.NDArray[Any],
-    *,
-    probes: int = 2000,
+    rule: Rule = RULE,
+    probes: int = 3000,
+    max_per_person: int = 10,
     seed: int = 0,
-    thresholds: npt.NDArray[np.float64] | None = None,
-) -> ProbeFarTable:
-    """For ``probes`` random images: how many images of *other* people lie within each threshold."""
+    prior: float = PRIOR,
+    weights: npt.NDArray[np.float64] | None = None,
+) -> Calibration:
+    """Fit tables from labelled embeddings (one label per person): every person becomes a subject of 1 to
+    :data:`MAX_PHOTOS` random photos; up to ``probes`` random images (at most ``max_per_person`` of one person)
+    are compared with every *other* person's subject under ``rule`` (``weights``: one quality weight per image,
+    for the ``weighted`` rule)."""
     x = np.asarray(embeddings, np.float32)
     lab = np.unique(np.asarray(labels), return_inverse=True)[1]
-    grid = np.round(np.arange(0.40, 1.6001, 0.01), 4) if thresholds is None else np.asarray(thresholds)
-    pick = np.random.default_rng(seed).choice(len(x), min(probes, len(x)), replace=False)
-    counts = np.zeros((len(pick), len(grid)), np.int64)
-    n = np.zeros(len(pick), np.int64)
-    for a in range(0, len(pick), 256):
-        rows = pick[a : a + 256]
-        d = np.sqrt(np.clip(2.0 - 2.0 * (x[rows] @ x.T), 0.0, 4.0))
-        other = lab[rows][:, None] != lab[None, :]
-        n[a : a + len(rows)] = other.sum(axis=1)
-        d = np.where(other, d, np.inf)
-        d.sort(axis=1)
-        counts[a : a + len(rows)] = np.stack([np.searchsorted(r, grid, side="right") for r in d])
-    return ProbeFarTable(grid.astype(np.float64), counts, n)
+    people = int(lab.max()) + 1 if len(lab) else 0
+    if people < 2:
+        raise ValueError("calibration needs images of at least 2 people")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(lab == i) for i in range(people)]
+    enrolled = [rng.permutation(m)[: int(rng.integers(1, MAX_PHOTOS + 1))] for m in members]
+    picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
+    picks = rng.permutation(picks)[:probes]
+    probe_lab = lab[picks]
+    if rule == "nearest":  # one comparison per face
+        faces = np.concatenate(enrolled)
+        owner = np.repeat(np.arange(people), [len(e) for e in enrolled])
+        scores = np.sqrt(np.clip(2.0 - 2.0 * (x[picks].astype(np.float64) @ x[faces].T.astype(np.float64)), 0.0, 4.0))
+    else:
+        w = None if weights is None else [np.asarray(weights)[e] for e in enrolled]
+        scores = subject_scores(x[picks], [x[e] for e in enrolled], rule=rule, weights=w)
+        owner = np.arange(people)
+    other = probe_lab[:, None] != owner[None, :]
+    scores = np.where(other, scores, np.inf)
+    scores.sort(axis=1)
+    counts = np.stack([np.searchsorted(row, GRID, side="right") for row in scores]).astype(np.int64)
+    n = other.sum(axis=1).astype(np.int64)
+    return Calibration(model_id, rule, GRID.astype(np.float64), counts, n, source, people, prior)
+
+
+def subject_scores(
+    probes: npt.NDArray[np.float32],
+    subjects: list[npt.NDArray[np.float32]],
+    *,
+    rule: Rule,
+    weights: list[npt.NDArray[np.float64]] | None = None,
+) -> npt.NDArray[np.float64]:
+    """(P, S) subject distances of each probe to each subject's faces under ``rule`` (vectorised; the same
+    numbers as :func:`matching.subject_distances`); ``weights``: per subject, one per face (``weighted``)."""
+    p = np.asarray(probes, np.float64)
+
+    def l2(sim: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0)))
+
+    def nearest() -> npt.NDArray[np.float64]:
+        faces = np.concatenate(subjects).astype(np.float64)
+        starts = np.cumsum([0] + [len(s) for s in subjects[:-1]])
+        return l2(np.maximum.reduceat(p @ faces.T, starts, axis=1))
+
+    def templates(w: list[npt.NDArray[np.float64]] | None = None) -> npt.NDArray[np.float64]:
+        tm = np.stack([template(s, None if w is None else list(w[i])) for i, s in enumerate(subjects)])
+        return l2(p @ tm.astype(np.float64).T)
+
+    if rule == "nearest":
+        return nearest()
+    if rule == "template":
+        return templates()
+    if rule == "weighted":
+        if weights is None:
+            raise ValueError("the weighted rule needs face weights")
+        return templates(weights)
+    if rule == "combined":
+        return 0.5 * (nearest() + templates())
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+def open_set_estimate(calibration: Calibration | None, threshold: float, subjects: int, faces: int) -> float | None:
+    """The FIR estimate at ``threshold`` for a gallery of ``subjects`` subjects holding ``faces`` faces (what the
+    rule compares against, :func:`comparisons`); None without tables."""
+    if calibration is None or subjects <= 0:
+        return None
+    return calibration.false_identification_rate(threshold, comparisons(calibration.rule, subjects, faces))
+
+
+def comparisons(rule: str, subjects: int, faces: int) -> int:
+    """What the FIR model counts for a gallery: faces for the ``nearest`` rule, subjects for the others."""
+    return max(faces, subjects) if rule == "nearest" else subjects
+
+
+def fir_from_far(far: float, comparisons: int) -> float:
+    """``1 - (1 - far) ** comparisons`` (independent comparisons), computed stably."""
+    if comparisons <= 0 or far <= 0.0:
+        return 0.0
+    if far >= 1.0:
+        return 1.0
+    return float(-math.expm1(comparisons * math.log1p(-far)))

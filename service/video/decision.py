@@ -1,13 +1,13 @@
 """One decision per track: embed a track's best views and let them vote under identify's open-set threshold.
 
-Each view's nearest subject is a vote when its L2 distance is within the threshold that ``POST /v1/identify``
-would use at this gallery size (:func:`service.recognition.identify_threshold`: the fixed threshold, tightened to
-keep the false-identification rate within ``FACEREC_MAX_FIR``). The subject with the most votes is the track's
-identity only with a strict majority of all views; otherwise the track is unknown (``subject_id`` None). The
-reported ``distance`` is the median of the winner's distances (unknown: the median nearest distance), and
-``estimated_false_identification_rate`` is identify's per-probe estimate at that threshold and gallery size: the
-chance that one stranger's view is matched to someone. A stranger's track is named only when most of its views
-are, so the per-track rate is at most that figure.
+Each view's nearest subject (under identify's person-level rule, :func:`service.recognition.rank_subjects`) is a
+vote when its distance is within the threshold ``POST /v1/identify`` would use at this gallery size
+(:func:`service.recognition.open_set_policy`: the model's own calibration tables, or the fixed threshold). The
+subject with the most votes is the track's identity only with a strict majority of all views; otherwise the track
+is unknown (``subject_id`` None). The reported ``distance`` is the median of the winner's distances (unknown: the
+median nearest distance), and ``estimated_false_identification_rate`` is identify's per-probe estimate at that
+threshold and gallery size: the chance that one stranger's view is matched to someone. A stranger's track is
+named only when most of its views are, so the per-track rate is at most that figure.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.recognition import estimated_fir, identify_threshold
+from service.recognition import open_set_policy, rank_subjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +40,11 @@ def vote(
     embeddings: npt.NDArray[np.float32], *, gallery: Any, model_id: str, fixed_threshold: float, max_fir: float | None
 ) -> Vote:
     """Decide one track from its views' unit embeddings ``(N, 128)``; see the module docstring."""
-    size = int(gallery.face_count(model_id))
-    choice = identify_threshold(requested=None, fixed=fixed_threshold, max_fir=max_fir, gallery_size=size)
-    fir = estimated_fir(choice.threshold, size)
+    policy = open_set_policy(gallery, model_id=model_id, fixed=fixed_threshold, max_fir=max_fir)
+    choice, fir, size = policy.choice, policy.estimated_fir, policy.faces
     n = int(embeddings.shape[0])
-    hits = gallery.search(np.asarray(embeddings, dtype=np.float32), model_id=model_id, top_k=1) if size and n else []
+    probes = np.asarray(embeddings, dtype=np.float32)
+    hits = rank_subjects(gallery, probes, model_id=model_id, top_k=1) if size and n else []
     nearest = [c[0] for c in hits if c]
     within = [c for c in nearest if c.distance <= choice.threshold]
     counts = Counter(c.subject_id for c in within)

@@ -149,3 +149,73 @@ def test_gif_first_frame() -> None:
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     assert decode_image(buf.getvalue()).shape == (16, 16, 3)
+
+
+# ---- Netpbm (PBM, PGM, PPM): the ORL/AT&T face set is PGM ---------------------------------------------------
+
+
+def _netpbm_binary(magic: bytes, w: int, h: int, maxval: int | None, pixels: bytes) -> bytes:
+    head = magic + b"\n# made in the test\n" + f"{w} {h}\n".encode()
+    return head + (f"{maxval}\n".encode() if maxval is not None else b"") + pixels
+
+
+def test_pgm_binary_p5_decodes_to_grey_rgb() -> None:
+    grey = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) % 256
+    arr = decode_image(_netpbm_binary(b"P5", 64, 48, 255, grey.astype(np.uint8).tobytes()))
+    assert arr.shape == (48, 64, 3) and arr.dtype == np.uint8
+    assert (arr[:, :, 0] == grey).all() and (arr[:, :, 1] == grey).all() and (arr[:, :, 2] == grey).all()
+
+
+def test_pgm_plain_p2_decodes() -> None:
+    data = b"P2\n3 2\n255\n0 128 255\n10 20 30\n"
+    arr = decode_image(data)
+    assert arr.shape == (2, 3, 3)
+    assert arr[:, :, 0].tolist() == [[0, 128, 255], [10, 20, 30]]
+
+
+def test_pgm_plain_p2_small_maxval_is_scaled() -> None:
+    arr = decode_image(b"P2\n2 1\n15\n0 15\n")
+    assert arr[0, :, 0].tolist() == [0, 255]
+
+
+def test_pgm_16bit_is_scaled_to_8bit() -> None:
+    ramp = np.linspace(0, 65535, 64 * 48).astype(">u2").reshape(48, 64)
+    arr = decode_image(_netpbm_binary(b"P5", 64, 48, 65535, ramp.tobytes()))
+    assert arr.shape == (48, 64, 3)
+    assert arr[0, 0, 0] == 0 and arr[-1, -1, 0] == 255
+    assert 100 < arr[24, 32, 0] < 160  # mid-grey, not clipped
+
+
+def test_dark_pgm_16bit_stays_dark() -> None:
+    # every value <= 255 out of 65535: near black, not read as 8-bit data
+    dark = np.full((8, 8), 200, dtype=">u2")
+    arr = decode_image(_netpbm_binary(b"P5", 8, 8, 65535, dark.tobytes()))
+    assert arr.max() == 0
+
+
+def test_ppm_binary_p6_keeps_colours() -> None:
+    img = _gradient()
+    rgb = np.asarray(img)
+    arr = decode_image(_netpbm_binary(b"P6", 64, 48, 255, rgb.tobytes()))
+    assert (arr == rgb).all()
+
+
+def test_ppm_written_by_pillow_round_trips() -> None:
+    img = _gradient()
+    assert (decode_image(_encode(img, "PPM")) == np.asarray(img)).all()
+    grey = img.convert("L")
+    assert (decode_image(_encode(grey, "PPM"))[:, :, 0] == np.asarray(grey)).all()
+
+
+def test_pbm_plain_p1_and_binary_p4_decode() -> None:
+    # 1 = black in PBM
+    plain = decode_image(b"P1\n3 2\n1 0 1\n0 1 0\n")
+    assert plain[:, :, 0].tolist() == [[0, 255, 0], [255, 0, 255]]
+    # P4: rows padded to whole bytes, most significant bit first
+    binary = decode_image(_netpbm_binary(b"P4", 3, 2, None, bytes([0b10100000, 0b01000000])))
+    assert (binary == plain).all()
+
+
+def test_truncated_pgm_is_invalid() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(_netpbm_binary(b"P5", 64, 48, 255, b"\x10" * 100))

@@ -1,100 +1,144 @@
-"""Open-set calibration: FIR grows with gallery size, the adaptive threshold inverts it, the table loads."""
+"""Open-set calibration: per-probe tables fitted by person, FIR grows with gallery size, per-model lookup."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.gallery.calibration import (
-    FAR_TABLE,
-    INDEPENDENT,
-    FarTable,
-    false_identification_rate,
+    SHIPPED_DIR,
+    Calibration,
+    comparisons,
     fir_from_far,
-    impostor_far_table,
-    impostor_probe_table,
-    load_far_table,
-    load_probe_table,
-    open_set_report,
-    threshold_for_fir,
+    fit_calibration,
+    load_calibration,
+    open_set_estimate,
+    subject_scores,
+    tables_path,
 )
+from service.gallery.matching import RULE, RULES, subject_distances, template
 from tests.gallery.conftest import unit
+
+PRETRAINED = "facenet-20170512-110547"
+
+
+def people(rng: np.random.Generator, n_people: int = 300, spread: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors: 1-6 "photos" of each of ``n_people`` "people"."""
+    centres = unit(rng, n_people)
+    xs, labels = [], []
+    for i, c in enumerate(centres):
+        k = int(rng.integers(1, 7))
+        x = c + spread * rng.standard_normal((k, 128)).astype(np.float32) / np.sqrt(128)
+        xs.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+        labels += [i] * k
+    return np.concatenate(xs).astype(np.float32), np.array(labels)
 
 
 @pytest.fixture
-def table(rng) -> FarTable:
-    x = unit(rng, 400)
-    labels = np.arange(400) // 2  # pairs of "images" of 200 "people"
-    return impostor_far_table(x, labels, model_id="m", source="synthetic")
+def fitted(rng) -> Calibration:
+    x, labels = people(rng)
+    return fit_calibration(x, labels, model_id="m", source="synthetic", probes=500)
 
 
-def test_far_table_counts_every_impostor_pair_once(table):
-    assert table.pairs == 400 * 399 // 2 - 200
-    assert table.far[0] == 0.0 and table.far[-1] == 1.0
-    assert (np.diff(table.far) >= 0).all()
-    assert table.far_at(-1) == 0.0 and table.far_at(3) == 1.0
+def test_fit_counts_only_other_people(rng, fitted: Calibration) -> None:
+    assert fitted.counts.shape == (len(fitted.n), len(fitted.thresholds))
+    assert (fitted.n == fitted.people - 1).all()  # every probe meets every other person's subject once
+    assert (np.diff(fitted.counts, axis=1) >= 0).all() and (fitted.counts[:, -1] <= fitted.n).all()
+    assert fitted.rule == RULE
 
 
-def test_fir_grows_with_gallery_size(table):
-    t = 1.3
-    firs = [false_identification_rate(t, n, table=table) for n in (1, 10, 100, 1000)]
-    assert firs[0] == pytest.approx(table.far_at(t), rel=1e-9)
-    assert firs == sorted(firs) and firs[-1] > 10 * firs[0]
-    # one impostor pair in a thousand -> ~10 % of strangers at 100 faces, ~63 % at 1000
-    assert fir_from_far(1e-3, 100) == pytest.approx(1 - 0.999**100)
-    assert fir_from_far(1e-3, 1000) == pytest.approx(0.632, abs=1e-3)
-    assert fir_from_far(0.0, 10**6) == 0.0 and fir_from_far(0.5, 0) == 0.0
-
-
-def test_threshold_for_fir_inverts_and_tightens(table):
-    t_small = threshold_for_fir(0.01, 10, table=table)
-    t_big = threshold_for_fir(0.01, 1000, table=table)
+def test_fir_grows_with_gallery_size_and_the_threshold_inverts_it(fitted: Calibration) -> None:
+    t = 1.1
+    firs = [fitted.false_identification_rate(t, n) for n in (1, 10, 100, 1000, 5000)]
+    assert firs == sorted(firs) and firs[-1] > firs[0]
+    assert firs[0] == pytest.approx(fitted.pooled_rate(t), rel=0.05)  # one comparison: the pooled rate
+    t_small, t_big = fitted.threshold_for_fir(0.01, 10), fitted.threshold_for_fir(0.01, 1000)
     assert t_big < t_small
-    for n, t in ((10, t_small), (1000, t_big)):
-        assert false_identification_rate(t, n, table=table) <= 0.0101
+    for n, thr in ((10, t_small), (1000, t_big)):
+        assert fitted.false_identification_rate(thr, n) <= 0.0101
+        assert fitted.false_identification_rate(thr + 0.02, n) > 0.01
     with pytest.raises(ValueError):
-        threshold_for_fir(0.0, 10, table=table)
+        fitted.threshold_for_fir(0.0, 10)
+    assert fitted.false_identification_rate(t, 0) == 0.0
+    assert fir_from_far(1e-3, 1000) == pytest.approx(0.632, abs=1e-3) and fir_from_far(0.0, 10**6) == 0.0
 
 
-def test_report_and_json_round_trip(table):
-    again = FarTable.from_json(table.to_json())
-    assert np.allclose(again.far, table.far, rtol=1e-5) and again.pairs == table.pairs
-    rep = open_set_report(1.2, 500, table=table)
-    assert rep["gallery_size"] == 500 and 0 <= rep["false_identification_rate"] <= 1
-    assert rep["false_identification_rate"] >= rep["far_per_comparison"]
+def test_the_prior_makes_thin_data_conservative(fitted: Calibration) -> None:
+    # a probe that met no impostor within t still counts as meeting some in a gallery far larger than the fit
+    t = fitted.threshold_for_fir(0.001, 100)
+    bare = Calibration(**{**fitted.__dict__, "prior": 0.0})
+    assert fitted.false_identification_rate(t, 5000) >= bare.false_identification_rate(t, 5000)
 
 
-def test_shipped_table_is_valid():
-    tab = load_far_table(FAR_TABLE)
-    assert tab.model_id == "facenet-20170512-110547"
-    assert tab.pairs > 1_000_000 and "LFW" in tab.source
-    assert (np.diff(tab.far) >= 0).all()
-    # a real face model: impostors are rarely closer than 0.8 and usually closer than 1.6
-    assert tab.far_at(0.8) < 1e-3 and tab.far_at(1.6) > 0.5
+def test_fir_estimate_matches_fresh_people(rng) -> None:
+    """Fit on some synthetic people, measure on others: the estimate is within 2x of the measured FPIR."""
+    x, labels = people(rng, 1200)
+    fit = labels < 600
+    cal = fit_calibration(x[fit], labels[fit], model_id="m", source="synthetic", probes=3000)
+    gallery_people = np.arange(600, 900)
+    subjects = [x[labels == p][:2] for p in gallery_people]
+    strangers = x[labels >= 900]
+    best = subject_scores(strangers, subjects, rule=RULE).min(axis=1)
+    t = cal.threshold_for_fir(0.05, len(subjects))
+    measured = float((best <= t).mean())
+    assert 0.025 / 2 <= measured <= 0.05 * 2, measured
 
 
-def test_per_probe_mixture_model(rng):
-    x = unit(rng, 600)
-    labels = np.arange(600) // 3
-    table = impostor_far_table(x, labels, model_id="m", source="synthetic")
-    probes = impostor_probe_table(x, labels, probes=200, seed=1)
-    assert probes.counts.shape == (200, len(probes.thresholds)) and (probes.n == 597).all()
-    assert (np.diff(probes.counts, axis=1) >= 0).all()
-    t = 1.25
-    firs = [false_identification_rate(t, n, table=table, probes=probes) for n in (1, 10, 100, 1000)]
-    assert firs == sorted(firs) and 0 < firs[0] < firs[-1] <= 1
-    # with one comparison the mixture's mean FAR is the pooled FAR (up to the shrinkage and sampling)
-    assert firs[0] == pytest.approx(table.far_at(t), rel=0.3)
-    thr = threshold_for_fir(0.05, 100, table=table, probes=probes)
-    assert false_identification_rate(thr, 100, table=table, probes=probes) <= 0.05 + 1e-6
-    assert false_identification_rate(thr + 0.02, 100, table=table, probes=probes) > 0.05
+def test_save_load_round_trip_and_validation(tmp_path: Path, fitted: Calibration) -> None:
+    path = tmp_path / "t.npz"
+    fitted.save(path)
+    again = Calibration.load(path)
+    assert again.model_id == "m" and again.rule == fitted.rule and again.people == fitted.people
+    assert (again.counts == fitted.counts).all() and (again.n == fitted.n).all()
+    assert again.false_identification_rate(1.0, 100) == fitted.false_identification_rate(1.0, 100)
+    path.write_bytes(b"not a table")
+    with pytest.raises(ValueError):
+        Calibration.load(path)
 
 
-def test_shipped_probe_table_is_less_pessimistic_at_scale():
-    probes = load_probe_table()
-    assert probes is not None and probes.counts.shape[0] == 2000
-    # on LFW the independence model over-predicts at N = 1000 (measured 0.48 at t = 1.0, docs/GALLERY.md)
-    mixture = false_identification_rate(1.0, 1000)
-    independent = false_identification_rate(1.0, 1000, model=INDEPENDENT)
-    assert 0.3 < mixture < independent
-    assert threshold_for_fir(0.01, 10_000) < threshold_for_fir(0.01, 100) < 1.0
+def test_tables_are_per_model(tmp_path: Path, fitted: Calibration) -> None:
+    assert load_calibration("ft-never-calibrated", cache=tmp_path) is None  # never another model's tables
+    fitted.save(tmp_path / "calibration" / "m.npz")
+    assert tables_path("m", cache=tmp_path) == tmp_path / "calibration" / "m.npz"
+    got = load_calibration("m", cache=tmp_path)
+    assert got is not None and got.model_id == "m"
+    # a file named for one model but fitted for another is refused
+    fitted.save(tmp_path / "calibration" / "other.npz")
+    assert load_calibration("other", cache=tmp_path) is None
+
+
+def test_shipped_pretrained_tables(tmp_path: Path) -> None:
+    path = SHIPPED_DIR / f"{PRETRAINED}.npz"
+    assert path.is_file()
+    cal = load_calibration(PRETRAINED, cache=tmp_path)
+    assert cal is not None and cal.rule == RULE and "LFW" in cal.source
+    assert cal.people > 2000 and len(cal.n) >= 2000
+    # a real face model: strangers rarely within 0.8 of someone; the threshold tightens with the gallery
+    assert cal.pooled_rate(0.8) < 1e-3
+    assert cal.threshold_for_fir(0.01, 5000) < cal.threshold_for_fir(0.01, 100) < 1.2
+
+
+def test_open_set_estimate_counts_what_the_rule_compares(fitted: Calibration) -> None:
+    assert open_set_estimate(None, 1.0, 10, 30) is None
+    assert open_set_estimate(fitted, 1.0, 0, 0) is None
+    assert comparisons("template", 10, 30) == 10 and comparisons("nearest", 10, 30) == 30
+    est = open_set_estimate(fitted, 1.0, 10, 30)
+    assert est == fitted.false_identification_rate(1.0, comparisons(fitted.rule, 10, 30))
+
+
+def test_rules_agree_with_the_vectorised_scores(rng) -> None:
+    x, labels = people(rng, 20)
+    subjects = [x[labels == i] for i in range(20)]
+    probes = x[:7]
+    weights = [np.linspace(0.5, 1.0, len(s)) for s in subjects]
+    for rule in RULES:
+        fast = subject_scores(probes, subjects, rule=rule, weights=weights)
+        slow = np.stack(
+            [subject_distances(probes, s, rule=rule, weights=list(w)) for s, w in zip(subjects, weights, strict=True)],
+            axis=1,
+        )
+        assert np.allclose(fast, slow, atol=1e-5), rule
+    t = template(subjects[0])
+    assert np.linalg.norm(t) == pytest.approx(1.0, abs=1e-6)

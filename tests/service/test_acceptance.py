@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from embeddings import default_threshold
+from embeddings.weights import MODEL_ID
 from service.config import Settings
+from service.gallery.calibration import load_calibration
 from service.recognition import identify_threshold
 from tests.service.helpers import ENROLLED, UNKNOWN, images
 from tests.service.server import Server
@@ -69,12 +71,33 @@ def test_enrolment_stores_good_faces_and_lists_the_rest(enrolled: dict[str, dict
         assert len(enrol["faces"]) >= 3, f"{person}: only {len(enrol['faces'])} faces enrolled"
         assert len(enrol["faces"]) + len(enrol["rejected"]) == info["sent"]
         for rej in enrol["rejected"]:
-            assert rej["code"] in {"no_face", "multiple_faces", "low_quality"}, rej
+            assert rej["code"] in {"no_face", "multiple_faces", "low_quality", "pose"}, rej
             assert rej["message"]
         for face in enrol["faces"]:
             assert face["subject_id"] == info["id"]
             assert set(face["box"]) == {"x", "y", "width", "height"}
             assert len(face["image_sha256"]) == 64
+
+
+def test_a_real_side_view_is_rejected_with_reason_pose(enrolled: dict[str, dict[str, Any]], dataset: Path) -> None:
+    """Elton John's train set holds a photo of him at the piano, head turned ~60 degrees to the image's right."""
+    files = images(dataset, "train", "elton_john")
+    side = next(i for i, p in enumerate(files) if p.name == "httpsdfrpwlycscloudfrontnetdeltonjohnjpg.jpg")
+    rejected = {r["index"]: r for r in enrolled["elton_john"]["enrol"]["rejected"]}
+    assert side in rejected and rejected[side]["code"] == "pose", rejected
+    assert "pose" in rejected[side]["message"]
+    for face in enrolled["elton_john"]["enrol"]["faces"]:
+        assert abs(face["quality"]["yaw"]) <= 45.0 and {"pitch", "roll"} <= set(face["quality"])
+
+
+def test_detect_and_identify_report_the_pose(client: httpx.Client, dataset: Path, enrolled: Any) -> None:
+    side = dataset / "train" / "elton_john" / "httpsdfrpwlycscloudfrontnetdeltonjohnjpg.jpg"
+    r = client.post("/v1/detect", files={"image": (side.name, side.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert r.json()["faces"][0]["pose"]["yaw"] > 45.0
+    body = identify(client, images(dataset, "val", "madonna")[0])
+    pose = body["faces"][0]["pose"]
+    assert set(pose) == {"yaw", "pitch", "roll"} and all(-90.0 <= v <= 90.0 for v in pose.values())
 
 
 def test_every_val_image_is_identified_and_the_fifth_is_unknown(
@@ -83,7 +106,12 @@ def test_every_val_image_is_identified_and_the_fifth_is_unknown(
     faces = sum(len(info["enrol"]["faces"]) for info in enrolled.values())
     # no threshold in the request: the fixed one, tightened to keep the open-set FIR within FACEREC_MAX_FIR
     expected = identify_threshold(
-        requested=None, fixed=default_threshold(), max_fir=Settings().max_fir, gallery_size=faces
+        requested=None,
+        fixed=default_threshold(),
+        max_fir=Settings().max_fir,
+        calibration=load_calibration(MODEL_ID),
+        subjects=len(enrolled),
+        faces=faces,
     )
     for person in (*ENROLLED, UNKNOWN):
         for path in images(dataset, "val", person):

@@ -51,7 +51,7 @@ def test_enroll_local_is_resumable(people_dir: Path, tmp_path: Path, dataset: Pa
     assert first["subjects_created"] == 2
     assert first["enrolled"] + len(first["rejected"]) == 8 and first["enrolled"] >= 5
     for rej in first["rejected"]:
-        assert rej["code"] in {"no_face", "multiple_faces", "low_quality"} and Path(rej["file"]).is_file()
+        assert rej["code"] in {"no_face", "multiple_faces", "low_quality", "pose"} and Path(rej["file"]).is_file()
     second = run_json("enroll", str(people_dir), "--data", data)
     assert second["subjects_created"] == 0 and second["enrolled"] == 0
     assert second["skipped"] == first["enrolled"]

@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from embeddings import default_threshold
+from embeddings.weights import MODEL_ID
 from service.config import Settings
+from service.gallery.calibration import load_calibration
 from service.recognition import identify_threshold
 from tests.service.helpers import images
 from tests.service.server import Server
@@ -85,7 +87,12 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     text = page.inner_text("#identify-result")
     faces = httpx.get(f"{server.url}/v1/subjects").json()["items"][0]["face_count"]
     used = identify_threshold(
-        requested=None, fixed=default_threshold(), max_fir=Settings().max_fir, gallery_size=faces
+        requested=None,
+        fixed=default_threshold(),
+        max_fir=Settings().max_fir,
+        calibration=load_calibration(MODEL_ID),
+        subjects=1,
+        faces=faces,
     ).threshold
     assert "Ben Afflek" in text and f"within the threshold {used:.2f}" in text
     width = page.eval_on_selector("#identify-canvas", "c => c.width")

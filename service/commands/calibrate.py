@@ -1,0 +1,85 @@
+"""``facerec calibrate --model ID --root DIR``: fit a model's open-set calibration tables on a labelled folder.
+
+``DIR`` holds one sub-folder per person (the LFW layout). Every image's largest face is embedded with the model;
+the tables (:func:`service.gallery.calibration.fit_calibration`) are written to
+``<cache>/calibration/<model_id>.npz``, where identify finds them (they take precedence over shipped ones).
+The people should be people the model was not trained on, and ideally people like those the service will see.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from embeddings.training.data import IMAGE_SUFFIXES
+from embeddings.weights import MODEL_ID
+
+console = Console(stderr=True)
+
+
+def calibrate_folder(
+    model_id: str, root: Path, *, people: Sequence[str] | None = None, cache: Path | None = None, seed: int = 0
+) -> tuple[Path, dict[str, object]]:
+    """Embed ``root``'s people (all sub-folders, or only ``people``) with ``model_id`` and write its tables.
+    Returns the table path and a summary. ``ValueError`` when fewer than 2 people have a detected face."""
+    from embeddings import FaceAnalyzer
+    from embeddings.errors import InvalidImage
+    from embeddings.models import resolve_model
+    from service.config import Settings
+    from service.gallery.calibration import fit_calibration, user_tables_dir
+
+    info = resolve_model(model_id)
+    analyzer = FaceAnalyzer(Settings().analyzer_config(), weights_path=info.weights_path, model_id=info.model_id)
+    wanted = set(people) if people is not None else None
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and (wanted is None or p.name in wanted))
+    embs, labels, misses = [], [], 0
+    for folder in folders:
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                faces = analyzer.analyze(f.read_bytes())
+            except InvalidImage:
+                faces = []
+            if not faces:
+                misses += 1
+                continue
+            embs.append(faces[0].embedding)
+            labels.append(folder.name)
+    if len(set(labels)) < 2:
+        raise ValueError(f"{root}: calibration needs faces of at least 2 people; found {len(set(labels))}")
+    source = f"{len(embs)} images of {len(set(labels))} people in {Path(root).name!r} (facerec calibrate)"
+    cal = fit_calibration(np.stack(embs), np.array(labels), model_id=info.model_id, source=source, seed=seed)
+    path = user_tables_dir(cache) / f"{info.model_id}.npz"
+    cal.save(path)
+    summary: dict[str, object] = {
+        "model_id": info.model_id,
+        "tables": str(path),
+        "rule": cal.rule,
+        "people": cal.people,
+        "images": len(embs),
+        "probes": len(cal.n),
+        "no_face": misses,
+    }
+    return path, summary
+
+
+def calibrate(
+    model: str = typer.Option(MODEL_ID, "--model", help="Model id (`facerec models list`)"),
+    root: Path = typer.Option(
+        ..., "--root", exists=True, file_okay=False, help="<root>/<person>/<image>: people the model was not trained on"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the photos each person is enrolled with and of the probes"),
+) -> None:
+    """Fit MODEL's open-set calibration tables on ROOT and save them where identify finds them."""
+    try:
+        _, summary = calibrate_folder(model, root, seed=seed)
+    except ValueError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary))
