@@ -34,9 +34,10 @@ from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
 from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
+from service.photos.service import close_library, open_library
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
-from service.routes import apidocs, faces, health, recognition, subjects, web
+from service.routes import apidocs, faces, health, photos, recognition, subjects, web
 from service.runner import Runner
 from service.uploads import BodyLimitMiddleware
 
@@ -120,6 +121,7 @@ def create_app(
         try:
             check_bind(settings, state.keys)
             state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
+            state.photos = await anyio.to_thread.run_sync(open_library, settings)
         except BaseException as exc:
             if isinstance(exc, GalleryLocked):
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
@@ -155,6 +157,8 @@ def create_app(
             batcher, state.batcher = state.batcher, None
             if batcher is not None:
                 await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
+            await anyio.to_thread.run_sync(close_library, state.photos)
+            state.photos = None
             gallery, state.gallery = state.gallery, None
             if gallery is not None:
                 await anyio.to_thread.run_sync(gallery.close)
@@ -171,12 +175,13 @@ def create_app(
     app.state.settings = settings
     app.state.analyzer = None
     app.state.gallery = None
+    app.state.photos = None
     app.state.load_error = None
     app.state.metrics = Metrics()
     app.state.audit = AuditLog(settings.data)
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
-    for module in (health, subjects, faces, recognition, web):
+    for module in (health, subjects, faces, recognition, photos, web):
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     apidocs.install(app)

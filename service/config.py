@@ -109,6 +109,36 @@ class Settings(BaseSettings):
         default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
     )
 
+    photo_library: bool = Field(
+        default=False,
+        description=(
+            "Photo library (/v1/photos, /v1/search, /v1/clusters): keeps the faces of everyone in indexed photos, "
+            "also of people who never enrolled. Off by default: those endpoints answer 403 photo_library_disabled."
+        ),
+    )
+    photo_unnamed_retention_days: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Photo library: unnamed faces older than this many days are erased (0 = kept until deleted).",
+    )
+    photo_cluster_threshold: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=2.0,
+        description=(
+            "Photo library: L2 distance under which two unnamed faces are linked when clustering (chosen by "
+            "bench/cluster.py on LFW, docs/PHOTOS.md)."
+        ),
+    )
+    photo_recluster_interval_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        description=(
+            "Photo library: how often the background task re-clusters the unnamed faces (when any changed) and "
+            "enforces the retention, seconds; 0 = never in the background (on demand only)."
+        ),
+    )
+
     @property
     def cors_origin_list(self) -> list[str]:
         """``cors_origins`` split on commas, blanks dropped."""
