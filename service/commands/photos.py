@@ -70,13 +70,9 @@ class LocalPhotos:
         return PhotoOut.of(r.photo, r.faces, r.created).model_dump(mode="json")
 
     def recluster(self) -> dict[str, Any]:
-        from service.photos.clusters import recluster
+        from service.photos.clusters import recluster_all
 
-        out: dict[str, Any] = {"faces": 0, "clusters": 0, "changed": 0, "seconds": 0.0}
-        for model_id in self.lib.store.model_ids():
-            r = recluster(self.lib, model_id=model_id)
-            out = {k: out[k] + getattr(r, k) for k in out}
-        return out
+        return vars(recluster_all(self.lib))
 
     def close(self) -> None:
         from service.photos.service import close_library

@@ -148,6 +148,17 @@ def recluster(lib: PhotoLibrary, *, model_id: str) -> ReclusterResult:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def recluster_all(lib: PhotoLibrary) -> ReclusterResult:
+    """:func:`recluster` for every model id of the stored faces; the totals."""
+    total = ReclusterResult(0, 0, 0, 0.0)
+    for model_id in lib.store.model_ids():
+        r = recluster(lib, model_id=model_id)
+        total = ReclusterResult(
+            total.faces + r.faces, total.clusters + r.clusters, total.changed + r.changed, total.seconds + r.seconds
+        )
+    return total
+
+
 def _stable_ids(lib: PhotoLibrary, ids: np.ndarray, labels: np.ndarray, old: dict[int, int]) -> dict[int, int]:
     """Observation id -> cluster id: each new group reuses the old id most of its faces had, if still free."""
     groups: dict[int, list[int]] = {}

@@ -13,7 +13,7 @@ import threading
 
 from service.config import Settings
 from service.photos.cluster import ClusterParams
-from service.photos.clusters import recluster
+from service.photos.clusters import recluster_all
 from service.photos.library import PhotoLibrary
 from service.photos.sqlite import SQLitePhotoStore
 
@@ -39,8 +39,7 @@ class Maintenance:
         changes = self.lib.store.change_count()
         if changes == self._last:
             return
-        for model_id in self.lib.store.model_ids():
-            recluster(self.lib, model_id=model_id)
+        recluster_all(self.lib)
         self._last = self.lib.store.change_count()
 
     def _loop(self) -> None:

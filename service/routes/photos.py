@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import recognition
 from service.audit import actor_of
-from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep
+from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer
 from service.errors import BadRequest
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
@@ -154,10 +154,9 @@ async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Resp
         {"top_k": 10},
     ),
 )
-async def search(
-    _: AdminKey, request: Request, lib: LibraryDep, analyzer: AnalyzerDep, runner: RunnerDep
-) -> SearchResponse:
-    """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id``."""
+async def search(_: AdminKey, request: Request, lib: LibraryDep, runner: RunnerDep) -> SearchResponse:
+    """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id`` (a
+    search by face id needs no model, so it also works while the model loads)."""
     payload = await read_payload(request)
     params = payload.params(SearchParams)
     image = payload.one("image")
@@ -168,6 +167,7 @@ async def search(
         model_id = face.model_id
     else:
         assert image is not None
+        analyzer = await get_analyzer(request)
         found, _seconds = await runner.run(recognition.probe_face, analyzer, image)
         probe, model_id = found.embedding, analyzer.model_id
     hits = await run_in_threadpool(
@@ -307,6 +307,6 @@ async def remove_face(cluster_id: ClusterId, face_id: FaceId, _: AdminKey, lib: 
     summary="Re-cluster every unnamed face now (also runs in the background)",
     responses=errors(*AUTH),
 )
-async def recluster(_: AdminKey, lib: LibraryDep, analyzer: AnalyzerDep) -> ReclusterOut:
-    res = await run_in_threadpool(lambda: ops.recluster(lib, model_id=analyzer.model_id))
+async def recluster(_: AdminKey, lib: LibraryDep) -> ReclusterOut:
+    res = await run_in_threadpool(ops.recluster_all, lib)
     return ReclusterOut(faces=res.faces, clusters=res.clusters, changed=res.changed, seconds=res.seconds)
