@@ -109,13 +109,20 @@ def chinese_whispers(
 
 
 def enforce_cannot_links(labels: npt.NDArray[np.int64], pairs: Iterable[tuple[int, int]]) -> npt.NDArray[np.int64]:
-    """Split off the second face of every constrained pair that ended up in one cluster (into a new cluster of
-    its own); positions, not ids. Returns a new array."""
+    """Split constrained pairs that ended up in one cluster: of the two faces, the one with more constraints
+    (the face a user took out of a group is constrained against every face it left) moves to a new cluster of
+    its own. Positions, not ids. Returns a new array."""
+    pairs = list(pairs)
     out = labels.copy()
+    degree: dict[int, int] = {}
+    for i, j in pairs:
+        degree[i] = degree.get(i, 0) + 1
+        degree[j] = degree.get(j, 0) + 1
     fresh = int(out.max()) + 1 if len(out) else 0
     for i, j in pairs:
         if out[i] == out[j]:
-            out[j] = fresh
+            move = i if degree[i] > degree[j] else j
+            out[move] = fresh
             fresh += 1
     return out
 

@@ -32,7 +32,9 @@ def test_cannot_links_split_a_cluster() -> None:
     assert len(set(cl.cluster(emb, cl.ClusterParams()).tolist())) == 1
     labels = cl.cluster(emb, cl.ClusterParams(), cannot_link=[(0, 5)])
     assert labels[0] != labels[5]
-    assert cl.enforce_cannot_links(np.zeros(3, np.int64), [(0, 1), (0, 2)]).tolist() == [0, 1, 2]
+    # the face constrained against the others leaves; the others stay together (whatever the id order)
+    assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 1), (0, 2), (0, 3)]).tolist() == [1, 0, 0, 0]
+    assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 3), (1, 3), (2, 3)]).tolist() == [0, 0, 0, 1]
 
 
 def test_vote_takes_the_heaviest_cluster_within_the_threshold() -> None:

@@ -93,16 +93,17 @@ def test_recluster_keeps_ids_and_not_this_person_sticks(lib: PhotoLibrary) -> No
     a = lib.store.cluster_of([ids[0]])[ids[0]]
     before = ops.recluster(lib, model_id=MODEL)
     assert before.clusters == 2 and lib.store.cluster_of([ids[0]])[ids[0]] == a  # ids stay stable
-    new_cluster = ops.remove_face(lib, cluster_id=a, face_id=ids[1])
-    assert lib.store.cluster_of([ids[1]])[ids[1]] == new_cluster != a
+    new_cluster = ops.remove_face(lib, cluster_id=a, face_id=ids[0])  # the lowest id of its cluster
+    assert lib.store.cluster_of([ids[0]])[ids[0]] == new_cluster != a
     ops.recluster(lib, model_id=MODEL)
     after = lib.store.cluster_of(ids)
-    assert after[ids[1]] != after[ids[0]]
-    assert len({after[i] for i in ids[2:5]} | {after[ids[0]]}) == 1
+    assert after[ids[0]] != after[ids[1]]
+    assert len({after[i] for i in ids[1:5]}) == 1  # the rest stays together, under its old id
+    assert after[ids[1]] == a
     with pytest.raises(ClusterConflict):
-        ops.remove_face(lib, cluster_id=after[ids[0]], face_id=ids[6])
+        ops.remove_face(lib, cluster_id=after[ids[1]], face_id=ids[6])
     # merging by hand overrides the constraint: the user says they are one person
-    ops.merge_clusters(lib, into=after[ids[0]], other=after[ids[1]])
+    ops.merge_clusters(lib, into=after[ids[1]], other=after[ids[0]])
     ops.recluster(lib, model_id=MODEL)
     final = lib.store.cluster_of(ids)
     assert final[ids[1]] == final[ids[0]]
