@@ -184,12 +184,15 @@ def synthetic(n: int, per: int, spread: float, seed: int = 0) -> tuple[npt.NDArr
 
 
 def scale(args: argparse.Namespace) -> None:
+    import faiss
+
     from service.photos.cluster import ClusterParams
     from service.photos.clusters import recluster
     from service.photos.library import PhotoLibrary
     from service.photos.sqlite import SQLitePhotoStore
     from service.photos.types import NewObservation
 
+    faiss.omp_set_num_threads(args.omp_threads)
     emb, who = synthetic(args.faces, args.per, args.spread)
     same = np.linalg.norm(emb[who == who[0]][:2][0] - emb[who == who[0]][:2][-1])
     print(f"{args.faces} synthetic faces, {len(set(who.tolist()))} people (one same-person distance {same:.2f})")
@@ -253,6 +256,7 @@ def main() -> None:
     s.add_argument("--threshold", type=float, default=0.8)
     s.add_argument("--searches", type=int, default=500)
     s.add_argument("--probes", type=int, default=200)
+    s.add_argument("--omp-threads", type=int, default=1, help="FAISS OpenMP threads (bench/gallery.py uses 1)")
     args = parser.parse_args()
     quality(args) if args.cmd == "quality" else scale(args)
 
