@@ -4,6 +4,7 @@ cannot-link constraints, merging, naming into a gallery, retention."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,4 +166,32 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     assert again.store.cannot_links() == [(ids[0], ids[1]), (ids[1], ids[2])]
     assert again.search(emb[4], model_id=MODEL, top_k=1, threshold=None)[0].face.id == ids[4]
     assert again.store.known_sha256s() == {f"sha-{i}" for i in range(6)}
+    again.close()
+
+
+def test_background_task_reclusters_after_changes_and_stops(tmp_path: Path) -> None:
+    from service.config import Settings
+    from service.photos.service import Maintenance, close_library, open_library
+
+    assert open_library(Settings(data=tmp_path)) is None  # off unless opted in
+    lib = open_library(Settings(data=tmp_path, photo_library=True, photo_recluster_interval_s=0.05))
+    assert lib is not None and lib.maintenance is not None
+    emb, _ = people(1, 3)
+    ids = index_all(lib, emb)
+    cid = lib.store.cluster_of([ids[0]])[ids[0]]
+    lib.store.move_faces([ids[2]], lib.store.new_cluster_ids(1)[0])  # split by hand: the task re-joins it
+    for _ in range(200):
+        if len(set(lib.store.cluster_of(ids).values())) == 1:
+            break
+        threading.Event().wait(0.05)
+    assert set(lib.store.cluster_of(ids).values()) == {cid}
+    close_library(lib)
+    assert lib.maintenance._thread is not None and not lib.maintenance._thread.is_alive()
+    # run_once does nothing when nothing changed since the last run
+    again = PhotoLibrary(SQLitePhotoStore(tmp_path))
+    task = Maintenance(again, 0)
+    task.run_once()
+    version = again.store.change_count()
+    task.run_once()
+    assert again.store.change_count() == version
     again.close()
