@@ -78,13 +78,14 @@ def scores(truth: Labels, pred: Labels) -> dict[str, float]:
 def run_dbscan(emb: npt.NDArray[np.float32], eps: float, min_samples: int) -> Labels:
     from sklearn.cluster import DBSCAN
 
-    return np.asarray(DBSCAN(eps=eps, min_samples=min_samples, metric="euclidean", n_jobs=1).fit_predict(emb))
+    model = DBSCAN(eps=eps, min_samples=min_samples, metric="euclidean", algorithm="brute", n_jobs=1)
+    return np.asarray(model.fit_predict(emb))
 
 
 def run_hdbscan(emb: npt.NDArray[np.float32], min_cluster_size: int) -> Labels:
     from sklearn.cluster import HDBSCAN
 
-    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=1, metric="euclidean", n_jobs=1)
+    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=1, metric="euclidean", algorithm="brute", n_jobs=1)
     return np.asarray(model.fit_predict(emb))
 
 
@@ -150,7 +151,7 @@ def quality(args: argparse.Namespace) -> None:
                 cuts[len(e)] = agglomerative_cut(e)
             return cuts[len(e)](t)
 
-        for t in args.thresholds:
+        for t in args.agg_thresholds:
             evaluate("agglomerative", f"avg,t={t}", functools.partial(agg, t=t))
     best: dict[str, dict[str, Any]] = {}
     for row in results:
@@ -245,6 +246,7 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("--embeddings", type=Path, default=Path("reports/lfw_embeddings.npz"))
     q.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1])
+    q.add_argument("--agg-thresholds", type=float, nargs="+", default=[0.9, 1.0, 1.05, 1.1, 1.15, 1.2])
     q.add_argument("--dbscan-eps", type=float, nargs="+", default=[0.8, 0.9, 1.0])
     q.add_argument("--skip-hdbscan", action="store_true")
     q.add_argument("--skip-agglomerative", action="store_true")
