@@ -110,6 +110,13 @@ def run_whispers(emb: npt.NDArray[np.float32], threshold: float) -> Labels:
     return cluster(emb, ClusterParams(threshold=threshold))
 
 
+def run_whispers_fir(emb: npt.NDArray[np.float32], max_fir: float) -> Labels:
+    """Chinese whispers at the library-size threshold the service uses (``linking_threshold``)."""
+    from service.photos.cluster import ClusterParams, cluster, linking_threshold
+
+    return cluster(emb, ClusterParams(threshold=linking_threshold(len(emb), max_fir=max_fir, cap=1.075)))
+
+
 def quality(args: argparse.Namespace) -> None:
     data = np.load(args.embeddings)
     emb = data["embeddings"].astype(np.float32)
@@ -143,6 +150,8 @@ def quality(args: argparse.Namespace) -> None:
         evaluate("hdbscan", "min_cluster=2", lambda e: run_hdbscan(e, 2))
     for t in args.thresholds:
         evaluate("whispers", f"t={t}", functools.partial(run_whispers, threshold=t))
+    for fir in args.firs:
+        evaluate("whispers-fir", f"max_fir={fir}", functools.partial(run_whispers_fir, max_fir=fir))
     if not args.skip_agglomerative:
         cuts: dict[int, Callable[[float], Labels]] = {}
 
@@ -245,9 +254,10 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quality")
     q.add_argument("--embeddings", type=Path, default=Path("reports/lfw_embeddings.npz"))
-    q.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1])
-    q.add_argument("--agg-thresholds", type=float, nargs="+", default=[0.9, 1.0, 1.05, 1.1, 1.15, 1.2])
-    q.add_argument("--dbscan-eps", type=float, nargs="+", default=[0.8, 0.9, 1.0])
+    q.add_argument("--thresholds", type=float, nargs="+", default=[0.7, 0.75, 0.8, 0.85, 0.9, 1.0])
+    q.add_argument("--firs", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    q.add_argument("--agg-thresholds", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.1])
+    q.add_argument("--dbscan-eps", type=float, nargs="+", default=[0.7, 0.8, 0.9])
     q.add_argument("--skip-hdbscan", action="store_true")
     q.add_argument("--skip-agglomerative", action="store_true")
     q.add_argument("--out", type=Path, default=Path("reports/cluster_quality.json"))

@@ -121,13 +121,23 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Photo library: unnamed faces older than this many days are erased (0 = kept until deleted).",
     )
-    photo_cluster_threshold: float = Field(
-        default=0.8,
+    photo_cluster_threshold: float | None = Field(
+        default=None,
         gt=0.0,
         le=2.0,
         description=(
-            "Photo library: L2 distance under which two unnamed faces are linked when clustering (chosen by "
-            "bench/cluster.py on LFW, docs/PHOTOS.md)."
+            "Photo library: the largest L2 distance that links two unnamed faces when clustering; default: the "
+            "match threshold in force."
+        ),
+    )
+    photo_cluster_max_fir: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Photo library: the linking distance tightens as the library grows, so that a face has another "
+            "person's face within it with at most this probability (the identify calibration; chosen on LFW, "
+            "docs/PHOTOS.md). 0 = always FACEREC_PHOTO_CLUSTER_THRESHOLD."
         ),
     )
     photo_recluster_interval_s: float = Field(
@@ -150,6 +160,11 @@ class Settings(BaseSettings):
         if self.threshold is not None:
             return self.threshold
         return default_threshold() if self.model == MODEL_ID else model_threshold(self.model)
+
+    @property
+    def photo_link_cap(self) -> float:
+        """The photo library's largest linking distance: ``FACEREC_PHOTO_CLUSTER_THRESHOLD`` or the match threshold."""
+        return self.match_threshold if self.photo_cluster_threshold is None else self.photo_cluster_threshold
 
     def analyzer_config(self) -> AnalyzerConfig:
         """The pipeline settings these service settings imply."""

@@ -111,6 +111,10 @@ class PhotoStore(Protocol):
 
     def cannot_links(self) -> list[tuple[int, int]]: ...
 
+    def unnamed_count(self, model_id: str) -> int:
+        """Unnamed observations of ``model_id``."""
+        ...
+
     def model_ids(self) -> list[str]:
         """The model ids of the stored faces."""
         ...

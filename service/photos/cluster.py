@@ -36,6 +36,21 @@ class ClusterParams:
     seed: int = 0
 
 
+def linking_threshold(n_faces: int, *, max_fir: float, cap: float) -> float:
+    """The L2 distance that links two faces in a library of ``n_faces`` unnamed faces: the open-set threshold at
+    which a face has another person's face within reach with probability ``max_fir`` among ``n_faces``
+    (:func:`service.gallery.calibration.threshold_for_fir`, the calibration identify uses), at most ``cap``.
+
+    The more faces, the more look-alikes, so the tighter the link: on LFW's 13,232 faces this gives ~0.8, on
+    a hundred photos ~1.0 (docs/PHOTOS.md). Without calibration tables: ``cap``."""
+    from service.gallery.calibration import threshold_for_fir
+
+    try:
+        return min(cap, float(threshold_for_fir(max_fir, max(n_faces, 1))))
+    except (OSError, ValueError, KeyError):
+        return cap
+
+
 def knn_graph(
     emb: npt.NDArray[np.float32], k: int, threshold: float
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:

@@ -8,6 +8,7 @@ Re-clustering keeps cluster ids stable where it can: each new group takes the ol
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -135,7 +136,9 @@ def recluster(lib: PhotoLibrary, *, model_id: str) -> ReclusterResult:
         old = lib.store.cluster_of(ids.tolist())
         pos = {int(i): p for p, i in enumerate(ids)}
         links = [(pos[a], pos[b]) for a, b in constraints if a in pos and b in pos]
-        labels = cluster(emb, lib.cluster_params, links)
+        lib.set_unnamed_count(model_id, len(ids))
+        params = dataclasses.replace(lib.cluster_params, threshold=lib.link_threshold(len(ids)))
+        labels = cluster(emb, params, links)
         with lib.write_lock:
             if attempt == 0 and set(lib.store.cannot_links()) != constraints:
                 continue  # a face was taken out of a cluster meanwhile: cluster again with it

@@ -29,7 +29,7 @@ from service.gallery.crops import encode_crop
 from service.gallery.index import IndexParams, ModelIndex
 from service.gallery.rwlock import RWLock
 from service.photos.base import PhotoStore
-from service.photos.cluster import ClusterParams, vote
+from service.photos.cluster import ClusterParams, linking_threshold, vote
 from service.photos.errors import ObservationNotFound
 from service.photos.types import NewObservation, Observation, Photo
 
@@ -67,9 +67,15 @@ class PhotoLibrary:
         cluster_params: ClusterParams | None = None,
         retention_days: float = 0.0,
         index_params: IndexParams | None = None,
+        link_max_fir: float | None = None,
     ) -> None:
         self.store = store
         self.cluster_params = cluster_params or ClusterParams()
+        """``threshold``: the linking distance, or its cap when ``link_max_fir`` is set."""
+        self.link_max_fir = link_max_fir
+        self._unnamed: dict[str, int] = {}
+        """Unnamed faces per model id for the joining threshold: read from the store once, counted up as faces
+        join, re-read by every re-clustering (erasures in between leave it a little high: a slightly tighter link)."""
         self.retention_days = retention_days
         self.index_params = index_params or IndexParams()
         self._indexes: dict[str, ModelIndex] = {}
@@ -78,6 +84,15 @@ class PhotoLibrary:
         """Serialises cluster assignment + store write + index add of new faces, and cluster changes."""
         self.maintenance: Any = None
         """The background task (``service.photos.service.Maintenance``), stopped by ``close_library``."""
+
+    def set_unnamed_count(self, model_id: str, n: int) -> None:
+        self._unnamed[model_id] = n
+
+    def link_threshold(self, n_faces: int) -> float:
+        """The L2 distance linking two faces among ``n_faces`` unnamed ones (:func:`linking_threshold`), or the
+        fixed ``cluster_params.threshold`` without ``link_max_fir``."""
+        cap = self.cluster_params.threshold
+        return cap if not self.link_max_fir else linking_threshold(n_faces, max_fir=self.link_max_fir, cap=cap)
 
     # ------------------------------------------------------------------ the search index
     def _index(self, model_id: str) -> ModelIndex:
@@ -175,13 +190,18 @@ class PhotoLibrary:
         unnamed = [i for i, f in enumerate(faces) if f.subject_id is None]
         if not unnamed:
             return faces
+        model_id = faces[unnamed[0]].model_id
         probes = np.stack([faces[i].embedding for i in unnamed]).astype(np.float32)
-        dists, ids = self.nearest(probes, model_id=faces[unnamed[0]].model_id, k=JOIN_NEIGHBOURS)
+        dists, ids = self.nearest(probes, model_id=model_id, k=JOIN_NEIGHBOURS)
+        if model_id not in self._unnamed:
+            self._unnamed[model_id] = self.store.unnamed_count(model_id)
+        self._unnamed[model_id] += len(unnamed)
+        threshold = self.link_threshold(self._unnamed[model_id])
         clusters = self.store.cluster_of(sorted({int(i) for i in ids.reshape(-1) if i >= 0}))
         out = list(faces)
         for row, i in enumerate(unnamed):
             pairs = [(clusters[int(j)], float(d)) for j, d in zip(ids[row], dists[row], strict=True) if j in clusters]
-            chosen = vote([c for c, _ in pairs], [d for _, d in pairs], self.cluster_params.threshold)
+            chosen = vote([c for c, _ in pairs], [d for _, d in pairs], threshold)
             if chosen is not None:
                 f = faces[i]
                 out[i] = NewObservation(

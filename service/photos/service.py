@@ -40,7 +40,9 @@ class Maintenance:
         if changes == self._last:
             return
         recluster_all(self.lib)
-        self._last = self.lib.store.change_count()
+        # the count read *before*: a change made while clustering ran is seen next time (the run's own writes
+        # also cost one more run, which then changes nothing)
+        self._last = changes
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -61,7 +63,8 @@ def open_library(settings: Settings) -> PhotoLibrary | None:
         return None
     lib = PhotoLibrary(
         SQLitePhotoStore(settings.data),
-        cluster_params=ClusterParams(threshold=settings.photo_cluster_threshold),
+        cluster_params=ClusterParams(threshold=settings.photo_link_cap),
+        link_max_fir=settings.photo_cluster_max_fir or None,
         retention_days=settings.photo_unnamed_retention_days,
     )
     lib.enforce_retention()

@@ -362,6 +362,10 @@ class SQLitePhotoStore:
     def cannot_links(self) -> list[tuple[int, int]]:
         return [(int(a), int(b)) for a, b in self._read("SELECT a, b FROM cannot_link")]
 
+    def unnamed_count(self, model_id: str) -> int:
+        rows = self._read("SELECT COUNT(*) FROM observations WHERE subject_id IS NULL AND model_id = ?", (model_id,))
+        return int(rows[0][0])
+
     def model_ids(self) -> list[str]:
         return [r[0] for r in self._read("SELECT DISTINCT model_id FROM observations")]
 
