@@ -182,7 +182,7 @@ def quality(args: argparse.Namespace) -> None:
 
 def synthetic(n: int, per: int, spread: float, seed: int = 0) -> tuple[npt.NDArray[np.float32], Labels]:
     """``n`` unit vectors in 128-d around ``n // per`` random centres; ``spread`` is the per-component sigma
-    (0.06 gives same-person L2 distances of ~0.7 and different-person ~1.4, close to LFW's FaceNet figures)."""
+    (0.05 gives same-person L2 distances of ~0.7 and different-person ~1.4, close to LFW's FaceNet figures)."""
     rng = np.random.default_rng(seed)
     people = max(1, n // per)
     centres = rng.standard_normal((people, 128)).astype(np.float32)
@@ -210,7 +210,11 @@ def scale(args: argparse.Namespace) -> None:
     box = {"x": 0.0, "y": 0.0, "width": 100.0, "height": 100.0}
     q = {"face_size": 100.0, "confidence": 0.99, "sharpness": 100.0}
     with tempfile.TemporaryDirectory() as tmp:
-        lib = PhotoLibrary(SQLitePhotoStore(Path(tmp)), cluster_params=ClusterParams(threshold=args.threshold))
+        lib = PhotoLibrary(
+            SQLitePhotoStore(Path(tmp)),
+            cluster_params=ClusterParams(threshold=args.threshold),
+            link_max_fir=args.max_fir or None,
+        )
         start = time.perf_counter()
         per_photo = 100
         for p in range(0, args.faces - args.probes, per_photo):
@@ -221,6 +225,7 @@ def scale(args: argparse.Namespace) -> None:
         lib.nearest(emb[:1], model_id=model, k=1)
         print(f"index built from the store in {time.perf_counter() - start:.2f} s")
         res = recluster(lib, model_id=model)
+        print(f"linking distance at {res.faces} faces: {lib.link_threshold(res.faces):.3f}")
         labels = np.array([c for _, c in sorted(lib.store.cluster_of(list(range(1, res.faces + 1))).items())])
         sc = scores(who[: res.faces], labels) if len(labels) == res.faces else {}
         print(
@@ -264,8 +269,9 @@ def main() -> None:
     s = sub.add_parser("scale")
     s.add_argument("--faces", type=int, default=100_000)
     s.add_argument("--per", type=int, default=10)
-    s.add_argument("--spread", type=float, default=0.06)
-    s.add_argument("--threshold", type=float, default=0.8)
+    s.add_argument("--spread", type=float, default=0.05)
+    s.add_argument("--threshold", type=float, default=1.075, help="linking cap (the service: the match threshold)")
+    s.add_argument("--max-fir", type=float, default=0.1, help="as FACEREC_PHOTO_CLUSTER_MAX_FIR (0 = fixed threshold)")
     s.add_argument("--searches", type=int, default=500)
     s.add_argument("--probes", type=int, default=200)
     s.add_argument("--omp-threads", type=int, default=1, help="FAISS OpenMP threads (bench/gallery.py uses 1)")
