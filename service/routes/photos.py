@@ -36,7 +36,8 @@ from service.photos.schemas import (
 from service.routes.docs import errors, image_body
 from service.uploads import read_payload
 
-router = APIRouter(prefix="/v1", tags=["photos"])
+router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422))
+"""Every endpoint: 401/403 for keys, 403 ``photo_library_disabled`` when the library is off, 422 for bad input."""
 
 AUTH = (401, 403)
 IMAGE_ERRORS = errors(*AUTH, 413, 415, 422, 429, 503)
@@ -110,7 +111,9 @@ async def index_photo(
     return PhotoOut.of(result.photo, result.faces, result.created)
 
 
-@router.get("/photos/{photo_id}", response_model=PhotoOut, summary="An indexed photo and its faces")
+@router.get(
+    "/photos/{photo_id}", response_model=PhotoOut, summary="An indexed photo and its faces", responses=errors(404)
+)
 async def get_photo(photo_id: str, _: AdminKey, lib: LibraryDep) -> PhotoOut:
     photo = await run_in_threadpool(lib.store.get_photo, photo_id)
     return PhotoOut.of(photo, await run_in_threadpool(lib.store.photo_faces, photo_id))
