@@ -285,7 +285,12 @@ async def name_cluster(
     summary="Merge another cluster into this one",
     responses=errors(*AUTH, 404, 409, 422),
 )
-async def merge_clusters(cluster_id: ClusterId, body: MergeClusters, _: AdminKey, lib: LibraryDep) -> ClusterOut:
+async def merge_clusters(
+    cluster_id: ClusterId,
+    body: Annotated[MergeClusters, Body(openapi_examples={"merge": {"value": {"cluster_id": 7}}})],
+    _: AdminKey,
+    lib: LibraryDep,
+) -> ClusterOut:
     size = await run_in_threadpool(lambda: ops.merge_clusters(lib, into=cluster_id, other=body.cluster_id))
     faces = await run_in_threadpool(lib.store.cluster_faces, cluster_id)
     return ClusterOut(id=cluster_id, size=size, sample_face_ids=[f.id for f in faces[:SAMPLE_FACES]])
@@ -309,6 +314,12 @@ async def remove_face(cluster_id: ClusterId, face_id: FaceId, _: AdminKey, lib: 
     response_model=ReclusterOut,
     summary="Re-cluster every unnamed face now (also runs in the background)",
     responses=errors(*AUTH),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": {}}},
+        }
+    },
 )
 async def recluster(_: AdminKey, lib: LibraryDep) -> ReclusterOut:
     res = await run_in_threadpool(ops.recluster_all, lib)
