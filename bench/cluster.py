@@ -233,6 +233,11 @@ def scale(args: argparse.Namespace) -> None:
             f"(B3F {sc.get('bcubed_f', float('nan')):.4f}, pairP {sc.get('pair_precision', float('nan')):.4f}, "
             f"pairR {sc.get('pair_recall', float('nan')):.4f})"
         )
+        start = time.perf_counter()
+        page, total = lib.store.list_clusters(limit=50, offset=0, sample=4)
+        print(
+            f"first page of clusters (GET /v1/clusters, {total} clusters): {(time.perf_counter() - start) * 1000:.0f} ms"
+        )
         times = []
         for i in range(args.searches):
             start = time.perf_counter()
