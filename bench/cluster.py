@@ -234,10 +234,9 @@ def scale(args: argparse.Namespace) -> None:
             f"pairR {sc.get('pair_recall', float('nan')):.4f})"
         )
         start = time.perf_counter()
-        page, total = lib.store.list_clusters(limit=50, offset=0, sample=4)
-        print(
-            f"first page of clusters (GET /v1/clusters, {total} clusters): {(time.perf_counter() - start) * 1000:.0f} ms"
-        )
+        _, total = lib.store.list_clusters(limit=50, offset=0, sample=4)
+        ms = (time.perf_counter() - start) * 1000
+        print(f"first page of clusters (GET /v1/clusters, {total} clusters): {ms:.0f} ms")
         times = []
         for i in range(args.searches):
             start = time.perf_counter()
