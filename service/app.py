@@ -31,9 +31,10 @@ from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
+from service.photos.service import close_library, open_library
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
-from service.routes import apidocs, events, faces, health, live, recognition, streams, subjects, videos, web
+from service.routes import apidocs, events, faces, health, live, photos, recognition, streams, subjects, videos, web
 from service.runner import Runner
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
@@ -88,6 +89,7 @@ def create_app(
         try:
             check_bind(settings, backend.keys)
             state.gallery = await anyio.to_thread.run_sync(backend.open_gallery)
+            state.photos = await anyio.to_thread.run_sync(open_library, settings)
         except BaseException as exc:
             if isinstance(exc, GalleryLocked):
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
@@ -130,6 +132,8 @@ def create_app(
             batcher, state.batcher = state.batcher, None
             if batcher is not None:
                 await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
+            await anyio.to_thread.run_sync(close_library, state.photos)
+            state.photos = None
             state.gallery = None
             await anyio.to_thread.run_sync(backend.close)  # the gallery saves its snapshot
 
@@ -144,12 +148,13 @@ def create_app(
     app.state.settings = settings
     app.state.analyzer = None
     app.state.gallery = None
+    app.state.photos = None
     app.state.load_error = None
     app.state.metrics = Metrics()
     app.state.audit = None  # the backend's, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
-    for module in (health, subjects, faces, recognition, videos, streams, events, live, web):
+    for module in (health, subjects, faces, recognition, photos, videos, streams, events, live, web):
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     apidocs.install(app)

@@ -35,6 +35,10 @@ Action = Literal[
     "key.revoke",
     "model.reindex",
     "model.switch",
+    "photo.index",
+    "photo.delete",
+    "photo.erase_subject",
+    "cluster.name",
 ]
 
 

@@ -17,6 +17,7 @@ from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
 from service.commands import keys as keys_cmd
 from service.commands import models as models_cmd
+from service.commands import photos as photos_cmd
 from service.commands import recognize as recognize_cmd
 from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
@@ -41,6 +42,7 @@ app.command("reindex")(reindex_cmd.reindex)
 app.command("watch")(video_cmd.watch)
 app.add_typer(video_cmd.events_app, name="events")
 app.command("calibrate")(calibrate_cmd.calibrate)
+app.add_typer(photos_cmd.app, name="photos")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -216,6 +216,46 @@ class Settings(BaseSettings):
         """``FACEREC_DATABASE_URL`` with its password masked, for logs and error messages."""
         return redact_url(self.database_url) if self.database_url else None
 
+    photo_library: bool = Field(
+        default=False,
+        description=(
+            "Photo library (/v1/photos, /v1/search, /v1/clusters): keeps the faces of everyone in indexed photos, "
+            "also of people who never enrolled. Off by default: those endpoints answer 403 photo_library_disabled."
+        ),
+    )
+    photo_unnamed_retention_days: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Photo library: unnamed faces older than this many days are erased (0 = kept until deleted).",
+    )
+    photo_cluster_threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=2.0,
+        description=(
+            "Photo library: the largest L2 distance that links two unnamed faces when clustering; default: the "
+            "match threshold in force."
+        ),
+    )
+    photo_cluster_max_fir: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Photo library: the linking distance tightens as the library grows, so that a face has another "
+            "person's face within it with at most this probability (the identify calibration; chosen on LFW, "
+            "docs/PHOTOS.md). 0 = always FACEREC_PHOTO_CLUSTER_THRESHOLD."
+        ),
+    )
+    photo_recluster_interval_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        description=(
+            "Photo library: how often the background task re-clusters the unnamed faces (when any changed) and "
+            "enforces the retention, seconds; 0 = never in the background (on demand only)."
+        ),
+    )
+
     @property
     def cors_origin_list(self) -> list[str]:
         """``cors_origins`` split on commas, blanks dropped."""
@@ -227,6 +267,11 @@ class Settings(BaseSettings):
         if self.threshold is not None:
             return self.threshold
         return default_threshold() if self.model == MODEL_ID else model_threshold(self.model)
+
+    @property
+    def photo_link_cap(self) -> float:
+        """The photo library's largest linking distance: ``FACEREC_PHOTO_CLUSTER_THRESHOLD`` or the match threshold."""
+        return self.match_threshold if self.photo_cluster_threshold is None else self.photo_cluster_threshold
 
     def analyzer_config(self) -> AnalyzerConfig:
         """The pipeline settings these service settings imply."""

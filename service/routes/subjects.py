@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.audit import actor_of
@@ -86,11 +86,30 @@ async def update_subject(
     responses=errors(*AUTH, 404, 503, 507),
 )
 async def delete_subject(
-    subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep, media: MediaDep
+    subject_id: str,
+    gallery: GalleryDep,
+    key: AdminKey,
+    audit: AuditDep,
+    media: MediaDep,
+    request: Request,
+    erase_photo_faces: Annotated[
+        bool,
+        Query(
+            description="Photo library: also erase the faces of this person in indexed photos (default: they "
+            "are kept as unnamed faces, in one cluster)."
+        ),
+    ] = False,
 ) -> Response:
-    """Erases the subject, its faces and its events (``GET /v1/events``)."""
+    """Erases the subject, its faces and its events (``GET /v1/events``); its photo-library faces too with
+    ``erase_photo_faces``."""
     await run_in_threadpool(gallery.delete_subject, subject_id)
     await run_in_threadpool(media.events.erase_subject, subject_id)
+    library = getattr(request.app.state, "photos", None)
+    if library is not None:
+        if erase_photo_faces:
+            await run_in_threadpool(library.erase_subject_faces, subject_id)
+        else:
+            await run_in_threadpool(library.forget_subject, subject_id)
     await run_in_threadpool(
         lambda: audit.record("subject.delete", actor=actor_of(key), target={"subject_id": subject_id})
     )

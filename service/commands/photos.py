@@ -1,0 +1,211 @@
+"""``facerec photos index DIR`` (every image under DIR, recursively; resumable: photos already indexed by sha256
+are skipped) and ``facerec photos recluster``, on the local data dir or a server (``--server URL``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from embeddings.errors import FaceRecError
+from service.commands.backend import (
+    API_KEY_OPTION,
+    DATA_OPTION,
+    JSON_OPTION,
+    SERVER_OPTION,
+    CliError,
+    LocalBackend,
+    RemoteBackend,
+    read_image,
+)
+from service.commands.enroll import IMAGE_SUFFIXES, PER_IMAGE_STATUS
+from service.config import Settings
+
+app = typer.Typer(help="The photo library: index a folder of photos, re-cluster unnamed faces.", no_args_is_help=True)
+
+
+class PhotoBackend(Protocol):
+    def known_sha256s(self) -> set[str]: ...
+    def index(self, image: bytes, external_id: str) -> dict[str, Any]: ...
+    def recluster(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class LocalPhotos:
+    """The library of a local data dir (FACEREC_PHOTO_LIBRARY must be on), with the model in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from service.photos.service import open_library
+
+        if not settings.photo_library:
+            raise CliError("the photo library is off: set FACEREC_PHOTO_LIBRARY=true to keep faces of indexed photos")
+        self.backend = LocalBackend(settings)
+        self.settings = settings
+        lib = open_library(settings.model_copy(update={"photo_recluster_interval_s": 0.0}))
+        assert lib is not None
+        self.lib = lib
+
+    def known_sha256s(self) -> set[str]:
+        return self.lib.store.known_sha256s()
+
+    def index(self, image: bytes, external_id: str) -> dict[str, Any]:
+        from service.photos.schemas import PhotoOut
+
+        s = self.settings
+        r = self.lib.index_photo(
+            analyzer=self.backend.analyzer,
+            gallery=self.backend.gallery,
+            image=image,
+            external_id=external_id,
+            store_crop=s.store_crops,
+            fixed_threshold=s.match_threshold,
+            max_fir=s.max_fir,
+        )
+        return PhotoOut.of(r.photo, r.faces, r.created).model_dump(mode="json")
+
+    def recluster(self) -> dict[str, Any]:
+        from service.photos.clusters import recluster_all
+
+        return vars(recluster_all(self.lib))
+
+    def close(self) -> None:
+        from service.photos.service import close_library
+
+        close_library(self.lib)
+        self.backend.close()
+
+
+class RemotePhotos:
+    """A running server's library; already indexed photos are answered 200 by the server without analysis."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.remote = RemoteBackend(url, api_key)
+
+    def known_sha256s(self) -> set[str]:
+        return set()
+
+    def index(self, image: bytes, external_id: str) -> dict[str, Any]:
+        files = {"image": ("image", image, "application/octet-stream")}
+        result: dict[str, Any] = self.remote._call("POST", "/v1/photos", files=files, data={"external_id": external_id})
+        return result
+
+    def recluster(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.remote._call("POST", "/v1/clusters/recluster")
+        return result
+
+    def close(self) -> None:
+        self.remote.close()
+
+
+@dataclass
+class IndexSummary:
+    photos: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    faces: int = 0
+    named: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+
+def scan(root: Path) -> list[Path]:
+    """Every image file under ``root`` (recursively, hidden entries left out), sorted."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(x.startswith(".") for x in p.parts)
+    )
+
+
+def run_index(backend: PhotoBackend, root: Path, files: list[Path], progress: Progress | None = None) -> IndexSummary:
+    """Index each file (external id: its path relative to ``root``); sha256s already indexed are skipped, an
+    unreadable or refused image is listed and the run goes on."""
+    summary = IndexSummary(photos=len(files))
+    known = backend.known_sha256s()
+    task = progress.add_task("indexing", total=len(files)) if progress else None
+    for path in files:
+        data = read_image(path)
+        if hashlib.sha256(data).hexdigest() in known:
+            summary.skipped += 1
+        else:
+            try:
+                out = backend.index(data, str(path.relative_to(root)))
+            except FaceRecError as exc:
+                summary.rejected.append({"file": str(path), "code": exc.code, "message": exc.message})
+            except CliError as exc:
+                if exc.status not in PER_IMAGE_STATUS:
+                    raise
+                summary.rejected.append({"file": str(path), "code": exc.code, "message": str(exc)})
+            else:
+                if out.get("created", True):
+                    summary.indexed += 1
+                    summary.faces += len(out["faces"])
+                    summary.named += sum(f["subject_id"] is not None for f in out["faces"])
+                else:
+                    summary.skipped += 1
+        if progress is not None and task is not None:
+            progress.advance(task)
+    return summary
+
+
+def _open(server: str | None, api_key: str | None, data: Path | None) -> PhotoBackend:
+    if server:
+        return RemotePhotos(server, api_key)
+    return LocalPhotos(Settings() if data is None else Settings(data=data))
+
+
+@app.command("index")
+def index(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of photos (searched recursively)."),
+    server: str | None = SERVER_OPTION,
+    api_key: str | None = API_KEY_OPTION,
+    data: Path | None = DATA_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Index every photo under FOLDER: all faces stored, named when they match an enrolled person, the others
+    grouped into clusters. Resumable: photos already indexed (same sha256) are skipped."""
+    files = scan(folder)
+    try:
+        backend = _open(server, api_key, data)
+        try:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, disable=as_json, transient=False) as progress:
+                summary = run_index(backend, folder, files, progress)
+        finally:
+            backend.close()
+    except CliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(vars(summary)))
+        return
+    typer.echo(
+        f"{summary.indexed} photos indexed ({summary.faces} faces, {summary.named} named), "
+        f"{summary.skipped} already indexed, {len(summary.rejected)} rejected of {summary.photos}"
+    )
+    for code, n in Counter(r["code"] for r in summary.rejected).most_common():
+        typer.echo(f"  rejected {n}: {code}")
+
+
+@app.command("recluster")
+def recluster(
+    server: str | None = SERVER_OPTION,
+    api_key: str | None = API_KEY_OPTION,
+    data: Path | None = DATA_OPTION,
+) -> None:
+    """Cluster every unnamed face again now (the server also does it in the background)."""
+    try:
+        backend = _open(server, api_key, data)
+        try:
+            out = backend.recluster()
+        finally:
+            backend.close()
+    except CliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{out['faces']} unnamed faces in {out['clusters']} clusters ({out['seconds']:.1f} s)")

@@ -1,0 +1,126 @@
+"""The storage interface of the photo library: every caller (``service.photos.library``) is typed against
+:class:`PhotoStore`. Implementations: embedded SQLite in the data dir (:mod:`service.photos.sqlite`); a
+PostgreSQL one can follow with the same methods.
+
+Every method is atomic (one transaction) and thread-safe; a write is durable when it returns. Observation ids
+are integers, increasing and never reused; cluster ids likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
+
+
+class PhotoStore(Protocol):
+    """Photos, their face observations, clusters of unnamed faces and cannot-link constraints."""
+
+    # ---------------------------------------------------------------- photos
+    def add_photo(
+        self, *, sha256: str, external_id: str | None, faces: Sequence[NewObservation]
+    ) -> tuple[Photo, list[Observation], bool]:
+        """Store a photo and its faces; a photo with this sha256 already stored is returned as it is with
+        ``created=False`` (third item) and nothing is written. Faces without a cluster and subject get a new
+        cluster each."""
+        ...
+
+    def find_photo(self, sha256: str) -> Photo | None: ...
+
+    def get_photo(self, photo_id: str) -> Photo:
+        """The photo, or :class:`PhotoNotFound`."""
+        ...
+
+    def photo_faces(self, photo_id: str) -> list[Observation]: ...
+
+    def delete_photo(self, photo_id: str) -> list[Observation]:
+        """Erase the photo and its faces (and their constraints); returns the faces erased."""
+        ...
+
+    def known_sha256s(self) -> set[str]: ...
+
+    # ---------------------------------------------------------------- faces
+    def get_faces(self, ids: Sequence[int]) -> list[Observation]:
+        """The observations with these ids that exist, in the order given."""
+        ...
+
+    def embeddings_of(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """(n, 128) embeddings of existing observations, in the order given (missing ones are skipped)."""
+        ...
+
+    def all_embeddings(
+        self, model_id: str, *, unnamed_only: bool = False
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Ids and embeddings of every observation of ``model_id`` (optionally only unnamed ones), in id order."""
+        ...
+
+    def crop_png(self, face_id: int) -> bytes | None: ...
+
+    def photos_of_subject(self, subject_id: str, *, limit: int, offset: int) -> list[tuple[Photo, list[Observation]]]:
+        """Photos holding faces named ``subject_id``, newest first, each with those faces."""
+        ...
+
+    def set_subject(self, ids: Sequence[int], subject_id: str, face_ids: Mapping[int, int]) -> None:
+        """Name observations (they leave their clusters); ``face_ids``: observation -> gallery face enrolled."""
+        ...
+
+    def unname_subject(self, subject_id: str) -> list[int]:
+        """Its observations become unnamed, together in one new cluster; returns their ids."""
+        ...
+
+    def delete_subject_faces(self, subject_id: str) -> list[Observation]:
+        """Erase every observation named ``subject_id``; returns those erased."""
+        ...
+
+    def delete_unnamed_before(self, created_before: float) -> list[Observation]:
+        """Erase unnamed observations created before this time (retention); returns those erased."""
+        ...
+
+    # ---------------------------------------------------------------- clusters
+    def list_clusters(self, *, limit: int, offset: int, sample: int) -> tuple[list[ClusterSummary], int]:
+        """A page of clusters, largest first (then oldest id), and the total number of clusters."""
+        ...
+
+    def cluster_faces(self, cluster_id: int) -> list[Observation]:
+        """Its faces, best quality first; :class:`ClusterNotFound` if it has none."""
+        ...
+
+    def cluster_of(self, ids: Sequence[int]) -> dict[int, int]:
+        """Observation id -> cluster id, for those of ``ids`` that are unnamed and clustered."""
+        ...
+
+    def new_cluster_ids(self, n: int) -> list[int]: ...
+
+    def move_faces(self, ids: Sequence[int], cluster_id: int) -> None:
+        """Put unnamed observations into a cluster (merge, split)."""
+        ...
+
+    def replace_clusters(self, assignment: Mapping[int, int]) -> int:
+        """Re-clustering: set the cluster of each unnamed observation given; returns the rows changed."""
+        ...
+
+    def add_cannot_links(self, pairs: Sequence[tuple[int, int]]) -> None: ...
+
+    def remove_cannot_links(self, a: Sequence[int], b: Sequence[int]) -> None:
+        """Drop the constraints between any face of ``a`` and any face of ``b``."""
+        ...
+
+    def cannot_links(self) -> list[tuple[int, int]]: ...
+
+    def unnamed_count(self, model_id: str) -> int:
+        """Unnamed observations of ``model_id``."""
+        ...
+
+    def model_ids(self) -> list[str]:
+        """The model ids of the stored faces."""
+        ...
+
+    def change_count(self) -> int:
+        """A counter that grows with every write that can change the clusters."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,187 @@
+"""Cluster operations of the photo library: name a cluster (its faces join a subject through the
+:class:`~service.gallery.base.Gallery` protocol), merge two, take a face out ("not this person", remembered as
+cannot-link constraints), and full re-clustering with :func:`service.photos.cluster.cluster`.
+
+Re-clustering keeps cluster ids stable where it can: each new group takes the old id most of its faces had
+(largest groups choose first), so a cluster a user is looking at keeps its id unless it was split or merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embeddings import QualityThresholds
+from service.gallery import NewFace, Subject
+from service.gallery.crops import decode_crop
+from service.photos.cluster import cluster
+from service.photos.errors import ClusterConflict
+from service.photos.library import PhotoLibrary
+from service.photos.types import Observation
+
+log = logging.getLogger("facerec.photos")
+
+
+@dataclass
+class NamedCluster:
+    subject: Subject
+    faces: int
+    """Photo faces now named as the subject."""
+    enrolled: int
+    """Of those, faces that passed the enrolment quality gate and became gallery templates."""
+
+
+def passes_gate(face: Observation, gate: QualityThresholds) -> bool:
+    """The enrolment quality gate on a stored face's measurements (size px, confidence, sharpness)."""
+    q = face.quality
+    conf = q.get("confidence")
+    return (
+        float(q.get("face_size") or 0.0) >= gate.min_face_size
+        and conf is not None
+        and float(conf) >= gate.min_confidence
+        and (gate.min_sharpness <= 0 or float(q.get("sharpness") or 0.0) >= gate.min_sharpness)
+    )
+
+
+def name_cluster(
+    lib: PhotoLibrary,
+    *,
+    gallery: Any,
+    cluster_id: int,
+    gate: QualityThresholds,
+    name: str | None = None,
+    subject_id: str | None = None,
+) -> NamedCluster:
+    """Name every face of the cluster as a new subject ``name`` or an existing ``subject_id``. The faces that
+    pass the enrolment quality ``gate`` become the subject's templates via ``gallery.add_faces`` (one
+    transaction; their stored crops go along for re-indexing); the others are named but not enrolled."""
+    with lib.write_lock:
+        faces = lib.store.cluster_faces(cluster_id)
+        if subject_id:
+            subject = gallery.get_subject(subject_id)
+        else:
+            subject = gallery.create_subject(name=name or "", metadata={})
+        good = [f for f in faces if passes_gate(f, gate)]
+        records = []
+        if good:
+            emb = lib.store.embeddings_of([f.id for f in good])
+            new = []
+            for f, e in zip(good, emb, strict=True):
+                png = lib.store.crop_png(f.id)
+                new.append(
+                    NewFace(
+                        embedding=e,
+                        model_id=f.model_id,
+                        box=f.box,
+                        quality={k: v for k, v in f.quality.items() if k != "reasons"},
+                        image_sha256=lib.store.get_photo(f.photo_id).sha256,
+                        crop=decode_crop(png) if png else None,
+                    )
+                )
+            records = list(gallery.add_faces(subject.id, new))
+        face_ids = {f.id: r.id for f, r in zip(good, records, strict=True)}
+        lib.store.set_subject([f.id for f in faces], subject.id, face_ids)
+    return NamedCluster(gallery.get_subject(subject.id), len(faces), len(records))
+
+
+def merge_clusters(lib: PhotoLibrary, *, into: int, other: int) -> int:
+    """Move every face of ``other`` into ``into``; constraints between the two are dropped (the user said they
+    are one person). Returns the merged cluster's size."""
+    if into == other:
+        raise ClusterConflict("a cluster cannot be merged with itself")
+    with lib.write_lock:
+        keep = lib.store.cluster_faces(into)
+        moved = lib.store.cluster_faces(other)
+        lib.store.remove_cannot_links([f.id for f in keep], [f.id for f in moved])
+        lib.store.move_faces([f.id for f in moved], into)
+    return len(keep) + len(moved)
+
+
+def remove_face(lib: PhotoLibrary, *, cluster_id: int, face_id: int) -> int:
+    """ "Not this person": the face leaves the cluster for a new one of its own, and cannot-link constraints
+    with every face it leaves behind keep it out on re-clustering. Returns its new cluster id."""
+    with lib.write_lock:
+        faces = lib.store.cluster_faces(cluster_id)
+        if face_id not in {f.id for f in faces}:
+            raise ClusterConflict(f"face {face_id} is not in cluster {cluster_id}")
+        lib.store.add_cannot_links([(face_id, f.id) for f in faces if f.id != face_id])
+        (new_id,) = lib.store.new_cluster_ids(1)
+        lib.store.move_faces([face_id], new_id)
+    return new_id
+
+
+@dataclass
+class ReclusterResult:
+    faces: int
+    clusters: int
+    changed: int
+    seconds: float
+
+
+def recluster(lib: PhotoLibrary, *, model_id: str) -> ReclusterResult:
+    """Cluster every unnamed face of ``model_id`` again from scratch, respecting the cannot-link constraints.
+
+    The clustering runs without the write lock on a snapshot; faces indexed meanwhile keep their incremental
+    cluster, faces named or erased meanwhile are left alone (the store only updates unnamed faces). If
+    constraints changed meanwhile it runs once more."""
+    start = time.perf_counter()
+    for attempt in range(2):
+        constraints = set(lib.store.cannot_links())
+        ids, emb = lib.store.all_embeddings(model_id, unnamed_only=True)
+        old = lib.store.cluster_of(ids.tolist())
+        pos = {int(i): p for p, i in enumerate(ids)}
+        links = [(pos[a], pos[b]) for a, b in constraints if a in pos and b in pos]
+        lib.set_unnamed_count(model_id, len(ids))
+        params = dataclasses.replace(lib.cluster_params, threshold=lib.link_threshold(len(ids), model_id=model_id))
+        labels = cluster(emb, params, links)
+        with lib.write_lock:
+            if attempt == 0 and set(lib.store.cannot_links()) != constraints:
+                continue  # a face was taken out of a cluster meanwhile: cluster again with it
+            assignment = _stable_ids(lib, ids, labels, old)
+            changed = lib.store.replace_clusters(assignment)
+        n_clusters = len(set(assignment.values()))
+        seconds = time.perf_counter() - start
+        log.info("photo library: re-clustered %d faces into %d clusters in %.1f s", len(ids), n_clusters, seconds)
+        return ReclusterResult(len(ids), n_clusters, changed, seconds)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def recluster_all(lib: PhotoLibrary) -> ReclusterResult:
+    """:func:`recluster` for every model id of the stored faces; the totals."""
+    total = ReclusterResult(0, 0, 0, 0.0)
+    for model_id in lib.store.model_ids():
+        r = recluster(lib, model_id=model_id)
+        total = ReclusterResult(
+            total.faces + r.faces, total.clusters + r.clusters, total.changed + r.changed, total.seconds + r.seconds
+        )
+    return total
+
+
+def _stable_ids(lib: PhotoLibrary, ids: np.ndarray, labels: np.ndarray, old: dict[int, int]) -> dict[int, int]:
+    """Observation id -> cluster id: each new group reuses the old id most of its faces had, if still free."""
+    groups: dict[int, list[int]] = {}
+    for i, lab in zip(ids.tolist(), labels.tolist(), strict=True):
+        groups.setdefault(lab, []).append(i)
+    taken: set[int] = set()
+    out: dict[int, int] = {}
+    need_new: list[list[int]] = []
+    for members in sorted(groups.values(), key=len, reverse=True):
+        counts: dict[int, int] = {}
+        for i in members:
+            if i in old:
+                counts[old[i]] = counts.get(old[i], 0) + 1
+        choice = next((c for c, _ in sorted(counts.items(), key=lambda kv: -kv[1]) if c not in taken), None)
+        if choice is None:
+            need_new.append(members)
+            continue
+        taken.add(choice)
+        out.update(dict.fromkeys(members, choice))
+    fresh = lib.store.new_cluster_ids(len(need_new)) if need_new else []
+    for members, cid in zip(need_new, fresh, strict=True):
+        out.update(dict.fromkeys(members, cid))
+    return out

@@ -1,0 +1,79 @@
+"""Opening the photo library from the settings, and its background task (retention, re-clustering).
+
+``open_library(settings)`` returns None when ``FACEREC_PHOTO_LIBRARY`` is off (the endpoints then answer 403
+``photo_library_disabled``). The background thread wakes every ``FACEREC_PHOTO_RECLUSTER_INTERVAL_S`` seconds:
+it erases unnamed faces past the retention and, when anything changed since its last run, re-clusters the
+unnamed faces of every model. Closing stops and joins it before the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from service.config import Settings
+from service.photos.cluster import ClusterParams
+from service.photos.clusters import recluster_all
+from service.photos.library import PhotoLibrary
+from service.photos.sqlite import SQLitePhotoStore
+
+log = logging.getLogger("facerec.photos")
+
+
+class Maintenance:
+    """The background loop of one library; ``interval_s`` 0 = no thread (on demand only)."""
+
+    def __init__(self, lib: PhotoLibrary, interval_s: float) -> None:
+        self.lib = lib
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._last = -1
+        self._thread: threading.Thread | None = None
+        if interval_s > 0:
+            self._thread = threading.Thread(target=self._loop, name="photo-maintenance", daemon=True)
+            self._thread.start()
+
+    def run_once(self) -> None:
+        """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time."""
+        self.lib.enforce_retention()
+        changes = self.lib.store.change_count()
+        if changes == self._last:
+            return
+        recluster_all(self.lib)
+        # the count read *before*: a change made while clustering ran is seen next time (the run's own writes
+        # also cost one more run, which then changes nothing)
+        self._last = changes
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except Exception:  # a failed run is logged and retried at the next interval
+                log.exception("photo library: background maintenance failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def open_library(settings: Settings) -> PhotoLibrary | None:
+    """The library of ``settings.data`` with its background task, or None when the library is off."""
+    if not settings.photo_library:
+        return None
+    lib = PhotoLibrary(
+        SQLitePhotoStore(settings.data),
+        cluster_params=ClusterParams(threshold=settings.photo_link_cap),
+        link_max_fir=settings.photo_cluster_max_fir or None,
+        retention_days=settings.photo_unnamed_retention_days,
+    )
+    lib.enforce_retention()
+    lib.maintenance = Maintenance(lib, settings.photo_recluster_interval_s)
+    return lib
+
+
+def close_library(lib: PhotoLibrary | None) -> None:
+    if lib is not None:
+        if lib.maintenance is not None:
+            lib.maintenance.stop()
+        lib.close()

@@ -1,0 +1,142 @@
+// facerec web page, photo library views: People (subjects with thumbnails, rename, erase, their photos) and
+// Unnamed (clusters of faces nobody has named yet: "who is this?", "not this person"). Uses app.js's api(), esc()
+// and $(); loaded after it. Face thumbnails are fetched with the API key and shown as blob URLs.
+"use strict";
+
+const thumbUrls = new Map();   // face id -> object URL
+
+async function thumb(faceId) {
+  if (!thumbUrls.has(faceId)) {
+    const headers = apiKey() ? { "X-API-Key": apiKey() } : {};
+    const res = await fetch(`/v1/photos/faces/${faceId}/crop`, { headers });
+    thumbUrls.set(faceId, res.ok ? URL.createObjectURL(await res.blob()) : "");
+  }
+  return thumbUrls.get(faceId);
+}
+
+// <img> elements with data-face are filled in once their crops arrive.
+async function fillThumbs(root) {
+  await Promise.all([...root.querySelectorAll("img[data-face]")].map(async (img) => {
+    const url = await thumb(Number(img.dataset.face));
+    if (url) img.src = url; else img.classList.add("missing");
+  }));
+}
+
+const faceImg = (id, extra = "") => `<img class="face" data-face="${id}" alt="face ${id}" ${extra}>`;
+
+function libraryError(target, e) {
+  const off = e.code === "photo_library_disabled";
+  target.innerHTML = `<p class="${off ? "unknown" : "error"}">${esc(e.message)}</p>`;
+}
+
+// ---- People ---------------------------------------------------------------------------------------------------
+async function loadPeople() {
+  const list = $("#people-list");
+  list.innerHTML = `<p class="small">Loading…</p>`;
+  try {
+    const subjects = (await api("GET", "/v1/subjects?limit=500")).items;
+    if (!subjects.length) { list.innerHTML = `<p class="small">Nobody is enrolled or named yet.</p>`; return; }
+    const cards = await Promise.all(subjects.map(async (s) => {
+      let face = null;
+      try { const p = (await api("GET", `/v1/subjects/${s.id}/photos?limit=1`)).items; face = p.length ? p[0].faces[0].id : null; }
+      catch (e) { if (e.code !== "photo_library_disabled") throw e; }
+      return `<div class="card person" data-subject="${esc(s.id)}">
+        ${face ? faceImg(face) : `<div class="face none">no photo</div>`}
+        <div class="name">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
+        <input class="rename-input" value="${esc(s.name)}" aria-label="new name">
+        <button class="rename" type="button">Rename</button>
+        <button class="photos" type="button">Photos</button>
+        <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
+        <button class="erase" type="button">Erase</button></div>`;
+    }));
+    list.innerHTML = cards.join("");
+    fillThumbs(list);
+  } catch (e) { libraryError(list, e); }
+}
+
+async function personAction(ev) {
+  const card = ev.target.closest(".card.person"); if (!card || ev.target.tagName !== "BUTTON") return;
+  const id = card.dataset.subject;
+  const out = $("#people-result");
+  try {
+    if (ev.target.classList.contains("rename")) {
+      const s = await api("PATCH", `/v1/subjects/${id}`, { name: card.querySelector(".rename-input").value.trim() });
+      out.innerHTML = `<p class="ok verdict">Renamed to ${esc(s.name)}.</p>`;
+      await loadPeople();
+    } else if (ev.target.classList.contains("erase")) {
+      const withPhotos = card.querySelector(".erase-photos").checked;
+      await api("DELETE", `/v1/subjects/${id}?erase_photo_faces=${withPhotos}`);
+      out.innerHTML = `<p class="ok verdict">Erased${withPhotos ? ", with their faces in photos" : ""}.</p>`;
+      await loadPeople();
+    } else if (ev.target.classList.contains("photos")) {
+      await showPersonPhotos(id, card.querySelector(".name").textContent);
+    }
+  } catch (e) { libraryError(out, e); }
+}
+
+async function showPersonPhotos(id, name) {
+  const out = $("#person-photos");
+  try {
+    const items = (await api("GET", `/v1/subjects/${id}/photos?limit=200`)).items;
+    out.innerHTML = `<h3>Photos of ${esc(name)} (${items.length})</h3>` + (items.length
+      ? `<div class="grid">${items.map((p) => `<div class="card photo">${p.faces.map((f) => faceImg(f.id)).join("")}
+          <div class="small">${esc(p.external_id || p.id.slice(0, 8))}</div></div>`).join("")}</div>`
+      : `<p class="small">No indexed photo of ${esc(name)} yet.</p>`);
+    fillThumbs(out);
+  } catch (e) { libraryError(out, e); }
+}
+
+// ---- Unnamed ----------------------------------------------------------------------------------------------------
+async function loadClusters() {
+  const list = $("#unnamed-list");
+  list.innerHTML = `<p class="small">Loading…</p>`;
+  try {
+    const page = await api("GET", "/v1/clusters?limit=48");
+    if (!page.items.length) { list.innerHTML = `<p class="small">No unnamed faces.</p>`; return; }
+    list.innerHTML = `<p class="small">${page.total} groups of unnamed faces, largest first.</p>` +
+      page.items.map((c) => `<div class="card cluster" data-cluster="${c.id}">
+        <div class="faces">${c.sample_face_ids.map((f) => `<span class="pick-face">${faceImg(f)}
+          <button class="not-this" type="button" data-face="${f}" title="Not this person">✕</button></span>`).join("")}</div>
+        <div class="small">${c.size} face${c.size === 1 ? "" : "s"}</div>
+        <input class="who" placeholder="Who is this?" aria-label="who is this">
+        <button class="name-it" type="button">Name</button></div>`).join("");
+    fillThumbs(list);
+  } catch (e) { libraryError(list, e); }
+}
+
+async function clusterAction(ev) {
+  const card = ev.target.closest(".card.cluster"); if (!card || ev.target.tagName !== "BUTTON") return;
+  const id = card.dataset.cluster;
+  const out = $("#unnamed-result");
+  try {
+    if (ev.target.classList.contains("name-it")) {
+      const name = card.querySelector(".who").value.trim();
+      if (!name) { out.innerHTML = `<p class="error">Type a name first.</p>`; return; }
+      const r = await api("POST", `/v1/clusters/${id}/name`, { name });
+      out.innerHTML = `<p class="ok verdict">Named ${r.faces} face${r.faces === 1 ? "" : "s"} as ${esc(r.subject_name)}` +
+        ` (${r.enrolled} enrolled for recognition).</p>`;
+    } else if (ev.target.classList.contains("not-this")) {
+      await api("DELETE", `/v1/clusters/${id}/faces/${ev.target.dataset.face}`);
+      out.innerHTML = `<p class="ok verdict">Taken out of the group; it will stay out.</p>`;
+    }
+    await loadClusters();
+  } catch (e) { libraryError(out, e); }
+}
+
+async function recluster() {
+  const out = $("#unnamed-result");
+  try {
+    const r = await api("POST", "/v1/clusters/recluster");
+    out.innerHTML = `<p class="ok verdict">Regrouped ${r.faces} faces into ${r.clusters} groups.</p>`;
+    await loadClusters();
+  } catch (e) { libraryError(out, e); }
+}
+
+function wireLibrary() {
+  $("#tab-people").addEventListener("click", loadPeople);
+  $("#tab-unnamed").addEventListener("click", loadClusters);
+  $("#people-list").addEventListener("click", personAction);
+  $("#unnamed-list").addEventListener("click", clusterAction);
+  $("#unnamed-recluster").addEventListener("click", recluster);
+}
+wireLibrary();

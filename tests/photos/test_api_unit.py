@@ -1,0 +1,119 @@
+"""The photo library's HTTP surface without the model (in-process app, real gallery and photo store): the
+opt-in (403 in the error envelope when off), validation errors, and the endpoints that need no analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.keys import KeyStore
+from service.photos.types import NewObservation
+
+
+def no_model(_: Settings) -> Any:
+    raise RuntimeError("no model in these tests")
+
+
+def client_for(tmp_path: Path, **settings: Any) -> TestClient:
+    settings.setdefault("photo_recluster_interval_s", 0)
+    keys = KeyStore(tmp_path / "data")
+    admin = keys.create(scope="admin", name="admin")[1]
+    keys.close()
+    app = create_app(Settings(data=tmp_path / "data", **settings), analyzer_factory=no_model)
+    return TestClient(app, headers={"X-API-Key": admin})
+
+
+def envelope(r: Any, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+def test_off_by_default_every_library_endpoint_answers_403(tmp_path: Path) -> None:
+    assert Settings().photo_library is False
+    with client_for(tmp_path) as c:
+        envelope(c.post("/v1/photos", files={"image": b"x"}), 403, "photo_library_disabled")
+        for path in ("/v1/clusters", "/v1/clusters/1", "/v1/subjects/x/photos", "/v1/photos/abc"):
+            envelope(c.get(path), 403, "photo_library_disabled")
+        envelope(c.post("/v1/search", data={"face_id": "1"}), 403, "photo_library_disabled")
+        assert "FACEREC_PHOTO_LIBRARY=true" in c.get("/v1/clusters").json()["error"]["message"]
+        # nothing was written for the library
+        assert not (tmp_path / "data" / "photos.sqlite3").exists()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with client_for(tmp_path, photo_library=True) as c:
+        yield c
+
+
+def add(c: TestClient, n: int) -> list[int]:
+    lib = c.app.state.photos  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    centre = rng.standard_normal(128)
+    ids = []
+    for i in range(n):
+        e = centre + rng.standard_normal(128) * 0.02
+        face = NewObservation(
+            (e / np.linalg.norm(e)).astype(np.float32), "m", {"x": 0, "y": 0, "width": 9, "height": 9}, {}
+        )
+        ids.append(lib.add_faces(sha256=f"s{i}", external_id=f"{i}.jpg", faces=[face]).faces[0].id)
+    return ids
+
+
+def test_clusters_pages_and_validation(client: TestClient) -> None:
+    ids = add(client, 3)
+    page = client.get("/v1/clusters").json()
+    assert page["total"] == 1 and page["items"][0]["size"] == 3 and page["next_cursor"] is None
+    cid = page["items"][0]["id"]
+    detail = client.get(f"/v1/clusters/{cid}").json()
+    assert sorted(f["id"] for f in detail["faces"]) == ids and all(f["subject_id"] is None for f in detail["faces"])
+    envelope(client.get("/v1/clusters", params={"cursor": "nope"}), 422, "validation_error")
+    envelope(client.get("/v1/clusters/999"), 404, "not_found")
+    envelope(client.post(f"/v1/clusters/{cid}/name", json={"name": "a", "subject_id": "b"}), 422, "validation_error")
+    envelope(client.post(f"/v1/clusters/{cid}/name", json={}), 422, "validation_error")
+    envelope(client.post(f"/v1/clusters/{cid}/name", json={"subject_id": "unknown"}), 404, "not_found")
+    envelope(client.post(f"/v1/clusters/{cid}/merge", json={"cluster_id": cid}), 409, "conflict")
+    envelope(client.delete(f"/v1/clusters/{cid}/faces/999"), 409, "conflict")
+    envelope(client.get("/v1/photos/nope"), 404, "not_found")
+    envelope(client.delete("/v1/photos/nope"), 404, "not_found")
+    envelope(client.get("/v1/photos/faces/999/crop"), 404, "not_found")
+    # nothing changed
+    assert client.get("/v1/clusters").json()["items"][0]["size"] == 3
+
+
+def test_name_by_subject_id_and_subject_photos(client: TestClient) -> None:
+    add(client, 2)
+    subject = client.post("/v1/subjects", json={"name": "Ada"}).json()
+    cid = client.get("/v1/clusters").json()["items"][0]["id"]
+    r = client.post(f"/v1/clusters/{cid}/name", json={"subject_id": subject["id"]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"subject_id": subject["id"], "subject_name": "Ada", "faces": 2, "enrolled": 0}
+    photos = client.get(f"/v1/subjects/{subject['id']}/photos", params={"limit": 1}).json()
+    assert len(photos["items"]) == 1 and photos["next_cursor"] == "1"
+    rest = client.get(f"/v1/subjects/{subject['id']}/photos", params={"cursor": "1"}).json()
+    assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+    envelope(client.get("/v1/subjects/unknown/photos"), 404, "not_found")
+    # erasing the subject without the flag keeps the faces, unnamed, in one cluster
+    assert client.delete(f"/v1/subjects/{subject['id']}").status_code == 204
+    assert client.get("/v1/clusters").json()["items"][0]["size"] == 2
+
+
+def test_search_by_face_id_and_recluster_without_the_model(client: TestClient) -> None:
+    ids = add(client, 3)
+    r = client.post("/v1/search", json={"face_id": ids[0], "top_k": 2})
+    assert r.status_code == 200, r.text  # a search by face id needs no model
+    hits = r.json()["results"]
+    assert hits[0]["face"]["id"] == ids[0] and len(hits) == 2 and hits[0]["similarity"] > 0.99
+    envelope(client.post("/v1/search", json={"top_k": 2}), 422, "validation_error")
+    envelope(client.post("/v1/search", json={"face_id": 999}), 404, "not_found")
+    # an image needs the model: 503 while it is not loaded (here: it failed to load)
+    envelope(client.post("/v1/search", files={"image": b"x"}), 503, "not_ready")
+    r = client.post("/v1/clusters/recluster")
+    assert r.status_code == 200 and r.json()["faces"] == 3 and r.json()["clusters"] == 1

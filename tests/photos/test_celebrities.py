@@ -1,0 +1,185 @@
+"""The photo library end to end on the 5-celebrity set, through a real server (real MTCNN, FaceNet, SQLite,
+FAISS): index the training photos, the clusters match the five people, naming one makes identify name that
+person (and newly indexed photos of them come out named), "not this person" survives a re-clustering,
+FindSimilar, a person's photos, erasure; and the CLI's resumable ``facerec photos index``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app as cli
+from tests.service.helpers import images
+from tests.service.server import Server
+
+pytestmark = pytest.mark.slow
+
+PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
+ENV = {"FACEREC_PHOTO_LIBRARY": "true", "FACEREC_PHOTO_RECLUSTER_INTERVAL_S": "0", "FACEREC_RATE_LIMIT_PER_MINUTE": "0"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("photos") / "data", env=ENV).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def indexed(client: httpx.Client, dataset: Path) -> dict[int, str]:
+    """Index every training photo; returns the largest face id of each photo -> the person (folder)."""
+    person_of: dict[int, str] = {}
+    for person in PEOPLE:
+        for path in images(dataset, "train", person):
+            r = client.post("/v1/photos", files={"image": path.read_bytes()}, data={"external_id": path.name})
+            assert r.status_code == 201, r.text
+            body = r.json()
+            if body["faces"]:
+                largest = max(body["faces"], key=lambda f: f["box"]["width"] * f["box"]["height"])
+                person_of[largest["id"]] = person
+    r = client.post("/v1/clusters/recluster")
+    assert r.status_code == 200, r.text
+    return person_of
+
+
+def clusters(client: httpx.Client) -> dict[int, list[int]]:
+    """Cluster id -> face ids of every cluster."""
+    out: dict[int, list[int]] = {}
+    for c in client.get("/v1/clusters", params={"limit": 500}).json()["items"]:
+        detail = client.get(f"/v1/clusters/{c['id']}").json()
+        out[c["id"]] = [f["id"] for f in detail["faces"]]
+    return out
+
+
+def test_the_clusters_match_the_five_people(client: httpx.Client, indexed: dict[int, str]) -> None:
+    page = client.get("/v1/clusters", params={"limit": 5}).json()
+    sizes = [c["size"] for c in page["items"]]
+    assert sizes == sorted(sizes, reverse=True) and all(len(c["sample_face_ids"]) <= 4 for c in page["items"])
+    found = clusters(client)
+    per_person = Counter(indexed.values())
+    main: dict[str, int] = {}
+    for cid, faces in found.items():
+        people = Counter(indexed[f] for f in faces if f in indexed)
+        if not people:
+            continue
+        assert len(people) == 1, f"cluster {cid} mixes {people}"  # pure: never two people in one cluster
+        ((person, n),) = people.items()
+        if n >= per_person[person] * 0.8:
+            main[person] = cid
+    assert sorted(main) == sorted(PEOPLE)  # one cluster per person holding at least 80% of their photos
+    assert len(set(main.values())) == 5
+
+
+def test_naming_a_cluster_makes_identify_name_the_person(
+    client: httpx.Client, indexed: dict[int, str], dataset: Path
+) -> None:
+    face = next(f for f, p in indexed.items() if p == "madonna")
+    cluster_id = _cluster_of(client, face)
+    r = client.post(f"/v1/clusters/{cluster_id}/name", json={"name": "Madonna"})
+    assert r.status_code == 200, r.text
+    named = r.json()
+    assert named["subject_name"] == "Madonna" and 0 < named["enrolled"] <= named["faces"]
+    assert client.get(f"/v1/clusters/{cluster_id}").status_code == 404  # named faces leave the clusters
+    for path in images(dataset, "val", "madonna"):
+        r = client.post("/v1/identify", files={"image": path.read_bytes()})
+        assert r.json()["faces"][0]["match"]["name"] == "Madonna", path.name
+    for path in images(dataset, "val", "elton_john")[:2]:
+        match = client.post("/v1/identify", files={"image": path.read_bytes()}).json()["faces"][0]["match"]
+        assert match is None or match["name"] != "Madonna"
+    # a new photo of her is named when indexed; the same bytes again change nothing
+    new = images(dataset, "val", "madonna")[0].read_bytes()
+    first = client.post("/v1/photos", files={"image": new})
+    assert first.status_code == 201 and first.json()["faces"][0]["subject_id"] == named["subject_id"]
+    again = client.post("/v1/photos", files={"image": new})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    photos = client.get(f"/v1/subjects/{named['subject_id']}/photos", params={"limit": 500}).json()["items"]
+    assert len(photos) >= named["faces"] // 2 and first.json()["id"] in {p["id"] for p in photos}
+    # deleting that photo erases its face: FindSimilar no longer returns it
+    face_id = first.json()["faces"][0]["id"]
+    assert client.delete(f"/v1/photos/{first.json()['id']}").status_code == 204
+    hits = client.post("/v1/search", files={"image": new}, data={"top_k": "50"}).json()["results"]
+    assert hits and face_id not in {h["face"]["id"] for h in hits}
+    assert all(h["face"]["subject_id"] == named["subject_id"] for h in hits[:5])
+
+
+def _cluster_of(client: httpx.Client, face_id: int) -> int:
+    for cid, faces in clusters(client).items():
+        if face_id in faces:
+            return cid
+    raise AssertionError(f"face {face_id} is in no cluster")
+
+
+def test_not_this_person_sticks_after_reclustering(client: httpx.Client, indexed: dict[int, str]) -> None:
+    elton = [f for f, p in indexed.items() if p == "elton_john"]
+    cid = _cluster_of(client, elton[0])
+    r = client.delete(f"/v1/clusters/{cid}/faces/{elton[1]}")
+    assert r.status_code == 200, r.text
+    assert _cluster_of(client, elton[1]) == r.json()["cluster_id"] != cid
+    assert client.post("/v1/clusters/recluster").status_code == 200
+    after = clusters(client)
+    home = next(c for c, faces in after.items() if elton[0] in faces)
+    assert elton[1] not in after[home]
+    assert sum(f in after[home] for f in elton) >= len(elton) * 0.7  # the rest of the cluster stays together
+    # errors in the one envelope
+    r = client.delete(f"/v1/clusters/{home}/faces/{elton[1]}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    r = client.post(f"/v1/clusters/{home}/name", json={"name": "x", "subject_id": "y"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_find_similar_by_face_id(client: httpx.Client, indexed: dict[int, str]) -> None:
+    face = next(f for f, p in indexed.items() if p == "jerry_seinfeld")
+    r = client.post("/v1/search", json={"face_id": face, "top_k": 5, "threshold": 0.9})
+    assert r.status_code == 200, r.text
+    hits = r.json()["results"]
+    assert hits[0]["face"]["id"] == face and hits[0]["distance"] < 1e-3
+    assert all(indexed.get(h["face"]["id"], "jerry_seinfeld") == "jerry_seinfeld" for h in hits)
+    assert all(h["distance"] <= 0.9 for h in hits)
+    crop = client.get(f"/v1/photos/faces/{face}/crop")
+    assert crop.status_code == 200 and crop.content[:4] == b"\x89PNG"
+    assert client.post("/v1/search", json={"face_id": 999999}).json()["error"]["code"] == "not_found"
+
+
+def test_erasing_a_subject_can_erase_its_photo_faces(client: httpx.Client) -> None:
+    subject = next(s for s in client.get("/v1/subjects").json()["items"] if s["name"] == "Madonna")
+    photos = client.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]
+    assert photos
+    assert client.delete(f"/v1/subjects/{subject['id']}", params={"erase_photo_faces": "true"}).status_code == 204
+    for p in photos:
+        faces = client.get(f"/v1/photos/{p['id']}").json()["faces"]
+        assert all(f["subject_id"] != subject["id"] for f in faces)
+
+
+def test_cli_indexes_a_folder_resumably(client: httpx.Client, server: Server, dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "album"
+    (folder / "trip").mkdir(parents=True)
+    val = images(dataset, "val", "mindy_kaling")[:3]
+    for p in val:
+        (folder / "trip" / p.name).write_bytes(p.read_bytes())
+    runner = CliRunner()
+    first = runner.invoke(cli, ["photos", "index", str(folder), "--server", server.url])
+    assert first.exit_code == 0, first.output
+    assert "3 photos indexed" in first.output
+    second = runner.invoke(cli, ["photos", "index", str(folder), "--server", server.url])
+    assert "0 photos indexed" in second.output and "3 already indexed" in second.output
+    local = runner.invoke(
+        cli, ["photos", "index", str(folder), "--data", str(tmp_path / "local")], env={"FACEREC_PHOTO_LIBRARY": "true"}
+    )
+    assert local.exit_code == 0 and "3 photos indexed" in local.output, local.output
+    again = runner.invoke(
+        cli, ["photos", "index", str(folder), "--data", str(tmp_path / "local")], env={"FACEREC_PHOTO_LIBRARY": "true"}
+    )
+    assert "3 already indexed" in again.output, again.output
+    off = runner.invoke(cli, ["photos", "index", str(folder), "--data", str(tmp_path / "off")])
+    assert off.exit_code == 1 and "FACEREC_PHOTO_LIBRARY" in off.output

@@ -1,0 +1,51 @@
+"""The clustering functions: kNN graph, Chinese whispers, cannot-link enforcement, the join vote, and the
+benchmark's pairwise/BCubed scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.cluster import scores, synthetic
+from service.photos import cluster as cl
+
+
+def test_whispers_finds_synthetic_people_exactly_and_at_scale() -> None:
+    emb, who = synthetic(600, 6, 0.03, seed=3)
+    labels = cl.cluster(emb, cl.ClusterParams(threshold=0.8))
+    s = scores(who, labels)
+    assert s["pair_precision"] == 1.0 and s["pair_recall"] == 1.0
+    big, big_who = synthetic(cl.EXACT_MAX + 5000, 10, 0.03, seed=4)  # the approximate (IVF) graph
+    s = scores(big_who, cl.cluster(big, cl.ClusterParams(threshold=0.8)))
+    assert s["pair_precision"] > 0.99 and s["pair_recall"] > 0.95
+
+
+def test_graph_edges_are_within_the_threshold_and_unique() -> None:
+    emb, _ = synthetic(200, 4, 0.05, seed=1)
+    a, b, d = cl.knn_graph(emb, 10, 0.9)
+    assert len(a) and (a < b).all() and (d <= 0.9).all()
+    assert len(set(zip(a.tolist(), b.tolist(), strict=True))) == len(a)
+    assert np.allclose(d, np.linalg.norm(emb[a] - emb[b], axis=1), atol=1e-4)
+
+
+def test_cannot_links_split_a_cluster() -> None:
+    emb, _ = synthetic(10, 10, 0.03, seed=2)  # one person
+    assert len(set(cl.cluster(emb, cl.ClusterParams()).tolist())) == 1
+    labels = cl.cluster(emb, cl.ClusterParams(), cannot_link=[(0, 5)])
+    assert labels[0] != labels[5]
+    # the face constrained against the others leaves; the others stay together (whatever the id order)
+    assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 1), (0, 2), (0, 3)]).tolist() == [1, 0, 0, 0]
+    assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 3), (1, 3), (2, 3)]).tolist() == [0, 0, 0, 1]
+
+
+def test_vote_takes_the_heaviest_cluster_within_the_threshold() -> None:
+    assert cl.vote([1, 2, 2], [0.3, 0.5, 0.6], 0.8) == 2
+    assert cl.vote([1, 2], [0.9, 1.0], 0.8) is None
+    assert cl.vote([], [], 0.8) is None
+
+
+def test_scores_of_known_partitions() -> None:
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    perfect = scores(truth, np.array([5, 5, 5, 7, 7, -1]))
+    assert perfect["pair_precision"] == perfect["pair_recall"] == perfect["bcubed_f"] == 1.0
+    merged = scores(truth, np.zeros(6, np.int64))
+    assert merged["pair_recall"] == 1.0 and merged["pair_precision"] == 4 / 15
