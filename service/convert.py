@@ -122,6 +122,6 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         model_id=result.model_id,
         gallery_subjects=result.gallery_subjects,
         gallery_faces=result.gallery_faces,
-        threshold_source=result.threshold_source,  # type: ignore[arg-type]
+        threshold_source=result.threshold_source,
         estimated_false_identification_rate=result.estimated_fir,
     )

@@ -12,7 +12,7 @@ import statistics
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,13 +22,14 @@ from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQual
 from service.gallery import Candidate, FaceRecord, Gallery, NewFace
 from service.gallery.calibration import false_identification_rate, threshold_for_fir
 
-REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
-    (ImageTooLarge, "payload_too_large"),
-    (InvalidImage, "invalid_image"),
-    (NoFace, "no_face"),
-    (MultipleFaces, "multiple_faces"),
-    (LowQuality, "low_quality"),
-]
+REJECTIONS: tuple[type[FaceRecError], ...] = (ImageTooLarge, InvalidImage, NoFace, MultipleFaces, LowQuality)
+"""Library errors that reject one image of an enrolment, reported with the error's ``code``."""
+
+DUPLICATE = "duplicate"
+"""The reject code of an image already enrolled for the subject (or repeated in the request)."""
+
+REJECT_CODES: tuple[str, ...] = (*(cls.code for cls in REJECTIONS), DUPLICATE)
+"""Every code an enrolment's ``rejected`` entry may carry."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -95,7 +96,7 @@ def enroll(
             result.rejected.append(
                 Rejection(
                     index,
-                    "duplicate",
+                    DUPLICATE,
                     f"this image is already enrolled ({where})",
                     existing.id if existing is not None else None,
                 )
@@ -105,7 +106,7 @@ def enroll(
         try:
             face = analyzer.single_face(data, largest=largest, check_quality=True)
         except FaceRecError as exc:
-            code = next((c for cls, c in REJECT_CODES if isinstance(exc, cls)), "invalid_image")
+            code = exc.code if isinstance(exc, REJECTIONS) else InvalidImage.code
             result.rejected.append(Rejection(index, code, exc.message))
             continue
         box, quality = face_summary(face)
@@ -237,6 +238,10 @@ def verify_subject(
 # ---- identification ------------------------------------------------------------------------------
 
 
+ThresholdSource = Literal["request", "fixed", "max_fir"]
+"""Where identify's threshold came from (see :class:`ThresholdChoice`)."""
+
+
 @dataclass
 class Identified:
     face: Face
@@ -252,11 +257,8 @@ class IdentifyResult:
     model_id: str
     gallery_subjects: int
     estimated_fir: float | None
-    threshold_source: str = "fixed"
+    threshold_source: ThresholdSource = "fixed"
     gallery_faces: int = 0
-
-
-THRESHOLD_SOURCES = ("request", "fixed", "max_fir")
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ class ThresholdChoice:
     false-identification rate at the gallery's size within ``FACEREC_MAX_FIR``)."""
 
     threshold: float
-    source: str
+    source: ThresholdSource
 
 
 def identify_threshold(

@@ -83,10 +83,7 @@ async def enroll(
         )
     body = EnrollResponse(
         faces=[face_out(r) for r in result.faces],
-        rejected=[
-            Rejected(index=r.index, code=r.code, message=r.message, face_id=r.face_id)  # type: ignore[arg-type]
-            for r in result.rejected
-        ],
+        rejected=[Rejected(index=r.index, code=r.code, message=r.message, face_id=r.face_id) for r in result.rejected],
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if result.faces else 200)
 
