@@ -37,7 +37,7 @@ FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite 
             "images": "One or more photos, each with exactly one acceptable face.",
             "image": "A single photo (same as one `images` entry).",
         },
-        {"face": {"type": "string", "enum": ["single", "largest"], "default": "single"}},
+        EnrollParams,
         {"face": "single"},
     ),
 )

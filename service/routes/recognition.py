@@ -17,31 +17,12 @@ from service.schemas import (
     IdentifyResponse,
     VerifyParams,
     VerifyResponse,
-    face_description,
 )
 from service.uploads import read_payload
 
 router = APIRouter(prefix="/v1", tags=["recognition"])
 
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
-
-
-def face_param(default: str) -> dict[str, object]:
-    """The OpenAPI form field ``face``: ``default`` (detected faces) or ``aligned`` (skip detection)."""
-    return {
-        "type": "string",
-        "enum": [default, "aligned"],
-        "default": default,
-        "description": face_description(default),
-    }
-
-
-THRESHOLD = {
-    "type": "number",
-    "minimum": 0,
-    "maximum": 2,
-    "description": "L2 distance; default: the service's.",
-}
 
 
 def _require(image: bytes | None, name: str) -> bytes:
@@ -61,7 +42,7 @@ def _require(image: bytes | None, name: str) -> bytes:
             "image_b": "Second photo (two-image mode).",
             "image": "The photo to check against `subject_id` (subject mode).",
         },
-        {"subject_id": {"type": "string"}, "threshold": THRESHOLD, "face": face_param("largest")},
+        VerifyParams,
         {"threshold": 1.1},
     ),
 )
@@ -118,11 +99,7 @@ async def verify(
     responses={**IMAGE_ERRORS, **errors(409)},
     openapi_extra=image_body(
         {"image": "The photo to identify."},
-        {
-            "threshold": THRESHOLD,
-            "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
-            "face": face_param("all"),
-        },
+        IdentifyParams,
         {"top_k": 3},
     ),
 )
@@ -166,7 +143,7 @@ async def identify(
     response_model=DetectResponse,
     summary="Find faces: boxes, landmarks and confidence",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body({"image": "The photo."}, {}, {}),
+    openapi_extra=image_body({"image": "The photo."}, None, {}),
 )
 async def detect(
     _: RecognizeKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
@@ -185,9 +162,7 @@ async def detect(
     response_model=EmbedResponse,
     summary="Faces with their 128-d embeddings (admin)",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body(
-        {"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, {"face": face_param("all")}, {}
-    ),
+    openapi_extra=image_body({"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, EmbedParams, {}),
 )
 async def embed(
     _: AdminKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
