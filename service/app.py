@@ -26,14 +26,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
 from service import errors
-from service.bootstrap import GalleryFactory, default_analyzer, open_backend, start_batcher
+from service.bootstrap import GalleryFactory, default_analyzer, make_runner, open_backend, start_batcher
 from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
 from service.routes import apidocs, faces, health, recognition, subjects, web
-from service.runner import Runner
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
 
@@ -93,7 +92,6 @@ def create_app(
             backend.close()
             raise
         batching = settings.batch_max_size > 0
-        state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
         state.batcher = None
 
         async def load() -> None:
@@ -101,11 +99,9 @@ def create_app(
                 analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
                 # a re-index staged while the previous server ran: switch before reporting ready
                 await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, state.audit)
-                if batching and hasattr(analyzer, "encode_fn"):
+                if batching and isinstance(analyzer, FaceAnalyzer):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
-                    state.runner.tracker = state.batcher.producer
-                    # requests waiting for the encoder use no CPU: let a full batch more into the pipeline
-                    state.runner.limiter.total_tokens = settings.inference_threads + settings.batch_max_size
+                state.runner = make_runner(settings, state.batcher)
                 state.analyzer = analyzer
                 log.info("model loaded and warm")
             except Exception as exc:
@@ -137,6 +133,7 @@ def create_app(
     app.state.analyzer = None
     app.state.gallery = None
     app.state.load_error = None
+    app.state.runner = None
     app.state.metrics = Metrics()
     app.state.audit = None  # the backend's, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)

@@ -27,12 +27,13 @@ from embeddings import FaceAnalyzer
 from embeddings.errors import FaceRecError
 from embeddings.models import resolve_model
 from service.audit import AuditLog
-from service.batching import MicroBatcher
+from service.batching import BatchingEncoder, MicroBatcher
 from service.config import Settings
 from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging, open_gallery
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
+from service.runner import Runner
 from service.stores import ApiKeyStore, AuditStore
 
 log = logging.getLogger("facerec.service")
@@ -64,17 +65,30 @@ def default_analyzer(settings: Settings) -> FaceAnalyzer:
 
 
 def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) -> MicroBatcher:
-    """A micro-batcher in front of the analyzer's encoder, routed into by :meth:`FaceAnalyzer.encode`."""
+    """A micro-batcher in front of the analyzer's encoder, handed to the analyzer as its encoder."""
+    encoder = analyzer.encoder
     batcher = MicroBatcher(
-        lambda crops: analyzer.encoder.encode(crops),
+        encoder.encode,
         max_batch=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
         max_queue=settings.batch_max_queue,
         on_batch=metrics.observe_batch,
     )
     metrics.batch_queue.set_function(lambda: batcher.queued_faces)
-    analyzer.encode_fn = batcher.encode
+    analyzer.encoder = BatchingEncoder(encoder, batcher)
     return batcher
+
+
+def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
+    """The runner of model calls, with its limits: ``FACEREC_INFERENCE_THREADS`` at once, plus (with a
+    batcher) a full batch more, since requests waiting for the encoder use no CPU; the batcher tracks them."""
+    if batcher is None:
+        return Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
+    return Runner(
+        threads=settings.inference_threads + settings.batch_max_size,
+        max_pending=settings.max_pending,
+        tracker=batcher.producer,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the stores

@@ -47,7 +47,10 @@ async def get_analyzer(request: Request) -> FaceAnalyzer:
 
 
 async def get_runner(request: Request) -> Runner:
-    runner: Runner = request.app.state.runner
+    """The runner of model calls, built once the model is loaded (503 ``not_ready`` before)."""
+    runner: Runner | None = request.app.state.runner
+    if runner is None:
+        raise NotReady("the model is still loading", headers={"Retry-After": "5"})
     return runner
 
 

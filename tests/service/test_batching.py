@@ -16,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import BatchingEncoder, MicroBatcher
+from service.bootstrap import make_runner
+from service.config import Settings
 from service.errors import NotReady, Overloaded
 from tests.service.helpers import images
 from tests.service.server import Server
@@ -251,6 +253,50 @@ def test_close_fails_what_a_stuck_encoder_left_waiting() -> None:
     finally:
         gate.set()
         pool.shutdown()
+
+
+class PlainEncoder:
+    """An encoder with the analyzer's interface, around :class:`FakeEncoder`."""
+
+    precision = "bf16"
+
+    def __init__(self) -> None:
+        self.fake = FakeEncoder()
+        self.flip_tta = False
+        self.warmed = False
+
+    def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.fake(crops)
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+
+def test_batching_encoder_has_the_encoders_interface_and_goes_through_the_batcher() -> None:
+    inner = PlainEncoder()
+    batcher = MicroBatcher(inner.encode, max_batch=8, max_wait_ms=0)
+    try:
+        wrapped = BatchingEncoder(inner, batcher)
+        np.testing.assert_array_equal(wrapped.encode(crops(3, 5))[:, 0], [3, 5])
+        assert inner.fake.calls == [2] and wrapped.precision == "bf16"
+        wrapped.flip_tta = True
+        wrapped.warm_up()
+        assert inner.flip_tta and inner.warmed
+        assert batcher.queued_faces == 0
+    finally:
+        batcher.close()
+
+
+def test_runner_limits_are_set_when_built() -> None:
+    settings = Settings(inference_threads=3, batch_max_size=8, max_pending=5)
+    plain = make_runner(settings, None)
+    assert plain.limiter.total_tokens == 3 and plain.max_pending == 5 and plain.tracker is None
+    batcher = MicroBatcher(FakeEncoder(), max_batch=8)
+    try:
+        batched = make_runner(settings, batcher)
+        assert batched.limiter.total_tokens == 3 + 8 and batched.tracker == batcher.producer
+    finally:
+        batcher.close()
 
 
 # ---- the real server ------------------------------------------------------------------------------------
