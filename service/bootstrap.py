@@ -92,9 +92,15 @@ def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
 
 
 # ---------------------------------------------------------------------------------------------- the stores
-def default_gallery(data_dir: Path) -> Gallery:
-    """The embedded gallery of ``data_dir`` with its default tunables (:class:`GalleryLocked` if held)."""
-    return open_gallery(data_dir)
+def default_gallery(settings: Settings) -> Gallery:
+    """The embedded gallery of ``settings.data`` with the settings' tunables (:class:`GalleryLocked` if held)."""
+    return open_gallery(
+        settings.data,
+        hnsw_storage=settings.hnsw_storage,
+        ef_search=settings.hnsw_ef_search,
+        snapshot_every_changes=settings.snapshot_every_changes,
+        snapshot_interval_s=settings.snapshot_interval_s,
+    )
 
 
 @dataclass
@@ -132,7 +138,7 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     if settings.database_url:
         return _open_database(settings)
     settings.data.mkdir(parents=True, exist_ok=True)
-    factory = gallery_factory or default_gallery
+    factory = gallery_factory or (lambda _: default_gallery(settings))
     backend = Backend(KeyStore(settings.data), AuditLog(settings.data), _open=lambda: factory(settings.data))
     if gallery:
         try:

@@ -26,16 +26,20 @@ def serve(
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
     from service.lean_imports import block_optional_imports
-    from service.memory import configure_from_env
+    from service.memory import configure
 
     block_optional_imports()  # before TensorFlow/Keras load: matplotlib and scikit-learn stay out (~80 MiB)
-    trimmer = configure_from_env()  # before the worker threads exist: bounded malloc arenas, periodic trim
-    import uvicorn
-
-    from service.app import KeysRequired, check_bind, create_app
     from service.commands.backend import load_settings, opened_stores
 
     settings = load_settings(host=host, port=port, data=data)
+    # before the worker threads exist: bounded malloc arenas, periodic trim
+    trimmer = configure(
+        arenas=settings.malloc_arenas, interval=settings.malloc_trim_s, mmap_kib=settings.malloc_mmap_threshold_kib
+    )
+    import uvicorn
+
+    from service.app import KeysRequired, check_bind, create_app
+
     try:
         with opened_stores(settings) as backend:
             check_bind(settings, backend.keys)

@@ -27,12 +27,11 @@ def fetch(
 ) -> None:
     """Make sure verified weights and the 5-celebrity example set are in the cache (downloads only what is missing
     or corrupt), and the OpenVINO conversion when the encoder precision is bf16 or int8."""
-    import os
-
-    from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS
+    from embeddings.encoders import PRECISIONS
+    from service.commands.backend import load_settings
 
     log = _log(quiet)
-    precision = encoder or os.environ.get("FACEREC_ENCODER") or DEFAULT_PRECISION
+    precision = encoder or load_settings().encoder
     if precision not in PRECISIONS:
         typer.echo(f"error: encoder precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", err=True)
         raise typer.Exit(2)
