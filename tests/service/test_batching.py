@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from service.batching import BatchingEncoder, MicroBatcher
 from service.bootstrap import make_runner
 from service.config import Settings
 from service.errors import NotReady, Overloaded
-from tests.service.helpers import images
+from tests.service.helpers import images, wait_until
 from tests.service.server import Server
 
 BAD = 255  # a crop filled with this value makes the fake encoder fail
@@ -67,13 +66,6 @@ def run_producers(batcher: MicroBatcher, jobs: list[npt.NDArray[np.uint8]]) -> l
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         return list(pool.map(work, jobs))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
