@@ -11,9 +11,9 @@ pages to the OS.
 An optional fixed mmap threshold (off by default): glibc serves blocks above ``M_MMAP_THRESHOLD`` (128 KiB at
 start) with their own ``mmap`` and unmaps them on free, but every such free *raises* the threshold to the freed
 size (up to 32 MiB), so the MiB-sized tensor and batch buffers soon come from the arenas instead, where they can
-fragment the heap between trims. Setting the threshold turns that adjustment off. Measured on the soak (docs/LOAD.md,
-fourth run) at 256 KiB: ~20x the minor page faults and ~6% more CPU per request (+2.4 ms of system time), with
-no reproducible RSS benefit (one side-by-side pair ended 65 MiB lower, the next 29 MiB higher), so it stays off.
+fragment the heap between trims. Setting the threshold turns that adjustment off. At 256 KiB it costs ~20x the
+minor page faults and ~6% more CPU per request, with no reproducible RSS benefit under load (docs/LOAD.md), so it is
+off by default.
 
 Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl, macOS) the calls are no-ops. The settings (read
 by :class:`service.config.Settings`):
