@@ -17,7 +17,7 @@ Errors are any non-2xx answer except 429, plus transport errors and timeouts. Ex
 RSS grows more than ``--max-rss-growth`` percent from warm-up to the end, or the fd count more than ``--fd-slack``.
 Usage:
 
-    FACEREC_CACHE=/tmp/fc .venv/bin/python bench/load.py [--duration 600] [--clients 32] [--out reports/load.json]
+    .venv/bin/python bench/load.py [--duration 600] [--clients 32] [--out reports/load.json]
 """
 
 from __future__ import annotations
