@@ -149,16 +149,6 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     return backend
 
 
-@contextlib.contextmanager
-def opened_backend(settings: Settings, *, gallery: bool = True) -> Iterator[Backend]:
-    """:func:`open_backend` for the duration of a block (CLI commands), closed on exit."""
-    backend = open_backend(settings, gallery=gallery)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
 def _open_database(settings: Settings) -> Backend:
     engine = settings.vector_engine
     if engine == "milvus":
