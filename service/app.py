@@ -28,7 +28,7 @@ from embeddings import FaceAnalyzer
 from service import errors
 from service.bootstrap import GalleryFactory, default_analyzer, make_runner, open_backend, start_batcher
 from service.config import Settings, is_loopback
-from service.gallery import GalleryLocked
+from service.gallery import Gallery, GalleryLocked
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
@@ -62,6 +62,18 @@ def check_bind(settings: Settings, keys: ApiKeyStore) -> None:
             f"refusing to listen on {settings.host}: no API key exists. Create one with "
             f"`facerec keys create --scope admin` (data dir {settings.data}) or listen on 127.0.0.1."
         )
+
+
+def ready_line(settings: Settings, analyzer: FaceAnalyzer, gallery: Gallery, keys: ApiKeyStore) -> str:
+    """The one line ``facerec serve`` prints when it is ready: URL, model and encoder precision, gallery size
+    (faces of the model), and whether requests need an API key."""
+    precision = getattr(getattr(analyzer, "encoder", None), "precision", "?")
+    required = not is_loopback(settings.host) or keys.has_active()
+    return (
+        f"facerec ready on http://{settings.host}:{settings.port} - model {analyzer.model_id} ({precision}), "
+        f"gallery {gallery.subject_count()} subjects / {gallery.face_count(analyzer.model_id)} faces, "
+        f"API keys {'required' if required else 'not required (loopback, no key yet)'}"
+    )
 
 
 def create_app(
@@ -103,7 +115,8 @@ def create_app(
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
                 state.runner = make_runner(settings, state.batcher)
                 state.analyzer = analyzer
-                log.info("model loaded and warm")
+                line = await anyio.to_thread.run_sync(ready_line, settings, analyzer, state.gallery, state.keys)
+                logging.getLogger("facerec.ready").info("%s", line)
             except Exception as exc:
                 log.exception("the model failed to load")
                 state.load_error = f"the model failed to load: {type(exc).__name__}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -13,6 +15,17 @@ import typer
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM before uvicorn runs, or re-raised by uvicorn after its graceful shutdown: exit 0."""
     sys.exit(0)
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, with the service's own loggers (``facerec.*``) on its console handler:
+    their warnings and errors, and the one ``facerec.ready`` line, appear among uvicorn's."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["facerec"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["facerec.ready"] = {"level": "INFO"}
+    return config
 
 
 def serve(
@@ -54,6 +67,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level=log_level,
+            log_config=log_config(),
             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         )
     finally:

@@ -4,12 +4,14 @@ envelope, overload (429), body limits, malformed JSON, and model work off the ev
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from service.config import Settings
 from tests.service.fakes import LOCAL_URL, FakeAnalyzer, app_with, local
@@ -142,3 +144,16 @@ def test_streamed_body_over_the_limit_on_a_json_route_is_a_413(tmp_path: Path) -
         assert r.status_code == 413, r.text
         assert r.json() == {"error": {"code": "payload_too_large", "message": r.json()["error"]["message"]}}
         assert client.post("/v1/subjects", json={"name": "ok"}).status_code == 201
+
+
+def test_one_ready_line_once_the_model_is_loaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="facerec.ready")
+    app = app_with(tmp_path, lambda s: FakeAnalyzer(), port=8123)
+    with local(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        assert client.post("/v1/subjects", json={"name": "Ada"}).status_code == 201
+    lines = [r.getMessage() for r in caplog.records if r.name == "facerec.ready"]
+    assert lines == [
+        "facerec ready on http://127.0.0.1:8123 - model fake (?), gallery 0 subjects / 0 faces, "
+        "API keys not required (loopback, no key yet)"
+    ]
