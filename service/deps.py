@@ -46,11 +46,10 @@ async def get_analyzer(request: Request) -> FaceAnalyzer:
     return analyzer
 
 
-async def get_runner(request: Request) -> Runner:
-    """The runner of model calls, built once the model is loaded (503 ``not_ready`` before)."""
-    runner: Runner | None = request.app.state.runner
-    if runner is None:
-        raise NotReady("the model is still loading", headers={"Retry-After": "5"})
+async def get_runner(request: Request, _: Annotated[FaceAnalyzer, Depends(get_analyzer)]) -> Runner:
+    """The runner of model calls. It is built with the analyzer, so it waits for the model as
+    :func:`get_analyzer` does (503 ``not_ready`` while it loads)."""
+    runner: Runner = request.app.state.runner
     return runner
 
 

@@ -69,8 +69,7 @@ async def enroll(
         largest=params.face == "largest",
         store_crop=request.app.state.settings.store_crops,
     )
-    metrics.inference.labels("enroll").observe(seconds)
-    metrics.faces.labels("enroll").inc(len(result.faces))
+    metrics.observe_call("enroll", seconds, len(result.faces))
     if result.faces:
         face_ids = [r.id for r in result.faces]
         await run_in_threadpool(

@@ -73,7 +73,7 @@ async def verify(
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        metrics.faces.labels("verify").inc(1)
+        faces = 1
     else:
         image_a, image_b = (
             _require(payload.one("image_a"), "image_a"),
@@ -87,8 +87,8 @@ async def verify(
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        metrics.faces.labels("verify").inc(2)
-    metrics.inference.labels("verify").observe(seconds)
+        faces = 2
+    metrics.observe_call("verify", seconds, faces)
     return verify_response(result)
 
 
@@ -133,8 +133,7 @@ async def identify(
         max_fir=settings.max_fir,
         aligned=params.face == "aligned",
     )
-    metrics.inference.labels("identify").observe(seconds)
-    metrics.faces.labels("identify").inc(len(result.faces))
+    metrics.observe_call("identify", seconds, len(result.faces))
     return identify_response(result)
 
 
@@ -152,8 +151,7 @@ async def detect(
     payload = await read_payload(request)
     image = _require(payload.one("image"), "image")
     ((width, height), found), seconds = await runner.run(recognition.detect, analyzer=analyzer, image=image)
-    metrics.inference.labels("detect").observe(seconds)
-    metrics.faces.labels("detect").inc(len(found))
+    metrics.observe_call("detect", seconds, len(found))
     return DetectResponse(width=width, height=height, faces=[detected(d) for d in found])
 
 
@@ -175,6 +173,5 @@ async def embed(
     image = _require(payload.one("image"), "image")
     aligned = params.face == "aligned"
     faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image, aligned=aligned)
-    metrics.inference.labels("embed").observe(seconds)
-    metrics.faces.labels("embed").inc(len(faces))
+    metrics.observe_call("embed", seconds, len(faces))
     return EmbedResponse(model_id=analyzer.model_id, faces=[embedded(f) for f in faces])
