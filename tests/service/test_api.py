@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from PIL import Image
 
 from service.keys import KeyStore
 from tests.service.helpers import images, png, side_by_side
-from tests.service.server import REPO, Server, free_port
+from tests.service.server import Server, free_port, run_serve
 
 pytestmark = pytest.mark.slow
 
@@ -142,49 +140,13 @@ def test_keys_are_stored_hashed(keys: dict[str, Any]) -> None:
 
 
 def test_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(free_port()),
-        "--data",
-        str(tmp_path / "empty"),
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
+    done = run_serve("--host", "0.0.0.0", "--port", str(free_port()), "--data", str(tmp_path / "empty"))
     assert done.returncode == 2
     assert "refusing to listen on 0.0.0.0" in done.stderr and "keys create" in done.stderr
 
 
 def test_a_second_server_on_the_same_data_dir_refuses(server: Server, keys: dict[str, Any]) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--port",
-        str(free_port()),
-        "--data",
-        str(keys["data"]),
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
+    done = run_serve("--port", str(free_port()), "--data", str(keys["data"]))
     assert done.returncode != 0
     assert "is in use by another facerec process" in done.stderr + done.stdout
     assert server.proc is not None and server.proc.poll() is None  # the first one is unharmed
