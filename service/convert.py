@@ -34,15 +34,8 @@ def subject_out(s: Any) -> SubjectOut:
 
 
 def face_out(r: Any) -> FaceOut:
-    return FaceOut(
-        id=r.id,
-        subject_id=r.subject_id,
-        model_id=r.model_id,
-        box=r.box,
-        quality=r.quality,
-        image_sha256=r.image_sha256,
-        created_at=r.created_at,
-    )
+    """A stored face (a :class:`service.gallery.FaceRecord`) as the API shows it."""
+    return FaceOut.model_validate(r, from_attributes=True)
 
 
 def detected(d: Detection) -> DetectedFace:
