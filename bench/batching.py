@@ -1,7 +1,7 @@
 """Micro-batching (issue 6): the service over real HTTP vs the encoder alone.
 
 1. Offline: the analyzer's encoder on aligned crops in this process, faces/s at batch 1, 16 and 32.
-2. The service (``python -m service.cli serve`` on loopback, a subprocess) answering ``/v1/embed``:
+2. The service (:class:`bench.serverproc.BenchServer`: loopback, rate limit off) answering ``/v1/embed``:
    16 concurrent clients (faces/s, requests/s, latency p50/p99) and one client alone, each with the
    micro-batcher on (defaults) and off (``FACEREC_BATCH_MAX_SIZE=0``).
 
@@ -17,9 +17,6 @@ The clients are as light as they can be, so that the shared 2 cores go to the se
 process, one keep-alive connection per client, every HTTP request built once beforehand (multipart body
 included), and of each answer only the status, the length and the number of ``"embedding"`` keys read.
 
-The servers run with ``FACEREC_RATE_LIMIT_PER_MINUTE=0``: all clients share one loopback address, and the default
-per-client limit (600/min) would otherwise answer most of the load with 429.
-
 Usage (timed runs under the shared lock)::
 
     flock /tmp/facerec-timed.lock .venv/bin/python bench/batching.py --out reports/batching.json
@@ -34,7 +31,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +47,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
+from bench.serverproc import BenchServer  # noqa: E402
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -117,17 +113,14 @@ def offline(
 
 
 class Service:
-    """``facerec serve`` on a free loopback port with extra environment, in its own empty data dir."""
+    """A :class:`BenchServer` with extra environment in its own empty data dir, removed on :meth:`close`."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="facerec-bench-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # no per-client rate limit: every bench client is the same loopback IP, and 429s would cap the figures
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "FACEREC_RATE_LIMIT_PER_MINUTE": "0", **env}
-        self.proc = subprocess.Popen(serve_command(self.port, Path(self.tmp.name) / "data"), cwd=REPO, env=full_env)
+        self.server = BenchServer(Path(self.tmp.name) / "data", Path(self.tmp.name) / "server.log", env)
+        self.port, self.url = self.server.port, self.server.url
         try:
-            wait_ready(self.proc, self.url, timeout_s=300)
+            self.server.start()
         except RuntimeError:
             self.close()
             raise
@@ -136,7 +129,7 @@ class Service:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
     def close(self) -> None:
-        stop(self.proc)
+        self.server.stop()
         self.tmp.cleanup()
 
 

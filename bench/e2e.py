@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from bench.e2e_photos import photos  # noqa: E402
 from bench.e2e_table import table  # noqa: E402
 from bench.e2e_util import load_photos, spread, timed_lock, vm, write_result  # noqa: E402
 from bench.paths import LFW, REPORTS  # noqa: E402
+from bench.serverproc import BenchServer  # noqa: E402
 
 
 def held_out_split(paths: npt.NDArray[Any], names: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
@@ -120,51 +120,6 @@ def build(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- server
-class Server:
-    """``python -m service.cli serve`` on the data dir, loopback, its own port; stopped with SIGTERM."""
-
-    def __init__(self, data: Path, log: Path, env: dict[str, str]) -> None:
-        from bench.serverproc import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data, self.log = data, log
-        # one API key drives every client here: the per-key rate limit (600/min by default) is off
-        base = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "FACEREC_RATE_LIMIT_PER_MINUTE": "0"}
-        self.env = {**os.environ, **base, **env}
-        self.proc: Any = None
-
-    def start(self, timeout: float = 600.0) -> float:
-        """Start and poll /readyz every 50 ms; seconds from the spawn to the first 200."""
-        import subprocess
-
-        from bench.serverproc import serve_command, wait_ready
-
-        t0 = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                serve_command(self.port, self.data), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_ready(self.proc, self.url, timeout_s=timeout, poll_s=0.05, tail=lambda: self.log.read_text()[-2000:])
-        return time.monotonic() - t0
-
-    def rss(self) -> float:
-        return vm(self.proc.pid)
-
-    def stop(self) -> int:
-        from bench.serverproc import stop
-
-        code = stop(self.proc)
-        return 0 if code is None else int(code)
-
-
-def create_key(data: Path) -> str:
-    import subprocess
-
-    cmd = [sys.executable, "-m", "service.cli", "keys", "create", "--scope", "admin", "--name", "e2e", "--json"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([*cmd, "--data", str(data)], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    return str(json.loads(out.stdout.strip().splitlines()[-1])["token"])
 
 
 async def drive(
@@ -241,24 +196,24 @@ async def drive(
 def server(args: argparse.Namespace) -> None:
     data, out = Path(args.data), Path(args.out)
     env = dict(kv.split("=", 1) for kv in args.server_env)
-    token = create_key(data)
     big = load_photos(Path(args.photos), "1080p")
     small = load_photos(Path(args.photos), "480p")
     log = out.with_suffix(".server.log")
-    srv = Server(data, log, env)
+    srv = BenchServer(data, log, env)
+    token = srv.create_key("e2e")
     res: dict[str, Any] = {"server_env": env, "data": str(data)}
     samples: list[dict[str, float]] = []
     try:
         with timed_lock(args.lock, "cold start + one client"):
-            res["cold_start_s"] = round(srv.start(), 2)
+            res["cold_start_s"] = round(srv.start(timeout_s=600.0, poll_s=0.05), 2)
             time.sleep(5)
-            res["idle_rss_mib"] = round(srv.rss(), 1)
+            res["idle_rss_mib"] = round(vm(srv.pid), 1)
             print(f"cold start {res['cold_start_s']} s, idle RSS {res['idle_rss_mib']} MiB", flush=True)
             asyncio.run(drive(srv.url, token, big, clients=1, requests=args.warmup))
             one = asyncio.run(drive(srv.url, token, big, clients=1, requests=args.one_client))
             res["one_client_1080p"] = one
             print(f"one client 1080p: {json.dumps(one)}", flush=True)
-            res["rss_after_one_client_mib"] = round(srv.rss(), 1)
+            res["rss_after_one_client_mib"] = round(vm(srv.pid), 1)
         if args.concurrent:
             with timed_lock(args.lock, f"{args.clients} clients"):
                 conc = asyncio.run(drive(srv.url, token, small, clients=args.clients, requests=args.concurrent))
@@ -267,13 +222,15 @@ def server(args: argparse.Namespace) -> None:
         if args.soak:
 
             def sample(done: int) -> None:
-                samples.append({"requests": done, "t": round(time.monotonic() - t0, 1), "rss_mib": round(srv.rss(), 1)})
+                samples.append(
+                    {"requests": done, "t": round(time.monotonic() - t0, 1), "rss_mib": round(vm(srv.pid), 1)}
+                )
                 print(f"  [{time.strftime('%H:%M:%S')}] {samples[-1]}", flush=True)
 
             t0 = time.monotonic()
             total = 0
             parts = []
-            samples.append({"requests": 0, "t": 0.0, "rss_mib": round(srv.rss(), 1)})
+            samples.append({"requests": 0, "t": 0.0, "rss_mib": round(vm(srv.pid), 1)})
             while total < args.soak:
                 n = min(args.soak_chunk, args.soak - total)
                 with timed_lock(args.lock, f"soak {total}..{total + n}"):
@@ -308,7 +265,7 @@ def server(args: argparse.Namespace) -> None:
             }
             print(f"soak: {json.dumps({k: v for k, v in res['soak'].items() if k != 'samples'})}", flush=True)
     finally:
-        res["exit_code"] = srv.stop()
+        res["exit_code"] = srv.stop() or 0
         write_result(out, args.label, res)
         print(f"wrote {out} [{args.label}]", flush=True)
 
