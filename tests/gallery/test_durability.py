@@ -47,6 +47,7 @@ def _check_consistent(g, committed: set[int], deleted: set[int], doubtful: set[i
         assert [r[0].face_id for r in res] == alive
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     data = tmp_path / "data"
     rng = np.random.default_rng(99)
