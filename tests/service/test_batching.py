@@ -52,6 +52,14 @@ def crops(*values: int) -> npt.NDArray[np.uint8]:
     return out
 
 
+def encode_one_timed(batcher: MicroBatcher) -> float:
+    """Seconds one marked request waits to encode one crop."""
+    with batcher.producer():
+        start = time.perf_counter()
+        batcher.encode(crops(1))
+        return time.perf_counter() - start
+
+
 def run_producers(batcher: MicroBatcher, jobs: list[npt.NDArray[np.uint8]]) -> list[Any]:
     """One thread per job: enter ``producer()``, wait until all have entered, then encode. Results or errors."""
     barrier = threading.Barrier(len(jobs))
@@ -123,10 +131,7 @@ def test_waits_at_most_max_wait_for_a_request_still_on_its_way() -> None:
     t.start()
     try:
         assert on_the_way.wait(5)
-        with batcher.producer():
-            start = time.perf_counter()
-            batcher.encode(crops(1))
-            elapsed = time.perf_counter() - start
+        elapsed = encode_one_timed(batcher)
     finally:
         done.set()
         t.join()
@@ -150,10 +155,7 @@ def test_straggler_leaving_releases_the_batch() -> None:
     assert inside.wait(5)
     threading.Timer(0.1, leave.set).start()
     try:
-        with batcher.producer():
-            start = time.perf_counter()
-            batcher.encode(crops(1))
-            elapsed = time.perf_counter() - start
+        elapsed = encode_one_timed(batcher)
     finally:
         t.join()
         batcher.close()
