@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test lint bench weights install clean
+.PHONY: serve test test-fast lint bench weights install clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ serve: weights
 
 test: weights
 	@$(BIN)/python -m pytest -q
+
+# the tests not marked slow (no real-weights pipeline runs): well under a minute on a 2-core VM
+test-fast: weights
+	@$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

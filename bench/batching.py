@@ -20,9 +20,6 @@ The clients are as light as they can be, so that the shared 2 cores go to the se
 process, one keep-alive connection per client, every HTTP request built once beforehand (multipart body
 included), and of each answer only the status, the length and the number of ``"embedding"`` keys read.
 
-The servers run with ``FACEREC_RATE_LIMIT_PER_MINUTE=0``: all clients share one loopback address, and the default
-per-client limit (600/min) would otherwise answer most of the load with 429.
-
 Usage (timed runs under the shared lock)::
 
     flock /tmp/facerec-timed.lock .venv/bin/python bench/batching.py --out reports/batching.json
@@ -37,7 +34,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +50,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
+from bench.serverproc import REPO, BenchServer  # noqa: E402
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -151,13 +147,10 @@ class Service:
 
     def __init__(self, env: dict[str, str], repo: Path = REPO) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="facerec-bench-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # no per-client rate limit: every bench client is the same loopback IP, and 429s would cap the figures
-        full_env = {**os.environ, "PYTHONPATH": str(repo), "FACEREC_RATE_LIMIT_PER_MINUTE": "0", **env}
-        self.proc = subprocess.Popen(serve_command(self.port, Path(self.tmp.name) / "data"), cwd=repo, env=full_env)
+        self.server = BenchServer(Path(self.tmp.name) / "data", Path(self.tmp.name) / "server.log", env, repo=repo)
+        self.port, self.url = self.server.port, self.server.url
         try:
-            wait_ready(self.proc, self.url, timeout_s=300)
+            self.server.start()
         except RuntimeError:
             self.close()
             raise
@@ -166,7 +159,7 @@ class Service:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
     def close(self) -> None:
-        stop(self.proc)
+        self.server.stop()
         self.tmp.cleanup()
 
 

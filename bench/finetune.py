@@ -38,10 +38,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
-LFW = Path("/work/shared/data/lfw")
-DETECTIONS = Path("/work/reports/view2/detections.json")
-OUT = Path("/work/reports/finetune")
-WORK = Path("/tmp/facerec-finetune")
+from bench.paths import LFW, REPORTS
+
+DETECTIONS = REPORTS / "view2" / "detections.json"
+OUT = REPORTS / "finetune"
+WORK = REPORTS / "finetune-work"
+"""Prepared activations and checkpoints (large; reused between runs of one domain)."""
 
 
 def _options(args: argparse.Namespace, loss: str = "triplet") -> Any:

@@ -1,8 +1,8 @@
 """Gallery benchmarks: scale (synthetic clustered unit vectors) and open-set calibration (real LFW).
 
-    python bench/gallery.py scale --sizes 10000,100000 --out /tmp/gallery-bench.json
-    python bench/gallery.py scale --sizes 1000000 --out /tmp/gallery-1m.json
-    python bench/gallery.py lfw --npz /tmp/lfw_embeddings.npz --out /tmp/gallery-lfw.json
+    python bench/gallery.py scale --sizes 10000,100000 --out reports/gallery-bench.json
+    python bench/gallery.py scale --sizes 1000000 --out reports/gallery-1m.json
+    python bench/gallery.py lfw --npz reports/lfw_embeddings.npz --out reports/gallery-lfw.json
 
 ``scale``, per size N, through the real gallery (SQLite + FAISS) in a fresh data dir: bulk add (subjects and
 faces in transactions of 10k faces; the HNSW build is *not* included and is timed separately), single-probe
@@ -362,7 +362,7 @@ def main() -> None:
     cs.add_argument("--probes", type=int, default=2000)
     cs.add_argument("--seed", type=int, default=0)
     lf = sub.add_parser("lfw", help="open-set FIR vs gallery size and HNSW recall on real LFW embeddings")
-    lf.add_argument("--npz", default="/tmp/lfw_embeddings.npz")
+    lf.add_argument("--npz", default="reports/lfw_embeddings.npz")
     lf.add_argument("--out", required=True)
     lf.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.paths import REPORTS  # noqa: E402
+
 MIB = float(1 << 20)
 
 
@@ -330,7 +332,7 @@ def main() -> None:
     sm = sub.add_parser("smaps", help="an idle server's smaps, by mapping")
     sm.add_argument("--data", required=True)
     sm.add_argument("--settle", type=float, default=5.0, help="seconds after ready before sampling")
-    sm.add_argument("--log", default="/tmp/idle_memory.server.log")
+    sm.add_argument("--log", default=str(REPORTS / "idle_memory.server.log"))
     sm.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
     sm.add_argument("--server-repo", default=None, help="run the server from this checkout (default: this one)")
     sm.add_argument("--identify", type=int, default=0, help="/v1/identify requests to send before sampling")
@@ -341,7 +343,7 @@ def main() -> None:
     rc = sub.add_parser("recall", help="recall@1 and open-set decisions of the gallery vs exact search")
     rc.add_argument("--data", required=True, help="a data dir made by bench/e2e.py build")
     rc.add_argument("--storage", default="fp16", choices=["fp16", "sq8", "float32"])
-    rc.add_argument("--lfw-npz", default="/work/reports/lfw_embeddings.npz")
+    rc.add_argument("--lfw-npz", default=str(REPORTS / "lfw_embeddings.npz"))
     rc.add_argument("--probes", type=int, default=2000, help="synthetic probes per set")
     rc.add_argument("--ef-search", type=int, default=128)
     rc.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 1.0, 1.075])

@@ -18,7 +18,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
+
+from embeddings.types import EMBEDDING_DIM
+
+
+def stack_embeddings(
+    embeddings: dict[str, npt.NDArray[np.float32] | None],
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The images with a face and their embeddings as one (N, 128) array."""
+    found = [(k, v) for k, v in embeddings.items() if v is not None]
+    keys = [k for k, _ in found]
+    arr = np.stack([v for _, v in found]) if found else np.zeros((0, EMBEDDING_DIM), np.float32)
+    return keys, arr.astype(np.float32)
 
 
 def main() -> None:
@@ -31,7 +44,7 @@ def main() -> None:
 
     from embeddings import weights
     from embeddings.analyzer import AnalyzerConfig
-    from embeddings.dataset import AlignSettings, detect_primary_faces, embed_detected, stack_embeddings
+    from embeddings.dataset import AlignSettings, detect_primary_faces, embed_detected
     from embeddings.detector import FaceDetector
     from embeddings.facenet import FaceNetEncoder
 

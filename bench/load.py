@@ -17,7 +17,7 @@ Errors are any non-2xx answer except 429, plus transport errors and timeouts. Ex
 RSS grows more than ``--max-rss-growth`` percent from warm-up to the end, or the fd count more than ``--fd-slack``.
 Usage:
 
-    FACEREC_CACHE=/tmp/fc .venv/bin/python bench/load.py [--duration 600] [--clients 32] [--out reports/load.json]
+    .venv/bin/python bench/load.py [--duration 600] [--clients 32] [--out reports/load.json]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
+from bench.serverproc import BenchServer  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: every request goes here
 KINDS = ("identify", "verify", "enrol")
@@ -112,46 +111,6 @@ def is_error(status: str) -> bool:
     return not (status.isdigit() and (200 <= int(status) < 300 or int(status) == 429))
 
 
-class ServerProcess:
-    def __init__(self, data: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.data, self.log = data, log
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "FACEREC_RATE_LIMIT_PER_MINUTE": "0",
-        }
-        self.env.pop("FACEREC_MAX_PENDING", None)  # the default, so overload 429s stay possible
-        self.env.update(extra_env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def create_key(self) -> str:
-        cmd = [sys.executable, "-m", "service.cli", "keys", "create", "--scope", "admin", "--name", "load"]
-        cmd += ["--data", str(self.data), "--json"]
-        out = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, check=True, timeout=120)
-        return str(json.loads(out.stdout.strip().splitlines()[-1])["token"])
-
-    def start(self, timeout: float = 300.0) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                serve_command(self.port, self.data), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_ready(self.proc, self.url, timeout_s=timeout, poll_s=0.5, tail=self.tail)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    def stop(self) -> int | None:
-        return stop(self.proc)
-
-
 def reencode(img: Image.Image, n: int) -> bytes:
     """The same picture as a different JPEG byte string (quality varies; the comment makes it unique)."""
     buf = io.BytesIO()
@@ -187,13 +146,15 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     train, val = photos(root / "train"), photos(root / "val")
     tmp = Path(tempfile.mkdtemp(prefix="facerec-load-"))
     extra_env = dict(kv.split("=", 1) for kv in args.server_env)
-    server = ServerProcess(tmp / "data", tmp / "server.log", extra_env)
+    server = BenchServer(tmp / "data", tmp / "server.log")
+    server.env.pop("FACEREC_MAX_PENDING", None)  # the default, so overload 429s stay possible
+    server.env.update(extra_env)
     server.data.mkdir()
     stats = Stats()
     samples: list[dict[str, float]] = []
     result: dict[str, Any] = {}
     try:
-        token = server.create_key()
+        token = server.create_key("load")
         t0 = time.monotonic()
         server.start()
         print(f"server pid {server.pid} on {server.url} ready in {time.monotonic() - t0:.1f}s", flush=True)

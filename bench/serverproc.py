@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -60,3 +62,51 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 60.0) -> int |
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class BenchServer:
+    """``facerec serve`` on ``data`` as a child process on a free loopback port, its output in ``log``. Every bench
+    client shares one key and one IP, so the per-key rate limit is off; ``env`` adds or overrides settings;
+    ``repo``: the checkout to run (default this one; another one gives side-by-side figures)."""
+
+    def __init__(self, data: Path, log: Path, env: dict[str, str] | None = None, repo: Path = REPO) -> None:
+        self.data, self.log, self.repo = data, log, repo
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        base = {"PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2", "FACEREC_RATE_LIMIT_PER_MINUTE": "0"}
+        self.env = {**os.environ, **base, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def create_key(self, name: str) -> str:
+        """A new admin key's token (``facerec keys create``, before the server takes the data dir)."""
+        cmd = [sys.executable, "-m", "service.cli", "keys", "create", "--scope", "admin", "--name", name, "--json"]
+        out = subprocess.run(
+            [*cmd, "--data", str(self.data)], cwd=self.repo, env=self.env, capture_output=True, text=True, check=True
+        )
+        return str(json.loads(out.stdout.strip().splitlines()[-1])["token"])
+
+    def start(self, timeout_s: float = 300.0, poll_s: float = 0.3) -> float:
+        """Start it and wait for ``/readyz``: seconds from the spawn to the first 200."""
+        t0 = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                serve_command(self.port, self.data), cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_ready(self.proc, self.url, timeout_s=timeout_s, poll_s=poll_s, tail=self.tail)
+        return time.monotonic() - t0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def tail(self, n: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then its exit code (see :func:`stop`)."""
+        return stop(self.proc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from embeddings import weights as weights_mod
 from embeddings.align import CROP_SIZE, DEFAULT_MARGIN, align_face, resize_aligned
 from embeddings.detector import DEFAULT_MAX_SIDE, FaceDetector
 from embeddings.distance import distance, similarity
-from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, create_encoder
+from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS, Encoder, create_encoder
 from embeddings.errors import BadPose, InvalidImage, LowQuality, MultipleFaces, NoFace
 from embeddings.images import DEFAULT_MAX_PIXELS, decode_image
 from embeddings.model_card import default_threshold
@@ -84,11 +83,10 @@ class FaceAnalyzer:
             min_face_size=self.config.min_face_size,
             max_side=self.config.detect_max_side,
         )
-        self.encoder = create_encoder(
+        self.encoder: Encoder = create_encoder(
             path, self.config.encoder, batch_size=self.config.batch_size, flip_tta=self.config.flip_tta
         )
-        self.encode_fn: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]] | None = None
-        """When set, :meth:`encode` calls this instead of the encoder (e.g. a service's shared micro-batcher)."""
+        """Any :class:`Encoder`; a service may hand in a wrapper of this one (its shared micro-batcher)."""
 
     def warm_up(self) -> None:
         """Run each network once so that the first request pays no tracing cost."""
@@ -113,7 +111,7 @@ class FaceAnalyzer:
 
     def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Aligned crops (N, 160, 160, 3) uint8 -> unit embeddings (N, 128) float32."""
-        return self.encoder.encode(crops) if self.encode_fn is None else self.encode_fn(crops)
+        return self.encoder.encode(crops)
 
     def faces_from_detections(self, image: npt.NDArray[np.uint8], detections: list[Detection]) -> list[Face]:
         """Align, assess and encode the given detections of one upright RGB image (one batched encoder call)."""

@@ -22,7 +22,7 @@ from embeddings.detector import FaceDetector, pick_primary
 from embeddings.facenet import BatchedEncoder
 from embeddings.images import decode_image
 from embeddings.padding import detect_with_padding
-from embeddings.types import EMBEDDING_DIM, Box, Detection, Landmarks
+from embeddings.types import Box, Detection, Landmarks
 
 PADDED_RETRY_KEY = "__padded_retry_misses__"
 """Cache entry listing the misses that the padded retry has already been run on (not retried again)."""
@@ -134,13 +134,3 @@ def pair_distances(
         ea, eb = embeddings.get(a), embeddings.get(b)
         out[i] = 2.0 if ea is None or eb is None else float(np.linalg.norm(ea - eb))
     return out
-
-
-def stack_embeddings(
-    embeddings: dict[str, npt.NDArray[np.float32] | None],
-) -> tuple[list[str], npt.NDArray[np.float32]]:
-    """The images with a face and their embeddings as one (N, 128) array."""
-    found = [(k, v) for k, v in embeddings.items() if v is not None]
-    keys = [k for k, _ in found]
-    arr = np.stack([v for _, v in found]) if found else np.zeros((0, EMBEDDING_DIM), np.float32)
-    return keys, arr.astype(np.float32)

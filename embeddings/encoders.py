@@ -14,7 +14,10 @@ accuracy but moves a few faces by up to 0.39, so a gallery should be re-embedded
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from embeddings.facenet import BatchedEncoder, FaceNetEncoder
 
@@ -22,6 +25,26 @@ Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 DEFAULT_PRECISION: Precision = "bf16"
 """The default backend, chosen by the measurements in docs/BENCHMARKS.md ("Encoder precision")."""
+
+
+class Encoder(Protocol):
+    """What :class:`embeddings.FaceAnalyzer` needs of its encoder: the backends here, or a wrapper around one
+    (the service's micro-batcher)."""
+
+    flip_tta: bool
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``int8``."""
+        ...
+
+    def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Aligned RGB uint8 crops (N, 160, 160, 3) -> unit float32 embeddings (N, 128), row i for crop i."""
+        ...
+
+    def warm_up(self) -> None:
+        """Run the network once so that the first real call pays no compilation cost."""
+        ...
 
 
 def create_encoder(

@@ -26,16 +26,15 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
 from service import errors
-from service.bootstrap import GalleryFactory, default_analyzer, open_backend, start_batcher
+from service.bootstrap import GalleryFactory, default_analyzer, make_runner, open_backend, start_batcher
 from service.config import Settings, is_loopback
-from service.gallery import GalleryLocked
+from service.gallery import Gallery, GalleryLocked
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
 from service.photos.service import close_library, open_library
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
 from service.routes import apidocs, events, faces, health, live, photos, recognition, streams, subjects, videos, web
-from service.runner import Runner
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
 
@@ -65,6 +64,18 @@ def check_bind(settings: Settings, keys: ApiKeyStore) -> None:
             f"refusing to listen on {settings.host}: no API key exists. Create one with "
             f"`facerec keys create --scope admin` (data dir {settings.data}) or listen on 127.0.0.1."
         )
+
+
+def ready_line(settings: Settings, analyzer: FaceAnalyzer, gallery: Gallery, keys: ApiKeyStore) -> str:
+    """The one line ``facerec serve`` prints when it is ready: URL, model and encoder precision, gallery size
+    (faces of the model), and whether requests need an API key."""
+    precision = getattr(getattr(analyzer, "encoder", None), "precision", "?")
+    required = not is_loopback(settings.host) or keys.has_active()
+    return (
+        f"facerec ready on http://{settings.host}:{settings.port} - model {analyzer.model_id} ({precision}), "
+        f"gallery {gallery.subject_count()} subjects / {gallery.face_count(analyzer.model_id)} faces, "
+        f"API keys {'required' if required else 'not required (loopback, no key yet)'}"
+    )
 
 
 def create_app(
@@ -100,7 +111,6 @@ def create_app(
             settings, analyzer=lambda: state.analyzer, gallery=lambda: state.gallery, metrics=app.state.metrics
         ).start()
         batching = settings.batch_max_size > 0
-        state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
         state.batcher = None
 
         async def load() -> None:
@@ -108,15 +118,14 @@ def create_app(
                 analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
                 # a re-index staged while the previous server ran: switch before reporting ready
                 await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, state.audit)
-                if batching and hasattr(analyzer, "encode_fn"):
+                if batching and isinstance(analyzer, FaceAnalyzer):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
-                    state.runner.tracker = state.batcher.producer
-                    # requests waiting for the encoder use no CPU: let a full batch more into the pipeline
-                    state.runner.limiter.total_tokens = settings.inference_threads + settings.batch_max_size
+                state.runner = make_runner(settings, state.batcher)
                 detector = getattr(analyzer, "detector", None)
                 app.state.metrics.watch_detector(getattr(detector, "call_batcher", None))
                 state.analyzer = analyzer
-                log.info("model loaded and warm")
+                line = await anyio.to_thread.run_sync(ready_line, settings, analyzer, state.gallery, state.keys)
+                logging.getLogger("facerec.ready").info("%s", line)
             except Exception as exc:
                 log.exception("the model failed to load")
                 state.load_error = f"the model failed to load: {type(exc).__name__}"
@@ -150,6 +159,7 @@ def create_app(
     app.state.gallery = None
     app.state.photos = None
     app.state.load_error = None
+    app.state.runner = None
     app.state.metrics = Metrics()
     app.state.audit = None  # the backend's, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.encoders import Encoder
 from service.errors import NotReady, Overloaded
 
 log = logging.getLogger("facerec.service")
@@ -241,3 +242,30 @@ class MicroBatcher:
                 self._on_batch(faces, requests, seconds)
             except Exception:  # a metrics failure must not stop the encoder
                 log.exception("batch observer failed")
+
+
+class BatchingEncoder:
+    """An :class:`embeddings.encoders.Encoder` whose ``encode`` goes through ``batcher``; the rest is
+    ``encoder``'s (the one the batcher's thread runs). Handed to the analyzer as its encoder."""
+
+    def __init__(self, encoder: Encoder, batcher: MicroBatcher) -> None:
+        self.inner = encoder
+        self.batcher = batcher
+
+    @property
+    def precision(self) -> str:
+        return self.inner.precision
+
+    @property
+    def flip_tta(self) -> bool:
+        return self.inner.flip_tta
+
+    @flip_tta.setter
+    def flip_tta(self, value: bool) -> None:
+        self.inner.flip_tta = value
+
+    def encode(self, crops: Crops) -> Embeddings:
+        return self.batcher.encode(crops)
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()

@@ -27,12 +27,13 @@ from embeddings import FaceAnalyzer
 from embeddings.errors import FaceRecError
 from embeddings.models import resolve_model
 from service.audit import AuditLog
-from service.batching import MicroBatcher
+from service.batching import BatchingEncoder, MicroBatcher
 from service.config import Settings
 from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging, open_gallery
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
+from service.runner import Runner
 from service.stores import ApiKeyStore, AuditStore
 
 log = logging.getLogger("facerec.service")
@@ -64,23 +65,42 @@ def default_analyzer(settings: Settings) -> FaceAnalyzer:
 
 
 def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) -> MicroBatcher:
-    """A micro-batcher in front of the analyzer's encoder, routed into by :meth:`FaceAnalyzer.encode`."""
+    """A micro-batcher in front of the analyzer's encoder, handed to the analyzer as its encoder."""
+    encoder = analyzer.encoder
     batcher = MicroBatcher(
-        lambda crops: analyzer.encoder.encode(crops),
+        encoder.encode,
         max_batch=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
         max_queue=settings.batch_max_queue,
         on_batch=metrics.observe_batch,
     )
     metrics.batch_queue.set_function(lambda: batcher.queued_faces)
-    analyzer.encode_fn = batcher.encode
+    analyzer.encoder = BatchingEncoder(encoder, batcher)
     return batcher
 
 
+def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
+    """The runner of model calls, with its limits: ``FACEREC_INFERENCE_THREADS`` at once, plus (with a
+    batcher) a full batch more, since requests waiting for the encoder use no CPU; the batcher tracks them."""
+    if batcher is None:
+        return Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
+    return Runner(
+        threads=settings.inference_threads + settings.batch_max_size,
+        max_pending=settings.max_pending,
+        tracker=batcher.producer,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- the stores
-def default_gallery(data_dir: Path) -> Gallery:
-    """The embedded gallery of ``data_dir`` with its default tunables (:class:`GalleryLocked` if held)."""
-    return open_gallery(data_dir)
+def default_gallery(settings: Settings) -> Gallery:
+    """The embedded gallery of ``settings.data`` with the settings' tunables (:class:`GalleryLocked` if held)."""
+    return open_gallery(
+        settings.data,
+        hnsw_storage=settings.hnsw_storage,
+        ef_search=settings.hnsw_ef_search,
+        snapshot_every_changes=settings.snapshot_every_changes,
+        snapshot_interval_s=settings.snapshot_interval_s,
+    )
 
 
 @dataclass
@@ -118,7 +138,7 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     if settings.database_url:
         return _open_database(settings)
     settings.data.mkdir(parents=True, exist_ok=True)
-    factory = gallery_factory or default_gallery
+    factory = gallery_factory or (lambda _: default_gallery(settings))
     backend = Backend(KeyStore(settings.data), AuditLog(settings.data), _open=lambda: factory(settings.data))
     if gallery:
         try:
@@ -127,16 +147,6 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
             backend.close()
             raise
     return backend
-
-
-@contextlib.contextmanager
-def opened_backend(settings: Settings, *, gallery: bool = True) -> Iterator[Backend]:
-    """:func:`open_backend` for the duration of a block (CLI commands), closed on exit."""
-    backend = open_backend(settings, gallery=gallery)
-    try:
-        yield backend
-    finally:
-        backend.close()
 
 
 def _open_database(settings: Settings) -> Backend:

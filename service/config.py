@@ -125,6 +125,21 @@ class Settings(BaseSettings):
             "weights on first use and cached). Trade-off and figures: docs/BENCHMARKS.md, 'Encoder precision'."
         ),
     )
+    malloc_arenas: int = Field(default=2, ge=0, description="glibc malloc arenas; 0 = glibc's default (8 per core).")
+    malloc_trim_s: float = Field(default=30.0, ge=0.0, description="Seconds between malloc_trim calls; 0 = off.")
+    malloc_mmap_threshold_kib: int = Field(default=0, ge=0, description="Fixed mmap threshold, KiB; 0 = glibc's.")
+    hnsw_storage: Literal["fp16", "sq8", "float32"] = Field(
+        default="fp16",
+        description="Embedded gallery: vectors in its HNSW index as fp16, sq8 (4x smaller) or float32 "
+        "(docs/GALLERY.md); an index saved with another storage is converted at open.",
+    )
+    hnsw_ef_search: int = Field(default=128, ge=1, description="Embedded gallery: HNSW search breadth.")
+    snapshot_interval_s: float = Field(
+        default=300.0, gt=0.0, description="Embedded gallery: seconds between snapshots."
+    )
+    snapshot_every_changes: int = Field(
+        default=10_000, ge=1, description="Embedded gallery: changes between snapshots."
+    )
     ready_timeout_s: float = Field(default=60.0, ge=0.0, description="How long a request waits for the model to load.")
     rate_limit_per_minute: float = Field(
         default=600.0, ge=0.0, description="Sustained requests per minute per API key (or client IP); 0 = off."

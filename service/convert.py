@@ -36,15 +36,8 @@ def subject_out(s: Any) -> SubjectOut:
 
 
 def face_out(r: Any) -> FaceOut:
-    return FaceOut(
-        id=r.id,
-        subject_id=r.subject_id,
-        model_id=r.model_id,
-        box=r.box,
-        quality=r.quality,
-        image_sha256=r.image_sha256,
-        created_at=r.created_at,
-    )
+    """A stored face (a :class:`service.gallery.FaceRecord`) as the API shows it."""
+    return FaceOut.model_validate(r, from_attributes=True)
 
 
 def pose_out(d: Detection) -> PoseOut | None:
@@ -136,6 +129,6 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         model_id=result.model_id,
         gallery_subjects=result.gallery_subjects,
         gallery_faces=result.gallery_faces,
-        threshold_source=result.threshold_source,  # type: ignore[arg-type]
+        threshold_source=result.threshold_source,
         estimated_false_identification_rate=result.estimated_fir,
     )

@@ -5,12 +5,14 @@ pool, and those thread hops cost each request more CPU than the reads themselves
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from embeddings import FaceAnalyzer
+from service.audit import Action, actor_of
 from service.auth import require
 from service.config import Settings
 from service.errors import NotReady
@@ -46,7 +48,9 @@ async def get_analyzer(request: Request) -> FaceAnalyzer:
     return analyzer
 
 
-async def get_runner(request: Request) -> Runner:
+async def get_runner(request: Request, _: Annotated[FaceAnalyzer, Depends(get_analyzer)]) -> Runner:
+    """The runner of model calls. It is built with the analyzer, so it waits for the model as
+    :func:`get_analyzer` does (503 ``not_ready`` while it loads)."""
     runner: Runner = request.app.state.runner
     return runner
 
@@ -69,3 +73,11 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AuditDep = Annotated[AuditStore, Depends(get_audit)]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 RecognizeKey = Annotated[ApiKey, Depends(require("recognize"))]
+
+
+async def audit_change(
+    audit: AuditStore, action: Action, key: ApiKey | None, target: dict[str, Any], count: int | None = None
+) -> None:
+    """Record a change made through the API (by ``key``; None: the local user) in the audit log; the record is
+    fsynced in a worker thread before the route answers."""
+    await run_in_threadpool(lambda: audit.record(action, actor=actor_of(key), target=target, count=count))

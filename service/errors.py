@@ -77,36 +77,59 @@ class NotReady(ServiceError):
     status, code = 503, "not_ready"
 
 
-# Library and gallery errors -> (status, code). Order matters: subclasses first.
-DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (ImageTooLarge, 413, "payload_too_large"),
-    (InvalidImage, 422, "invalid_image"),
-    (NoFace, 422, "no_face"),
-    (MultipleFaces, 422, "multiple_faces"),
-    (BadPose, 422, "pose"),
-    (LowQuality, 422, "low_quality"),
-    (ModelOverloaded, 429, "overloaded"),
-    (SubjectNotFound, 404, "not_found"),
-    (FaceNotFound, 404, "not_found"),
-    (ModelMismatch, 409, "model_mismatch"),
-    (InvalidCursor, 422, "validation_error"),
-    (GalleryLocked, 503, "gallery_locked"),
-    (StorageFull, 507, "insufficient_storage"),
-    (StorageUnavailable, 503, "storage_unavailable"),
+# Library and gallery errors -> HTTP status; the code is the class's ``code``. Order matters: subclasses first.
+DOMAIN_ERRORS: list[tuple[type[FaceRecError], int]] = [
+    (ImageTooLarge, 413),
+    (InvalidImage, 422),
+    (NoFace, 422),
+    (MultipleFaces, 422),
+    (BadPose, 422),
+    (LowQuality, 422),
+    (ModelOverloaded, 429),
+    (SubjectNotFound, 404),
+    (FaceNotFound, 404),
+    (ModelMismatch, 409),
+    (InvalidCursor, 422),
+    (GalleryLocked, 503),
+    (StorageFull, 507),
+    (StorageUnavailable, 503),
 ]
 
+SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    Overloaded,
+    NotReady,
+)
+
+STATUS_MEANING = {
+    401: "Missing or unknown API key",
+    403: "The key lacks the scope this endpoint needs",
+    404: "Unknown subject or face",
+    409: "The gallery holds faces of another model only",
+    413: "Body over `FACEREC_MAX_UPLOAD_BYTES` or image over the pixel limit",
+    415: "Body neither multipart/form-data nor JSON",
+    422: "Invalid input",
+    429: "Too many requests waiting for the model",
+    503: "The model is still loading, another process holds the gallery, or the gallery's storage refuses "
+    "writes: read-only or I/O error (nothing was stored, reads still work)",
+    507: "The gallery's storage is full: nothing was stored; reads still work",
+}
+"""What each documented status means; the codes it carries are added from the error classes."""
+
+
+def codes_of(status: int) -> list[str]:
+    """The stable codes a response of ``status`` may carry, from the service and domain error classes."""
+    found = [c.code for c in SERVICE_ERRORS if c.status == status]
+    found += [cls.code for cls, s in DOMAIN_ERRORS if s == status]
+    return list(dict.fromkeys(found))
+
+
 ERROR_STATUS_TEXT = {
-    401: "Missing or unknown API key (`unauthorized`).",
-    403: "The key lacks the scope this endpoint needs (`forbidden`).",
-    404: "Unknown subject or face (`not_found`).",
-    409: "The gallery holds faces of another model only (`model_mismatch`).",
-    413: "Body over `FACEREC_MAX_UPLOAD_BYTES` or image over the pixel limit (`payload_too_large`).",
-    415: "Body neither multipart/form-data nor JSON (`unsupported_media_type`).",
-    422: "Invalid input: `validation_error`, `invalid_image`, `no_face`, `multiple_faces`, `low_quality`, `pose`.",
-    429: "Too many requests waiting for the model (`overloaded`).",
-    503: "The model is still loading (`not_ready`), or the gallery's storage refuses writes: read-only or I/O "
-    "error (`storage_unavailable`; nothing was stored, reads still work).",
-    507: "The gallery's storage is full (`insufficient_storage`): nothing was stored; reads still work.",
+    status: f"{text} ({', '.join(f'`{c}`' for c in codes_of(status))})." for status, text in STATUS_MEANING.items()
 }
 
 
@@ -117,9 +140,9 @@ def envelope(status: int, code: str, message: str, headers: dict[str, str] | Non
 
 def domain_status(exc: Exception) -> tuple[int, str] | None:
     """``(status, code)`` for a known library or gallery error, else ``None``."""
-    for cls, status, code in DOMAIN_ERRORS:
+    for cls, status in DOMAIN_ERRORS:
         if isinstance(exc, cls):
-            return status, code
+            return status, cls.code
     return None
 
 
@@ -139,16 +162,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
+    400: ServiceError.code,
+    404: SubjectNotFound.code,
     405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "overloaded",
+    **{cls.status: cls.code for cls in SERVICE_ERRORS if cls.status != 503},
 }
+"""The code of an HTTP exception raised by FastAPI or Starlette themselves (unknown route, wrong method...)."""
 
 
 def install(app: FastAPI) -> None:
@@ -184,7 +203,7 @@ def install(app: FastAPI) -> None:
         return envelope(500, "internal_error", "an unexpected error occurred; it has been logged")
 
     app.add_exception_handler(ServiceError, service_error)
-    for cls, _status, _code in DOMAIN_ERRORS:
+    for cls, _status in DOMAIN_ERRORS:
         app.add_exception_handler(cls, domain_error)
     app.add_exception_handler(FaceRecError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -11,11 +11,12 @@ pages to the OS.
 An optional fixed mmap threshold (off by default): glibc serves blocks above ``M_MMAP_THRESHOLD`` (128 KiB at
 start) with their own ``mmap`` and unmaps them on free, but every such free *raises* the threshold to the freed
 size (up to 32 MiB), so the MiB-sized tensor and batch buffers soon come from the arenas instead, where they can
-fragment the heap between trims. Setting the threshold turns that adjustment off. Measured on the soak (docs/LOAD.md,
-fourth run) at 256 KiB: ~20x the minor page faults and ~6% more CPU per request (+2.4 ms of system time), with
-no reproducible RSS benefit (one side-by-side pair ended 65 MiB lower, the next 29 MiB higher), so it stays off.
+fragment the heap between trims. Setting the threshold turns that adjustment off. At 256 KiB it costs ~20x the
+minor page faults and ~6% more CPU per request, with no reproducible RSS benefit under load (docs/LOAD.md), so it is
+off by default.
 
-Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl, macOS) the calls are no-ops. The settings:
+Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl, macOS) the calls are no-ops. The settings (read
+by :class:`service.config.Settings`):
 ``FACEREC_MALLOC_ARENAS`` (default 2; 0 leaves glibc's default; an explicit ``MALLOC_ARENA_MAX`` in the
 environment wins, glibc read it at start-up), ``FACEREC_MALLOC_TRIM_S`` (default 30 s; 0 disables) and
 ``FACEREC_MALLOC_MMAP_THRESHOLD_KIB`` (default 0: glibc's dynamic threshold; an explicit
@@ -109,12 +110,9 @@ class Trimmer:
             self._thread.join(timeout=5)
 
 
-def configure_from_env() -> Trimmer:
-    """What ``facerec serve`` calls first: cap the arenas, fix the mmap threshold and start the trimmer from the
-    environment."""
-    arenas = int(os.environ.get("FACEREC_MALLOC_ARENAS", "2"))
-    interval = float(os.environ.get("FACEREC_MALLOC_TRIM_S", "30"))
-    mmap_kib = int(os.environ.get("FACEREC_MALLOC_MMAP_THRESHOLD_KIB", "0"))
+def configure(*, arenas: int, interval: float, mmap_kib: int) -> Trimmer:
+    """What ``facerec serve`` calls before any thread exists: cap the arenas at ``arenas``, fix the mmap
+    threshold at ``mmap_kib`` KiB (0: glibc's) and start a trimmer every ``interval`` s (0: none)."""
     applied = limit_arenas(arenas)
     fixed = fix_mmap_threshold(mmap_kib)
     log.info(

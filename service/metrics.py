@@ -84,6 +84,11 @@ class Metrics:
         self.subjects = Gauge("facerec_gallery_subjects", "Subjects in the gallery.", registry=self.registry)
         self.gallery_faces = Gauge("facerec_gallery_faces", "Faces in the gallery.", registry=self.registry)
 
+    def observe_call(self, operation: str, seconds: float, faces: int) -> None:
+        """One model call of a route: its inference time (s) and the faces it handled."""
+        self.inference.labels(operation).observe(seconds)
+        self.faces.labels(operation).inc(faces)
+
     def observe_batch(self, faces: int, requests: int, seconds: float) -> None:
         """One micro-batcher encoder call: ``faces`` faces from ``requests`` requests in ``seconds``."""
         self.batch_faces.observe(faces)

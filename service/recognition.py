@@ -11,7 +11,7 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,14 +36,14 @@ RESCORE_CANDIDATES = 20
 """Identify rescores at least this many nearest subjects (by nearest face, from the index) with the person-level
 rule: the subject with the best template is almost always among them."""
 
-REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
-    (ImageTooLarge, "payload_too_large"),
-    (InvalidImage, "invalid_image"),
-    (NoFace, "no_face"),
-    (MultipleFaces, "multiple_faces"),
-    (BadPose, "pose"),
-    (LowQuality, "low_quality"),
-]
+REJECTIONS: tuple[type[FaceRecError], ...] = (ImageTooLarge, InvalidImage, NoFace, MultipleFaces, BadPose, LowQuality)
+"""Library errors that reject one image of an enrolment, reported with the error's ``code``."""
+
+DUPLICATE = "duplicate"
+"""The reject code of an image already enrolled for the subject (or repeated in the request)."""
+
+REJECT_CODES: tuple[str, ...] = (*(cls.code for cls in REJECTIONS), DUPLICATE)
+"""Every code an enrolment's ``rejected`` entry may carry."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -112,7 +112,7 @@ def enroll(
             result.rejected.append(
                 Rejection(
                     index,
-                    "duplicate",
+                    DUPLICATE,
                     f"this image is already enrolled ({where})",
                     existing.id if existing is not None else None,
                 )
@@ -122,7 +122,7 @@ def enroll(
         try:
             face = analyzer.single_face(data, largest=largest, check_quality=True)
         except FaceRecError as exc:
-            code = next((c for cls, c in REJECT_CODES if isinstance(exc, cls)), "invalid_image")
+            code = exc.code if isinstance(exc, REJECTIONS) else InvalidImage.code
             result.rejected.append(Rejection(index, code, exc.message))
             continue
         box, quality = face_summary(face)
@@ -284,6 +284,10 @@ class SubjectMatch:
     face_distance: float
 
 
+ThresholdSource = Literal["request", "fixed", "max_fir", "uncalibrated"]
+"""Where identify's threshold came from (see :class:`ThresholdChoice`)."""
+
+
 @dataclass
 class Identified:
     face: Face
@@ -299,11 +303,8 @@ class IdentifyResult:
     model_id: str
     gallery_subjects: int
     estimated_fir: float | None
-    threshold_source: str = "fixed"
+    threshold_source: ThresholdSource = "fixed"
     gallery_faces: int = 0
-
-
-THRESHOLD_SOURCES = ("request", "fixed", "max_fir", "uncalibrated")
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ class ThresholdChoice:
     fixed threshold, because the model has no calibration tables: no FIR estimate exists for it)."""
 
     threshold: float
-    source: str
+    source: ThresholdSource
 
 
 def identify_threshold(

@@ -20,7 +20,7 @@ T = TypeVar("T")
 class Runner:
     """At most ``threads`` calls run at once and ``max_pending`` wait; one more is refused with 429.
 
-    ``tracker`` (settable later, e.g. the micro-batcher's ``producer``) is entered around each call in its
+    ``tracker`` (e.g. the micro-batcher's ``producer``) is entered around each call in its
     worker thread, so that the batcher knows how many requests are on their way to the encoder.
     """
 

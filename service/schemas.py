@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.recognition import REJECT_CODES, ThresholdSource
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["no_face"])
@@ -194,14 +196,9 @@ class FaceList(BaseModel):
     items: list[FaceOut]
 
 
-RejectCode = Literal[
-    "no_face", "multiple_faces", "low_quality", "pose", "duplicate", "invalid_image", "payload_too_large"
-]
-
-
 class Rejected(BaseModel):
     index: int = Field(description="Position of the image in the request, from 0.")
-    code: RejectCode
+    code: str = Field(json_schema_extra={"enum": list(REJECT_CODES)})
     message: str
     face_id: int | None = Field(None, description="For `duplicate`: the face already enrolled from these bytes.")
 
@@ -284,7 +281,7 @@ class IdentifyResponse(BaseModel):
     gallery_faces: int = Field(
         0, description="Faces of this model in the gallery: the gallery size of the open-set estimate."
     )
-    threshold_source: Literal["request", "fixed", "max_fir", "uncalibrated"] = Field(
+    threshold_source: ThresholdSource = Field(
         "fixed",
         description=(
             "How `threshold` was chosen: given in the request, the fixed threshold (FACEREC_THRESHOLD or the "

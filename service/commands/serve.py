@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -13,6 +15,17 @@ import typer
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM before uvicorn runs, or re-raised by uvicorn after its graceful shutdown: exit 0."""
     sys.exit(0)
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, with the service's own loggers (``facerec.*``) on its console handler:
+    their warnings and errors, and the one ``facerec.ready`` line, appear among uvicorn's."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["facerec"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["facerec.ready"] = {"level": "INFO"}
+    return config
 
 
 def serve(
@@ -26,16 +39,20 @@ def serve(
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
     from service.lean_imports import block_optional_imports
-    from service.memory import configure_from_env
+    from service.memory import configure
 
     block_optional_imports()  # before TensorFlow/Keras load: matplotlib and scikit-learn stay out (~80 MiB)
-    trimmer = configure_from_env()  # before the worker threads exist: bounded malloc arenas, periodic trim
-    import uvicorn
-
-    from service.app import KeysRequired, check_bind, create_app
     from service.commands.backend import load_settings, opened_stores
 
     settings = load_settings(host=host, port=port, data=data)
+    # before the worker threads exist: bounded malloc arenas, periodic trim
+    trimmer = configure(
+        arenas=settings.malloc_arenas, interval=settings.malloc_trim_s, mmap_kib=settings.malloc_mmap_threshold_kib
+    )
+    import uvicorn
+
+    from service.app import KeysRequired, check_bind, create_app
+
     try:
         with opened_stores(settings) as backend:
             check_bind(settings, backend.keys)
@@ -50,6 +67,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level=log_level,
+            log_config=log_config(),
             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         )
     finally:

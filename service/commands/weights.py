@@ -30,12 +30,11 @@ def fetch(
     """Make sure verified weights and the 5-celebrity example set are in the cache (downloads only what is missing
     or corrupt), the MTCNN networks converted to OpenVINO, and the encoder's OpenVINO conversion when its
     precision is bf16 or int8. Converting needs the `convert` extra; serving then needs only the cache."""
-    import os
-
-    from embeddings.encoders import DEFAULT_PRECISION, PRECISIONS
+    from embeddings.encoders import PRECISIONS
+    from service.commands.backend import load_settings
 
     log = _log(quiet)
-    precision = encoder or os.environ.get("FACEREC_ENCODER") or DEFAULT_PRECISION
+    precision = encoder or load_settings().encoder
     if precision not in PRECISIONS:
         typer.echo(f"error: encoder precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", err=True)
         raise typer.Exit(2)

@@ -22,7 +22,7 @@ from service.gallery.errors import (
     StorageUnavailable,
     SubjectNotFound,
 )
-from service.gallery.local import GallerySettings, LocalGallery, SideStaging, default_data_dir, open_gallery
+from service.gallery.local import GallerySettings, LocalGallery, SideStaging, open_gallery
 from service.gallery.segment import IndexParams
 from service.gallery.types import (
     Candidate,
@@ -60,6 +60,5 @@ __all__ = [
     "StorageUnavailable",
     "Subject",
     "SubjectNotFound",
-    "default_data_dir",
     "open_gallery",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from service.errors import ERROR_STATUS_TEXT
 from service.schemas import ErrorResponse
 
@@ -15,12 +17,31 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": ERROR_STATUS_TEXT[s]} for s in statuses}
 
 
-def image_body(files: dict[str, str], fields: dict[str, dict[str, Any]], example: dict[str, Any]) -> dict[str, Any]:
+def form_fields(params: type[BaseModel] | None) -> dict[str, dict[str, Any]]:
+    """The JSON schemas of a parameter model's fields, as plain form fields: an optional field (``X | None``)
+    is documented as ``X``, since leaving it out is how a client asks for the default."""
+    if params is None:
+        return {}
+    fields: dict[str, dict[str, Any]] = {}
+    for name, schema in params.model_json_schema()["properties"].items():
+        schema = {k: v for k, v in schema.items() if k != "title"}
+        options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            schema = {**options[0], **schema}
+        if schema.get("default", 0) is None:
+            del schema["default"]
+        fields[name] = schema
+    return fields
+
+
+def image_body(files: dict[str, str], params: type[BaseModel] | None, example: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` describing a body sent as multipart files or as base64 JSON.
 
-    ``files`` maps a field name to its description (``images`` is an array of files); ``fields`` maps the
-    plain fields to JSON schemas; ``example`` holds the plain fields' example values.
+    ``files`` maps a field name to its description (``images`` is an array of files); ``params`` is the
+    pydantic model of the plain fields (their types, bounds and texts come from it); ``example`` holds the
+    plain fields' example values.
     """
+    fields = form_fields(params)
     multipart: dict[str, Any] = {}
     as_json: dict[str, Any] = {}
     for name, text in files.items():

@@ -9,9 +9,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service import recognition
-from service.audit import actor_of
 from service.convert import face_out
-from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep
+from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep, audit_change
 from service.errors import BadRequest
 from service.routes.docs import errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
@@ -37,7 +36,7 @@ FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite 
             "images": "One or more photos, each with exactly one acceptable face.",
             "image": "A single photo (same as one `images` entry).",
         },
-        {"face": {"type": "string", "enum": ["single", "largest"], "default": "single"}},
+        EnrollParams,
         {"face": "single"},
     ),
 )
@@ -69,24 +68,13 @@ async def enroll(
         largest=params.face == "largest",
         store_crop=request.app.state.settings.store_crops,
     )
-    metrics.inference.labels("enroll").observe(seconds)
-    metrics.faces.labels("enroll").inc(len(result.faces))
+    metrics.observe_call("enroll", seconds, len(result.faces))
     if result.faces:
         face_ids = [r.id for r in result.faces]
-        await run_in_threadpool(
-            lambda: audit.record(
-                "face.enroll",
-                actor=actor_of(key),
-                target={"subject_id": subject_id, "face_ids": face_ids},
-                count=len(face_ids),
-            )
-        )
+        await audit_change(audit, "face.enroll", key, {"subject_id": subject_id, "face_ids": face_ids}, len(face_ids))
     body = EnrollResponse(
         faces=[face_out(r) for r in result.faces],
-        rejected=[
-            Rejected(index=r.index, code=r.code, message=r.message, face_id=r.face_id)  # type: ignore[arg-type]
-            for r in result.rejected
-        ],
+        rejected=[Rejected(index=r.index, code=r.code, message=r.message, face_id=r.face_id) for r in result.rejected],
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if result.faces else 200)
 
@@ -115,5 +103,5 @@ async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut
 )
 async def delete_face(face_id: FaceId, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)
-    await run_in_threadpool(lambda: audit.record("face.delete", actor=actor_of(key), target={"face_id": face_id}))
+    await audit_change(audit, "face.delete", key, {"face_id": face_id})
     return Response(status_code=204)

@@ -45,9 +45,7 @@ class LiveFrameOut(BaseModel):
     response_model=LiveFrameOut,
     summary="Track one webcam frame of a live session",
     responses=errors(401, 403, 413, 415, 422, 429, 503),
-    openapi_extra=image_body(
-        {"image": "One video frame (JPEG)."}, {"session": {"type": "string"}}, {"session": "tab-3f9a2c71"}
-    ),
+    openapi_extra=image_body({"image": "One video frame (JPEG)."}, LiveParams, {"session": "tab-3f9a2c71"}),
 )
 async def live_frame(
     request: Request, key: RecognizeKey, analyzer: AnalyzerDep, runner: RunnerDep, media: MediaDep

@@ -71,7 +71,7 @@ def _offset(cursor: str | None) -> int:
     response_model=PhotoOut,
     summary="Index a library photo: store every face in it (named when identify matches)",
     responses={200: {"model": PhotoOut, "description": "Already indexed (same sha256)."}, **IMAGE_ERRORS},
-    openapi_extra=image_body({"image": "The photo."}, {"external_id": {"type": "string"}}, {"external_id": "a.jpg"}),
+    openapi_extra=image_body({"image": "The photo."}, PhotoParams, {"external_id": "a.jpg"}),
 )
 async def index_photo(
     key: AdminKey,
@@ -153,7 +153,7 @@ async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Resp
     responses={**IMAGE_ERRORS, **errors(404)},
     openapi_extra=image_body(
         {"image": "A photo; its largest face is searched with."},
-        {"face_id": {"type": "integer"}, "top_k": {"type": "integer"}, "threshold": {"type": "number"}},
+        SearchParams,
         {"top_k": 10},
     ),
 )

@@ -17,31 +17,12 @@ from service.schemas import (
     IdentifyResponse,
     VerifyParams,
     VerifyResponse,
-    face_description,
 )
 from service.uploads import read_payload
 
 router = APIRouter(prefix="/v1", tags=["recognition"])
 
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
-
-
-def face_param(default: str) -> dict[str, object]:
-    """The OpenAPI form field ``face``: ``default`` (detected faces) or ``aligned`` (skip detection)."""
-    return {
-        "type": "string",
-        "enum": [default, "aligned"],
-        "default": default,
-        "description": face_description(default),
-    }
-
-
-THRESHOLD = {
-    "type": "number",
-    "minimum": 0,
-    "maximum": 2,
-    "description": "L2 distance; default: the service's.",
-}
 
 
 def _require(image: bytes | None, name: str) -> bytes:
@@ -61,7 +42,7 @@ def _require(image: bytes | None, name: str) -> bytes:
             "image_b": "Second photo (two-image mode).",
             "image": "The photo to check against `subject_id` (subject mode).",
         },
-        {"subject_id": {"type": "string"}, "threshold": THRESHOLD, "face": face_param("largest")},
+        VerifyParams,
         {"threshold": 1.1},
     ),
 )
@@ -92,7 +73,7 @@ async def verify(
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        metrics.faces.labels("verify").inc(1)
+        faces = 1
     else:
         image_a, image_b = (
             _require(payload.one("image_a"), "image_a"),
@@ -106,8 +87,8 @@ async def verify(
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        metrics.faces.labels("verify").inc(2)
-    metrics.inference.labels("verify").observe(seconds)
+        faces = 2
+    metrics.observe_call("verify", seconds, faces)
     return verify_response(result)
 
 
@@ -118,11 +99,7 @@ async def verify(
     responses={**IMAGE_ERRORS, **errors(409)},
     openapi_extra=image_body(
         {"image": "The photo to identify."},
-        {
-            "threshold": THRESHOLD,
-            "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
-            "face": face_param("all"),
-        },
+        IdentifyParams,
         {"top_k": 3},
     ),
 )
@@ -156,8 +133,7 @@ async def identify(
         max_fir=settings.max_fir,
         aligned=params.face == "aligned",
     )
-    metrics.inference.labels("identify").observe(seconds)
-    metrics.faces.labels("identify").inc(len(result.faces))
+    metrics.observe_call("identify", seconds, len(result.faces))
     return identify_response(result)
 
 
@@ -166,7 +142,7 @@ async def identify(
     response_model=DetectResponse,
     summary="Find faces: boxes, landmarks and confidence",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body({"image": "The photo."}, {}, {}),
+    openapi_extra=image_body({"image": "The photo."}, None, {}),
 )
 async def detect(
     _: RecognizeKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
@@ -175,8 +151,7 @@ async def detect(
     payload = await read_payload(request)
     image = _require(payload.one("image"), "image")
     ((width, height), found), seconds = await runner.run(recognition.detect, analyzer=analyzer, image=image)
-    metrics.inference.labels("detect").observe(seconds)
-    metrics.faces.labels("detect").inc(len(found))
+    metrics.observe_call("detect", seconds, len(found))
     return DetectResponse(width=width, height=height, faces=[detected(d) for d in found])
 
 
@@ -185,9 +160,7 @@ async def detect(
     response_model=EmbedResponse,
     summary="Faces with their 128-d embeddings (admin)",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body(
-        {"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, {"face": face_param("all")}, {}
-    ),
+    openapi_extra=image_body({"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, EmbedParams, {}),
 )
 async def embed(
     _: AdminKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
@@ -200,6 +173,5 @@ async def embed(
     image = _require(payload.one("image"), "image")
     aligned = params.face == "aligned"
     faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image, aligned=aligned)
-    metrics.inference.labels("embed").observe(seconds)
-    metrics.faces.labels("embed").inc(len(faces))
+    metrics.observe_call("embed", seconds, len(faces))
     return EmbedResponse(model_id=analyzer.model_id, faces=[embedded(f) for f in faces])

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.audit import actor_of
 from service.convert import subject_out
-from service.deps import AdminKey, AuditDep, GalleryDep
+from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
 from service.media import MediaDep
 from service.routes.docs import errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
@@ -33,9 +32,7 @@ async def create_subject(
 ) -> SubjectOut:
     """A person to enrol faces into. ``metadata`` is any JSON object kept with the subject."""
     subject = await run_in_threadpool(lambda: gallery.create_subject(name=body.name, metadata=body.metadata))
-    await run_in_threadpool(
-        lambda: audit.record("subject.create", actor=actor_of(key), target={"subject_id": subject.id})
-    )
+    await audit_change(audit, "subject.create", key, {"subject_id": subject.id})
     return subject_out(subject)
 
 
@@ -72,9 +69,7 @@ async def update_subject(
         lambda: gallery.update_subject(subject_id, name=body.name, metadata=body.metadata)
     )
     fields = sorted(name for name in ("name", "metadata") if getattr(body, name) is not None)
-    await run_in_threadpool(
-        lambda: audit.record("subject.update", actor=actor_of(key), target={"subject_id": subject_id, "fields": fields})
-    )
+    await audit_change(audit, "subject.update", key, {"subject_id": subject_id, "fields": fields})
     return subject_out(subject)
 
 
@@ -110,7 +105,5 @@ async def delete_subject(
             await run_in_threadpool(library.erase_subject_faces, subject_id)
         else:
             await run_in_threadpool(library.forget_subject, subject_id)
-    await run_in_threadpool(
-        lambda: audit.record("subject.delete", actor=actor_of(key), target={"subject_id": subject_id})
-    )
+    await audit_change(audit, "subject.delete", key, {"subject_id": subject_id})
     return Response(status_code=204)

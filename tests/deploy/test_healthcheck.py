@@ -5,7 +5,6 @@ listens. Also: the CLI checker used by the static tests rejects what does not ex
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,19 +15,13 @@ from typing import Any
 
 import pytest
 
+from bench.serverproc import free_port
 from tests.deploy import deployfiles as df
 
 
 class FakeAnalyzer:
     model_id = "fake"
     threshold = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def healthchecks() -> dict[str, list[str]]:

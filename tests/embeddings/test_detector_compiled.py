@@ -16,6 +16,8 @@ from embeddings.detector import FaceDetector
 from embeddings.types import Box, Detection
 from tests.conftest import image_files
 
+pytestmark = pytest.mark.slow  # the real MTCNN networks
+
 Image = npt.NDArray[np.uint8]
 
 

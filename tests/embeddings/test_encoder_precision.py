@@ -15,6 +15,8 @@ from embeddings.facenet import BatchedEncoder, FaceNetEncoder
 from embeddings.facenet_openvino import META_FILE, OpenVinoEncoder, ensure_ir, ir_dir
 from tests.conftest import image_files
 
+pytestmark = pytest.mark.slow  # the real weights, converted to OpenVINO
+
 FAST = ["bf16", "int8"]
 COSINE_FLOOR = {"bf16": 0.999, "int8": 0.985}
 """Worst per-face cosine to fp32 allowed (measured: bf16 0.9998, int8 0.989 on these 117 faces)."""

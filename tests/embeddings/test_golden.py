@@ -15,6 +15,8 @@ import pytest
 from embeddings import AnalyzerConfig, FaceAnalyzer
 from tests.golden import GOLDEN_FILE, golden_matrix
 
+pytestmark = pytest.mark.slow  # the real weights
+
 
 @pytest.fixture(scope="module")
 def fp32_analyzer(analyzer: FaceAnalyzer, weights_path: Path) -> FaceAnalyzer:

@@ -19,6 +19,8 @@ from embeddings import (
 )
 from tests.conftest import image_files
 
+pytestmark = pytest.mark.slow  # the real weights
+
 
 def _jpeg(img: Image.Image, **kw: object) -> bytes:
     buf = io.BytesIO()

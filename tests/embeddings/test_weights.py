@@ -39,6 +39,7 @@ def test_explicit_converted_weights_are_used(monkeypatch: pytest.MonkeyPatch, we
     assert weights_mod.resolve() == weights_path
 
 
+@pytest.mark.slow
 def test_corrupt_cache_is_detected_and_refetched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_path: Path
 ) -> None:

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from service.gallery import open_gallery
 from service.gallery.snapshot import snapshot_path
 from tests.faults.helpers import PEOPLE, photos, variant
 from tests.service.server import Server
+
+pytestmark = pytest.mark.slow  # a real server killed during bulk enrolment
 
 ROUNDS = ("kill", "kill", "term", "kill")
 

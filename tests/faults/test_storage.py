@@ -34,6 +34,8 @@ from service.config import Settings
 from service.gallery import LocalGallery, open_gallery
 from tests.faults.helpers import photos, variant
 
+pytestmark = pytest.mark.slow  # a real server app with the real weights
+
 NO_LIMIT = 1073741823
 
 

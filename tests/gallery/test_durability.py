@@ -47,6 +47,7 @@ def _check_consistent(g, committed: set[int], deleted: set[int], doubtful: set[i
         assert [r[0].face_id for r in res] == alive
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     data = tmp_path / "data"
     rng = np.random.default_rng(99)
@@ -175,25 +176,16 @@ def test_second_process_gets_gallery_locked(make_gallery, tmp_path):
         "print('opened')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "data")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def other_process() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-c", code, str(tmp_path / "data")]
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    out = other_process()
     assert out.returncode == 3, out.stdout + out.stderr
     assert f"pid {os.getpid()}" in out.stdout
     with pytest.raises(GalleryLocked):
         make_gallery()  # a second open in the same process is refused too
     g.close()
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "data")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = other_process()
     assert out.returncode == 0 and "opened" in out.stdout, out.stdout + out.stderr

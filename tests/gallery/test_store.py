@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from service.gallery import (
     NewFace,
     StorageUnavailable,
-    default_data_dir,
 )
 from service.gallery.crops import decode_crop
 from service.gallery.sqlite import READER_CACHE_KIB, SCHEMA_VERSION, WRITER_CACHE_KIB
@@ -28,13 +26,6 @@ def test_schema_version_recorded(make_gallery):
         for p in ("journal_mode", "secure_delete", "foreign_keys", "synchronous")
     }
     assert pragmas == {"journal_mode": "wal", "secure_delete": 1, "foreign_keys": 1, "synchronous": 2}
-
-
-def test_default_data_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv("FACEREC_DATA", raising=False)
-    assert default_data_dir() == Path("data")
-    monkeypatch.setenv("FACEREC_DATA", str(tmp_path))
-    assert default_data_dir() == tmp_path
 
 
 def test_page_caches_are_bounded(make_gallery):

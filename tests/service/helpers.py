@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 ENROLLED = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
 UNKNOWN = "mindy_kaling"
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0, poll: float = 0.005) -> None:
+    """Poll ``cond`` every ``poll`` s until it holds; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(poll)
 
 
 def images(dataset: Path, split: str, person: str) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.serverproc import free_port, serve_command
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -34,20 +29,7 @@ class Server:
 
     def start(self, timeout: float = 240.0) -> Server:
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
-        cmd = [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data),
-            "--log-level",
-            "warning",
-        ]
+        cmd = serve_command(self.port, self.data)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -79,3 +61,10 @@ class Server:
         self.stop()
         self.saw_not_ready = False
         return self.start()
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    """``facerec serve ARGS`` to its exit (for servers that must refuse to start), with a minimal environment."""
+    cmd = [sys.executable, "-m", "service.cli", "serve", *args]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)

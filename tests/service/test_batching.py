@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import BatchingEncoder, MicroBatcher
+from service.bootstrap import make_runner
+from service.config import Settings
 from service.errors import NotReady, Overloaded
-from tests.service.helpers import images
+from tests.service.helpers import images, wait_until
 from tests.service.server import Server
 
 BAD = 255  # a crop filled with this value makes the fake encoder fail
@@ -51,6 +52,14 @@ def crops(*values: int) -> npt.NDArray[np.uint8]:
     return out
 
 
+def encode_one_timed(batcher: MicroBatcher) -> float:
+    """Seconds one marked request waits to encode one crop."""
+    with batcher.producer():
+        start = time.perf_counter()
+        batcher.encode(crops(1))
+        return time.perf_counter() - start
+
+
 def run_producers(batcher: MicroBatcher, jobs: list[npt.NDArray[np.uint8]]) -> list[Any]:
     """One thread per job: enter ``producer()``, wait until all have entered, then encode. Results or errors."""
     barrier = threading.Barrier(len(jobs))
@@ -65,13 +74,6 @@ def run_producers(batcher: MicroBatcher, jobs: list[npt.NDArray[np.uint8]]) -> l
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         return list(pool.map(work, jobs))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
@@ -129,10 +131,7 @@ def test_waits_at_most_max_wait_for_a_request_still_on_its_way() -> None:
     t.start()
     try:
         assert on_the_way.wait(5)
-        with batcher.producer():
-            start = time.perf_counter()
-            batcher.encode(crops(1))
-            elapsed = time.perf_counter() - start
+        elapsed = encode_one_timed(batcher)
     finally:
         done.set()
         t.join()
@@ -156,10 +155,7 @@ def test_straggler_leaving_releases_the_batch() -> None:
     assert inside.wait(5)
     threading.Timer(0.1, leave.set).start()
     try:
-        with batcher.producer():
-            start = time.perf_counter()
-            batcher.encode(crops(1))
-            elapsed = time.perf_counter() - start
+        elapsed = encode_one_timed(batcher)
     finally:
         t.join()
         batcher.close()
@@ -251,6 +247,50 @@ def test_close_fails_what_a_stuck_encoder_left_waiting() -> None:
     finally:
         gate.set()
         pool.shutdown()
+
+
+class PlainEncoder:
+    """An encoder with the analyzer's interface, around :class:`FakeEncoder`."""
+
+    precision = "bf16"
+
+    def __init__(self) -> None:
+        self.fake = FakeEncoder()
+        self.flip_tta = False
+        self.warmed = False
+
+    def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.fake(crops)
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+
+def test_batching_encoder_has_the_encoders_interface_and_goes_through_the_batcher() -> None:
+    inner = PlainEncoder()
+    batcher = MicroBatcher(inner.encode, max_batch=8, max_wait_ms=0)
+    try:
+        wrapped = BatchingEncoder(inner, batcher)
+        np.testing.assert_array_equal(wrapped.encode(crops(3, 5))[:, 0], [3, 5])
+        assert inner.fake.calls == [2] and wrapped.precision == "bf16"
+        wrapped.flip_tta = True
+        wrapped.warm_up()
+        assert inner.flip_tta and inner.warmed
+        assert batcher.queued_faces == 0
+    finally:
+        batcher.close()
+
+
+def test_runner_limits_are_set_when_built() -> None:
+    settings = Settings(inference_threads=3, batch_max_size=8, max_pending=5)
+    plain = make_runner(settings, None)
+    assert plain.limiter.total_tokens == 3 and plain.max_pending == 5 and plain.tracker is None
+    batcher = MicroBatcher(FakeEncoder(), max_batch=8)
+    try:
+        batched = make_runner(settings, batcher)
+        assert batched.limiter.total_tokens == 3 + 8 and batched.tracker == batcher.producer
+    finally:
+        batcher.close()
 
 
 # ---- the real server ------------------------------------------------------------------------------------

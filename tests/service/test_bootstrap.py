@@ -15,10 +15,27 @@ from pydantic import ValidationError
 
 from service.bootstrap import BackendUnavailable, open_backend, open_reindex_target
 from service.config import Settings, redact_url
-from service.gallery import GalleryLocked, NewFace, ReindexRefused, SideStaging, open_gallery
+from service.gallery import GalleryLocked, LocalGallery, NewFace, ReindexRefused, SideStaging, open_gallery
 from service.reindex import finish_pending
 
 URL = "postgresql://facerec:s3cret-pw@db.example:5433/facerec"
+
+
+def test_gallery_tunables_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEREC_HNSW_STORAGE", "sq8")
+    monkeypatch.setenv("FACEREC_SNAPSHOT_INTERVAL_S", "12.5")
+    settings = Settings(data=tmp_path / "data", hnsw_ef_search=64, snapshot_every_changes=7)
+    backend = open_backend(settings)
+    try:
+        gallery = backend.open_gallery()
+        assert isinstance(gallery, LocalGallery)
+        tunables = gallery.settings
+        assert (tunables.index.hnsw_storage, tunables.index.ef_search) == ("sq8", 64)
+        assert (tunables.snapshot_interval_s, tunables.snapshot_every_changes) == (12.5, 7)
+    finally:
+        backend.close()
+    with pytest.raises(ValidationError):
+        Settings(hnsw_storage="int4")
 
 
 def test_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_server_stack_runs_without_the_optional_imports(celebrity_root: Path) -> None:
     """In a fresh process: after blocking, Keras/TensorFlow import, a face is detected and encoded, and neither
     blocked package was loaded (``sys.modules`` still holds the ``None`` marker)."""
@@ -20,6 +23,8 @@ blocked = block_optional_imports()
 import keras, tensorflow
 from embeddings.analyzer import FaceAnalyzer
 from pathlib import Path
+
+import pytest
 photo = sorted((Path(sys.argv[1]) / "val").rglob("*.jpg"))[0]
 faces = FaceAnalyzer().analyze(photo.read_bytes())
 print(json.dumps({"blocked": blocked, "faces": len(faces), "norm": float((faces[0].embedding ** 2).sum()),

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from service import memory
+from service.config import Settings
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt/malloc_trim are glibc's")
 
@@ -68,14 +69,14 @@ def test_trimmer_runs_periodically_and_stops() -> None:
     assert memory.Trimmer(0).start().runs == 0  # 0 disables
 
 
-def test_configure_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configure_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEREC_MALLOC_ARENAS", "0")
     monkeypatch.setenv("FACEREC_MALLOC_TRIM_S", "0")
-    monkeypatch.setenv("FACEREC_MALLOC_MMAP_THRESHOLD_KIB", "0")
-    trimmer = memory.configure_from_env()
+    settings = Settings()
+    assert (settings.malloc_arenas, settings.malloc_trim_s, settings.malloc_mmap_threshold_kib) == (0, 0.0, 0)
+    trimmer = memory.configure(arenas=settings.malloc_arenas, interval=settings.malloc_trim_s, mmap_kib=0)
     assert trimmer.interval_s == 0 and not trimmer._thread.is_alive()
     trimmer.stop()
-    assert os.environ["FACEREC_MALLOC_TRIM_S"] == "0"
 
 
 @glibc

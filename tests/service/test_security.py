@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from service.audit import AuditLog, cli_actor
 from service.keys import KeyStore
 from service.ratelimit import RateLimiter
+from tests.service.fakes import LOCAL_URL, EmbeddingAnalyzer, FakeAnalyzer, app_with, local
 from tests.service.helpers import png
 from tests.service.server import REPO
-from tests.service.test_unit import LOCAL_URL, EmbeddingAnalyzer, FakeAnalyzer, app_with, local
 
 
 class Clock:

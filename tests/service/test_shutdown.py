@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.gallery.snapshot import read_header
 from tests.service.helpers import ENROLLED, images
 from tests.service.server import Server
+
+pytestmark = pytest.mark.slow  # real servers with the real weights
 
 SHUTDOWN_TIMEOUT_S = 8
 

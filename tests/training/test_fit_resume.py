@@ -33,6 +33,7 @@ def _data() -> tuple[np.ndarray, np.ndarray, PairSet]:
     return acts, labels, PairSet(val_acts, a, b, np.array([True] * 4 + [False] * 4))
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     acts, labels, val = _data()
     cfg = dict(people_per_batch=4, images_per_person=3, learning_rate=1e-2, eval_every=3, patience=100)

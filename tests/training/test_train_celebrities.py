@@ -13,6 +13,8 @@ import pytest
 from embeddings.training.fit import FitConfig
 from embeddings.training.trainer import TrainOptions, prepare
 
+pytestmark = pytest.mark.slow  # trains on the real weights
+
 
 @pytest.fixture(scope="module")
 def trained(celebrity_root: Path, weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

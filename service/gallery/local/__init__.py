@@ -8,7 +8,6 @@ indexes), ``recovery`` (open: snapshot, replay, rebuild), ``search`` (top-k subj
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from service.gallery.local.gallery import LocalGallery
@@ -17,12 +16,7 @@ from service.gallery.local.settings import GallerySettings
 from service.gallery.local.staging import SideStaging
 from service.gallery.segment import IndexParams
 
-__all__ = ["GallerySettings", "LocalGallery", "ProgressFn", "SideStaging", "default_data_dir", "open_gallery"]
-
-
-def default_data_dir() -> Path:
-    """``$FACEREC_DATA`` or ``./data``: where the service keeps the gallery."""
-    return Path(os.environ.get("FACEREC_DATA") or "data")
+__all__ = ["GallerySettings", "LocalGallery", "ProgressFn", "SideStaging", "open_gallery"]
 
 
 _DEFAULT_INDEX = IndexParams()

@@ -23,14 +23,14 @@ log = logging.getLogger("facerec.gallery")
 WRITER_CACHE_KIB = 8_192
 """SQLite page cache of the one writer connection, KiB. The writer only runs write transactions (and the few reads
 inside them); what it writes stays in its cache, and enrolment writes a ~40 KiB PNG crop per face, so a 64 MiB cache
-filled with crops over the first ~1,500 enrolled faces and grew the service's RSS by as much (the soak's creep).
+fills with crops over the first ~1,500 enrolled faces and grows the service's RSS by as much.
 8 MiB still holds every B-tree interior page of a 1M-face gallery (~2 MiB by ``dbstat``, plus an estimated ~1.5 MiB
 for the sha256 index and the crops); a transaction that writes more spills its pages to the WAL before the commit."""
 
 READER_CACHE_KIB = 2_048
 """SQLite page cache of each per-thread reader connection, KiB. The service has dozens of worker threads, each with
-its own reader; at the writer's 64 MiB each, their caches filled slowly under load and the process's RSS crept up
-(the soak's growth). Readers do point lookups; the OS page cache holds the file anyway."""
+its own reader; large caches fill slowly under load and the process's RSS creeps up with them. Readers do point
+lookups; the OS page cache holds the file anyway."""
 
 
 class Connections:
