@@ -87,7 +87,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE FUNCTION facerec_faces_updated() RETURNS trigger LANGUAGE plpgsql AS $f$
     BEGIN
         PERFORM facerec_count_add(array_agg('model:' || model_id), array_agg(k))
-        FROM (SELECT model_id, sum(k) AS k FROM (
+        FROM (SELECT model_id, sum(k)::bigint AS k FROM (
                 SELECT model_id, count(*) AS k FROM new_rows GROUP BY model_id
                 UNION ALL SELECT model_id, -count(*) FROM old_rows GROUP BY model_id) d
               GROUP BY model_id HAVING sum(k) <> 0) g HAVING count(*) > 0;
