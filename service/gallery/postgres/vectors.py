@@ -48,19 +48,18 @@ def index_name(model_id: str) -> str:
     return "faces_hnsw_" + hashlib.sha1(model_id.encode()).hexdigest()[:16]
 
 
-def _lock_key(model_id: str) -> int:
-    return int.from_bytes(hashlib.sha1(b"facerec-hnsw:" + model_id.encode()).digest()[:8], "big", signed=True)
-
-
 def ensure_index(conn: psycopg.Connection[Any], model_id: str, opts: VectorOptions) -> bool:
-    """Create the HNSW index of ``model_id`` unless it exists (its own short transaction, serialised between
-    replicas by an advisory lock); returns True when it was created now."""
+    """Create the HNSW index of ``model_id`` unless it exists, in its own short transaction; returns True when it
+    was created now. Replicas creating it at once are serialised by a SHARE ROW EXCLUSIVE lock on ``faces`` (it
+    also makes the re-check see an index committed meanwhile: taking a table lock refreshes the catalog caches,
+    an advisory lock does not). The lock blocks writes to ``faces`` only while the index is built: once per
+    model, and at once for a new model's empty index."""
     name = index_name(model_id)
     row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
     if row is not None and row[0] is not None:
         return False
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(model_id),))
+        conn.execute("LOCK TABLE faces IN SHARE ROW EXCLUSIVE MODE")
         row = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
         if row is not None and row[0] is not None:
             return False
