@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from service.commands import audit as audit_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
+from service.commands import gallery as gallery_cmd
 from service.commands import keys as keys_cmd
 from service.commands import models as models_cmd
 from service.commands import recognize as recognize_cmd
@@ -36,6 +37,7 @@ app.add_typer(evaluate_cmd.app, name="eval")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(models_cmd.app, name="models")
 app.command("reindex")(reindex_cmd.reindex)
+app.add_typer(gallery_cmd.app, name="gallery")
 
 
 def main() -> None:  # pragma: no cover - console entry point
