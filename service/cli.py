@@ -12,6 +12,7 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.commands import audit as audit_cmd
+from service.commands import db as db_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
 from service.commands import gallery as gallery_cmd
@@ -38,6 +39,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(models_cmd.app, name="models")
 app.command("reindex")(reindex_cmd.reindex)
 app.add_typer(gallery_cmd.app, name="gallery")
+app.add_typer(db_cmd.app, name="db")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +79,6 @@ def test_a_cluster_dir_the_server_user_cannot_reach_is_a_clear_error(tmp_path: P
 def test_binaries_in_a_private_virtualenv_are_copied_where_the_server_user_can_run_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
 
     from service import devdb
 
@@ -101,3 +101,31 @@ def test_binaries_in_a_private_virtualenv_are_copied_where_the_server_user_can_r
             cluster.destroy()
     finally:
         shutil.rmtree(devdb.SHARED_BIN_ROOT, ignore_errors=True)
+
+
+def test_cli_db_start_url_status_stop() -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    root = Path(tempfile.mkdtemp(prefix="facerec-pg-cli-"))
+    root.chmod(0o755)
+    runner = CliRunner()
+    try:
+        started = runner.invoke(app, ["db", "start", "--dir", str(root / "pg")])
+        assert started.exit_code == 0, started.output
+        url = started.stdout.strip().splitlines()[-1]
+        assert (
+            url.startswith("postgresql://facerec:")
+            and url == runner.invoke(app, ["db", "url", "--dir", str(root / "pg")]).stdout.strip()
+        )
+        with psycopg.connect(url) as c:
+            assert c.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() == (1,)
+        assert runner.invoke(app, ["db", "status", "--dir", str(root / "pg")]).exit_code == 0
+        assert runner.invoke(app, ["db", "stop", "--dir", str(root / "pg")]).exit_code == 0
+        assert runner.invoke(app, ["db", "status", "--dir", str(root / "pg")]).exit_code == 1
+        missing = runner.invoke(app, ["db", "url", "--dir", str(root / "none")])
+        assert missing.exit_code == 1 and "facerec db start" in missing.output
+    finally:
+        DevCluster(root / "pg").destroy()
+        shutil.rmtree(root, ignore_errors=True)
