@@ -3,6 +3,8 @@
 
     flock /tmp/facerec-bench.lock python bench/pg_gallery.py search --sizes 100000 --out reports/pg-search.json
     flock /tmp/facerec-bench.lock python bench/pg_gallery.py enrol --faces 2000 --out reports/pg-enrol.json
+    flock /tmp/facerec-bench.lock python bench/pg_gallery.py parity --npz reports/lfw_embeddings.npz \
+        --out reports/pg-parity.json
 
 ``search``, per size N: synthetic clustered unit vectors (bench/gallery.py's ``Synthetic``: N/10 identities, same-
 identity distances ~0.8, different ~1.4, like FaceNet on LFW) bulk-loaded with COPY, the per-model HNSW index
@@ -13,6 +15,12 @@ brute force in numpy, for a sweep of ``hnsw.ef_search``.
 ``enrol``: ``add_faces(subject, [face])`` one face per call (one transaction, like one API enrolment) into the
 embedded gallery (SQLite + FAISS) and into PostgreSQL, from 1 and from 8 threads, with the aligned crop stored
 (as the service does); faces/s of each.
+
+``parity``: real LFW embeddings (bench/lfw_embeddings.py's npz): one held-out probe image of each person with at
+least two images (up to ``--probes``), every other image enrolled (up to ``--gallery`` faces) in both backends
+with their defaults (the embedded gallery searches exactly below 50,000 faces, PostgreSQL through HNSW above
+5,000); per probe, the top-1 subject and the match/unknown decision at the model's threshold are compared, and
+every difference is listed with both distances.
 """
 
 from __future__ import annotations
@@ -203,6 +211,68 @@ def enrol(args: argparse.Namespace) -> None:
         cluster.destroy()
 
 
+def parity(args: argparse.Namespace) -> None:
+    from embeddings import default_threshold
+
+    d = np.load(args.npz, allow_pickle=False)
+    emb = np.asarray(d["embeddings"], np.float32)
+    names = np.asarray(d["names"]).astype(str)
+    model = str(d["model_id"]) if "model_id" in d.files else MODEL
+    threshold = args.threshold if args.threshold is not None else default_threshold()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(emb))
+    probe_idx: list[int] = []
+    seen: dict[str, int] = {}
+    counts = {n: int(c) for n, c in zip(*np.unique(names, return_counts=True), strict=True)}
+    for i in order:  # one held-out image of each person with >= 2 images
+        if counts[names[i]] >= 2 and names[i] not in seen and len(probe_idx) < args.probes:
+            seen[names[i]] = int(i)
+            probe_idx.append(int(i))
+    held = set(probe_idx)
+    enrol_idx = [int(i) for i in order if int(i) not in held][: args.gallery]
+    people = sorted({names[i] for i in enrol_idx})
+    work = Path(tempfile.mkdtemp(prefix="facerec-parity-"))
+    cluster = _cluster()
+    out: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "threshold": threshold, "model_id": model}
+    try:
+        local = open_gallery(work / "data", auto_maintain=False)
+        backend = open_postgres(cluster.create_database("parity"))
+        results = []
+        for g in (local, backend.gallery):
+            sids = {p: s.id for p, s in zip(people, g.create_subjects([(p, None) for p in people]), strict=True)}
+            batch: dict[str, list[NewFace]] = {}
+            for i in enrol_idx:
+                batch.setdefault(sids[names[i]], []).append(NewFace(emb[i], model))
+            t = time.perf_counter()
+            g.add_faces_many(batch)
+            print(f"  {type(g).__name__}: {len(enrol_idx)} faces in {time.perf_counter() - t:.1f} s", flush=True)
+            res = g.search(emb[probe_idx], model_id=model, top_k=1)
+            results.append([(r[0].subject_name, r[0].distance) if r else (None, 9.0) for r in res])
+        out["faces"] = len(enrol_idx)
+        out["subjects"] = len(people)
+        out["probes"] = len(probe_idx)
+        out["postgres_index"] = backend.gallery.stats().indexes[model].kind
+        diffs = []
+        same_top1 = same_decision = 0
+        for k, ((ln, ld), (pn, pd)) in enumerate(zip(results[0], results[1], strict=True)):
+            same_top1 += ln == pn
+            same_decision += (ld <= threshold) == (pd <= threshold)
+            if ln != pn or (ld <= threshold) != (pd <= threshold):
+                diffs.append({"probe": names[probe_idx[k]], "embedded": [ln, ld], "postgres": [pn, pd]})
+        out["same_top1"] = same_top1 / len(probe_idx)
+        out["same_decision"] = same_decision / len(probe_idx)
+        out["differences"] = diffs
+        print(json.dumps({k: v for k, v in out.items() if k != "differences"}), flush=True)
+        for diff in diffs:
+            print(f"  differs: {diff}", flush=True)
+        local.close()
+        backend.close()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2))
+    finally:
+        cluster.destroy()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -220,8 +290,15 @@ def main() -> None:
     e.add_argument("--faces", type=int, default=2000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default="reports/pg-enrol.json")
+    q = sub.add_parser("parity")
+    q.add_argument("--npz", required=True)
+    q.add_argument("--gallery", type=int, default=10_000)
+    q.add_argument("--probes", type=int, default=1_000)
+    q.add_argument("--threshold", type=float, default=None)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="reports/pg-parity.json")
     args = p.parse_args()
-    {"search": search, "enrol": enrol}[args.cmd](args)
+    {"search": search, "enrol": enrol, "parity": parity}[args.cmd](args)
 
 
 if __name__ == "__main__":
