@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gallery import MODEL, PER_ID, Synthetic
 from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
-from service.gallery.postgres import PoolOptions, PostgresBackend, VectorOptions, open_postgres
+from service.gallery.postgres import PoolOptions, PostgresDatabase, VectorOptions, open_database
 from service.gallery.postgres import vectors as pgvec
 
 DEFAULTS = VectorOptions()
@@ -57,7 +57,7 @@ def _cluster() -> DevCluster:
     return cluster
 
 
-def _load(backend: PostgresBackend, syn: Synthetic) -> list[str]:
+def _load(backend: PostgresDatabase, syn: Synthetic) -> list[str]:
     """Subjects and faces of ``syn`` with COPY (face ``f`` gets id ``f + 1``); returns the subject ids."""
     import uuid
 
@@ -106,7 +106,7 @@ def search(args: argparse.Namespace) -> None:
             print(f"== {n:,} faces ==", flush=True)
             url = cluster.create_database(f"bench_{n}")
             opts = VectorOptions(hnsw_m=args.m, ef_construction=args.ef_construction, exact_below=args.exact_below)
-            backend = open_postgres(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
+            backend = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
             syn = Synthetic(n, args.seed)
             out: dict[str, Any] = {
                 "faces": n,
@@ -126,7 +126,7 @@ def search(args: argparse.Namespace) -> None:
             print(f"  HNSW build: {out['hnsw_build_s']:.1f} s", flush=True)
             sweep: dict[str, Any] = {}
             for ef in args.ef_sweep:
-                g = open_postgres(url, pool=PoolOptions(min_size=1, max_size=2), vectors=VectorOptions(
+                g = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=VectorOptions(
                     ef_search=ef, exact_below=args.exact_below, hnsw_m=args.m, ef_construction=args.ef_construction
                 )).gallery  # fmt: skip
                 lat = _latency(g, probes[: args.latency_probes])
@@ -135,7 +135,7 @@ def search(args: argparse.Namespace) -> None:
                 print(f"  ef_search={ef}: {lat}", flush=True)
                 g.close()
             out["ef_sweep"] = sweep
-            exact_g = open_postgres(url, vectors=VectorOptions(exact_below=2**62)).gallery
+            exact_g = open_database(url, vectors=VectorOptions(exact_below=2**62)).gallery
             out["exact_scan"] = _latency(exact_g, probes[: min(100, args.latency_probes)])
             out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[:200], exact[:200])
             print(f"  exact scan: {out['exact_scan']}", flush=True)
@@ -193,7 +193,7 @@ def enrol(args: argparse.Namespace) -> None:
             rate_local = _enrol_rate(local.add_faces, subjects, faces[: args.faces], threads)
             local.close()
             url = cluster.create_database(f"enrol_{threads}")
-            backend = open_postgres(url, pool=PoolOptions(min_size=2, max_size=10))
+            backend = open_database(url, pool=PoolOptions(min_size=2, max_size=10))
             g = backend.gallery
             subjects = [s.id for s in g.create_subjects([(f"s{i}", None) for i in range(100)])]
             g.add_faces(subjects[0], faces[:1])
@@ -236,7 +236,7 @@ def parity(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "threshold": threshold, "model_id": model}
     try:
         local = open_gallery(work / "data", auto_maintain=False)
-        backend = open_postgres(cluster.create_database("parity"))
+        backend = open_database(cluster.create_database("parity"))
         results = []
         for g in (local, backend.gallery):
             sids = {p: s.id for p, s in zip(people, g.create_subjects([(p, None) for p in people]), strict=True)}
