@@ -3,7 +3,7 @@ previous one. :func:`migrate` applies the missing ones at start in one transacti
 replicas starting together migrate once), and refuses a database whose schema is newer than this code.
 
 Tables: ``subjects``; ``faces`` (embedding ``vector(128)``, model id, box/quality ``jsonb``, image sha256,
-``created_at`` in Unix seconds); ``face_crops`` (PNG ``bytea``); ``face_embeddings`` (re-index staging); ``counts``
+``created_at`` in Unix seconds); ``face_crops`` (PNG ``bytea``, stored uncompressed: PNG is compressed already); ``face_embeddings`` (re-index staging); ``counts``
 (faces per model and the number of subjects, kept by statement triggers so that every request can read them
 without a scan); ``api_keys`` (sha256 of the token); ``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate
 limit's token buckets, lost on a crash like the embedded limiter's on a restart); ``meta``.
@@ -55,6 +55,7 @@ MIGRATIONS: dict[int, str] = {
         face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
         png bytea NOT NULL
     );
+    ALTER TABLE face_crops ALTER COLUMN png SET STORAGE EXTERNAL;
     CREATE TABLE face_embeddings (
         face_id bigint NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
         model_id text NOT NULL,
