@@ -63,6 +63,7 @@ EMBEDDED = ContractBackend(
     open_stager=SideStaging,  # the data dir is locked to the serving process: stage through a second connection
 )
 
+
 def _open_postgres(url: str) -> Gallery:
     from service.gallery.postgres import PoolOptions, open_database
 
