@@ -151,6 +151,10 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
     assert down and all(e[2] == 503 for e in down), "requests while PostgreSQL is down answer 503"
     for url in (replicas.a.url, replicas.b.url):
         first_ok = min(e[0] for e in log if e[1] == url and e[0] > back_at and e[2] in (200, 201))
+        print(
+            f"{url}: {sum(1 for e in log if e[1] == url and e[2] == 503)} x 503 while down, served again "
+            f"{first_ok - back_at:.2f} s after PostgreSQL was back; {len(acked)} acknowledged faces, all stored"
+        )
         assert first_ok - back_at <= 5.0, f"{url} served again {first_ok - back_at:.1f} s after PostgreSQL was back"
         late = [e for e in log if e[1] == url and e[0] > first_ok + 1.0 and e[2] not in (200, 201)]
         assert not late, late[:5]
