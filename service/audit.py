@@ -58,6 +58,28 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
+def audit_entry(
+    action: Action,
+    *,
+    actor: dict[str, str] | str,
+    target: dict[str, Any],
+    count: int | None = None,
+    via: Literal["api", "cli"] = "api",
+) -> dict[str, Any]:
+    """One audit record (every audit log writes these): ``ts`` (now, ISO 8601 UTC, ms), ``actor``, ``action``,
+    ``target``, ``via`` and ``count`` when given."""
+    entry: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "via": via,
+    }
+    if count is not None:
+        entry["count"] = count
+    return entry
+
+
 class AuditLog:
     """Appends records to ``<data_dir>/audit.log``; safe to share between threads."""
 
@@ -75,15 +97,7 @@ class AuditLog:
         via: Literal["api", "cli"] = "api",
     ) -> dict[str, Any]:
         """Append one record and fsync it; returns the record written."""
-        entry: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "via": via,
-        }
-        if count is not None:
-            entry["count"] = count
+        entry = audit_entry(action, actor=actor, target=target, count=count, via=via)
         line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ the one module that knows which implementations exist.
 
 Backends. Without ``FACEREC_DATABASE_URL`` everything lives in the data dir: the embedded gallery (SQLite +
 FAISS, one process holds it: a second gets :class:`GalleryLocked`), ``keys.db`` and ``audit.log``. With it,
-:func:`service.gallery.postgres.open_postgres_backend` provides all three on PostgreSQL (any number of
-replicas). Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`, :class:`ApiKeyStore`,
-:class:`AuditStore`), and never check which one they have.
+:func:`service.pgstores.open_postgres_backend` provides all three on PostgreSQL (any number of replicas), and
+the rate limit the replicas share. Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`,
+:class:`ApiKeyStore`, :class:`AuditStore`), and never check which one they have.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging,
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
+from service.ratelimit import RateLimiter
 from service.runner import Runner
 from service.stores import ApiKeyStore, AuditStore
 
@@ -111,6 +112,8 @@ class Backend:
     keys: ApiKeyStore
     audit: AuditStore
     gallery: Gallery | None = None
+    ratelimit: RateLimiter | None = None
+    """A rate limiter shared by every replica of this backend (the database's); None: the app's own in memory."""
     _open: Callable[[], Gallery] | None = field(default=None, repr=False)
 
     def open_gallery(self) -> Gallery:
@@ -154,15 +157,16 @@ def _open_database(settings: Settings) -> Backend:
     if engine == "milvus":
         raise BackendUnavailable("FACEREC_VECTOR_BACKEND=milvus is not available in this version; use pgvector")
     try:
-        from service.gallery.postgres import open_postgres_backend
+        from service.pgstores import open_postgres_backend
     except ImportError as exc:
         raise BackendUnavailable(
             f"the PostgreSQL backend is not installed ({exc}); FACEREC_DATABASE_URL={settings.database_display} "
             "needs it. Unset FACEREC_DATABASE_URL to use the embedded gallery"
         ) from exc
-    gallery, keys, audit = open_postgres_backend(settings)
-    log.info("backend: PostgreSQL %s with %s search", settings.database_display, engine)
-    return Backend(keys, audit, gallery)
+    pg = open_postgres_backend(settings)
+    log.info("backend: PostgreSQL %s with %s search", pg.location, engine)
+    limiter = pg.rate_limiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    return Backend(pg.keys, pg.audit, pg.gallery, ratelimit=limiter)
 
 
 # ---------------------------------------------------------------------------------------------- re-indexing

@@ -13,8 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.commands import audit as audit_cmd
 from service.commands import calibrate as calibrate_cmd
+from service.commands import db as db_cmd
 from service.commands import enroll as enroll_cmd
 from service.commands import evaluate as evaluate_cmd
+from service.commands import gallery as gallery_cmd
 from service.commands import keys as keys_cmd
 from service.commands import models as models_cmd
 from service.commands import photos as photos_cmd
@@ -43,6 +45,8 @@ app.command("watch")(video_cmd.watch)
 app.add_typer(video_cmd.events_app, name="events")
 app.command("calibrate")(calibrate_cmd.calibrate)
 app.add_typer(photos_cmd.app, name="photos")
+app.add_typer(gallery_cmd.app, name="gallery")
+app.add_typer(db_cmd.app, name="db")
 
 
 def main() -> None:  # pragma: no cover - console entry point

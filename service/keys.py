@@ -66,6 +66,29 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_token() -> tuple[str, str, str]:
+    """A new ``(key id, token, sha256 of the token)``; every key store makes its tokens here."""
+    key_id = secrets.token_hex(6)
+    token = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    return key_id, token, _digest(token)
+
+
+def token_key_id(token: str) -> str:
+    """The key id a token names (``""`` for a token of another shape)."""
+    parts = token.split("_", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == _PREFIX else ""
+
+
+def token_matches(token: str, stored_sha256: str | None) -> bool:
+    """Whether ``token`` hashes to ``stored_sha256``; constant-time, and as slow for an unknown key (None)."""
+    return hmac.compare_digest(_digest(token), stored_sha256 if stored_sha256 is not None else _digest(""))
+
+
+def now_iso() -> str:
+    """Now as the key stores write it: ISO 8601 UTC, whole seconds."""
+    return _now()
+
+
 class KeyStore:
     """The keys table of one data dir; safe to share between threads."""
 
@@ -81,13 +104,12 @@ class KeyStore:
         """A new key and its token; the token is not stored and cannot be shown again."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        key_id = secrets.token_hex(6)
-        token = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        key_id, token, digest = new_token()
         created = _now()
         with self._lock:
             self._db.execute(
                 "INSERT INTO api_keys (id, name, scope, token_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-                (key_id, name, scope, _digest(token), created),
+                (key_id, name, scope, digest, created),
             )
         return ApiKey(key_id, name, scope, created, None), token
 
@@ -119,15 +141,13 @@ class KeyStore:
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The active key this token belongs to, else ``None``; the digest comparison is constant-time."""
-        parts = token.split("_", 2)
-        key_id = parts[1] if len(parts) == 3 and parts[0] == _PREFIX else ""
+        key_id = token_key_id(token)
         with self._lock:
             row = self._db.execute(
                 "SELECT id, name, scope, created_at, revoked_at, token_sha256 FROM api_keys WHERE id = ?",
                 (key_id,),
             ).fetchone()
-        stored = row[5] if row else _digest("")
-        ok = hmac.compare_digest(_digest(token), stored)
+        ok = token_matches(token, row[5] if row else None)
         if row is None or not ok or row[4] is not None:
             return None
         return ApiKey(*row[:5])

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
-from service.gallery.store import storage_errors
+from service.gallery.sqlite.errors import storage_errors
 from service.photos.errors import ClusterNotFound, PhotoNotFound
 from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
 

@@ -11,7 +11,8 @@ done when the whole suite passes with its entry added, not a copy of the suite. 
 - ``stager``: the staging methods (``reindex_counts``, ``crops_to_embed``, ``stage_embeddings``) on the same
   storage *while* ``gallery`` stays open: what ``facerec reindex`` gets while a server serves.
 
-Real parts only: the embedded backend runs real SQLite and real FAISS on ``tmp_path``.
+Real parts only: the embedded backend runs real SQLite and real FAISS on ``tmp_path``; the PostgreSQL backend a
+fresh database on the test run's real PostgreSQL 18 + pgvector (tests/pgfixtures.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 
 from service.bootstrap import ReindexStaging
 from service.gallery import Gallery, SideStaging, open_gallery
+from tests.pgfixtures import fresh_database
 
 
 class Stager(ReindexStaging, Protocol):
@@ -61,8 +63,21 @@ EMBEDDED = ContractBackend(
     open_stager=SideStaging,  # the data dir is locked to the serving process: stage through a second connection
 )
 
+
+def _open_postgres(url: str) -> Gallery:
+    from service.gallery.postgres import PoolOptions, open_database
+
+    return open_database(url, pool=PoolOptions(min_size=1, max_size=4)).gallery  # closing it closes its pool
+
+
+POSTGRES = ContractBackend(
+    storage=lambda tmp_path: fresh_database(),  # a new database on the test run's real PostgreSQL + pgvector
+    open=_open_postgres,  # a second one on the same database is another replica: it may stage while one serves
+)
+
 BACKENDS: list[Any] = [
     pytest.param(EMBEDDED, id="embedded"),
+    pytest.param(POSTGRES, id="postgres"),
 ]
 """Every backend the contract runs against; the embedded one first."""
 

@@ -1,0 +1,122 @@
+"""Connecting to PostgreSQL: the start-up check that turns a bad ``FACEREC_DATABASE_URL`` into one clear sentence,
+and the connection pool every request borrows from.
+
+The pool checks a connection before lending it (one round trip), so connections broken by a server restart are
+replaced instead of failing a request; while the server is down, borrowing times out after ``timeout_s`` and the
+request answers 503 ``storage_unavailable``. The pool reconnects by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from service.gallery.postgres.errors import DatabaseConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Connection pool sizing and timeouts (seconds)."""
+
+    min_size: int = 2
+    max_size: int = 10
+    timeout_s: float = 5.0
+    """How long a request waits for a connection (server down: then 503)."""
+    connect_timeout_s: int = 5
+    """libpq ``connect_timeout`` of each new connection."""
+    reconnect_timeout_s: float = 2.0
+    """How long the pool retries a lost connection (backing off 1 s, 2 s, ...) before giving up on it; the next
+    request then starts a fresh attempt. Short, so that service resumes within about a second of the server
+    coming back instead of after a long back-off."""
+
+
+def location(url: str) -> str:
+    """``host:port/database`` of a connection URL or conninfo string, without user or password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "<unparsable database URL>"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or "5432")
+    db = str(params.get("dbname") or params.get("user") or "")
+    return f"{host}:{port}/{db}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without the URL's password (libpq does not print it; this makes sure)."""
+    try:
+        pw = str(conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        pw = ""
+    text = re.sub(r"postgres(?:ql)?://[^\s'\"]+", "postgresql://...", text)
+    return text.replace(pw, "***") if pw else text
+
+
+def _reason(exc: psycopg.Error, url: str) -> str:
+    """libpq's message reduced to its cause: the last meaningful line, without the 'connection failed' preamble."""
+    text = _scrub(str(exc), url)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    return re.sub(r"^.*failed:\s*(FATAL:\s*)?", "", first) or first
+
+
+def connect_checked(url: str, *, connect_timeout_s: int = 5, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open one connection, or raise :class:`DatabaseConfigError` saying what is wrong and where (never the
+    password): unparsable URL, host unreachable, authentication failed, database missing."""
+    where = location(url)
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error:
+        raise DatabaseConfigError(
+            "FACEREC_DATABASE_URL is not a valid PostgreSQL URL (expected postgresql://user:password@host:port/db)"
+        ) from None
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout_s, **kwargs)
+    except psycopg.OperationalError as e:
+        reason = _reason(e, url)
+        low = reason.lower()
+        if "password authentication failed" in low or "authentication failed" in low or "no password" in low:
+            msg = f"PostgreSQL at {where} refused the credentials in FACEREC_DATABASE_URL ({reason})"
+        elif "does not exist" in low and "database" in low:
+            msg = f"PostgreSQL at {where}: the database does not exist ({reason}); create it or fix the URL"
+        elif "role" in low and "does not exist" in low:
+            msg = f"PostgreSQL at {where}: the user does not exist ({reason})"
+        elif "pg_hba" in low or "no encryption" in low:
+            msg = f"PostgreSQL at {where} does not accept this connection ({reason}); check pg_hba.conf / sslmode"
+        else:
+            msg = f"cannot reach PostgreSQL at {where}: {reason}"
+        raise DatabaseConfigError(msg) from None
+
+
+def open_pool(
+    url: str, options: PoolOptions, *, session: dict[str, str] | None = None, name: str = "facerec"
+) -> ConnectionPool[psycopg.Connection[Any]]:
+    """A pool of autocommit connections with pgvector's types registered and the ``session`` settings applied to
+    each new connection (e.g. ``hnsw.ef_search``); opened without waiting (the start-up check connected once)."""
+    settings = dict(session or {})
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        register_vector(conn)
+        for key, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        url,
+        min_size=options.min_size,
+        max_size=max(options.min_size, options.max_size),
+        kwargs={"autocommit": True, "connect_timeout": options.connect_timeout_s},
+        configure=configure,
+        check=ConnectionPool.check_connection,
+        timeout=options.timeout_s,
+        reconnect_timeout=options.reconnect_timeout_s,
+        name=name,
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool

@@ -1,0 +1,35 @@
+"""Fixtures of the PostgreSQL backend tests: backends ("replicas") opened on the test's fresh database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from service.gallery.postgres import VectorOptions
+from service.gallery.postgres.connection import PoolOptions
+from service.pgstores import PostgresBackend, open_postgres
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def open_replica(pg_url: str) -> Iterator[Callable[..., PostgresBackend]]:
+    """``open_replica(**vector_options)``: a backend on the test's database, as a replica would open it; each
+    call is another independent replica (own pool), closed after the test."""
+    opened: list[PostgresBackend] = []
+
+    def make(*, pool: PoolOptions | None = None, **vector_options: int) -> PostgresBackend:
+        backend = open_postgres(
+            pg_url, pool=pool or PoolOptions(min_size=1, max_size=4), vectors=VectorOptions(**vector_options)
+        )
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        backend.close()

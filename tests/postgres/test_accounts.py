@@ -1,0 +1,78 @@
+"""Keys, audit log and rate limit shared by replicas through PostgreSQL (no per-replica cache)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from service.keys import KeyNotFound
+from service.pgstores import PostgresBackend
+from service.ratelimit import RateLimited
+
+Replica = Callable[..., PostgresBackend]
+
+
+def test_a_key_revoked_on_one_replica_is_refused_by_the_next_request_on_another(open_replica: Replica) -> None:
+    a, b = open_replica(), open_replica()
+    assert not b.keys.has_active()
+    key, token = a.keys.create(scope="recognize", name="camera")
+    assert b.keys.has_active()
+    got = b.keys.authenticate(token)
+    assert got is not None and got.id == key.id and got.allows("recognize") and not got.allows("admin")
+    assert b.keys.authenticate(token[:-1] + ("x" if token[-1] != "x" else "y")) is None
+    assert b.keys.authenticate("not-a-token") is None
+    revoked = a.keys.revoke(key.id)
+    assert revoked.revoked_at is not None
+    assert b.keys.authenticate(token) is None
+    assert not b.keys.has_active()
+    assert [k.id for k in b.keys.list()] == [key.id] and b.keys.list()[0].revoked_at == revoked.revoked_at
+    assert a.keys.revoke(key.id).revoked_at == revoked.revoked_at  # revoking twice keeps the first time
+    with pytest.raises(KeyNotFound):
+        a.keys.revoke("nope")
+    with pytest.raises(ValueError):
+        a.keys.create(scope="root", name="x")  # type: ignore[arg-type]
+
+
+def test_tokens_are_stored_hashed(open_replica: Replica, pg_url: str) -> None:
+    import psycopg
+
+    _, token = open_replica().keys.create(scope="admin")
+    with psycopg.connect(pg_url) as c:
+        rows = c.execute("SELECT * FROM api_keys").fetchall()
+    assert token not in repr(rows) and token.split("_")[2] not in repr(rows)
+
+
+def test_audit_records_from_every_replica_in_order(open_replica: Replica) -> None:
+    a, b = open_replica(), open_replica()
+    a.audit.record("subject.create", actor={"key_id": "k1", "name": "n"}, target={"subject_id": "s1"})
+    b.audit.record("face.enroll", actor="local", target={"subject_id": "s1"}, count=3, via="cli")
+    tail = a.audit.tail(10)
+    assert [r["action"] for r in tail] == ["subject.create", "face.enroll"]
+    assert tail[1] == {
+        "ts": tail[1]["ts"],
+        "actor": "local",
+        "action": "face.enroll",
+        "target": {"subject_id": "s1"},
+        "via": "cli",
+        "count": 3,
+    }
+    assert [r["action"] for r in b.audit.tail(1)] == ["face.enroll"]
+
+
+def test_rate_limit_is_one_bucket_per_caller_across_replicas(open_replica: Replica) -> None:
+    a, b = open_replica(), open_replica()
+    la = a.rate_limiter(per_minute=60, burst=4)  # 1 token a second, 4 at once
+    lb = b.rate_limiter(per_minute=60, burst=4)
+    assert [la.acquire("key:k"), lb.acquire("key:k"), la.acquire("key:k"), lb.acquire("key:k")] == [0.0] * 4
+    wait = lb.acquire("key:k")  # the fifth in the same second, on either replica: refused
+    assert 0.0 < wait <= 1.0
+    with pytest.raises(RateLimited) as info:
+        la.check("key:k")
+    assert info.value.headers == {"Retry-After": "1"}
+    assert la.acquire("key:other") == 0.0  # another caller has its own bucket
+    time.sleep(1.1)
+    assert lb.acquire("key:k") == 0.0  # refilled at the configured rate
+    off = a.rate_limiter(per_minute=0, burst=1)
+    assert not off.enabled and all(off.acquire("key:k") == 0.0 for _ in range(10))
