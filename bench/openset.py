@@ -174,7 +174,7 @@ def evaluate(
             row = dict(first)
             for key, value in first.items():
                 if isinstance(value, float):
-                    row[key] = float(np.mean([r[i][key] for r in runs]))
+                    row[key] = float(np.nanmean([r[i][key] for r in runs]))
             row["repeats"] = repeats
             row["mated_probes"] = int(sum(r[i]["mated_probes"] for r in runs))
             rows.append(row)
