@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import recognition
 from service.audit import actor_of
-from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer
+from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer, get_runner
 from service.errors import BadRequest
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
@@ -157,7 +157,7 @@ async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Resp
         {"top_k": 10},
     ),
 )
-async def search(_: AdminKey, request: Request, lib: LibraryDep, runner: RunnerDep) -> SearchResponse:
+async def search(_: AdminKey, request: Request, lib: LibraryDep) -> SearchResponse:
     """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id`` (a
     search by face id needs no model, so it also works while the model loads)."""
     payload = await read_payload(request)
@@ -171,6 +171,7 @@ async def search(_: AdminKey, request: Request, lib: LibraryDep, runner: RunnerD
     else:
         assert image is not None
         analyzer = await get_analyzer(request)
+        runner = await get_runner(request, analyzer)  # built with the model: only an image search needs it
         found, _seconds = await runner.run(recognition.probe_face, analyzer, image)
         probe, model_id = found.embedding, analyzer.model_id
     hits = await run_in_threadpool(

@@ -35,6 +35,9 @@ class FakeAnalyzer:
     def load_image(self, image: bytes) -> Any:
         return np.zeros((10, 20, 3), dtype=np.uint8)
 
+    def detect(self, image: Any) -> list[Any]:
+        return self.detector.detect(image)
+
 
 def app_with(tmp_path: Path, analyzer_factory: Callable[[Settings], Any], **settings: Any) -> Any:
     return create_app(Settings(data=tmp_path / "data", **settings), analyzer_factory=analyzer_factory)
