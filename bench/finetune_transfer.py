@@ -31,6 +31,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = ROOT.parent / "shared" / "data" / "lfw"
@@ -133,6 +134,126 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"prepared {args.domain} in {time.monotonic() - t0:.0f} s (untimed)")
 
 
+RECIPES: dict[str, dict[str, Any]] = {
+    "old": {"learning_rate": 5e-5, "distill": 0.0, "l2sp": 0.0, "selection": "accuracy"},
+    "score": {"learning_rate": 5e-5, "distill": 0.0, "l2sp": 0.0, "selection": "score"},
+    "distill": {"learning_rate": 5e-5, "distill": 1.0, "l2sp": 0.0, "selection": "score"},
+    "distill-lowlr": {"learning_rate": 2e-5, "distill": 1.0, "l2sp": 0.0, "selection": "score"},
+    "l2sp": {"learning_rate": 5e-5, "distill": 0.0, "l2sp": 1e-2, "selection": "score"},
+}
+"""Named recipes (FitConfig fields); the rest of FitConfig is its default, ``--max-minutes`` and ``--max-steps``."""
+
+
+def _subset_people(labels: npt.NDArray[np.int64], n: int, seed: int) -> npt.NDArray[np.bool_]:
+    people = np.unique(labels)
+    keep = np.random.default_rng([seed, 2]).permutation(people)[:n]
+    return np.isin(labels, keep)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Each recipe x train-people count: fit, gate, and score before/after on the test people."""
+    from embeddings import weights as weights_mod
+    from embeddings.training.fit import FitConfig, StepReport, embed_cached, fit
+    from embeddings.training.gate import judge
+    from embeddings.training.operating import compare, score_set
+    from embeddings.training.trainer import prepare
+
+    _, test_people = _people(args)
+    options = _options(args, test_people)
+    weights = weights_mod.resolve()
+    prepared = prepare(args.lfw / "lfw-deepfunneled", options, weights=weights, work_dir=WORK / args.domain)
+    split = prepared.split
+    start = [v.numpy().copy() for v in split.tail.trainable_variables]
+    test_acts, test_labels = _test_set(args, split.head, options, test_people)
+    test_before = score_set(embed_cached(split.tail, test_acts), test_labels)
+    gate_before = score_set(embed_cached(split.tail, prepared.gate.acts), prepared.gate.labels)
+    OUT.mkdir(parents=True, exist_ok=True)
+    counts = [int(c) for c in args.train_people.split(",")] if args.train_people else [0]
+    for recipe in args.recipes.split(","):
+        for count in counts:
+            for v, a in zip(split.tail.trainable_variables, start, strict=True):
+                v.assign(a)
+            mask = (
+                _subset_people(prepared.train_labels, count, args.split_seed)
+                if count
+                else np.ones(len(prepared.train_labels), dtype=bool)
+            )
+            config = FitConfig(
+                **RECIPES[recipe], max_minutes=args.max_minutes, max_steps=args.max_steps, eval_every=args.eval_every
+            )
+
+            def report(r: StepReport) -> None:
+                if r.step % 100 == 0:
+                    print(
+                        f"  step {r.step}: loss {r.loss:.4f} active {r.active:.3f} val score {r.val_score}", flush=True
+                    )
+
+            t0 = time.monotonic()
+            result = fit(
+                split,
+                prepared.train_acts[mask],
+                prepared.train_labels[mask],
+                prepared.selection,
+                config,
+                on_step=report,
+            )
+            fit_s = time.monotonic() - t0
+            gate = compare(gate_before, score_set(embed_cached(split.tail, prepared.gate.acts), prepared.gate.labels))
+            gate["decision"] = judge(gate)
+            test = compare(test_before, score_set(embed_cached(split.tail, test_acts), test_labels))
+            tag = f"{args.domain}-{recipe}" + (f"-p{count}" if count else "")
+            out = {
+                "domain": args.domain,
+                "recipe": recipe,
+                "config": {k: getattr(config, k) for k in ("learning_rate", "distill", "l2sp", "selection")},
+                "train_people": len(np.unique(prepared.train_labels[mask])),
+                "train_images": int(mask.sum()),
+                "data": prepared.summary,
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "stopped": result.stopped,
+                "fit_seconds": fit_s,
+                "selection": {"before": result.before, "after": result.after},
+                "gate": gate,
+                "test": test,
+                "cores": os.cpu_count(),
+            }
+            (OUT / f"{tag}.json").write_text(json.dumps(out, indent=1))
+            d, ci = test["delta"], test["delta_ci95"]
+            print(
+                f"{tag}: gate {gate['decision']['accepted']} ({gate['decision']['reason']}); steps {result.steps} "
+                f"best {result.best_step}; test deltas "
+                + ", ".join(f"{m} {d[m]:+.4f} [{ci[m][0]:+.4f},{ci[m][1]:+.4f}]" for m in d),
+                flush=True,
+            )
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """The markdown table of every result file (test people; the gate's verdict; what a user ends up with)."""
+    print(
+        "| run | train people | steps (best) | gate | test accuracy | TAR@FAR1e-3 | TPIR@FPIR1% | "
+        "change in TAR [95%] | change in TPIR [95%] |"
+    )
+    print("|" + "---|" * 9)
+    for f in sorted(OUT.glob("*.json")):
+        r = json.loads(f.read_text())
+        t = r["test"]
+        b, a, d, ci = t["before"], t["after"], t["delta"], t["delta_ci95"]
+        gate = "accepted" if r["gate"]["decision"]["accepted"] else "rejected"
+
+        def pair(m: str, b: dict[str, Any] = b, a: dict[str, Any] = a) -> str:
+            return f"{b[m]:.4f} -> {a[m]:.4f}"
+
+        def delta(m: str, d: dict[str, Any] = d, ci: dict[str, Any] = ci) -> str:
+            return f"{d[m]:+.4f} [{ci[m][0]:+.4f}, {ci[m][1]:+.4f}]"
+
+        print(
+            f"| {f.stem} | {r['train_people']} | {r['steps']} ({r['best_step']}) | {gate} | {pair('accuracy')} | "
+            f"{pair('tar_at_far_1e-3')} | {pair('tpir_at_fpir_1e-2')} | {delta('tar_at_far_1e-3')} | "
+            f"{delta('tpir_at_fpir_1e-2')} |"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -146,12 +267,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--val-fraction", type=float, default=0.3)
         p.add_argument("--variants", type=int, default=3)
         p.add_argument("--split-seed", type=int, default=0)
+        if name == "train":
+            p.add_argument("--recipes", default="distill", help=f"comma-separated, of {', '.join(RECIPES)}")
+            p.add_argument("--train-people", default="", help="comma-separated training-people counts (curve)")
+            p.add_argument("--max-minutes", type=float, default=4.0)
+            p.add_argument("--max-steps", type=int, default=4000)
+            p.add_argument("--eval-every", type=int, default=100)
     return parser
 
 
 def main() -> None:
     args = _parser().parse_args()
-    {"prepare": cmd_prepare}[args.cmd](args)
+    {"prepare": cmd_prepare, "train": cmd_train, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

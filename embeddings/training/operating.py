@@ -123,14 +123,17 @@ def score_set(emb: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], *, se
 
 
 def _threshold_at(ds: Floats, ws: Floats, total: float, rate: float) -> float:
-    """The largest distance t among ``ds`` (sorted ascending, weights ``ws``, all weights ``total``) whose weighted
-    share of ``d <= t`` is at most ``rate``; -inf if none."""
+    """The largest threshold t whose weighted share of ``ds`` (sorted ascending, weights ``ws``, all weights
+    ``total``) at ``d <= t`` is at most ``rate``: just below the first distance that would exceed it (every
+    distance equal to it included)."""
     if total <= 0 or len(ds) == 0:
-        return -np.inf
+        return 2.0
     cum = np.cumsum(ws) / total
-    last_of_value = np.r_[ds[1:] != ds[:-1], True]  # a threshold at t accepts every pair at distance t
-    ok = (cum <= rate + 1e-12) & last_of_value
-    return float(ds[ok][-1]) if ok.any() else -np.inf
+    over = np.flatnonzero(cum > rate + 1e-12)
+    if len(over) == 0:  # never exceeded within ``ds`` (a tail): the last distance is safe
+        return float(ds[-1])
+    first_value = ds[over[0]]
+    return float(np.nextafter(first_value, -np.inf))
 
 
 def _best_balanced_accuracy(pos_d: Floats, wp: Floats, neg_d: Floats, wn: Floats) -> tuple[float, float]:
