@@ -27,6 +27,16 @@ def serve(
 
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
+    from embeddings.errors import FaceRecError
+    from embeddings.models import resolve_model
+
+    overrides: dict[str, object] = {"host": host, "port": port, "data": data}
+    settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
+    try:  # an unknown, unusable or gate-rejected FACEREC_MODEL: refuse to start, saying why
+        resolve_model(settings.model)
+    except FaceRecError as exc:
+        typer.echo(f"error: FACEREC_MODEL: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
     from service.lean_imports import block_optional_imports
     from service.memory import configure_from_env
 
@@ -37,8 +47,6 @@ def serve(
     from service.app import KeysRequired, check_bind, create_app
     from service.keys import KeyStore
 
-    overrides: dict[str, object] = {"host": host, "port": port, "data": data}
-    settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
     keys = KeyStore(settings.data)
     try:
         check_bind(settings, keys)

@@ -73,3 +73,7 @@ def test_train_cli_gate_eval_root_and_models_list(
 
     with pytest.raises(RejectedModel, match="rejected by the training gate"):
         _ = Settings(model=line["model_id"]).match_threshold
+    serve = CliRunner().invoke(
+        app, ["serve", "--data", str(tmp_path / "data")], env={"FACEREC_MODEL": line["model_id"]}
+    )
+    assert serve.exit_code == 2 and "rejected by the training gate" in serve.output, serve.output
