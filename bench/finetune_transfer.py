@@ -128,9 +128,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     prepared = prepare(
         args.lfw / "lfw-deepfunneled", options, weights=weights_mod.resolve(), work_dir=WORK / args.domain, stage=_stage
     )
-    acts, labels = _test_set(args, prepared.split.head, options, test_people)
     print(json.dumps(prepared.summary, indent=1))
-    print(f"test: {len(acts)} images of {len(set(labels.tolist()))} people")
+    if not args.skip_test:  # else the first ``train`` caches the test people
+        acts, labels = _test_set(args, prepared.split.head, options, test_people)
+        print(f"test: {len(acts)} images of {len(set(labels.tolist()))} people")
     print(f"prepared {args.domain} in {time.monotonic() - t0:.0f} s (untimed)")
 
 
@@ -267,6 +268,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--val-fraction", type=float, default=0.3)
         p.add_argument("--variants", type=int, default=3)
         p.add_argument("--split-seed", type=int, default=0)
+        if name == "prepare":
+            p.add_argument("--skip-test", action="store_true", help="cache the trainer's people only")
         if name == "train":
             p.add_argument("--recipes", default="distill", help=f"comma-separated, of {', '.join(RECIPES)}")
             p.add_argument("--train-people", default="", help="comma-separated training-people counts (curve)")
