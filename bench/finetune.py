@@ -164,9 +164,11 @@ def _stage(name: str, total: int) -> Any:
 def cmd_train(args: argparse.Namespace) -> None:
     from embeddings import weights as weights_mod
     from embeddings.training.cache import cache_key
-    from embeddings.training.fit import StepReport, fit
+    from embeddings.training.fit import StepReport, embed_cached, fit
+    from embeddings.training.gate import judge
     from embeddings.training.model_dir import make_model_id, save_model_dir
     from embeddings.training.network import split_model
+    from embeddings.training.operating import compare, score_set
     from embeddings.training.trainer import make_card, prepare
 
     wall0 = time.monotonic()
@@ -183,12 +185,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"  step {r.step}: loss {r.loss:.4f} active {r.active:.3f} val_acc {acc}", flush=True)
 
     run = cache_key(loss=args.loss, lr=options.fit.learning_rate, tag=args.tag)
+    gate_set = prepared.gate
+    gate_before = score_set(embed_cached(prepared.split.tail, gate_set.acts), gate_set.labels)
     t0 = time.monotonic()
     result = fit(
         prepared.split,
         prepared.train_acts,
         prepared.train_labels,
-        prepared.val,
+        prepared.selection,
         options.fit,
         checkpoint_dir=WORK / args.domain / "checkpoints" / run,
         resume=args.resume,
@@ -196,7 +200,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     fit_s = time.monotonic() - t0
     model_id = make_model_id(options.name)
-    card = make_card(model_id, options, prepared, result, base_model_id=weights_mod.MODEL_ID)
+    gate = compare(gate_before, score_set(embed_cached(prepared.split.tail, gate_set.acts), gate_set.labels))
+    gate["decision"] = judge(gate)
+    card = make_card(
+        model_id,
+        options,
+        prepared,
+        result,
+        base_model_id=weights_mod.MODEL_ID,
+        gate=gate,
+        threshold=float(gate["after"]["threshold"]),
+    )
     model_dir = save_model_dir(prepared.split.full, card, args.models_root)
     before = _test_metrics(pretrained.tail, test, ok, float(result.before["threshold"]))
     after = _test_metrics(prepared.split.tail, test, ok, float(result.after["threshold"]))

@@ -34,6 +34,12 @@ class UnknownModel(FaceRecError):
     code = "unknown_model"
 
 
+class RejectedModel(FaceRecError):
+    """A fine-tuned model the training gate rejected (kept with ``--keep-rejected``): listed, never selectable."""
+
+    code = "rejected_model"
+
+
 class InvalidModel(FaceRecError):
     """A model directory exists but cannot be used (card missing or invalid, weights file absent)."""
 
@@ -56,6 +62,20 @@ class ModelInfo:
     directory: Path | None
     card: dict[str, Any] = field(repr=False)
 
+    @property
+    def status(self) -> str:
+        """``pretrained``; for a fine-tuned model its card's gate verdict, ``accepted`` or ``rejected``, or
+        ``ungated`` (a card written before the gate existed)."""
+        if self.kind == "pretrained":
+            return "pretrained"
+        status = self.card.get("status")
+        return status if status in ("accepted", "rejected") else "ungated"
+
+    @property
+    def selectable(self) -> bool:
+        """Whether ``FACEREC_MODEL`` / ``facerec reindex --model`` may name it (not when the gate rejected it)."""
+        return self.status != "rejected"
+
     def summary(self) -> dict[str, Any]:
         """The figures ``facerec models list`` shows: id, kind, base, threshold, validation before/after."""
         card = self.card
@@ -63,6 +83,8 @@ class ModelInfo:
         out: dict[str, Any] = {
             "model_id": self.model_id,
             "kind": self.kind,
+            "status": self.status,
+            "selectable": self.selectable,
             "threshold": self.threshold,
             "base_model_id": card.get("base_model_id"),
             "created": card.get("created"),
@@ -75,6 +97,8 @@ class ModelInfo:
             }
         else:
             out["validation"] = validation
+            out["gate"] = card.get("gate")
+            out["eval_root"] = card.get("eval_root")
             out["train_seconds"] = card.get("train_seconds")
         return out
 
@@ -112,7 +136,8 @@ def _from_dir(directory: Path) -> ModelInfo:
 
 
 def resolve_model(model_id: str, *, root: Path | None = None) -> ModelInfo:
-    """The model with this id; :class:`UnknownModel` (listing the known ids) or :class:`InvalidModel`.
+    """The selectable model with this id; :class:`UnknownModel` (listing the known ids), :class:`InvalidModel`,
+    or :class:`RejectedModel` when the training gate rejected it.
 
     ``root`` is the cache dir (default ``FACEREC_CACHE`` or ``~/.cache/facerec``).
     """
@@ -122,7 +147,16 @@ def resolve_model(model_id: str, *, root: Path | None = None) -> ModelInfo:
     if not valid_model_id(model_id) or not directory.is_dir():
         known = [PRETRAINED_ID, *(p.name for p in _model_dirs(root))]
         raise UnknownModel(f"no model {model_id!r}; known models: {', '.join(known)} (in {models_dir(root)})")
-    return _from_dir(directory)
+    info = _from_dir(directory)
+    if not info.selectable:
+        gate = info.card.get("gate")
+        gate = gate if isinstance(gate, dict) else {}
+        raise RejectedModel(
+            f"model {model_id!r} was rejected by the training gate ({gate.get('reason', 'not better')}) and cannot "
+            "be selected; it is kept only for inspection (facerec models list). Use a model whose status is "
+            "accepted, or the pretrained model"
+        )
+    return info
 
 
 def _model_dirs(root: Path | None) -> list[Path]:

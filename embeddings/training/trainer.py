@@ -1,6 +1,8 @@
 """``train_folder``: fine-tune FaceNet on a folder of people and write a model directory (what ``facerec train``
-runs). ``prepare`` does the untimed part (scan, split, detect, cache activations); ``fit`` trains; the result is
-saved with ``model_dir.save_model_dir`` and its card.
+runs). ``prepare`` does the untimed part (scan, split, detect, cache activations); ``fit`` trains, selecting on
+the selection people; ``gate.judge`` compares the result with the starting model on the gate people (never used
+for selection); the model is saved with ``model_dir.save_model_dir`` only when the gate accepts it, or when asked
+to keep it, then marked rejected.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import numpy.typing as npt
 
 from embeddings.align import DEFAULT_MARGIN
 from embeddings.dataset import detection_from_json
+from embeddings.model_card import default_threshold
 from embeddings.training import data
 from embeddings.training.cache import Transform, cache_key, cached_activations
-from embeddings.training.fit import FitConfig, FitResult, PairSet, StepReport, fit
+from embeddings.training.fit import FitConfig, FitResult, LabelledSet, StepReport, embed_cached, fit
+from embeddings.training.gate import GATE_RULE, judge
 from embeddings.training.model_dir import make_model_id, save_model_dir
 from embeddings.training.network import DEFAULT_CUT, SplitModel, split_model
+from embeddings.training.operating import compare, figures, score_set
 from embeddings.types import Detection
 
 AUGMENTATION = (
@@ -47,11 +52,10 @@ class TrainOptions:
     cut: str = DEFAULT_CUT
     fit: FitConfig = field(default_factory=FitConfig)
     n_variants: int = 4
-    val_fraction: float = 0.15
+    val_fraction: float = 0.3
     min_images: int = 2
     max_per_person: int | None = None
     exclude: tuple[str, ...] = ()
-    val_pairs: int = 4000
     margin: float = DEFAULT_MARGIN
     rotate: bool = True
     seed: int = 0
@@ -59,16 +63,24 @@ class TrainOptions:
     photo_transform: Transform | None = None
     transform_name: str | None = None
     seed_detections: Path | None = None
+    eval_root: Path | None = None
+    keep_rejected: bool = False
+
+
+MIN_GATE_PEOPLE = 6
+"""With fewer validation people than this, selection and gate share them all (the card says so)."""
 
 
 @dataclass
 class Prepared:
-    """Everything ``fit`` needs, plus the data summary for the card."""
+    """Everything ``fit`` and the gate need, plus the data summary for the card. ``selection`` and ``gate`` are
+    disjoint halves of the validation people (unless there are fewer than ``MIN_GATE_PEOPLE``)."""
 
     split: SplitModel
     train_acts: npt.NDArray[np.float16]
     train_labels: npt.NDArray[np.int64]
-    val: PairSet
+    selection: LabelledSet
+    gate: LabelledSet
     summary: dict[str, Any]
 
 
@@ -145,15 +157,16 @@ def prepare(
     train_acts = acts_for("train", people_split.train, options.n_variants)
     train_labels = np.array([i for i, imgs in enumerate(people_split.train.values()) for _ in imgs], dtype=np.int64)
     val_acts = acts_for("val", people_split.val, 2)
-    val_paths = [p for imgs in people_split.val.values() for p in imgs]
-    index = {p: i for i, p in enumerate(val_paths)}
-    pairs, same = data.validation_pairs(people_split.val, max_pairs=options.val_pairs, seed=options.seed)
-    val = PairSet(
-        val_acts,
-        np.array([index[a] for a, _ in pairs], dtype=np.int64),
-        np.array([index[b] for _, b in pairs], dtype=np.int64),
-        same,
-    )
+    val_labels = np.array([i for i, imgs in enumerate(people_split.val.values()) for _ in imgs], dtype=np.int64)
+    n_val = len(people_split.val)
+    shared = n_val < MIN_GATE_PEOPLE
+    order = np.random.default_rng([options.seed, 1]).permutation(n_val)
+    gate_people = set(range(n_val)) if shared else {int(i) for i in order[: n_val // 2]}
+    sel_people = set(range(n_val)) if shared else {int(i) for i in order[n_val // 2 :]}
+    in_gate = np.isin(val_labels, sorted(gate_people))
+    in_sel = np.isin(val_labels, sorted(sel_people))
+    selection = LabelledSet(val_acts[in_sel], val_labels[in_sel])
+    gate = LabelledSet(val_acts[in_gate], val_labels[in_gate])
     summary = {
         "root": str(root),
         **people_split.summary(),
@@ -163,24 +176,65 @@ def prepare(
         "max_per_person": options.max_per_person,
         "excluded_people": len(options.exclude),
         "split": f"by person, seeded ({options.seed}); {options.val_fraction:.0%} of people held out",
-        "validation_pairs": {"same": int(same.sum()), "different": int((~same).sum())},
+        "selection_people": len(sel_people),
+        "gate_people": len(gate_people),
+        "gate_shares_selection_people": shared,
         "augmentation": {"variants": options.n_variants, "description": AUGMENTATION},
         "transform": options.transform_name,
         "align": {"margin": options.margin, "rotate": options.rotate, "flip_tta_in_validation": True},
     }
-    return Prepared(split, train_acts, train_labels, val, summary)
+    return Prepared(split, train_acts, train_labels, selection, gate, summary)
+
+
+def labelled_folder(root: Path, options: TrainOptions, head: Any, work: Path, stage: Stage) -> LabelledSet:
+    """Activations (crop, mirror) and person labels of a separate labelled folder (``--eval-root``): every person
+    with >= 2 detected images, through the serving detector and alignment; detections cached under ``work``."""
+    root = Path(root)
+    people = data.scan_people(root, min_images=2, max_per_person=options.max_per_person)
+    paths = [p for imgs in people.values() for p in imgs]
+    sub = work / "eval" / cache_key(root=str(root.resolve()))
+    dets = _detections(root, paths, sub, None, stage)
+    found = {k: [p for p in v if dets.get(p) is not None] for k, v in people.items()}
+    found = {k: v for k, v in found.items() if len(v) >= 2}
+    if len(found) < 2:
+        raise ValueError(f"{root}: the evaluation folder needs at least 2 people with 2 or more detected faces")
+    items = [(p, dets[p]) for v in found.values() for p in v]
+    key = cache_key(root=str(root.resolve()), cut=options.cut, paths=[p for p, _ in items], margin=options.margin)
+    acts = cached_activations(
+        sub / f"acts-{key}.npy",
+        head,
+        root,
+        items,  # type: ignore[arg-type]
+        n_variants=2,
+        seed=options.seed,
+        margin=options.margin,
+        rotate=options.rotate,
+        progress=stage("cache evaluation activations", len(items)),
+    )
+    labels = np.array([i for i, v in enumerate(found.values()) for _ in v], dtype=np.int64)
+    return LabelledSet(acts, labels)
 
 
 def make_card(
-    model_id: str, options: TrainOptions, prepared: Prepared, result: FitResult, base_model_id: str
+    model_id: str,
+    options: TrainOptions,
+    prepared: Prepared,
+    result: FitResult,
+    base_model_id: str,
+    gate: dict[str, Any],
+    threshold: float,
+    eval_root: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card (see docs/FINETUNE.md for every field)."""
+    """The model card (see docs/FINETUNE.md for every field). ``gate`` is ``operating.compare`` on the gate
+    people plus ``decision`` (``gate.judge``)."""
     cfg = options.fit
-    return {
+    accepted = bool(gate["decision"]["accepted"])
+    card: dict[str, Any] = {
         "model_id": model_id,
         "base_model_id": base_model_id,
-        "threshold": round(float(result.after["threshold"]), 4),
-        "threshold_source": "the accuracy-maximising L2 threshold on the validation people's pairs (after)",
+        "status": "accepted" if accepted else "rejected",
+        "threshold": round(float(threshold), 4),
+        "threshold_source": "the accuracy-maximising L2 threshold on all validation people's pairs (after)",
         "data": prepared.summary,
         "params": {
             **asdict(cfg),
@@ -193,10 +247,21 @@ def make_card(
             "optimizer": "Adam",
             "batchnorm": "inference statistics kept; scale/offset trained",
         },
-        "validation": {"before": result.before, "after": result.after},
+        "validation": {"before": gate["before"], "after": gate["after"]},
+        "gate": {
+            "rule": GATE_RULE,
+            **gate["decision"],
+            "delta": gate["delta"],
+            "delta_ci95": gate["delta_ci95"],
+            "bootstrap": gate["bootstrap"],
+        },
+        "selection": {"before": result.before, "after": result.after},
         "history": result.history,
         "train_seconds": round(result.seconds, 1),
     }
+    if eval_root is not None:
+        card["eval_root"] = eval_root
+    return card
 
 
 def train_folder(
@@ -209,8 +274,10 @@ def train_folder(
     resume: bool = False,
     stage: Stage = _no_stage,
     on_step: Callable[[StepReport], None] = lambda _: None,
-) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune on ``root`` (``<root>/<person>/<image>``) and save a model directory; returns it and its card.
+) -> tuple[Path | None, dict[str, Any]]:
+    """Fine-tune on ``root`` (``<root>/<person>/<image>``), judge the result on the gate people, and save the
+    model directory if the gate accepts it (or ``options.keep_rejected``, marked rejected). Returns the directory
+    (None when nothing was saved) and the card.
 
     ``models_root`` is the cache root whose ``models/`` receives the directory (default: the cache dir).
     """
@@ -219,18 +286,48 @@ def train_folder(
     weights = weights or weights_mod.resolve()
     work = work_dir or default_work_dir(options.name)
     prepared = prepare(root, options, weights=weights, work_dir=work, stage=stage)
+    tail = prepared.split.tail
+    evalset = (
+        labelled_folder(options.eval_root, options, prepared.split.head, work, stage)
+        if options.eval_root is not None
+        else None
+    )
+    gate_before = score_set(embed_cached(tail, prepared.gate.acts), prepared.gate.labels)
+    eval_before = score_set(embed_cached(tail, evalset.acts), evalset.labels) if evalset is not None else None
     run = cache_key(fit=asdict(options.fit) | {"max_minutes": None, "max_steps": None}, cut=options.cut)
     result = fit(
         prepared.split,
         prepared.train_acts,
         prepared.train_labels,
-        prepared.val,
+        prepared.selection,
         options.fit,
         checkpoint_dir=work / "checkpoints" / run,
         resume=resume,
         on_step=on_step,
     )
+    gate = compare(gate_before, score_set(embed_cached(tail, prepared.gate.acts), prepared.gate.labels))
+    gate["decision"] = judge(gate)
+    eval_cmp = None
+    if evalset is not None and eval_before is not None:
+        eval_cmp = compare(eval_before, score_set(embed_cached(tail, evalset.acts), evalset.labels))
+        eval_cmp["root"] = str(options.eval_root)
+        eval_cmp["decision"] = judge(eval_cmp)
+    val_acts = np.concatenate([prepared.selection.acts, prepared.gate.acts])
+    val_labels = np.concatenate([prepared.selection.labels, prepared.gate.labels])
+    threshold = figures(score_set(embed_cached(tail, val_acts), val_labels))["threshold"]
+    if not 0.0 < threshold <= 2.0:  # degenerate validation (e.g. 1-2 people): keep the base model's
+        threshold = default_threshold()
     model_id = make_model_id(options.name)
-    card = make_card(model_id, options, prepared, result, base_model_id=weights_mod.MODEL_ID)
-    out = save_model_dir(prepared.split.full, card, models_root)
-    return out, card
+    card = make_card(
+        model_id,
+        options,
+        prepared,
+        result,
+        base_model_id=weights_mod.MODEL_ID,
+        gate=gate,
+        threshold=threshold,
+        eval_root=eval_cmp,
+    )
+    if card["status"] == "rejected" and not options.keep_rejected:
+        return None, card
+    return save_model_dir(prepared.split.full, card, models_root), card

@@ -38,6 +38,8 @@ def serve(
 
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
+    from embeddings.errors import FaceRecError
+    from embeddings.models import resolve_model
     from service.lean_imports import block_optional_imports
     from service.memory import configure
 
@@ -45,6 +47,11 @@ def serve(
     from service.commands.backend import load_settings, opened_stores
 
     settings = load_settings(host=host, port=port, data=data)
+    try:  # an unknown, unusable or gate-rejected FACEREC_MODEL: refuse to start, saying why
+        resolve_model(settings.model)
+    except FaceRecError as exc:
+        typer.echo(f"error: FACEREC_MODEL: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
     # before the worker threads exist: bounded malloc arenas, periodic trim
     trimmer = configure(
         arenas=settings.malloc_arenas, interval=settings.malloc_trim_s, mmap_kib=settings.malloc_mmap_threshold_kib

@@ -32,16 +32,31 @@ def train(
     eval_every: int = typer.Option(100, "--eval-every", min=1, help="Validate every N steps"),
     patience: int = typer.Option(6, "--patience", min=1, help="Stop after N validations without improvement"),
     variants: int = typer.Option(4, "--variants", min=1, help="Cached variants per image (crop, mirror, augmented)"),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.9, help="Share of people held out"),
+    val_fraction: float = typer.Option(
+        0.3, "--val-fraction", min=0.0, max=0.9, help="Share of people held out (half selection, half gate)"
+    ),
     max_per_person: int = typer.Option(None, "--max-per-person", min=2, help="Use at most N images per person"),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the augmentation and the sampler"),
     resume: bool = typer.Option(False, "--resume", help="Continue from this setup's last checkpoint"),
     work_dir: Path = typer.Option(None, "--work-dir", help="Caches and checkpoints (default <cache>/training/<name>)"),
     weights: Path = typer.Option(None, "--weights", help="Base weights (default: the pretrained model)"),
+    distill: float = typer.Option(
+        None, "--distill", min=0.0, help="Weight of the pull towards the starting model's embeddings (see docs)"
+    ),
+    l2sp: float = typer.Option(None, "--l2sp", min=0.0, help="Weight of the L2-SP pull towards the starting weights"),
+    eval_root: Path = typer.Option(
+        None, "--eval-root", exists=True, file_okay=False, help="A separate labelled folder scored before and after"
+    ),
+    keep_rejected: bool = typer.Option(
+        False, "--keep-rejected", help="Save a model the gate rejects (marked rejected, never selectable)"
+    ),
 ) -> None:
-    """Fine-tune on FOLDER (people split by person into train and validation), early-stopping on validation,
-    and save ``<cache>/models/<model_id>/`` with ``model.weights.h5`` and ``card.json``."""
+    """Fine-tune on FOLDER (people split by person into train, selection and gate people), select on the
+    operating points serving uses, and compare with the starting model on the gate people: only a model better
+    beyond noise is saved as ``<cache>/models/<model_id>/`` (``model.weights.h5``, ``card.json``). Exit code 3:
+    no better model found."""
     from embeddings.training.fit import FitConfig, StepReport
+    from embeddings.training.gate import summary_lines
     from embeddings.training.losses import LOSSES
     from embeddings.training.network import CUT_POINTS, DEFAULT_CUT
     from embeddings.training.trainer import TrainOptions, train_folder
@@ -51,6 +66,7 @@ def train(
     cut = freeze_up_to or DEFAULT_CUT
     if cut not in CUT_POINTS:
         raise typer.BadParameter(f"choose one of {', '.join(CUT_POINTS)}", param_hint="--freeze-up-to")
+    defaults = FitConfig()
     options = TrainOptions(
         name=name,
         cut=cut,
@@ -65,11 +81,15 @@ def train(
             eval_every=eval_every,
             patience=patience,
             seed=seed,
+            distill=defaults.distill if distill is None else distill,
+            l2sp=defaults.l2sp if l2sp is None else l2sp,
         ),
         n_variants=variants,
         val_fraction=val_fraction,
         max_per_person=max_per_person,
         seed=seed,
+        eval_root=eval_root,
+        keep_rejected=keep_rejected,
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -87,7 +107,7 @@ def train(
         fit_task = bar.add_task("train", total=max_steps, info="", visible=False)
 
         def on_step(r: StepReport) -> None:
-            val = "" if r.val_accuracy is None else f" val acc {r.val_accuracy:.4f}"
+            val = "" if r.val_score is None else f" val score {r.val_score:.4f}"
             info = f"loss {r.loss:.4f} active {r.active:.0%}{val}"
             bar.update(fit_task, completed=r.step, info=info, visible=True)
 
@@ -104,21 +124,35 @@ def train(
         except ValueError as exc:
             console.print(f"error: {exc}")
             raise typer.Exit(2) from exc
-    before, after = card["validation"]["before"], card["validation"]["after"]
-    console.print(
-        f"validation accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}, "
-        f"TAR@FAR1e-3 {before['tar_at_far_1e-3']:.4f} -> {after['tar_at_far_1e-3']:.4f}, "
-        f"threshold {card['threshold']:.3f}; {card['params']['steps']} steps ({card['params']['stopped']}), "
-        f"{card['train_seconds']:.0f} s"
-    )
-    # open-set calibration tables for the new model, from the validation people it was not trained on
-    from service.commands.calibrate import calibrate_folder
+    gate = card["gate"]
+    lines = summary_lines({**card["validation"], **gate}, "gate people (never used for selection)")
+    if "eval_root" in card:
+        lines += summary_lines(card["eval_root"], f"--eval-root {card['eval_root']['root']}")
+    steps = f"{card['params']['steps']} steps ({card['params']['stopped']}, best {card['params']['best_step']})"
+    if gate["accepted"]:
+        console.print(f"better model found: {gate['reason']}; {steps}, {card['train_seconds']:.0f} s")
+    else:
+        kept = "kept as rejected (not selectable)" if model_dir else "not registered (--keep-rejected keeps it)"
+        console.print(f"no better model found: {gate['reason']}; {kept}; {steps}, {card['train_seconds']:.0f} s")
+    for line in lines:
+        console.print(line)
+    # open-set calibration tables for a registered model, from the validation people it was not trained on
+    tables = None
+    if gate["accepted"]:
+        from service.commands.calibrate import calibrate_folder
 
-    try:
-        tables, summary = calibrate_folder(card["model_id"], folder, people=card["data"]["val_people_names"], seed=seed)
-        console.print(f"calibration tables from {summary['people']} validation people: {tables}")
-    except ValueError as exc:  # too few validation people with faces: identify reports it uncalibrated
-        tables = None
-        console.print(f"no calibration tables: {exc}")
-    out = {"model_id": card["model_id"], "model_dir": str(model_dir), "calibration": str(tables) if tables else None}
+        try:
+            names = card["data"]["val_people_names"]
+            tables, summary = calibrate_folder(card["model_id"], folder, people=names, seed=seed)
+            console.print(f"calibration tables from {summary['people']} validation people: {tables}")
+        except ValueError as exc:  # too few validation people with faces: identify reports it uncalibrated
+            console.print(f"no calibration tables: {exc}")
+    out = {
+        "model_id": card["model_id"] if model_dir else None,
+        "model_dir": str(model_dir) if model_dir else None,
+        "status": card["status"],
+        "calibration": str(tables) if tables else None,
+    }
     typer.echo(json.dumps(out))
+    if not gate["accepted"]:
+        raise typer.Exit(3)

@@ -29,3 +29,51 @@ def test_train_refuses_a_folder_with_too_few_people(tmp_path: Path, weights_path
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--work-dir", str(tmp_path / "w")])
     assert result.exit_code == 2, result.output
     assert "at least 2 people" in result.output
+
+
+@pytest.mark.slow
+def test_train_cli_gate_eval_root_and_models_list(
+    tmp_path: Path, weights_path: Path, celebrity_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real 2-step run: the gate finds no better model (exit 3, "no better model found" with the figures), the
+    model kept with --keep-rejected is marked rejected in its card, with before/after figures on the gate people
+    and on --eval-root; `facerec models list` shows it as rejected; FACEREC_MODEL=<it> is refused."""
+    import json
+
+    from embeddings import weights
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("weights", "datasets"):
+        (cache / name).symlink_to(weights.cache_dir() / name, target_is_directory=True)
+    monkeypatch.setenv("FACEREC_CACHE", str(cache))
+    args = ["train", str(celebrity_root / "train"), "--name", "cli", "--max-steps", "2", "--eval-every", "1"]
+    args += ["--variants", "2", "--work-dir", str(tmp_path / "w"), "--eval-root", str(celebrity_root / "val")]
+    result = CliRunner().invoke(app, [*args, "--keep-rejected"], env={"COLUMNS": "300"})
+    assert result.exit_code == 3, result.output
+    assert "no better model found" in result.output and "kept as rejected" in result.output
+    assert "TPIR@FPIR1%" in result.output and "--eval-root" in result.output
+    line = json.loads([x for x in result.output.splitlines() if x.startswith("{")][-1])
+    assert line["status"] == "rejected" and line["model_id"].startswith("ft-cli-")
+    card = json.loads((Path(line["model_dir"]) / "card.json").read_text())
+    assert card["status"] == "rejected" and card["gate"]["accepted"] is False
+    ev = card["eval_root"]
+    assert ev["before"]["people"] == 5 and ev["root"] == str(celebrity_root / "val")
+    for when in ("before", "after"):
+        assert 0.0 <= ev[when]["tar_at_far_1e-3"] <= 1.0 and 0.0 <= ev[when]["tpir_at_fpir_1e-2"] <= 1.0
+        assert 0.0 <= card["validation"][when]["tpir_at_fpir_1e-2"] <= 1.0
+    listed = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0 and "rejected (not" in listed.output, listed.output
+    as_json = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    row = next(m for m in as_json["models"] if m["model_id"] == line["model_id"])
+    assert row["selectable"] is False and row["validation"]["after"]["tar_at_far_1e-3"] is not None
+
+    from embeddings.models import RejectedModel
+    from service.config import Settings
+
+    with pytest.raises(RejectedModel, match="rejected by the training gate"):
+        _ = Settings(model=line["model_id"]).match_threshold
+    serve = CliRunner().invoke(
+        app, ["serve", "--data", str(tmp_path / "data")], env={"FACEREC_MODEL": line["model_id"]}
+    )
+    assert serve.exit_code == 2 and "rejected by the training gate" in serve.output, serve.output

@@ -1,6 +1,7 @@
 """The fit loop on a tiny stand-in tail (the loop, not the network, is under test here; the real network is
-trained in test_train_celebrities.py): a resumed run ends exactly where an uninterrupted one does, and the
-checkpoint refuses other training parameters."""
+trained in test_train_celebrities.py): a resumed run (with the distillation and L2-SP anchors, which must be
+the STARTING model's, not the checkpoint's) ends exactly where an uninterrupted one does, and the checkpoint
+refuses other training parameters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.training.fit import FitConfig, PairSet, fit
+from embeddings.training.fit import FitConfig, LabelledSet, fit
 from embeddings.training.network import SplitModel
 
 
@@ -21,7 +22,7 @@ def _split() -> SplitModel:
     return SplitModel(full=tail, head=None, tail=tail, cut="Mixed_7a")
 
 
-def _data() -> tuple[np.ndarray, np.ndarray, PairSet]:
+def _data() -> tuple[np.ndarray, np.ndarray, LabelledSet]:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 4)
     centres = rng.normal(size=(8, 3, 3, 8))
@@ -29,14 +30,15 @@ def _data() -> tuple[np.ndarray, np.ndarray, PairSet]:
     val_acts = (centres[np.repeat(np.arange(4), 2)][:, None] + 0.8 * rng.normal(size=(8, 2, 3, 3, 8))).astype(
         np.float16
     )
-    a, b = np.array([0, 2, 4, 6, 0, 2, 4, 6]), np.array([1, 3, 5, 7, 2, 4, 6, 0])
-    return acts, labels, PairSet(val_acts, a, b, np.array([True] * 4 + [False] * 4))
+    return acts, labels, LabelledSet(val_acts, np.repeat(np.arange(4), 2))
 
 
 @pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     acts, labels, val = _data()
-    cfg = dict(people_per_batch=4, images_per_person=3, learning_rate=1e-2, eval_every=3, patience=100)
+    cfg = dict(
+        people_per_batch=4, images_per_person=3, learning_rate=1e-2, eval_every=3, patience=100, distill=0.5, l2sp=1e-3
+    )
     straight = _split()
     r_all = fit(straight, acts, labels, val, FitConfig(max_steps=9, **cfg))  # type: ignore[arg-type]
     ckpt = tmp_path / "ckpt"
