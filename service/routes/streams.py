@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import AdminKey
@@ -30,6 +30,12 @@ class StreamLimit(ServiceError):
 
 
 class StreamCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "front door", "url": "rtsp://door:secret@10.0.0.7:554/stream1", "fps": 5}]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=200)
     url: str = Field(
         min_length=1,

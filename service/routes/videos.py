@@ -84,7 +84,8 @@ def video_out(job: Job) -> VideoOut:
                             "video": {"type": "string", "format": "binary", "description": "The video file."},
                             "fps": {"type": "number", "description": "Frames per second analysed (default 5)."},
                         },
-                    }
+                    },
+                    "example": {"fps": 5},
                 }
             },
         }
