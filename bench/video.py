@@ -69,7 +69,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from embeddings import FaceAnalyzer
     from service.config import Settings
     from service.gallery import NewFace, open_gallery
-    from service.media import pipeline_config
+    from service.media import pipeline_config, video_detector
     from service.video.decode import open_capture, sample_frames
     from service.video.pipeline import TrackDecision, TrackPipeline
 
@@ -92,7 +92,8 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         subject = gallery.create_subject(name=name, metadata={})
         ids[subject.id] = name
         gallery.add_faces(subject.id, faces)
-    pipe = TrackPipeline(analyzer, lambda: gallery, pipeline_config(settings, analyzer, live=False))
+    config = pipeline_config(settings, analyzer, live=False, detector=video_detector(settings, analyzer))
+    pipe = TrackPipeline(analyzer, lambda: gallery, config)
     centres: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
     decisions: list[TrackDecision] = []
     cap = open_capture(str(video))

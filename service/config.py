@@ -191,6 +191,14 @@ class Settings(BaseSettings):
             "(streams drop frames beyond it; REST requests are not queued behind them)."
         ),
     )
+    video_min_face_px: int = Field(
+        default=40,
+        ge=1,
+        description=(
+            "Videos, streams and the live page: faces smaller than this (shorter box side, source pixels) are not "
+            "looked for; larger values make detection on camera frames cheaper."
+        ),
+    )
     streams_max: int = Field(default=8, ge=0, description="Most live streams (POST /v1/streams) at once.")
     track_decide_frames: int = Field(
         default=5,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from embeddings import FaceAnalyzer
+from embeddings import FaceAnalyzer, FaceDetector
 from service.config import Settings
 from service.events.recorder import EventRecorder
 from service.events.store import SQLiteEventStore
@@ -43,7 +43,21 @@ class WebhookMisconfigured(ValueError):
     """``FACEREC_WEBHOOK_URL`` is set without ``FACEREC_WEBHOOK_SECRET``."""
 
 
-def pipeline_config(settings: Settings, analyzer: FaceAnalyzer | None, *, live: bool) -> PipelineConfig:
+def video_detector(settings: Settings, analyzer: FaceAnalyzer) -> FaceDetector:
+    """The detector of video frames: the analyzer's settings, but faces under ``FACEREC_VIDEO_MIN_FACE_PX``
+    (source pixels) are not looked for, which makes MTCNN's image pyramid (most of its cost) several times
+    smaller on camera frames."""
+    cfg = analyzer.config
+    return FaceDetector(
+        min_confidence=cfg.min_detection_confidence,
+        min_face_size=max(settings.video_min_face_px, cfg.min_face_size),
+        max_side=cfg.detect_max_side,
+    )
+
+
+def pipeline_config(
+    settings: Settings, analyzer: FaceAnalyzer | None, *, live: bool, detector: FaceDetector | None = None
+) -> PipelineConfig:
     """Tracking and decision settings: identify's thresholds (the analyzer's fixed one and ``FACEREC_MAX_FIR``)."""
     fixed = float(analyzer.threshold) if analyzer is not None else settings.match_threshold
     return PipelineConfig(
@@ -52,6 +66,7 @@ def pipeline_config(settings: Settings, analyzer: FaceAnalyzer | None, *, live: 
         decide_frames=settings.track_decide_frames if live else FILE_DECIDE_FRAMES,
         max_age_s=settings.track_max_age_s,
         keep_best=LIVE_VIEWS if live else FILE_VIEWS,
+        detector=detector,
     )
 
 
@@ -69,6 +84,9 @@ class Media:
         if settings.webhook_url and not settings.webhook_secret:
             raise WebhookMisconfigured("FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty")
         self.settings = settings
+        self._analyzer = analyzer
+        self._detector: FaceDetector | None = None
+        self._detector_lock = threading.Lock()
         data = settings.data
         self.events = SQLiteEventStore(data)
         self.sender = (
@@ -91,7 +109,7 @@ class Media:
             self.jobs,
             analyzer=analyzer,
             gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=False),
+            config=lambda: pipeline_config(settings, analyzer(), live=False, detector=self.detector()),
             recorder=self.recorder,
             gate=self.gate,
             keep_uploads=settings.video_keep_uploads,
@@ -101,7 +119,7 @@ class Media:
             StreamStore(data),
             analyzer=analyzer,
             gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=True),
+            config=lambda: pipeline_config(settings, analyzer(), live=True, detector=self.detector()),
             recorder=self.recorder,
             gate=self.gate,
             max_streams=settings.streams_max,
@@ -111,6 +129,14 @@ class Media:
             metrics.registry.register(StreamCollector(self.streams))
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="facerec-events-retention", daemon=True)
+
+    def detector(self) -> FaceDetector | None:
+        """The shared :func:`video_detector`, made on first use once the model is loaded (None before)."""
+        with self._detector_lock:
+            analyzer = self._analyzer()
+            if self._detector is None and analyzer is not None:
+                self._detector = video_detector(self.settings, analyzer)
+            return self._detector
 
     def start(self) -> Media:
         self.runner.start()

@@ -53,7 +53,7 @@ def watch(
     add the camera to the server with POST /v1/streams)."""
     from service.bootstrap import default_analyzer, open_backend
     from service.gallery import GalleryLocked
-    from service.media import pipeline_config
+    from service.media import pipeline_config, video_detector
     from service.video.decode import VideoError, camera_index, latest_frames, open_capture, redact, sample_frames
     from service.video.pipeline import TrackDecision, TrackPipeline
 
@@ -71,7 +71,7 @@ def watch(
         ) from exc
     try:
         analyzer = default_analyzer(settings)
-        config = pipeline_config(settings, analyzer, live=not is_file)
+        config = pipeline_config(settings, analyzer, live=not is_file, detector=video_detector(settings, analyzer))
         pipe = TrackPipeline(analyzer, lambda: gallery, config)
         rate = fps or settings.video_fps
         cap = open_capture(source)

@@ -61,7 +61,7 @@ async def live_frame(
 
     def track() -> tuple[tuple[int, int], FrameResult]:
         rgb = analyzer.load_image(image)
-        config = pipeline_config(settings, analyzer, live=True)
+        config = pipeline_config(settings, analyzer, live=True, detector=media.detector())
         new = lambda: TrackPipeline(analyzer, lambda: request.app.state.gallery, config)  # noqa: E731
         return (int(rgb.shape[1]), int(rgb.shape[0])), media.live.process((key.id, params.session), rgb, new)
 

@@ -31,7 +31,9 @@ class StreamLimit(ServiceError):
 
 class StreamCreate(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"name": "front door", "url": "rtsp://user:secret@10.0.0.5/stream", "fps": 5}]}
+        json_schema_extra={
+            "examples": [{"name": "front door", "url": "rtsp://door:secret@10.0.0.7:554/stream1", "fps": 5}]
+        }
     )
 
     name: str = Field(min_length=1, max_length=200)

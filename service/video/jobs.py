@@ -236,7 +236,10 @@ class JobRunner:
         self._end(job, status="done", tracks=[track_entry(d) for d in decisions], duration_s=duration, progress=1.0)
 
     def _read(self, job: Job, analyzer: FaceAnalyzer) -> tuple[list[TrackDecision], float]:
-        cap = open_capture(job.path)
+        try:
+            cap = open_capture(job.path)
+        except VideoError as exc:  # its message names the upload's path on this server: say what it means
+            raise VideoError("the file is not a video FFmpeg can open, or it is corrupt") from exc
         try:
             meta = info(cap)
             pipe = TrackPipeline(analyzer, self.gallery, self.config())

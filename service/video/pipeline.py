@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import Box, FaceAnalyzer
+from embeddings import Box, FaceAnalyzer, FaceDetector
 from embeddings.quality import sharpness
 from service.video.decision import Vote, vote
 from service.video.tracker import Track, Tracker
@@ -54,7 +54,8 @@ class FrameResult:
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     """``decide_frames``: frames after which a track is decided; ``min_hits``: fewer is noise; ``max_age_s``:
-    unseen this long ends a track; ``keep_best``: views embedded per track; thresholds as identify's."""
+    unseen this long ends a track; ``keep_best``: views embedded per track; thresholds as identify's;
+    ``detector``: the face detector of the frames (default: the analyzer's)."""
 
     fixed_threshold: float
     max_fir: float | None
@@ -62,6 +63,7 @@ class PipelineConfig:
     min_hits: int = 3
     max_age_s: float = 1.0
     keep_best: int = 5
+    detector: FaceDetector | None = None
 
 
 class TrackPipeline:
@@ -76,7 +78,7 @@ class TrackPipeline:
 
     def process(self, rgb: npt.NDArray[np.uint8], t: float) -> FrameResult:
         """One upright RGB frame at source time ``t`` (s)."""
-        detections = self.analyzer.detector.detect(rgb)
+        detections = (self.config.detector or self.analyzer.detector).detect(rgb)
         crops = [self.analyzer.align(rgb, d) for d in detections]
         sharp = [sharpness(c) for c in crops]
         active, ended = self.tracker.update(t, detections, crops, sharp, (int(rgb.shape[1]), int(rgb.shape[0])))

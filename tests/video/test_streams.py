@@ -92,7 +92,8 @@ def test_a_mjpeg_camera_names_people_as_they_pass(
     assert health["frames_dropped"] > 0 and health["lag_ms"] is not None and health["lag_ms"] < 1000
     assert health["event_latency_ms_p50"] > 0  # its bound is bench/video.py's figure, not a unit test's
     for e in events_of(client, sid):
-        assert e["frames"] >= 5 and e["estimated_false_identification_rate"] is not None
+        # decided after 5 frames, or when the track ends if sooner (tracks of under 3 frames are noise)
+        assert e["frames"] >= 3 and e["estimated_false_identification_rate"] is not None
     metrics = client.get("/metrics").text
     assert f'facerec_stream_frames_total{{kind="processed",name="front door",stream="{sid}"}}' in metrics
     assert f'facerec_stream_up{{name="front door",stream="{sid}"}} 1.0' in metrics
