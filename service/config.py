@@ -108,6 +108,28 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
     )
+    milvus_uri: str | None = Field(
+        default=None,
+        description=(
+            "Milvus endpoint for FACEREC_VECTOR_BACKEND=milvus: http://host:19530 (a server) or a local file "
+            "path ending in .db (milvus-lite, one process). PostgreSQL stays the truth; Milvus is its index."
+        ),
+    )
+    milvus_token: str | None = Field(
+        default=None, repr=False, description="Milvus token (user:password or an API key); a secret, never logged."
+    )
+    milvus_index: str = Field(
+        default="HNSW",
+        description="Milvus index type of new collections: HNSW, HNSW_SQ, IVF_SQ8, DISKANN, FLAT (docs/MILVUS.md).",
+    )
+    milvus_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="Longest a Milvus call may take before the request answers 503, seconds."
+    )
+    milvus_reconcile_interval_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        description="How often a replica compares Milvus with PostgreSQL and repairs differences, seconds; 0 = off.",
+    )
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -24,6 +24,7 @@ from service.gallery import (
     StorageUnavailable,
     SubjectNotFound,
 )
+from service.gallery.errors import VectorIndexUnavailable
 
 log = logging.getLogger("facerec.service")
 
@@ -81,6 +82,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidCursor, 422, "validation_error"),
     (GalleryLocked, 503, "gallery_locked"),
     (StorageFull, 507, "insufficient_storage"),
+    (VectorIndexUnavailable, 503, "vector_index_unavailable"),
     (StorageUnavailable, 503, "storage_unavailable"),
 ]
 
@@ -94,7 +96,8 @@ ERROR_STATUS_TEXT = {
     422: "Invalid input: `validation_error`, `invalid_image`, `no_face`, `multiple_faces`, `low_quality`.",
     429: "Too many requests waiting for the model (`overloaded`).",
     503: "The model is still loading (`not_ready`), or the gallery's storage refuses writes: read-only or I/O "
-    "error (`storage_unavailable`; nothing was stored, reads still work).",
+    "error (`storage_unavailable`; nothing was stored, reads still work), or the vector engine is unreachable "
+    "(`vector_index_unavailable`: identify and enrolment wait for it; erasure still works).",
     507: "The gallery's storage is full (`insufficient_storage`): nothing was stored; reads still work.",
 }
 
