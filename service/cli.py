@@ -23,6 +23,7 @@ from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
 from service.commands import subjects as subjects_cmd
 from service.commands import train as train_cmd
+from service.commands import vector_index as vector_index_cmd
 from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
@@ -39,6 +40,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(models_cmd.app, name="models")
 app.command("reindex")(reindex_cmd.reindex)
 app.add_typer(gallery_cmd.app, name="gallery")
+vector_index_cmd.register(gallery_cmd.app)
 app.add_typer(db_cmd.app, name="db")
 
 

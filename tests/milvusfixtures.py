@@ -25,12 +25,22 @@ from pathlib import Path
 import pytest
 
 LOCK = "/tmp/facerec-milvus-test.lock"
+SESSION_TTL = "common.session.ttl=30"
+"""After a SIGKILL the restarted server waits for its old etcd session to expire before its query node serves
+(30 s by default); 5 s keeps the fault tests short."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(first: int = 29530) -> int:
+    """A free port below Linux's ephemeral range (32768+): a client retrying a port in that range while the
+    server is down can be handed that very port as its source and connect to itself, keeping the port busy."""
+    for port in range(first, first + 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for milvus-server")
 
 
 class MilvusServer:
@@ -49,7 +59,7 @@ class MilvusServer:
         exe = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
         log = open(self.data.parent / "milvus-server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [exe, "--data", str(self.data), "--proxy-port", str(self.port)],
+            [exe, "--data", str(self.data), "--proxy-port", str(self.port), "--extra-config", SESSION_TTL],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -67,7 +77,10 @@ class MilvusServer:
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.5)
-        raise RuntimeError(f"milvus-server did not answer within {timeout_s:.0f} s")
+        tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
+        for f in sorted((self.data / "logs").glob("*.log")):
+            tail += [f.name] + [ln[:300] for ln in f.read_text(errors="replace").splitlines() if "ERROR" in ln][-6:]
+        raise RuntimeError(f"milvus-server did not answer within {timeout_s:.0f} s; its log ends:\n" + "\n".join(tail))
 
     def stop(self, sig: int = signal.SIGINT, grace_s: float = 30.0) -> None:
         """SIGINT (a clean stop) or SIGKILL (a crash), then wait."""

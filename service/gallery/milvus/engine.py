@@ -314,6 +314,9 @@ class MilvusEngine:
         def start(client: Any) -> Any:
             if not client.has_collection(name):
                 return None
+            # The iterator reads at a client-side timestamp without waiting (a 2.3 server has no mvccTs): one
+            # Strong query first makes the query nodes catch up with every write before now.
+            client.query(name, filter="id < 0", output_fields=["id"], consistency_level="Strong")
             return client.query_iterator(
                 name, batch_size=batch, filter="id >= 0", output_fields=["id"], consistency_level="Strong"
             )
