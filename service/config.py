@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embeddings import AnalyzerConfig, QualityThresholds, default_threshold
@@ -13,13 +15,32 @@ from embeddings.encoders import DEFAULT_PRECISION, Precision
 from embeddings.models import model_threshold
 from embeddings.weights import MODEL_ID
 
+VectorBackend = Literal["faiss", "pgvector", "milvus"]
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
 
 class Settings(BaseSettings):
     """Everything the service can be told. Thresholds are L2 distances between unit embeddings, in [0, 2]."""
 
-    model_config = SettingsConfigDict(env_prefix="FACEREC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FACEREC_", extra="ignore", hide_input_in_errors=True)
+    """Inputs stay out of validation errors: FACEREC_DATABASE_URL holds a password."""
 
     data: Path = Field(default=Path("./data"), description="Data dir: the gallery and keys.db live here.")
+    database_url: str | None = Field(
+        default=None,
+        repr=False,
+        description=(
+            "PostgreSQL URL (postgresql://user:password@host:5432/db): the shared gallery, keys and audit log for "
+            "any number of replicas. Unset: the embedded gallery in FACEREC_DATA. A secret: never logged in full."
+        ),
+    )
+    vector_backend: VectorBackend | None = Field(
+        default=None,
+        description=(
+            "Vector search engine: faiss (embedded, needs no database URL), pgvector or milvus (need "
+            "FACEREC_DATABASE_URL). Default: faiss without a database URL, pgvector with one."
+        ),
+    )
     host: str = Field(
         default="127.0.0.1",
         description="Address to listen on; a non-loopback address needs an API key to exist.",
@@ -39,6 +60,28 @@ class Settings(BaseSettings):
     store_crops: bool = Field(
         default=True,
         description="Store each enrolled face's aligned 160x160 crop (needed by `facerec reindex`).",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description=(
+            "Milvus endpoint for FACEREC_VECTOR_BACKEND=milvus: http://host:19530 (a server) or a local file "
+            "path ending in .db (milvus-lite, one process). PostgreSQL stays the truth; Milvus is its index."
+        ),
+    )
+    milvus_token: str | None = Field(
+        default=None, repr=False, description="Milvus token (user:password or an API key); a secret, never logged."
+    )
+    milvus_index: str = Field(
+        default="HNSW",
+        description="Milvus index type of new collections: HNSW, HNSW_SQ, IVF_SQ8, DISKANN, FLAT (docs/MILVUS.md).",
+    )
+    milvus_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="Longest a Milvus call may take before the request answers 503, seconds."
+    )
+    milvus_reconcile_interval_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        description="How often a replica compares Milvus with PostgreSQL and repairs differences, seconds; 0 = off.",
     )
     threshold: float | None = Field(
         default=None, ge=0.0, le=2.0, description="L2 match threshold; default: the model's card."
@@ -108,28 +151,40 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
     )
-    milvus_uri: str | None = Field(
-        default=None,
-        description=(
-            "Milvus endpoint for FACEREC_VECTOR_BACKEND=milvus: http://host:19530 (a server) or a local file "
-            "path ending in .db (milvus-lite, one process). PostgreSQL stays the truth; Milvus is its index."
-        ),
-    )
-    milvus_token: str | None = Field(
-        default=None, repr=False, description="Milvus token (user:password or an API key); a secret, never logged."
-    )
-    milvus_index: str = Field(
-        default="HNSW",
-        description="Milvus index type of new collections: HNSW, HNSW_SQ, IVF_SQ8, DISKANN, FLAT (docs/MILVUS.md).",
-    )
-    milvus_timeout_s: float = Field(
-        default=5.0, gt=0.0, description="Longest a Milvus call may take before the request answers 503, seconds."
-    )
-    milvus_reconcile_interval_s: float = Field(
-        default=600.0,
-        ge=0.0,
-        description="How often a replica compares Milvus with PostgreSQL and repairs differences, seconds; 0 = off.",
-    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Settings:
+        url = self.database_url
+        if url is not None and urlsplit(url).scheme not in DATABASE_SCHEMES:
+            raise ValueError(f"FACEREC_DATABASE_URL must be a postgresql:// URL, got {redact_url(url)!r}")
+        if url is not None and self.vector_backend == "faiss":
+            raise ValueError(
+                "FACEREC_VECTOR_BACKEND=faiss is the embedded gallery and takes no FACEREC_DATABASE_URL: unset one "
+                "(or use pgvector / milvus with the database)"
+            )
+        if url is None and self.vector_backend in ("pgvector", "milvus"):
+            raise ValueError(
+                f"FACEREC_VECTOR_BACKEND={self.vector_backend} needs FACEREC_DATABASE_URL (postgresql://...); "
+                "without a database the gallery is embedded (faiss)"
+            )
+        return self
+
+    @property
+    def vector_engine(self) -> VectorBackend:
+        """The vector engine in force: ``FACEREC_VECTOR_BACKEND``, or faiss / pgvector without / with a database."""
+        if self.vector_backend is not None:
+            return self.vector_backend
+        return "pgvector" if self.database_url else "faiss"
+
+    @property
+    def database_display(self) -> str | None:
+        """``FACEREC_DATABASE_URL`` with its password masked, for logs and error messages."""
+        return redact_url(self.database_url) if self.database_url else None
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -164,3 +219,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (``postgresql://app:***@db:5432/facerec``); the text
+    before ``@`` is dropped whole when the URL does not parse."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "***@" + url.rsplit("@", 1)[-1] if "@" in url else "***"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 LOCK = "/tmp/facerec-milvus-test.lock"
-SESSION_TTL = "common.session.ttl=30"
+SESSION_TTL = "common.session.ttl=5"
 """After a SIGKILL the restarted server waits for its old etcd session to expire before its query node serves
 (30 s by default); 5 s keeps the fault tests short."""
 
@@ -96,6 +96,15 @@ class MilvusServer:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to its process group): unreachable, as in a network partition."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,11 @@
-"""The real Milvus server killed (SIGKILL) and restarted while a replica serves: searches and enrolments answer
+"""The real Milvus server frozen (SIGSTOP: unreachable, calls time out) and thawed while a replica serves: searches and enrolments answer
 :class:`VectorIndexUnavailable` (HTTP 503 ``vector_index_unavailable``) and store nothing, erasure keeps working,
 and service resumes by itself when Milvus is back: every acknowledged face found, no erased face returned,
-reconcile finds 0 differences."""
+reconcile finds 0 differences.
+
+A frozen server rather than a killed one: the embedded 2.3.5 server (the ``milvus`` package) restarted on the same
+data dir after a stop was seen to hang for minutes while its coordinators waited on their old sessions
+(docs/MILVUS.md, Faults); the kill/restart run is ``bench/milvus_faults.py``."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def test_vector_index_unavailable_is_a_503() -> None:
     assert domain_status(VectorIndexUnavailable("down")) == (503, "vector_index_unavailable")
 
 
-def test_milvus_killed_and_restarted(
+def test_milvus_unreachable_then_back(
     open_server_replica: OpenReplica, milvus_server: MilvusServer, rng: np.random.Generator
 ) -> None:
     g = open_server_replica(sync_interval_s=0.5).gallery
@@ -31,7 +35,7 @@ def test_milvus_killed_and_restarted(
     vecs = unit(rng, 40)
     subs = g.create_subjects([(f"s{i}", None) for i in range(20)])
     acked = g.add_faces_many({s.id: faces(vecs[i : i + 1]) for i, s in enumerate(subs)})
-    milvus_server.kill()
+    milvus_server.pause()
     try:
         with pytest.raises(VectorIndexUnavailable):
             g.search(vecs[:1], model_id=MODEL)
@@ -43,7 +47,7 @@ def test_milvus_killed_and_restarted(
         g.delete_subject(subs[1].id)  # erasure works while Milvus is down
         erased = acked[1].id
     finally:
-        milvus_server.start()
+        milvus_server.resume()
     deadline = time.monotonic() + 60
     while True:
         try:
