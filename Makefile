@@ -5,9 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+PGDIR  ?= data/postgres
+REPLICA_PORTS ?= 8001 8002
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test lint bench weights install clean
+.PHONY: serve serve-replicas test lint bench weights install clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,18 @@ weights: $(STAMP)
 
 serve: weights
 	$(BIN)/facerec serve --host $(HOST) --port $(PORT)
+
+# A local PostgreSQL 18 + pgvector (in $(PGDIR), kept between runs) and one replica per port of REPLICA_PORTS on
+# it; Ctrl-C stops the replicas, `$(BIN)/facerec db stop --dir $(PGDIR)` the database (docs/POSTGRES.md).
+serve-replicas: weights
+	@$(BIN)/facerec db start --dir $(PGDIR) >/dev/null
+	@url="$$($(BIN)/facerec db url --dir $(PGDIR))"; pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait' INT TERM EXIT; \
+	for port in $(REPLICA_PORTS); do \
+	    FACEREC_DATABASE_URL="$$url" $(BIN)/facerec serve --host $(HOST) --port $$port & pids="$$pids $$!"; \
+	done; \
+	echo "replicas on $(HOST) ports $(REPLICA_PORTS), sharing PostgreSQL in $(PGDIR); Ctrl-C stops them"; \
+	wait
 
 test: weights
 	@$(BIN)/python -m pytest -q

@@ -8,7 +8,10 @@ skipped: if PostgreSQL cannot start, the tests that need it fail.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,27 +32,44 @@ def new_cluster(prefix: str = "facerec-pg-test-") -> DevCluster:
     return cluster
 
 
+_shared: list[DevCluster] = []
+_shared_lock = threading.Lock()
+
+
+def shared_cluster() -> DevCluster:
+    """The test run's cluster, started on first use (by a fixture or the contract suite's backend entry) and
+    destroyed when the test process exits."""
+    with _shared_lock:
+        if not _shared:
+            cluster = new_cluster()
+            atexit.register(cluster.destroy)
+            _shared.append(cluster)
+        return _shared[0]
+
+
+@contextlib.contextmanager
+def fresh_database(template: str = "template1", owner: str = "facerec") -> Iterator[str]:
+    """A new database on the shared cluster for the block (dropped after); yields its URL as ``owner``."""
+    cluster = shared_cluster()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = cluster.create_database(name, template=template, owner=owner)
+    try:
+        yield url
+    finally:
+        cluster.drop_database(name)
+
+
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[DevCluster]:
+def pg_cluster() -> DevCluster:
     """The test run's PostgreSQL cluster."""
-    cluster = new_cluster()
-    yield cluster
-    cluster.destroy()
+    return shared_cluster()
 
 
 @pytest.fixture
 def pg_new_db(pg_cluster: DevCluster) -> Iterator[Callable[..., str]]:
     """``pg_new_db(template="template1", owner="facerec")`` -> the URL of a new empty database (dropped after)."""
-    made: list[str] = []
-
-    def make(template: str = "template1", owner: str = "facerec") -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        made.append(name)
-        return pg_cluster.create_database(name, template=template, owner=owner)
-
-    yield make
-    for name in made:
-        pg_cluster.drop_database(name)
+    with contextlib.ExitStack() as stack:
+        yield lambda template="template1", owner="facerec": stack.enter_context(fresh_database(template, owner))
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ DATABASE_URL = typer.Option(
 @contextmanager
 def _opened(url: str) -> Iterator[object]:
     from service.config import Settings
-    from service.gallery.milvus import MilvusGallery, milvus_options, open_milvus
+    from service.gallery.milvus import MilvusGallery, open_milvus
+    from service.milvus_backend import milvus_options
 
     backend = open_milvus(url, milvus_options(Settings()), sync_interval_s=0)
     try:

@@ -204,15 +204,17 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def compose_service() -> dict[str, Any]:
+def compose_service(name: str = "facerec") -> dict[str, Any]:
+    """A service of docker-compose.yml; the default deployment (services without a profile) is ``facerec`` alone."""
     services = compose()["services"]
-    assert list(services) == ["facerec"], f"expected one service, facerec: {list(services)}"
-    service: dict[str, Any] = services["facerec"]
+    default = [n for n, s in services.items() if not s.get("profiles")]
+    assert default == ["facerec"], f"expected one service outside profiles, facerec: {default}"
+    service: dict[str, Any] = services[name]
     return service
 
 
-def compose_environment() -> dict[str, str]:
-    env = compose_service().get("environment") or {}
+def compose_environment(name: str = "facerec") -> dict[str, str]:
+    env = compose_service(name).get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {str(k): "" if v is None else str(v) for k, v in env.items()}

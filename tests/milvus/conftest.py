@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from service.gallery.milvus import MilvusOptions, open_milvus
-from service.gallery.postgres import PostgresBackend
+from service.gallery.postgres import PostgresDatabase
 from service.gallery.postgres.connection import PoolOptions
 from tests.milvusfixtures import MilvusServer
 
-OpenReplica = Callable[..., PostgresBackend]
+OpenReplica = Callable[..., PostgresDatabase]
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def server_uri(milvus_server: MilvusServer) -> str:
 
 
 def _opener(pg_url: str, uri: str) -> Iterator[OpenReplica]:
-    opened: list[PostgresBackend] = []
+    opened: list[PostgresDatabase] = []
 
-    def make(*, sync_interval_s: float = 0.0, **kw: object) -> PostgresBackend:
+    def make(*, sync_interval_s: float = 0.0, **kw: object) -> PostgresDatabase:
         backend = open_milvus(
             pg_url,
             MilvusOptions(uri=uri, timeout_s=3.0, **kw),  # type: ignore[arg-type]

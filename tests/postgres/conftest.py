@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from service.gallery.postgres import PostgresBackend, VectorOptions, open_postgres
+from service.gallery.postgres import VectorOptions
 from service.gallery.postgres.connection import PoolOptions
+from service.pgstores import PostgresBackend, open_postgres
 
 
 @pytest.fixture

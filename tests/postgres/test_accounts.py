@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from service.gallery.postgres import PostgresBackend
 from service.keys import KeyNotFound
+from service.pgstores import PostgresBackend
 from service.ratelimit import RateLimited
 
 Replica = Callable[..., PostgresBackend]

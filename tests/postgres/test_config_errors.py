@@ -10,8 +10,9 @@ import pytest
 from psycopg import sql
 
 from service.devdb import DevCluster, free_port
-from service.gallery.postgres import SCHEMA_VERSION, DatabaseConfigError, SchemaTooNew, open_postgres
+from service.gallery.postgres import SCHEMA_VERSION, DatabaseConfigError, SchemaTooNew
 from service.gallery.postgres.connection import location
+from service.pgstores import open_postgres
 
 SECRET = "s3cret-Pa55word"
 

@@ -13,8 +13,8 @@ import pytest
 
 from service.devdb import DevCluster
 from service.gallery import StorageUnavailable
-from service.gallery.postgres import PostgresBackend, open_postgres
 from service.gallery.postgres.connection import PoolOptions
+from service.pgstores import PostgresBackend, open_postgres
 from tests.gallery.conftest import MODEL, faces, unit
 from tests.pgfixtures import new_cluster
 

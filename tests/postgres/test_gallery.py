@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from service.gallery import FaceNotFound, InvalidEmbedding, ModelMismatch, ReindexIncomplete, SubjectNotFound
-from service.gallery.postgres import PostgresBackend
 from service.gallery.postgres.vectors import index_name
+from service.pgstores import PostgresBackend
 from tests.gallery.conftest import MODEL, faces, unit
 
 Replica = Callable[..., PostgresBackend]

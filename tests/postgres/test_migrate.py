@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from service.audit import AuditLog
 from service.cli import app
 from service.gallery import NewFace, open_gallery
-from service.gallery.postgres import open_postgres
 from service.gallery.postgres.migrate import MigrationError, migrate_gallery
 from service.keys import KeyStore
+from service.pgstores import open_postgres
 from tests.gallery.conftest import MODEL, unit
 
 

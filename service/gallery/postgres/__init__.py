@@ -1,11 +1,10 @@
-"""The PostgreSQL + pgvector backend: PostgreSQL holds the whole gallery (subjects, faces with ``vector(128)``
-embeddings, crops, re-index staging), the API keys, the audit log and the shared rate-limit buckets; pgvector's
-HNSW indexes (one per model id) answer searches. Replicas keep no state, so any number can serve one database.
-Selected by ``FACEREC_DATABASE_URL``."""
+"""The gallery in PostgreSQL + pgvector: subjects, faces with ``vector(128)`` embeddings, crops and re-index
+staging in PostgreSQL, searched through pgvector's HNSW indexes (one per model id). Replicas keep no state, so any
+number can serve one database. The API keys, audit log and rate limit on the same database are the service's
+(:mod:`service.pgstores`); ``FACEREC_DATABASE_URL`` selects all of them."""
 
-from service.gallery.postgres.accounts import PostgresAuditLog, PostgresKeyStore, PostgresRateLimiter
-from service.gallery.postgres.backend import PostgresBackend, open_postgres, prepare_database
 from service.gallery.postgres.connection import PoolOptions, location
+from service.gallery.postgres.database import PostgresDatabase, open_database, prepare_database
 from service.gallery.postgres.errors import DatabaseConfigError, SchemaTooNew
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.schema import SCHEMA_VERSION
@@ -15,14 +14,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "DatabaseConfigError",
     "PoolOptions",
-    "PostgresAuditLog",
-    "PostgresBackend",
+    "PostgresDatabase",
     "PostgresGallery",
-    "PostgresKeyStore",
-    "PostgresRateLimiter",
     "SchemaTooNew",
     "VectorOptions",
     "location",
-    "open_postgres",
+    "open_database",
     "prepare_database",
 ]

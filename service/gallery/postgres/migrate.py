@@ -29,7 +29,7 @@ import psycopg
 
 from service.gallery.errors import GalleryError
 from service.gallery.postgres import vectors
-from service.gallery.postgres.backend import open_postgres
+from service.gallery.postgres.database import open_database
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions
 
@@ -126,7 +126,7 @@ def migrate_gallery(
         source = open_gallery(data_dir, auto_maintain=False)  # holds the data dir's lock for the whole run
     except GalleryLocked as e:
         raise MigrationError(f"{e}; stop the server using {data_dir} first") from None
-    backend = open_postgres(url, vectors=VectorOptions(exact_below=2**62))  # exact search for the check
+    backend = open_database(url, vectors=VectorOptions(exact_below=2**62))  # exact search for the check
     try:
         with closing(_sqlite(db_path)) as src, backend.pool.connection() as pg:
             version = src.execute("SELECT max(version) FROM schema_version").fetchone()[0]

@@ -37,7 +37,7 @@ class VectorOptions:
     """HNSW candidate list at search time (``hnsw.ef_search``); raised per query to the faces fetched."""
     hnsw_m: int = 16
     ef_construction: int = 64
-    exact_below: int = 10_000
+    exact_below: int = 5_000
     """A model with at most this many faces is searched exactly (no HNSW)."""
     overfetch: int = 8
     """Faces fetched per wanted subject before grouping (grown x4 until ``top_k`` subjects are found)."""

@@ -1,5 +1,6 @@
-"""Opening the PostgreSQL backend: check the connection (clear errors for a bad configuration), apply the schema
-migrations, then hand out the gallery, the key store, the audit log and the shared rate limiter over one pool."""
+"""Opening a PostgreSQL gallery database: check the connection (clear errors for a bad configuration), apply the
+schema migrations, then open the connection pool and the gallery on it. The key store, audit log and rate limit
+that share the pool are the service's (:mod:`service.pgstores`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.gallery.postgres import schema
-from service.gallery.postgres.accounts import PostgresAuditLog, PostgresKeyStore, PostgresRateLimiter
 from service.gallery.postgres.connection import PoolOptions, connect_checked, location, open_pool
 from service.gallery.postgres.errors import DatabaseConfigError
 from service.gallery.postgres.gallery import PostgresGallery
@@ -18,23 +18,17 @@ from service.gallery.postgres.vectors import VectorOptions
 
 
 @dataclass
-class PostgresBackend:
-    """Everything a replica keeps in PostgreSQL, sharing one connection pool (closed by :meth:`close`)."""
+class PostgresDatabase:
+    """One open database: its pool and the gallery on it (closing the gallery closes the pool)."""
 
     url: str = field(repr=False)
     pool: ConnectionPool[psycopg.Connection[Any]] = field(repr=False)
     gallery: PostgresGallery
-    keys: PostgresKeyStore
-    audit: PostgresAuditLog
 
     @property
     def location(self) -> str:
         """``host:port/database`` (no credentials)."""
         return location(self.url)
-
-    def rate_limiter(self, *, per_minute: float, burst: int) -> PostgresRateLimiter:
-        """The rate limit shared by every replica of this database."""
-        return PostgresRateLimiter(self.pool, per_minute=per_minute, burst=burst)
 
     def close(self) -> None:
         self.gallery.close()
@@ -59,10 +53,10 @@ def prepare_database(url: str, *, connect_timeout_s: int = 5) -> int:
         conn.close()
 
 
-def open_postgres(
+def open_database(
     url: str, *, pool: PoolOptions | None = None, vectors: VectorOptions | None = None
-) -> PostgresBackend:
-    """Prepare the database (see :func:`prepare_database`) and open the backend over a new pool."""
+) -> PostgresDatabase:
+    """Prepare the database (see :func:`prepare_database`) and open the gallery on a new pool."""
     pool_opts = pool or PoolOptions()
     vec_opts = vectors or VectorOptions()
     prepare_database(url, connect_timeout_s=pool_opts.connect_timeout_s)
@@ -72,4 +66,4 @@ def open_postgres(
     except BaseException:
         conns.close()
         raise
-    return PostgresBackend(url, conns, gallery, PostgresKeyStore(conns), PostgresAuditLog(conns))
+    return PostgresDatabase(url, conns, gallery)

@@ -1,4 +1,5 @@
-"""API keys, the audit log and the shared rate limit in PostgreSQL: the same APIs and semantics as
+"""The service's stores in PostgreSQL: API keys, the audit log and the shared rate limit, with the same APIs and
+semantics as
 :class:`service.keys.KeyStore`, :class:`service.audit.AuditLog` and :class:`service.ratelimit.RateLimiter`, for
 replicas that share one database.
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.audit import Action, audit_entry
+from service.gallery.postgres import PoolOptions, PostgresDatabase, PostgresGallery, VectorOptions, open_database
 from service.gallery.postgres.errors import db_errors
 from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, new_token, now_iso, token_key_id, token_matches
 from service.ratelimit import RateLimiter
@@ -162,3 +165,41 @@ class PostgresRateLimiter(RateLimiter):
         assert row is not None
         tokens, allowed = float(row[0]), bool(row[1])
         return 0.0 if allowed else (1.0 - tokens) / self.rate
+
+
+@dataclass
+class PostgresBackend:
+    """Everything a replica keeps in PostgreSQL: the gallery, keys and audit log on one pool."""
+
+    database: PostgresDatabase
+    keys: PostgresKeyStore
+    audit: PostgresAuditLog
+
+    @property
+    def gallery(self) -> PostgresGallery:
+        return self.database.gallery
+
+    @property
+    def pool(self) -> Pool:
+        return self.database.pool
+
+    @property
+    def location(self) -> str:
+        """``host:port/database`` (no credentials)."""
+        return self.database.location
+
+    def rate_limiter(self, *, per_minute: float, burst: int) -> PostgresRateLimiter:
+        """The rate limit shared by every replica of this database."""
+        return PostgresRateLimiter(self.pool, per_minute=per_minute, burst=burst)
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def open_postgres(
+    url: str, *, pool: PoolOptions | None = None, vectors: VectorOptions | None = None
+) -> PostgresBackend:
+    """Open the database at ``url`` (checked, migrated: :func:`service.gallery.postgres.open_database`) with the
+    key store and audit log on its pool."""
+    database = open_database(url, pool=pool, vectors=vectors)
+    return PostgresBackend(database, PostgresKeyStore(database.pool), PostgresAuditLog(database.pool))

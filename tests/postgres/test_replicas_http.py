@@ -1,0 +1,173 @@
+"""Two real ``facerec serve`` processes (real weights, real uvicorn) on one real PostgreSQL + pgvector.
+
+- Read-your-writes: a face enrolled through one replica is identified by the other in the very next request;
+  once DELETE returned on one, the other never returns that subject again.
+- PostgreSQL stopped with ``pg_ctl -m immediate`` under load through both replicas: every request answers 503
+  ``storage_unavailable`` (never 500) while it is down, both replicas serve again within 5 s of it being back
+  (no restart), and every acknowledged enrolment is there.
+- A key revoked through the CLI is refused by both replicas at their next request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.devdb import DevCluster
+from tests.faults.helpers import PEOPLE, photos, variant
+from tests.pgfixtures import new_cluster
+from tests.service.server import REPO, Server
+
+pytestmark = pytest.mark.slow
+
+
+class Replicas:
+    def __init__(self, cluster: DevCluster, a: Server, b: Server) -> None:
+        self.cluster, self.a, self.b = cluster, a, b
+        self.env = {"FACEREC_DATABASE_URL": cluster.url()}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    cluster = new_cluster()  # this module's own: the fault test stops it
+    env = {
+        "FACEREC_DATABASE_URL": cluster.url(),
+        "FACEREC_DB_TIMEOUT_S": "1",
+        "FACEREC_RATE_LIMIT_PER_MINUTE": "0",  # the load below is one caller (loopback) on purpose
+    }
+    root = tmp_path_factory.mktemp("replicas")
+    a, b = Server(root / "a", env=env), Server(root / "b", env=env)
+    try:
+        started = [threading.Thread(target=s.start) for s in (a, b)]
+        for t in started:
+            t.start()
+        for t in started:
+            t.join()
+        assert a.proc is not None and b.proc is not None, "a replica did not start (see its log)"
+        yield Replicas(cluster, a, b)
+    finally:
+        a.stop()
+        b.stop()
+        cluster.destroy()
+
+
+def _enrol(c: httpx.Client, sid: str, image: bytes) -> httpx.Response:
+    return c.post(f"/v1/subjects/{sid}/faces", files=[("images", ("x.jpg", image, "image/jpeg"))])
+
+
+def test_read_your_writes_across_replicas(replicas: Replicas, celebrity_root: Path) -> None:
+    with httpx.Client(base_url=replicas.a.url, timeout=60) as a, httpx.Client(base_url=replicas.b.url, timeout=60) as b:
+        for n, person in enumerate(PEOPLE):
+            write, read = (a, b) if n % 2 == 0 else (b, a)  # both directions
+            sid = write.post("/v1/subjects", json={"name": person}).json()["id"]
+            image = variant(photos(celebrity_root, person)[0], 1000 + n)
+            r = _enrol(write, sid, image)
+            assert r.status_code == 201, r.text
+            face_id = r.json()["faces"][0]["id"]
+            got = read.post("/v1/identify", files={"image": ("p.jpg", image, "image/jpeg")})  # the very next request
+            assert got.status_code == 200, got.text
+            match = got.json()["faces"][0]["match"]
+            assert match is not None and match["subject_id"] == sid and match["face_id"] == face_id
+            assert read.get(f"/v1/subjects/{sid}").json()["face_count"] == 1
+            assert write.delete(f"/v1/subjects/{sid}").status_code == 204
+            got = read.post("/v1/identify", files={"image": ("p.jpg", image, "image/jpeg")})
+            assert got.status_code == 200
+            for face in got.json()["faces"]:
+                assert (face["match"] or {}).get("subject_id") != sid
+                assert all(c["subject_id"] != sid for c in face.get("candidates", []))
+            assert read.get(f"/v1/subjects/{sid}").status_code == 404
+
+
+def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, celebrity_root: Path) -> None:
+    subjects: dict[str, str] = {}
+    with httpx.Client(base_url=replicas.a.url, timeout=60) as a:
+        for person in PEOPLE:
+            subjects[person] = a.post("/v1/subjects", json={"name": person}).json()["id"]
+    acked: list[tuple[str, int]] = []
+    log: list[tuple[float, str, int, str]] = []  # (time, replica, status, error code)
+    stop = threading.Event()
+
+    def load(server: Server, seed: int) -> None:
+        n = seed * 100_000
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not stop.is_set():
+                n += 1
+                person = PEOPLE[n % len(PEOPLE)]
+                pics = photos(celebrity_root, person)
+                try:
+                    if n % 2:
+                        r = _enrol(c, subjects[person], variant(pics[n % len(pics)], n))
+                        if r.status_code == 201:
+                            acked.extend((subjects[person], f["id"]) for f in r.json()["faces"])
+                    else:
+                        r = c.post("/v1/identify", files={"image": ("p.jpg", pics[0].read_bytes(), "image/jpeg")})
+                except httpx.HTTPError as e:  # a replica must not drop connections
+                    log.append((time.monotonic(), server.url, -1, type(e).__name__))
+                    continue
+                code = r.json().get("error", {}).get("code", "") if r.status_code >= 400 else ""
+                log.append((time.monotonic(), server.url, r.status_code, code))
+                if r.status_code >= 500:
+                    time.sleep(0.1)
+
+    threads = [threading.Thread(target=load, args=(s, i)) for i, s in enumerate([replicas.a, replicas.b] * 2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(4)
+        replicas.cluster.stop("immediate")
+        down_at = time.monotonic()
+        time.sleep(3)
+        replicas.cluster.start()
+        back_at = time.monotonic()
+        time.sleep(8)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    before = [e for e in log if e[0] < down_at]
+    assert before and all(s in (200, 201) for _, _, s, _ in before), before[-5:]
+    bad = [e for e in log if e[2] not in (200, 201) and not (e[2] == 503 and e[3] == "storage_unavailable")]
+    assert not bad, f"only 2xx or 503 storage_unavailable, got {bad[:5]}"
+    down = [e for e in log if down_at + 0.5 < e[0] < back_at]
+    assert down and all(e[2] == 503 for e in down), "requests while PostgreSQL is down answer 503"
+    for url in (replicas.a.url, replicas.b.url):
+        first_ok = min(e[0] for e in log if e[1] == url and e[0] > back_at and e[2] in (200, 201))
+        assert first_ok - back_at <= 5.0, f"{url} served again {first_ok - back_at:.1f} s after PostgreSQL was back"
+        late = [e for e in log if e[1] == url and e[0] > first_ok + 1.0 and e[2] not in (200, 201)]
+        assert not late, late[:5]
+    assert len(acked) > 0
+    with httpx.Client(base_url=replicas.b.url, timeout=60) as b:
+        stored = {
+            (sid, f["id"]) for sid in subjects.values() for f in b.get(f"/v1/subjects/{sid}/faces").json()["faces"]
+        }
+    assert set(acked) <= stored, "an acknowledged enrolment was lost"
+
+
+def test_a_key_revoked_on_the_cli_is_refused_by_both_replicas(replicas: Replicas) -> None:
+    made = replicas.cli("keys", "create", "--scope", "admin", "--name", "ops", "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    with httpx.Client(timeout=30) as c:
+        for server in (replicas.a, replicas.b):
+            assert c.get(f"{server.url}/v1/subjects").status_code == 401  # a key exists now: required everywhere
+            assert c.get(f"{server.url}/v1/subjects", headers={"X-API-Key": key["token"]}).status_code == 200
+        revoked = replicas.cli("keys", "revoke", key["id"])
+        assert revoked.returncode == 0, revoked.stderr
+        for server in (replicas.a, replicas.b):
+            r = c.get(f"{server.url}/v1/subjects", headers={"X-API-Key": key["token"]})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
