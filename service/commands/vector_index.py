@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from embeddings.errors import FaceRecError
+
+if TYPE_CHECKING:
+    from service.gallery.milvus import MilvusGallery
 
 DATABASE_URL = typer.Option(
     ...,
@@ -23,7 +27,7 @@ DATABASE_URL = typer.Option(
 
 
 @contextmanager
-def _opened(url: str) -> Iterator[object]:
+def _opened(url: str) -> Iterator[MilvusGallery]:
     from service.config import Settings
     from service.gallery.milvus import MilvusGallery, open_milvus
     from service.milvus_backend import milvus_options
@@ -49,8 +53,8 @@ def reconcile(
     try:
         with _opened(database_url) as gallery:
             gallery.drain()  # pending outbox rows are not differences: apply them first
-            report = run(gallery, repair=repair)  # type: ignore[arg-type]
-            after = run(gallery) if repair else report  # type: ignore[arg-type]
+            report = run(gallery, repair=repair)
+            after = run(gallery) if repair else report
     except FaceRecError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -88,13 +92,11 @@ def rebuild_index(
     try:
         with (
             _opened(database_url) as gallery,
-            Progress(
-                TextColumn("faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
-            ) as bar,
+            Progress(TextColumn("faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar,
         ):
             task = bar.add_task("faces", total=None)
             counts = rebuild(
-                gallery,  # type: ignore[arg-type]
+                gallery,
                 batch=batch,
                 progress=lambda done, total: bar.update(task, completed=done, total=max(total, 1)),
             )

@@ -15,6 +15,7 @@ call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -142,10 +143,8 @@ class MilvusEngine:
             client, self._client = self._client, None
             self._ready.clear()
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken client
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
 
     @property
     def where(self) -> str:
@@ -331,10 +330,8 @@ class MilvusEngine:
                     break
                 yield [int(r["id"]) for r in rows]
         finally:
-            try:
+            with contextlib.suppress(Exception):  # an iterator of a lost connection
                 it.close()
-            except Exception:  # noqa: BLE001 - an iterator of a lost connection
-                pass
 
     def get_vectors(self, model_id: str, ids: Sequence[int]) -> dict[int, npt.NDArray[np.float32]]:
         """The stored vectors of ``ids`` (reconcile's stale-vector check), Strong consistency."""

@@ -207,7 +207,7 @@ class MilvusGallery(PostgresGallery):
                     from service.gallery.milvus.reconcile import reconcile_if_free
 
                     reconcile_if_free(self)
-            except Exception as e:  # noqa: BLE001 - the loop must survive any outage; logged
+            except Exception as e:
                 log.debug("Milvus sync pass failed: %s: %s", type(e).__name__, e)
 
     def close(self) -> None:
