@@ -1,7 +1,7 @@
 """The real Milvus server frozen (SIGSTOP: unreachable, calls time out) and thawed while a replica serves:
 searches and enrolments answer :class:`VectorIndexUnavailable` (HTTP 503 ``vector_index_unavailable``) and store
-nothing, erasure keeps working, and service resumes by itself when Milvus is back: every acknowledged face found, no erased face returned,
-reconcile finds 0 differences.
+nothing, erasure keeps working, and service resumes by itself when Milvus is back: every acknowledged face found,
+no erased face returned, reconcile finds 0 differences.
 
 A frozen server rather than a killed one: the embedded 2.3.5 server (the ``milvus`` package) restarted on the same
 data dir after a stop was seen to hang for minutes while its coordinators waited on their old sessions
