@@ -42,8 +42,10 @@ log = logging.getLogger("facerec.gallery.milvus")
 
 _CANDIDATES = (
     "SELECT f.id, s.id, s.name, f.embedding FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
-    "WHERE f.model_id = %(m)s AND (f.id = ANY(%(ids)s) OR f.id IN "
-    "(SELECT o.face_id FROM vector_outbox o WHERE o.model_id = %(m)s))"
+    "WHERE f.id = ANY(%(ids)s) AND f.model_id = %(m)s "
+    "UNION ALL "
+    "SELECT f.id, s.id, s.name, f.embedding FROM vector_outbox o JOIN faces f ON f.id = o.face_id "
+    "JOIN subjects s ON s.pk = f.subject_pk WHERE o.model_id = %(m)s AND f.model_id = %(m)s"
 )
 """The faces Milvus proposed that PostgreSQL still holds with this model, plus every face of this model still
 pending in the outbox, with their embeddings (one statement: one snapshot)."""
