@@ -38,12 +38,15 @@ def server_uri(milvus_server: MilvusServer) -> str:
 def _opener(pg_url: str, uri: str) -> Iterator[OpenReplica]:
     opened: list[PostgresDatabase] = []
 
-    def make(*, sync_interval_s: float = 0.0, **kw: object) -> PostgresDatabase:
+    def make(
+        *, sync_interval_s: float = 0.0, reconcile_interval_s: float = 0.0, **kw: object
+    ) -> PostgresDatabase:
         backend = open_milvus(
             pg_url,
             MilvusOptions(uri=uri, timeout_s=3.0, **kw),  # type: ignore[arg-type]
             pool=PoolOptions(min_size=1, max_size=4),
             sync_interval_s=sync_interval_s,
+            reconcile_interval_s=reconcile_interval_s,
         )
         opened.append(backend)
         return backend

@@ -116,3 +116,20 @@ def test_model_mismatch_and_empty(open_replica: OpenReplica, rng: np.random.Gene
     g.add_faces(s.id, faces(unit(rng, 1)))
     with pytest.raises(ModelMismatch):
         g.search(unit(rng, 1), model_id="other")
+
+
+def test_service_drains_and_reconciles_by_itself(open_replica: OpenReplica, rng: np.random.Generator) -> None:
+    """The sync thread applies outbox rows a crashed writer left and the periodic reconcile removes an orphan."""
+    import time
+
+    g = open_replica(sync_interval_s=0.2, reconcile_interval_s=0.5).gallery
+    assert isinstance(g, MilvusGallery)
+    vecs = unit(rng, 3)
+    s = g.create_subject(name="a")
+    PostgresGallery.add_faces_many(g, {s.id: faces(vecs[:2])})  # a writer that died before draining
+    g.engine.upsert(MODEL, [77_777_777], vecs[2:3])  # an orphan vector
+    deadline = time.monotonic() + 20
+    while g.pending() or reconcile(g).differences:
+        assert time.monotonic() < deadline, "the service did not drain and reconcile by itself"
+        time.sleep(0.3)
+    assert reconcile(g).models[MODEL].vectors == 2
