@@ -127,7 +127,7 @@ def index_bytes(gallery: Any) -> dict[str, Any]:
     import numpy as np
 
     out: dict[str, Any] = {}
-    for model_id, idx in gallery._indexes.items():
+    for model_id, idx in gallery.cache.models.items():
         segs = []
         for seg in idx.segments:
             sub: Any = faiss.downcast_index(seg.index.index)
@@ -146,7 +146,7 @@ def index_bytes(gallery: Any) -> dict[str, Any]:
                 item["vectors_mib"] = round(seg.ntotal * 4 * sub.d / MIB, 1)
             segs.append(item)
         out[model_id] = segs
-    out["subject_of_mib"] = round(np.asarray(gallery._subject_of).nbytes / MIB, 1)
+    out["subject_of_mib"] = round(np.asarray(gallery.cache.subject_of).nbytes / MIB, 1)
     return out
 
 
@@ -164,7 +164,7 @@ def cmd_stages(args: argparse.Namespace) -> dict[str, Any]:
     import faiss  # noqa: F401
 
     mark("faiss")
-    from service.app import default_analyzer
+    from service.bootstrap import default_analyzer
     from service.config import Settings
     from service.gallery import open_gallery
 
@@ -226,7 +226,7 @@ def cmd_recall(args: argparse.Namespace) -> dict[str, Any]:
 
     g, model_id, meta = _open_e2e_gallery(args)
     try:
-        main_seg = g._indexes[model_id].main
+        main_seg = g.cache.models[model_id].main
         storage = main_seg.storage if main_seg is not None else "flat"
         rows = g.store._reader().execute("SELECT id, embedding FROM faces WHERE model_id = ? ORDER BY id", (model_id,))
         ids_l: list[int] = []
@@ -255,7 +255,7 @@ def cmd_recall(args: argparse.Namespace) -> dict[str, Any]:
             got = g.search(probes, model_id=model_id, top_k=5)
             face = np.array([r[0].face_id if r else -1 for r in got])
             dist = np.array([r[0].distance if r else np.inf for r in got])
-            subj = g._subject_of
+            subj = g.cache.subject_of
             item: dict[str, Any] = {
                 "probes": len(probes),
                 "recall_at_1_face": round(float((face == exact_face).mean()), 4),
@@ -282,7 +282,7 @@ def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)
     g, model_id, meta = _open_e2e_gallery(args)
     try:
-        main_seg = g._indexes[model_id].main
+        main_seg = g.cache.models[model_id].main
         probes = Synthetic(int(meta["synthetic_faces"]), int(meta["seed"])).probes(args.probes + 100)
         for p in probes[:100]:  # warm-up
             g.search(p[None], model_id=model_id, top_k=5)

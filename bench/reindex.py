@@ -97,7 +97,7 @@ def main() -> None:
     t_load = time.perf_counter() - t0
     with open_gallery(data) as g:
         t1 = time.perf_counter()
-        embedded = embed_pending(g.store, model_id, encode=encode, stage=g.stage_embeddings, batch_size=args.batch_size)
+        embedded = embed_pending(g, model_id, encode=encode, batch_size=args.batch_size)
         t_embed = time.perf_counter() - t1
         t2 = time.perf_counter()
         switched = g.switch_model(model_id)

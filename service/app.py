@@ -1,12 +1,13 @@
 """``create_app(settings)``: the FastAPI application.
 
-The lifespan opens the gallery and the key store, then loads and warms the FaceAnalyzer once in a
-worker thread while the server already answers ``/healthz`` (``/readyz`` is 503 until both are ready);
-shutdown closes both (closing the gallery saves its index snapshot if anything changed). With
-``FACEREC_BATCH_MAX_SIZE`` > 0 the analyzer's encode step goes through a :class:`MicroBatcher` (one encoder
-thread shared by all requests), which shutdown drains and joins before the gallery closes. ``facerec serve``
-gives uvicorn a bounded graceful shutdown, so on SIGTERM the server stops accepting connections, lets the
-requests in flight finish (up to ``FACEREC_SHUTDOWN_TIMEOUT_S``), then runs this shutdown.
+The lifespan opens the backend (:func:`service.bootstrap.open_backend`: key store, audit log, gallery), then
+loads and warms the FaceAnalyzer once in a worker thread while the server already answers ``/healthz``
+(``/readyz`` is 503 until both are ready); shutdown closes the backend (closing the gallery saves its index
+snapshot if anything changed). With ``FACEREC_BATCH_MAX_SIZE`` > 0 the analyzer's encode step goes through a
+:class:`MicroBatcher` (one encoder thread shared by all requests), which shutdown drains and joins before the
+gallery closes. ``facerec serve`` gives uvicorn a bounded graceful shutdown, so on SIGTERM the server stops
+accepting connections, lets the requests in flight finish (up to ``FACEREC_SHUTDOWN_TIMEOUT_S``), then runs
+this shutdown.
 
 CORS is off unless ``FACEREC_CORS_ORIGINS`` names origins; then exactly those are allowed.
 """
@@ -17,8 +18,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -26,24 +25,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
-from embeddings.models import resolve_model
 from service import errors
-from service.audit import AuditLog
-from service.batching import MicroBatcher
+from service.bootstrap import GalleryFactory, default_analyzer, open_backend, start_batcher
 from service.config import Settings, is_loopback
 from service.gallery import GalleryLocked
-from service.keys import KeyStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
 from service.routes import apidocs, faces, health, recognition, subjects, web
 from service.runner import Runner
+from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
 
 log = logging.getLogger("facerec.service")
 
 AnalyzerFactory = Callable[[Settings], FaceAnalyzer]
-GalleryFactory = Callable[[Path], Any]
 
 DESCRIPTION = """Self-hosted face recognition: MTCNN detection, FaceNet 128-d embeddings, a FAISS gallery.
 
@@ -56,44 +52,11 @@ same names plus `_base64` (`{"image_base64": "..."}`). Authenticate with the `X-
 """
 
 
-def default_analyzer(settings: Settings) -> FaceAnalyzer:
-    """The real analyzer of ``FACEREC_MODEL`` with the settings' quality minimums and threshold, warmed up."""
-    info = resolve_model(settings.model)
-    analyzer = FaceAnalyzer(
-        settings.analyzer_config(),
-        weights_path=info.weights_path,
-        model_id=info.model_id,
-        threshold=settings.match_threshold,
-    )
-    analyzer.warm_up()
-    return analyzer
-
-
-def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) -> MicroBatcher:
-    """A micro-batcher in front of the analyzer's encoder, routed into by :meth:`FaceAnalyzer.encode`."""
-    batcher = MicroBatcher(
-        lambda crops: analyzer.encoder.encode(crops),
-        max_batch=settings.batch_max_size,
-        max_wait_ms=settings.batch_max_wait_ms,
-        max_queue=settings.batch_max_queue,
-        on_batch=metrics.observe_batch,
-    )
-    metrics.batch_queue.set_function(lambda: batcher.queued_faces)
-    analyzer.encode_fn = batcher.encode
-    return batcher
-
-
-def default_gallery(data_dir: Path) -> Any:
-    from service.gallery import open_gallery
-
-    return open_gallery(data_dir)
-
-
 class KeysRequired(RuntimeError):
     """Refusing to listen on a non-loopback address with no API key."""
 
 
-def check_bind(settings: Settings, keys: KeyStore) -> None:
+def check_bind(settings: Settings, keys: ApiKeyStore) -> None:
     """Raise :class:`KeysRequired` when the server would listen beyond loopback without any active key."""
     if not is_loopback(settings.host) and not keys.has_active():
         raise KeysRequired(
@@ -106,24 +69,28 @@ def create_app(
     settings: Settings | None = None,
     *,
     analyzer_factory: AnalyzerFactory = default_analyzer,
-    gallery_factory: GalleryFactory = default_gallery,
+    gallery_factory: GalleryFactory | None = None,
 ) -> FastAPI:
-    """Build the app. The factories let fast unit tests swap in fakes; production uses the defaults."""
+    """Build the app. The factories let fast unit tests swap in fakes (``gallery_factory(data_dir)`` replaces the
+    embedded gallery); production uses the backend the settings select (:func:`service.bootstrap.open_backend`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.model_loaded = asyncio.Event()
-        settings.data.mkdir(parents=True, exist_ok=True)
-        state.keys = KeyStore(settings.data)
+        # keys first: refusing to listen off loopback without a key must not wait for the gallery to load
+        backend = await anyio.to_thread.run_sync(
+            lambda: open_backend(settings, gallery=False, gallery_factory=gallery_factory)
+        )
+        state.keys, state.audit = backend.keys, backend.audit
         try:
-            check_bind(settings, state.keys)
-            state.gallery = await anyio.to_thread.run_sync(gallery_factory, settings.data)
+            check_bind(settings, backend.keys)
+            state.gallery = await anyio.to_thread.run_sync(backend.open_gallery)
         except BaseException as exc:
             if isinstance(exc, GalleryLocked):
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
-            state.keys.close()
+            backend.close()
             raise
         batching = settings.batch_max_size > 0
         state.runner = Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
@@ -133,7 +100,7 @@ def create_app(
             try:
                 analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
                 # a re-index staged while the previous server ran: switch before reporting ready
-                await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, app.state.audit)
+                await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, state.audit)
                 if batching and hasattr(analyzer, "encode_fn"):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
                     state.runner.tracker = state.batcher.producer
@@ -155,10 +122,8 @@ def create_app(
             batcher, state.batcher = state.batcher, None
             if batcher is not None:
                 await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
-            gallery, state.gallery = state.gallery, None
-            if gallery is not None:
-                await anyio.to_thread.run_sync(gallery.close)
-            state.keys.close()
+            state.gallery = None
+            await anyio.to_thread.run_sync(backend.close)  # the gallery saves its snapshot
 
     app = FastAPI(
         title="facerec",
@@ -173,7 +138,7 @@ def create_app(
     app.state.gallery = None
     app.state.load_error = None
     app.state.metrics = Metrics()
-    app.state.audit = AuditLog(settings.data)
+    app.state.audit = None  # the backend's, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
     for module in (health, subjects, faces, recognition, web):

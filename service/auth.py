@@ -22,6 +22,7 @@ from fastapi.security import APIKeyHeader
 from service.config import is_loopback
 from service.errors import Forbidden, Unauthorized
 from service.keys import ApiKey, Scope
+from service.stores import ApiKeyStore
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `facerec keys create`.")
 
@@ -44,7 +45,8 @@ def is_local_request(request: Request) -> bool:
 
 def keys_required(request: Request) -> bool:
     """Whether this request needs a key: always once any active key exists, else unless it is local."""
-    return request.app.state.keys.has_active() or not is_local_request(request)
+    keys: ApiKeyStore = request.app.state.keys
+    return keys.has_active() or not is_local_request(request)
 
 
 def _limit(request: Request, caller: str) -> None:
@@ -67,7 +69,8 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
         if not token:
             _limit(request, _client_ip(request))
             raise Unauthorized("an X-API-Key header is required", headers={"WWW-Authenticate": "ApiKey"})
-        key = request.app.state.keys.authenticate(token)
+        keys: ApiKeyStore = request.app.state.keys
+        key = keys.authenticate(token)
         if key is None:
             _limit(request, _client_ip(request))
             raise Unauthorized("the API key is unknown or revoked", headers={"WWW-Authenticate": "ApiKey"})

@@ -5,19 +5,20 @@ pool, and those thread hops cost each request more CPU than the reads themselves
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
 
 from embeddings import FaceAnalyzer
-from service.audit import AuditLog
 from service.auth import require
 from service.config import Settings
 from service.errors import NotReady
+from service.gallery import Gallery
 from service.keys import ApiKey
 from service.metrics import Metrics
 from service.runner import Runner
+from service.stores import AuditStore
 
 
 async def get_settings(request: Request) -> Settings:
@@ -25,8 +26,8 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_gallery(request: Request) -> Any:
-    gallery = request.app.state.gallery
+async def get_gallery(request: Request) -> Gallery:
+    gallery: Gallery | None = request.app.state.gallery
     if gallery is None:
         raise NotReady("the gallery is not open", headers={"Retry-After": "5"})
     return gallery
@@ -55,16 +56,16 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_audit(request: Request) -> AuditLog:
-    audit: AuditLog = request.app.state.audit
+async def get_audit(request: Request) -> AuditStore:
+    audit: AuditStore = request.app.state.audit
     return audit
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-GalleryDep = Annotated[Any, Depends(get_gallery)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 AnalyzerDep = Annotated[FaceAnalyzer, Depends(get_analyzer)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-AuditDep = Annotated[AuditLog, Depends(get_audit)]
+AuditDep = Annotated[AuditStore, Depends(get_audit)]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 RecognizeKey = Annotated[ApiKey, Depends(require("recognize"))]

@@ -19,7 +19,7 @@ import numpy as np
 from embeddings import Face, FaceAnalyzer, compare, distance_to_similarity
 from embeddings.distance import pairwise_distances
 from embeddings.errors import FaceRecError, ImageTooLarge, InvalidImage, LowQuality, MultipleFaces, NoFace
-from service.gallery import Candidate, FaceRecord, NewFace
+from service.gallery import Candidate, FaceRecord, Gallery, NewFace
 from service.gallery.calibration import false_identification_rate, threshold_for_fir
 
 REJECT_CODES: list[tuple[type[FaceRecError], str]] = [
@@ -67,7 +67,7 @@ to one process, so this is enough to stop two concurrent requests storing the sa
 def enroll(
     *,
     analyzer: FaceAnalyzer,
-    gallery: Any,
+    gallery: Gallery,
     subject_id: str,
     images: Sequence[bytes],
     largest: bool = False,
@@ -189,12 +189,12 @@ def verify_images(
     )
 
 
-def _face_ids(gallery: Any, subject_id: str, model_id: str) -> list[int]:
+def _face_ids(gallery: Gallery, subject_id: str, model_id: str) -> list[int]:
     return [r.id for r in gallery.list_faces(subject_id) if r.model_id == model_id]
 
 
 def verify_subject(
-    *, analyzer: FaceAnalyzer, gallery: Any, image: bytes, subject_id: str, threshold: float, aligned: bool = False
+    *, analyzer: FaceAnalyzer, gallery: Gallery, image: bytes, subject_id: str, threshold: float, aligned: bool = False
 ) -> VerifyResult:
     """Compare the image's largest face (``aligned``: the image as an aligned face crop) with every enrolled
     face of the subject.
@@ -304,7 +304,7 @@ def estimated_fir(threshold: float, gallery_size: int) -> float | None:
 def identify(
     *,
     analyzer: FaceAnalyzer,
-    gallery: Any,
+    gallery: Gallery,
     image: bytes,
     threshold: float | None,
     top_k: int,

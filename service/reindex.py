@@ -8,7 +8,7 @@ Data model (see docs/GALLERY.md): every face keeps its serving embedding in ``fa
    A second run continues with the faces that have no staged row yet. Staged rows reference their face with
    ``ON DELETE CASCADE``, so erasing a face or subject erases its staged embeddings in the same transaction.
    Searches never read the staging table: the old model's index keeps serving throughout.
-2. **Switch** (fast, atomic): :meth:`LocalGallery.switch_model` rewrites every face to ``X`` in one transaction
+2. **Switch** (fast, atomic): :meth:`Gallery.switch_model` rewrites every face to ``X`` in one transaction
    (refused if any face still lacks a staged embedding), then moves the faces between the in-memory indexes.
 
 Concurrency. When no server holds the data dir, ``reindex`` opens the gallery (taking its lock), embeds and
@@ -16,45 +16,52 @@ switches. When a server holds it, ``reindex`` does step 1 through its own SQLite
 the staging table only, serialised by SQLite's own locking; it never writes the ``faces``/``deletions`` rows the
 server's index mirrors), and step 2 happens when the server is restarted with ``FACEREC_MODEL=X``: at start,
 before it reports ready, it embeds the faces enrolled since (:func:`finish_pending`) and switches. One re-index
-at a time per data dir (``<data>/REINDEX.lock``).
+at a time per data dir (``<data>/REINDEX.lock``). :func:`service.bootstrap.open_reindex_target` opens what a run
+works on (the gallery, or the staging side door while a server holds the data dir); this module only sees the
+:class:`Gallery` protocol's staging methods.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.errors import FaceRecError
 from embeddings.models import resolve_model
-from service.audit import AuditLog
+from service.bootstrap import ReindexStaging, ReindexTarget, default_analyzer, open_reindex_target
 from service.config import Settings
-from service.gallery import GalleryLocked, LocalGallery
+from service.gallery import Gallery, ReindexRefused
 from service.gallery.crops import decode_crop
-from service.gallery.store import DB_NAME, SQLiteStore
+from service.stores import AuditStore
+
+__all__ = [
+    "ReindexRefused",
+    "ReindexReport",
+    "embed_pending",
+    "finish_pending",
+    "lacking_crops_message",
+    "reindex",
+]
 
 log = logging.getLogger("facerec.reindex")
 
-REINDEX_LOCK = "REINDEX.lock"
 ProgressFn = Callable[[int, int], None]
 """``progress(done, total)`` in faces embedded by this run."""
 Encode = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
-Stage = Callable[[str, Sequence[int], npt.NDArray[np.float32]], int]
 
 
-class ReindexRefused(FaceRecError):
-    """The re-index cannot be done (faces without a stored crop, another re-index running, no gallery)."""
+class Encoder(Protocol):
+    """What :func:`finish_pending` needs of the analyzer: its model id and a batch encode step."""
 
-    code = "reindex_refused"
+    @property
+    def model_id(self) -> str: ...
+
+    def encode(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass
@@ -82,11 +89,10 @@ def lacking_crops_message(without: int, total: int) -> str:
 
 
 def embed_pending(
-    store: SQLiteStore,
+    staging: ReindexStaging,
     model_id: str,
     *,
     encode: Encode,
-    stage: Stage,
     batch_size: int = 64,
     limit: int | None = None,
     progress: ProgressFn | None = None,
@@ -94,20 +100,19 @@ def embed_pending(
     """Embed, batch by batch, the crops of faces not of ``model_id`` that have no staged embedding of it, and
     stage each batch (committed before the next starts). Stops after ``limit`` faces if given. Returns the
     number of faces embedded."""
-    counts = store.reindex_counts(model_id)
+    counts = staging.reindex_counts(model_id)
     total = counts["todo"] - counts["staged"]
     if limit is not None:
         total = min(total, limit)
     done, after = 0, 0
     while limit is None or done < limit:
         take = batch_size if limit is None else min(batch_size, limit - done)
-        rows = store.crops_to_embed(model_id, after, take)
+        rows = staging.crops_to_embed(model_id, after, take)
         if not rows:
             break
         crops = np.stack([decode_crop(png) for _, png in rows])
-        vecs = encode(crops)
         ids = [fid for fid, _ in rows]
-        stage(model_id, ids, vecs)
+        staging.stage_embeddings(model_id, ids, encode(crops))
         done += len(rows)
         after = ids[-1]
         if progress is not None:
@@ -115,23 +120,8 @@ def embed_pending(
     return done
 
 
-@contextmanager
-def _reindex_lock(data_dir: Path) -> Iterator[None]:
-    fd = os.open(data_dir / REINDEX_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ReindexRefused(f"another `facerec reindex` is running on {data_dir}") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def _encoder(settings: Settings, model_id: str) -> Encode:
     """The new model's encode step, built exactly as the service builds its analyzer for that model."""
-    from service.app import default_analyzer
-
     analyzer = default_analyzer(settings.model_copy(update={"model": model_id}))
     encode: Encode = analyzer.encode
     return encode
@@ -147,41 +137,19 @@ def reindex(
     actor: dict[str, str] | str = "local",
     encoder_factory: Callable[[Settings, str], Encode] = _encoder,
 ) -> ReindexReport:
-    """Re-embed every face of ``settings.data`` with ``model_id`` (see the module doc). Raises
+    """Re-embed every face of the gallery ``settings`` select with ``model_id`` (see the module doc). Raises
     :class:`ReindexRefused` (nothing changed) when faces lack crops, and the registry's ``UnknownModel`` /
     ``InvalidModel`` for a bad id. ``limit`` stops after that many faces (resume with another call)."""
     t0 = time.perf_counter()
     info = resolve_model(model_id)
-    data = Path(settings.data)
-    if not (data / DB_NAME).is_file():
-        raise ReindexRefused(f"no gallery in {data} (no {DB_NAME})")
-    with _reindex_lock(data):
-        gallery: LocalGallery | None = None
-        store: SQLiteStore
-        try:
-            from service.app import default_gallery
-
-            gallery = default_gallery(data)
-            assert gallery is not None
-            store = gallery.store
-        except GalleryLocked:
-            store = SQLiteStore(data)  # a server holds the data dir: stage through our own connection
-        try:
-            return _run(
-                settings, info.model_id, gallery, store, batch_size, limit, progress, actor, encoder_factory, t0
-            )
-        finally:
-            if gallery is not None:
-                gallery.close()
-            else:
-                store.close()
+    with open_reindex_target(settings) as target:
+        return _run(settings, info.model_id, target, batch_size, limit, progress, actor, encoder_factory, t0)
 
 
 def _run(
     settings: Settings,
     model_id: str,
-    gallery: LocalGallery | None,
-    store: SQLiteStore,
+    target: ReindexTarget,
     batch_size: int,
     limit: int | None,
     progress: ProgressFn | None,
@@ -189,8 +157,8 @@ def _run(
     encoder_factory: Callable[[Settings, str], Encode],
     t0: float,
 ) -> ReindexReport:
-    audit = AuditLog(Path(settings.data))
-    counts = store.reindex_counts(model_id)
+    staging, audit = target.staging, target.audit
+    counts = staging.reindex_counts(model_id)
     if counts["without_crop"]:
         raise ReindexRefused(lacking_crops_message(counts["without_crop"], counts["faces"]))
     if counts["todo"] == 0:
@@ -201,22 +169,14 @@ def _run(
     embedded = 0
     if counts["todo"] > counts["staged"]:
         encode = encoder_factory(settings, model_id)
-        stage: Stage
-        if gallery is not None:
-            stage = gallery.stage_embeddings
-        else:
-
-            def stage(mid: str, ids: Sequence[int], vecs: npt.NDArray[np.float32]) -> int:
-                return store.stage_embeddings(mid, ids, [v.astype("<f4").tobytes() for v in vecs])
-
         try:
             embedded = embed_pending(
-                store, model_id, encode=encode, stage=stage, batch_size=batch_size, limit=limit, progress=progress
+                staging, model_id, encode=encode, batch_size=batch_size, limit=limit, progress=progress
             )
         finally:
             if embedded:
                 audit.record("model.reindex", actor=actor, target={"model_id": model_id}, count=embedded, via="cli")
-    counts = store.reindex_counts(model_id)
+    counts = staging.reindex_counts(model_id)
     remaining = counts["todo"] - counts["staged"]
     seconds = time.perf_counter() - t0
     if remaining:
@@ -225,13 +185,13 @@ def _run(
             f"{remaining} of {counts['todo']} faces still to embed with {model_id}; run `facerec reindex "
             f"--model {model_id}` again to continue",
         )  # fmt: skip
-    if gallery is None:
+    if target.gallery is None:
         return ReindexReport(
             model_id, "staged", counts["faces"], embedded, counts["staged"], 0, seconds,
             f"all {counts['todo']} faces are embedded with {model_id}; the running server keeps serving its "
             f"model until it is restarted with FACEREC_MODEL={model_id}, which switches the gallery at start",
         )  # fmt: skip
-    switched = gallery.switch_model(model_id)
+    switched = target.gallery.switch_model(model_id)
     audit.record("model.switch", actor=actor, target={"model_id": model_id}, count=switched, via="cli")
     return ReindexReport(
         model_id, "switched", counts["faces"], embedded, 0, switched, time.perf_counter() - t0,
@@ -239,21 +199,18 @@ def _run(
     )  # fmt: skip
 
 
-def finish_pending(gallery: Any, analyzer: Any, audit: AuditLog | None = None) -> int:
+def finish_pending(gallery: Gallery, analyzer: Encoder, audit: AuditStore | None = None) -> int:
     """At service start: if a re-index to the analyzer's model was staged (``facerec reindex`` ran while the
     server was up), embed the faces enrolled since and switch the gallery to that model. Returns the number of
-    faces switched (0 when there was nothing staged). Faces without a crop leave the gallery unswitched (logged).
-    Fakes (tests of other layers) are skipped."""
-    if not isinstance(gallery, LocalGallery) or not hasattr(analyzer, "encode"):
-        return 0
+    faces switched (0 when there was nothing staged). Faces without a crop leave the gallery unswitched (logged)."""
     model_id = str(analyzer.model_id)
-    counts = gallery.store.reindex_counts(model_id)
+    counts = gallery.reindex_counts(model_id)
     if not counts["staged"] or not counts["todo"]:
         return 0
     if counts["without_crop"]:
         log.error("not switching to %s: %s", model_id, lacking_crops_message(counts["without_crop"], counts["faces"]))
         return 0
-    embedded = embed_pending(gallery.store, model_id, encode=analyzer.encode, stage=gallery.stage_embeddings)
+    embedded = embed_pending(gallery, model_id, encode=analyzer.encode)
     switched = int(gallery.switch_model(model_id))
     log.info("switched the gallery to %s at start (%d faces; %d embedded now)", model_id, switched, embedded)
     if audit is not None:

@@ -1,4 +1,4 @@
-"""``facerec audit tail``: the last records of the audit log (``<data>/audit.log``)."""
+"""``facerec audit tail``: the last records of the audit log (``<data>/audit.log``, or the database's)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from service.audit import AuditLog
-from service.config import Settings
+from service.commands.backend import load_settings, opened_stores
 
 app = typer.Typer(help="Read the audit log of gallery and key changes.", no_args_is_help=True)
 
@@ -20,8 +19,9 @@ def tail(
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON lines."),
 ) -> None:
     """The last N records: time, actor, action, target."""
-    log = AuditLog((Settings() if data is None else Settings(data=data)).data)
-    for rec in log.tail(n):
+    with opened_stores(load_settings(data=data)) as backend:
+        records = backend.audit.tail(n)
+    for rec in records:
         if as_json:
             typer.echo(json.dumps(rec))
             continue

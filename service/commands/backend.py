@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import httpx
 import typer
+from pydantic import ValidationError
 
 from embeddings.errors import FaceRecError
-from service.audit import Action, AuditLog, cli_actor
+from service.audit import Action, cli_actor
+from service.bootstrap import Backend as Stores
 from service.config import Settings
 
 
@@ -27,6 +29,37 @@ class CliError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment with the command's options (None = not given) on top. A bad value
+    (``FACEREC_VECTOR_BACKEND=faiss`` with a database URL, a port out of range...) exits 2 with one line per
+    problem, never a traceback."""
+    try:
+        return Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            name = f"FACEREC_{where.upper()}: " if where else ""
+            typer.echo(f"error: {name}{str(err['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def opened_stores(settings: Settings, *, gallery: bool = False) -> Iterator[Stores]:
+    """:func:`service.bootstrap.open_backend` for a command, closed on exit; a backend that cannot be opened
+    (not installed, unreachable, data dir in use) exits 1 with its message in one line."""
+    from service.bootstrap import open_backend as open_stores
+
+    try:
+        stores = open_stores(settings, gallery=gallery)
+    except FaceRecError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        yield stores
+    finally:
+        stores.close()
 
 
 class Backend(Protocol):
@@ -41,21 +74,23 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Works on ``settings.data`` directly; loads the model only for commands that need it."""
+    """Works on the gallery the settings select (the data dir, or the database) in this process; loads the model
+    only for commands that need it."""
 
     def __init__(self, settings: Settings) -> None:
-        from service.app import default_gallery
+        from service.bootstrap import open_backend
         from service.gallery import GalleryLocked
 
         self.settings = settings
         try:
-            self.gallery = default_gallery(settings.data)
+            self.backend = open_backend(settings)
         except GalleryLocked as exc:
             raise CliError(
                 f"the data dir {settings.data} is in use (is a server running on it?): "
                 "pass --server URL --api-key KEY to go through the server"
             ) from exc
-        self.audit = AuditLog(settings.data)
+        self.gallery = self.backend.open_gallery()
+        self.audit = self.backend.audit
         self.actor = cli_actor()
 
     def _record(self, action: Action, target: dict[str, Any], count: int | None = None) -> None:
@@ -64,15 +99,15 @@ class LocalBackend:
 
     @cached_property
     def analyzer(self) -> Any:
-        from service.app import default_analyzer
+        from service.bootstrap import default_analyzer
 
         return default_analyzer(self.settings)
 
     def close(self) -> None:
-        self.gallery.close()
+        self.backend.close()
 
     def all_subjects(self) -> list[dict[str, Any]]:
-        from service.routes.convert import subject_out
+        from service.convert import subject_out
 
         out: list[dict[str, Any]] = []
         cursor: str | None = None
@@ -83,8 +118,8 @@ class LocalBackend:
                 return out
 
     def get_subject(self, subject_id: str) -> dict[str, Any]:
+        from service.convert import subject_out
         from service.gallery import SubjectNotFound
-        from service.routes.convert import subject_out
 
         try:
             return subject_out(self.gallery.get_subject(subject_id)).model_dump(mode="json")
@@ -92,7 +127,7 @@ class LocalBackend:
             raise CliError(f"no subject {subject_id!r}") from exc
 
     def create_subject(self, name: str) -> dict[str, Any]:
-        from service.routes.convert import subject_out
+        from service.convert import subject_out
 
         subject = self.gallery.create_subject(name=name, metadata={})
         self._record("subject.create", {"subject_id": subject.id})
@@ -108,13 +143,13 @@ class LocalBackend:
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
-        from service.routes.convert import face_out
+        from service.convert import face_out
 
         return [face_out(r).model_dump(mode="json") for r in self.gallery.list_faces(subject_id)]
 
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
         from service import recognition
-        from service.routes.convert import face_out
+        from service.convert import face_out
 
         result = recognition.enroll(
             analyzer=self.analyzer,
@@ -134,7 +169,7 @@ class LocalBackend:
 
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:
         from service import recognition
-        from service.routes.recognition import identify_response
+        from service.convert import identify_response
 
         result = recognition.identify(
             analyzer=self.analyzer,
@@ -149,7 +184,7 @@ class LocalBackend:
 
     def verify(self, image_a: bytes, image_b: bytes, *, threshold: float | None) -> dict[str, Any]:
         from service import recognition
-        from service.routes.recognition import verify_response
+        from service.convert import verify_response
 
         result = recognition.verify_images(
             analyzer=self.analyzer,
@@ -268,11 +303,7 @@ def open_backend(server: str | None, api_key: str | None, data: Path | None) -> 
     (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1 with its message."""
     backend: LocalBackend | RemoteBackend
     try:
-        if server:
-            backend = RemoteBackend(server, api_key)
-        else:
-            settings = Settings() if data is None else Settings(data=data)
-            backend = LocalBackend(settings)
+        backend = RemoteBackend(server, api_key) if server else LocalBackend(load_settings(data=data))
         try:
             yield backend
         finally:

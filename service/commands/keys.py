@@ -1,4 +1,4 @@
-"""``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db``.
+"""``facerec keys create|list|revoke``: API keys for the server, kept hashed in ``<data>/keys.db`` (or the database).
 
 Creating and revoking a key is written to the audit log (``<data>/audit.log``, actor ``cli:<os user>``, via ``cli``);
 the token never is."""
@@ -12,30 +12,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.audit import AuditLog, cli_actor
-from service.config import Settings
-from service.keys import SCOPES, KeyNotFound, KeyStore
+from service.audit import Action, cli_actor
+from service.bootstrap import Backend
+from service.commands.backend import load_settings, opened_stores
+from service.keys import SCOPES, ApiKey, KeyNotFound
 
 app = typer.Typer(help="Create, list and revoke API keys (X-API-Key).", no_args_is_help=True)
 
 DATA = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data).")
 
 
-def _data_dir(data: Path | None) -> Path:
-    return (Settings() if data is None else Settings(data=data)).data
-
-
-def _store(data: Path | None) -> KeyStore:
-    return KeyStore(_data_dir(data))
-
-
-def _audit(data: Path | None, action: str, key_id: str, scope: str) -> None:
-    AuditLog(_data_dir(data)).record(
-        action,  # type: ignore[arg-type]
-        actor=cli_actor(),
-        target={"key_id": key_id, "scope": scope},
-        via="cli",
-    )
+def _audit(backend: Backend, action: Action, key: ApiKey) -> None:
+    backend.audit.record(action, actor=cli_actor(), target={"key_id": key.id, "scope": key.scope}, via="cli")
 
 
 @app.command("create")
@@ -49,10 +37,9 @@ def create(
     if scope not in SCOPES:
         typer.echo(f"error: --scope must be one of {', '.join(SCOPES)}", err=True)
         raise typer.Exit(2)
-    store = _store(data)
-    key, token = store.create(scope=scope, name=name)
-    store.close()
-    _audit(data, "key.create", key.id, key.scope)
+    with opened_stores(load_settings(data=data)) as backend:
+        key, token = backend.keys.create(scope=scope, name=name)
+        _audit(backend, "key.create", key)
     if as_json:
         typer.echo(json.dumps({"id": key.id, "name": key.name, "scope": key.scope, "token": token}))
         return
@@ -63,9 +50,8 @@ def create(
 @app.command("list")
 def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every key with its scope and state (tokens are never shown)."""
-    store = _store(data)
-    keys = store.list()
-    store.close()
+    with opened_stores(load_settings(data=data)) as backend:
+        keys = backend.keys.list()
     if as_json:
         typer.echo(
             json.dumps(
@@ -91,13 +77,11 @@ def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", h
 @app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA) -> None:
     """Revoke a key at once: the server refuses it from its next request."""
-    store = _store(data)
-    try:
-        key = store.revoke(key_id)
-    except KeyNotFound as exc:
-        typer.echo(f"error: no key {key_id!r}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        store.close()
-    _audit(data, "key.revoke", key.id, key.scope)
+    with opened_stores(load_settings(data=data)) as backend:
+        try:
+            key = backend.keys.revoke(key_id)
+        except KeyNotFound as exc:
+            typer.echo(f"error: no key {key_id!r}", err=True)
+            raise typer.Exit(1) from exc
+        _audit(backend, "key.revoke", key)
     typer.echo(f"key {key.id} revoked")

@@ -9,8 +9,7 @@ import typer
 
 from embeddings.errors import FaceRecError
 from service.audit import cli_actor
-from service.commands.backend import DATA_OPTION, JSON_OPTION
-from service.config import Settings
+from service.commands.backend import DATA_OPTION, JSON_OPTION, load_settings
 from service.reindex import reindex as run_reindex
 
 
@@ -29,7 +28,7 @@ def reindex(
     FACEREC_MODEL=MODEL. With a server running, the server keeps serving its model meanwhile, and switches
     when it is restarted with FACEREC_MODEL=MODEL. Refused if any face has no stored crop.
     """
-    settings = Settings() if data is None else Settings(data=data)
+    settings = load_settings(data=data)
 
     def progress(done: int, total: int) -> None:
         if not as_json:

@@ -9,8 +9,6 @@ from types import FrameType
 
 import typer
 
-from service.config import Settings
-
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM before uvicorn runs, or re-raised by uvicorn after its graceful shutdown: exit 0."""
@@ -35,18 +33,15 @@ def serve(
     import uvicorn
 
     from service.app import KeysRequired, check_bind, create_app
-    from service.keys import KeyStore
+    from service.commands.backend import load_settings, opened_stores
 
-    overrides: dict[str, object] = {"host": host, "port": port, "data": data}
-    settings = Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
-    keys = KeyStore(settings.data)
+    settings = load_settings(host=host, port=port, data=data)
     try:
-        check_bind(settings, keys)
+        with opened_stores(settings) as backend:
+            check_bind(settings, backend.keys)
     except KeysRequired as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    finally:
-        keys.close()
     # uvicorn handles SIGTERM itself while it runs, then re-raises it to the handler found at start: this one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:

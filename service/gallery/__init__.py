@@ -1,4 +1,6 @@
-"""The gallery: a durable vector database of faces (SQLite truth + FAISS index cache).
+"""The gallery: a durable vector database of faces behind the :class:`Gallery` protocol (``base.py``). Backends:
+the embedded one here (``local/``: SQLite truth in ``sqlite/`` + FAISS index cache) and, selected by
+``service.bootstrap``, a database one.
 
 Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0, 2]; similarity is
 ``1 - d**2 / 2``. Never imports the web layer.
@@ -13,14 +15,15 @@ from service.gallery.errors import (
     InvalidEmbedding,
     ModelMismatch,
     ReindexIncomplete,
+    ReindexRefused,
     SnapshotInvalid,
     StorageError,
     StorageFull,
     StorageUnavailable,
     SubjectNotFound,
 )
-from service.gallery.index import IndexParams
-from service.gallery.local import GallerySettings, LocalGallery, default_data_dir, open_gallery
+from service.gallery.local import GallerySettings, LocalGallery, SideStaging, default_data_dir, open_gallery
+from service.gallery.segment import IndexParams
 from service.gallery.types import (
     Candidate,
     FaceRecord,
@@ -48,6 +51,8 @@ __all__ = [
     "ModelMismatch",
     "NewFace",
     "ReindexIncomplete",
+    "ReindexRefused",
+    "SideStaging",
     "SnapshotInfo",
     "SnapshotInvalid",
     "StorageError",

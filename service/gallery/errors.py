@@ -45,6 +45,13 @@ class ReindexIncomplete(GalleryError):
         self.missing = missing
 
 
+class ReindexRefused(GalleryError):
+    """A re-index cannot be done: no gallery, another re-index running, or faces without a stored crop (they
+    cannot be re-embedded). Nothing changed."""
+
+    code = "reindex_refused"
+
+
 class InvalidEmbedding(GalleryError):
     """An embedding is not a finite float (128,) unit vector."""
 

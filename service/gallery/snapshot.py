@@ -30,7 +30,8 @@ import faiss
 import numpy as np
 
 from service.gallery.errors import SnapshotInvalid
-from service.gallery.index import FLAT, HNSW, IndexParams, ModelIndex, Segment
+from service.gallery.index import ModelIndex
+from service.gallery.segment import FLAT, HNSW, IndexParams, Segment
 
 MAGIC = b"FRGSNAP1"
 FORMAT = 1

@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service import recognition
 from service.audit import actor_of
+from service.convert import face_out
 from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep
 from service.errors import BadRequest
-from service.routes.convert import face_out
 from service.routes.docs import errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload

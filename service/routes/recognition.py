@@ -5,17 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import recognition
+from service.convert import detected, embedded, identify_response, verify_response
 from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RecognizeKey, RunnerDep, SettingsDep
 from service.errors import BadRequest
-from service.routes.convert import detected, embedded, face_fields, match_out
 from service.routes.docs import errors, image_body
 from service.schemas import (
-    BoxOut,
     DetectResponse,
     EmbedParams,
     EmbedResponse,
-    FaceDistance,
-    IdentifiedFace,
     IdentifyParams,
     IdentifyResponse,
     VerifyParams,
@@ -45,43 +42,6 @@ THRESHOLD = {
     "maximum": 2,
     "description": "L2 distance; default: the service's.",
 }
-
-
-def verify_response(result: recognition.VerifyResult) -> VerifyResponse:
-    """The API's JSON for a verification (also used by the CLI)."""
-    return VerifyResponse(
-        match=result.match,
-        distance=result.distance,
-        similarity=result.similarity,
-        threshold=result.threshold,
-        model_id=result.model_id,
-        face_a=BoxOut(**result.face_a) if result.face_a else None,
-        face_b=BoxOut(**result.face_b) if result.face_b else None,
-        subject_id=result.subject_id,
-        subject_name=result.subject_name,
-        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
-    )
-
-
-def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
-    """The API's JSON for an identification (also used by the CLI)."""
-    return IdentifyResponse(
-        faces=[
-            IdentifiedFace(
-                **face_fields(f.face),
-                match=match_out(f.match) if f.match else None,
-                candidates=[match_out(c) for c in f.candidates],
-            )
-            for f in result.faces
-        ],
-        threshold=result.threshold,
-        top_k=result.top_k,
-        model_id=result.model_id,
-        gallery_subjects=result.gallery_subjects,
-        gallery_faces=result.gallery_faces,
-        threshold_source=result.threshold_source,  # type: ignore[arg-type]
-        estimated_false_identification_rate=result.estimated_fir,
-    )
 
 
 def _require(image: bytes | None, name: str) -> bytes:

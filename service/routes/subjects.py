@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.audit import actor_of
+from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep
-from service.routes.convert import subject_out
 from service.routes.docs import errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
 

@@ -28,7 +28,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app, default_analyzer
+from service.app import create_app
+from service.bootstrap import default_analyzer
 from service.config import Settings
 from service.gallery import LocalGallery, open_gallery
 from tests.faults.helpers import photos, variant

@@ -17,7 +17,7 @@ import pytest
 
 from service.gallery import GalleryLocked, LocalGallery
 from service.gallery.snapshot import snapshot_path
-from service.gallery.store import DB_NAME
+from service.gallery.sqlite import DB_NAME
 from tests.gallery.conftest import MODEL, faces, unit
 from tests.gallery.crash_child import SETTINGS
 

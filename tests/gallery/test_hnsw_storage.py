@@ -11,7 +11,7 @@ from tests.gallery.conftest import MODEL, faces, unit
 
 
 def _main(g):
-    return g._indexes[MODEL].main
+    return g.cache.models[MODEL].main
 
 
 def _graph(seg) -> np.ndarray:
@@ -44,7 +44,7 @@ def test_new_hnsw_finds_the_exact_nearest(make_gallery, rng, storage):
     # fp16: distances from half-precision codes stay within ~1e-3 of float32 ones; sq8: re-ranked exactly
     dist = np.array([r[0].distance for r in got])
     assert np.abs(dist - exact_d).max() < (2e-3 if storage == "fp16" else 1e-5)
-    assert g._indexes[MODEL].approximate == (storage == "sq8")
+    assert g.cache.models[MODEL].approximate == (storage == "sq8")
 
 
 def test_float32_snapshot_is_converted_at_open_without_a_rebuild(make_gallery, rng, tmp_path):
@@ -76,14 +76,14 @@ def test_float32_snapshot_is_converted_at_open_without_a_rebuild(make_gallery, r
         assert abs(a[0].distance - b[0].distance) < 2e-3
     erased = g.search(vecs[:5], model_id=MODEL, top_k=5)
     assert not {c.face_id for r in erased for c in r} & {r.id for r in recs[:5]}
-    assert g._changes > 0  # the converted index is due for a snapshot
+    assert g.cache.unsaved > 0  # the converted index is due for a snapshot
     g.close()  # saves it
 
     meta, _ = read_header(snapshot_path(data, MODEL))
     assert meta["segments"][0]["kind"] == "hnsw"
     assert snapshot_path(data, MODEL).stat().st_size < 0.75 * old_size  # 256 instead of 512 bytes a vector
     g = make_gallery()
-    assert _main(g).storage == "fp16" and g._changes == 0  # nothing left to convert
+    assert _main(g).storage == "fp16" and g.cache.unsaved == 0  # nothing left to convert
     assert set(g.index_ids(MODEL).tolist()) == {r.id for r in recs[5:]}
     g.close()
 

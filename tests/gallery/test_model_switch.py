@@ -83,12 +83,3 @@ def test_staging_skips_erased_faces_and_erasure_cascades(
     with sqlite3.connect(tmp_path / "data" / "gallery.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM face_embeddings").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM face_crops").fetchone()[0] == 0
-
-
-def test_faces_without_crops_are_counted(make_gallery: Callable[..., LocalGallery], rng: np.random.Generator) -> None:
-    g = make_gallery()
-    sid = g.create_subject(name="a").id
-    g.add_faces(sid, [NewFace(v, MODEL) for v in unit(rng, 3)])
-    _enrol(g, rng, 2)
-    assert g.store.reindex_counts(NEW) == {"faces": 5, "todo": 5, "staged": 0, "without_crop": 3}
-    assert g.store.reindex_counts(MODEL)["todo"] == 0

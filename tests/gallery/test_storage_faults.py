@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from service.gallery import LocalGallery, StorageFull, StorageUnavailable, snapshot
-from service.gallery.store import storage_error
+from service.gallery.sqlite import storage_error
 from tests.gallery.conftest import MODEL, faces, unit
 
 NO_LIMIT = 1073741823
@@ -139,7 +139,7 @@ def test_io_error_at_commit_rolls_back(make_gallery, rng, monkeypatch) -> None:
     def failing_commit() -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(g.store, "commit", failing_commit)
+    monkeypatch.setattr(g.store, "_commit", failing_commit)
     with pytest.raises(StorageUnavailable):
         g.add_faces(a.id, faces(unit(rng, 4)))
     assert not g.store._writer.in_transaction

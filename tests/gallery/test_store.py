@@ -1,4 +1,5 @@
-"""Subjects and faces: CRUD, pagination, sha256 lookup, atomic enrolment, schema version."""
+"""The embedded store (SQLite): schema version and pragmas, page caches, a transaction bigger than the writer's
+cache. Backend-independent behaviour (CRUD, pagination, sha256, atomic enrolment) is in tests/gallery/contract."""
 
 from __future__ import annotations
 
@@ -10,95 +11,13 @@ import numpy as np
 import pytest
 
 from service.gallery import (
-    FaceNotFound,
-    InvalidEmbedding,
     NewFace,
     StorageUnavailable,
-    SubjectNotFound,
     default_data_dir,
 )
 from service.gallery.crops import decode_crop
-from service.gallery.store import READER_CACHE_KIB, SCHEMA_VERSION, WRITER_CACHE_KIB
-from tests.gallery.conftest import MODEL, faces, unit
-
-
-def test_subject_crud(make_gallery):
-    g = make_gallery()
-    s = g.create_subject(name="Ada", metadata={"team": "x"})
-    assert len(s.id) == 32 and s.face_count == 0
-    assert g.get_subject(s.id).name == "Ada"
-    u = g.update_subject(s.id, name="Ada L.", metadata={"team": "y"})
-    assert (u.name, u.metadata) == ("Ada L.", {"team": "y"})
-    assert u.updated_at >= s.updated_at
-    assert g.update_subject(s.id, name="Ada").metadata == {"team": "y"}
-    assert g.delete_subject(s.id) == 0
-    with pytest.raises(SubjectNotFound):
-        g.get_subject(s.id)
-    with pytest.raises(SubjectNotFound):
-        g.delete_subject(s.id)
-
-
-def test_pagination_visits_every_subject_once(make_gallery):
-    g = make_gallery()
-    ids = [g.create_subject(name=f"p{i}").id for i in range(23)]
-    seen, cursor, pages = [], None, 0
-    while True:
-        page, cursor = g.list_subjects(limit=5, cursor=cursor)
-        seen += [s.id for s in page]
-        pages += 1
-        if cursor is None:
-            break
-    assert seen == ids and pages == 5
-    with pytest.raises(ValueError):
-        g.list_subjects(cursor="not-a-cursor!")
-
-
-def test_faces_records_and_sha256(make_gallery, rng):
-    g = make_gallery()
-    s = g.create_subject(name="A")
-    v = unit(rng, 2)
-    recs = g.add_faces(
-        s.id,
-        [
-            NewFace(
-                v[0],
-                MODEL,
-                box={"x": 1, "y": 2, "width": 30, "height": 40},
-                quality={"sharpness": 9.5},
-                image_sha256="ab" * 32,
-            ),
-            NewFace(v[1], MODEL),
-        ],
-    )
-    assert recs[1].id > recs[0].id
-    assert g.get_face(recs[0].id).box == {"x": 1, "y": 2, "width": 30, "height": 40}
-    assert g.get_face(recs[0].id).quality == {"sharpness": 9.5}
-    assert [f.id for f in g.list_faces(s.id)] == [r.id for r in recs]
-    assert g.get_subject(s.id).face_count == 2
-    found = g.find_face_by_sha256("ab" * 32)
-    assert found is not None and found.id == recs[0].id
-    assert g.find_face_by_sha256("ab" * 32, subject_id=g.create_subject(name="B").id) is None
-    emb = g.face_embeddings(s.id, model_id=MODEL)
-    assert emb.shape == (2, 128) and np.allclose(emb, v, atol=1e-6)
-    g.delete_face(recs[0].id)
-    with pytest.raises(FaceNotFound):
-        g.get_face(recs[0].id)
-    with pytest.raises(FaceNotFound):
-        g.delete_face(recs[0].id)
-    # ids are never reused
-    assert g.add_faces(s.id, faces(unit(rng, 1)))[0].id > recs[1].id
-
-
-def test_enrolment_is_all_or_nothing(make_gallery, rng):
-    g = make_gallery()
-    s = g.create_subject(name="A")
-    bad = [NewFace(unit(rng, 1)[0], MODEL), NewFace(np.full(128, 3.0, np.float32), MODEL)]
-    with pytest.raises(InvalidEmbedding):
-        g.add_faces(s.id, bad)
-    with pytest.raises(SubjectNotFound):
-        g.add_faces_many({s.id: faces(unit(rng, 1)), "nobody": faces(unit(rng, 1))})
-    assert g.list_faces(s.id) == [] and g.stats().faces == 0
-    assert g.search(unit(rng, 1), model_id=MODEL) == [[]]
+from service.gallery.sqlite import READER_CACHE_KIB, SCHEMA_VERSION, WRITER_CACHE_KIB
+from tests.gallery.conftest import MODEL, unit
 
 
 def test_schema_version_recorded(make_gallery):
@@ -149,7 +68,7 @@ def test_enrolment_bigger_than_the_writer_cache_is_atomic(make_gallery, rng, mon
         wal_at_commit.append(wal.stat().st_size)
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(g.store, "commit", failing_commit)
+    monkeypatch.setattr(g.store, "_commit", failing_commit)
     with pytest.raises(StorageUnavailable):
         g.add_faces(s.id, new)
     monkeypatch.undo()

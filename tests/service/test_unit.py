@@ -273,7 +273,7 @@ def test_streamed_body_over_the_limit_on_a_json_route_is_a_413(tmp_path: Path) -
 
 
 def test_startup_failure_closes_the_key_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.app as app_module
+    import service.bootstrap as bootstrap_module
 
     closed: list[bool] = []
 
@@ -282,7 +282,7 @@ def test_startup_failure_closes_the_key_store(tmp_path: Path, monkeypatch: pytes
             closed.append(True)
             super().close()
 
-    monkeypatch.setattr(app_module, "KeyStore", Recording)
+    monkeypatch.setattr(bootstrap_module, "KeyStore", Recording)
     app = app_with(tmp_path, lambda s: FakeAnalyzer(), host="0.0.0.0")
     with pytest.raises(KeysRequired), TestClient(app):
         pass

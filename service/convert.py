@@ -1,19 +1,24 @@
-"""Gallery and library objects -> response models."""
+"""Gallery, library and service results -> response models (shared by the routes and the CLI's local mode)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from embeddings import Detection, Face
+from service import recognition
 from service.schemas import (
     BoxOut,
     DetectedFace,
     EmbeddedFace,
+    FaceDistance,
     FaceOut,
+    IdentifiedFace,
+    IdentifyResponse,
     LandmarksOut,
     Match,
     QualityOut,
     SubjectOut,
+    VerifyResponse,
 )
 
 
@@ -82,4 +87,41 @@ def match_out(c: Any) -> Match:
         distance=float(c.distance),
         similarity=float(c.similarity),
         face_id=c.face_id,
+    )
+
+
+def verify_response(result: recognition.VerifyResult) -> VerifyResponse:
+    """The API's JSON for a verification (also used by the CLI)."""
+    return VerifyResponse(
+        match=result.match,
+        distance=result.distance,
+        similarity=result.similarity,
+        threshold=result.threshold,
+        model_id=result.model_id,
+        face_a=BoxOut(**result.face_a) if result.face_a else None,
+        face_b=BoxOut(**result.face_b) if result.face_b else None,
+        subject_id=result.subject_id,
+        subject_name=result.subject_name,
+        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
+    )
+
+
+def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
+    """The API's JSON for an identification (also used by the CLI)."""
+    return IdentifyResponse(
+        faces=[
+            IdentifiedFace(
+                **face_fields(f.face),
+                match=match_out(f.match) if f.match else None,
+                candidates=[match_out(c) for c in f.candidates],
+            )
+            for f in result.faces
+        ],
+        threshold=result.threshold,
+        top_k=result.top_k,
+        model_id=result.model_id,
+        gallery_subjects=result.gallery_subjects,
+        gallery_faces=result.gallery_faces,
+        threshold_source=result.threshold_source,  # type: ignore[arg-type]
+        estimated_false_identification_rate=result.estimated_fir,
     )

@@ -1,0 +1,220 @@
+"""Building the service's parts from :class:`Settings`: the analyzer, its micro-batcher, and the backend (the
+gallery, the API key store and the audit log). The app, ``facerec reindex`` and the CLI all start here; this is
+the one module that knows which implementations exist.
+
+Backends. Without ``FACEREC_DATABASE_URL`` everything lives in the data dir: the embedded gallery (SQLite +
+FAISS, one process holds it: a second gets :class:`GalleryLocked`), ``keys.db`` and ``audit.log``. With it,
+:func:`service.gallery.postgres.open_postgres_backend` provides all three on PostgreSQL (any number of
+replicas). Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`, :class:`ApiKeyStore`,
+:class:`AuditStore`), and never check which one they have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings import FaceAnalyzer
+from embeddings.errors import FaceRecError
+from embeddings.models import resolve_model
+from service.audit import AuditLog
+from service.batching import MicroBatcher
+from service.config import Settings
+from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging, open_gallery
+from service.gallery.sqlite import DB_NAME
+from service.keys import KeyStore
+from service.metrics import Metrics
+from service.stores import ApiKeyStore, AuditStore
+
+log = logging.getLogger("facerec.service")
+
+GalleryFactory = Callable[[Path], Gallery]
+"""``factory(data_dir)`` -> the embedded gallery (tests pass one to get another configuration)."""
+
+REINDEX_LOCK = "REINDEX.lock"
+
+
+class BackendUnavailable(FaceRecError):
+    """The configured backend cannot be used by this installation (not installed, not implemented yet)."""
+
+    code = "backend_unavailable"
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def default_analyzer(settings: Settings) -> FaceAnalyzer:
+    """The real analyzer of ``FACEREC_MODEL`` with the settings' quality minimums and threshold, warmed up."""
+    info = resolve_model(settings.model)
+    analyzer = FaceAnalyzer(
+        settings.analyzer_config(),
+        weights_path=info.weights_path,
+        model_id=info.model_id,
+        threshold=settings.match_threshold,
+    )
+    analyzer.warm_up()
+    return analyzer
+
+
+def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) -> MicroBatcher:
+    """A micro-batcher in front of the analyzer's encoder, routed into by :meth:`FaceAnalyzer.encode`."""
+    batcher = MicroBatcher(
+        lambda crops: analyzer.encoder.encode(crops),
+        max_batch=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queue=settings.batch_max_queue,
+        on_batch=metrics.observe_batch,
+    )
+    metrics.batch_queue.set_function(lambda: batcher.queued_faces)
+    analyzer.encode_fn = batcher.encode
+    return batcher
+
+
+# ---------------------------------------------------------------------------------------------- the stores
+def default_gallery(data_dir: Path) -> Gallery:
+    """The embedded gallery of ``data_dir`` with its default tunables (:class:`GalleryLocked` if held)."""
+    return open_gallery(data_dir)
+
+
+@dataclass
+class Backend:
+    """The stores of one configuration. ``gallery`` is None until :meth:`open_gallery` for the embedded backend
+    opened with ``gallery=False`` (so that the key store can be read without taking the data dir)."""
+
+    keys: ApiKeyStore
+    audit: AuditStore
+    gallery: Gallery | None = None
+    _open: Callable[[], Gallery] | None = field(default=None, repr=False)
+
+    def open_gallery(self) -> Gallery:
+        """The gallery, opened now if it is not yet (embedded: takes the data dir, or :class:`GalleryLocked`)."""
+        if self.gallery is None:
+            assert self._open is not None
+            self.gallery = self._open()
+        return self.gallery
+
+    def close(self) -> None:
+        """Close the gallery (saving its snapshot), then the key store even if that failed. (The audit log holds
+        nothing open: the embedded one fsyncs and closes per record, a database one shares the gallery's pool.)"""
+        gallery, self.gallery = self.gallery, None
+        try:
+            if gallery is not None:
+                gallery.close()
+        finally:
+            self.keys.close()
+
+
+def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: GalleryFactory | None = None) -> Backend:
+    """The gallery, key store and audit log ``settings`` select (see the module doc). ``gallery=False`` leaves
+    the embedded gallery closed (:meth:`Backend.open_gallery` opens it); a database backend is always opened
+    whole. ``gallery_factory`` replaces the embedded gallery (tests)."""
+    if settings.database_url:
+        return _open_database(settings)
+    settings.data.mkdir(parents=True, exist_ok=True)
+    factory = gallery_factory or default_gallery
+    backend = Backend(KeyStore(settings.data), AuditLog(settings.data), _open=lambda: factory(settings.data))
+    if gallery:
+        try:
+            backend.open_gallery()
+        except BaseException:
+            backend.close()
+            raise
+    return backend
+
+
+@contextlib.contextmanager
+def opened_backend(settings: Settings, *, gallery: bool = True) -> Iterator[Backend]:
+    """:func:`open_backend` for the duration of a block (CLI commands), closed on exit."""
+    backend = open_backend(settings, gallery=gallery)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _open_database(settings: Settings) -> Backend:
+    engine = settings.vector_engine
+    if engine == "milvus":
+        raise BackendUnavailable("FACEREC_VECTOR_BACKEND=milvus is not available in this version; use pgvector")
+    try:
+        from service.gallery.postgres import open_postgres_backend
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the PostgreSQL backend is not installed ({exc}); FACEREC_DATABASE_URL={settings.database_display} "
+            "needs it. Unset FACEREC_DATABASE_URL to use the embedded gallery"
+        ) from exc
+    gallery, keys, audit = open_postgres_backend(settings)
+    log.info("backend: PostgreSQL %s with %s search", settings.database_display, engine)
+    return Backend(keys, audit, gallery)
+
+
+# ---------------------------------------------------------------------------------------------- re-indexing
+class ReindexStaging(Protocol):
+    """What a re-index embeds through: the staging methods of :class:`Gallery`."""
+
+    def reindex_counts(self, model_id: str) -> dict[str, int]: ...
+    def crops_to_embed(self, model_id: str, after_id: int, limit: int) -> list[tuple[int, bytes]]: ...
+    def stage_embeddings(self, model_id: str, face_ids: Sequence[int], embeddings: npt.NDArray[np.float32]) -> int: ...
+
+
+@dataclass
+class ReindexTarget:
+    """What ``facerec reindex`` works on. ``gallery`` is None when a server holds the embedded data dir: then
+    ``staging`` is a second connection that only stages, and the server switches at its next start."""
+
+    staging: ReindexStaging
+    gallery: Gallery | None
+    audit: AuditStore
+
+
+@contextlib.contextmanager
+def open_reindex_target(settings: Settings) -> Iterator[ReindexTarget]:
+    """The gallery (or its staging side door) and audit log a re-index of ``settings`` uses, closed on exit.
+    :class:`ReindexRefused` when there is no embedded gallery or another re-index runs on the data dir."""
+    if settings.database_url:
+        backend = open_backend(settings)
+        try:
+            gallery = backend.open_gallery()
+            yield ReindexTarget(gallery, gallery, backend.audit)
+        finally:
+            backend.close()
+        return
+    data = Path(settings.data)
+    if not (data / DB_NAME).is_file():
+        raise ReindexRefused(f"no gallery in {data} (no {DB_NAME})")
+    with _reindex_lock(data):
+        try:
+            backend = open_backend(settings)
+        except GalleryLocked:  # a server holds the data dir: stage through our own connection
+            side = SideStaging(data)
+            try:
+                yield ReindexTarget(side, None, AuditLog(data))
+            finally:
+                side.close()
+            return
+        try:
+            gallery = backend.open_gallery()
+            yield ReindexTarget(gallery, gallery, backend.audit)
+        finally:
+            backend.close()
+
+
+@contextlib.contextmanager
+def _reindex_lock(data_dir: Path) -> Iterator[None]:
+    """One re-index at a time per data dir (``<data>/REINDEX.lock``)."""
+    fd = os.open(data_dir / REINDEX_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReindexRefused(f"another `facerec reindex` is running on {data_dir}") from None
+        yield
+    finally:
+        os.close(fd)
