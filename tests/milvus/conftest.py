@@ -38,9 +38,7 @@ def server_uri(milvus_server: MilvusServer) -> str:
 def _opener(pg_url: str, uri: str) -> Iterator[OpenReplica]:
     opened: list[PostgresDatabase] = []
 
-    def make(
-        *, sync_interval_s: float = 0.0, reconcile_interval_s: float = 0.0, **kw: object
-    ) -> PostgresDatabase:
+    def make(*, sync_interval_s: float = 0.0, reconcile_interval_s: float = 0.0, **kw: object) -> PostgresDatabase:
         backend = open_milvus(
             pg_url,
             MilvusOptions(uri=uri, timeout_s=3.0, **kw),  # type: ignore[arg-type]

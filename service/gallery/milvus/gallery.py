@@ -30,13 +30,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.gallery.errors import ModelMismatch, VectorIndexUnavailable
-from service.gallery.local import _unit_vectors
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
+from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres import vectors
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions, group_subjects
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
+from service.gallery.validation import unit_vectors
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -133,7 +134,7 @@ class MilvusGallery(PostgresGallery):
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        q = _unit_vectors(probes, "probe")
+        q = unit_vectors(probes, "probe")
         with self._conn() as conn:
             by_model = vectors.models_with_faces(conn)
             ts = outbox.write_ts(conn, model_id)
@@ -206,8 +207,6 @@ class MilvusGallery(PostgresGallery):
                     self.drain()
                 if self._reconcile_every and time.monotonic() - last_reconcile >= self._reconcile_every:
                     last_reconcile = time.monotonic()
-                    from service.gallery.milvus.reconcile import reconcile_if_free
-
                     reconcile_if_free(self)
             except Exception as e:
                 log.debug("Milvus sync pass failed: %s: %s", type(e).__name__, e)

@@ -14,18 +14,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import psycopg
 
 from service.gallery.milvus import outbox
-from service.gallery.milvus.gallery import MilvusGallery
+from service.gallery.milvus.engine import MilvusEngine
 
 log = logging.getLogger("facerec.gallery.milvus")
 
 RECONCILE_LOCK = 0x66616365_72656304
 """Advisory lock key: one reconcile at a time across replicas."""
+
+
+class MilvusGallery(Protocol):
+    """What reconcile needs of :class:`service.gallery.milvus.gallery.MilvusGallery` (a Protocol: no import
+    cycle with the gallery, whose sync thread reconciles)."""
+
+    engine: MilvusEngine
+
+    def _conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+    def drain(self) -> outbox.DrainResult: ...
+
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)`` faces."""

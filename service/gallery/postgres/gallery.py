@@ -27,6 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.gallery.crops import encode_crop
+from service.gallery.cursor import decode_cursor, encode_cursor
 from service.gallery.errors import (
     FaceNotFound,
     InvalidEmbedding,
@@ -34,11 +35,11 @@ from service.gallery.errors import (
     ReindexIncomplete,
     SubjectNotFound,
 )
-from service.gallery.local import _decode_cursor, _encode_cursor, _unit_vectors
 from service.gallery.postgres import vectors
 from service.gallery.postgres.errors import db_errors
 from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace, Subject
+from service.gallery.validation import new_face_vectors, unit_vectors
 
 _SUBJECT_COLS = (
     "s.pk, s.id, s.name, s.metadata, s.created_at, s.updated_at, "
@@ -119,14 +120,14 @@ class PostgresGallery:
     def list_subjects(self, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Subject], str | None]:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        after = _decode_cursor(cursor) if cursor else 0
+        after = decode_cursor(cursor) if cursor else 0
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT {_SUBJECT_COLS} FROM subjects s WHERE s.pk > %s ORDER BY s.pk LIMIT %s", (after, limit + 1)
             ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        return [_subject(r) for r in rows], (_encode_cursor(int(rows[-1][0])) if more and rows else None)
+        return [_subject(r) for r in rows], (encode_cursor(int(rows[-1][0])) if more and rows else None)
 
     def update_subject(
         self, subject_id: str, *, name: str | None = None, metadata: dict[str, Any] | None = None
@@ -159,12 +160,8 @@ class PostgresGallery:
         for sid, faces in batch.items():
             if not faces:
                 continue
-            vecs = _unit_vectors(
-                np.stack([np.asarray(f.embedding, np.float32).reshape(-1) for f in faces]), "embedding"
-            )
+            vecs = new_face_vectors(faces)
             for f, v in zip(faces, vecs, strict=True):
-                if not f.model_id:
-                    raise InvalidEmbedding("model_id must be set")
                 prepared.append((sid, f, v, encode_crop(f.crop) if f.crop is not None else None))
         if not prepared:
             return []
@@ -260,7 +257,7 @@ class PostgresGallery:
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        q = _unit_vectors(probes, "probe")
+        q = unit_vectors(probes, "probe")
         with self._conn() as conn:
             by_model = vectors.models_with_faces(conn)
             live = by_model.get(model_id, 0)
@@ -314,7 +311,7 @@ class PostgresGallery:
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def stage_embeddings(self, model_id: str, face_ids: Sequence[int], embeddings: npt.NDArray[np.float32]) -> int:
-        vecs = _unit_vectors(embeddings, "embedding")
+        vecs = unit_vectors(embeddings, "embedding")
         if len(vecs) != len(face_ids):
             raise InvalidEmbedding(f"{len(face_ids)} face ids but {len(vecs)} embeddings")
         if not len(vecs):
