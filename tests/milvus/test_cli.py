@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +39,26 @@ def test_reconcile_and_rebuild_commands(pg_url: str, milvus_lite_uri: str, monke
     assert f"{MODEL}: 5 faces indexed" in out.output
     out = runner.invoke(app, ["gallery", "reconcile", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["differences"] == 0
+
+
+def test_bootstrap_opens_the_milvus_backend(pg_url: str, milvus_lite_uri: str, tmp_path: Path) -> None:
+    """``FACEREC_VECTOR_BACKEND=milvus``: the service's bootstrap opens PostgreSQL (gallery, keys, audit) with the
+    Milvus engine; without ``FACEREC_MILVUS_URI`` it refuses with a clear message."""
+    from service.bootstrap import open_backend
+    from service.config import Settings
+    from service.gallery.milvus import MilvusGallery
+    from service.gallery.postgres import DatabaseConfigError
+
+    settings = Settings(data=tmp_path / "d", database_url=pg_url, vector_backend="milvus", milvus_uri=milvus_lite_uri)
+    backend = open_backend(settings)
+    try:
+        assert isinstance(backend.gallery, MilvusGallery)
+        key, token = backend.keys.create(scope="admin", name="ops")
+        assert backend.keys.authenticate(token) == key
+        s = backend.gallery.create_subject(name="a")
+        [rec] = backend.gallery.add_faces(s.id, faces(unit(np.random.default_rng(1), 1)))
+        assert backend.gallery.pending() == 0 and rec.id
+    finally:
+        backend.close()
+    with pytest.raises(DatabaseConfigError, match="FACEREC_MILVUS_URI"):
+        open_backend(Settings(data=tmp_path / "d", database_url=pg_url, vector_backend="milvus"))
