@@ -84,6 +84,8 @@ def create_app(
             lambda: open_backend(settings, gallery=False, gallery_factory=gallery_factory)
         )
         state.keys, state.audit = backend.keys, backend.audit
+        if backend.ratelimit is not None:  # shared by the replicas (PostgreSQL): one bucket per caller for all
+            state.ratelimit = backend.ratelimit
         try:
             check_bind(settings, backend.keys)
             state.gallery = await anyio.to_thread.run_sync(backend.open_gallery)

@@ -4,10 +4,10 @@ the one module that knows which implementations exist.
 
 Backends. Without ``FACEREC_DATABASE_URL`` everything lives in the data dir: the embedded gallery (SQLite +
 FAISS, one process holds it: a second gets :class:`GalleryLocked`), ``keys.db`` and ``audit.log``. With it,
-:func:`service.pgstores.open_postgres` (pgvector search) or :func:`service.milvus_backend.open_milvus_backend`
-(Milvus search) provides all three on PostgreSQL (any number of
-replicas). Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`, :class:`ApiKeyStore`,
-:class:`AuditStore`), and never check which one they have.
+:func:`service.pgstores.open_postgres_backend` (pgvector search) or :func:`service.milvus_backend.open_milvus_backend`
+(Milvus search) provides all three on PostgreSQL (any number of replicas), and
+the rate limit the replicas share. Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`,
+:class:`ApiKeyStore`, :class:`AuditStore`), and never check which one they have.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging,
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
+from service.ratelimit import RateLimiter
 from service.stores import ApiKeyStore, AuditStore
 
 log = logging.getLogger("facerec.service")
@@ -92,6 +93,8 @@ class Backend:
     keys: ApiKeyStore
     audit: AuditStore
     gallery: Gallery | None = None
+    ratelimit: RateLimiter | None = None
+    """A rate limiter shared by every replica of this backend (the database's); None: the app's own in memory."""
     _open: Callable[[], Gallery] | None = field(default=None, repr=False)
 
     def open_gallery(self) -> Gallery:
@@ -143,7 +146,7 @@ def opened_backend(settings: Settings, *, gallery: bool = True) -> Iterator[Back
 def _open_database(settings: Settings) -> Backend:
     engine = settings.vector_engine
     try:
-        from service.pgstores import open_postgres
+        from service.pgstores import open_postgres_backend
 
         if engine == "milvus":
             from service.milvus_backend import open_milvus_backend
@@ -152,10 +155,10 @@ def _open_database(settings: Settings) -> Backend:
             f"the PostgreSQL backend is not installed ({exc}); FACEREC_DATABASE_URL={settings.database_display} "
             f"with {engine} search needs it. Unset FACEREC_DATABASE_URL to use the embedded gallery"
         ) from exc
-    assert settings.database_url
-    pg = open_milvus_backend(settings) if engine == "milvus" else open_postgres(settings.database_url)
-    log.info("backend: PostgreSQL %s with %s search", settings.database_display, engine)
-    return Backend(pg.keys, pg.audit, pg.gallery)
+    pg = open_milvus_backend(settings) if engine == "milvus" else open_postgres_backend(settings)
+    log.info("backend: PostgreSQL %s with %s search", pg.location, engine)
+    limiter = pg.rate_limiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    return Backend(pg.keys, pg.audit, pg.gallery, ratelimit=limiter)
 
 
 # ---------------------------------------------------------------------------------------------- re-indexing

@@ -41,6 +41,23 @@ class Settings(BaseSettings):
             "FACEREC_DATABASE_URL). Default: faiss without a database URL, pgvector with one."
         ),
     )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="PostgreSQL backend: most database connections of one replica."
+    )
+    db_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description=(
+            "PostgreSQL backend: how long a request waits for a database connection, seconds; then it answers 503 "
+            "storage_unavailable (the database is down or every connection is busy)."
+        ),
+    )
+    pgvector_ef_search: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="pgvector HNSW search breadth (hnsw.ef_search); measured in docs/POSTGRES.md.",
+    )
     host: str = Field(
         default="127.0.0.1",
         description="Address to listen on; a non-loopback address needs an API key to exist.",

@@ -32,7 +32,10 @@ def open_milvus_backend(settings: Settings, *, pool: PoolOptions | None = None, 
     database = open_milvus(
         settings.database_url,
         milvus_options(settings),
-        pool=pool,
+        pool=pool
+        or PoolOptions(
+            min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
+        ),
         sync_interval_s=1.0 if sync else 0.0,
         reconcile_interval_s=settings.milvus_reconcile_interval_s if sync else 0.0,
     )

@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.audit import Action, audit_entry
+from service.config import Settings
 from service.gallery.postgres import PoolOptions, PostgresDatabase, PostgresGallery, VectorOptions, open_database
 from service.gallery.postgres.errors import db_errors
 from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, new_token, now_iso, token_key_id, token_matches
@@ -203,3 +204,16 @@ def open_postgres(
     key store and audit log on its pool."""
     database = open_database(url, pool=pool, vectors=vectors)
     return PostgresBackend(database, PostgresKeyStore(database.pool), PostgresAuditLog(database.pool))
+
+
+def open_postgres_backend(settings: Settings) -> PostgresBackend:
+    """The PostgreSQL backend ``settings`` select (``FACEREC_DATABASE_URL``, pool size, timeout, ef_search);
+    :class:`service.gallery.postgres.DatabaseConfigError` says what is wrong with a bad configuration."""
+    assert settings.database_url is not None
+    return open_postgres(
+        settings.database_url,
+        pool=PoolOptions(
+            min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
+        ),
+        vectors=VectorOptions(ef_search=settings.pgvector_ef_search),
+    )

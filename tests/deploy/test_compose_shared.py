@@ -76,3 +76,32 @@ def test_proxy_balances_exactly_the_replicas_on_loopback() -> None:
     assert set(proxy["depends_on"]) == set(REPLICAS)
     body = re.search(r"client_max_body_size\s+(\d+)m;", conf)
     assert body is not None and int(body.group(1)) * 2**20 > 10 * 2**20  # facerec answers 413 itself
+
+
+def test_make_serve_replicas_starts_the_database_and_one_replica_per_port() -> None:
+    """The documented one-command start (README): its recipe, as make would run it (``make -n``); that it really
+    serves was run by hand (docs/POSTGRES.md), the same commands run for real in tests/postgres."""
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-C",
+            str(ROOT),
+            "serve-replicas",
+            "VENV=/opt/venv-x",
+            "PGDIR=/tmp/pgx",
+            "REPLICA_PORTS=7001 7002",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "/opt/venv-x/bin/facerec db start --dir /tmp/pgx" in out
+    assert '"$(/opt/venv-x/bin/facerec db url --dir /tmp/pgx)"' in out
+    assert 'FACEREC_DATABASE_URL="$url" /opt/venv-x/bin/facerec serve --host 127.0.0.1 --port $port &' in out
+    assert "for port in 7001 7002" in out and "trap " in out and "wait" in out
+    for words in (["db", "start", "--dir", "x"], ["db", "url", "--dir", "x"], ["serve", "--port", "1"]):
+        df.resolve_cli(words)  # real commands of the CLI
+    assert "make serve-replicas" in (ROOT / "README.md").read_text()

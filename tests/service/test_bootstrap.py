@@ -47,7 +47,7 @@ def test_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_database_backend_missing_or_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(sys.modules, "service.gallery.postgres", None)  # as if the package were not installed
+    monkeypatch.setitem(sys.modules, "service.pgstores", None)  # as if the package were not installed
     with pytest.raises(BackendUnavailable, match="the PostgreSQL backend is not installed") as e:
         open_backend(Settings(data=tmp_path / "data", database_url=URL))
     assert "s3cret" not in str(e.value) and "db.example:5433" in str(e.value)
@@ -147,7 +147,7 @@ def test_cli_configuration_errors_are_one_line(tmp_path: Path, monkeypatch: pyte
         assert "FACEREC_DATABASE_URL" in result.output and "Traceback" not in result.output
     monkeypatch.delenv("FACEREC_VECTOR_BACKEND")
     monkeypatch.setenv("FACEREC_DATABASE_URL", "postgresql://facerec:pw-4242@127.0.0.1:1/facerec")
-    monkeypatch.setitem(sys.modules, "service.gallery.postgres", None)
+    monkeypatch.setitem(sys.modules, "service.pgstores", None)
     result = runner.invoke(cli_app, ["keys", "list", "--data", data])
     assert result.exit_code == 1 and result.output.startswith("error: backend_unavailable: "), result.output
     assert "pw-4242" not in result.output and "127.0.0.1:1" in result.output

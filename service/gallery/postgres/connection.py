@@ -63,7 +63,7 @@ def _reason(exc: psycopg.Error, url: str) -> str:
     text = _scrub(str(exc), url)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = lines[0] if lines else type(exc).__name__
-    return re.sub(r"^.*?failed:\s*(FATAL:\s*)?", "", first) or first
+    return re.sub(r"^.*failed:\s*(FATAL:\s*)?", "", first) or first
 
 
 def connect_checked(url: str, *, connect_timeout_s: int = 5, **kwargs: Any) -> psycopg.Connection[Any]:

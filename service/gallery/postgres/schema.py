@@ -3,10 +3,11 @@ previous one. :func:`migrate` applies the missing ones at start in one transacti
 replicas starting together migrate once), and refuses a database whose schema is newer than this code.
 
 Tables: ``subjects``; ``faces`` (embedding ``vector(128)``, model id, box/quality ``jsonb``, image sha256,
-``created_at`` in Unix seconds); ``face_crops`` (PNG ``bytea``); ``face_embeddings`` (re-index staging); ``counts``
-(faces per model and the number of subjects, kept by statement triggers so that every request can read them
-without a scan); ``api_keys`` (sha256 of the token); ``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate
-limit's token buckets, lost on a crash like the embedded limiter's on a restart); ``meta``.
+``created_at`` in Unix seconds); ``face_crops`` (PNG ``bytea``, stored without a second compression);
+``face_embeddings`` (re-index staging); ``counts`` (faces per model and the number of subjects, kept by statement
+triggers so that every request can read them without a scan); ``api_keys`` (sha256 of the token);
+``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate limit's token buckets, lost on a crash like the
+embedded limiter's on a restart); ``meta``.
 
 Face and subject ids come from identity columns (never reused); ``gallery migrate`` keeps the embedded gallery's
 ids and moves the sequences past them. HNSW indexes are made per model id by :mod:`.vectors`, not here.
@@ -55,6 +56,7 @@ MIGRATIONS: dict[int, str] = {
         face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
         png bytea NOT NULL
     );
+    ALTER TABLE face_crops ALTER COLUMN png SET STORAGE EXTERNAL;
     CREATE TABLE face_embeddings (
         face_id bigint NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
         model_id text NOT NULL,

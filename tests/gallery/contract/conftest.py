@@ -11,7 +11,8 @@ done when the whole suite passes with its entry added, not a copy of the suite. 
 - ``stager``: the staging methods (``reindex_counts``, ``crops_to_embed``, ``stage_embeddings``) on the same
   storage *while* ``gallery`` stays open: what ``facerec reindex`` gets while a server serves.
 
-Real parts only: the embedded backend runs real SQLite and real FAISS on ``tmp_path``.
+Real parts only: the embedded backend runs real SQLite and real FAISS on ``tmp_path``; the PostgreSQL backend a
+fresh database on the test run's real PostgreSQL 18 + pgvector (tests/pgfixtures.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 
 from service.bootstrap import ReindexStaging
 from service.gallery import Gallery, SideStaging, open_gallery
+from tests.pgfixtures import fresh_database
 
 
 class Stager(ReindexStaging, Protocol):
@@ -62,6 +64,18 @@ EMBEDDED = ContractBackend(
 )
 
 
+def _open_postgres(url: str) -> Gallery:
+    from service.gallery.postgres import PoolOptions, open_database
+
+    return open_database(url, pool=PoolOptions(min_size=1, max_size=4)).gallery  # closing it closes its pool
+
+
+POSTGRES = ContractBackend(
+    storage=lambda tmp_path: fresh_database(),  # a new database on the test run's real PostgreSQL + pgvector
+    open=_open_postgres,  # a second one on the same database is another replica: it may stage while one serves
+)
+
+
 @dataclass(frozen=True)
 class _MilvusStorage:
     database_url: str
@@ -72,7 +86,6 @@ def _milvus_storage(server: bool) -> Callable[[Path], AbstractContextManager[_Mi
     @contextlib.contextmanager
     def storage(tmp_path: Path) -> Iterator[_MilvusStorage]:
         from tests.milvusfixtures import shared_server
-        from tests.pgfixtures import fresh_database
 
         uri = shared_server().uri if server else str(tmp_path / "milvus.db")
         with fresh_database() as url:  # a fresh gallery uuid: its own collections on a shared server
@@ -102,6 +115,7 @@ MILVUS_SERVER = ContractBackend(storage=_milvus_storage(True), open=_open_milvus
 
 BACKENDS: list[Any] = [
     pytest.param(EMBEDDED, id="embedded"),
+    pytest.param(POSTGRES, id="postgres"),
     pytest.param(MILVUS_LITE, id="milvus-lite"),
     pytest.param(MILVUS_SERVER, id="milvus-server"),
 ]

@@ -1,0 +1,67 @@
+"""The service on the PostgreSQL backend, in-process: FACEREC_DATABASE_URL selects it, the rate limit is one
+bucket per caller across app instances (replicas), and a bad database configuration is one line from the CLI and
+from `facerec serve`, never a traceback and never the password."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.devdb import DevCluster, free_port
+from service.pgstores import PostgresRateLimiter
+from tests.service.server import REPO
+
+
+class NoAnalyzer:
+    """The app's model slot; these requests never reach it."""
+
+    model_id = "none"
+    threshold = 1.0
+
+
+def _app(tmp_path: Path, url: str, name: str, **settings: Any) -> Any:
+    s = Settings(data=tmp_path / name, database_url=url, **settings)
+    return create_app(s, analyzer_factory=lambda _: NoAnalyzer())
+
+
+def test_replicas_share_one_rate_limit_bucket(tmp_path: Path, pg_url: str) -> None:
+    a = _app(tmp_path, pg_url, "a", rate_limit_per_minute=6, rate_limit_burst=3)
+    b = _app(tmp_path, pg_url, "b", rate_limit_per_minute=6, rate_limit_burst=3)
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    with TestClient(a, **local) as ca, TestClient(b, **local) as cb:  # type: ignore[arg-type]
+        assert isinstance(a.state.ratelimit, PostgresRateLimiter) and a.state.ratelimit is not b.state.ratelimit
+        codes = [c.get("/v1/subjects").status_code for c in (ca, cb, ca, cb)]
+        assert codes == [200, 200, 200, 429], codes  # burst 3 in total, not 3 per replica
+        refused = cb.get("/v1/subjects")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+    assert not (tmp_path / "a" / "keys.db").exists()  # nothing of the backend lives in the data dir
+
+
+def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FACEREC_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_and_serve_report_a_bad_database_in_one_line(pg_cluster: DevCluster) -> None:
+    port = free_port()
+    secret = "Sup3r-secret"
+    cases = {
+        f"postgresql://facerec:{secret}@127.0.0.1:{port}/facerec": f"cannot reach PostgreSQL at 127.0.0.1:{port}",
+        f"postgresql://facerec:{secret}@127.0.0.1:{pg_cluster.port()}/facerec": "refused the credentials",
+    }
+    for url, expected in cases.items():
+        for args in (["keys", "list"], ["serve", "--port", str(free_port())]):
+            out = _cli(*args, url=url)
+            text = out.stdout + out.stderr
+            assert out.returncode != 0 and expected in text, (args, text[-2000:])
+            assert secret not in text and "Traceback" not in text, text[-2000:]
