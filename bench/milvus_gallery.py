@@ -198,7 +198,7 @@ def indexes(args: argparse.Namespace) -> None:
                 load_s = time.perf_counter() - t
                 build_s = _wait_indexed(eng, MODEL, args.size)
                 rss1 = _rss_mib(server)
-                got = [h[0][0] if h else -1 for h in (eng.search(MODEL, p[None], 1) for p in probes)]
+                got = [h[0][0][0] if h and h[0] else -1 for h in (eng.search(MODEL, p[None], 1) for p in probes)]
                 rec = float(np.mean(np.array(got) == exact))
                 lat = _timed(lambda p, e=eng: e.search(MODEL, p, 5), probes)
                 out["types"][kind] = {
