@@ -4,7 +4,8 @@ the one module that knows which implementations exist.
 
 Backends. Without ``FACEREC_DATABASE_URL`` everything lives in the data dir: the embedded gallery (SQLite +
 FAISS, one process holds it: a second gets :class:`GalleryLocked`), ``keys.db`` and ``audit.log``. With it,
-:func:`service.pgstores.open_postgres_backend` provides all three on PostgreSQL (any number of replicas), and
+:func:`service.pgstores.open_postgres_backend` (pgvector search) or :func:`service.milvus_backend.open_milvus_backend`
+(Milvus search) provides all three on PostgreSQL (any number of replicas), and
 the rate limit the replicas share. Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`,
 :class:`ApiKeyStore`, :class:`AuditStore`), and never check which one they have.
 """
@@ -154,16 +155,17 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
 
 def _open_database(settings: Settings) -> Backend:
     engine = settings.vector_engine
-    if engine == "milvus":
-        raise BackendUnavailable("FACEREC_VECTOR_BACKEND=milvus is not available in this version; use pgvector")
     try:
         from service.pgstores import open_postgres_backend
+
+        if engine == "milvus":
+            from service.milvus_backend import open_milvus_backend
     except ImportError as exc:
         raise BackendUnavailable(
             f"the PostgreSQL backend is not installed ({exc}); FACEREC_DATABASE_URL={settings.database_display} "
-            "needs it. Unset FACEREC_DATABASE_URL to use the embedded gallery"
+            f"with {engine} search needs it. Unset FACEREC_DATABASE_URL to use the embedded gallery"
         ) from exc
-    pg = open_postgres_backend(settings)
+    pg = open_milvus_backend(settings) if engine == "milvus" else open_postgres_backend(settings)
     log.info("backend: PostgreSQL %s with %s search", pg.location, engine)
     limiter = pg.rate_limiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     return Backend(pg.keys, pg.audit, pg.gallery, ratelimit=limiter)

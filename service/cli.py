@@ -25,6 +25,7 @@ from service.commands import reindex as reindex_cmd
 from service.commands import serve as serve_cmd
 from service.commands import subjects as subjects_cmd
 from service.commands import train as train_cmd
+from service.commands import vector_index as vector_index_cmd
 from service.commands import video as video_cmd
 from service.commands import weights as weights_cmd
 
@@ -46,6 +47,7 @@ app.add_typer(video_cmd.events_app, name="events")
 app.command("calibrate")(calibrate_cmd.calibrate)
 app.add_typer(photos_cmd.app, name="photos")
 app.add_typer(gallery_cmd.app, name="gallery")
+vector_index_cmd.register(gallery_cmd.app)
 app.add_typer(db_cmd.app, name="db")
 
 

@@ -79,6 +79,28 @@ class Settings(BaseSettings):
         default=True,
         description="Store each enrolled face's aligned 160x160 crop (needed by `facerec reindex`).",
     )
+    milvus_uri: str | None = Field(
+        default=None,
+        description=(
+            "Milvus endpoint for FACEREC_VECTOR_BACKEND=milvus: http://host:19530 (a server) or a local file "
+            "path ending in .db (milvus-lite, one process). PostgreSQL stays the truth; Milvus is its index."
+        ),
+    )
+    milvus_token: str | None = Field(
+        default=None, repr=False, description="Milvus token (user:password or an API key); a secret, never logged."
+    )
+    milvus_index: str = Field(
+        default="HNSW",
+        description="Milvus index type of new collections: HNSW, HNSW_SQ, IVF_SQ8, DISKANN, FLAT (docs/MILVUS.md).",
+    )
+    milvus_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="Longest a Milvus call may take before the request answers 503, seconds."
+    )
+    milvus_reconcile_interval_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        description="How often a replica compares Milvus with PostgreSQL and repairs differences, seconds; 0 = off.",
+    )
     threshold: float | None = Field(
         default=None, ge=0.0, le=2.0, description="L2 match threshold; default: the model's card."
     )

@@ -33,6 +33,7 @@ from service.gallery import (
     StorageUnavailable,
     SubjectNotFound,
 )
+from service.gallery.errors import VectorIndexUnavailable
 
 log = logging.getLogger("facerec.service")
 
@@ -92,6 +93,7 @@ DOMAIN_ERRORS: list[tuple[type[FaceRecError], int]] = [
     (InvalidCursor, 422),
     (GalleryLocked, 503),
     (StorageFull, 507),
+    (VectorIndexUnavailable, 503),
     (StorageUnavailable, 503),
 ]
 
@@ -114,8 +116,9 @@ STATUS_MEANING = {
     415: "Body neither multipart/form-data nor JSON",
     422: "Invalid input",
     429: "Too many requests waiting for the model",
-    503: "The model is still loading, another process holds the gallery, or the gallery's storage refuses "
-    "writes: read-only or I/O error (nothing was stored, reads still work)",
+    503: "The model is still loading, another process holds the gallery, the gallery's storage refuses "
+    "writes: read-only or I/O error (nothing was stored, reads still work), or the vector engine is unreachable "
+    "(identify and enrolment wait for it; erasure still works)",
     507: "The gallery's storage is full: nothing was stored; reads still work",
 }
 """What each documented status means; the codes it carries are added from the error classes."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.milvusfixtures import milvus_lite_uri, milvus_server  # noqa: F401  (real Milvus: see milvusfixtures)
 from tests.pgfixtures import pg_cluster, pg_new_db, pg_url  # noqa: F401  (a real PostgreSQL: see pgfixtures)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

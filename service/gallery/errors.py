@@ -92,3 +92,10 @@ class StorageUnavailable(StorageError):
     """The storage refuses writes: read-only database or file system, permission or I/O error."""
 
     code = "storage_unavailable"
+
+
+class VectorIndexUnavailable(StorageUnavailable):
+    """The vector engine (Milvus) cannot be reached or refused the call: searches cannot be answered and
+    enrolments are not acknowledged (nothing searchable was added). Service resumes by itself when it is back."""
+
+    code = "vector_index_unavailable"

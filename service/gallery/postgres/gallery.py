@@ -79,6 +79,11 @@ class PostgresGallery:
             row = conn.execute("SELECT value FROM meta WHERE key = 'gallery_uuid'").fetchone()
         self.gallery_uuid = str(row[0]) if row else ""
 
+    def _ensure_vector_index(self, conn: psycopg.Connection[Any], model_id: str) -> None:
+        """Make the vector index of ``model_id`` exist before faces of it are written (the seam a vector engine
+        outside PostgreSQL overrides: Milvus makes its collections itself)."""
+        vectors.ensure_index(conn, model_id, self.options)
+
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection; database failures become StorageUnavailable / StorageFull."""
@@ -163,7 +168,7 @@ class PostgresGallery:
         now = time.time()
         with self._conn() as conn:
             for model_id in sorted({f.model_id for _, f, _, _ in prepared}):
-                vectors.ensure_index(conn, model_id, self.options)
+                self._ensure_vector_index(conn, model_id)
             with conn.transaction(), conn.cursor() as cur:
                 # FOR SHARE: a concurrent delete of these subjects waits for this transaction (then cascades)
                 wanted = sorted({sid for sid, _, _, _ in prepared})
@@ -312,7 +317,7 @@ class PostgresGallery:
         if not len(vecs):
             return 0
         with self._conn() as conn:
-            vectors.ensure_index(conn, model_id, self.options)  # the switch fills it; build it empty now
+            self._ensure_vector_index(conn, model_id)  # the switch fills it; build it empty now
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(
                     "INSERT INTO face_embeddings (face_id, model_id, embedding, created_at) "
@@ -328,7 +333,7 @@ class PostgresGallery:
         """Make ``model_id`` every face's model from the staged embeddings, in one transaction that blocks writes
         to ``faces`` (not reads: searches keep answering from the old model until it commits)."""
         with self._conn() as conn:
-            vectors.ensure_index(conn, model_id, self.options)
+            self._ensure_vector_index(conn, model_id)
             with conn.transaction():
                 conn.execute("LOCK TABLE faces IN SHARE ROW EXCLUSIVE MODE")
                 counts = self._reindex_counts(conn, model_id)

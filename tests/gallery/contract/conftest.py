@@ -75,9 +75,49 @@ POSTGRES = ContractBackend(
     open=_open_postgres,  # a second one on the same database is another replica: it may stage while one serves
 )
 
+
+@dataclass(frozen=True)
+class _MilvusStorage:
+    database_url: str
+    milvus_uri: str
+
+
+def _milvus_storage(server: bool) -> Callable[[Path], AbstractContextManager[_MilvusStorage]]:
+    @contextlib.contextmanager
+    def storage(tmp_path: Path) -> Iterator[_MilvusStorage]:
+        from tests.milvusfixtures import shared_server
+
+        uri = shared_server().uri if server else str(tmp_path / "milvus.db")
+        with fresh_database() as url:  # a fresh gallery uuid: its own collections on a shared server
+            yield _MilvusStorage(url, uri)
+
+    return storage
+
+
+def _open_milvus(handle: _MilvusStorage) -> Gallery:
+    from service.gallery.milvus import MilvusOptions, open_milvus
+
+    return open_milvus(
+        handle.database_url, MilvusOptions(uri=handle.milvus_uri, timeout_s=10), sync_interval_s=0
+    ).gallery
+
+
+def _milvus_stager(handle: _MilvusStorage) -> Stager:
+    """Staging touches PostgreSQL only: a plain PostgreSQL gallery on the same database (milvus-lite allows one
+    client per file)."""
+    from service.gallery.postgres import open_database
+
+    return open_database(handle.database_url).gallery
+
+
+MILVUS_LITE = ContractBackend(storage=_milvus_storage(False), open=_open_milvus, open_stager=_milvus_stager)
+MILVUS_SERVER = ContractBackend(storage=_milvus_storage(True), open=_open_milvus, open_stager=_milvus_stager)
+
 BACKENDS: list[Any] = [
     pytest.param(EMBEDDED, id="embedded"),
     pytest.param(POSTGRES, id="postgres"),
+    pytest.param(MILVUS_LITE, id="milvus-lite"),
+    pytest.param(MILVUS_SERVER, id="milvus-server"),
 ]
 """Every backend the contract runs against; the embedded one first."""
 

@@ -1,0 +1,126 @@
+"""A local Milvus 2.3 standalone server for tests and benchmarks: the ``milvus`` PyPI package's ``milvus-server``
+(etcd, rocksmq and every Milvus component in one process, no Docker), on a temporary data dir.
+
+``milvus-server`` ignores SIGTERM: it is stopped with SIGINT (SIGKILL after a grace period). Its etcd listens on
+fixed ports (2379/2380), so one server per machine: :func:`running_server` holds ``/tmp/facerec-milvus-test.lock``
+while its server runs (a second caller waits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK = "/tmp/facerec-milvus-test.lock"
+SESSION_TTL = "common.session.ttl=5"
+"""After a SIGKILL the restarted server waits for its old etcd session to expire before its query node serves
+(30 s by default); 5 s keeps the fault tests short."""
+
+
+def _free_port(first: int = 29530) -> int:
+    """A free port below Linux's ephemeral range (32768+): a client retrying a port in that range while the
+    server is down can be handed that very port as its source and connect to itself, keeping the port busy."""
+    for port in range(first, first + 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for milvus-server")
+
+
+class MilvusServer:
+    """A ``milvus-server`` process on a temporary data dir; :meth:`kill` / :meth:`start` for fault tests."""
+
+    def __init__(self, data: Path, port: int, extra: tuple[str, ...] = ()) -> None:
+        self.data = data
+        self.port = port
+        self.extra = extra
+        """More ``key=value`` settings of milvus.yaml (``--extra-config``)."""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        exe = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
+        log = open(self.data.parent / "milvus-server.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                *("--data", str(self.data), "--proxy-port", str(self.port), "--extra-config", SESSION_TTL),
+                *(a for kv in self.extra for a in ("--extra-config", kv)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        from pymilvus import MilvusClient
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"milvus-server exited with {self.proc.returncode}; see {log.name}")
+            try:
+                client = MilvusClient(uri=self.uri, timeout=2)
+                client.list_collections()
+                client.close()
+                return
+            except Exception:
+                time.sleep(0.5)
+        tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
+        for f in sorted((self.data / "logs").glob("*.log")):
+            errors = [ln[:300] for ln in f.read_text(errors="replace").splitlines() if "ERROR" in ln]
+            tail += [f.name, *errors[-6:]]
+        raise RuntimeError(f"milvus-server did not answer within {timeout_s:.0f} s; its log ends:\n" + "\n".join(tail))
+
+    def stop(self, sig: int = signal.SIGINT, grace_s: float = 30.0) -> None:
+        """SIGINT (a clean stop) or SIGKILL (a crash), then wait."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to its process group): unreachable, as in a network partition."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def running_server(extra: tuple[str, ...] = ()) -> Iterator[MilvusServer]:
+    """A started server on a fresh temporary data dir, stopped and removed on exit."""
+    with open(LOCK, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root = Path(tempfile.mkdtemp(prefix="facerec-milvus-test-"))
+        server = MilvusServer(root / "data", _free_port(), extra)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)

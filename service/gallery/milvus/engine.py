@@ -1,0 +1,356 @@
+"""Milvus as the vector index of a PostgreSQL gallery: one collection per (gallery, model id), the PostgreSQL face id
+as primary key, upserts only (Milvus does not reject a duplicate primary key on insert; upsert replaces).
+
+Collection ``facerec_<gallery uuid[:16]>_<sha1(model id)[:16]>``: ``id`` INT64 primary key (the face id),
+``scope`` INT64 partition key (0 today; ready for scoped galleries), ``embedding`` FLOAT_VECTOR of the model's
+dimension (fixed per collection), metric L2. Milvus's "L2" distance is the *squared* L2 distance; the gallery
+recomputes exact distances from PostgreSQL anyway.
+
+Consistency: a write returns Milvus's hybrid timestamp of the mutation; a search passes the newest such timestamp
+any replica recorded (``guarantee_timestamp``, level ``Customized``) so that it sees every acknowledged write,
+without paying Strong's wait for the next time tick on every search (measured in docs/MILVUS.md). Every failure
+to reach Milvus (down, timeout, not loaded) is :class:`VectorIndexUnavailable`; the client reconnects on the next
+call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.gallery.errors import VectorIndexUnavailable
+
+log = logging.getLogger("facerec.gallery.milvus")
+
+INDEX_PARAMS: dict[str, dict[str, Any]] = {
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "HNSW_SQ": {"M": 16, "efConstruction": 200, "sq_type": "SQ8"},
+    "IVF_SQ8": {"nlist": 1024},
+    "IVF_FLAT": {"nlist": 1024},
+    "DISKANN": {},
+    "FLAT": {},
+    "AUTOINDEX": {},
+}
+"""Build parameters per index type (the sizing table in docs/MILVUS.md measured these)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MilvusOptions:
+    """Where Milvus is and how collections are made and searched."""
+
+    uri: str
+    token: str | None = None
+    index_type: str = "HNSW"
+    timeout_s: float = 5.0
+    ef: int = 128
+    """HNSW candidate list at search time (raised to the faces fetched); ``nprobe`` for IVF indexes / 8."""
+    num_partitions: int = 16
+    """Partitions the ``scope`` partition key hashes into."""
+    retry_after_s: float = 1.0
+    """After a failure, calls fail at once for this long (no queue of requests each waiting ``timeout_s``);
+    the gallery's sync thread probes Milvus every second and clears it as soon as Milvus answers."""
+
+    @property
+    def lite(self) -> bool:
+        """milvus-lite: a local ``.db`` file, opened by this process only."""
+        return "://" not in self.uri
+
+
+def collection_name(gallery_uuid: str, model_id: str) -> str:
+    """The collection of one gallery's faces of ``model_id``."""
+    return f"facerec_{gallery_uuid[:16]}_{hashlib.sha1(model_id.encode()).hexdigest()[:16]}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+class MilvusEngine:
+    """A thread-safe Milvus client for one gallery; every method raises :class:`VectorIndexUnavailable` when
+    Milvus cannot answer. The connection is made on first use and again after a failure."""
+
+    def __init__(self, options: MilvusOptions, gallery_uuid: str) -> None:
+        self.options = options
+        self.gallery_uuid = gallery_uuid
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._ready: set[str] = set()
+        self._down_until = 0.0
+        self._down_why = ""
+
+    # ------------------------------------------------------------------ plumbing
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from pymilvus import MilvusClient
+
+                self._client = MilvusClient(
+                    uri=self.options.uri, token=self.options.token or "", timeout=self.options.timeout_s
+                )
+            return self._client
+
+    def _call(self, what: str, fn: Any, *args: Any, probing: bool = False, **kwargs: Any) -> Any:
+        """``fn(client, ...)``; any failure -> VectorIndexUnavailable (and a fresh connection next time)."""
+        if not probing:
+            self.check_up()
+        try:
+            client = self._connect()
+            result = fn(client, *args, **kwargs)
+        except VectorIndexUnavailable:
+            raise
+        except Exception as e:
+            log.warning("Milvus %s failed: %s: %s", what, type(e).__name__, _reason(e))
+            self._drop_client()
+            self._down_why = f"{what}: {_reason(e)}"
+            self._down_until = time.monotonic() + self.options.retry_after_s
+            raise self._unavailable() from e
+        self._down_until = 0.0
+        return result
+
+    def _unavailable(self) -> VectorIndexUnavailable:
+        return VectorIndexUnavailable(
+            f"the vector index (Milvus at {self.where}) is unavailable ({self._down_why}); "
+            "nothing was acknowledged. Retry shortly"
+        )
+
+    def check_up(self) -> None:
+        """Raise VectorIndexUnavailable at once while the last failure is recent (see ``retry_after_s``)."""
+        if self._down_until and time.monotonic() < self._down_until:
+            raise self._unavailable()
+
+    def probe(self) -> bool:
+        """After a failure, ask Milvus whether it is back (clears the fast-fail window); True when it answers."""
+        if not self._down_until:
+            return True
+        try:
+            self._call("ping", lambda c: c.list_collections(timeout=self.options.timeout_s), probing=True)
+        except VectorIndexUnavailable:
+            return False
+        return True
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._ready.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a broken client
+                client.close()
+
+    @property
+    def where(self) -> str:
+        """The endpoint without credentials (a milvus-lite file: its name)."""
+        uri = self.options.uri
+        return uri.rsplit("@", 1)[-1] if "://" in uri else uri.rsplit("/", 1)[-1]
+
+    def close(self) -> None:
+        self._drop_client()
+
+    # ------------------------------------------------------------------ collections
+    def name(self, model_id: str) -> str:
+        return collection_name(self.gallery_uuid, model_id)
+
+    def ensure_collection(self, model_id: str, dim: int) -> str:
+        """Create (and load) the collection of ``model_id`` unless it exists; returns its name."""
+        name = self.name(model_id)
+        if name in self._ready:
+            return name
+
+        def make(client: Any) -> None:
+            if not client.has_collection(name):
+                from pymilvus import DataType, MilvusClient
+
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=model_id)
+                schema.add_field("id", DataType.INT64, is_primary=True)
+                schema.add_field("scope", DataType.INT64, is_partition_key=True)
+                schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=int(dim))
+                index = client.prepare_index_params()
+                kind = self.options.index_type.upper()
+                index.add_index(
+                    field_name="embedding", index_type=kind, metric_type="L2", params=dict(INDEX_PARAMS.get(kind, {}))
+                )
+                try:
+                    client.create_collection(
+                        name,
+                        schema=schema,
+                        index_params=index,
+                        consistency_level="Bounded",
+                        num_partitions=self.options.num_partitions,
+                    )
+                except Exception:
+                    if not client.has_collection(name):  # another replica made it meanwhile: fine
+                        raise
+            client.load_collection(name)
+
+        self._call("create collection", make)
+        self._ready.add(name)
+        return name
+
+    def collections(self) -> dict[str, str]:
+        """This gallery's collections: name -> model id (from the collection description)."""
+
+        def listing(client: Any) -> dict[str, str]:
+            prefix = f"facerec_{self.gallery_uuid[:16]}_"
+            out: dict[str, str] = {}
+            for name in client.list_collections():
+                if name.startswith(prefix):
+                    out[name] = str(client.describe_collection(name).get("description", ""))
+            return out
+
+        result: dict[str, str] = self._call("list collections", listing)
+        return result
+
+    def drop(self, model_id: str) -> None:
+        """Drop the collection of ``model_id`` (rebuild)."""
+        name = self.name(model_id)
+        self._ready.discard(name)
+        self._call("drop collection", lambda c: c.drop_collection(name) if c.has_collection(name) else None)
+
+    def drop_name(self, name: str) -> None:
+        self._ready.discard(name)
+        self._call("drop collection", lambda c: c.drop_collection(name))
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
+        """Insert or replace faces ``ids`` with ``vectors`` (n, dim); returns the mutation's hybrid timestamp."""
+        if not len(ids):
+            return 0
+        name = self.ensure_collection(model_id, int(vectors.shape[1]))
+        rows = [
+            {"id": int(i), "scope": int(scope), "embedding": v.tolist()}
+            for i, v in zip(ids, np.asarray(vectors, np.float32), strict=True)
+        ]
+        return int(self._call("upsert", self._mutate, "upsert", name, rows))
+
+    def delete(self, model_id: str, ids: Sequence[int]) -> int:
+        """Delete faces ``ids`` from the collection of ``model_id`` (absent ids are fine); returns the hybrid
+        timestamp of the deletion (0 when the collection does not exist)."""
+        if not len(ids):
+            return 0
+        name = self.name(model_id)
+
+        def run(client: Any) -> int:
+            if name not in self._ready and not client.has_collection(name):
+                return 0
+            return int(self._mutate(client, "delete", name, [int(i) for i in ids]))
+
+        return int(self._call("delete", run))
+
+    def _mutate(self, client: Any, op: str, name: str, payload: Any) -> int:
+        """Run an upsert / delete through the client's handler to get the mutation's timestamp (the high-level
+        client drops it); milvus-lite's consistency is immediate, its timestamps are not needed."""
+        timeout = self.options.timeout_s
+        if self.options.lite:
+            if op == "upsert":
+                client.upsert(name, payload, timeout=timeout)
+            else:
+                client.delete(name, ids=payload, timeout=timeout)
+            return 0
+        conn = client._get_connection()  # pymilvus' gRPC handler: returns MutationResult with .timestamp
+        context = client._generate_call_context()
+        if op == "upsert":
+            result = conn.upsert_rows(name, payload, timeout=timeout, context=context)
+        else:
+            result = conn.delete(name, f"id in {list(payload)}", timeout=timeout, context=context)
+        return int(getattr(result, "timestamp", 0) or 0)
+
+    # ------------------------------------------------------------------ reads
+    def search(
+        self, model_id: str, probes: npt.NDArray[np.float32], k: int, *, guarantee_ts: int = 0
+    ) -> list[list[tuple[int, float]]]:
+        """Per probe, up to ``k`` ``(face id, squared L2)`` nearest first. ``guarantee_ts``: see every write up
+        to this hybrid timestamp (0: Milvus's Bounded staleness). A missing collection gives empty lists."""
+        name = self.name(model_id)
+        k = int(min(max(k, 1), 16384))
+        kind = self.options.index_type.upper()
+        params: dict[str, Any] = {"metric_type": "L2", "params": {}}
+        if kind.startswith("HNSW"):
+            params["params"]["ef"] = int(min(max(self.options.ef, k), 32768))
+        elif kind.startswith("IVF"):
+            params["params"]["nprobe"] = max(1, self.options.ef // 8)
+        elif kind == "DISKANN":
+            params["params"]["search_list"] = int(min(max(self.options.ef, k), 65535))
+        extra: dict[str, Any] = {}
+        if not self.options.lite:
+            if guarantee_ts > 0:
+                extra = {"consistency_level": "Customized", "guarantee_timestamp": int(guarantee_ts)}
+            else:
+                extra = {"consistency_level": "Bounded"}
+
+        def run(client: Any) -> Any:
+            if name not in self._ready and not client.has_collection(name):
+                return None
+            return client.search(
+                name,
+                data=[v.tolist() for v in np.asarray(probes, np.float32)],
+                limit=k,
+                output_fields=["id"],
+                search_params=params,
+                timeout=self.options.timeout_s,
+                **extra,
+            )
+
+        res = self._call("search", run)
+        if res is None:
+            return [[] for _ in range(len(probes))]
+        return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
+
+    def iter_ids(self, model_id: str, batch: int = 10_000) -> Iterator[list[int]]:
+        """Every primary key in the collection of ``model_id``, in batches (reconcile). Strong consistency."""
+        name = self.name(model_id)
+        yield from self.iter_ids_of(name, batch)
+
+    def iter_ids_of(self, name: str, batch: int = 10_000) -> Iterator[list[int]]:
+        def start(client: Any) -> Any:
+            if not client.has_collection(name):
+                return None
+            # The iterator reads at a client-side timestamp without waiting (a 2.3 server has no mvccTs): one
+            # Strong query first makes the query nodes catch up with every write before now.
+            client.query(name, filter="id < 0", output_fields=["id"], consistency_level="Strong")
+            return client.query_iterator(
+                name, batch_size=batch, filter="id >= 0", output_fields=["id"], consistency_level="Strong"
+            )
+
+        it = self._call("query", start)
+        if it is None:
+            return
+        try:
+            while True:
+                rows = self._call("query", lambda _c: it.next())
+                if not rows:
+                    break
+                yield [int(r["id"]) for r in rows]
+        finally:
+            with contextlib.suppress(Exception):  # an iterator of a lost connection
+                it.close()
+
+    def get_vectors(self, model_id: str, ids: Sequence[int]) -> dict[int, npt.NDArray[np.float32]]:
+        """The stored vectors of ``ids`` (reconcile's stale-vector check), Strong consistency."""
+        name = self.name(model_id)
+        if not len(ids):
+            return {}
+
+        def run(client: Any) -> Any:
+            return client.query(
+                name,
+                filter=f"id in {[int(i) for i in ids]}",
+                output_fields=["id", "embedding"],
+                consistency_level="Strong",
+                timeout=self.options.timeout_s,
+            )
+
+        rows = self._call("query", run)
+        return {int(r["id"]): np.asarray(r["embedding"], np.float32) for r in rows}
+
+    def ping(self) -> None:
+        """Raise VectorIndexUnavailable unless Milvus answers."""
+        self._call("ping", lambda c: c.list_collections(timeout=self.options.timeout_s), probing=True)

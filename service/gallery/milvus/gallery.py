@@ -1,0 +1,221 @@
+"""``MilvusGallery``: the PostgreSQL gallery (the truth: subjects, faces, embeddings, crops, staging) with Milvus
+as its vector index instead of pgvector. Implements :class:`service.gallery.base.Gallery` with the guarantees of
+:class:`PostgresGallery` unchanged:
+
+- Enrolment commits the faces and their outbox rows in one PostgreSQL transaction, then drains the outbox into
+  Milvus before returning. If Milvus cannot take them, the faces are deleted again and the call raises
+  :class:`VectorIndexUnavailable` (503): nothing is acknowledged that a search could miss. A crash between the
+  two stores leaves the outbox row, applied by the next drain of any replica (each replica drains every second).
+- Search asks Milvus for candidates with the newest write timestamp any replica recorded (read-your-writes across
+  replicas), adds the faces still pending in the outbox (searched exactly in PostgreSQL: a face committed but not
+  yet in Milvus is found too), and keeps only faces that PostgreSQL holds with this model, with their exact
+  distances from PostgreSQL's embeddings. So an erased face is never returned, even while Milvus still holds its
+  vector (delete lag, compaction), and an orphan or stale-model vector never is.
+- Erasure commits in PostgreSQL (then drains, best effort): it works while Milvus is down.
+
+Conventions: embeddings are float32 unit vectors; distances are L2 in [0, 2]; similarity is ``1 - d**2 / 2``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from service.gallery.errors import ModelMismatch, VectorIndexUnavailable
+from service.gallery.milvus import outbox
+from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
+from service.gallery.milvus.reconcile import reconcile_if_free
+from service.gallery.postgres import vectors
+from service.gallery.postgres.gallery import PostgresGallery
+from service.gallery.postgres.vectors import VectorOptions, group_subjects
+from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
+from service.gallery.validation import unit_vectors
+
+log = logging.getLogger("facerec.gallery.milvus")
+
+_CANDIDATES = (
+    "SELECT f.id, s.id, s.name, f.embedding FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
+    "WHERE f.id = ANY(%(ids)s) AND f.model_id = %(m)s "
+    "UNION ALL "
+    "SELECT f.id, s.id, s.name, f.embedding FROM vector_outbox o JOIN faces f ON f.id = o.face_id "
+    "JOIN subjects s ON s.pk = f.subject_pk WHERE o.model_id = %(m)s AND f.model_id = %(m)s"
+)
+"""The faces Milvus proposed that PostgreSQL still holds with this model, plus every face of this model still
+pending in the outbox, with their embeddings (one statement: one snapshot)."""
+
+
+class MilvusGallery(PostgresGallery):
+    """The gallery of one PostgreSQL database, searched through Milvus (open with :func:`.backend.open_milvus`).
+
+    ``sync_interval_s``: how often a background thread drains outbox rows left by a crashed writer and checks
+    that Milvus is back; ``reconcile_interval_s``: how often it reconciles (0 = never; one replica at a time)."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        milvus: MilvusOptions,
+        *,
+        options: VectorOptions | None = None,
+        sync_interval_s: float = 1.0,
+        reconcile_interval_s: float = 0.0,
+    ) -> None:
+        super().__init__(pool, options=options)
+        self.engine = MilvusEngine(milvus, self.gallery_uuid)
+        with self._conn() as conn:
+            outbox.install(conn)
+        self._stop = threading.Event()
+        self._reconcile_every = reconcile_interval_s
+        self._thread: threading.Thread | None = None
+        if sync_interval_s > 0:
+            self._thread = threading.Thread(
+                target=self._sync_loop, args=(sync_interval_s,), name="facerec-milvus-sync", daemon=True
+            )
+            self._thread.start()
+
+    def _ensure_vector_index(self, conn: psycopg.Connection[Any], model_id: str) -> None:
+        """No pgvector index: Milvus makes the model's collection on its first upsert."""
+
+    # ================================================================== outbox
+    def drain(self) -> outbox.DrainResult:
+        """Apply every pending outbox row to Milvus (VectorIndexUnavailable if it cannot)."""
+        with self._conn() as conn:
+            return outbox.drain(conn, self.engine)
+
+    def _drain_quietly(self, why: str) -> None:
+        try:
+            self.drain()
+        except VectorIndexUnavailable as e:
+            log.warning("%s is committed in PostgreSQL; Milvus will get it when it is back (%s)", why, e)
+
+    def pending(self) -> int:
+        """Outbox rows not yet in Milvus."""
+        with self._conn() as conn:
+            return outbox.pending(conn)
+
+    # ================================================================== writes
+    def add_faces_many(self, batch: Mapping[str, Sequence[NewFace]]) -> list[FaceRecord]:
+        self.engine.check_up()  # Milvus known down: refuse before writing anything
+        records = super().add_faces_many(batch)
+        if not records:
+            return records
+        try:
+            self.drain()
+        except VectorIndexUnavailable:
+            ids = [r.id for r in records]
+            with self._conn() as conn:
+                conn.execute("DELETE FROM faces WHERE id = ANY(%s)", (ids,))  # outbox rows: drained as deletes
+            log.warning("enrolment of %d face(s) withdrawn: Milvus could not index them", len(ids))
+            raise
+        return records
+
+    def delete_face(self, face_id: int) -> None:
+        super().delete_face(face_id)
+        self._drain_quietly(f"the erasure of face {face_id}")
+
+    def delete_subject(self, subject_id: str) -> int:
+        n = super().delete_subject(subject_id)
+        self._drain_quietly(f"the erasure of subject {subject_id}")
+        return n
+
+    def switch_model(self, model_id: str) -> int:
+        n = super().switch_model(model_id)
+        self._drain_quietly(f"the switch of {n} faces to {model_id}")
+        return n
+
+    # ================================================================== search
+    def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        q = unit_vectors(probes, "probe")
+        with self._conn() as conn:
+            by_model = vectors.models_with_faces(conn)
+            ts = outbox.write_ts(conn, model_id)
+        live = by_model.get(model_id, 0)
+        if live == 0:
+            if by_model:
+                present = tuple(sorted(by_model))
+                raise ModelMismatch(
+                    f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
+                    requested=model_id,
+                    present=present,
+                )
+            return [[] for _ in range(len(q))]
+        if len(q) == 0:
+            return []
+        kf = min(live, max(top_k * self.options.overfetch, 16))
+        while True:
+            hits = self.engine.search(model_id, q, kf, guarantee_ts=ts)
+            rows = self._exact(q, model_id, hits, top_k)
+            if kf >= live or all(len(r) >= top_k for r in rows):
+                return rows
+            kf = min(live, kf * 4)
+
+    def _exact(
+        self, q: npt.NDArray[np.float32], model_id: str, hits: list[list[tuple[int, float]]], top_k: int
+    ) -> list[list[Candidate]]:
+        """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance."""
+        ids = sorted({fid for per_probe in hits for fid, _ in per_probe})
+        with self._conn() as conn:
+            found = conn.execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
+        if not found:
+            return [[] for _ in range(len(q))]
+        seen: dict[int, tuple[str, str, npt.NDArray[np.float32]]] = {}
+        for fid, sid, name, emb in found:
+            seen[int(fid)] = (str(sid), str(name), outbox._vec(emb))
+        fids = list(seen)
+        embs = np.stack([seen[f][2] for f in fids])
+        out: list[list[Candidate]] = []
+        for p in q:
+            d = np.linalg.norm(embs - p[None, :], axis=1)
+            order = sorted(range(len(fids)), key=lambda i: (float(d[i]), fids[i]))
+            faces = [(fids[i], seen[fids[i]][0], seen[fids[i]][1], float(d[i])) for i in order]
+            out.append(group_subjects(faces, top_k))
+        return out
+
+    # ================================================================== maintenance
+    def stats(self) -> GalleryStats:
+        base = super().stats()
+        kind = "milvus_" + self.engine.options.index_type.lower()
+        indexes = {
+            m: IndexInfo(kind=kind, live=info.live, hnsw=info.live, flat=0, tombstones=0, building=False)
+            for m, info in base.indexes.items()
+        }
+        return GalleryStats(
+            subjects=base.subjects,
+            faces=base.faces,
+            faces_by_model=base.faces_by_model,
+            indexes=indexes,
+            snapshots=base.snapshots,
+            last_change=base.last_change,
+        )
+
+    def _sync_loop(self, interval_s: float) -> None:
+        """Drain what crashed writers left and notice Milvus coming back; reconcile now and then."""
+        last_reconcile = time.monotonic()
+        while not self._stop.wait(interval_s):
+            try:
+                self.engine.probe()
+                if self.pending():
+                    self.drain()
+                if self._reconcile_every and time.monotonic() - last_reconcile >= self._reconcile_every:
+                    last_reconcile = time.monotonic()
+                    reconcile_if_free(self)
+            except Exception as e:
+                log.debug("Milvus sync pass failed: %s: %s", type(e).__name__, e)
+
+    def close(self) -> None:
+        """Stop the sync thread, close the Milvus client and the pool."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.engine.close()
+        super().close()

@@ -1,0 +1,42 @@
+"""Fixtures for real Milvus: a standalone Milvus 2.3 server (:mod:`service.devmilvus`) started once per test run,
+and a milvus-lite database file per test. Nothing is skipped: if Milvus cannot start, the tests that need it fail.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+
+import pytest
+
+from service.devmilvus import MilvusServer, running_server
+
+__all__ = ["MilvusServer", "milvus_lite_uri", "milvus_server", "shared_server"]
+
+_shared: list[MilvusServer] = []
+_shared_lock = threading.Lock()
+
+
+def shared_server() -> MilvusServer:
+    """The test run's server, started on first use (by the fixture or the contract suite's entry) and stopped
+    when the test process exits (one per machine: its etcd ports are fixed)."""
+    with _shared_lock:
+        if not _shared:
+            ctx = running_server()
+            server = ctx.__enter__()
+            atexit.register(ctx.__exit__, None, None, None)
+            _shared.append(server)
+        return _shared[0]
+
+
+@pytest.fixture(scope="session")
+def milvus_server() -> MilvusServer:
+    """The test run's Milvus 2.3 standalone server."""
+    return shared_server()
+
+
+@pytest.fixture
+def milvus_lite_uri(tmp_path: Path) -> str:
+    """A fresh milvus-lite database file."""
+    return str(tmp_path / "milvus.db")
