@@ -36,7 +36,6 @@ except ImportError:  # pragma: no cover
 pytestmark = pytest.mark.slow
 
 EXAMPLES = {GenerationMode.POSITIVE: 200, GenerationMode.NEGATIVE: 100}
-BUDGET_S = 60.0
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -115,7 +114,6 @@ def test_fuzz_every_operation_from_the_openapi_schema(
     for label, statuses in seen.items():
         print(f"  {label}: {dict(sorted(statuses.items()))}")
     assert not failures, "\n\n".join(failures)
-    assert took < BUDGET_S
 
 
 @pytest.mark.parametrize("cursor", ["zzz", "s", "\u00e9\U0001f600", "'; DROP TABLE subjects; --"])
