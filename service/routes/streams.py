@@ -13,6 +13,7 @@ from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
 from service.routes.docs import errors
+from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams, describe
 from service.streams.store import StreamNotFound
 
@@ -32,7 +33,7 @@ class StreamLimit(ServiceError):
 class StreamCreate(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"name": "front door", "url": "rtsp://door:secret@10.0.0.7:554/stream1", "fps": 5}]
+            "examples": [{"name": "front door", "url": "rtsp://door:secret@127.0.0.1:8554/stream1", "fps": 5}]
         }
     )
 
@@ -80,7 +81,16 @@ def stream_out(data: dict[str, Any]) -> StreamOut:
     return StreamOut.model_validate(data)
 
 
-@router.post("", status_code=201, response_model=StreamOut, summary="Watch a live stream", responses=errors(*AUTH, 422))
+@router.post(
+    "",
+    status_code=201,
+    response_model=StreamOut,
+    summary="Watch a live stream",
+    responses={
+        **errors(*AUTH, 422),
+        409: {"model": ErrorResponse, "description": "`FACEREC_STREAMS_MAX` streams run already (`too_many_streams`)."},
+    },
+)
 async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> StreamOut:
     """Stored (it survives a restart) and started at once; reconnects by itself. Every person tracked on it gives
     one event (``GET /v1/events?source=stream:<id>``)."""
