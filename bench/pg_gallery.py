@@ -48,11 +48,19 @@ from service.gallery.postgres import vectors as pgvec
 
 DEFAULTS = VectorOptions()
 SERVER_SETTINGS = ("shared_buffers=1GB", "maintenance_work_mem=1GB", "max_parallel_maintenance_workers=1")
+"""Server settings (``-c``) of the script's PostgreSQL; ``--set name=value`` adds or overrides one (e.g. a larger
+``maintenance_work_mem`` so that a 1M-face HNSW graph is built in memory)."""
 
 
-def _cluster() -> DevCluster:
+def _settings(overrides: list[str]) -> tuple[str, ...]:
+    merged = {s.split("=", 1)[0]: s for s in SERVER_SETTINGS}
+    merged.update({s.split("=", 1)[0]: s for s in overrides})
+    return tuple(merged.values())
+
+
+def _cluster(overrides: list[str] | None = None) -> DevCluster:
     root = Path(tempfile.mkdtemp(prefix="facerec-pg-bench-"))
-    cluster = DevCluster(root, settings=SERVER_SETTINGS)
+    cluster = DevCluster(root, settings=_settings(overrides or []))
     cluster.start()
     return cluster
 
@@ -99,8 +107,13 @@ def _recall(g: Any, probes: npt.NDArray[np.float32], exact_faces: npt.NDArray[np
 
 
 def search(args: argparse.Namespace) -> None:
-    cluster = _cluster()
-    results: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "cpu_count": os.cpu_count(), "sizes": []}
+    cluster = _cluster(args.set)
+    results: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "cpu_count": os.cpu_count(),
+        "server_settings": list(_settings(args.set)),
+        "sizes": [],
+    }
     try:
         for n in args.sizes:
             print(f"== {n:,} faces ==", flush=True)
@@ -123,6 +136,9 @@ def search(args: argparse.Namespace) -> None:
             with backend.pool.connection() as conn:
                 pgvec.ensure_index(conn, MODEL, opts)
             out["hnsw_build_s"] = time.perf_counter() - t
+            with backend.pool.connection() as conn:
+                size = conn.execute("SELECT pg_relation_size(%s)", (pgvec.index_name(MODEL),)).fetchone()
+            out["hnsw_index_mb"] = int(size[0]) / 2**20 if size else None
             print(f"  HNSW build: {out['hnsw_build_s']:.1f} s", flush=True)
             sweep: dict[str, Any] = {}
             for ef in args.ef_sweep:
@@ -136,8 +152,8 @@ def search(args: argparse.Namespace) -> None:
                 g.close()
             out["ef_sweep"] = sweep
             exact_g = open_database(url, vectors=VectorOptions(exact_below=2**62)).gallery
-            out["exact_scan"] = _latency(exact_g, probes[: min(100, args.latency_probes)])
-            out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[:200], exact[:200])
+            out["exact_scan"] = _latency(exact_g, probes[: min(args.exact_probes, args.latency_probes)])
+            out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[: args.exact_probes], exact[: args.exact_probes])
             print(f"  exact scan: {out['exact_scan']}", flush=True)
             exact_g.close()
             backend.close()
@@ -284,6 +300,8 @@ def main() -> None:
     s.add_argument("--ef-construction", type=int, default=DEFAULTS.ef_construction)
     s.add_argument("--ef-sweep", type=lambda v: [int(x) for x in v.split(",")], default=[40, 64, 100, 200])
     s.add_argument("--exact-below", type=int, default=DEFAULTS.exact_below)
+    s.add_argument("--exact-probes", type=int, default=100, help="probes timed (and checked) by the exact scan")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a PostgreSQL server setting")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="reports/pg-search.json")
     e = sub.add_parser("enrol")
