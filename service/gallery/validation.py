@@ -6,14 +6,14 @@ Embeddings are float32 (128,) unit vectors; a vector whose L2 norm is off 1 by m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
-from service.gallery.errors import InvalidEmbedding
+from service.gallery.errors import InvalidEmbedding, ReindexIncomplete
 from service.gallery.types import NewFace
 
 UNIT_TOLERANCE = 1e-2
@@ -54,3 +54,15 @@ def check_limit(name: str, value: int) -> None:
     """``ValueError`` unless ``value >= 1`` (``limit`` of a page, ``top_k`` of a search)."""
     if value < 1:
         raise ValueError(f"{name} must be >= 1")
+
+
+def require_staged(counts: Mapping[str, int], model_id: str) -> None:
+    """:class:`ReindexIncomplete` unless every face of another model has a staged embedding of ``model_id``
+    (``counts``: a backend's ``reindex_counts``, with ``todo`` and ``staged``)."""
+    missing = counts["todo"] - counts["staged"]
+    if missing:
+        raise ReindexIncomplete(
+            f"{missing} of {counts['todo']} faces have no embedding of model {model_id!r} yet; "
+            "run `facerec reindex` to finish",
+            missing=missing,
+        )

@@ -29,13 +29,14 @@ import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from service.gallery.errors import ModelMismatch, VectorIndexUnavailable
+from service.gallery.errors import VectorIndexUnavailable
+from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
 from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres import vectors
 from service.gallery.postgres.gallery import PostgresGallery
-from service.gallery.postgres.vectors import VectorOptions, group_subjects
+from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
 from service.gallery.validation import unit_vectors
 
@@ -138,25 +139,14 @@ class MilvusGallery(PostgresGallery):
         with self._conn() as conn:
             by_model = vectors.models_with_faces(conn)
             ts = outbox.write_ts(conn, model_id)
-        live = by_model.get(model_id, 0)
-        if live == 0:
-            if by_model:
-                present = tuple(sorted(by_model))
-                raise ModelMismatch(
-                    f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
-                    requested=model_id,
-                    present=present,
-                )
-            return [[] for _ in range(len(q))]
-        if len(q) == 0:
-            return []
-        kf = min(live, max(top_k * self.options.overfetch, 16))
-        while True:
-            hits = self.engine.search(model_id, q, kf, guarantee_ts=ts)
-            rows = self._exact(q, model_id, hits, top_k)
-            if kf >= live or all(len(r) >= top_k for r in rows):
-                return rows
-            kf = min(live, kf * 4)
+        return nearest_subjects(
+            lambda k: self._exact(q, model_id, self.engine.search(model_id, q, k, guarantee_ts=ts), top_k),
+            faces_by_model=by_model,
+            model_id=model_id,
+            probes=len(q),
+            top_k=top_k,
+            overfetch=self.options.overfetch,
+        )
 
     def _exact(
         self, q: npt.NDArray[np.float32], model_id: str, hits: list[list[tuple[int, float]]], top_k: int

@@ -1,5 +1,5 @@
 """Vector search in PostgreSQL with pgvector: one partial HNSW index per model id, exact scans while a model is
-small, and the nearest-subject grouping of the embedded gallery.
+small (the grouping into subjects is :mod:`service.gallery.grouping`'s).
 
 Conventions: embeddings are float32 (128,) unit vectors; pgvector's ``<->`` is the L2 distance, in [0, 2];
 similarity is ``1 - d**2 / 2``.
@@ -26,7 +26,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from service.gallery.types import Candidate
+from service.gallery.grouping import FaceHit
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def nearest_faces(
     *,
     exact: bool,
     opts: VectorOptions,
-) -> list[list[tuple[int, str, str, float]]]:
+) -> list[list[FaceHit]]:
     """Per probe, up to ``k`` faces ``(face id, subject id, subject name, L2 distance)`` nearest first."""
     params = {"probes": [np.asarray(v, np.float32) for v in probes], "k": int(k)}
     query = _query(model_id, exact)
@@ -114,43 +114,7 @@ def nearest_faces(
         with conn.transaction():
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(min(k, 1000)))))
             rows = conn.execute(query, params).fetchall()
-    out: list[list[tuple[int, str, str, float]]] = [[] for _ in range(len(probes))]
+    out: list[list[FaceHit]] = [[] for _ in range(len(probes))]
     for i, fid, sid, name, d in rows:
         out[int(i) - 1].append((int(fid), str(sid), str(name), float(d)))
     return out
-
-
-def group_subjects(faces: list[tuple[int, str, str, float]], top_k: int) -> list[Candidate]:
-    """Up to ``top_k`` subjects from faces sorted by distance, each with its best (first) face."""
-    seen: set[str] = set()
-    out: list[Candidate] = []
-    for fid, sid, name, d in faces:
-        if sid in seen:
-            continue
-        seen.add(sid)
-        dist = float(min(max(d, 0.0), 2.0))
-        out.append(Candidate(sid, name, fid, dist, 1.0 - dist * dist / 2.0))
-        if len(out) == top_k:
-            break
-    return out
-
-
-def search_subjects(
-    conn: psycopg.Connection[Any],
-    probes: npt.NDArray[np.float32],
-    model_id: str,
-    top_k: int,
-    live: int,
-    opts: VectorOptions,
-) -> list[list[Candidate]]:
-    """Per probe, up to ``top_k`` subjects ranked by their best face distance among ``live`` faces of
-    ``model_id``: over-fetches faces, and grows the fetch until ``top_k`` subjects are found or every face was
-    seen (like the embedded gallery)."""
-    exact = live <= opts.exact_below
-    kf = min(live, max(top_k * opts.overfetch, 16))
-    while True:
-        faces = nearest_faces(conn, probes, model_id, kf, exact=exact, opts=opts)
-        rows = [group_subjects(f, top_k) for f in faces]
-        if kf >= live or all(len(r) >= top_k for r in rows):
-            return rows
-        kf = min(live, kf * 4)

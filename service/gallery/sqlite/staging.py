@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from service.gallery.errors import ReindexIncomplete
+from service.gallery.validation import require_staged
 
 
 def reindex_counts(conn: sqlite3.Connection, model_id: str) -> dict[str, int]:
@@ -65,14 +65,7 @@ def switch(conn: sqlite3.Connection, model_id: str) -> list[tuple[int, str]]:
     ``faces.embedding`` rewritten), log each old (face, model) in ``deletions`` (so the old model's index snapshot
     replays them as erased) and drop the staged rows. :class:`ReindexIncomplete` (the caller rolls back) if a
     face has no staged embedding. Returns the (face id, old model) pairs."""
-    counts = reindex_counts(conn, model_id)
-    missing = counts["todo"] - counts["staged"]
-    if missing:
-        raise ReindexIncomplete(
-            f"{missing} of {counts['todo']} faces have no embedding of model {model_id!r} yet; "
-            "run `facerec reindex` to finish",
-            missing=missing,
-        )
+    require_staged(reindex_counts(conn, model_id), model_id)
     old = [
         (int(r[0]), str(r[1]))
         for r in conn.execute("SELECT id, model_id FROM faces WHERE model_id != ? ORDER BY id", (model_id,))
