@@ -45,6 +45,7 @@ from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
 from service.gallery.postgres import PoolOptions, PostgresDatabase, VectorOptions, open_database
 from service.gallery.postgres import vectors as pgvec
+from service.gallery.postgres.vectors import HnswBuild
 
 DEFAULTS = VectorOptions()
 SERVER_SETTINGS = ("shared_buffers=1GB", "maintenance_work_mem=1GB", "max_parallel_maintenance_workers=1")
@@ -118,7 +119,8 @@ def search(args: argparse.Namespace) -> None:
         for n in args.sizes:
             print(f"== {n:,} faces ==", flush=True)
             url = cluster.create_database(f"bench_{n}")
-            opts = VectorOptions(hnsw_m=args.m, ef_construction=args.ef_construction, exact_below=args.exact_below)
+            build = HnswBuild(m=args.m, ef_construction=args.ef_construction)
+            opts = VectorOptions(build=build, exact_below=args.exact_below)
             backend = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
             syn = Synthetic(n, args.seed)
             out: dict[str, Any] = {
@@ -143,7 +145,7 @@ def search(args: argparse.Namespace) -> None:
             sweep: dict[str, Any] = {}
             for ef in args.ef_sweep:
                 g = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=VectorOptions(
-                    ef_search=ef, exact_below=args.exact_below, hnsw_m=args.m, ef_construction=args.ef_construction
+                    ef_search=ef, exact_below=args.exact_below, build=build
                 )).gallery  # fmt: skip
                 lat = _latency(g, probes[: args.latency_probes])
                 lat["recall_at_1"] = _recall(g, probes, exact)
@@ -296,8 +298,8 @@ def main() -> None:
     s.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[100_000])
     s.add_argument("--probes", type=int, default=1000)
     s.add_argument("--latency-probes", type=int, default=500)
-    s.add_argument("--m", type=int, default=DEFAULTS.hnsw_m)
-    s.add_argument("--ef-construction", type=int, default=DEFAULTS.ef_construction)
+    s.add_argument("--m", type=int, default=DEFAULTS.build.m)
+    s.add_argument("--ef-construction", type=int, default=DEFAULTS.build.ef_construction)
     s.add_argument("--ef-sweep", type=lambda v: [int(x) for x in v.split(",")], default=[40, 64, 100, 200])
     s.add_argument("--exact-below", type=int, default=DEFAULTS.exact_below)
     s.add_argument("--exact-probes", type=int, default=100, help="probes timed (and checked) by the exact scan")

@@ -30,10 +30,12 @@ class PoolOptions:
     """How long a request waits for a connection (server down: then 503)."""
     connect_timeout_s: int = 5
     """libpq ``connect_timeout`` of each new connection."""
-    reconnect_timeout_s: float = 2.0
-    """How long the pool retries a lost connection (backing off 1 s, 2 s, ...) before giving up on it; the next
-    request then starts a fresh attempt. Short, so that service resumes within about a second of the server
-    coming back instead of after a long back-off."""
+
+
+RECONNECT_TIMEOUT_S = 2.0
+"""How long the pool retries a lost connection (backing off 1 s, 2 s, ...) before giving up on it; the next request
+then starts a fresh attempt. Short, so that service resumes within about a second of the server coming back
+instead of after a long back-off."""
 
 
 def location(url: str) -> str:
@@ -114,7 +116,7 @@ def open_pool(
         configure=configure,
         check=ConnectionPool.check_connection,
         timeout=options.timeout_s,
-        reconnect_timeout=options.reconnect_timeout_s,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         name=name,
         open=False,
     )

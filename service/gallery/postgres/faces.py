@@ -110,12 +110,11 @@ def delete(conn: psycopg.Connection[Any], face_id: int) -> None:
 
 def by_sha256(conn: psycopg.Connection[Any], sha256: str, subject_id: str | None) -> FaceRecord | None:
     """The first face enrolled from an image with this sha256 (of ``subject_id`` when given), or None."""
-    query = f"SELECT {FACE_COLS} {FACE_FROM} WHERE f.image_sha256 = %s"
-    args: list[Any] = [sha256]
-    if subject_id is not None:
-        query += " AND s.id = %s"
-        args.append(subject_id)
-    row = conn.execute(query + " ORDER BY f.id LIMIT 1", args).fetchone()
+    row = conn.execute(
+        f"SELECT {FACE_COLS} {FACE_FROM} WHERE f.image_sha256 = %(sha)s "
+        "AND (%(sid)s::text IS NULL OR s.id = %(sid)s) ORDER BY f.id LIMIT 1",
+        {"sha": sha256, "sid": subject_id},
+    ).fetchone()
     return face(row) if row is not None else None
 
 

@@ -28,6 +28,22 @@ SCHEMA_VERSION = 1
 MIGRATION_LOCK = 0x66616365_72656301
 """``pg_advisory_xact_lock`` key held while migrating ('facerec' + 1)."""
 
+_TRANSITION_TABLES = {
+    "INSERT": "NEW TABLE AS new_rows",
+    "DELETE": "OLD TABLE AS old_rows",
+    "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+}
+
+
+def statement_trigger(name: str, event: str, table: str, function: str) -> str:
+    """SQL of a statement-level ``AFTER event`` trigger on ``table`` that runs ``function()`` with the
+    statement's rows as transition tables ``new_rows`` / ``old_rows``."""
+    return (
+        f"    CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {_TRANSITION_TABLES[event]}\n"
+        f"        FOR EACH STATEMENT EXECUTE FUNCTION {function}();\n"
+    )
+
+
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
@@ -95,13 +111,12 @@ MIGRATIONS: dict[int, str] = {
               GROUP BY model_id HAVING sum(k) <> 0) g HAVING count(*) > 0;
         RETURN NULL;
     END $f$;
-    CREATE TRIGGER faces_count_insert AFTER INSERT ON faces REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION facerec_faces_inserted();
-    CREATE TRIGGER faces_count_delete AFTER DELETE ON faces REFERENCING OLD TABLE AS old_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION facerec_faces_deleted();
-    CREATE TRIGGER faces_count_update AFTER UPDATE ON faces REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION facerec_faces_updated();
-
+"""
+    + "".join(
+        statement_trigger(f"faces_count_{event.lower()}", event, "faces", f"facerec_faces_{done}")
+        for event, done in (("INSERT", "inserted"), ("DELETE", "deleted"), ("UPDATE", "updated"))
+    )
+    + """
     CREATE FUNCTION facerec_subjects_counted() RETURNS trigger LANGUAGE plpgsql AS $f$
     BEGIN
         IF TG_OP = 'INSERT' THEN
@@ -111,11 +126,12 @@ MIGRATIONS: dict[int, str] = {
         END IF;
         RETURN NULL;
     END $f$;
-    CREATE TRIGGER subjects_count_insert AFTER INSERT ON subjects REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION facerec_subjects_counted();
-    CREATE TRIGGER subjects_count_delete AFTER DELETE ON subjects REFERENCING OLD TABLE AS old_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION facerec_subjects_counted();
-
+"""
+    + "".join(
+        statement_trigger(f"subjects_count_{event.lower()}", event, "subjects", "facerec_subjects_counted")
+        for event in ("INSERT", "DELETE")
+    )
+    + """
     CREATE TABLE api_keys (
         seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
         id text PRIMARY KEY,

@@ -30,13 +30,22 @@ from service.gallery.grouping import FaceHit
 
 
 @dataclass(frozen=True, slots=True)
+class HnswBuild:
+    """How HNSW indexes made from now on are built (existing indexes keep theirs)."""
+
+    m: int = 16
+    """Graph degree: neighbours per node per layer (``m``)."""
+    ef_construction: int = 64
+    """Candidate list while inserting (``ef_construction``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class VectorOptions:
     """pgvector index and search settings (measured in docs/POSTGRES.md)."""
 
     ef_search: int = 100
     """HNSW candidate list at search time (``hnsw.ef_search``); raised per query to the faces fetched."""
-    hnsw_m: int = 16
-    ef_construction: int = 64
+    build: HnswBuild = HnswBuild()
     exact_below: int = 5_000
     """A model with at most this many faces is searched exactly (no HNSW)."""
     overfetch: int = 8
@@ -69,8 +78,8 @@ def ensure_index(conn: psycopg.Connection[Any], model_id: str, opts: VectorOptio
                 "WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
             ).format(
                 sql.Identifier(name),
-                sql.Literal(int(opts.hnsw_m)),
-                sql.Literal(int(opts.ef_construction)),
+                sql.Literal(int(opts.build.m)),
+                sql.Literal(int(opts.build.ef_construction)),
                 sql.Literal(model_id),
             )
         )
