@@ -14,7 +14,8 @@ brute force in numpy, for a sweep of ``hnsw.ef_search``.
 
 ``enrol``: ``add_faces(subject, [face])`` one face per call (one transaction, like one API enrolment) into the
 embedded gallery (SQLite + FAISS) and into PostgreSQL, from 1 and from 8 threads, with the aligned crop stored
-(as the service does); faces/s of each.
+(as the service does); faces/s of each, and on one thread where PostgreSQL's time per enrolment goes (crop
+encoding, pool checkout, a bare durable commit).
 
 ``parity``: real LFW embeddings (bench/lfw_embeddings.py's npz): one held-out probe image of each person with at
 least two images (up to ``--probes``), every other image enrolled (up to ``--gallery`` faces) in both backends
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gallery import MODEL, PER_ID, Synthetic
 from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
+from service.gallery.crops import encode_crop
 from service.gallery.postgres import PoolOptions, PostgresDatabase, VectorOptions, open_database
 from service.gallery.postgres import vectors as pgvec
 from service.gallery.postgres.vectors import HnswBuild
@@ -107,8 +109,17 @@ def _recall(g: Any, probes: npt.NDArray[np.float32], exact_faces: npt.NDArray[np
     return float(np.mean(got == exact_faces))
 
 
+def _has_database(cluster: DevCluster, name: str) -> bool:
+    with cluster.admin() as c:
+        return c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
 def search(args: argparse.Namespace) -> None:
-    cluster = _cluster(args.set)
+    if args.cluster:  # kept: a later run with the same --cluster queries the loaded, indexed databases again
+        cluster = DevCluster(Path(args.cluster), settings=_settings(args.set))
+        cluster.start()
+    else:
+        cluster = _cluster(args.set)
     results: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
         "cpu_count": os.cpu_count(),
@@ -118,7 +129,8 @@ def search(args: argparse.Namespace) -> None:
     try:
         for n in args.sizes:
             print(f"== {n:,} faces ==", flush=True)
-            url = cluster.create_database(f"bench_{n}")
+            reuse = bool(args.cluster) and _has_database(cluster, f"bench_{n}")
+            url = cluster.url(f"bench_{n}") if reuse else cluster.create_database(f"bench_{n}")
             build = HnswBuild(m=args.m, ef_construction=args.ef_construction)
             opts = VectorOptions(build=build, exact_below=args.exact_below)
             backend = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
@@ -129,19 +141,23 @@ def search(args: argparse.Namespace) -> None:
                 "M": args.m,
                 "ef_construction": args.ef_construction,
             }
-            t = time.perf_counter()
-            _load(backend, syn)
-            out["copy_load_s"] = time.perf_counter() - t
+            if not reuse:
+                t = time.perf_counter()
+                _load(backend, syn)
+                out["copy_load_s"] = time.perf_counter() - t
             probes = syn.probes(args.probes)
             exact = syn.exact_nearest(probes) + 1
-            t = time.perf_counter()
+            if not reuse:
+                t = time.perf_counter()
+                with backend.pool.connection() as conn:
+                    pgvec.ensure_index(conn, MODEL, opts)
+                out["hnsw_build_s"] = time.perf_counter() - t
+                print(f"  HNSW build: {out['hnsw_build_s']:.1f} s", flush=True)
             with backend.pool.connection() as conn:
-                pgvec.ensure_index(conn, MODEL, opts)
-            out["hnsw_build_s"] = time.perf_counter() - t
-            with backend.pool.connection() as conn:
-                size = conn.execute("SELECT pg_relation_size(%s)", (pgvec.index_name(MODEL),)).fetchone()
-            out["hnsw_index_mb"] = int(size[0]) / 2**20 if size else None
-            print(f"  HNSW build: {out['hnsw_build_s']:.1f} s", flush=True)
+                size = conn.execute(
+                    "SELECT pg_relation_size(%s), pg_relation_size('faces')", (pgvec.index_name(MODEL),)
+                ).fetchone()
+            out["hnsw_index_mb"], out["faces_table_mb"] = (int(v) / 2**20 for v in size) if size else (None, None)
             sweep: dict[str, Any] = {}
             for ef in args.ef_sweep:
                 g = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=VectorOptions(
@@ -153,18 +169,24 @@ def search(args: argparse.Namespace) -> None:
                 print(f"  ef_search={ef}: {lat}", flush=True)
                 g.close()
             out["ef_sweep"] = sweep
-            exact_g = open_database(url, vectors=VectorOptions(exact_below=2**62)).gallery
-            out["exact_scan"] = _latency(exact_g, probes[: min(args.exact_probes, args.latency_probes)])
-            out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[: args.exact_probes], exact[: args.exact_probes])
-            print(f"  exact scan: {out['exact_scan']}", flush=True)
-            exact_g.close()
+            if args.exact_probes:
+                exact_g = open_database(url, vectors=VectorOptions(exact_below=2**62)).gallery
+                out["exact_scan"] = _latency(exact_g, probes[: min(args.exact_probes, args.latency_probes)])
+                k = args.exact_probes
+                out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[:k], exact[:k])
+                print(f"  exact scan: {out['exact_scan']}", flush=True)
+                exact_g.close()
             backend.close()
-            cluster.drop_database(f"bench_{n}")
+            if not args.cluster:
+                cluster.drop_database(f"bench_{n}")
             results["sizes"].append(out)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2))
     finally:
-        cluster.destroy()
+        if args.cluster:
+            cluster.stop()
+        else:
+            cluster.destroy()
 
 
 def _enrol_rate(add: Any, subjects: list[str], faces: list[NewFace], threads: int) -> float:
@@ -187,6 +209,34 @@ def _enrol_rate(add: Any, subjects: list[str], faces: list[NewFace], threads: in
     if errors:
         raise errors[0]
     return per * threads / (time.perf_counter() - t)
+
+
+def _mean_ms(fn: Any, n: int = 200) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def _write_costs(backend: PostgresDatabase, crop: npt.NDArray[np.uint8]) -> dict[str, float]:
+    """Where one PostgreSQL enrolment's time goes, on one thread (ms each): PNG-encoding the crop, borrowing a
+    pooled connection (its check is one round trip) and a bare durable one-row commit (the WAL flush)."""
+    with backend.pool.connection() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit (k int PRIMARY KEY, v int NOT NULL)")
+
+    def commit() -> None:
+        with backend.pool.connection() as conn:
+            conn.execute("INSERT INTO bench_commit VALUES (1, 1) ON CONFLICT (k) DO UPDATE SET v = bench_commit.v + 1")
+
+    def checkout() -> None:
+        with backend.pool.connection():
+            pass
+
+    return {
+        "encode_crop_ms": _mean_ms(lambda: encode_crop(crop)),
+        "pool_checkout_ms": _mean_ms(checkout),
+        "checkout_and_durable_commit_ms": _mean_ms(commit),
+    }
 
 
 def enrol(args: argparse.Namespace) -> None:
@@ -216,12 +266,14 @@ def enrol(args: argparse.Namespace) -> None:
             subjects = [s.id for s in g.create_subjects([(f"s{i}", None) for i in range(100)])]
             g.add_faces(subjects[0], faces[:1])
             rate_pg = _enrol_rate(g.add_faces, subjects, faces[: args.faces], threads)
-            backend.close()
             results[f"threads_{threads}"] = {
                 "embedded_faces_per_s": rate_local,
                 "postgres_faces_per_s": rate_pg,
                 "ratio": rate_pg / rate_local,
             }
+            if threads == 1:
+                results["postgres_write_costs"] = {"add_faces_ms": 1e3 / rate_pg, **_write_costs(backend, crops[0])}
+            backend.close()
             print(f"  {threads} thread(s): {results[f'threads_{threads}']}", flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2))
@@ -302,7 +354,8 @@ def main() -> None:
     s.add_argument("--ef-construction", type=int, default=DEFAULTS.build.ef_construction)
     s.add_argument("--ef-sweep", type=lambda v: [int(x) for x in v.split(",")], default=[40, 64, 100, 200])
     s.add_argument("--exact-below", type=int, default=DEFAULTS.exact_below)
-    s.add_argument("--exact-probes", type=int, default=100, help="probes timed (and checked) by the exact scan")
+    s.add_argument("--exact-probes", type=int, default=100, help="probes timed by the exact scan (0: none)")
+    s.add_argument("--cluster", help="keep the PostgreSQL cluster in this folder and reuse its loaded databases")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a PostgreSQL server setting")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="reports/pg-search.json")
