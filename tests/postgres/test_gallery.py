@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from service.gallery import FaceNotFound, InvalidEmbedding, ModelMismatch, ReindexIncomplete, SubjectNotFound
 from service.gallery.postgres.vectors import index_name
@@ -143,6 +144,55 @@ def test_counts_follow_every_write_path(open_replica: Replica, pg_url: str, rng)
     with psycopg.connect(pg_url) as c:
         real = dict(c.execute("SELECT model_id, count(*) FROM faces GROUP BY model_id").fetchall())
     assert real == {MODEL: 1, "m2": 1} == g.stats().faces_by_model
+
+
+def test_counts_stay_exact_under_concurrent_enrolment_and_spread_over_shards(
+    open_replica: Replica, pg_url: str, rng: np.random.Generator
+) -> None:
+    a, b = open_replica().gallery, open_replica().gallery  # two replicas, four connections each
+    subjects = a.create_subjects([(f"s{i}", None) for i in range(8)])
+    vecs = unit(rng, 8 * 12)
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for j in range(12):
+                (a if k % 2 else b).add_faces(subjects[k].id, faces(vecs[k * 12 + j : k * 12 + j + 1]))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert (a.face_count(MODEL), b.face_count(MODEL), a.subject_count()) == (96, 96, 8)
+    with psycopg.connect(pg_url) as c:
+        shards = c.execute("SELECT count(*) FROM counts WHERE name = %s", ("model:" + MODEL,)).fetchone()
+        real = c.execute("SELECT count(*) FROM faces").fetchone()
+    assert real == (96,) and shards is not None and shards[0] > 1  # not one row every enrolment queues on
+
+
+def test_counts_survive_the_migration_to_sharded_counts(open_replica: Replica, pg_url: str) -> None:
+    from service.gallery.postgres.schema import MIGRATIONS
+
+    with psycopg.connect(pg_url, autocommit=True) as c:  # a database at schema version 1 with two faces
+        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        c.execute("CREATE TABLE facerec_schema (version integer PRIMARY KEY, applied_at timestamptz DEFAULT now())")
+        c.execute(sql.SQL(MIGRATIONS[1]))
+        c.execute("INSERT INTO facerec_schema (version) VALUES (1)")
+        c.execute("INSERT INTO meta VALUES ('gallery_uuid', 'u1')")
+        c.execute("INSERT INTO subjects (id, name, metadata, created_at, updated_at) VALUES ('s', 's', '{}', 0, 0)")
+        c.execute(
+            "INSERT INTO faces (subject_pk, model_id, embedding, created_at) "
+            "SELECT 1, %s, (array_fill(0::real, ARRAY[127]) || 1::real)::vector, 0 FROM generate_series(1, 2)",
+            (MODEL,),
+        )
+    g = open_replica().gallery
+    assert (g.face_count(MODEL), g.subject_count()) == (2, 1)
+    assert g.add_faces("s", faces(np.eye(128, dtype=np.float32)[:1]))[0].id == 3
+    assert (g.face_count(MODEL), g.subject_count(), g.stats().faces_by_model) == (3, 1, {MODEL: 3})
 
 
 def test_rejected_writes_leave_nothing(open_replica: Replica, rng: np.random.Generator) -> None:

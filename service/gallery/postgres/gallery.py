@@ -183,18 +183,20 @@ class PostgresGallery:
     # ================================================================== counts
     def face_count(self, model_id: str) -> int:
         with self._conn() as conn:
-            row = conn.execute("SELECT n FROM counts WHERE name = %s", ("model:" + model_id,)).fetchone()
+            row = conn.execute(
+                "SELECT coalesce(sum(n), 0) FROM counts WHERE name = %s", ("model:" + model_id,)
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def subject_count(self) -> int:
         with self._conn() as conn:
-            row = conn.execute("SELECT n FROM counts WHERE name = 'subjects'").fetchone()
+            row = conn.execute("SELECT coalesce(sum(n), 0) FROM counts WHERE name = 'subjects'").fetchone()
         return int(row[0]) if row else 0
 
     def stats(self) -> GalleryStats:
         with self._conn() as conn:
             by_model = vectors.models_with_faces(conn)
-            subjects = conn.execute("SELECT n FROM counts WHERE name = 'subjects'").fetchone()
+            subjects = conn.execute("SELECT coalesce(sum(n), 0) FROM counts WHERE name = 'subjects'").fetchone()
             last = conn.execute("SELECT coalesce(max(id), 0) FROM faces").fetchone()
             indexes = {}
             for model_id, n in by_model.items():

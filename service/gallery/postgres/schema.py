@@ -5,7 +5,9 @@ replicas starting together migrate once), and refuses a database whose schema is
 Tables: ``subjects``; ``faces`` (embedding ``vector(128)``, model id, box/quality ``jsonb``, image sha256,
 ``created_at`` in Unix seconds); ``face_crops`` (PNG ``bytea``, stored without a second compression);
 ``face_embeddings`` (re-index staging); ``counts`` (faces per model and the number of subjects, kept by statement
-triggers so that every request can read them without a scan); ``api_keys`` (sha256 of the token);
+triggers so that every request can read them without a scan; since version 2 each name has up to 64 rows, one per
+``shard`` = backend pid mod 64, summed by readers, so that concurrent enrolments do not queue on one row lock
+until each other's commit); ``api_keys`` (sha256 of the token);
 ``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate limit's token buckets, lost on a crash like the
 embedded limiter's on a restart); ``meta``.
 
@@ -24,7 +26,7 @@ from psycopg import sql
 from service.gallery.postgres.connection import location
 from service.gallery.postgres.errors import DatabaseConfigError, SchemaTooNew
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_LOCK = 0x66616365_72656301
 """``pg_advisory_xact_lock`` key held while migrating ('facerec' + 1)."""
 
@@ -151,6 +153,26 @@ MIGRATIONS: dict[int, str] = {
         updated_at double precision NOT NULL,
         allowed boolean NOT NULL
     );
+    """,
+    2: """
+    ALTER TABLE counts ADD COLUMN shard integer NOT NULL DEFAULT 0;
+    ALTER TABLE counts DROP CONSTRAINT counts_pkey;
+    ALTER TABLE counts ADD PRIMARY KEY (name, shard);
+    CREATE OR REPLACE FUNCTION facerec_count_add(names text[], deltas bigint[]) RETURNS void
+    LANGUAGE sql AS $f$
+        INSERT INTO counts AS c (name, shard, n)
+        SELECT u.name, pg_backend_pid() % 64, u.delta FROM unnest(names, deltas) AS u(name, delta) ORDER BY u.name
+        ON CONFLICT (name, shard) DO UPDATE SET n = c.n + excluded.n
+    $f$;
+    CREATE OR REPLACE FUNCTION facerec_subjects_counted() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            PERFORM facerec_count_add(ARRAY['subjects'], ARRAY[(SELECT count(*) FROM new_rows)]);
+        ELSE
+            PERFORM facerec_count_add(ARRAY['subjects'], ARRAY[-(SELECT count(*) FROM old_rows)]);
+        END IF;
+        RETURN NULL;
+    END $f$;
     """,
 }
 """Schema version -> SQL that upgrades from the previous version. Append; never edit a released one."""

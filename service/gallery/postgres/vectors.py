@@ -87,8 +87,11 @@ def ensure_index(conn: psycopg.Connection[Any], model_id: str, opts: VectorOptio
 
 
 def models_with_faces(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Faces per model id, for models that have any (from the trigger-kept ``counts``: no scan)."""
-    rows = conn.execute("SELECT substr(name, 7), n FROM counts WHERE name LIKE 'model:%' AND n > 0").fetchall()
+    """Faces per model id, for models that have any (from the trigger-kept ``counts``, summed over its shards:
+    no scan of ``faces``)."""
+    rows = conn.execute(
+        "SELECT substr(name, 7), sum(n) FROM counts WHERE name LIKE 'model:%' GROUP BY name HAVING sum(n) > 0"
+    ).fetchall()
     return {str(m): int(n) for m, n in rows}
 
 
