@@ -28,8 +28,8 @@ WITH locked AS (
 ), new AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('faces', 'id')) AS id, l.pk, u.model_id, u.embedding, u.box, u.quality,
            u.sha, u.png, u.i
-    FROM (SELECT * FROM unnest(%(sid)s::text[], %(model)s::text[], %(emb)s::vector[], %(box)s::jsonb[],
-                               %(quality)s::jsonb[], %(sha)s::text[], %(png)s::bytea[])
+    FROM (SELECT * FROM unnest(%(sid)s::text[], %(model)s::text[], %(emb)b::vector[], %(box)s::jsonb[],
+                               %(quality)s::jsonb[], %(sha)s::text[], %(png)b::bytea[])
           WITH ORDINALITY AS v(sid, model_id, embedding, box, quality, sha, png, i) ORDER BY v.i) u
     JOIN locked l ON l.id = u.sid
     WHERE (SELECT count(*) FROM locked) = cardinality(%(wanted)s::text[])
