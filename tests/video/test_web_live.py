@@ -3,6 +3,7 @@ photos (a Y4M file), the page sends frames to a real server, and the boxes follo
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Iterator
@@ -87,5 +88,33 @@ def test_live_mode_keeps_names_on_moving_faces(browser: Any, server: Server, tmp
     assert "updates/s" in page.inner_text("#live-rate")
     assert "Seen:" in page.inner_text("#live-result")
     page.screenshot(path=str(tmp_path / "live.png"))
+    page.click("#live-stop")
+    page.close()
+
+
+def test_live_mode_backs_off_while_the_server_is_busy(browser: Any, server: Server) -> None:
+    """429 answers (with Retry-After) slow the page's frame loop down instead of hammering the server; once the
+    server answers again the loop resumes at full speed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    busy_answers = 3
+    sent: list[float] = []
+
+    def frames(route: Any) -> None:
+        sent.append(time.monotonic())
+        if len(sent) <= busy_answers:
+            body = '{"error": {"code": "rate_limited", "message": "too many requests"}}'
+            route.fulfill(status=429, headers={"Retry-After": "2"}, content_type="application/json", body=body)
+        else:
+            route.continue_()
+
+    page.route("**/v1/live/frames", frames)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click("#tab-live")
+    page.click("#live-start")
+    page.wait_for_function("Object.values(window.liveState.names).length > 0", timeout=TIMEOUT_MS)
+    gaps = [b - a for a, b in itertools.pairwise(sent[: busy_answers + 1])]
+    assert all(g >= 1.9 for g in gaps), gaps  # each 429 made the page wait its Retry-After (2 s)
+    assert len(sent) > busy_answers + 1  # and it went on after the busy spell
     page.click("#live-stop")
     page.close()
