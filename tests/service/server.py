@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,14 @@ class Server:
         self.stop()
         self.saw_not_ready = False
         return self.start()
+
+    def serving(self) -> Iterator[Server]:
+        """Start, yield, stop: a fixture's body is ``yield from Server(...).serving()``."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
