@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from bench.serverproc import free_port, serve_command
+from service.keys import KeyStore, Scope
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,20 @@ class Server:
             yield self
         finally:
             self.stop()
+
+
+def make_keys(data: Path, *, revoke: tuple[str, ...] = (), **scope_of: Scope) -> dict[str, str]:
+    """One API key per ``name=scope`` in ``data``'s key store, the names in ``revoke`` revoked; name -> token."""
+    store = KeyStore(data)
+    try:
+        tokens = {}
+        for name, scope in scope_of.items():
+            key, tokens[name] = store.create(scope=scope, name=name)
+            if name in revoke:
+                store.revoke(key.id)
+        return tokens
+    finally:
+        store.close()
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
