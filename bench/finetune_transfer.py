@@ -33,11 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = ROOT.parent / "shared" / "data" / "lfw"
-DETECTIONS = ROOT / "reports" / "lfw-detections.json"
-OUT = ROOT / "reports" / "finetune-transfer"
-WORK = ROOT / "reports" / "finetune-transfer-work"
+from bench.finetune import print_stage
+from bench.paths import LFW, REPORTS
+
+DETECTIONS = REPORTS / "lfw-detections.json"
+OUT = REPORTS / "finetune-transfer"
+WORK = REPORTS / "finetune-transfer-work"
 
 
 def _people(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -99,22 +100,9 @@ def _test_set(args: argparse.Namespace, head: Any, options: Any, test_people: li
         photo_transform=options.photo_transform,
         margin=options.margin,
         rotate=options.rotate,
-        progress=_stage("cache test activations", len(items)),
+        progress=print_stage("cache test activations", len(items)),
     )
     return acts, np.array(labels, dtype=np.int64)
-
-
-def _stage(name: str, total: int) -> Any:
-    done = [0]
-    last = [time.monotonic()]
-
-    def advance(n: int) -> None:
-        done[0] += n
-        if time.monotonic() - last[0] > 30 or done[0] >= total:
-            last[0] = time.monotonic()
-            print(f"  {name}: {done[0]}/{total}", flush=True)
-
-    return advance
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -126,7 +114,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"{len(train_people)} trainer people, {len(test_people)} test people", flush=True)
     options = _options(args, test_people)
     prepared = prepare(
-        args.lfw / "lfw-deepfunneled", options, weights=weights_mod.resolve(), work_dir=WORK / args.domain, stage=_stage
+        args.lfw / "lfw-deepfunneled",
+        options,
+        weights=weights_mod.resolve(),
+        work_dir=WORK / args.domain,
+        stage=print_stage,
     )
     print(json.dumps(prepared.summary, indent=1))
     if not args.skip_test:  # else the first ``train`` caches the test people
