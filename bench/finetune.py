@@ -31,7 +31,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,6 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.paths import LFW, REPORTS
+
+if TYPE_CHECKING:
+    from embeddings.training.trainer import Prepared, TrainOptions
 
 DETECTIONS = REPORTS / "view2" / "detections.json"
 OUT = REPORTS / "finetune"
@@ -127,23 +130,26 @@ def _test_metrics(tail: Any, test: Any, ok: npt.NDArray[np.bool_], val_threshold
     }
 
 
+def prepare_lfw(lfw: Path, options: TrainOptions, work_dir: Path) -> Prepared:
+    """``trainer.prepare`` on ``lfw/lfw-deepfunneled`` with the pretrained weights, printing its progress."""
+    from embeddings import weights as weights_mod
+    from embeddings.training.trainer import prepare
+
+    return prepare(
+        lfw / "lfw-deepfunneled", options, weights=weights_mod.resolve(), work_dir=work_dir, stage=print_stage
+    )
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from embeddings import weights as weights_mod
     from embeddings.training.network import split_model
-    from embeddings.training.trainer import prepare
 
     t0 = time.monotonic()
     options = _options(args)
     pretrained = split_model(weights_mod.resolve(), options.cut)
     test, ok, _ = _test_set(args, pretrained.head, options)  # first: the pretrained model's figure on this domain
     print("pretrained on pairsDevTest:", json.dumps(_test_metrics(pretrained.tail, test, ok, 1.075)), flush=True)
-    prepared = prepare(
-        args.lfw / "lfw-deepfunneled",
-        options,
-        weights=weights_mod.resolve(),
-        work_dir=WORK / args.domain,
-        stage=print_stage,
-    )
+    prepared = prepare_lfw(args.lfw, options, WORK / args.domain)
     print(json.dumps(prepared.summary, indent=1))
     print(f"prepared {args.domain} in {time.monotonic() - t0:.0f} s (untimed)")
 

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
-from bench.finetune import print_stage
+from bench.finetune import prepare_lfw, print_stage
 from bench.paths import LFW, REPORTS
 
 DETECTIONS = REPORTS / "lfw-detections.json"
@@ -106,20 +106,11 @@ def _test_set(args: argparse.Namespace, head: Any, options: Any, test_people: li
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from embeddings import weights as weights_mod
-    from embeddings.training.trainer import prepare
-
     t0 = time.monotonic()
     train_people, test_people = _people(args)
     print(f"{len(train_people)} trainer people, {len(test_people)} test people", flush=True)
     options = _options(args, test_people)
-    prepared = prepare(
-        args.lfw / "lfw-deepfunneled",
-        options,
-        weights=weights_mod.resolve(),
-        work_dir=WORK / args.domain,
-        stage=print_stage,
-    )
+    prepared = prepare_lfw(args.lfw, options, WORK / args.domain)
     print(json.dumps(prepared.summary, indent=1))
     if not args.skip_test:  # else the first ``train`` caches the test people
         acts, labels = _test_set(args, prepared.split.head, options, test_people)
