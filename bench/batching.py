@@ -22,7 +22,7 @@ included), and of each answer only the status, the length and the number of ``"e
 
 Usage (timed runs under the shared lock)::
 
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/batching.py --out reports/batching.json
+    .venv/bin/python bench/batching.py --out reports/batching.json
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ Steps (caching and evaluation are untimed, run them with ``nice -n 19``; trainin
 
     nice -n 19 .venv/bin/python bench/finetune.py prepare --domain clean
     nice -n 19 .venv/bin/python bench/finetune.py prepare --domain degraded
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain degraded --loss triplet
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain degraded --loss contrastive
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain clean --loss triplet
+    .venv/bin/python bench/finetune.py train --domain degraded --loss triplet
+    .venv/bin/python bench/finetune.py train --domain degraded --loss contrastive
+    .venv/bin/python bench/finetune.py train --domain clean --loss triplet
     nice -n 19 .venv/bin/python bench/finetune.py verify --domain clean --loss triplet
     .venv/bin/python bench/finetune.py report
 """

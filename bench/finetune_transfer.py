@@ -14,8 +14,8 @@ Protocol (docs/FINETUNE.md, "Transfer to unseen people"):
   (``--distill``, ``--l2sp``, ``--lr``, ``--select``, ``--train-people`` for the people-count curve) and scores
   before/after on the test people; ``report`` prints the table.
 
-    flock /tmp/facerec-bench.lock nice -n 10 .venv/bin/python bench/finetune_transfer.py prepare --domain lowres
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/finetune_transfer.py train --domain lowres --tag default
+    nice -n 10 .venv/bin/python bench/finetune_transfer.py prepare --domain lowres
+    .venv/bin/python bench/finetune_transfer.py train --domain lowres --tag default
     .venv/bin/python bench/finetune_transfer.py report
 """
 

@@ -1,6 +1,6 @@
 """Re-index benchmark: how long ``facerec reindex`` takes per face, and how long the switch blocks writes.
 
-    flock /tmp/facerec-timed.lock python bench/reindex.py --faces 1000 --out reports/reindex.json
+    python bench/reindex.py --faces 1000 --out reports/reindex.json
 
 A fresh data dir gets ``--faces`` faces with real aligned crops (the 5-celebrity photos, detected and aligned
 with the production pipeline; beyond their number, copies with +-1 grey-level noise so that every crop is a
