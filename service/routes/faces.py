@@ -12,13 +12,12 @@ from service import recognition
 from service.convert import face_out
 from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep, audit_change
 from service.errors import BadRequest
-from service.routes.docs import errors, image_body
+from service.routes.docs import AUTH, deletion, errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload
 
 router = APIRouter(tags=["faces"])
 
-AUTH = (401, 403)
 FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite integer, never reused).")]
 
 
@@ -94,13 +93,7 @@ async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut
     return face_out(await run_in_threadpool(gallery.get_face, face_id))
 
 
-@router.delete(
-    "/v1/faces/{face_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Erase one face",
-    responses=errors(*AUTH, 404, 503, 507),
-)
+@router.delete("/v1/faces/{face_id}", **deletion("Erase one face", 404, 503, 507))
 async def delete_face(face_id: FaceId, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)
     await audit_change(audit, "face.delete", key, {"face_id": face_id})

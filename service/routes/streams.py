@@ -12,13 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
-from service.routes.docs import errors
+from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams, describe
 from service.streams.store import StreamNotFound
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
-AUTH = (401, 403)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
@@ -114,13 +113,7 @@ async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
 
 
-@router.delete(
-    "/{stream_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Stop and remove a stream",
-    responses=errors(*AUTH, 404),
-)
+@router.delete("/{stream_id}", **deletion("Stop and remove a stream", 404))
 async def delete_stream(stream_id: str, media: MediaDep, _: AdminKey) -> Response:
     try:
         await run_in_threadpool(media.streams.delete, stream_id)
