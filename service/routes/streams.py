@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -76,10 +75,6 @@ class StreamOut(BaseModel):
     health: StreamHealth
 
 
-def stream_out(data: dict[str, Any]) -> StreamOut:
-    return StreamOut.model_validate(data)
-
-
 @router.post(
     "",
     status_code=201,
@@ -97,18 +92,18 @@ async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> Stream
         worker = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
-    return stream_out(describe(worker))
+    return StreamOut.model_validate(describe(worker))
 
 
 @router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
 async def list_streams(media: MediaDep, _: AdminKey) -> list[StreamOut]:
-    return [stream_out(describe(w)) for w in media.streams.workers()]
+    return [StreamOut.model_validate(describe(w)) for w in media.streams.workers()]
 
 
 @router.get("/{stream_id}", response_model=StreamOut, summary="A stream and its health", responses=errors(*AUTH, 404))
 async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
     try:
-        return stream_out(describe(media.streams.get(stream_id)))
+        return StreamOut.model_validate(describe(media.streams.get(stream_id)))
     except StreamNotFound as exc:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
 
