@@ -17,7 +17,7 @@ import pytest
 from bench.video_scenes import Scene
 from tests.service.server import Server
 from tests.service.test_web import CHROMIUM, CHROMIUM_ARGS
-from tests.video.helpers import ENROLLED, people_scene
+from tests.video.helpers import ENROLLED, enrol, people_scene
 
 pytestmark = pytest.mark.slow
 TIMEOUT_MS = 120_000
@@ -37,11 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[
     # the enrolment below and the tab's frames (~8 a second) share one loopback key: no per-key rate limit here
     srv = Server(tmp_path_factory.mktemp("live") / "data", env={"FACEREC_RATE_LIMIT_PER_MINUTE": "0"}).start()
     with httpx.Client(base_url=srv.url, timeout=120) as c:
-        for person in ENROLLED:
-            sid = c.post("/v1/subjects", json={"name": person}).json()["id"]
-            photos = sorted((dataset / "train" / person).glob("*.jpg"))[:5]
-            files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
-            assert c.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
+        enrol(c, dataset)
     yield srv
     srv.stop()
 
