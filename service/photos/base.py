@@ -1,6 +1,6 @@
 """The storage interface of the photo library: every caller (``service.photos.library``) is typed against
-:class:`PhotoStore`. Implementations: embedded SQLite in the data dir (:mod:`service.photos.sqlite`); a
-PostgreSQL one can follow with the same methods.
+:class:`PhotoStore`. Implementations: embedded SQLite in the data dir (:mod:`service.photos.sqlite`) and
+PostgreSQL (:mod:`service.pgstores.photos`), sharing their SQL (:mod:`service.photos.sqlstore`).
 
 Every method is atomic (one transaction) and thread-safe; a write is durable when it returns. Observation ids
 are integers, increasing and never reused; cluster ids likewise.
@@ -53,9 +53,14 @@ class PhotoStore(Protocol):
         ...
 
     def all_embeddings(
-        self, model_id: str, *, unnamed_only: bool = False
+        self, model_id: str, *, unnamed_only: bool = False, after: int = 0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Ids and embeddings of every observation of ``model_id`` (optionally only unnamed ones), in id order."""
+        """Ids and embeddings of every observation of ``model_id`` with an id above ``after`` (optionally only
+        unnamed ones), in id order."""
+        ...
+
+    def observation_count(self, model_id: str) -> int:
+        """Observations of ``model_id``, named or not."""
         ...
 
     def crop_png(self, face_id: int) -> bytes | None: ...

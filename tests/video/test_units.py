@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embeddings import Box, Detection, Landmarks
-from service.events.store import Event, SQLiteEventStore
+from service.events.store import Event, EventFilter, SQLiteEventStore
 from service.events.webhooks import WebhookSender
 from service.video.decode import redact
 from service.video.tracker import Tracker
@@ -88,15 +88,15 @@ def test_event_store_dedupes_filters_pages_erases_and_purges(tmp_path: Path) -> 
     assert [e.id for e in store.add([event(1), event(5)], outbox=False)] == ["e5"]
     ids = [e.id for e in store.query()[0]]
     assert ids == ["e1", "e2", "e3", "e4", "e5"]  # e1 was not stored twice
-    assert [e.id for e in store.query(subject_id="s1")[0]] == ["e1", "e4", "e5"]
-    assert [e.id for e in store.query(source="video:v")[0]] == ["e3"]
-    assert [e.id for e in store.query(since=now - 3600)[0]] == ["e1", "e2", "e3", "e5"]
-    assert [e.id for e in store.query(until=now - 3600)[0]] == ["e4"]
-    page, cursor = store.query(limit=2)
+    assert [e.id for e in store.query(EventFilter(subject_id="s1"))[0]] == ["e1", "e4", "e5"]
+    assert [e.id for e in store.query(EventFilter(source="video:v"))[0]] == ["e3"]
+    assert [e.id for e in store.query(EventFilter(since=now - 3600))[0]] == ["e1", "e2", "e3", "e5"]
+    assert [e.id for e in store.query(EventFilter(until=now - 3600))[0]] == ["e4"]
+    page, cursor = store.query(EventFilter(limit=2))
     assert [e.id for e in page] == ["e1", "e2"] and cursor is not None
-    page, cursor = store.query(limit=2, cursor=cursor)
+    page, cursor = store.query(EventFilter(limit=2, cursor=cursor))
     assert [e.id for e in page] == ["e3", "e4"]
-    page, cursor = store.query(limit=2, cursor=cursor)
+    page, cursor = store.query(EventFilter(limit=2, cursor=cursor))
     assert [e.id for e in page] == ["e5"] and cursor is None
     assert store.erase_subject("s1") == 3
     assert store.purge(now - 3600) == 0

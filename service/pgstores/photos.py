@@ -1,0 +1,34 @@
+"""The photo library's store in PostgreSQL: the SQL of :class:`~service.photos.sqlstore.SqlPhotoStore` on the
+backend's pool, so photos, their faces, clusters, names and cannot-link constraints indexed through one replica
+are the same on every replica (each replica's FAISS search index over them is a cache that
+:class:`~service.photos.library.PhotoLibrary` brings up to date from the store before it searches).
+
+Write transactions take a transaction-scoped advisory lock: photo writes are serialised across replicas as the
+embedded store's ``BEGIN IMMEDIATE`` serialises them in one process, so observation ids grow in commit order
+(a replica catching up on ids above the last it saw misses none).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from service.pgstores.pool import Pool, reader, serialised
+from service.photos.sqlstore import SqlPhotoStore
+from service.sqlconn import SqlConn
+
+PHOTOS_LOCK = 0x66616365_72656303
+"""``pg_advisory_xact_lock`` key serialising photo library writes ('facerec' + 3)."""
+
+
+class PostgresPhotoStore(SqlPhotoStore):
+    """:class:`~service.photos.base.PhotoStore` on the ``photos`` / ``observations`` / ``cannot_link`` /
+    ``counters`` tables; thread-safe (one pooled connection per call)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def transaction(self) -> AbstractContextManager[SqlConn]:
+        return serialised(self._pool, PHOTOS_LOCK)
+
+    def reader(self) -> AbstractContextManager[SqlConn]:
+        return reader(self._pool)
