@@ -90,18 +90,18 @@ class EventStore(ABC):
     implementation's (:class:`SQLiteEventStore`, :class:`service.pgstores.events.PostgresEventStore`)."""
 
     @abstractmethod
-    def _write(self) -> AbstractContextManager[SqlConn]:
+    def transaction(self) -> AbstractContextManager[SqlConn]:
         """One write transaction (committed at the end of the block, rolled back on an exception)."""
 
     @abstractmethod
-    def _reader(self) -> AbstractContextManager[SqlConn]:
+    def reader(self) -> AbstractContextManager[SqlConn]:
         """A connection for reads."""
 
     def add(self, events: list[Event], *, outbox: bool) -> list[Event]:
         """Store events (ids already stored are skipped) and, with ``outbox``, queue them for webhooks, in one
         transaction. Returns the events that were new."""
         new: list[Event] = []
-        with self._write() as c:
+        with self.transaction() as c:
             for e in events:
                 row = (e.id, e.time, e.source, e.track_id, e.subject_id, e.name, e.distance, e.estimated_fir)
                 if c.execute(_INSERT, (*row, e.first_s, e.last_s, e.frames)).rowcount:
@@ -125,24 +125,24 @@ class EventStore(ABC):
                 where.append(clause)
                 args.append(value)
         sql = f"SELECT seq, {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        with self._reader() as c:
+        with self.reader() as c:
             rows = c.execute(sql, (*args, f.limit + 1)).fetchall()
         items = [Event(*r[1:]) for r in rows[: f.limit]]
         return items, (int(rows[f.limit - 1][0]) if len(rows) > f.limit else None)
 
     def erase_subject(self, subject_id: str) -> int:
         """Erase every event of a subject (and its pending deliveries); returns how many."""
-        with self._write() as c:
+        with self.transaction() as c:
             return int(c.execute("DELETE FROM events WHERE subject_id = ?", (subject_id,)).rowcount)
 
     def purge(self, before: float) -> int:
         """Erase events older than ``before`` (Unix s); returns how many."""
-        with self._write() as c:
+        with self.transaction() as c:
             return int(c.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount)
 
     def due(self, now: float, limit: int) -> list[Pending]:
         """Pending deliveries whose next attempt is due at ``now``, oldest first."""
-        with self._reader() as c:
+        with self.reader() as c:
             rows = c.execute(
                 f"SELECT {_PREFIXED}, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id "
                 "WHERE o.next_at <= ? ORDER BY o.next_at, e.seq LIMIT ?",
@@ -151,11 +151,11 @@ class EventStore(ABC):
         return [Pending(Event(*r[:-1]), int(r[-1])) for r in rows]
 
     def delivered(self, event_id: str) -> None:
-        with self._write() as c:
+        with self.transaction() as c:
             c.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
 
     def retry_later(self, event_id: str, next_at: float, error: str) -> None:
-        with self._write() as c:
+        with self.transaction() as c:
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE event_id = ?",
                 (next_at, error[:500], event_id),
@@ -163,12 +163,12 @@ class EventStore(ABC):
 
     def next_due(self) -> float | None:
         """When the next pending delivery is due (Unix s), None when nothing is pending."""
-        with self._reader() as c:
+        with self.reader() as c:
             row = c.execute("SELECT MIN(next_at) FROM outbox").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def pending_count(self) -> int:
-        with self._reader() as c:
+        with self.reader() as c:
             return int(c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
@@ -199,10 +199,10 @@ class SQLiteEventStore(EventStore):
         self.path = data_dir / EVENTS_FILE
         self._file = LockedSqlite(self.path, "synchronous=FULL", "foreign_keys=ON", script=_SCHEMA)
 
-    def _write(self) -> AbstractContextManager[SqlConn]:
+    def transaction(self) -> AbstractContextManager[SqlConn]:
         return self._file.write()
 
-    def _reader(self) -> AbstractContextManager[SqlConn]:
+    def reader(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
 
     def close(self) -> None:

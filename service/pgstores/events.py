@@ -11,11 +11,8 @@ claiming one dies before recording the outcome.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 from service.events.store import Event, EventStore, Pending
-from service.pgstores.pool import Pool, connection, reader, serialised
-from service.sqlconn import SqlConn
+from service.pgstores.pool import SerialisedStore, connection
 
 EVENTS_LOCK = 0x66616365_72656302
 """``pg_advisory_xact_lock`` key serialising event inserts ('facerec' + 2)."""
@@ -36,17 +33,10 @@ FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY e.seq
 """
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(SerialisedStore, EventStore):
     """:class:`EventStore` on the ``events`` and ``outbox`` tables; thread-safe (one pooled connection per call)."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    def _write(self) -> AbstractContextManager[SqlConn]:
-        return serialised(self._pool, EVENTS_LOCK)
-
-    def _reader(self) -> AbstractContextManager[SqlConn]:
-        return reader(self._pool)
+    lock_key = EVENTS_LOCK
 
     def due(self, now: float, limit: int) -> list[Pending]:
         """Claim and return the deliveries due at ``now`` (see the module doc)."""

@@ -10,25 +10,15 @@ embedded store's ``BEGIN IMMEDIATE`` serialises them in one process, so observat
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
-from service.pgstores.pool import Pool, reader, serialised
+from service.pgstores.pool import SerialisedStore
 from service.photos.sqlstore import SqlPhotoStore
-from service.sqlconn import SqlConn
 
 PHOTOS_LOCK = 0x66616365_72656303
 """``pg_advisory_xact_lock`` key serialising photo library writes ('facerec' + 3)."""
 
 
-class PostgresPhotoStore(SqlPhotoStore):
+class PostgresPhotoStore(SerialisedStore, SqlPhotoStore):
     """:class:`~service.photos.base.PhotoStore` on the ``photos`` / ``observations`` / ``cannot_link`` /
     ``counters`` tables; thread-safe (one pooled connection per call)."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    def transaction(self) -> AbstractContextManager[SqlConn]:
-        return serialised(self._pool, PHOTOS_LOCK)
-
-    def reader(self) -> AbstractContextManager[SqlConn]:
-        return reader(self._pool)
+    lock_key = PHOTOS_LOCK

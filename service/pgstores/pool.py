@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -36,3 +36,19 @@ def reader(pool: Pool) -> Iterator[SqlConn]:
     """A connection for reads, seen as a :class:`SqlConn`."""
     with connection(pool) as conn:
         yield PgConn(conn)
+
+
+class SerialisedStore:
+    """The connections of a store on the pool whose write transactions take the advisory lock :attr:`lock_key`
+    (writers of the store take turns across replicas, so its identity columns grow in commit order)."""
+
+    lock_key: int
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def transaction(self) -> AbstractContextManager[SqlConn]:
+        return serialised(self._pool, self.lock_key)
+
+    def reader(self) -> AbstractContextManager[SqlConn]:
+        return reader(self._pool)

@@ -98,12 +98,15 @@ class JobStore(ABC):
             )
         return self.get(job_id)
 
-    def get(self, job_id: str) -> Job:
+    def _one(self, sql: str, job_id: str) -> Job:
         with self._conn() as c:
-            row = c.execute(f"SELECT {_COLS} FROM {self.table} WHERE id = ?", (job_id,)).fetchone()
+            row = c.execute(sql.format(table=self.table, cols=_COLS), (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
         return _job(row)
+
+    def get(self, job_id: str) -> Job:
+        return self._one("SELECT {cols} FROM {table} WHERE id = ?", job_id)
 
     def list(self, limit: int = 100) -> list[Job]:
         with self._conn() as c:
@@ -129,11 +132,7 @@ class JobStore(ABC):
             return bool(c.execute(f"UPDATE {self.table} SET {sets} WHERE id = ?", (*values.values(), job_id)).rowcount)
 
     def delete(self, job_id: str) -> Job:
-        with self._conn() as c:
-            row = c.execute(f"DELETE FROM {self.table} WHERE id = ? RETURNING {_COLS}", (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job(row)
+        return self._one("DELETE FROM {table} WHERE id = ? RETURNING {cols}", job_id)
 
     def recover(self) -> None:
         """After a restart: requeue this owner's interrupted jobs whose upload exists; fail the others visibly."""

@@ -5,6 +5,7 @@ on PostgreSQL each due delivery is claimed by one replica only."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from service.events.store import Event, EventFilter
 from service.pgstores.events import CLAIM_S
@@ -64,7 +65,7 @@ def test_retry_later_counts_attempts_and_sets_the_next_time(media_stores: OpenSt
     assert pending.event == e and pending.attempts == 1
 
 
-def test_postgres_replicas_claim_each_delivery_once(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_replicas_claim_each_delivery_once(pg_url: str, tmp_path: Path) -> None:
     from service.gallery.postgres.connection import PoolOptions
     from service.pgstores import open_postgres
 
