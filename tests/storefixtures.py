@@ -23,7 +23,8 @@ OpenStores = Callable[..., MediaStores]
 BACKENDS = ["sqlite", "postgres"]
 
 
-def _sqlite(data: Path) -> MediaStores:
+def sqlite_stores(data: Path) -> MediaStores:
+    """The embedded stores of a data dir."""
     return MediaStores(SQLiteEventStore(data), SQLiteJobStore(data), SQLiteStreamStore(data), SQLitePhotoStore(data))
 
 
@@ -34,7 +35,7 @@ def media_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ope
 
         def make(name: str = "a") -> MediaStores:
             if url is None:
-                stores = _sqlite(tmp_path / "data")
+                stores = sqlite_stores(tmp_path / "data")
             else:
                 backend = open_postgres(url, pool=PoolOptions(min_size=1, max_size=4))
                 stack.callback(backend.close)
