@@ -9,6 +9,7 @@ are integers, increasing and never reused; cluster ids likewise.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -122,6 +123,11 @@ class PhotoStore(Protocol):
 
     def model_ids(self) -> list[str]:
         """The model ids of the stored faces."""
+        ...
+
+    def maintenance_turn(self) -> AbstractContextManager[bool]:
+        """Whether this process runs the library's background maintenance now: True for one process at a time
+        among those sharing the store (always, embedded), held for the block."""
         ...
 
     def change_count(self) -> int:

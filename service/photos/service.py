@@ -35,7 +35,13 @@ class Maintenance:
             self._thread.start()
 
     def run_once(self) -> None:
-        """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time."""
+        """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time; on
+        one process at a time of those sharing the store (another's turn: nothing)."""
+        with self.lib.store.maintenance_turn() as mine:
+            if mine:
+                self._run()
+
+    def _run(self) -> None:
         self.lib.enforce_retention()
         changes = self.lib.store.change_count()
         if changes == self._last:

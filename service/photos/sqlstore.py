@@ -11,8 +11,8 @@ import json
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -316,6 +316,11 @@ class SqlPhotoStore(ABC):
 
     def observation_count(self, model_id: str) -> int:
         return int(self._read("SELECT COUNT(*) FROM observations WHERE model_id = ?", (model_id,))[0][0])
+
+    @contextmanager
+    def maintenance_turn(self) -> Iterator[bool]:
+        """Always this process's turn (one process holds an embedded store)."""
+        yield True
 
     def change_count(self) -> int:
         return int(self._read("SELECT value FROM counters WHERE name = 'changes'")[0][0])

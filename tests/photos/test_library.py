@@ -225,6 +225,10 @@ def test_two_replicas_on_postgres_share_photos_clusters_and_erasure(pg_url: str,
         a.delete_photo(photo, gallery=None)  # erased through a: b never returns it again
         hits = b.search(emb[0], model_id=MODEL, top_k=6, threshold=None)
         assert ids[0] not in {h.face.id for h in hits} and len(hits) == 5
+        with a.store.maintenance_turn() as turn_a, b.store.maintenance_turn() as turn_b:
+            assert turn_a and not turn_b  # background maintenance: one replica at a time
+        with b.store.maintenance_turn() as turn_b:
+            assert turn_b
     finally:
         a.close()
         b.close()
