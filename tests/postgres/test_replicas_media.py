@@ -68,3 +68,25 @@ def test_events_jobs_and_streams_are_shared_by_replicas(tmp_path: Path, pg_url: 
         assert not a.state.media.streams.workers() and not b.state.media.streams.workers()
         assert cb.get(f"/v1/streams/{sid}").status_code == 404
     assert not (tmp_path / "a" / "events.db").exists() and not (tmp_path / "b" / "videos.db").exists()
+
+
+def test_events_export_reads_the_database(tmp_path: Path, pg_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+    from service.pgstores import open_postgres
+
+    backend = open_postgres(pg_url)
+    try:
+        events = backend.media_stores(tmp_path / "replica").events
+        events.add([Event(f"e{i}", 1.0e9 + i, "video:v", i, "s1", "Ada", 0.5, 0.01, 0.0, 1.0, 3) for i in range(3)],
+                   outbox=False)  # fmt: skip
+    finally:
+        backend.close()
+    env = {"FACEREC_DATABASE_URL": pg_url, "FACEREC_DATA": str(tmp_path / "cli")}
+    out = CliRunner().invoke(cli, ["events", "export", "--jsonl"], env=env)
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["id"] for r in rows] == ["e0", "e1", "e2"] and rows[0]["name"] == "Ada"
