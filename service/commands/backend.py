@@ -142,9 +142,9 @@ class LocalBackend:
             self.gallery.delete_subject(subject_id)
         except SubjectNotFound as exc:
             raise CliError(f"no subject {subject_id!r}") from exc
-        from service.events.store import SQLiteEventStore
+        from service.bootstrap import event_store
 
-        events = SQLiteEventStore(self.settings.data)  # erasing a subject erases its events
+        events = event_store(self.settings, self.backend)  # erasing a subject erases its events
         try:
             events.erase_subject(subject_id)
         finally:

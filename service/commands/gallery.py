@@ -30,9 +30,11 @@ def migrate(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Copy subjects, faces (embeddings, crops, staged re-index embeddings), API keys and the audit log into
-    PostgreSQL, keeping every id. Resumable: run it again to continue after an interruption. Ends by comparing
-    counts and a sample of searches; exits 1 if anything differs."""
+    PostgreSQL, keeping every id; then the data dir's events, streams, video jobs and photo library. Resumable: run
+    it again to continue after an interruption. Ends by comparing counts and a sample of searches; exits 1 if
+    anything differs."""
     from service.gallery.postgres.migrate import migrate_gallery
+    from service.pgstores.migrate_media import copy_media
 
     err = Console(stderr=True)
     with progress_bar(err, width=24, disable=as_json) as bar:
@@ -45,6 +47,7 @@ def migrate(
 
         try:
             report = migrate_gallery(source, to, batch=batch, sample=sample, progress=progress)
+            report.counts.update(copy_media(source, to, batch=batch, progress=progress))
         except FaceRecError as exc:
             err.print(f"error: {exc}", markup=False, highlight=False)
             raise typer.Exit(2) from None

@@ -13,7 +13,7 @@ from service.errors import ServiceError
 from service.media import MediaDep
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
-from service.streams.manager import TooManyStreams, describe
+from service.streams.manager import TooManyStreams
 from service.streams.store import StreamNotFound
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -52,7 +52,9 @@ class StreamCreate(BaseModel):
 
 
 class StreamHealth(BaseModel):
-    state: str = Field(description="connecting | running | reconnecting | stopped")
+    state: str = Field(
+        description="connecting | running | reconnecting | stopped | waiting (no replica has reported reading it yet)"
+    )
     fps_in: float = Field(description="Frames read per second (last 5 s).")
     fps_processed: float = Field(description="Frames analysed per second (last 5 s).")
     frames_in: int
@@ -89,21 +91,21 @@ async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> Stream
     """Stored (it survives a restart) and started at once; reconnects by itself. Every person tracked on it gives
     one event (``GET /v1/events?source=stream:<id>``)."""
     try:
-        worker = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
+        view = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
-    return StreamOut.model_validate(describe(worker))
+    return StreamOut.model_validate(view)
 
 
 @router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
 async def list_streams(media: MediaDep, _: AdminKey) -> list[StreamOut]:
-    return [StreamOut.model_validate(describe(w)) for w in media.streams.workers()]
+    return [StreamOut.model_validate(v) for v in await run_in_threadpool(media.streams.views)]
 
 
 @router.get("/{stream_id}", response_model=StreamOut, summary="A stream and its health", responses=errors(*AUTH, 404))
 async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
     try:
-        return StreamOut.model_validate(describe(media.streams.get(stream_id)))
+        return StreamOut.model_validate(await run_in_threadpool(media.streams.view, stream_id))
     except StreamNotFound as exc:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
 

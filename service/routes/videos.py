@@ -14,7 +14,7 @@ from service.deps import RecognizeKey
 from service.errors import ServiceError
 from service.media import MediaDep
 from service.routes.docs import AUTH, deletion, errors
-from service.video.jobs import Job, JobNotFound
+from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
