@@ -33,16 +33,17 @@ import numpy.typing as npt
 from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
 from embeddings.pose import estimate_pose
 from service.gallery.calibration import Calibration, comparisons, fit_calibration, subject_scores
-from service.gallery.matching import RULE, RULES, Rule, quality_weight
+from service.gallery.matching import RULE, RULES, quality_weight, template
+from service.gallery.normalisation import SUFFIX as NORM_SUFFIX
+from service.gallery.normalisation import Normalisation, fit_normalisation
 
 TARGETS = (0.01, 0.001)
 STRANGER_SHARE = 0.3
 MAX_STRANGER_PROBES = 10
 MAX_MATED_PROBES = 5
-COHORT_RULE = "template-cohort"
-COHORT_K = 20
-"""Cohort normalisation measured as a lead (not in the service): the template distance minus the mean distance of
-the probe to its 20 nearest templates of the fit half's people."""
+NORM_RULE = "template-norm"
+"""The template rule with the service's cohort normalisation (:mod:`service.gallery.normalisation`: cohort and
+score table fitted on the fit half's people with :func:`fit_normalisation`)."""
 REPEATS_SMALL = 20
 """Random galleries averaged for sizes <= 100 people (a 10-person gallery's FPIR depends on who is in it)."""
 REPEATS_LARGE = 5
@@ -87,10 +88,10 @@ def _one_gallery(
     tables: dict[str, Calibration],
     g: int,
     rng: np.random.Generator,
-    cohort: list[npt.NDArray[np.float32]],
+    norm: Normalisation,
 ) -> list[dict[str, Any]]:
-    """One random gallery of ``g`` pool people: a row per rule, and one for the template rule with cohort
-    normalisation (not used by the service; see :data:`COHORT_K`)."""
+    """One random gallery of ``g`` pool people: a row per rule, and one for the normalised template score
+    (:data:`NORM_RULE`, what identify uses when the model has a normalisation)."""
     chosen = list(rng.permutation(pool)[:g])
     enrolled, mated, mated_owner = [], [], []
     for s, p in enumerate(chosen):
@@ -105,16 +106,15 @@ def _one_gallery(
     owner = np.asarray(mated_owner)
     rows: list[dict[str, Any]] = []
     mated_idx = np.asarray(mated, dtype=np.int64)
-    for rule in (*RULES, COHORT_RULE):
-        base: Rule = "template" if rule == COHORT_RULE else rule  # type: ignore[assignment]
-        w = [weights[e] for e in enrolled] if rule == "weighted" else None
+    for rule in (*RULES, NORM_RULE):
         subj = [x[e] for e in enrolled]
-        sm = subject_scores(x[mated_idx], subj, rule=base, weights=w)
-        ss = subject_scores(x[stranger_idx], subj, rule=base, weights=w)
-        if rule == COHORT_RULE:  # minus the mean distance to the probe's COHORT_K nearest cohort templates
-            for idx, scores in ((mated_idx, sm), (stranger_idx, ss)):
-                near = np.sort(subject_scores(x[idx], cohort, rule="template"), axis=1)[:, :COHORT_K]
-                scores -= near.mean(axis=1, keepdims=True)
+        if rule == NORM_RULE:
+            tm = np.stack([template(s) for s in subj])
+            sm, ss = norm.scores(x[mated_idx], tm), norm.scores(x[stranger_idx], tm)
+        else:
+            w = [weights[e] for e in enrolled] if rule == "weighted" else None
+            sm = subject_scores(x[mated_idx], subj, rule=rule, weights=w)  # type: ignore[arg-type]
+            ss = subject_scores(x[stranger_idx], subj, rule=rule, weights=w)  # type: ignore[arg-type]
         best_m, arg_m = sm.min(axis=1), sm.argmin(axis=1)
         right = arg_m == owner
         best_s = np.sort(ss.min(axis=1))
@@ -134,7 +134,7 @@ def _one_gallery(
             row[f"tpir@fpir<={key}"] = float((right & (best_m <= t_oracle)).mean())
             row[f"threshold@fpir<={key}"] = t_oracle
             cal = tables.get(rule)
-            if cal is not None and rule != COHORT_RULE:
+            if cal is not None:
                 n = comparisons(rule, g, faces)
                 t_cal = cal.threshold_for_fir(target, n)
                 row[f"calibrated_threshold@{key}"] = t_cal
@@ -153,10 +153,9 @@ def evaluate(
     tables: dict[str, Calibration],
     sizes: list[int],
     seed: int,
-    fit_people: set[str],
+    norm: Normalisation,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed + 1)
-    cohort = [x[rng.permutation(np.flatnonzero(names == p))[: int(rng.integers(1, 4))]] for p in sorted(fit_people)]
     people = sorted(eval_people)
     members = {p: np.flatnonzero(names == p) for p in people}
     order = rng.permutation(people)
@@ -168,7 +167,7 @@ def evaluate(
         g = len(pool) if size <= 0 or size > len(pool) else size
         repeats = 1 if g == len(pool) else REPEATS_SMALL if g <= 100 else REPEATS_LARGE
         runs = [
-            _one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng, cohort) for _ in range(repeats)
+            _one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng, norm) for _ in range(repeats)
         ]
         for i, first in enumerate(runs[0]):
             row = dict(first)
@@ -247,10 +246,14 @@ def main() -> None:
                 x[fit], names[fit], model_id=args.model_id, source=source, rule=rule, seed=seed,
                 weights=weights[fit],
             )  # fmt: skip
+        norm = fit_normalisation(x[fit], names[fit], model_id=args.model_id, source=source, seed=seed)
+        tables[NORM_RULE] = norm.table
         if args.write_tables is not None and seed == int(args.seeds.split(",")[0]):
             tables[RULE].save(args.write_tables)
-            print(f"wrote the {RULE!r} tables to {args.write_tables}")
-        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, fit_people)
+            norm_path = args.write_tables.with_name(args.write_tables.name.removesuffix(".npz") + NORM_SUFFIX)
+            norm.save(norm_path)
+            print(f"wrote the {RULE!r} tables to {args.write_tables} and the normalisation to {norm_path}")
+        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, norm)
         print(f"\nseed {seed}: fit on {len(fit_people)} people, measured on {len(eval_people)} others")
         print_rows(rows)
         report["runs"].append({"seed": seed, "fit_people": len(fit_people), "rows": rows})

@@ -54,7 +54,8 @@ MAX_PHOTOS = 3
 @dataclass(frozen=True)
 class Calibration:
     """Per-probe impostor counts of one model and one rule: ``counts[p, j]`` of the ``n[p]`` subjects of other
-    people compared with probe ``p`` were within ``thresholds[j]`` (L2, ascending)."""
+    people compared with probe ``p`` were within ``thresholds[j]`` (ascending: L2 distances, or normalised scores
+    for a :class:`normalisation.Normalisation`'s table)."""
 
     model_id: str
     rule: str
@@ -94,7 +95,7 @@ class Calibration:
         if not 0.0 < target < 1.0:
             raise ValueError("target_fir must be in (0, 1)")
         n = max(int(comparisons), 1)
-        lo, hi = 0.0, 2.0
+        lo, hi = min(0.0, float(self.thresholds[0])), max(2.0, float(self.thresholds[-1]))
         for _ in range(40):
             mid = (lo + hi) / 2
             if self.false_identification_rate(mid, n) <= target:
@@ -150,10 +151,10 @@ def user_tables_dir(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "calibration"
 
 
-def tables_path(model_id: str, *, cache: Path | None = None) -> Path | None:
-    """The table file of ``model_id``: the user's (written by calibrate/train) before the shipped one; None if
-    neither exists."""
-    for path in (user_tables_dir(cache) / f"{model_id}.npz", SHIPPED_DIR / f"{model_id}.npz"):
+def tables_path(model_id: str, *, cache: Path | None = None, suffix: str = ".npz") -> Path | None:
+    """The table file ``<model_id><suffix>``: the user's (written by calibrate/train) before the shipped one;
+    None if neither exists."""
+    for path in (user_tables_dir(cache) / f"{model_id}{suffix}", SHIPPED_DIR / f"{model_id}{suffix}"):
         if path.is_file():
             return path
     return None
@@ -208,7 +209,7 @@ def fit_calibration(
     if rule == "nearest":  # one comparison per face
         faces = np.concatenate(enrolled)
         owner = np.repeat(np.arange(people), [len(e) for e in enrolled])
-        scores = np.sqrt(np.clip(2.0 - 2.0 * (x[picks].astype(np.float64) @ x[faces].T.astype(np.float64)), 0.0, 4.0))
+        scores = l2_matrix(x[picks], x[faces])
     else:
         w = None if weights is None else [np.asarray(weights)[e] for e in enrolled]
         scores = subject_scores(x[picks], [x[e] for e in enrolled], rule=rule, weights=w)
@@ -219,6 +220,12 @@ def fit_calibration(
     counts = np.stack([np.searchsorted(row, GRID, side="right") for row in scores]).astype(np.int64)
     n = other.sum(axis=1).astype(np.int64)
     return Calibration(model_id, rule, GRID.astype(np.float64), counts, n, source, people, prior)
+
+
+def l2_matrix(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """(m, n) L2 distances between unit rows of ``a`` (m, d) and ``b`` (n, d), in float64."""
+    sim = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
+    return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0)))
 
 
 def subject_scores(

@@ -1,0 +1,189 @@
+"""Cohort score normalisation: how unusual a probe-subject distance is for *these two* faces.
+
+Some faces sit in crowded parts of the embedding space (near many people), others in empty parts; a raw L2
+threshold treats them alike, so a stranger with a "common" face is named too often and a genuine probe of an
+"unusual" face is turned away. Each face is therefore measured against a fixed *cohort* of background people
+(templates of people who are not in the gallery, shipped or fitted per model with the calibration tables): its
+*spread* is the mean L2 distance to its :data:`COHORT_K` nearest cohort templates. The normalised score of a
+probe ``p`` and a subject with template ``t`` (both unit vectors) is::
+
+    score = d(p, t) - (spread(p) + spread(t)) / 2
+
+(symmetric cohort normalisation, lower = more alike; in practice in about [-1, 0.6]). Chosen on LFW people the
+measured galleries never hold (bench/openset.py, docs/OPENSET.md) over probe-only and subject-only
+normalisation, other ``k`` and s-norm (which divides by the cohort's spread of distances too, and did worse).
+
+The decision threshold and the FIR estimate of a normalised score come from :class:`Normalisation`'s own table
+(a :class:`calibration.Calibration` on the score's grid), fitted with :func:`fit_normalisation` so that every
+stranger score it counts is computed as identify computes it: against a cohort that holds neither the probe's
+person nor the subject's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.gallery.calibration import MAX_PHOTOS, PRIOR, Calibration, l2_matrix, tables_path
+from service.gallery.matching import RULE, template
+
+COHORT_K = 10
+"""Nearest cohort templates whose mean distance is a face's spread."""
+
+SCORE_GRID = np.round(np.arange(-1.2, 0.8001, 0.005), 4)
+"""Threshold grid of the normalised score's table."""
+
+SUFFIX = ".cohort.npz"
+"""A model's normalisation file is ``<model_id>.cohort.npz`` next to its ``<model_id>.npz`` tables."""
+
+
+def spreads(vectors: npt.NDArray[np.float32], cohort: npt.NDArray[np.float32], k: int = COHORT_K) -> npt.NDArray[Any]:
+    """The mean L2 distance of each unit row of ``vectors`` (m, d) to its ``k`` nearest rows of ``cohort``: (m,)."""
+    d = l2_matrix(vectors, cohort)
+    k = min(k, d.shape[1])
+    return np.asarray(np.partition(d, k - 1, axis=1)[:, :k].mean(axis=1), np.float64)
+
+
+def normalised_scores(
+    distances: npt.NDArray[np.float64], probe_spread: npt.NDArray[np.float64], subject_spread: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """(m, s) scores from (m, s) L2 distances, the probes' (m,) and the subjects' (s,) spreads."""
+    return np.asarray(distances - 0.5 * (probe_spread[:, None] + subject_spread[None, :]), np.float64)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """A model's cohort (``cohort``: (C, d) unit templates, ``k``) and the FIR table of its normalised score."""
+
+    cohort: npt.NDArray[np.float32]
+    k: int
+    table: Calibration
+
+    @property
+    def model_id(self) -> str:
+        return self.table.model_id
+
+    def scores(self, probes: npt.NDArray[np.float32], templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """(m, s) normalised scores of probe rows against subject template rows."""
+        d = l2_matrix(probes, templates)
+        return normalised_scores(d, spreads(probes, self.cohort, self.k), spreads(templates, self.cohort, self.k))
+
+    def save(self, path: Path) -> None:
+        """Write atomically; the cohort as float16 (what :meth:`load` and the fit use)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = self.table
+        meta = {"model_id": t.model_id, "rule": t.rule, "source": t.source, "people": t.people, "prior": t.prior}
+        meta["k"] = self.k
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    cohort=self.cohort.astype(np.float16),
+                    thresholds=t.thresholds,
+                    counts=t.counts.astype(np.uint32),
+                    n=t.n.astype(np.uint32),
+                    meta=np.array(json.dumps(meta)),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> Normalisation:
+        with np.load(path, allow_pickle=False) as d:
+            meta: dict[str, Any] = json.loads(str(d["meta"]))
+            cohort = d["cohort"].astype(np.float32)
+            t, counts, n = d["thresholds"].astype(np.float64), d["counts"].astype(np.int64), d["n"].astype(np.int64)
+        if counts.shape != (len(n), len(t)) or not (np.diff(t) > 0).all() or (np.diff(counts, axis=1) < 0).any():
+            raise ValueError(f"{path}: not a valid normalisation table")
+        if cohort.ndim != 2 or len(cohort) < int(meta["k"]):
+            raise ValueError(f"{path}: the cohort is smaller than k")
+        table = Calibration(
+            str(meta["model_id"]), str(meta["rule"]), t, counts, n, str(meta["source"]), int(meta["people"]),
+            float(meta.get("prior", PRIOR)),
+        )  # fmt: skip
+        return cls(cohort, int(meta["k"]), table)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, _mtime_ns: int) -> Normalisation:
+    return Normalisation.load(Path(path))
+
+
+def load_normalisation(model_id: str, *, cache: Path | None = None) -> Normalisation | None:
+    """``model_id``'s normalisation (the user's file before the shipped one; re-read when it changes), or None:
+    none, unreadable, or fitted for another model or rule."""
+    path = tables_path(model_id, cache=cache, suffix=SUFFIX)
+    if path is None:
+        return None
+    try:
+        norm = _load_cached(str(path), path.stat().st_mtime_ns)
+    except (OSError, ValueError, KeyError):
+        return None
+    return norm if norm.model_id == model_id and norm.table.rule == RULE else None
+
+
+def _loo_spread(d: npt.NDArray[np.float64], sorted_k1: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:
+    """Spreads with one cohort member left out: ``d[i, j]`` the left-out member's distance from face ``i``,
+    ``sorted_k1[i]`` face ``i``'s ``k + 1`` smallest cohort distances (ascending)."""
+    base = sorted_k1[:, :k].sum(axis=1, keepdims=True)
+    inside = d <= sorted_k1[:, k - 1 : k]
+    return np.asarray(np.where(inside, base - d + sorted_k1[:, k : k + 1], base) / k, np.float64)
+
+
+def fit_normalisation(
+    embeddings: npt.NDArray[np.float32],
+    labels: npt.NDArray[Any],
+    *,
+    model_id: str,
+    source: str,
+    k: int = COHORT_K,
+    probes: int = 3000,
+    max_per_person: int = 10,
+    seed: int = 0,
+    prior: float = PRIOR,
+) -> Normalisation:
+    """Cohort and table from labelled embeddings: every person becomes one template of 1 to :data:`MAX_PHOTOS`
+    random photos; the templates are the cohort *and* the fitted subjects. Up to ``probes`` random images are
+    scored against every other person's subject with the cohort minus the probe's person and minus that subject
+    (leave-out: in service the cohort holds neither the stranger nor the gallery's people), counted on
+    :data:`SCORE_GRID` as :func:`calibration.fit_calibration` counts L2 distances."""
+    x = np.asarray(embeddings, np.float32)
+    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
+    people = int(lab.max()) + 1 if len(lab) else 0
+    if people < k + 3:
+        raise ValueError(f"normalisation needs images of at least {k + 3} people")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(lab == i) for i in range(people)]
+    cohort = np.stack([template(x[rng.permutation(m)[: int(rng.integers(1, MAX_PHOTOS + 1))]]) for m in members])
+    cohort = cohort.astype(np.float16).astype(np.float32)  # exactly what a saved file holds
+    picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
+    picks = rng.permutation(picks)[:probes]
+    own = lab[picks]
+    rows = np.arange(len(picks))
+    d = l2_matrix(x[picks], cohort)  # probe -> subject distances, also probe -> cohort
+    masked = d.copy()
+    masked[rows, own] = np.inf  # the probe's own person is never in its cohort
+    probe_spread = _loo_spread(d, np.sort(np.partition(masked, k, axis=1)[:, : k + 1], axis=1), k)
+    tt = l2_matrix(cohort, cohort)
+    np.fill_diagonal(tt, np.inf)  # a subject is never in its own cohort
+    tt_k1 = np.sort(np.partition(tt, k, axis=1)[:, : k + 1], axis=1)
+    # each subject's spread without the probe's person: tt[s, own[p]] left out of subject s's sorted row
+    subject_spread = _loo_spread(tt[:, own], tt_k1, k).T
+    scores = d - 0.5 * (probe_spread + subject_spread)
+    scores[rows, own] = np.inf
+    scores.sort(axis=1)
+    counts = np.stack([np.searchsorted(row, SCORE_GRID, side="right") for row in scores]).astype(np.int64)
+    n = np.full(len(picks), people - 1, np.int64)
+    table = Calibration(model_id, RULE, SCORE_GRID.astype(np.float64), counts, n, source, people, prior)
+    return Normalisation(cohort, k, table)
