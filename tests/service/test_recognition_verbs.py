@@ -1,4 +1,4 @@
-"""service/recognition.py with fake analyzers and a real gallery: concurrent enrolment of one image,
+"""service/recognition/ with fake analyzers and a real gallery: concurrent enrolment of one image,
 verify against a subject, and identify's threshold policy."""
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
     def run(**kw: Any) -> recognition.IdentifyResult:
         return recognition.identify(analyzer=Analyzer(), gallery=Gallery(), image=b"x", top_k=3, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(recognition, "load_calibration", lambda model_id: cal if model_id == "fake" else None)
+    monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: cal if model_id == "fake" else None)
     fixed = run(threshold=None, fixed_threshold=1.4, max_fir=None)
     ranked = fixed.faces[0].candidates
     # by nearest face s1 (0.632) beats s2 (0.774); by template s2's two faces average to the probe's direction
@@ -170,6 +170,6 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
     assert adaptive.estimated_fir == pytest.approx(0.01, abs=1e-3)
     explicit = run(threshold=1.0, fixed_threshold=1.4, max_fir=0.01)
     assert (explicit.threshold, explicit.threshold_source) == (1.0, "request")
-    monkeypatch.setattr(recognition, "load_calibration", lambda model_id: None)  # a model without tables
+    monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: None)  # a model without tables
     bare = run(threshold=None, fixed_threshold=1.4, max_fir=0.01)
     assert (bare.threshold, bare.threshold_source, bare.estimated_fir) == (1.4, "uncalibrated", None)
