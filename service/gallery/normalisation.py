@@ -141,6 +141,27 @@ def _loo_spread(d: npt.NDArray[np.float64], sorted_k1: npt.NDArray[np.float64], 
     return np.asarray(np.where(inside, base - d + sorted_k1[:, k : k + 1], base) / k, np.float64)
 
 
+def stranger_scores(
+    probes: npt.NDArray[np.float32], owners: npt.NDArray[np.int64], cohort: npt.NDArray[np.float32], k: int
+) -> npt.NDArray[np.float64]:
+    """(P, S) normalised scores of probe rows against the ``cohort`` templates as gallery subjects, each pair's
+    spreads computed without the probe's own person (``owners[p]``, a cohort row) and without that subject, as
+    identify computes a stranger's score against a gallery the cohort does not hold; own pairs are ``inf``."""
+    rows = np.arange(len(probes))
+    d = l2_matrix(probes, cohort)  # probe -> subject distances, also probe -> cohort
+    masked = d.copy()
+    masked[rows, owners] = np.inf  # the probe's own person is never in its cohort
+    probe_spread = _loo_spread(d, np.sort(np.partition(masked, k, axis=1)[:, : k + 1], axis=1), k)
+    tt = l2_matrix(cohort, cohort)
+    np.fill_diagonal(tt, np.inf)  # a subject is never in its own cohort
+    tt_k1 = np.sort(np.partition(tt, k, axis=1)[:, : k + 1], axis=1)
+    # each subject's spread without the probe's person: tt[s, owners[p]] left out of subject s's sorted row
+    subject_spread = _loo_spread(tt[:, owners], tt_k1, k).T
+    scores = d - 0.5 * (probe_spread + subject_spread)
+    scores[rows, owners] = np.inf
+    return np.asarray(scores, np.float64)
+
+
 def fit_normalisation(
     embeddings: npt.NDArray[np.float32],
     labels: npt.NDArray[Any],
@@ -170,18 +191,7 @@ def fit_normalisation(
     picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
     picks = rng.permutation(picks)[:probes]
     own = lab[picks]
-    rows = np.arange(len(picks))
-    d = l2_matrix(x[picks], cohort)  # probe -> subject distances, also probe -> cohort
-    masked = d.copy()
-    masked[rows, own] = np.inf  # the probe's own person is never in its cohort
-    probe_spread = _loo_spread(d, np.sort(np.partition(masked, k, axis=1)[:, : k + 1], axis=1), k)
-    tt = l2_matrix(cohort, cohort)
-    np.fill_diagonal(tt, np.inf)  # a subject is never in its own cohort
-    tt_k1 = np.sort(np.partition(tt, k, axis=1)[:, : k + 1], axis=1)
-    # each subject's spread without the probe's person: tt[s, own[p]] left out of subject s's sorted row
-    subject_spread = _loo_spread(tt[:, own], tt_k1, k).T
-    scores = d - 0.5 * (probe_spread + subject_spread)
-    scores[rows, own] = np.inf
+    scores = stranger_scores(x[picks], own, cohort, k)
     scores.sort(axis=1)
     counts = np.stack([np.searchsorted(row, SCORE_GRID, side="right") for row in scores]).astype(np.int64)
     n = np.full(len(picks), people - 1, np.int64)
