@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
 from embeddings.pose import estimate_pose
-from service.gallery.calibration import Calibration, comparisons, fit_calibration, subject_scores
+from service.gallery.calibration import Calibration, comparisons, fit_calibration, sample_people, subject_scores
 from service.gallery.matching import RULE, RULES, quality_weight, template
 from service.gallery.normalisation import SUFFIX as NORM_SUFFIX
 from service.gallery.normalisation import Normalisation, fit_normalisation
@@ -246,7 +246,8 @@ def main() -> None:
                 x[fit], names[fit], model_id=args.model_id, source=source, rule=rule, seed=seed,
                 weights=weights[fit],
             )  # fmt: skip
-        norm = fit_normalisation(x[fit], names[fit], model_id=args.model_id, source=source, seed=seed)
+        sample = sample_people(x[fit], names[fit], seed=seed)
+        norm = fit_normalisation(sample, model_id=args.model_id, source=source)
         tables[NORM_RULE] = norm.table
         if args.write_tables is not None and seed == int(args.seeds.split(",")[0]):
             tables[RULE].save(args.write_tables)

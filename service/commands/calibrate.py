@@ -34,7 +34,7 @@ def calibrate_folder(
     from embeddings.errors import InvalidImage
     from embeddings.models import resolve_model
     from service.config import Settings
-    from service.gallery.calibration import fit_calibration, user_tables_dir
+    from service.gallery.calibration import fit_calibration, sample_people, user_tables_dir
     from service.gallery.normalisation import SUFFIX, fit_normalisation
 
     info = resolve_model(model_id)
@@ -64,7 +64,8 @@ def calibrate_folder(
     norm_file = user_tables_dir(cache) / f"{info.model_id}{SUFFIX}"
     norm_path: Path | None = norm_file
     try:
-        norm = fit_normalisation(np.stack(embs), np.array(labels), model_id=info.model_id, source=source, seed=seed)
+        sample = sample_people(np.stack(embs), np.array(labels), seed=seed)
+        norm = fit_normalisation(sample, model_id=info.model_id, source=source)
         norm.save(norm_file)
     except ValueError:  # too few people for a cohort: identify uses the L2 tables alone
         norm_file.unlink(missing_ok=True)

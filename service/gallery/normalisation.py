@@ -21,18 +21,14 @@ person nor the subject's.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from service.gallery.calibration import MAX_PHOTOS, PRIOR, Calibration, l2_matrix, tables_path
+from service.gallery.calibration import PRIOR, Calibration, FitSample, l2_matrix, read_model_file, table_from_scores
 from service.gallery.matching import RULE, template
 
 COHORT_K = 10
@@ -77,60 +73,23 @@ class Normalisation:
         return normalised_scores(d, spreads(probes, self.cohort, self.k), spreads(templates, self.cohort, self.k))
 
     def save(self, path: Path) -> None:
-        """Write atomically; the cohort as float16 (what :meth:`load` and the fit use)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        t = self.table
-        meta = {"model_id": t.model_id, "rule": t.rule, "source": t.source, "people": t.people, "prior": t.prior}
-        meta["k"] = self.k
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    cohort=self.cohort.astype(np.float16),
-                    thresholds=t.thresholds,
-                    counts=t.counts.astype(np.uint32),
-                    n=t.n.astype(np.uint32),
-                    meta=np.array(json.dumps(meta)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write atomically: the table's file with the cohort (as float16, what :meth:`load` and the fit use)."""
+        self.table.save(path, arrays={"cohort": self.cohort.astype(np.float16)}, meta={"k": self.k})
 
     @classmethod
     def load(cls, path: Path) -> Normalisation:
-        with np.load(path, allow_pickle=False) as d:
-            meta: dict[str, Any] = json.loads(str(d["meta"]))
-            cohort = d["cohort"].astype(np.float32)
-            t, counts, n = d["thresholds"].astype(np.float64), d["counts"].astype(np.int64), d["n"].astype(np.int64)
-        if counts.shape != (len(n), len(t)) or not (np.diff(t) > 0).all() or (np.diff(counts, axis=1) < 0).any():
-            raise ValueError(f"{path}: not a valid normalisation table")
+        table, arrays, meta = Calibration.read(path, extra=("cohort",))
+        cohort = arrays["cohort"].astype(np.float32)
         if cohort.ndim != 2 or len(cohort) < int(meta["k"]):
             raise ValueError(f"{path}: the cohort is smaller than k")
-        table = Calibration(
-            str(meta["model_id"]), str(meta["rule"]), t, counts, n, str(meta["source"]), int(meta["people"]),
-            float(meta.get("prior", PRIOR)),
-        )  # fmt: skip
         return cls(cohort, int(meta["k"]), table)
-
-
-@lru_cache(maxsize=16)
-def _load_cached(path: str, _mtime_ns: int) -> Normalisation:
-    return Normalisation.load(Path(path))
 
 
 def load_normalisation(model_id: str, *, cache: Path | None = None) -> Normalisation | None:
     """``model_id``'s normalisation (the user's file before the shipped one; re-read when it changes), or None:
     none, unreadable, or fitted for another model or rule."""
-    path = tables_path(model_id, cache=cache, suffix=SUFFIX)
-    if path is None:
-        return None
-    try:
-        norm = _load_cached(str(path), path.stat().st_mtime_ns)
-    except (OSError, ValueError, KeyError):
-        return None
-    return norm if norm.model_id == model_id and norm.table.rule == RULE else None
+    norm = read_model_file(model_id, Normalisation.load, suffix=SUFFIX, cache=cache)
+    return norm if norm is not None and norm.model_id == model_id and norm.table.rule == RULE else None
 
 
 def _loo_spread(d: npt.NDArray[np.float64], sorted_k1: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:
@@ -163,37 +122,18 @@ def stranger_scores(
 
 
 def fit_normalisation(
-    embeddings: npt.NDArray[np.float32],
-    labels: npt.NDArray[Any],
-    *,
-    model_id: str,
-    source: str,
-    k: int = COHORT_K,
-    probes: int = 3000,
-    max_per_person: int = 10,
-    seed: int = 0,
-    prior: float = PRIOR,
+    sample: FitSample, *, model_id: str, source: str, k: int = COHORT_K, prior: float = PRIOR
 ) -> Normalisation:
-    """Cohort and table from labelled embeddings: every person becomes one template of 1 to :data:`MAX_PHOTOS`
-    random photos; the templates are the cohort *and* the fitted subjects. Up to ``probes`` random images are
-    scored against every other person's subject with the cohort minus the probe's person and minus that subject
-    (leave-out: in service the cohort holds neither the stranger nor the gallery's people), counted on
-    :data:`SCORE_GRID` as :func:`calibration.fit_calibration` counts L2 distances."""
-    x = np.asarray(embeddings, np.float32)
-    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
-    people = int(lab.max()) + 1 if len(lab) else 0
-    if people < k + 3:
+    """Cohort and table from a :func:`calibration.sample_people` sample: each person's subject template is a
+    cohort member *and* a fitted subject; each probe image is scored against every other person's subject with
+    the cohort minus the probe's person and minus that subject (:func:`stranger_scores`: in service the cohort
+    holds neither the stranger nor the gallery's people), counted on :data:`SCORE_GRID` as
+    :func:`calibration.fit_calibration` counts L2 distances. ``ValueError`` below ``k + 3`` people."""
+    if sample.people < k + 3:
         raise ValueError(f"normalisation needs images of at least {k + 3} people")
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(lab == i) for i in range(people)]
-    cohort = np.stack([template(x[rng.permutation(m)[: int(rng.integers(1, MAX_PHOTOS + 1))]]) for m in members])
+    cohort = np.stack([template(sample.x[e]) for e in sample.enrolled])
     cohort = cohort.astype(np.float16).astype(np.float32)  # exactly what a saved file holds
-    picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
-    picks = rng.permutation(picks)[:probes]
-    own = lab[picks]
-    scores = stranger_scores(x[picks], own, cohort, k)
-    scores.sort(axis=1)
-    counts = np.stack([np.searchsorted(row, SCORE_GRID, side="right") for row in scores]).astype(np.int64)
-    n = np.full(len(picks), people - 1, np.int64)
-    table = Calibration(model_id, RULE, SCORE_GRID.astype(np.float64), counts, n, source, people, prior)
+    own = sample.labels[sample.picks]
+    scores = stranger_scores(sample.x[sample.picks], own, cohort, k)
+    table = table_from_scores(scores, SCORE_GRID, model_id, RULE, source, sample.people, prior)
     return Normalisation(cohort, k, table)

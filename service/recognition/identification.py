@@ -54,37 +54,20 @@ class Identified:
 
 @dataclass
 class IdentifyResult:
-    """Every face's outcome, and the open-set policy they were decided under (its threshold, scale, source,
-    FIR estimate and gallery counts are exposed as attributes)."""
+    """Every face's outcome and the open-set decision they were made under: the threshold (on the scale
+    ``threshold_scale`` says), where it came from, its FIR estimate and the gallery counts (``policy``: all of it,
+    with the rule that decided)."""
 
     faces: list[Identified]
     top_k: int
     model_id: str
+    threshold: float
+    threshold_source: ThresholdSource
+    threshold_scale: ThresholdScale
+    estimated_fir: float | None
+    gallery_subjects: int
+    gallery_faces: int
     policy: OpenSetPolicy
-
-    @property
-    def threshold(self) -> float:
-        return self.policy.choice.threshold
-
-    @property
-    def threshold_source(self) -> ThresholdSource:
-        return self.policy.choice.source
-
-    @property
-    def threshold_scale(self) -> ThresholdScale:
-        return self.policy.choice.scale
-
-    @property
-    def estimated_fir(self) -> float | None:
-        return self.policy.estimated_fir
-
-    @property
-    def gallery_subjects(self) -> int:
-        return self.policy.subjects
-
-    @property
-    def gallery_faces(self) -> int:
-        return self.policy.faces
 
 
 def rescore(
@@ -175,4 +158,6 @@ def identify(
         for face, ranked in zip(faces, ranked_all, strict=True):
             match = ranked[0] if ranked and policy.accepts(ranked[0]) else None
             results.append(Identified(face=face, match=match, candidates=ranked))
-    return IdentifyResult(results, top_k, analyzer.model_id, policy)
+    c = policy.choice
+    counts = (policy.estimated_fir, policy.subjects, policy.faces)
+    return IdentifyResult(results, top_k, analyzer.model_id, c.threshold, c.source, c.scale, *counts, policy)

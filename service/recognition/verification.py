@@ -45,8 +45,8 @@ def verify_images(
     a = probe_face(analyzer, image_a, aligned=aligned)
     b = probe_face(analyzer, image_b, aligned=aligned)
     v = compare(a.embedding, b.embedding, threshold)
-    boxes = {"face_a": a.box.to_dict(), "face_b": b.box.to_dict()}
-    return VerifyResult(v.match, v.distance, v.similarity, threshold, analyzer.model_id, **boxes)
+    face_a, face_b = a.box.to_dict(), b.box.to_dict()
+    return VerifyResult(v.match, v.distance, v.similarity, threshold, analyzer.model_id, face_a, face_b)
 
 
 def face_ids(gallery: Gallery, subject_id: str, model_id: str) -> list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.gallery.calibration import SHIPPED_DIR, l2_matrix
+from service.gallery.calibration import SHIPPED_DIR, l2_matrix, sample_people
 from service.gallery.matching import RULE
 from service.gallery.normalisation import (
     SUFFIX,
@@ -47,7 +47,7 @@ def test_score_is_the_distance_minus_the_mean_of_both_spreads() -> None:
 
 def test_normalisation_scores_pairs_as_the_formula_says(rng) -> None:
     x, labels = people(rng, n_people=40)
-    norm = fit_normalisation(x, labels, model_id="m", source="synthetic", k=4, probes=50)
+    norm = fit_normalisation(sample_people(x, labels, probes=50), model_id="m", source="synthetic", k=4)
     p, t = x[:3], norm.cohort[5:9]
     want = l2_matrix(p, t) - 0.5 * (spreads(p, norm.cohort, 4)[:, None] + spreads(t, norm.cohort, 4)[None, :])
     assert norm.scores(p, t) == pytest.approx(want)
@@ -74,7 +74,7 @@ def test_fit_scores_each_stranger_pair_with_both_people_left_out_of_the_cohort(r
 
 def test_the_table_is_on_the_score_scale_and_tightens_with_the_gallery(rng) -> None:
     x, labels = people(rng, n_people=200)
-    norm = fit_normalisation(x, labels, model_id="m", source="synthetic", probes=600)
+    norm = fit_normalisation(sample_people(x, labels, probes=600), model_id="m", source="synthetic")
     table = norm.table
     assert table.rule == RULE and table.people == 200 and (table.n == 199).all()
     assert table.thresholds[0] < 0 < table.thresholds[-1]
@@ -87,12 +87,12 @@ def test_the_table_is_on_the_score_scale_and_tightens_with_the_gallery(rng) -> N
 def test_too_few_people_for_a_cohort_is_an_error(rng) -> None:
     x, labels = people(rng, n_people=8)
     with pytest.raises(ValueError, match="at least 13 people"):
-        fit_normalisation(x, labels, model_id="m", source="synthetic")
+        fit_normalisation(sample_people(x, labels), model_id="m", source="synthetic")
 
 
 def test_save_load_and_lookup_per_model(tmp_path: Path, rng) -> None:
     x, labels = people(rng, n_people=40)
-    norm = fit_normalisation(x, labels, model_id="m", source="synthetic", k=4, probes=100)
+    norm = fit_normalisation(sample_people(x, labels, probes=100), model_id="m", source="synthetic", k=4)
     path = tmp_path / "calibration" / f"m{SUFFIX}"
     norm.save(path)
     back = load_normalisation("m", cache=tmp_path)

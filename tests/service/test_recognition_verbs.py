@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,7 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
 
 def _normalisation() -> Any:
     """A cohort normalisation of the fake model fitted on the same kind of synthetic people."""
+    from service.gallery.calibration import sample_people
     from service.gallery.normalisation import fit_normalisation
 
     rng = np.random.default_rng(1)
@@ -184,7 +186,9 @@ def _normalisation() -> Any:
     x = np.repeat(centres, 3, axis=0) + 0.6 * rng.standard_normal((300, 128))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     labels = np.repeat(np.arange(100), 3)
-    return fit_normalisation(x.astype(np.float32), labels, model_id="fake", source="synthetic", probes=300)
+    return fit_normalisation(
+        sample_people(x.astype(np.float32), labels, probes=300), model_id="fake", source="synthetic"
+    )
 
 
 def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distance(
@@ -209,19 +213,12 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     mine = np.stack([unit(0) * 0.9 + unit(1) * 0.436])  # cosine 0.9 with the probe: distance ~0.447
     other = np.stack([unit(0) * 0.3 + unit(2) * 0.954])  # cosine 0.3: distance ~1.18
 
-    class Gallery:
-        def subject_count(self) -> int:
-            return 2
-
-        def face_count(self, model_id: str) -> int:
-            return 2
-
-        def search(self, probes: Any, *, model_id: str, top_k: int) -> list[list[Candidate]]:
-            return [[Candidate("b", "other", 2, 1.18, 0.3), Candidate("a", "mine", 1, 0.45, 0.9)] for _ in probes]
-
-        def face_embeddings(self, subject_id: str, *, model_id: str) -> Any:
-            raw = mine if subject_id == "a" else other
-            return (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+    subjects = {"a": mine / np.linalg.norm(mine), "b": other / np.linalg.norm(other)}
+    cands = [Candidate("b", "other", 2, 1.18, 0.3), Candidate("a", "mine", 1, 0.45, 0.9)]
+    gallery = SimpleNamespace(
+        subject_count=lambda: 2, face_count=lambda model_id: 2, search=lambda probes, **kw: [cands for _ in probes],
+        face_embeddings=lambda sid, **kw: subjects[sid].astype(np.float32),
+    )  # fmt: skip
 
     class Analyzer(EmbeddingAnalyzer):
         threshold = 1.075
@@ -232,13 +229,13 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: None)
     monkeypatch.setattr(recognition.openset, "load_normalisation", lambda model_id: norm)
     result = recognition.identify(
-        analyzer=Analyzer(), gallery=Gallery(), image=b"x", top_k=2, threshold=None, max_fir=0.01
+        analyzer=Analyzer(), gallery=gallery, image=b"x", top_k=2, threshold=None, max_fir=0.01
     )  # type: ignore[arg-type]
     assert (result.threshold_source, result.threshold_scale) == ("max_fir", "normalised")
     assert result.estimated_fir == pytest.approx(0.01, abs=1e-3)
     first, second = result.faces[0].candidates
     assert first.subject_id == "a" and first.score < second.score
-    tm = Gallery().face_embeddings("a", model_id="fake")
+    tm = gallery.face_embeddings("a")
     d = float(np.linalg.norm(probe - tm[0]))
     assert first.distance == pytest.approx(d, abs=1e-6)  # distance stays the raw L2 distance
     want = d - 0.5 * (spreads(probe[None], norm.cohort)[0] + spreads(tm, norm.cohort)[0])
@@ -249,7 +246,7 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     assert policy.accepts(type(first)("a", "mine", 1, 0.5, 0.875, 0.5, result.threshold - 0.1))
     assert not policy.accepts(type(first)("a", "mine", 1, 1.2, 0.28, 1.2, result.threshold - 0.1))
     assert not policy.accepts(type(first)("a", "mine", 1, 0.5, 0.875, 0.5, result.threshold + 0.1))
-    explicit = recognition.identify(analyzer=Analyzer(), gallery=Gallery(), image=b"x", top_k=2, threshold=1.0)  # type: ignore[arg-type]
+    explicit = recognition.identify(analyzer=Analyzer(), gallery=gallery, image=b"x", top_k=2, threshold=1.0)  # type: ignore[arg-type]
     assert explicit.threshold_scale == "distance" and [c.score for c in explicit.faces[0].candidates] == [
         c.distance for c in explicit.faces[0].candidates
     ]
