@@ -78,9 +78,50 @@ def split_people(names: npt.NDArray[Any], seed: int) -> tuple[set[str], set[str]
     return set(perm[:half].tolist()), set(perm[half:].tolist())
 
 
+def draw_gallery(
+    members: dict[str, npt.NDArray[np.int64]], pool: list[str], g: int, rng: np.random.Generator
+) -> tuple[list[npt.NDArray[np.int64]], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``g`` random pool people, each enrolled with 1-3 random photos (at most all but one): their enrolled image
+    indices, the mated probes (up to :data:`MAX_MATED_PROBES` other photos each) and each probe's gallery row."""
+    chosen = list(rng.permutation(pool)[:g])
+    enrolled, mated, mated_owner = [], [], []
+    for s, p in enumerate(chosen):
+        m = rng.permutation(members[p])
+        k = int(rng.integers(1, 4))
+        k = min(k, len(m) - 1) if len(m) > 1 else 1
+        enrolled.append(m[:k])
+        probes = m[k : k + MAX_MATED_PROBES]
+        mated.extend(probes.tolist())
+        mated_owner.extend([s] * len(probes))
+    return enrolled, np.asarray(mated, dtype=np.int64), np.asarray(mated_owner, dtype=np.int64)
+
+
+def split_strangers(
+    names: npt.NDArray[Any], people: list[str], rng: np.random.Generator
+) -> tuple[dict[str, npt.NDArray[np.int64]], list[str], npt.NDArray[np.int64]]:
+    """:data:`STRANGER_SHARE` of ``people`` as strangers (up to :data:`MAX_STRANGER_PROBES` probes each), the rest
+    the enrolment pool: each person's image indices, the pool and the stranger probes."""
+    members = {p: np.flatnonzero(names == p) for p in people}
+    order = rng.permutation(people)
+    n_strangers = int(len(order) * STRANGER_SHARE)
+    strangers, pool = list(order[:n_strangers]), list(order[n_strangers:])
+    return members, pool, np.concatenate([rng.permutation(members[p])[:MAX_STRANGER_PROBES] for p in strangers])
+
+
+def oracle_tpir(
+    mated: npt.NDArray[np.float64], strangers: npt.NDArray[np.float64], owner: npt.NDArray[np.int64], target: float
+) -> tuple[float, float]:
+    """TPIR (rank 1 and within the threshold) at the largest threshold whose measured FPIR is ``<= target``, and
+    that threshold; ``mated``/``strangers``: (probes, subjects) scores, lower = more alike."""
+    right = mated.argmin(axis=1) == owner
+    best_s = np.sort(strangers.min(axis=1))
+    allowed = math.floor(target * len(best_s))
+    t = float(best_s[allowed] - 1e-9) if allowed < len(best_s) else math.inf
+    return float((right & (mated.min(axis=1) <= t)).mean()), t
+
+
 def _one_gallery(
     x: npt.NDArray[np.float32],
-    names: npt.NDArray[Any],
     members: dict[str, npt.NDArray[np.int64]],
     pool: list[str],
     stranger_idx: npt.NDArray[np.int64],
@@ -92,20 +133,9 @@ def _one_gallery(
 ) -> list[dict[str, Any]]:
     """One random gallery of ``g`` pool people: a row per rule, and one for the normalised template score
     (:data:`NORM_RULE`, what identify uses when the model has a normalisation)."""
-    chosen = list(rng.permutation(pool)[:g])
-    enrolled, mated, mated_owner = [], [], []
-    for s, p in enumerate(chosen):
-        m = rng.permutation(members[p])
-        k = int(rng.integers(1, 4))
-        k = min(k, len(m) - 1) if len(m) > 1 else 1
-        enrolled.append(m[:k])
-        probes = m[k : k + MAX_MATED_PROBES]
-        mated.extend(probes.tolist())
-        mated_owner.extend([s] * len(probes))
+    enrolled, mated_idx, owner = draw_gallery(members, pool, g, rng)
     faces = sum(len(e) for e in enrolled)
-    owner = np.asarray(mated_owner)
     rows: list[dict[str, Any]] = []
-    mated_idx = np.asarray(mated, dtype=np.int64)
     for rule in (*RULES, NORM_RULE):
         subj = [x[e] for e in enrolled]
         if rule == NORM_RULE:
@@ -122,17 +152,14 @@ def _one_gallery(
             "gallery_people": g,
             "gallery_faces": faces,
             "rule": rule,
-            "mated_probes": len(mated),
+            "mated_probes": len(mated_idx),
             "stranger_probes": len(best_s),
             "rank1": float(right.mean()),
         }
         for target in TARGETS:
             key = f"{target:g}"
-            # the largest threshold with measured FPIR <= target
-            allowed = math.floor(target * len(best_s))
-            t_oracle = float(best_s[allowed] - 1e-9) if allowed < len(best_s) else 2.0
-            row[f"tpir@fpir<={key}"] = float((right & (best_m <= t_oracle)).mean())
-            row[f"threshold@fpir<={key}"] = t_oracle
+            row[f"tpir@fpir<={key}"], t_oracle = oracle_tpir(sm, ss, owner, target)
+            row[f"threshold@fpir<={key}"] = min(t_oracle, 2.0)
             cal = tables.get(rule)
             if cal is not None:
                 n = comparisons(rule, g, faces)
@@ -156,19 +183,12 @@ def evaluate(
     norm: Normalisation,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed + 1)
-    people = sorted(eval_people)
-    members = {p: np.flatnonzero(names == p) for p in people}
-    order = rng.permutation(people)
-    n_strangers = int(len(order) * STRANGER_SHARE)
-    strangers, pool = list(order[:n_strangers]), list(order[n_strangers:])
-    stranger_idx = np.concatenate([rng.permutation(members[p])[:MAX_STRANGER_PROBES] for p in strangers])
+    members, pool, stranger_idx = split_strangers(names, sorted(eval_people), rng)
     rows: list[dict[str, Any]] = []
     for size in sizes:
         g = len(pool) if size <= 0 or size > len(pool) else size
         repeats = 1 if g == len(pool) else REPEATS_SMALL if g <= 100 else REPEATS_LARGE
-        runs = [
-            _one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng, norm) for _ in range(repeats)
-        ]
+        runs = [_one_gallery(x, members, pool, stranger_idx, weights, tables, g, rng, norm) for _ in range(repeats)]
         for i, first in enumerate(runs[0]):
             row = dict(first)
             for key, value in first.items():
