@@ -2,15 +2,17 @@
 
 Protocol (LFW split by person, seeded):
 
-* half A of the people ("fit") gives the calibration tables (:func:`service.gallery.calibration.fit_calibration`);
+* half A of the people ("fit") gives the calibration tables (:func:`service.gallery.calibration.fit_calibration`)
+  and the cohort normalisation with its own table (:func:`service.gallery.normalisation.fit_normalisation`);
 * half B ("eval") holds the galleries and probes: 30% of its people are *strangers* (never enrolled; up to 10
   probes each), the rest the enrolment pool. A gallery of G people takes G of the pool, each enrolled with 1-3
   random photos (at most all but one of a person's photos); the other photos (up to 5 a person) are mated probes.
   Figures are means over 20 random galleries for sizes <= 100, 5 for 1,000 and 1 for all available people.
-* For each subject rule (nearest face, mean template, quality-weighted template, their combination) and gallery
-  size: TPIR (the person named, rank 1, within the threshold) at the threshold where the *measured* FPIR
-  (strangers named as anyone) is <= 1% and <= 0.1%; and, with the calibration's threshold for a target FIR,
-  the estimate it reports next to the measured FPIR.
+* For each subject rule (nearest face, mean template, quality-weighted template, their combination, and the
+  template's cohort-normalised score identify uses, ``template-norm``) and gallery size: TPIR (the person
+  named, rank 1, within the threshold) at the threshold where the *measured* FPIR (strangers named as anyone)
+  is <= 1% and <= 0.1%; and, with the calibration's threshold for a target FIR, the estimate it reports next
+  to the measured FPIR.
 
 Usage (embeddings from bench/lfw_embeddings.py):
 
