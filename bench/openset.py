@@ -16,7 +16,7 @@ Protocol (LFW split by person, seeded):
 
 Usage (embeddings from bench/lfw_embeddings.py):
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/openset.py --embeddings reports/lfw_embeddings.npz \
+    .venv/bin/python bench/openset.py --embeddings reports/lfw_embeddings.npz \
         --detections reports/lfw-view2/detections.json --out reports/openset.json [--write-tables PATH]
 """
 

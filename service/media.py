@@ -24,6 +24,7 @@ from service.metrics import Metrics
 from service.streams.manager import StreamManager
 from service.streams.metrics import StreamCollector
 from service.streams.store import StreamStore
+from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner, JobStore
 from service.video.live import LiveSessions
 from service.video.pipeline import PipelineConfig
@@ -105,25 +106,20 @@ class Media:
         )
         self.gate = threading.BoundedSemaphore(settings.video_workers)
         self.jobs = JobStore(data)
+
+        def deps(*, live: bool) -> FrameDeps:
+            def config() -> PipelineConfig:
+                return pipeline_config(settings, analyzer(), live=live, detector=self.detector())
+
+            return FrameDeps(analyzer, gallery, config, self.recorder, self.gate)
+
         self.runner = JobRunner(
             self.jobs,
-            analyzer=analyzer,
-            gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=False, detector=self.detector()),
-            recorder=self.recorder,
-            gate=self.gate,
+            deps(live=False),
             keep_uploads=settings.video_keep_uploads,
             default_fps=settings.video_fps,
         )
-        self.streams = StreamManager(
-            StreamStore(data),
-            analyzer=analyzer,
-            gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=True, detector=self.detector()),
-            recorder=self.recorder,
-            gate=self.gate,
-            max_streams=settings.streams_max,
-        )
+        self.streams = StreamManager(StreamStore(data), deps(live=True), max_streams=settings.streams_max)
         self.live = LiveSessions()
         if metrics is not None:
             metrics.registry.register(StreamCollector(self.streams))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
 
 from embeddings.errors import FaceRecError
+from service.commands.progress import progress_bar
 
 app = typer.Typer(help="Move a gallery between backends.", no_args_is_help=True)
 
@@ -34,14 +35,7 @@ def migrate(
     from service.gallery.postgres.migrate import migrate_gallery
 
     err = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description:<24}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=as_json,
-    ) as bar:
+    with progress_bar(err, width=24, disable=as_json) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -12,13 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
-from service.routes.docs import errors
+from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams, describe
 from service.streams.store import StreamNotFound
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
-AUTH = (401, 403)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
@@ -77,10 +75,6 @@ class StreamOut(BaseModel):
     health: StreamHealth
 
 
-def stream_out(data: dict[str, Any]) -> StreamOut:
-    return StreamOut.model_validate(data)
-
-
 @router.post(
     "",
     status_code=201,
@@ -98,29 +92,23 @@ async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> Stream
         worker = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
-    return stream_out(describe(worker))
+    return StreamOut.model_validate(describe(worker))
 
 
 @router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
 async def list_streams(media: MediaDep, _: AdminKey) -> list[StreamOut]:
-    return [stream_out(describe(w)) for w in media.streams.workers()]
+    return [StreamOut.model_validate(describe(w)) for w in media.streams.workers()]
 
 
 @router.get("/{stream_id}", response_model=StreamOut, summary="A stream and its health", responses=errors(*AUTH, 404))
 async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
     try:
-        return stream_out(describe(media.streams.get(stream_id)))
+        return StreamOut.model_validate(describe(media.streams.get(stream_id)))
     except StreamNotFound as exc:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
 
 
-@router.delete(
-    "/{stream_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Stop and remove a stream",
-    responses=errors(*AUTH, 404),
-)
+@router.delete("/{stream_id}", **deletion("Stop and remove a stream", 404))
 async def delete_stream(stream_id: str, media: MediaDep, _: AdminKey) -> Response:
     try:
         await run_in_threadpool(media.streams.delete, stream_id)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from embeddings import FaceAnalyzer
-from service.events.recorder import EventRecorder
 from service.streams.store import StreamConfig, StreamNotFound, StreamStore
 from service.streams.worker import StreamWorker
 from service.video.decode import redact
-from service.video.pipeline import PipelineConfig
+from service.video.deps import FrameDeps
 
 
 class TooManyStreams(Exception):
@@ -24,23 +22,13 @@ class StreamManager:
     def __init__(
         self,
         store: StreamStore,
+        deps: FrameDeps,
         *,
-        analyzer: Callable[[], FaceAnalyzer | None],
-        gallery: Callable[[], Any],
-        config: Callable[[], PipelineConfig],
-        recorder: EventRecorder,
-        gate: threading.Semaphore,
         max_streams: int,
     ) -> None:
         self.store = store
+        self.deps = deps
         self.max_streams = max_streams
-        self._worker_args: dict[str, Any] = {
-            "analyzer": analyzer,
-            "gallery": gallery,
-            "config": config,
-            "recorder": recorder,
-            "gate": gate,
-        }
         self._workers: dict[str, StreamWorker] = {}
         self._lock = threading.Lock()
 
@@ -51,7 +39,7 @@ class StreamManager:
         return self
 
     def _start(self, cfg: StreamConfig) -> StreamWorker:
-        worker = StreamWorker(cfg, **self._worker_args).start()
+        worker = StreamWorker(cfg, self.deps).start()
         with self._lock:
             self._workers[cfg.id] = worker
         return worker

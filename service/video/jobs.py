@@ -15,15 +15,15 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from embeddings import FaceAnalyzer
-from service.events.recorder import EventRecorder, event_of, video_event_id
+from service.events.recorder import event_of, video_event_id
 from service.video.decode import VideoError, info, open_capture, sample_frames
-from service.video.pipeline import PipelineConfig, TrackDecision, TrackPipeline
+from service.video.deps import FrameDeps
+from service.video.pipeline import TrackDecision, TrackPipeline
 
 log = logging.getLogger("facerec.video")
 
@@ -174,17 +174,12 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
+        deps: FrameDeps,
         *,
-        analyzer: Callable[[], FaceAnalyzer | None],
-        gallery: Callable[[], Any],
-        config: Callable[[], PipelineConfig],
-        recorder: EventRecorder,
-        gate: threading.Semaphore,
         keep_uploads: bool,
         default_fps: float,
     ) -> None:
-        self.store, self.analyzer, self.gallery, self.config = store, analyzer, gallery, config
-        self.recorder, self.gate, self.keep_uploads, self.default_fps = recorder, gate, keep_uploads, default_fps
+        self.store, self.deps, self.keep_uploads, self.default_fps = store, deps, keep_uploads, default_fps
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelled: set[str] = set()
@@ -209,7 +204,7 @@ class JobRunner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            analyzer = self.analyzer()
+            analyzer = self.deps.analyzer()
             job = self.store.next_queued() if analyzer is not None else None
             if job is None or analyzer is None:
                 self._wake.wait(1.0)
@@ -232,7 +227,7 @@ class JobRunner:
             return
         source = f"video:{job.id}"
         events = [event_of(d, source=source, event_id=video_event_id(job.id, d.track_id)) for d in decisions]
-        self.recorder.record(events)
+        self.deps.recorder.record(events)
         self._end(job, status="done", tracks=[track_entry(d) for d in decisions], duration_s=duration, progress=1.0)
 
     def _read(self, job: Job, analyzer: FaceAnalyzer) -> tuple[list[TrackDecision], float]:
@@ -242,14 +237,14 @@ class JobRunner:
             raise VideoError("the file is not a video FFmpeg can open, or it is corrupt") from exc
         try:
             meta = info(cap)
-            pipe = TrackPipeline(analyzer, self.gallery, self.config())
+            pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config())
             decisions: list[TrackDecision] = []
             last_update = time.monotonic()
             t = 0.0
             for t, rgb in sample_frames(cap, job.fps or self.default_fps):
                 if self._stop.is_set() or job.id in self._cancelled:
                     raise _Stopped
-                with self.gate:
+                with self.deps.gate:
                     decisions.extend(pipe.process(rgb, t).decisions)
                 if time.monotonic() - last_update > 1.0 and meta.duration_s > 0:
                     self.store.update(job.id, progress=min(t / meta.duration_s, 0.99))

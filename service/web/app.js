@@ -17,7 +17,8 @@ async function api(method, path, body) {
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
     const err = (data && data.error) || { code: "http_" + res.status, message: res.statusText };
-    throw Object.assign(new Error(err.message), { code: err.code, status: res.status });
+    const retryAfter = Number(res.headers.get("Retry-After")) || 0;  // seconds; 0 when absent
+    throw Object.assign(new Error(err.message), { code: err.code, status: res.status, retryAfter });
   }
   return data;
 }
@@ -213,6 +214,7 @@ async function startLive() {
   show("live", `<p class="small">Watching…</p>`);
   requestAnimationFrame(drawLive);
   const grab = document.createElement("canvas");
+  let backoffMs = 0;  // grows while the server answers 429/503, back to 0 after an answer
   while (live.running) {
     const w = video.videoWidth, h = video.videoHeight;
     if (!w || !h) { await new Promise((r) => setTimeout(r, 50)); continue; }
@@ -226,6 +228,7 @@ async function startLive() {
     try {
       const r = await api("POST", "/v1/live/frames", form);
       live.faces = r.faces; live.width = r.width; live.height = r.height; live.grabbed = grabbed;
+      backoffMs = 0;
       const now = performance.now();
       live.updates.push(now); live.updates = live.updates.filter((t) => now - t < 3000);
       for (const f of r.faces) if (f.decided) live.names[f.track_id] = f.name || "unknown";
@@ -235,7 +238,11 @@ async function startLive() {
     } catch (e) {
       showError("live", e);
       if (e.status === 401 || e.status === 403) { stopLive(); break; }
-      await new Promise((r) => setTimeout(r, 1000));
+      // busy or rate-limited: wait what the server asks (Retry-After), else back off 0.5 s doubling up to 8 s
+      const busy = e.status === 429 || e.status === 503;
+      backoffMs = busy ? Math.min(Math.max(backoffMs * 2, 500), 8000) : 1000;
+      live.backoffMs = Math.max(backoffMs, (e.retryAfter || 0) * 1000);
+      await new Promise((r) => setTimeout(r, live.backoffMs));
     }
   }
 }

@@ -28,15 +28,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("acceptance") / "data").start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120.0) as c:
-        yield c
+    yield from Server(tmp_path_factory.mktemp("acceptance") / "data").serving()
 
 
 @pytest.fixture(scope="module")

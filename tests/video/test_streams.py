@@ -14,7 +14,7 @@ import pytest
 
 from bench.video_scenes import MjpegServer, Scene
 from tests.service.server import Server
-from tests.video.helpers import ENROLLED, STRANGER, RtspServer, passes, people_scene
+from tests.video.helpers import ENROLLED, STRANGER, RtspServer, enrol, passes, people_scene
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +35,13 @@ def camera(scene: Scene) -> Iterator[MjpegServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("streams") / "data").start()
-    yield srv
-    srv.stop()
+    yield from Server(tmp_path_factory.mktemp("streams") / "data").serving()
 
 
 @pytest.fixture(scope="module")
 def client(server: Server, dataset: Path) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as c:
-        for person in ENROLLED:
-            sid = c.post("/v1/subjects", json={"name": person}).json()["id"]
-            photos = sorted((dataset / "train" / person).glob("*.jpg"))[:5]
-            files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
-            assert c.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
+        enrol(c, dataset)
         yield c
 
 
