@@ -94,6 +94,7 @@ def match_out(c: Any) -> Match:
         similarity=float(c.similarity),
         face_id=c.face_id,
         face_distance=getattr(c, "face_distance", None),
+        score=getattr(c, "score", None),
     )
 
 
@@ -119,5 +120,6 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         gallery_subjects=result.gallery_subjects,
         gallery_faces=result.gallery_faces,
         threshold_source=result.threshold_source,
+        threshold_scale=result.threshold_scale,
         estimated_false_identification_rate=result.estimated_fir,
     )

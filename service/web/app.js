@@ -133,18 +133,21 @@ async function runIdentify() {
   const form = new FormData(); form.append("image", list[0].blob, list[0].name);
   const body = await api("POST", "/v1/identify", form);
   const t = body.threshold;
+  // a normalised threshold is compared with each match's score (its distance relative to the model's cohort)
+  const normed = body.threshold_scale === "normalised";
+  const scored = (c) => normed ? `score ${num(c.score)} (distance ${num(c.distance)})` : `distance ${num(c.distance)}`;
   drawWhenLoaded("identify", body.faces.map((f) => ({ box: f.box, label: f.match ? f.match.name : "unknown", color: f.match ? "#1a7f37" : "#b35900" })));
   if (!body.faces.length) return show("identify", `<p class="verdict unknown">No face was found in this photo.</p>`);
   const items = body.faces.map((f, i) => {
     const near = f.candidates[0];
-    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: distance ${num(f.match.distance)}, within the threshold ${num(t)}, so this is a match.</li>`;
-    const why = near ? `the nearest enrolled person is ${esc(near.name)} at distance ${num(near.distance)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
+    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: ${scored(f.match)}, within the threshold ${num(t)}, so this is a match.</li>`;
+    const why = near ? `the nearest enrolled person is ${esc(near.name)} at ${scored(near)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
     return `<li><span class="unknown"><b>unknown</b></span>: ${why}.</li>`;
   });
   const fir = body.estimated_false_identification_rate;
   const firText = fir == null ? "" : ` At this threshold about ${(fir * 100).toPrecision(2)}% of strangers would be mistaken for someone.`;
   show("identify", `<p class="verdict">${body.faces.length} face${body.faces.length > 1 ? "s" : ""} found</p><ul>${items.join("")}</ul>
-    <p class="small">Gallery: ${body.gallery_subjects} ${body.gallery_subjects === 1 ? "person" : "people"}. Lower distance = more alike.${firText}</p>`);
+    <p class="small">Gallery: ${body.gallery_subjects} ${body.gallery_subjects === 1 ? "person" : "people"}. Lower ${normed ? "score" : "distance"} = more alike.${firText}</p>`);
 }
 
 async function runVerify() {

@@ -15,6 +15,7 @@ from embeddings import default_threshold
 from embeddings.weights import MODEL_ID
 from service.config import Settings
 from service.gallery.calibration import load_calibration
+from service.gallery.normalisation import load_normalisation
 from service.recognition import identify_threshold
 from tests.service.helpers import images
 from tests.service.server import Server
@@ -101,6 +102,7 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
         calibration=load_calibration(MODEL_ID),
         subjects=1,
         faces=faces,
+        normalisation=load_normalisation(MODEL_ID),
     ).threshold
     assert "Ben Afflek" in text and f"within the threshold {used:.2f}" in text
     width = page.eval_on_selector("#identify-canvas", "c => c.width")
