@@ -34,6 +34,13 @@ from service.gallery.matching import RULE, template
 COHORT_K = 10
 """Nearest cohort templates whose mean distance is a face's spread."""
 
+SAME_PERSON_L2 = 0.7
+"""A cohort template closer than this (L2) to a face is taken to be that face's own person and is not counted in
+its spread: the shipped cohort holds public people, who may be enrolled or probed too, and one's own template
+would shrink the spread (by ~0.07 on LFW) and so push that person's scores up. Other people come this close to
+an LFW image's nearest cohort template in under 1% of images (bench/openset.py's embeddings), so the spreads of
+everyone else barely change."""
+
 SCORE_GRID = np.round(np.arange(-1.2, 0.8001, 0.005), 4)
 """Threshold grid of the normalised score's table."""
 
@@ -43,9 +50,17 @@ SUFFIX = ".cohort.npz"
 
 def spreads(vectors: npt.NDArray[np.float32], cohort: npt.NDArray[np.float32], k: int = COHORT_K) -> npt.NDArray[Any]:
     """The mean L2 distance of each unit row of ``vectors`` (m, d) to its ``k`` nearest rows of ``cohort``: (m,)."""
-    d = l2_matrix(vectors, cohort)
+    d = _others(l2_matrix(vectors, cohort))
     k = min(k, d.shape[1])
-    return np.asarray(np.partition(d, k - 1, axis=1)[:, :k].mean(axis=1), np.float64)
+    near = np.partition(d, k - 1, axis=1)[:, :k]
+    # a face with fewer than k others in the cohort (a tiny cohort): the mean of those it has
+    finite = np.isfinite(near)
+    return np.asarray(np.where(finite, near, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1), np.float64)
+
+
+def _others(d: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Cohort distances with the face's own person (closer than :data:`SAME_PERSON_L2`) set to ``inf``."""
+    return np.asarray(np.where(d < SAME_PERSON_L2, np.inf, d), np.float64)
 
 
 def normalised_scores(
@@ -108,10 +123,10 @@ def stranger_scores(
     identify computes a stranger's score against a gallery the cohort does not hold; own pairs are ``inf``."""
     rows = np.arange(len(probes))
     d = l2_matrix(probes, cohort)  # probe -> subject distances, also probe -> cohort
-    masked = d.copy()
+    masked = _others(d)  # as spreads() counts them
     masked[rows, owners] = np.inf  # the probe's own person is never in its cohort
-    probe_spread = _loo_spread(d, np.sort(np.partition(masked, k, axis=1)[:, : k + 1], axis=1), k)
-    tt = l2_matrix(cohort, cohort)
+    probe_spread = _loo_spread(masked, np.sort(np.partition(masked, k, axis=1)[:, : k + 1], axis=1), k)
+    tt = _others(l2_matrix(cohort, cohort))
     np.fill_diagonal(tt, np.inf)  # a subject is never in its own cohort
     tt_k1 = np.sort(np.partition(tt, k, axis=1)[:, : k + 1], axis=1)
     # each subject's spread without the probe's person: tt[s, owners[p]] left out of subject s's sorted row

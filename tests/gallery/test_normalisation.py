@@ -11,6 +11,7 @@ import pytest
 from service.gallery.calibration import SHIPPED_DIR, l2_matrix, sample_people
 from service.gallery.matching import RULE
 from service.gallery.normalisation import (
+    SAME_PERSON_L2,
     SUFFIX,
     Normalisation,
     fit_normalisation,
@@ -28,13 +29,15 @@ COHORT = np.stack([E[0], E[1], -E[0], -E[1]])
 
 def test_spread_is_the_mean_distance_to_the_k_nearest_cohort_members() -> None:
     r2 = np.sqrt(2.0)
-    assert spreads(E[:1], COHORT, k=1) == pytest.approx([0.0])
-    assert spreads(E[:1], COHORT, k=2) == pytest.approx([r2 / 2])
-    assert spreads(E[:1], COHORT, k=3) == pytest.approx([2 * r2 / 3])
+    # e0's own template in the cohort (distance 0, under SAME_PERSON_L2) is not counted: the others are
+    assert spreads(E[:1], COHORT, k=1) == pytest.approx([r2])
+    assert spreads(E[:1], COHORT, k=2) == pytest.approx([r2])
+    assert spreads(E[:1], COHORT, k=3) == pytest.approx([(2 * r2 + 2) / 3])
     diag = (E[0] + E[1]) / np.sqrt(2.0)  # 45 degrees: e0 and e1 at 2 sin(22.5°), the others at 2 sin(67.5°)
     near, far = 2 * np.sin(np.pi / 8), 2 * np.sin(3 * np.pi / 8)
     assert spreads(diag[None].astype(np.float32), COHORT, k=3) == pytest.approx([(2 * near + far) / 3], abs=1e-6)
-    assert spreads(E, COHORT, k=10) == pytest.approx([(r2 * 2 + 2) / 4] * 2)  # k beyond the cohort: all of it
+    assert spreads(E, COHORT, k=10) == pytest.approx([(r2 * 2 + 2) / 3] * 2)  # k beyond the cohort: all others
+    assert SAME_PERSON_L2 < near  # the diagonal's nearest members are other people
 
 
 def test_score_is_the_distance_minus_the_mean_of_both_spreads() -> None:
