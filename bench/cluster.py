@@ -11,8 +11,8 @@ other half (test) and on all. Noise points (label -1) count as singletons.
 centres so that same-person distances are LFW-like) stored in a real photo library in a temporary dir: full
 re-clustering time, search p50/p99 over the index, and the time a new face takes to join its cluster.
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/cluster.py quality --embeddings reports/lfw_embeddings.npz
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/cluster.py scale --faces 100000
+    .venv/bin/python bench/cluster.py quality --embeddings reports/lfw_embeddings.npz
+    .venv/bin/python bench/cluster.py scale --faces 100000
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ own boxes move when the pixels move, a floor for any detector that does not run 
 
 Usage:
 
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/detect.py --lfw-root <lfw-deepfunneled> \\
+    .venv/bin/python bench/detect.py --lfw-root <lfw-deepfunneled> \\
         --skip-agreement --out reports/detect-latency.json
     nice -n 19 .venv/bin/python bench/detect.py --lfw-root <lfw-deepfunneled> --skip-latency \\
         --out reports/detect-agreement.json

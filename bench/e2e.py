@@ -16,7 +16,8 @@ Subcommands (run from the repository root with the project's venv, ``FACEREC_CAC
 ``server`` the real ``facerec serve`` on the data dir: cold start to /readyz, idle RSS, one-client latency on
            1080p photos, 16 clients on 640x480 photos, and RSS growth over N requests after warm-up.
 
-Timed subcommands take ``flock /tmp/facerec-timed.lock`` themselves per phase (``--lock``).
+Timed subcommands hold the lock file ``reports/timed.lock`` per phase (``--lock``, the default), so that two timed
+runs from this checkout never overlap.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-TIMED_LOCK = Path("/tmp/facerec-timed.lock")
+from bench.paths import REPORTS
+
+TIMED_LOCK = REPORTS / "timed.lock"
 
 
 def vm(pid: int | str = "self", key: str = "VmRSS") -> float:
@@ -29,6 +31,7 @@ def timed_lock(enabled: bool, what: str) -> Iterator[None]:
     if not enabled:
         yield
         return
+    TIMED_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(TIMED_LOCK, "a") as fh:
         t = time.monotonic()
         fcntl.flock(fh, fcntl.LOCK_EX)

@@ -5,7 +5,7 @@
 fp32, plus fp32 with the old two-call flip TTA (originals, then mirror images) to show what the single
 concatenated batch gives. Conversion to OpenVINO happens before timing (cached). Usage:
 
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/encoder_precision.py speed --out reports/encoder/speed.json
+    .venv/bin/python bench/encoder_precision.py speed --out reports/encoder/speed.json
 
 Each setting is measured in ``--rounds`` interleaved rounds (all settings, then again) and its best round kept,
 so that a burst of other work on a shared machine hits every precision alike and the least disturbed figure

@@ -17,9 +17,9 @@ Steps (caching and evaluation are untimed, run them with ``nice -n 19``; trainin
 
     nice -n 19 .venv/bin/python bench/finetune.py prepare --domain clean
     nice -n 19 .venv/bin/python bench/finetune.py prepare --domain degraded
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain degraded --loss triplet
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain degraded --loss contrastive
-    flock /tmp/facerec-timed.lock .venv/bin/python bench/finetune.py train --domain clean --loss triplet
+    .venv/bin/python bench/finetune.py train --domain degraded --loss triplet
+    .venv/bin/python bench/finetune.py train --domain degraded --loss contrastive
+    .venv/bin/python bench/finetune.py train --domain clean --loss triplet
     nice -n 19 .venv/bin/python bench/finetune.py verify --domain clean --loss triplet
     .venv/bin/python bench/finetune.py report
 """
@@ -31,7 +31,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,6 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.paths import LFW, REPORTS
+
+if TYPE_CHECKING:
+    from embeddings.training.trainer import Prepared, TrainOptions
 
 DETECTIONS = REPORTS / "view2" / "detections.json"
 OUT = REPORTS / "finetune"
@@ -127,28 +130,32 @@ def _test_metrics(tail: Any, test: Any, ok: npt.NDArray[np.bool_], val_threshold
     }
 
 
+def prepare_lfw(lfw: Path, options: TrainOptions, work_dir: Path) -> Prepared:
+    """``trainer.prepare`` on ``lfw/lfw-deepfunneled`` with the pretrained weights, printing its progress."""
+    from embeddings import weights as weights_mod
+    from embeddings.training.trainer import prepare
+
+    return prepare(
+        lfw / "lfw-deepfunneled", options, weights=weights_mod.resolve(), work_dir=work_dir, stage=print_stage
+    )
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from embeddings import weights as weights_mod
     from embeddings.training.network import split_model
-    from embeddings.training.trainer import prepare
 
     t0 = time.monotonic()
     options = _options(args)
     pretrained = split_model(weights_mod.resolve(), options.cut)
     test, ok, _ = _test_set(args, pretrained.head, options)  # first: the pretrained model's figure on this domain
     print("pretrained on pairsDevTest:", json.dumps(_test_metrics(pretrained.tail, test, ok, 1.075)), flush=True)
-    prepared = prepare(
-        args.lfw / "lfw-deepfunneled",
-        options,
-        weights=weights_mod.resolve(),
-        work_dir=WORK / args.domain,
-        stage=_stage,
-    )
+    prepared = prepare_lfw(args.lfw, options, WORK / args.domain)
     print(json.dumps(prepared.summary, indent=1))
     print(f"prepared {args.domain} in {time.monotonic() - t0:.0f} s (untimed)")
 
 
-def _stage(name: str, total: int) -> Any:
+def print_stage(name: str, total: int) -> Any:
+    """A training ``Stage``: ``advance(n)`` prints ``name: done/total`` at most every 30 s and at the end."""
     done = [0]
     last = [time.monotonic()]
 
@@ -164,12 +171,12 @@ def _stage(name: str, total: int) -> Any:
 def cmd_train(args: argparse.Namespace) -> None:
     from embeddings import weights as weights_mod
     from embeddings.training.cache import cache_key
-    from embeddings.training.fit import StepReport, embed_cached, fit
+    from embeddings.training.fit import StepReport, embed_cached
     from embeddings.training.gate import judge
     from embeddings.training.model_dir import make_model_id, save_model_dir
     from embeddings.training.network import split_model
     from embeddings.training.operating import compare, score_set
-    from embeddings.training.trainer import make_card, prepare
+    from embeddings.training.trainer import fit_prepared, make_card, prepare
 
     wall0 = time.monotonic()
     options = _options(args, args.loss)
@@ -188,29 +195,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     gate_set = prepared.gate
     gate_before = score_set(embed_cached(prepared.split.tail, gate_set.acts), gate_set.labels)
     t0 = time.monotonic()
-    result = fit(
-        prepared.split,
-        prepared.train_acts,
-        prepared.train_labels,
-        prepared.selection,
-        options.fit,
-        checkpoint_dir=WORK / args.domain / "checkpoints" / run,
-        resume=args.resume,
-        on_step=report,
-    )
+    checkpoints = WORK / args.domain / "checkpoints" / run
+    result = fit_prepared(prepared, options, checkpoint_dir=checkpoints, resume=args.resume, on_step=report)
     fit_s = time.monotonic() - t0
     model_id = make_model_id(options.name)
     gate = compare(gate_before, score_set(embed_cached(prepared.split.tail, gate_set.acts), gate_set.labels))
     gate["decision"] = judge(gate)
-    card = make_card(
-        model_id,
-        options,
-        prepared,
-        result,
-        base_model_id=weights_mod.MODEL_ID,
-        gate=gate,
-        threshold=float(gate["after"]["threshold"]),
-    )
+    card = make_card(model_id, options, prepared, result, gate=gate, threshold=float(gate["after"]["threshold"]))
     model_dir = save_model_dir(prepared.split.full, card, args.models_root)
     before = _test_metrics(pretrained.tail, test, ok, float(result.before["threshold"]))
     after = _test_metrics(prepared.split.tail, test, ok, float(result.after["threshold"]))

@@ -14,8 +14,8 @@ Protocol (docs/FINETUNE.md, "Transfer to unseen people"):
   (``--distill``, ``--l2sp``, ``--lr``, ``--select``, ``--train-people`` for the people-count curve) and scores
   before/after on the test people; ``report`` prints the table.
 
-    flock /tmp/facerec-bench.lock nice -n 10 .venv/bin/python bench/finetune_transfer.py prepare --domain lowres
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/finetune_transfer.py train --domain lowres --tag default
+    nice -n 10 .venv/bin/python bench/finetune_transfer.py prepare --domain lowres
+    .venv/bin/python bench/finetune_transfer.py train --domain lowres --tag default
     .venv/bin/python bench/finetune_transfer.py report
 """
 
@@ -33,11 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = ROOT.parent / "shared" / "data" / "lfw"
-DETECTIONS = ROOT / "reports" / "lfw-detections.json"
-OUT = ROOT / "reports" / "finetune-transfer"
-WORK = ROOT / "reports" / "finetune-transfer-work"
+from bench.finetune import prepare_lfw, print_stage
+from bench.paths import LFW, REPORTS
+
+DETECTIONS = REPORTS / "lfw-detections.json"
+OUT = REPORTS / "finetune-transfer"
+WORK = REPORTS / "finetune-transfer-work"
 
 
 def _people(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -99,35 +100,17 @@ def _test_set(args: argparse.Namespace, head: Any, options: Any, test_people: li
         photo_transform=options.photo_transform,
         margin=options.margin,
         rotate=options.rotate,
-        progress=_stage("cache test activations", len(items)),
+        progress=print_stage("cache test activations", len(items)),
     )
     return acts, np.array(labels, dtype=np.int64)
 
 
-def _stage(name: str, total: int) -> Any:
-    done = [0]
-    last = [time.monotonic()]
-
-    def advance(n: int) -> None:
-        done[0] += n
-        if time.monotonic() - last[0] > 30 or done[0] >= total:
-            last[0] = time.monotonic()
-            print(f"  {name}: {done[0]}/{total}", flush=True)
-
-    return advance
-
-
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from embeddings import weights as weights_mod
-    from embeddings.training.trainer import prepare
-
     t0 = time.monotonic()
     train_people, test_people = _people(args)
     print(f"{len(train_people)} trainer people, {len(test_people)} test people", flush=True)
     options = _options(args, test_people)
-    prepared = prepare(
-        args.lfw / "lfw-deepfunneled", options, weights=weights_mod.resolve(), work_dir=WORK / args.domain, stage=_stage
-    )
+    prepared = prepare_lfw(args.lfw, options, WORK / args.domain)
     print(json.dumps(prepared.summary, indent=1))
     if not args.skip_test:  # else the first ``train`` caches the test people
         acts, labels = _test_set(args, prepared.split.head, options, test_people)

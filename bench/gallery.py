@@ -99,6 +99,12 @@ class Synthetic:
 
 def _latency(g: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
     faiss.omp_set_num_threads(1)
+    return search_latency(g, probes)
+
+
+def search_latency(g: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
+    """One-probe top-5 search latency of any gallery (also the PostgreSQL and Milvus benches'): 20 warm-up
+    searches, then every probe timed; p50/p99 in ms."""
     for p in probes[:20]:
         g.search(p[None], model_id=MODEL, top_k=5)
     times = []

@@ -2,19 +2,21 @@
 
 Protocol (LFW split by person, seeded):
 
-* half A of the people ("fit") gives the calibration tables (:func:`service.gallery.calibration.fit_calibration`);
+* half A of the people ("fit") gives the calibration tables (:func:`service.gallery.calibration.fit_calibration`)
+  and the cohort normalisation with its own table (:func:`service.gallery.normalisation.fit_normalisation`);
 * half B ("eval") holds the galleries and probes: 30% of its people are *strangers* (never enrolled; up to 10
   probes each), the rest the enrolment pool. A gallery of G people takes G of the pool, each enrolled with 1-3
   random photos (at most all but one of a person's photos); the other photos (up to 5 a person) are mated probes.
   Figures are means over 20 random galleries for sizes <= 100, 5 for 1,000 and 1 for all available people.
-* For each subject rule (nearest face, mean template, quality-weighted template, their combination) and gallery
-  size: TPIR (the person named, rank 1, within the threshold) at the threshold where the *measured* FPIR
-  (strangers named as anyone) is <= 1% and <= 0.1%; and, with the calibration's threshold for a target FIR,
-  the estimate it reports next to the measured FPIR.
+* For each subject rule (nearest face, mean template, quality-weighted template, their combination, and the
+  template's cohort-normalised score identify uses, ``template-norm``) and gallery size: TPIR (the person
+  named, rank 1, within the threshold) at the threshold where the *measured* FPIR (strangers named as anyone)
+  is <= 1% and <= 0.1%; and, with the calibration's threshold for a target FIR, the estimate it reports next
+  to the measured FPIR.
 
 Usage (embeddings from bench/lfw_embeddings.py):
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/openset.py --embeddings reports/lfw_embeddings.npz \
+    .venv/bin/python bench/openset.py --embeddings reports/lfw_embeddings.npz \
         --detections reports/lfw-view2/detections.json --out reports/openset.json [--write-tables PATH]
 """
 
@@ -32,17 +34,18 @@ import numpy.typing as npt
 
 from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
 from embeddings.pose import estimate_pose
-from service.gallery.calibration import Calibration, comparisons, fit_calibration, subject_scores
-from service.gallery.matching import RULE, RULES, Rule, quality_weight
+from service.gallery.calibration import Calibration, comparisons, fit_calibration, sample_people, subject_scores
+from service.gallery.matching import RULE, RULES, quality_weight, template
+from service.gallery.normalisation import SUFFIX as NORM_SUFFIX
+from service.gallery.normalisation import Normalisation, fit_normalisation
 
 TARGETS = (0.01, 0.001)
 STRANGER_SHARE = 0.3
 MAX_STRANGER_PROBES = 10
 MAX_MATED_PROBES = 5
-COHORT_RULE = "template-cohort"
-COHORT_K = 20
-"""Cohort normalisation measured as a lead (not in the service): the template distance minus the mean distance of
-the probe to its 20 nearest templates of the fit half's people."""
+NORM_RULE = "template-norm"
+"""The template rule with the service's cohort normalisation (:mod:`service.gallery.normalisation`: cohort and
+score table fitted on the fit half's people with :func:`fit_normalisation`)."""
 REPEATS_SMALL = 20
 """Random galleries averaged for sizes <= 100 people (a 10-person gallery's FPIR depends on who is in it)."""
 REPEATS_LARGE = 5
@@ -77,20 +80,11 @@ def split_people(names: npt.NDArray[Any], seed: int) -> tuple[set[str], set[str]
     return set(perm[:half].tolist()), set(perm[half:].tolist())
 
 
-def _one_gallery(
-    x: npt.NDArray[np.float32],
-    names: npt.NDArray[Any],
-    members: dict[str, npt.NDArray[np.int64]],
-    pool: list[str],
-    stranger_idx: npt.NDArray[np.int64],
-    weights: npt.NDArray[np.float64],
-    tables: dict[str, Calibration],
-    g: int,
-    rng: np.random.Generator,
-    cohort: list[npt.NDArray[np.float32]],
-) -> list[dict[str, Any]]:
-    """One random gallery of ``g`` pool people: a row per rule, and one for the template rule with cohort
-    normalisation (not used by the service; see :data:`COHORT_K`)."""
+def draw_gallery(
+    members: dict[str, npt.NDArray[np.int64]], pool: list[str], g: int, rng: np.random.Generator
+) -> tuple[list[npt.NDArray[np.int64]], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``g`` random pool people, each enrolled with 1-3 random photos (at most all but one): their enrolled image
+    indices, the mated probes (up to :data:`MAX_MATED_PROBES` other photos each) and each probe's gallery row."""
     chosen = list(rng.permutation(pool)[:g])
     enrolled, mated, mated_owner = [], [], []
     for s, p in enumerate(chosen):
@@ -101,20 +95,58 @@ def _one_gallery(
         probes = m[k : k + MAX_MATED_PROBES]
         mated.extend(probes.tolist())
         mated_owner.extend([s] * len(probes))
+    return enrolled, np.asarray(mated, dtype=np.int64), np.asarray(mated_owner, dtype=np.int64)
+
+
+def split_strangers(
+    names: npt.NDArray[Any], people: list[str], rng: np.random.Generator
+) -> tuple[dict[str, npt.NDArray[np.int64]], list[str], npt.NDArray[np.int64]]:
+    """:data:`STRANGER_SHARE` of ``people`` as strangers (up to :data:`MAX_STRANGER_PROBES` probes each), the rest
+    the enrolment pool: each person's image indices, the pool and the stranger probes."""
+    members = {p: np.flatnonzero(names == p) for p in people}
+    order = rng.permutation(people)
+    n_strangers = int(len(order) * STRANGER_SHARE)
+    strangers, pool = list(order[:n_strangers]), list(order[n_strangers:])
+    return members, pool, np.concatenate([rng.permutation(members[p])[:MAX_STRANGER_PROBES] for p in strangers])
+
+
+def oracle_tpir(
+    mated: npt.NDArray[np.float64], strangers: npt.NDArray[np.float64], owner: npt.NDArray[np.int64], target: float
+) -> tuple[float, float]:
+    """TPIR (rank 1 and within the threshold) at the largest threshold whose measured FPIR is ``<= target``, and
+    that threshold; ``mated``/``strangers``: (probes, subjects) scores, lower = more alike."""
+    right = mated.argmin(axis=1) == owner
+    best_s = np.sort(strangers.min(axis=1))
+    allowed = math.floor(target * len(best_s))
+    t = float(best_s[allowed] - 1e-9) if allowed < len(best_s) else math.inf
+    return float((right & (mated.min(axis=1) <= t)).mean()), t
+
+
+def _one_gallery(
+    x: npt.NDArray[np.float32],
+    members: dict[str, npt.NDArray[np.int64]],
+    pool: list[str],
+    stranger_idx: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float64],
+    tables: dict[str, Calibration],
+    g: int,
+    rng: np.random.Generator,
+    norm: Normalisation,
+) -> list[dict[str, Any]]:
+    """One random gallery of ``g`` pool people: a row per rule, and one for the normalised template score
+    (:data:`NORM_RULE`, what identify uses when the model has a normalisation)."""
+    enrolled, mated_idx, owner = draw_gallery(members, pool, g, rng)
     faces = sum(len(e) for e in enrolled)
-    owner = np.asarray(mated_owner)
     rows: list[dict[str, Any]] = []
-    mated_idx = np.asarray(mated, dtype=np.int64)
-    for rule in (*RULES, COHORT_RULE):
-        base: Rule = "template" if rule == COHORT_RULE else rule  # type: ignore[assignment]
-        w = [weights[e] for e in enrolled] if rule == "weighted" else None
+    for rule in (*RULES, NORM_RULE):
         subj = [x[e] for e in enrolled]
-        sm = subject_scores(x[mated_idx], subj, rule=base, weights=w)
-        ss = subject_scores(x[stranger_idx], subj, rule=base, weights=w)
-        if rule == COHORT_RULE:  # minus the mean distance to the probe's COHORT_K nearest cohort templates
-            for idx, scores in ((mated_idx, sm), (stranger_idx, ss)):
-                near = np.sort(subject_scores(x[idx], cohort, rule="template"), axis=1)[:, :COHORT_K]
-                scores -= near.mean(axis=1, keepdims=True)
+        if rule == NORM_RULE:
+            tm = np.stack([template(s) for s in subj])
+            sm, ss = norm.scores(x[mated_idx], tm), norm.scores(x[stranger_idx], tm)
+        else:
+            w = [weights[e] for e in enrolled] if rule == "weighted" else None
+            sm = subject_scores(x[mated_idx], subj, rule=rule, weights=w)  # type: ignore[arg-type]
+            ss = subject_scores(x[stranger_idx], subj, rule=rule, weights=w)  # type: ignore[arg-type]
         best_m, arg_m = sm.min(axis=1), sm.argmin(axis=1)
         right = arg_m == owner
         best_s = np.sort(ss.min(axis=1))
@@ -122,19 +154,16 @@ def _one_gallery(
             "gallery_people": g,
             "gallery_faces": faces,
             "rule": rule,
-            "mated_probes": len(mated),
+            "mated_probes": len(mated_idx),
             "stranger_probes": len(best_s),
             "rank1": float(right.mean()),
         }
         for target in TARGETS:
             key = f"{target:g}"
-            # the largest threshold with measured FPIR <= target
-            allowed = math.floor(target * len(best_s))
-            t_oracle = float(best_s[allowed] - 1e-9) if allowed < len(best_s) else 2.0
-            row[f"tpir@fpir<={key}"] = float((right & (best_m <= t_oracle)).mean())
-            row[f"threshold@fpir<={key}"] = t_oracle
+            row[f"tpir@fpir<={key}"], t_oracle = oracle_tpir(sm, ss, owner, target)
+            row[f"threshold@fpir<={key}"] = min(t_oracle, 2.0)
             cal = tables.get(rule)
-            if cal is not None and rule != COHORT_RULE:
+            if cal is not None:
                 n = comparisons(rule, g, faces)
                 t_cal = cal.threshold_for_fir(target, n)
                 row[f"calibrated_threshold@{key}"] = t_cal
@@ -153,23 +182,15 @@ def evaluate(
     tables: dict[str, Calibration],
     sizes: list[int],
     seed: int,
-    fit_people: set[str],
+    norm: Normalisation,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed + 1)
-    cohort = [x[rng.permutation(np.flatnonzero(names == p))[: int(rng.integers(1, 4))]] for p in sorted(fit_people)]
-    people = sorted(eval_people)
-    members = {p: np.flatnonzero(names == p) for p in people}
-    order = rng.permutation(people)
-    n_strangers = int(len(order) * STRANGER_SHARE)
-    strangers, pool = list(order[:n_strangers]), list(order[n_strangers:])
-    stranger_idx = np.concatenate([rng.permutation(members[p])[:MAX_STRANGER_PROBES] for p in strangers])
+    members, pool, stranger_idx = split_strangers(names, sorted(eval_people), rng)
     rows: list[dict[str, Any]] = []
     for size in sizes:
         g = len(pool) if size <= 0 or size > len(pool) else size
         repeats = 1 if g == len(pool) else REPEATS_SMALL if g <= 100 else REPEATS_LARGE
-        runs = [
-            _one_gallery(x, names, members, pool, stranger_idx, weights, tables, g, rng, cohort) for _ in range(repeats)
-        ]
+        runs = [_one_gallery(x, members, pool, stranger_idx, weights, tables, g, rng, norm) for _ in range(repeats)]
         for i, first in enumerate(runs[0]):
             row = dict(first)
             for key, value in first.items():
@@ -247,10 +268,15 @@ def main() -> None:
                 x[fit], names[fit], model_id=args.model_id, source=source, rule=rule, seed=seed,
                 weights=weights[fit],
             )  # fmt: skip
+        sample = sample_people(x[fit], names[fit], seed=seed)
+        norm = fit_normalisation(sample, model_id=args.model_id, source=source)
+        tables[NORM_RULE] = norm.table
         if args.write_tables is not None and seed == int(args.seeds.split(",")[0]):
             tables[RULE].save(args.write_tables)
-            print(f"wrote the {RULE!r} tables to {args.write_tables}")
-        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, fit_people)
+            norm_path = args.write_tables.with_name(args.write_tables.name.removesuffix(".npz") + NORM_SUFFIX)
+            norm.save(norm_path)
+            print(f"wrote the {RULE!r} tables to {args.write_tables} and the normalisation to {norm_path}")
+        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, norm)
         print(f"\nseed {seed}: fit on {len(fit_people)} people, measured on {len(eval_people)} others")
         print_rows(rows)
         report["runs"].append({"seed": seed, "fit_people": len(fit_people), "rows": rows})

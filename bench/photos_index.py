@@ -5,7 +5,7 @@ threads, as the server runs it with ``FACEREC_INFERENCE_THREADS``; a fresh data 
 Prints photos/s, faces, and the cluster-join time per photo (the part beyond detection and encoding: the vote over
 the nearest indexed faces, the store write and the index add).
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/photos_index.py --limit 2000
+    .venv/bin/python bench/photos_index.py --limit 2000
 """
 
 from __future__ import annotations

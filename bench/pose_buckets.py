@@ -6,7 +6,7 @@ and at the threshold where all 3,000 impostor pairs give FAR <= 1e-3, and the im
 Also the share of all LFW images per yaw bucket, how many exceed the enrolment limit, and the overall View 2
 10-fold accuracy and TAR@FAR 1e-3 of these embeddings (those of ``facerec eval lfw``'s default settings). Usage:
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/pose_buckets.py --lfw ../shared/data/lfw \
+    .venv/bin/python bench/pose_buckets.py --lfw ../shared/data/lfw \
         --embeddings reports/lfw_embeddings.npz --detections reports/lfw-view2/detections.json
 """
 

@@ -1,6 +1,6 @@
 """Re-index benchmark: how long ``facerec reindex`` takes per face, and how long the switch blocks writes.
 
-    flock /tmp/facerec-timed.lock python bench/reindex.py --faces 1000 --out reports/reindex.json
+    python bench/reindex.py --faces 1000 --out reports/reindex.json
 
 A fresh data dir gets ``--faces`` faces with real aligned crops (the 5-celebrity photos, detected and aligned
 with the production pipeline; beyond their number, copies with +-1 grey-level noise so that every crop is a
@@ -29,6 +29,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def write_negated_model(cache: Path, model_id: str, weights_path: Path, *, note: str) -> None:
+    """Make ``cache`` a cache dir (its ``weights/`` and ``datasets/`` link to the real cache's) holding the model
+    dir ``model_id``: the pretrained network with its bottleneck negated (Dense kernel, BatchNorm beta and moving
+    mean), so it maps every crop to exactly minus the pretrained embedding. Not trained; ``note`` says so."""
+    from embeddings import weights
+    from embeddings.facenet import build_model
+    from embeddings.training.model_dir import save_model_dir
+
+    for name in ("weights", "datasets"):
+        (cache / name).symlink_to(weights.cache_dir() / name, target_is_directory=True)
+    model = build_model()
+    model.load_weights(str(weights_path))
+    dense, bn = model.get_layer("Bottleneck"), model.get_layer("Bottleneck_BatchNorm")
+    dense.set_weights([-w for w in dense.get_weights()])
+    beta, mean, var = bn.get_weights()
+    bn.set_weights([-beta, -mean, var])
+    card = {
+        "model_id": model_id,
+        "base_model_id": weights.MODEL_ID,
+        "threshold": 1.075,
+        "data": {"note": note},
+        "params": {},
+        "validation": {"before": {}, "after": {}},
+        "train_seconds": 0.0,
+    }
+    save_model_dir(model, card, cache)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=int, default=1000)
@@ -37,20 +65,19 @@ def main() -> None:
     args = ap.parse_args()
 
     from embeddings import FaceAnalyzer, weights
-    from embeddings.facenet import build_model
-    from embeddings.training.model_dir import save_model_dir
     from service.config import Settings
     from service.gallery import NewFace, open_gallery
     from service.reindex import _encoder, embed_pending
 
-    real_cache = weights.cache_dir()
     wpath = weights.resolve()
     root = weights.sample_dataset_path()
     tmp = Path(tempfile.mkdtemp(prefix="facerec-reindex-bench-"))
     cache = tmp / "cache"
     cache.mkdir()
-    for name in ("weights", "datasets"):
-        (cache / name).symlink_to(real_cache / name, target_is_directory=True)
+    model_id = "ft-bench-negated-20261123000000"
+    write_negated_model(
+        cache, model_id, wpath, note="benchmark: pretrained network with its bottleneck negated, not trained"
+    )
     os.environ["FACEREC_CACHE"] = str(cache)
 
     analyzer = FaceAnalyzer(weights_path=wpath)
@@ -60,23 +87,6 @@ def main() -> None:
             faces = analyzer.analyze(photo.read_bytes())
             if faces:
                 people.append((person_dir.name, faces[0].crop, faces[0].embedding))
-    model = build_model()
-    model.load_weights(str(wpath))
-    dense, bn = model.get_layer("Bottleneck"), model.get_layer("Bottleneck_BatchNorm")
-    dense.set_weights([-w for w in dense.get_weights()])
-    beta, mean, var = bn.get_weights()
-    bn.set_weights([-beta, -mean, var])
-    model_id = "ft-bench-negated-20261123000000"
-    card = {
-        "model_id": model_id,
-        "base_model_id": weights.MODEL_ID,
-        "threshold": 1.075,
-        "data": {"note": "benchmark: pretrained network with its bottleneck negated, not trained"},
-        "params": {},
-        "validation": {"before": {}, "after": {}},
-        "train_seconds": 0.0,
-    }
-    save_model_dir(model, card, cache)
 
     data = tmp / "data"
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ Every 5-celebrity photo (fetched with the weights) is cropped to its detected fa
 size (``s = 0``: the face touches all four borders; 0.1 and 0.2 cut into the face), then detected again with
 the plain detector and with :func:`embeddings.padding.detect_with_padding`. Usage:
 
-    flock /tmp/facerec-bench.lock .venv/bin/python bench/tight_crops.py
+    .venv/bin/python bench/tight_crops.py
 """
 
 from __future__ import annotations

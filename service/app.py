@@ -102,7 +102,8 @@ def create_app(
         try:
             check_bind(settings, backend.keys)
             state.gallery = await anyio.to_thread.run_sync(backend.open_gallery)
-            state.photos = await anyio.to_thread.run_sync(open_library, settings)
+            shared = backend.media
+            state.photos = await anyio.to_thread.run_sync(open_library, settings, shared.photos if shared else None)
         except BaseException as exc:
             if isinstance(exc, GalleryLocked):
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
@@ -110,7 +111,11 @@ def create_app(
             raise
         # video jobs, live streams, events and webhooks (they wait for the model while it loads)
         state.media = Media(
-            settings, analyzer=lambda: state.analyzer, gallery=lambda: state.gallery, metrics=app.state.metrics
+            settings,
+            analyzer=lambda: state.analyzer,
+            gallery=lambda: state.gallery,
+            metrics=app.state.metrics,
+            stores=backend.media,
         ).start()
         batching = settings.batch_max_size > 0
         state.batcher = None

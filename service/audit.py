@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,34 +59,10 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
-def audit_entry(
-    action: Action,
-    *,
-    actor: dict[str, str] | str,
-    target: dict[str, Any],
-    count: int | None = None,
-    via: Literal["api", "cli"] = "api",
-) -> dict[str, Any]:
-    """One audit record (every audit log writes these): ``ts`` (now, ISO 8601 UTC, ms), ``actor``, ``action``,
-    ``target``, ``via`` and ``count`` when given."""
-    entry: dict[str, Any] = {
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "via": via,
-    }
-    if count is not None:
-        entry["count"] = count
-    return entry
-
-
-class AuditLog:
-    """Appends records to ``<data_dir>/audit.log``; safe to share between threads."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / AUDIT_FILE
-        self._lock = threading.Lock()
+class AuditStore(ABC):
+    """An append-only audit log of changes (who, what, to what, when, through what); a record is durable when
+    :meth:`record` returns. Never holds image bytes, embeddings or tokens. Thread-safe. Implementations:
+    :class:`AuditLog` (``<data>/audit.log``) and the database's (:mod:`service.pgstores`)."""
 
     def record(
         self,
@@ -96,8 +73,38 @@ class AuditLog:
         count: int | None = None,
         via: Literal["api", "cli"] = "api",
     ) -> dict[str, Any]:
-        """Append one record and fsync it; returns the record written."""
-        entry = audit_entry(action, actor=actor, target=target, count=count, via=via)
+        """Append one record, durable on return: ``ts`` (now, ISO 8601 UTC, ms), ``actor``, ``action``,
+        ``target``, ``via`` and ``count`` when given. Returns the record written."""
+        entry: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "via": via,
+        }
+        if count is not None:
+            entry["count"] = count
+        self._append(entry)
+        return entry
+
+    @abstractmethod
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Store one record durably."""
+
+    @abstractmethod
+    def tail(self, n: int = 20) -> list[dict[str, Any]]:
+        """The last ``n`` records, oldest first."""
+
+
+class AuditLog(AuditStore):
+    """Appends records to ``<data_dir>/audit.log``; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / AUDIT_FILE
+        self._lock = threading.Lock()
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Append one line and fsync it."""
         line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +114,6 @@ class AuditLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return entry
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first (an unreadable line is skipped)."""

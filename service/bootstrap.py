@@ -5,9 +5,10 @@ the one module that knows which implementations exist.
 Backends. Without ``FACEREC_DATABASE_URL`` everything lives in the data dir: the embedded gallery (SQLite +
 FAISS, one process holds it: a second gets :class:`GalleryLocked`), ``keys.db`` and ``audit.log``. With it,
 :func:`service.pgstores.open_postgres_backend` (pgvector search) or :func:`service.milvus_backend.open_milvus_backend`
-(Milvus search) provides all three on PostgreSQL (any number of replicas), and
-the rate limit the replicas share. Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`,
-:class:`ApiKeyStore`, :class:`AuditStore`), and never check which one they have.
+(Milvus search) provides all three on PostgreSQL (any number of replicas), the rate limit the replicas share,
+and the events, video jobs, streams and photo library (:class:`MediaStores`; embedded: SQLite files in the data
+dir). Callers get :class:`Backend`, typed against the protocols (:class:`Gallery`, :class:`ApiKeyStore`,
+:class:`AuditStore`), and never check which one they have.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from embeddings.models import resolve_model
 from service.audit import AuditLog
 from service.batching import BatchingEncoder, MicroBatcher
 from service.config import Settings
+from service.events.store import EventStore, SQLiteEventStore
 from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging, open_gallery
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.runner import Runner
-from service.stores import ApiKeyStore, AuditStore
+from service.stores import ApiKeyStore, AuditStore, MediaStores
 
 log = logging.getLogger("facerec.service")
 
@@ -115,6 +117,9 @@ class Backend:
     gallery: Gallery | None = None
     ratelimit: RateLimiter | None = None
     """A rate limiter shared by every replica of this backend (the database's); None: the app's own in memory."""
+    media: MediaStores | None = None
+    """Events, video jobs, streams and the photo library shared by the replicas (the database's); None: the
+    embedded SQLite files of the data dir."""
     _open: Callable[[], Gallery] | None = field(default=None, repr=False)
 
     def open_gallery(self) -> Gallery:
@@ -168,7 +173,12 @@ def _open_database(settings: Settings) -> Backend:
     pg = open_milvus_backend(settings) if engine == "milvus" else open_postgres_backend(settings)
     log.info("backend: PostgreSQL %s with %s search", pg.location, engine)
     limiter = pg.rate_limiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
-    return Backend(pg.keys, pg.audit, pg.gallery, ratelimit=limiter)
+    return Backend(pg.keys, pg.audit, pg.gallery, ratelimit=limiter, media=pg.media_stores(settings.data))
+
+
+def event_store(settings: Settings, backend: Backend) -> EventStore:
+    """The events of this configuration: the database's (shared), or ``<data>/events.db``; close it after use."""
+    return backend.media.events if backend.media is not None else SQLiteEventStore(settings.data)
 
 
 # ---------------------------------------------------------------------------------------------- re-indexing

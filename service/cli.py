@@ -30,25 +30,26 @@ from service.commands import video as video_cmd
 from service.commands import weights as weights_cmd
 
 app = typer.Typer(help="facerec: self-hosted face recognition.", no_args_is_help=True, add_completion=False)
+# Typer lists the commands first, then the groups, each in the order registered here.
 app.command("serve")(serve_cmd.serve)
 app.command("enroll")(enroll_cmd.enroll)
 app.command("identify")(recognize_cmd.identify)
 app.command("verify")(recognize_cmd.verify)
-app.add_typer(subjects_cmd.app, name="subjects")
 app.command("train")(train_cmd.train)
+app.command("reindex")(reindex_cmd.reindex)
+app.command("watch")(video_cmd.watch)
+app.command("calibrate")(calibrate_cmd.calibrate)
+app.add_typer(subjects_cmd.app, name="subjects")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(evaluate_cmd.app, name="eval")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(models_cmd.app, name="models")
-app.command("reindex")(reindex_cmd.reindex)
-app.command("watch")(video_cmd.watch)
 app.add_typer(video_cmd.events_app, name="events")
-app.command("calibrate")(calibrate_cmd.calibrate)
 app.add_typer(photos_cmd.app, name="photos")
 app.add_typer(gallery_cmd.app, name="gallery")
-vector_index_cmd.register(gallery_cmd.app)
 app.add_typer(db_cmd.app, name="db")
+vector_index_cmd.register(gallery_cmd.app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from embeddings import Detection, Face
@@ -11,7 +12,6 @@ from service.schemas import (
     BoxOut,
     DetectedFace,
     EmbeddedFace,
-    FaceDistance,
     FaceOut,
     IdentifiedFace,
     IdentifyResponse,
@@ -94,23 +94,13 @@ def match_out(c: Any) -> Match:
         similarity=float(c.similarity),
         face_id=c.face_id,
         face_distance=getattr(c, "face_distance", None),
+        score=getattr(c, "score", None),
     )
 
 
 def verify_response(result: recognition.VerifyResult) -> VerifyResponse:
-    """The API's JSON for a verification (also used by the CLI)."""
-    return VerifyResponse(
-        match=result.match,
-        distance=result.distance,
-        similarity=result.similarity,
-        threshold=result.threshold,
-        model_id=result.model_id,
-        face_a=BoxOut(**result.face_a) if result.face_a else None,
-        face_b=BoxOut(**result.face_b) if result.face_b else None,
-        subject_id=result.subject_id,
-        subject_name=result.subject_name,
-        distances=[FaceDistance(**d) for d in result.distances] if result.distances is not None else None,
-    )
+    """The API's JSON for a verification (also used by the CLI): the result's fields, one for one."""
+    return VerifyResponse.model_validate(asdict(result))
 
 
 def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
@@ -130,5 +120,6 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         gallery_subjects=result.gallery_subjects,
         gallery_faces=result.gallery_faces,
         threshold_source=result.threshold_source,
+        threshold_scale=result.threshold_scale,
         estimated_false_identification_rate=result.estimated_fir,
     )

@@ -5,7 +5,9 @@ pool, and those thread hops cost each request more CPU than the reads themselves
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -21,6 +23,8 @@ from service.keys import ApiKey
 from service.metrics import Metrics
 from service.runner import Runner
 from service.stores import AuditStore
+
+T = TypeVar("T")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -60,6 +64,30 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+@dataclass(frozen=True)
+class Model:
+    """The loaded analyzer, the runner that admits work to it and the metrics that count its calls."""
+
+    analyzer: FaceAnalyzer
+    runner: Runner
+    metrics: Metrics
+
+    async def call(self, operation: str, faces: Callable[[T], int], fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """``fn(analyzer=..., **kwargs)`` on the runner; its seconds and ``faces(result)`` are observed under
+        ``operation`` in the metrics."""
+        result, seconds = await self.runner.run(fn, analyzer=self.analyzer, **kwargs)
+        self.metrics.observe_call(operation, seconds, faces(result))
+        return result
+
+
+async def get_model(
+    analyzer: Annotated[FaceAnalyzer, Depends(get_analyzer)],
+    runner: Annotated[Runner, Depends(get_runner)],
+    metrics: Annotated[Metrics, Depends(get_metrics)],
+) -> Model:
+    return Model(analyzer, runner, metrics)
+
+
 async def get_audit(request: Request) -> AuditStore:
     audit: AuditStore = request.app.state.audit
     return audit
@@ -70,6 +98,7 @@ GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 AnalyzerDep = Annotated[FaceAnalyzer, Depends(get_analyzer)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ModelDep = Annotated[Model, Depends(get_model)]
 AuditDep = Annotated[AuditStore, Depends(get_audit)]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 RecognizeKey = Annotated[ApiKey, Depends(require("recognize"))]

@@ -14,35 +14,48 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embeddings.errors import (
-    BadPose,
-    FaceRecError,
-    ImageTooLarge,
-    InvalidImage,
-    LowQuality,
-    MultipleFaces,
-    NoFace,
-)
-from embeddings.errors import Overloaded as ModelOverloaded
-from service.gallery import (
-    FaceNotFound,
-    GalleryLocked,
-    InvalidCursor,
-    ModelMismatch,
-    StorageFull,
-    StorageUnavailable,
-    SubjectNotFound,
-)
-from service.gallery.errors import VectorIndexUnavailable
+from embeddings.errors import FaceRecError
 
 log = logging.getLogger("facerec.service")
 
 
+STATUS_OF_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "model_mismatch": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "invalid_image": 422,
+    "no_face": 422,
+    "multiple_faces": 422,
+    "pose": 422,
+    "low_quality": 422,
+    "overloaded": 429,
+    "not_ready": 503,
+    "gallery_locked": 503,
+    "vector_index_unavailable": 503,
+    "storage_unavailable": 503,
+    "insufficient_storage": 507,
+}
+"""The HTTP status of each stable error code: of the service's own errors and of the library and gallery errors
+(``FaceRecError.code``). A library or gallery error whose code is not here is unexpected: a 500. The order is the
+order the codes are listed in the API docs (the first code of a status is the one of its plain HTTP errors)."""
+
+
 class ServiceError(Exception):
-    """An error the service raises on purpose, with its HTTP ``status`` and stable ``code``."""
+    """An error the service raises on purpose, with its stable ``code`` and its HTTP ``status`` (by default the
+    code's in :data:`STATUS_OF_CODE`)."""
 
     status = 400
     code = "bad_request"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "status" not in cls.__dict__:
+            cls.status = STATUS_OF_CODE[cls.code]
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -50,62 +63,41 @@ class ServiceError(Exception):
         self.headers = headers
 
 
-class PayloadTooLarge(ServiceError):
-    status, code = 413, "payload_too_large"
-
-
 class UnsupportedMediaType(ServiceError):
-    status, code = 415, "unsupported_media_type"
+    """The body is neither multipart/form-data nor JSON."""
+
+    code = "unsupported_media_type"
 
 
 class BadRequest(ServiceError):
-    status, code = 422, "validation_error"
+    """A request the route itself finds invalid (beyond what its parameter models check)."""
+
+    code = "validation_error"
 
 
 class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
+    """No API key, or one the key store does not know."""
+
+    code = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    status, code = 403, "forbidden"
+    """The key lacks the scope the endpoint needs."""
+
+    code = "forbidden"
 
 
 class Overloaded(ServiceError):
-    status, code = 429, "overloaded"
+    """Too many requests already wait for the model; retry shortly."""
+
+    code = "overloaded"
 
 
 class NotReady(ServiceError):
-    status, code = 503, "not_ready"
+    """The model is still loading, or the server is shutting down."""
 
+    code = "not_ready"
 
-# Library and gallery errors -> HTTP status; the code is the class's ``code``. Order matters: subclasses first.
-DOMAIN_ERRORS: list[tuple[type[FaceRecError], int]] = [
-    (ImageTooLarge, 413),
-    (InvalidImage, 422),
-    (NoFace, 422),
-    (MultipleFaces, 422),
-    (BadPose, 422),
-    (LowQuality, 422),
-    (ModelOverloaded, 429),
-    (SubjectNotFound, 404),
-    (FaceNotFound, 404),
-    (ModelMismatch, 409),
-    (InvalidCursor, 422),
-    (GalleryLocked, 503),
-    (StorageFull, 507),
-    (VectorIndexUnavailable, 503),
-    (StorageUnavailable, 503),
-]
-
-SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    Overloaded,
-    NotReady,
-)
 
 STATUS_MEANING = {
     401: "Missing or unknown API key",
@@ -125,10 +117,8 @@ STATUS_MEANING = {
 
 
 def codes_of(status: int) -> list[str]:
-    """The stable codes a response of ``status`` may carry, from the service and domain error classes."""
-    found = [c.code for c in SERVICE_ERRORS if c.status == status]
-    found += [cls.code for cls, s in DOMAIN_ERRORS if s == status]
-    return list(dict.fromkeys(found))
+    """The stable codes a response of ``status`` may carry."""
+    return [code for code, s in STATUS_OF_CODE.items() if s == status]
 
 
 ERROR_STATUS_TEXT = {
@@ -142,11 +132,10 @@ def envelope(status: int, code: str, message: str, headers: dict[str, str] | Non
 
 
 def domain_status(exc: Exception) -> tuple[int, str] | None:
-    """``(status, code)`` for a known library or gallery error, else ``None``."""
-    for cls, status in DOMAIN_ERRORS:
-        if isinstance(exc, cls):
-            return status, cls.code
-    return None
+    """``(status, code)`` for a library or gallery error whose code the API answers with, else ``None``."""
+    if not isinstance(exc, FaceRecError) or exc.code not in STATUS_OF_CODE:
+        return None
+    return STATUS_OF_CODE[exc.code], exc.code
 
 
 def error_message(exc: Exception) -> str:
@@ -164,11 +153,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-HTTP_CODES = {
-    400: ServiceError.code,
-    404: SubjectNotFound.code,
-    405: "method_not_allowed",
-    **{cls.status: cls.code for cls in SERVICE_ERRORS if cls.status != 503},
+HTTP_CODES = {status: codes_of(status)[0] for status in (400, 401, 403, 404, 413, 415, 422, 429)} | {
+    405: "method_not_allowed"
 }
 """The code of an HTTP exception raised by FastAPI or Starlette themselves (unknown route, wrong method...)."""
 
@@ -206,9 +192,7 @@ def install(app: FastAPI) -> None:
         return envelope(500, "internal_error", "an unexpected error occurred; it has been logged")
 
     app.add_exception_handler(ServiceError, service_error)
-    for cls, _status in DOMAIN_ERRORS:
-        app.add_exception_handler(cls, domain_error)
-    app.add_exception_handler(FaceRecError, domain_error)
+    app.add_exception_handler(FaceRecError, domain_error)  # and its subclasses: Starlette looks along the MRO
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from service.sqlite_file import open_sqlite
 
 Scope = Literal["admin", "recognize"]
 SCOPES: tuple[Scope, ...] = ("admin", "recognize")
@@ -84,6 +86,15 @@ def token_matches(token: str, stored_sha256: str | None) -> bool:
     return hmac.compare_digest(_digest(token), stored_sha256 if stored_sha256 is not None else _digest(""))
 
 
+def active_key(token: str, row: Sequence[Any] | None) -> ApiKey | None:
+    """The key of ``row`` (``id, name, scope, created_at, revoked_at, token_sha256``, None = no such id) if
+    ``token`` matches it (constant time, also for no row) and it is not revoked; else None."""
+    ok = token_matches(token, row[5] if row else None)
+    if row is None or not ok or row[4] is not None:
+        return None
+    return ApiKey(*row[:5])
+
+
 def now_iso() -> str:
     """Now as the key stores write it: ISO 8601 UTC, whole seconds."""
     return _now()
@@ -93,12 +104,9 @@ class KeyStore:
     """The keys table of one data dir; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / KEYS_FILE
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db = open_sqlite(self.path, script=_SCHEMA)
 
     def create(self, *, scope: Scope, name: str = "") -> tuple[ApiKey, str]:
         """A new key and its token; the token is not stored and cannot be shown again."""
@@ -147,10 +155,7 @@ class KeyStore:
                 "SELECT id, name, scope, created_at, revoked_at, token_sha256 FROM api_keys WHERE id = ?",
                 (key_id,),
             ).fetchone()
-        ok = token_matches(token, row[5] if row else None)
-        if row is None or not ok or row[4] is not None:
-            return None
-        return ApiKey(*row[:5])
+        return active_key(token, row)
 
     def close(self) -> None:
         with self._lock:

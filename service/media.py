@@ -1,4 +1,6 @@
-"""Video jobs, live streams, events and webhooks of one server, started and stopped by the app's lifespan.
+"""Video jobs, live streams, events and webhooks of one server, started and stopped by the app's lifespan. Their
+stores are the backend's :class:`~service.stores.MediaStores` (shared by replicas of a database), else SQLite files
+in the data dir.
 
 All of them share one CPU gate (``FACEREC_VIDEO_WORKERS`` permits): a frame is analysed only while holding a
 permit, so however many streams and jobs run, at most that many frames compete with REST requests for the
@@ -18,13 +20,16 @@ from fastapi import Depends, Request
 from embeddings import FaceAnalyzer, FaceDetector
 from service.config import Settings
 from service.events.recorder import EventRecorder
-from service.events.store import SQLiteEventStore
+from service.events.store import EventStore, SQLiteEventStore
 from service.events.webhooks import WebhookSender
 from service.metrics import Metrics
+from service.stores import MediaStores
 from service.streams.manager import StreamManager
 from service.streams.metrics import StreamCollector
-from service.streams.store import StreamStore
-from service.video.jobs import JobRunner, JobStore
+from service.streams.store import SQLiteStreamStore
+from service.video.deps import FrameDeps
+from service.video.jobs import JobRunner
+from service.video.jobstore import JobStore, SQLiteJobStore
 from service.video.live import LiveSessions
 from service.video.pipeline import PipelineConfig
 
@@ -80,6 +85,7 @@ class Media:
         analyzer: Callable[[], FaceAnalyzer | None],
         gallery: Callable[[], Any],
         metrics: Metrics | None = None,
+        stores: MediaStores | None = None,
     ) -> None:
         if settings.webhook_url and not settings.webhook_secret:
             raise WebhookMisconfigured("FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty")
@@ -88,7 +94,7 @@ class Media:
         self._detector: FaceDetector | None = None
         self._detector_lock = threading.Lock()
         data = settings.data
-        self.events = SQLiteEventStore(data)
+        self.events: EventStore = stores.events if stores else SQLiteEventStore(data)
         self.sender = (
             WebhookSender(
                 self.events,
@@ -104,25 +110,22 @@ class Media:
             self.events, webhooks=self.sender is not None, wake=self.sender.wake if self.sender else None
         )
         self.gate = threading.BoundedSemaphore(settings.video_workers)
-        self.jobs = JobStore(data)
+        self.jobs: JobStore = stores.jobs if stores else SQLiteJobStore(data)
+
+        def deps(*, live: bool) -> FrameDeps:
+            def config() -> PipelineConfig:
+                return pipeline_config(settings, analyzer(), live=live, detector=self.detector())
+
+            return FrameDeps(analyzer, gallery, config, self.recorder, self.gate)
+
         self.runner = JobRunner(
             self.jobs,
-            analyzer=analyzer,
-            gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=False, detector=self.detector()),
-            recorder=self.recorder,
-            gate=self.gate,
+            deps(live=False),
             keep_uploads=settings.video_keep_uploads,
             default_fps=settings.video_fps,
         )
         self.streams = StreamManager(
-            StreamStore(data),
-            analyzer=analyzer,
-            gallery=gallery,
-            config=lambda: pipeline_config(settings, analyzer(), live=True, detector=self.detector()),
-            recorder=self.recorder,
-            gate=self.gate,
-            max_streams=settings.streams_max,
+            stores.streams if stores else SQLiteStreamStore(data), deps(live=True), max_streams=settings.streams_max
         )
         self.live = LiveSessions()
         if metrics is not None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.recognition import REJECT_CODES, ThresholdSource
+from service.recognition import REJECT_CODES, ThresholdScale, ThresholdSource
 
 
 class ErrorDetail(BaseModel):
@@ -261,6 +261,14 @@ class Match(BaseModel):
     face_distance: float | None = Field(
         None, description="L2 distance to that face (`distance` is the person-level score: to the subject's template)."
     )
+    score: float | None = Field(
+        None,
+        description=(
+            "What `threshold` is compared with: the normalised score (`distance` minus the mean of the probe's and "
+            "the subject's spread to the model's cohort; lower = more alike) when `threshold_scale` is "
+            "`normalised`, else `distance`. Candidates are ranked by it."
+        ),
+    )
 
 
 class IdentifiedFace(BaseModel):
@@ -274,7 +282,7 @@ class IdentifiedFace(BaseModel):
 
 class IdentifyResponse(BaseModel):
     faces: list[IdentifiedFace]
-    threshold: float
+    threshold: float = Field(description="An L2 distance or a normalised score, as `threshold_scale` says.")
     top_k: int
     model_id: str
     gallery_subjects: int
@@ -288,6 +296,14 @@ class IdentifyResponse(BaseModel):
             "model card's), lowered to keep the estimated false-identification rate within FACEREC_MAX_FIR, or "
             "`uncalibrated`: the fixed threshold because this model has no calibration tables "
             "(`facerec calibrate`), so no estimate exists."
+        ),
+    )
+    threshold_scale: ThresholdScale = Field(
+        "distance",
+        description=(
+            "`distance`: `threshold` is an L2 distance compared with each match's `distance`. `normalised`: it is "
+            "a normalised score compared with `score` (FACEREC_MAX_FIR with a model that has a cohort "
+            "normalisation), and a match's `distance` must also be within the fixed threshold."
         ),
     )
     estimated_false_identification_rate: float | None = Field(

@@ -1,15 +1,24 @@
-"""The interfaces of the service's two other stores, next to the gallery's (:class:`service.gallery.base.Gallery`):
-API keys and the audit log. The embedded implementations are :class:`service.keys.KeyStore` (``<data>/keys.db``)
-and :class:`service.audit.AuditLog` (``<data>/audit.log``); a database backend provides its own. Every caller
-(auth, routes, the CLI, bootstrap) is typed against these, never against an implementation.
+"""The interfaces of the service's other stores, next to the gallery's (:class:`service.gallery.base.Gallery`):
+API keys and the audit log, and the bundle of media and photo stores a database shares (:class:`MediaStores`).
+The embedded implementations are :class:`service.keys.KeyStore` (``<data>/keys.db``) and
+:class:`service.audit.AuditLog` (``<data>/audit.log``); a database backend provides its own. Every caller (auth,
+routes, the CLI, bootstrap) is typed against these, never against an implementation. (:class:`AuditStore` is an
+abstract base in :mod:`service.audit`, re-exported here.)
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from service.audit import Action
+from service.audit import AuditStore
+from service.events.store import EventStore
 from service.keys import ApiKey, Scope
+from service.photos.base import PhotoStore
+from service.streams.store import StreamStore
+from service.video.jobstore import JobStore
+
+__all__ = ["ApiKeyStore", "AuditStore", "MediaStores"]
 
 
 @runtime_checkable
@@ -42,23 +51,13 @@ class ApiKeyStore(Protocol):
         ...
 
 
-@runtime_checkable
-class AuditStore(Protocol):
-    """An append-only audit log of changes (who, what, to what, when, through what); a record is durable when
-    :meth:`record` returns. Never holds image bytes, embeddings or tokens. Thread-safe."""
+@dataclass(frozen=True)
+class MediaStores:
+    """The stores of events (and webhook outbox), video jobs, the streams registry and the photo library that a
+    database backend shares between replicas (:mod:`service.pgstores`). Without one, the app opens the embedded
+    SQLite files of its data dir instead (``events.db``, ``videos.db``, ``streams.db``, ``photos.sqlite3``)."""
 
-    def record(
-        self,
-        action: Action,
-        *,
-        actor: dict[str, str] | str,
-        target: dict[str, Any],
-        count: int | None = None,
-        via: Literal["api", "cli"] = "api",
-    ) -> dict[str, Any]:
-        """Append one record; returns the record written."""
-        ...
-
-    def tail(self, n: int = 20) -> list[dict[str, Any]]:
-        """The last ``n`` records, oldest first."""
-        ...
+    events: EventStore
+    jobs: JobStore
+    streams: StreamStore
+    photos: PhotoStore

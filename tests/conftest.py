@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.milvusfixtures import milvus_lite_uri, milvus_server  # noqa: F401  (real Milvus: see milvusfixtures)
 from tests.pgfixtures import pg_cluster, pg_new_db, pg_url  # noqa: F401  (a real PostgreSQL: see pgfixtures)
+from tests.service.server import Server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,6 +42,13 @@ def analyzer(weights_path: Path):  # type: ignore[no-untyped-def]
     fa = FaceAnalyzer(weights_path=weights_path)
     fa.warm_up()
     return fa
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's real ``server`` (a module defines that fixture)."""
+    with httpx.Client(base_url=server.url, timeout=120.0) as c:
+        yield c
 
 
 def image_files(folder: Path) -> list[Path]:

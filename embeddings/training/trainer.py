@@ -215,18 +215,40 @@ def labelled_folder(root: Path, options: TrainOptions, head: Any, work: Path, st
     return LabelledSet(acts, labels)
 
 
+def fit_prepared(
+    prepared: Prepared,
+    options: TrainOptions,
+    *,
+    checkpoint_dir: Path,
+    resume: bool,
+    on_step: Callable[[StepReport], None],
+) -> FitResult:
+    """:func:`fit` on what :func:`prepare` made: its split, training activations and selection people."""
+    return fit(
+        prepared.split,
+        prepared.train_acts,
+        prepared.train_labels,
+        prepared.selection,
+        options.fit,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        on_step=on_step,
+    )
+
+
 def make_card(
     model_id: str,
     options: TrainOptions,
     prepared: Prepared,
     result: FitResult,
-    base_model_id: str,
     gate: dict[str, Any],
     threshold: float,
     eval_root: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card (see docs/FINETUNE.md for every field). ``gate`` is ``operating.compare`` on the gate
-    people plus ``decision`` (``gate.judge``)."""
+    """The model card (see docs/FINETUNE.md for every field); the base model is the pretrained FaceNet's.
+    ``gate`` is ``operating.compare`` on the gate people plus ``decision`` (``gate.judge``)."""
+    from embeddings.weights import MODEL_ID as base_model_id
+
     cfg = options.fit
     accepted = bool(gate["decision"]["accepted"])
     card: dict[str, Any] = {
@@ -295,16 +317,7 @@ def train_folder(
     gate_before = score_set(embed_cached(tail, prepared.gate.acts), prepared.gate.labels)
     eval_before = score_set(embed_cached(tail, evalset.acts), evalset.labels) if evalset is not None else None
     run = cache_key(fit=asdict(options.fit) | {"max_minutes": None, "max_steps": None}, cut=options.cut)
-    result = fit(
-        prepared.split,
-        prepared.train_acts,
-        prepared.train_labels,
-        prepared.selection,
-        options.fit,
-        checkpoint_dir=work / "checkpoints" / run,
-        resume=resume,
-        on_step=on_step,
-    )
+    result = fit_prepared(prepared, options, checkpoint_dir=work / "checkpoints" / run, resume=resume, on_step=on_step)
     gate = compare(gate_before, score_set(embed_cached(tail, prepared.gate.acts), prepared.gate.labels))
     gate["decision"] = judge(gate)
     eval_cmp = None
@@ -318,16 +331,7 @@ def train_folder(
     if not 0.0 < threshold <= 2.0:  # degenerate validation (e.g. 1-2 people): keep the base model's
         threshold = default_threshold()
     model_id = make_model_id(options.name)
-    card = make_card(
-        model_id,
-        options,
-        prepared,
-        result,
-        base_model_id=weights_mod.MODEL_ID,
-        gate=gate,
-        threshold=threshold,
-        eval_root=eval_cmp,
-    )
+    card = make_card(model_id, options, prepared, result, gate=gate, threshold=threshold, eval_root=eval_cmp)
     if card["status"] == "rejected" and not options.keep_rejected:
         return None, card
     return save_model_dir(prepared.split.full, card, models_root), card

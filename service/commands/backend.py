@@ -5,8 +5,10 @@ Both backends return the REST API's JSON shapes, so the commands format one kind
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -140,9 +142,9 @@ class LocalBackend:
             self.gallery.delete_subject(subject_id)
         except SubjectNotFound as exc:
             raise CliError(f"no subject {subject_id!r}") from exc
-        from service.events.store import SQLiteEventStore
+        from service.bootstrap import event_store
 
-        events = SQLiteEventStore(self.settings.data)  # erasing a subject erases its events
+        events = event_store(self.settings, self.backend)  # erasing a subject erases its events
         try:
             events.erase_subject(subject_id)
         finally:
@@ -321,6 +323,36 @@ def open_backend(server: str | None, api_key: str | None, data: Path | None) -> 
     except FaceRecError as exc:  # no face, not an image, weights missing...: one line, not a traceback
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
+
+
+COMMON_SKIP = ("backend", "as_json")
+COMMON_OPTIONS = (
+    ("server", SERVER_OPTION, str | None),
+    ("api_key", API_KEY_OPTION, str | None),
+    ("data", DATA_OPTION, Path | None),
+    ("as_json", JSON_OPTION, bool),
+)
+"""The options of every :func:`backend_command`, in their order in ``--help``: (parameter, option, type)."""
+
+
+def backend_command(func: Callable[..., None]) -> Callable[..., None]:
+    """A command on the backend the common options select: ``func(backend, <own parameters>, as_json=...)``
+    becomes a command with its own parameters, then ``--server``, ``--api-key``, ``--data`` (the backend,
+    opened by :func:`open_backend` around the whole command) and ``--json``."""
+    own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in COMMON_SKIP]
+    params = own + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for name, option, annotation in COMMON_OPTIONS
+    ]
+
+    @functools.wraps(func)
+    def command(*, server: str | None, api_key: str | None, data: Path | None, as_json: bool, **values: Any) -> None:
+        with open_backend(server, api_key, data) as backend:
+            func(backend, as_json=as_json, **values)
+
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return command
 
 
 def read_image(path: Path) -> bytes:

@@ -2,7 +2,10 @@
 
 ``DIR`` holds one sub-folder per person (the LFW layout). Every image's largest face is embedded with the model;
 the tables (:func:`service.gallery.calibration.fit_calibration`) are written to
-``<cache>/calibration/<model_id>.npz``, where identify finds them (they take precedence over shipped ones).
+``<cache>/calibration/<model_id>.npz`` and, from 13 people on, the cohort normalisation with its own table
+(:func:`service.gallery.normalisation.fit_normalisation`) to ``<model_id>.cohort.npz`` next to them, where
+identify finds them (they take precedence over shipped ones; with too few people a stale normalisation file of
+the model is removed, so identify decides on the L2 distance with the new tables).
 The people should be people the model was not trained on, and ideally people like those the service will see.
 """
 
@@ -31,7 +34,8 @@ def calibrate_folder(
     from embeddings.errors import InvalidImage
     from embeddings.models import resolve_model
     from service.config import Settings
-    from service.gallery.calibration import fit_calibration, user_tables_dir
+    from service.gallery.calibration import fit_calibration, sample_people, user_tables_dir
+    from service.gallery.normalisation import SUFFIX, fit_normalisation
 
     info = resolve_model(model_id)
     analyzer = FaceAnalyzer(Settings().analyzer_config(), weights_path=info.weights_path, model_id=info.model_id)
@@ -57,9 +61,19 @@ def calibrate_folder(
     cal = fit_calibration(np.stack(embs), np.array(labels), model_id=info.model_id, source=source, seed=seed)
     path = user_tables_dir(cache) / f"{info.model_id}.npz"
     cal.save(path)
+    norm_file = user_tables_dir(cache) / f"{info.model_id}{SUFFIX}"
+    norm_path: Path | None = norm_file
+    try:
+        sample = sample_people(np.stack(embs), np.array(labels), seed=seed)
+        norm = fit_normalisation(sample, model_id=info.model_id, source=source)
+        norm.save(norm_file)
+    except ValueError:  # too few people for a cohort: identify uses the L2 tables alone
+        norm_file.unlink(missing_ok=True)
+        norm_path = None
     summary: dict[str, object] = {
         "model_id": info.model_id,
         "tables": str(path),
+        "normalisation": str(norm_path) if norm_path else None,
         "rule": cal.rule,
         "people": cal.people,
         "images": len(embs),

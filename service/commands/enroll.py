@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from service.commands.backend import (
@@ -24,6 +24,7 @@ from service.commands.backend import (
     open_backend,
     read_image,
 )
+from service.commands.progress import progress_bar
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
 
@@ -132,15 +133,11 @@ def enroll(
         typer.echo(f"error: no <person>/<image> folders under {directory}", err=True)
         raise typer.Exit(1)
     console = Console(stderr=True)
-    with open_backend(server, api_key, data) as backend:
-        columns = (
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console, transient=True, disable=as_json) as progress:
-            summary = run_enrollment(backend, people, largest=largest, progress=progress)
+    with (
+        open_backend(server, api_key, data) as backend,
+        progress_bar(console, width=24, disable=as_json, transient=True) as progress,
+    ):
+        summary = run_enrollment(backend, people, largest=largest, progress=progress)
     if as_json:
         typer.echo(json.dumps(asdict(summary)))
         return

@@ -8,21 +8,12 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from service.commands.progress import progress_bar
 
 app = typer.Typer(help="Evaluate the pipeline on face verification benchmarks.", no_args_is_help=True)
 console = Console(stderr=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _parse_grid(text: str) -> list[float]:
@@ -68,7 +59,7 @@ def lfw(
         f"{pairs.name}: {len(protocol)} pairs, {len(paths)} images, {len({pr.fold for pr in protocol})} fold(s)"
     )
     detector = FaceDetector()
-    with _progress() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("detect", total=len(paths))
         detections = detect_primary_faces(
             root,
@@ -88,7 +79,7 @@ def lfw(
     folds = np.array([pr.fold for pr in protocol])
     results = []
     for s in settings:
-        with _progress() as bar:
+        with progress_bar(console) as bar:
             task = bar.add_task(f"encode {s.label}", total=len(paths))
             embs = embed_detected(
                 root,

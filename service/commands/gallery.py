@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
 
 from embeddings.errors import FaceRecError
+from service.commands.progress import progress_bar
 
 app = typer.Typer(help="Move a gallery between backends.", no_args_is_help=True)
 
@@ -29,19 +30,14 @@ def migrate(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Copy subjects, faces (embeddings, crops, staged re-index embeddings), API keys and the audit log into
-    PostgreSQL, keeping every id. Resumable: run it again to continue after an interruption. Ends by comparing
-    counts and a sample of searches; exits 1 if anything differs."""
+    PostgreSQL, keeping every id; then the data dir's events, streams, video jobs and photo library. Resumable: run
+    it again to continue after an interruption. Ends by comparing counts and a sample of searches; exits 1 if
+    anything differs."""
     from service.gallery.postgres.migrate import migrate_gallery
+    from service.pgstores.migrate_media import copy_media
 
     err = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description:<24}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=as_json,
-    ) as bar:
+    with progress_bar(err, width=24, disable=as_json) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -51,6 +47,7 @@ def migrate(
 
         try:
             report = migrate_gallery(source, to, batch=batch, sample=sample, progress=progress)
+            report.counts.update(copy_media(source, to, batch=batch, progress=progress))
         except FaceRecError as exc:
             err.print(f"error: {exc}", markup=False, highlight=False)
             raise typer.Exit(2) from None

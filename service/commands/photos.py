@@ -38,7 +38,8 @@ class PhotoBackend(Protocol):
 
 
 class LocalPhotos:
-    """The library of a local data dir (FACEREC_PHOTO_LIBRARY must be on), with the model in this process."""
+    """The library of a local data dir or of the database (FACEREC_PHOTO_LIBRARY must be on), with the model in
+    this process."""
 
     def __init__(self, settings: Settings) -> None:
         from service.photos.service import open_library
@@ -47,7 +48,10 @@ class LocalPhotos:
             raise CliError("the photo library is off: set FACEREC_PHOTO_LIBRARY=true to keep faces of indexed photos")
         self.backend = LocalBackend(settings)
         self.settings = settings
-        lib = open_library(settings.model_copy(update={"photo_recluster_interval_s": 0.0}))
+        shared = self.backend.backend.media  # the database's library with FACEREC_DATABASE_URL
+        lib = open_library(
+            settings.model_copy(update={"photo_recluster_interval_s": 0.0}), shared.photos if shared else None
+        )
         assert lib is not None
         self.lib = lib
 

@@ -9,30 +9,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.commands.backend import (
-    API_KEY_OPTION,
-    DATA_OPTION,
-    JSON_OPTION,
-    SERVER_OPTION,
-    open_backend,
-    read_image,
-)
+from service.commands.backend import Backend, backend_command, read_image
 
 THRESHOLD_OPTION = typer.Option(None, "--threshold", help="L2 distance; <= threshold is a match.")
 
 
+@backend_command
 def identify(
+    backend: Backend,
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="The photo."),
     top_k: int = typer.Option(None, "--top-k", min=1, max=100, help="Candidates per face."),
     threshold: float = THRESHOLD_OPTION,
-    server: str = SERVER_OPTION,
-    api_key: str = API_KEY_OPTION,
-    data: Path = DATA_OPTION,
-    as_json: bool = JSON_OPTION,
+    *,
+    as_json: bool,
 ) -> None:
     """Name every face in IMAGE (or say unknown), with the nearest candidates."""
-    with open_backend(server, api_key, data) as backend:
-        result = backend.identify(read_image(image), threshold=threshold, top_k=top_k)
+    result = backend.identify(read_image(image), threshold=threshold, top_k=top_k)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -58,18 +50,17 @@ def identify(
     Console().print(table)
 
 
+@backend_command
 def verify(
+    backend: Backend,
     image_a: Path = typer.Argument(..., exists=True, dir_okay=False, help="First photo."),
     image_b: Path = typer.Argument(..., exists=True, dir_okay=False, help="Second photo."),
     threshold: float = THRESHOLD_OPTION,
-    server: str = SERVER_OPTION,
-    api_key: str = API_KEY_OPTION,
-    data: Path = DATA_OPTION,
-    as_json: bool = JSON_OPTION,
+    *,
+    as_json: bool,
 ) -> None:
     """Are the largest faces of A and B the same person? Exit 0 either way; read `match`."""
-    with open_backend(server, api_key, data) as backend:
-        result = backend.verify(read_image(image_a), read_image(image_b), threshold=threshold)
+    result = backend.verify(read_image(image_a), read_image(image_b), threshold=threshold)
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.commands.backend import API_KEY_OPTION, DATA_OPTION, JSON_OPTION, SERVER_OPTION, open_backend
+from service.commands.backend import Backend, backend_command
 
 app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
 
 
 @app.command("list")
+@backend_command
 def list_subjects(
-    server: str = SERVER_OPTION,
-    api_key: str = API_KEY_OPTION,
-    data: Path = DATA_OPTION,
-    as_json: bool = JSON_OPTION,
+    backend: Backend,
+    *,
+    as_json: bool,
 ) -> None:
     """Every subject with its number of faces."""
-    with open_backend(server, api_key, data) as backend:
-        subjects = backend.all_subjects()
+    subjects = backend.all_subjects()
     if as_json:
         typer.echo(json.dumps(subjects))
         return
@@ -34,17 +32,16 @@ def list_subjects(
 
 
 @app.command("show")
+@backend_command
 def show(
+    backend: Backend,
     subject_id: str = typer.Argument(..., help="The subject's id."),
-    server: str = SERVER_OPTION,
-    api_key: str = API_KEY_OPTION,
-    data: Path = DATA_OPTION,
-    as_json: bool = JSON_OPTION,
+    *,
+    as_json: bool,
 ) -> None:
     """A subject and its faces."""
-    with open_backend(server, api_key, data) as backend:
-        subject = backend.get_subject(subject_id)
-        faces = backend.list_faces(subject_id)
+    subject = backend.get_subject(subject_id)
+    faces = backend.list_faces(subject_id)
     if as_json:
         typer.echo(json.dumps({**subject, "faces": faces}))
         return
@@ -61,20 +58,19 @@ def show(
 
 
 @app.command("delete")
+@backend_command
 def delete(
+    backend: Backend,
     subject_id: str = typer.Argument(..., help="The subject's id."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    server: str = SERVER_OPTION,
-    api_key: str = API_KEY_OPTION,
-    data: Path = DATA_OPTION,
-    as_json: bool = JSON_OPTION,
+    *,
+    as_json: bool,
 ) -> None:
     """Erase a subject and all its faces."""
-    with open_backend(server, api_key, data) as backend:
-        subject = backend.get_subject(subject_id)
-        if not yes and not typer.confirm(f"Erase {subject['name']} and {subject['face_count']} faces?"):
-            raise typer.Exit(1)
-        backend.delete_subject(subject_id)
+    subject = backend.get_subject(subject_id)
+    if not yes and not typer.confirm(f"Erase {subject['name']} and {subject['face_count']} faces?"):
+        raise typer.Exit(1)
+    backend.delete_subject(subject_id)
     if as_json:
         typer.echo(json.dumps({"deleted": subject_id, "faces": subject["face_count"]}))
     else:

@@ -137,14 +137,16 @@ def train(
     for line in lines:
         console.print(line)
     # open-set calibration tables for a registered model, from the validation people it was not trained on
-    tables = None
+    tables, normalisation = None, None
     if gate["accepted"]:
         from service.commands.calibrate import calibrate_folder
 
         try:
             names = card["data"]["val_people_names"]
             tables, summary = calibrate_folder(card["model_id"], folder, people=names, seed=seed)
+            normalisation = summary["normalisation"]
             console.print(f"calibration tables from {summary['people']} validation people: {tables}")
+            console.print(f"score normalisation: {normalisation or 'none (fewer than 13 people)'}")
         except ValueError as exc:  # too few validation people with faces: identify reports it uncalibrated
             console.print(f"no calibration tables: {exc}")
     out = {
@@ -152,6 +154,7 @@ def train(
         "model_dir": str(model_dir) if model_dir else None,
         "status": card["status"],
         "calibration": str(tables) if tables else None,
+        "normalisation": normalisation,
     }
     typer.echo(json.dumps(out))
     if not gate["accepted"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import typer
 
-from service.commands.backend import DATA_OPTION
+from service.commands.backend import DATA_OPTION, opened_stores
 from service.config import Settings
+from service.events.store import EventFilter, EventStore
 
 events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
 
@@ -140,14 +142,24 @@ def export(
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of standard output."),
     data: Path = DATA_OPTION,
 ) -> None:
-    """Write the events of the local data dir (readable while the server runs), oldest first: an attendance
-    sheet. ``time`` is UTC; ``name`` is empty for unknown people."""
-    from service.events.store import EVENTS_FILE, SQLiteEventStore
+    """Write the events (of the database with ``FACEREC_DATABASE_URL``, else of the local data dir; readable while
+    the server runs), oldest first: an attendance sheet. ``time`` is UTC; ``name`` is empty for unknown people."""
+    from service.bootstrap import event_store
+    from service.events.store import EVENTS_FILE
 
     settings = _settings(data)
-    if not (settings.data / EVENTS_FILE).is_file():
+    if not settings.database_url and not (settings.data / EVENTS_FILE).is_file():
         raise _fail(f"no events in {settings.data}")
-    store = SQLiteEventStore(settings.data)
+    with opened_stores(settings) as backend:
+        _export(
+            event_store(settings, backend),
+            EventFilter(subject_id, source, _when(since), _when(until), 1000),
+            as_csv=as_csv,
+            output=output,
+        )
+
+
+def _export(store: EventStore, f: EventFilter, *, as_csv: bool, output: Path | None) -> None:
     out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
     try:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if as_csv else None
@@ -155,9 +167,7 @@ def export(
             writer.writeheader()
         cursor: int | None = None
         while True:
-            page, cursor = store.query(
-                subject_id=subject_id, source=source, since=_when(since), until=_when(until), limit=1000, cursor=cursor
-            )
+            page, cursor = store.query(dataclasses.replace(f, cursor=cursor))
             for event in page:
                 row = event.to_dict()
                 if writer is not None:

@@ -8,13 +8,16 @@ stored is a no-op, which makes re-processing idempotent. Times are Unix seconds 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from service.sqlconn import SqlConn
+from service.sqlite_file import LockedSqlite
 
 EVENTS_FILE = "events.db"
 
@@ -78,166 +81,132 @@ class Pending:
     attempts: int
 
 
-class EventStore(Protocol):
-    """Where events and their pending webhook deliveries live (embedded SQLite now, PostgreSQL later)."""
+_COLUMNS = "id, time, source, track_id, subject_id, name, distance, estimated_fir, first_s, last_s, frames"
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+
+
+class EventStore(ABC):
+    """Where events and their pending webhook deliveries live: the SQL is shared, the connection is the
+    implementation's (:class:`SQLiteEventStore`, :class:`service.pgstores.events.PostgresEventStore`)."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[SqlConn]:
+        """One write transaction (committed at the end of the block, rolled back on an exception)."""
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[SqlConn]:
+        """A connection for reads."""
 
     def add(self, events: list[Event], *, outbox: bool) -> list[Event]:
         """Store events (ids already stored are skipped) and, with ``outbox``, queue them for webhooks, in one
         transaction. Returns the events that were new."""
-        ...
-
-    def query(
-        self,
-        *,
-        subject_id: str | None = None,
-        source: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        cursor: int | None = None,
-    ) -> tuple[list[Event], int | None]:
-        """Events in insertion order after ``cursor``, filtered; ``(page, next cursor or None)``."""
-        ...
-
-    def erase_subject(self, subject_id: str) -> int:
-        """Erase every event of a subject (and its pending deliveries); returns how many."""
-        ...
-
-    def purge(self, before: float) -> int:
-        """Erase events older than ``before`` (Unix s); returns how many."""
-        ...
-
-    def due(self, now: float, limit: int) -> list[Pending]:
-        """Pending deliveries whose next attempt is due at ``now``, oldest first."""
-        ...
-
-    def delivered(self, event_id: str) -> None: ...
-
-    def retry_later(self, event_id: str, next_at: float, error: str) -> None: ...
-
-    def next_due(self) -> float | None:
-        """When the next pending delivery is due (Unix s), None when nothing is pending."""
-        ...
-
-    def close(self) -> None: ...
-
-
-_COLUMNS = "id, time, source, track_id, subject_id, name, distance, estimated_fir, first_s, last_s, frames"
-
-
-class SQLiteEventStore:
-    """:class:`EventStore` on ``<data>/events.db``; safe to share between threads (one connection, a lock)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / EVENTS_FILE
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-
-    def add(self, events: list[Event], *, outbox: bool) -> list[Event]:
         new: list[Event] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for e in events:
-                    cur = self._db.execute(
-                        f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            e.id,
-                            e.time,
-                            e.source,
-                            e.track_id,
-                            e.subject_id,
-                            e.name,
-                            e.distance,
-                            e.estimated_fir,
-                            e.first_s,
-                            e.last_s,
-                            e.frames,
-                        ),
-                    )
-                    if cur.rowcount:
-                        new.append(e)
-                        if outbox:
-                            self._db.execute("INSERT INTO outbox (event_id, next_at) VALUES (?, ?)", (e.id, e.time))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.transaction() as c:
+            for e in events:
+                row = (e.id, e.time, e.source, e.track_id, e.subject_id, e.name, e.distance, e.estimated_fir)
+                if c.execute(_INSERT, (*row, e.first_s, e.last_s, e.frames)).rowcount:
+                    new.append(e)
+                    if outbox:
+                        c.execute("INSERT INTO outbox (event_id, next_at) VALUES (?, ?)", (e.id, e.time))
         return new
 
-    def query(
-        self,
-        *,
-        subject_id: str | None = None,
-        source: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        cursor: int | None = None,
-    ) -> tuple[list[Event], int | None]:
+    def query(self, f: EventFilter | None = None) -> tuple[list[Event], int | None]:
+        """Events in insertion order after ``f.cursor``, filtered; ``(page, next cursor or None)``."""
+        f = f or EventFilter()
         where: list[str] = ["seq > ?"]
-        args: list[object] = [cursor or 0]
+        args: list[object] = [f.cursor or 0]
         for clause, value in (
-            ("subject_id = ?", subject_id),
-            ("source = ?", source),
-            ("time >= ?", since),
-            ("time < ?", until),
+            ("subject_id = ?", f.subject_id),
+            ("source = ?", f.source),
+            ("time >= ?", f.since),
+            ("time < ?", f.until),
         ):
             if value is not None:
                 where.append(clause)
                 args.append(value)
         sql = f"SELECT seq, {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
-        items = [Event(*r[1:]) for r in rows[:limit]]
-        return items, (int(rows[limit - 1][0]) if len(rows) > limit else None)
+        with self.reader() as c:
+            rows = c.execute(sql, (*args, f.limit + 1)).fetchall()
+        items = [Event(*r[1:]) for r in rows[: f.limit]]
+        return items, (int(rows[f.limit - 1][0]) if len(rows) > f.limit else None)
 
     def erase_subject(self, subject_id: str) -> int:
-        with self._lock:
-            return self._db.execute("DELETE FROM events WHERE subject_id = ?", (subject_id,)).rowcount
+        """Erase every event of a subject (and its pending deliveries); returns how many."""
+        with self.transaction() as c:
+            return int(c.execute("DELETE FROM events WHERE subject_id = ?", (subject_id,)).rowcount)
 
     def purge(self, before: float) -> int:
-        with self._lock:
-            return self._db.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount
+        """Erase events older than ``before`` (Unix s); returns how many."""
+        with self.transaction() as c:
+            return int(c.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount)
 
     def due(self, now: float, limit: int) -> list[Pending]:
-        cols = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {cols}, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id "
+        """Pending deliveries whose next attempt is due at ``now``, oldest first."""
+        with self.reader() as c:
+            rows = c.execute(
+                f"SELECT {_PREFIXED}, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id "
                 "WHERE o.next_at <= ? ORDER BY o.next_at, e.seq LIMIT ?",
                 (now, limit),
             ).fetchall()
         return [Pending(Event(*r[:-1]), int(r[-1])) for r in rows]
 
     def delivered(self, event_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
+        with self.transaction() as c:
+            c.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
 
     def retry_later(self, event_id: str, next_at: float, error: str) -> None:
-        with self._lock:
-            self._db.execute(
+        with self.transaction() as c:
+            c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE event_id = ?",
                 (next_at, error[:500], event_id),
             )
 
     def next_due(self) -> float | None:
-        with self._lock:
-            row = self._db.execute("SELECT MIN(next_at) FROM outbox").fetchone()
+        """When the next pending delivery is due (Unix s), None when nothing is pending."""
+        with self.reader() as c:
+            row = c.execute("SELECT MIN(next_at) FROM outbox").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def pending_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        with self.reader() as c:
+            return int(c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Release the store's connection (a database store's pool belongs to the backend)."""
+        return None
+
+
+_PREFIXED = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """A page of :meth:`EventStore.query`: events of ``subject_id`` / ``source`` only, at ``since`` <= time <
+    ``until`` (Unix s), at most ``limit`` after ``cursor`` (the previous page's next cursor)."""
+
+    subject_id: str | None = None
+    source: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+    cursor: int | None = None
+
+
+class SQLiteEventStore(EventStore):
+    """:class:`EventStore` on ``<data>/events.db``; safe to share between threads (one connection, a lock)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / EVENTS_FILE
+        self._file = LockedSqlite(self.path, "synchronous=FULL", "foreign_keys=ON", script=_SCHEMA)
+
+    def transaction(self) -> AbstractContextManager[SqlConn]:
+        return self._file.write()
+
+    def reader(self) -> AbstractContextManager[SqlConn]:
+        return self._file.conn()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def now() -> float:

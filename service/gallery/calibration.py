@@ -28,15 +28,18 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from service.gallery.matching import RULE, Rule, template
+
+T = TypeVar("T")
 
 SHIPPED_DIR = Path(__file__).with_name("tables")
 """The tables shipped with the package, one ``<model_id>.npz`` each."""
@@ -54,7 +57,8 @@ MAX_PHOTOS = 3
 @dataclass(frozen=True)
 class Calibration:
     """Per-probe impostor counts of one model and one rule: ``counts[p, j]`` of the ``n[p]`` subjects of other
-    people compared with probe ``p`` were within ``thresholds[j]`` (L2, ascending)."""
+    people compared with probe ``p`` were within ``thresholds[j]`` (ascending: L2 distances, or normalised scores
+    for a :class:`normalisation.Normalisation`'s table)."""
 
     model_id: str
     rule: str
@@ -94,7 +98,7 @@ class Calibration:
         if not 0.0 < target < 1.0:
             raise ValueError("target_fir must be in (0, 1)")
         n = max(int(comparisons), 1)
-        lo, hi = 0.0, 2.0
+        lo, hi = min(0.0, float(self.thresholds[0])), max(2.0, float(self.thresholds[-1]))
         for _ in range(40):
             mid = (lo + hi) / 2
             if self.false_identification_rate(mid, n) <= target:
@@ -103,21 +107,20 @@ class Calibration:
                 hi = mid
         return lo
 
-    def save(self, path: Path) -> None:
-        """Write atomically (a temporary file renamed into place)."""
+    def save(
+        self, path: Path, *, arrays: dict[str, npt.NDArray[Any]] | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Write atomically (a temporary file renamed into place); ``arrays`` and ``meta``: more of both in the
+        same file (a :class:`normalisation.Normalisation`'s cohort and ``k``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"model_id": self.model_id, "rule": self.rule, "source": self.source, "people": self.people}
-        meta["prior"] = self.prior
+        info = {"model_id": self.model_id, "rule": self.rule, "source": self.source, "people": self.people}
+        info |= {"prior": self.prior, **(meta or {})}
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         try:
+            data: dict[str, Any] = {"thresholds": self.thresholds, "counts": self.counts.astype(np.uint32)}
+            data |= {"n": self.n.astype(np.uint32), "meta": np.array(json.dumps(info)), **(arrays or {})}
             with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    thresholds=self.thresholds,
-                    counts=self.counts.astype(np.uint32),
-                    n=self.n.astype(np.uint32),
-                    meta=np.array(json.dumps(meta)),
-                )
+                np.savez_compressed(fh, **data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -125,22 +128,23 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
+        return cls.read(path)[0]
+
+    @classmethod
+    def read(
+        cls, path: Path, extra: tuple[str, ...] = ()
+    ) -> tuple[Calibration, dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """The table of ``path``, its ``extra`` arrays and its whole meta dict; ``ValueError`` if invalid."""
         with np.load(path, allow_pickle=False) as d:
             meta: dict[str, Any] = json.loads(str(d["meta"]))
             t = d["thresholds"].astype(np.float64)
             counts, n = d["counts"].astype(np.int64), d["n"].astype(np.int64)
+            arrays = {name: d[name] for name in extra}
         if counts.shape != (len(n), len(t)) or not (np.diff(t) > 0).all() or (np.diff(counts, axis=1) < 0).any():
             raise ValueError(f"{path}: not a valid calibration table")
-        return cls(
-            str(meta["model_id"]),
-            str(meta["rule"]),
-            t,
-            counts,
-            n,
-            str(meta["source"]),
-            int(meta["people"]),
-            float(meta.get("prior", PRIOR)),
-        )
+        model, rule, source, people = str(meta["model_id"]), str(meta["rule"]), str(meta["source"]), int(meta["people"])
+        table = cls(model, rule, t, counts, n, source, people, float(meta.get("prior", PRIOR)))
+        return table, arrays, meta
 
 
 def user_tables_dir(cache: Path | None = None) -> Path:
@@ -150,31 +154,69 @@ def user_tables_dir(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "calibration"
 
 
-def tables_path(model_id: str, *, cache: Path | None = None) -> Path | None:
-    """The table file of ``model_id``: the user's (written by calibrate/train) before the shipped one; None if
-    neither exists."""
-    for path in (user_tables_dir(cache) / f"{model_id}.npz", SHIPPED_DIR / f"{model_id}.npz"):
+def tables_path(model_id: str, *, cache: Path | None = None, suffix: str = ".npz") -> Path | None:
+    """The table file ``<model_id><suffix>``: the user's (written by calibrate/train) before the shipped one;
+    None if neither exists."""
+    for path in (user_tables_dir(cache) / f"{model_id}{suffix}", SHIPPED_DIR / f"{model_id}{suffix}"):
         if path.is_file():
             return path
     return None
 
 
 @lru_cache(maxsize=16)
-def _load_cached(path: str, _mtime_ns: int) -> Calibration:
-    return Calibration.load(Path(path))
+def _read_cached(read: Callable[[Path], Any], path: str, _mtime_ns: int) -> Any:
+    return read(Path(path))
+
+
+def read_model_file(model_id: str, read: Callable[[Path], T], *, suffix: str, cache: Path | None = None) -> T | None:
+    """``read`` of ``model_id``'s ``<model_id><suffix>`` file (:func:`tables_path`; re-read when the file
+    changes), or None: no file, or an unreadable one."""
+    path = tables_path(model_id, cache=cache, suffix=suffix)
+    if path is None:
+        return None
+    try:
+        return cast(T, _read_cached(read, str(path), path.stat().st_mtime_ns))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_calibration(model_id: str, *, cache: Path | None = None) -> Calibration | None:
     """The tables of ``model_id`` (re-read when the file changes), or None: no tables, unreadable ones, or
     tables fitted for another model or another rule than :data:`matching.RULE`."""
-    path = tables_path(model_id, cache=cache)
-    if path is None:
-        return None
-    try:
-        cal = _load_cached(str(path), path.stat().st_mtime_ns)
-    except (OSError, ValueError, KeyError):
-        return None
-    return cal if cal.model_id == model_id and cal.rule == RULE else None
+    cal = read_model_file(model_id, Calibration.load, suffix=".npz", cache=cache)
+    return cal if cal is not None and cal.model_id == model_id and cal.rule == RULE else None
+
+
+@dataclass(frozen=True)
+class FitSample:
+    """The people of a fit (:func:`sample_people`): ``x`` the (n, d) embeddings, ``labels`` each image's person
+    0..people-1, ``enrolled`` per person the indices of its 1 to :data:`MAX_PHOTOS` random subject photos,
+    ``picks`` the probe images' indices."""
+
+    x: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    people: int
+    enrolled: list[npt.NDArray[np.int64]]
+    picks: npt.NDArray[np.int64]
+
+
+def sample_people(
+    embeddings: npt.NDArray[np.float32], labels: npt.NDArray[Any], *, probes: int = 3000, max_per_person: int = 10,
+    seed: int = 0, min_people: int = 2,
+) -> FitSample:  # fmt: skip
+    """Every person (one label each) becomes a subject of 1 to :data:`MAX_PHOTOS` random photos; up to ``probes``
+    random images (at most ``max_per_person`` of one person) are the probes. ``ValueError`` below
+    ``min_people`` people."""
+    x = np.asarray(embeddings, np.float32)
+    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
+    people = int(lab.max()) + 1 if len(lab) else 0
+    if people < min_people:
+        raise ValueError(f"calibration needs images of at least {min_people} people")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(lab == i) for i in range(people)]
+    enrolled = [rng.permutation(m)[: int(rng.integers(1, MAX_PHOTOS + 1))] for m in members]
+    picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
+    return FitSample(x, lab, people, enrolled, rng.permutation(picks)[:probes])
 
 
 def fit_calibration(
@@ -190,35 +232,40 @@ def fit_calibration(
     prior: float = PRIOR,
     weights: npt.NDArray[np.float64] | None = None,
 ) -> Calibration:
-    """Fit tables from labelled embeddings (one label per person): every person becomes a subject of 1 to
-    :data:`MAX_PHOTOS` random photos; up to ``probes`` random images (at most ``max_per_person`` of one person)
-    are compared with every *other* person's subject under ``rule`` (``weights``: one quality weight per image,
-    for the ``weighted`` rule)."""
-    x = np.asarray(embeddings, np.float32)
-    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
-    people = int(lab.max()) + 1 if len(lab) else 0
-    if people < 2:
-        raise ValueError("calibration needs images of at least 2 people")
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(lab == i) for i in range(people)]
-    enrolled = [rng.permutation(m)[: int(rng.integers(1, MAX_PHOTOS + 1))] for m in members]
-    picks = np.concatenate([rng.permutation(m)[:max_per_person] for m in members])
-    picks = rng.permutation(picks)[:probes]
-    probe_lab = lab[picks]
+    """Fit tables from labelled embeddings (one label per person; :func:`sample_people`): each probe image is
+    compared with every *other* person's subject under ``rule`` (``weights``: one quality weight per image, for
+    the ``weighted`` rule)."""
+    fs = sample_people(embeddings, labels, probes=probes, max_per_person=max_per_person, seed=seed)
+    x, enrolled, picks, people = fs.x, fs.enrolled, fs.picks, fs.people
+    probe_lab = fs.labels[picks]
     if rule == "nearest":  # one comparison per face
         faces = np.concatenate(enrolled)
         owner = np.repeat(np.arange(people), [len(e) for e in enrolled])
-        scores = np.sqrt(np.clip(2.0 - 2.0 * (x[picks].astype(np.float64) @ x[faces].T.astype(np.float64)), 0.0, 4.0))
+        scores = l2_matrix(x[picks], x[faces])
     else:
         w = None if weights is None else [np.asarray(weights)[e] for e in enrolled]
         scores = subject_scores(x[picks], [x[e] for e in enrolled], rule=rule, weights=w)
         owner = np.arange(people)
     other = probe_lab[:, None] != owner[None, :]
-    scores = np.where(other, scores, np.inf)
-    scores.sort(axis=1)
-    counts = np.stack([np.searchsorted(row, GRID, side="right") for row in scores]).astype(np.int64)
-    n = other.sum(axis=1).astype(np.int64)
-    return Calibration(model_id, rule, GRID.astype(np.float64), counts, n, source, people, prior)
+    return table_from_scores(np.where(other, scores, np.inf), GRID, model_id, rule, source, people, prior)
+
+
+def table_from_scores(
+    scores: npt.NDArray[np.float64], grid: npt.NDArray[np.float64], model_id: str, rule: str, source: str,
+    people: int, prior: float,
+) -> Calibration:  # fmt: skip
+    """A table from (probes, subjects) stranger scores (``inf`` where a pair is not a stranger pair): per probe,
+    how many are within each threshold of ``grid``, of how many compared."""
+    n = np.isfinite(scores).sum(axis=1).astype(np.int64)
+    s = np.sort(scores, axis=1)
+    counts = np.stack([np.searchsorted(row, grid, side="right") for row in s]).astype(np.int64)
+    return Calibration(model_id, rule, np.asarray(grid, np.float64), counts, n, source, people, prior)
+
+
+def l2_matrix(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """(m, n) L2 distances between unit rows of ``a`` (m, d) and ``b`` (n, d), in float64."""
+    sim = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
+    return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0)))
 
 
 def subject_scores(

@@ -1,6 +1,6 @@
 """The storage interface of the photo library: every caller (``service.photos.library``) is typed against
-:class:`PhotoStore`. Implementations: embedded SQLite in the data dir (:mod:`service.photos.sqlite`); a
-PostgreSQL one can follow with the same methods.
+:class:`PhotoStore`. Implementations: embedded SQLite in the data dir (:mod:`service.photos.sqlite`) and
+PostgreSQL (:mod:`service.pgstores.photos`), sharing their SQL (:mod:`service.photos.sqlstore`).
 
 Every method is atomic (one transaction) and thread-safe; a write is durable when it returns. Observation ids
 are integers, increasing and never reused; cluster ids likewise.
@@ -9,6 +9,7 @@ are integers, increasing and never reused; cluster ids likewise.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -53,9 +54,14 @@ class PhotoStore(Protocol):
         ...
 
     def all_embeddings(
-        self, model_id: str, *, unnamed_only: bool = False
+        self, model_id: str, *, unnamed_only: bool = False, after: int = 0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Ids and embeddings of every observation of ``model_id`` (optionally only unnamed ones), in id order."""
+        """Ids and embeddings of every observation of ``model_id`` with an id above ``after`` (optionally only
+        unnamed ones), in id order."""
+        ...
+
+    def observation_count(self, model_id: str) -> int:
+        """Observations of ``model_id``, named or not."""
         ...
 
     def crop_png(self, face_id: int) -> bytes | None: ...
@@ -117,6 +123,11 @@ class PhotoStore(Protocol):
 
     def model_ids(self) -> list[str]:
         """The model ids of the stored faces."""
+        ...
+
+    def maintenance_turn(self) -> AbstractContextManager[bool]:
+        """Whether this process runs the library's background maintenance now: True for one process at a time
+        among those sharing the store (always, embedded), held for the block."""
         ...
 
     def change_count(self) -> int:

@@ -1,9 +1,11 @@
 """The photo library: index photos' faces, find similar faces, the photos a person is in, privacy erasure.
 
 :class:`PhotoLibrary` holds the :class:`~service.photos.base.PhotoStore` (the durable truth) and a FAISS
-:class:`~service.gallery.index.ModelIndex` per model id over every observation (a cache rebuilt from the store
-when first needed). Naming an observation uses the enrolled gallery through ``recognition.identify``; enrolling
-a named cluster goes through the :class:`~service.gallery.base.Gallery` protocol (``service.photos.clusters``).
+:class:`~service.gallery.index.ModelIndex` per model id over every observation (a cache built from the store
+when first needed, and brought up to date from it whenever the store's change counter moved, so replicas
+sharing one database store search what any of them indexed). Naming an observation uses the enrolled gallery
+through ``recognition.identify``; enrolling a named cluster goes through the
+:class:`~service.gallery.base.Gallery` protocol (``service.photos.clusters``).
 
 Distances are L2 between unit embeddings in [0, 2]; ``similarity = 1 - d**2 / 2``. Thread-safe: index
 changes and cluster assignment of new faces take one lock; searches share a readers-writer lock.
@@ -80,6 +82,11 @@ class PhotoLibrary:
         self.retention_days = retention_days
         self.index_params = index_params or IndexParams()
         self._indexes: dict[str, ModelIndex] = {}
+        self._seen: dict[str, int] = {}
+        """The highest observation id in each model's index (the store gives ids in commit order)."""
+        self._synced: dict[str, int] = {}
+        """The store's change counter when each index was last brought up to date."""
+        self._sync_lock = threading.Lock()
         self._rw = RWLock()
         self.write_lock = threading.Lock()
         """Serialises cluster assignment + store write + index add of new faces, and cluster changes."""
@@ -100,17 +107,30 @@ class PhotoLibrary:
 
     # ------------------------------------------------------------------ the search index
     def _index(self, model_id: str) -> ModelIndex:
-        """The index of ``model_id``, built from the store on first use (under the exclusive lock)."""
-        idx = self._indexes.get(model_id)
-        if idx is None:
+        """The index of ``model_id``, built from the store on first use, then brought up to date with the store
+        whenever its change counter moved (writes through another process sharing the store: a replica)."""
+        with self._sync_lock:
+            changes = self.store.change_count()
+            idx = self._indexes.get(model_id)
+            if idx is not None and self._synced.get(model_id) == changes:
+                return idx
+            if idx is None:
+                idx = self._indexes[model_id] = ModelIndex(self.index_params)
+                self._seen[model_id] = 0
+            ids, emb = self.store.all_embeddings(model_id, after=self._seen[model_id])
             with self._rw.exclusive():
-                idx = self._indexes.get(model_id)
-                if idx is None:
-                    ids, emb = self.store.all_embeddings(model_id)
-                    idx = ModelIndex(self.index_params)
-                    idx.add(ids, emb)
-                    self._indexes[model_id] = idx
-        return idx
+                idx.add(ids, emb)
+            if len(ids):
+                self._seen[model_id] = int(ids[-1])
+            if idx.live > self.store.observation_count(model_id):  # erased elsewhere: start again
+                ids, emb = self.store.all_embeddings(model_id)
+                fresh = ModelIndex(self.index_params)
+                fresh.add(ids, emb)
+                with self._rw.exclusive():
+                    idx = self._indexes[model_id] = fresh
+                self._seen[model_id] = int(ids[-1]) if len(ids) else 0
+            self._synced[model_id] = changes
+            return idx
 
     def nearest(
         self, probes: npt.NDArray[np.float32], *, model_id: str, k: int
@@ -182,11 +202,7 @@ class PhotoLibrary:
             faces = self._assign_clusters(faces)
             photo, stored, created = self.store.add_photo(sha256=sha256, external_id=external_id, faces=faces)
             if created and stored:
-                model_id = stored[0].model_id
-                idx = self._index(model_id)
-                emb = np.stack([f.embedding for f in faces]).astype(np.float32)
-                with self._rw.exclusive():
-                    idx.add(np.array([o.id for o in stored], np.int64), emb)
+                self._index(stored[0].model_id)  # catches up on the new faces (and any another replica added)
             join_ms = (time.perf_counter() - start) * 1000.0
         return IndexedPhoto(photo, stored, created=created, join_ms=join_ms)
 

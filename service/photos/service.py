@@ -12,6 +12,7 @@ import logging
 import threading
 
 from service.config import Settings
+from service.photos.base import PhotoStore
 from service.photos.cluster import ClusterParams
 from service.photos.clusters import recluster_all
 from service.photos.library import PhotoLibrary
@@ -34,7 +35,13 @@ class Maintenance:
             self._thread.start()
 
     def run_once(self) -> None:
-        """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time."""
+        """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time; on
+        one process at a time of those sharing the store (another's turn: nothing)."""
+        with self.lib.store.maintenance_turn() as mine:
+            if mine:
+                self._run()
+
+    def _run(self) -> None:
         self.lib.enforce_retention()
         changes = self.lib.store.change_count()
         if changes == self._last:
@@ -57,12 +64,13 @@ class Maintenance:
             self._thread.join()
 
 
-def open_library(settings: Settings) -> PhotoLibrary | None:
-    """The library of ``settings.data`` with its background task, or None when the library is off."""
+def open_library(settings: Settings, store: PhotoStore | None = None) -> PhotoLibrary | None:
+    """The library on ``store`` (default: ``settings.data``'s SQLite file) with its background task, or None when
+    the library is off."""
     if not settings.photo_library:
         return None
     lib = PhotoLibrary(
-        SQLitePhotoStore(settings.data),
+        store or SQLitePhotoStore(settings.data),
         cluster_params=ClusterParams(threshold=settings.photo_link_cap),
         link_max_fir=settings.photo_cluster_max_fir or None,
         retention_days=settings.photo_unnamed_retention_days,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
 from pydantic import BaseModel
 
 from service.errors import ERROR_STATUS_TEXT
@@ -12,9 +13,18 @@ from service.schemas import ErrorResponse
 _EXAMPLE_B64 = "/9j/4AAQSkZJRgABAQAAAQABAAD..."
 
 
+AUTH = (401, 403)
+"""What every ``/v1`` route may answer: no or unknown API key, a key without the endpoint's scope."""
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries documenting the error envelope for each status."""
     return {s: {"model": ErrorResponse, "description": ERROR_STATUS_TEXT[s]} for s in statuses}
+
+
+def deletion(summary: str, *statuses: int) -> dict[str, Any]:
+    """The route decorator's arguments for a deletion: 204 with no body; errors ``AUTH`` + ``statuses``."""
+    return {"status_code": 204, "response_class": Response, "summary": summary, "responses": errors(*AUTH, *statuses)}
 
 
 def form_fields(params: type[BaseModel] | None) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import AdminKey
 from service.errors import BadRequest
+from service.events.store import EventFilter
 from service.media import MediaDep
 from service.routes.docs import errors
 
@@ -56,12 +57,14 @@ async def list_events(
         raise BadRequest("cursor: not a cursor returned by this endpoint")
     items, nxt = await run_in_threadpool(
         lambda: media.events.query(
-            subject_id=subject_id,
-            source=source,
-            since=since.timestamp() if since else None,
-            until=until.timestamp() if until else None,
-            limit=limit,
-            cursor=int(cursor) if cursor else None,
+            EventFilter(
+                subject_id=subject_id,
+                source=source,
+                since=since.timestamp() if since else None,
+                until=until.timestamp() if until else None,
+                limit=limit,
+                cursor=int(cursor) if cursor else None,
+            )
         )
     )
     return EventPage(

@@ -10,15 +10,14 @@ from starlette.concurrency import run_in_threadpool
 
 from service import recognition
 from service.convert import face_out
-from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, MetricsDep, RunnerDep, audit_change
+from service.deps import AdminKey, AuditDep, GalleryDep, ModelDep, audit_change
 from service.errors import BadRequest
-from service.routes.docs import errors, image_body
+from service.routes.docs import AUTH, deletion, errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload
 
 router = APIRouter(tags=["faces"])
 
-AUTH = (401, 403)
 FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite integer, never reused).")]
 
 
@@ -44,10 +43,8 @@ async def enroll(
     subject_id: str,
     key: AdminKey,
     request: Request,
-    analyzer: AnalyzerDep,
+    model: ModelDep,
     gallery: GalleryDep,
-    runner: RunnerDep,
-    metrics: MetricsDep,
     audit: AuditDep,
 ) -> JSONResponse:
     """Each image must hold exactly one face that passes the quality minimums (or, with ``face=largest``, its
@@ -59,16 +56,16 @@ async def enroll(
     if not images:
         raise BadRequest("send at least one image in `images` (or `image`)")
     params = payload.params(EnrollParams)
-    result, seconds = await runner.run(
+    result = await model.call(
+        "enroll",
+        lambda r: len(r.faces),
         recognition.enroll,
-        analyzer=analyzer,
         gallery=gallery,
         subject_id=subject_id,
         images=images,
         largest=params.face == "largest",
         store_crop=request.app.state.settings.store_crops,
     )
-    metrics.observe_call("enroll", seconds, len(result.faces))
     if result.faces:
         face_ids = [r.id for r in result.faces]
         await audit_change(audit, "face.enroll", key, {"subject_id": subject_id, "face_ids": face_ids}, len(face_ids))
@@ -94,13 +91,7 @@ async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut
     return face_out(await run_in_threadpool(gallery.get_face, face_id))
 
 
-@router.delete(
-    "/v1/faces/{face_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Erase one face",
-    responses=errors(*AUTH, 404, 503, 507),
-)
+@router.delete("/v1/faces/{face_id}", **deletion("Erase one face", 404, 503, 507))
 async def delete_face(face_id: FaceId, gallery: GalleryDep, key: AdminKey, audit: AuditDep) -> Response:
     await run_in_threadpool(gallery.delete_face, face_id)
     await audit_change(audit, "face.delete", key, {"face_id": face_id})

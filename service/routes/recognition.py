@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from service import recognition
 from service.convert import detected, embedded, identify_response, verify_response
-from service.deps import AdminKey, AnalyzerDep, GalleryDep, MetricsDep, RecognizeKey, RunnerDep, SettingsDep
+from service.deps import AdminKey, GalleryDep, ModelDep, RecognizeKey, SettingsDep
 from service.errors import BadRequest
 from service.routes.docs import errors, image_body
 from service.schemas import (
@@ -47,13 +47,7 @@ def _require(image: bytes | None, name: str) -> bytes:
     ),
 )
 async def verify(
-    _: RecognizeKey,
-    request: Request,
-    analyzer: AnalyzerDep,
-    gallery: GalleryDep,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    _: RecognizeKey, request: Request, model: ModelDep, gallery: GalleryDep, settings: SettingsDep
 ) -> VerifyResponse:
     """The largest face of each image is used. Against a subject the image is compared with *all* its faces
     and the median distance decides, so one bad enrolment photo does not.
@@ -64,31 +58,30 @@ async def verify(
     if params.subject_id is not None:
         first = payload.one("image")
         image = _require(first if first is not None else payload.one("image_a"), "image")
-        result, seconds = await runner.run(
+        result = await model.call(
+            "verify",
+            lambda _: 1,
             recognition.verify_subject,
-            analyzer=analyzer,
             gallery=gallery,
             image=image,
             subject_id=params.subject_id,
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        faces = 1
     else:
         image_a, image_b = (
             _require(payload.one("image_a"), "image_a"),
             _require(payload.one("image_b"), "image_b"),
         )
-        result, seconds = await runner.run(
+        result = await model.call(
+            "verify",
+            lambda _: 2,
             recognition.verify_images,
-            analyzer=analyzer,
             image_a=image_a,
             image_b=image_b,
             threshold=threshold,
             aligned=params.face == "aligned",
         )
-        faces = 2
-    metrics.observe_call("verify", seconds, faces)
     return verify_response(result)
 
 
@@ -104,13 +97,7 @@ async def verify(
     ),
 )
 async def identify(
-    _: RecognizeKey,
-    request: Request,
-    analyzer: AnalyzerDep,
-    gallery: GalleryDep,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    _: RecognizeKey, request: Request, model: ModelDep, gallery: GalleryDep, settings: SettingsDep
 ) -> IdentifyResponse:
     """A face's ``match`` is its nearest subject when within ``threshold`` (L2), else null (unknown).
     ``candidates`` lists the nearest subjects (one entry each). A photo without faces gives ``faces: []``.
@@ -122,9 +109,10 @@ async def identify(
     params = payload.params(IdentifyParams)
     image = _require(payload.one("image"), "image")
     top_k = settings.top_k if params.top_k is None else params.top_k
-    result, seconds = await runner.run(
+    result = await model.call(
+        "identify",
+        lambda r: len(r.faces),
         recognition.identify,
-        analyzer=analyzer,
         gallery=gallery,
         image=image,
         threshold=params.threshold,
@@ -133,7 +121,6 @@ async def identify(
         max_fir=settings.max_fir,
         aligned=params.face == "aligned",
     )
-    metrics.observe_call("identify", seconds, len(result.faces))
     return identify_response(result)
 
 
@@ -144,14 +131,11 @@ async def identify(
     responses=IMAGE_ERRORS,
     openapi_extra=image_body({"image": "The photo."}, None, {}),
 )
-async def detect(
-    _: RecognizeKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
-) -> DetectResponse:
+async def detect(_: RecognizeKey, request: Request, model: ModelDep) -> DetectResponse:
     """Every face, largest first. No face gives ``faces: []``."""
     payload = await read_payload(request)
     image = _require(payload.one("image"), "image")
-    ((width, height), found), seconds = await runner.run(recognition.detect, analyzer=analyzer, image=image)
-    metrics.observe_call("detect", seconds, len(found))
+    (width, height), found = await model.call("detect", lambda r: len(r[1]), recognition.detect, image=image)
     return DetectResponse(width=width, height=height, faces=[detected(d) for d in found])
 
 
@@ -162,9 +146,7 @@ async def detect(
     responses=IMAGE_ERRORS,
     openapi_extra=image_body({"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, EmbedParams, {}),
 )
-async def embed(
-    _: AdminKey, request: Request, analyzer: AnalyzerDep, runner: RunnerDep, metrics: MetricsDep
-) -> EmbedResponse:
+async def embed(_: AdminKey, request: Request, model: ModelDep) -> EmbedResponse:
     """Every face, largest first, with quality and its unit-norm float32 embedding (128 numbers). Admin only:
     embeddings are biometric templates. ``face=aligned``: the image is one already aligned face crop; detection
     is skipped, the crop is resized to 160x160 and encoded (its landmarks and confidence are null)."""
@@ -172,6 +154,5 @@ async def embed(
     params = payload.params(EmbedParams)
     image = _require(payload.one("image"), "image")
     aligned = params.face == "aligned"
-    faces, seconds = await runner.run(recognition.embed, analyzer=analyzer, image=image, aligned=aligned)
-    metrics.observe_call("embed", seconds, len(faces))
-    return EmbedResponse(model_id=analyzer.model_id, faces=[embedded(f) for f in faces])
+    faces = await model.call("embed", len, recognition.embed, image=image, aligned=aligned)
+    return EmbedResponse(model_id=model.analyzer.model_id, faces=[embedded(f) for f in faces])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -12,13 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
-from service.routes.docs import errors
+from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
-from service.streams.manager import TooManyStreams, describe
+from service.streams.manager import TooManyStreams
 from service.streams.store import StreamNotFound
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
-AUTH = (401, 403)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
@@ -54,7 +52,9 @@ class StreamCreate(BaseModel):
 
 
 class StreamHealth(BaseModel):
-    state: str = Field(description="connecting | running | reconnecting | stopped")
+    state: str = Field(
+        description="connecting | running | reconnecting | stopped | waiting (no replica has reported reading it yet)"
+    )
     fps_in: float = Field(description="Frames read per second (last 5 s).")
     fps_processed: float = Field(description="Frames analysed per second (last 5 s).")
     frames_in: int
@@ -77,10 +77,6 @@ class StreamOut(BaseModel):
     health: StreamHealth
 
 
-def stream_out(data: dict[str, Any]) -> StreamOut:
-    return StreamOut.model_validate(data)
-
-
 @router.post(
     "",
     status_code=201,
@@ -95,32 +91,26 @@ async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> Stream
     """Stored (it survives a restart) and started at once; reconnects by itself. Every person tracked on it gives
     one event (``GET /v1/events?source=stream:<id>``)."""
     try:
-        worker = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
+        view = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
-    return stream_out(describe(worker))
+    return StreamOut.model_validate(view)
 
 
 @router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
 async def list_streams(media: MediaDep, _: AdminKey) -> list[StreamOut]:
-    return [stream_out(describe(w)) for w in media.streams.workers()]
+    return [StreamOut.model_validate(v) for v in await run_in_threadpool(media.streams.views)]
 
 
 @router.get("/{stream_id}", response_model=StreamOut, summary="A stream and its health", responses=errors(*AUTH, 404))
 async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
     try:
-        return stream_out(describe(media.streams.get(stream_id)))
+        return StreamOut.model_validate(await run_in_threadpool(media.streams.view, stream_id))
     except StreamNotFound as exc:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
 
 
-@router.delete(
-    "/{stream_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Stop and remove a stream",
-    responses=errors(*AUTH, 404),
-)
+@router.delete("/{stream_id}", **deletion("Stop and remove a stream", 404))
 async def delete_stream(stream_id: str, media: MediaDep, _: AdminKey) -> Response:
     try:
         await run_in_threadpool(media.streams.delete, stream_id)

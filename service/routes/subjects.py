@@ -10,12 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
 from service.media import MediaDep
-from service.routes.docs import errors
+from service.routes.docs import AUTH, deletion, errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
-
-AUTH = (401, 403)
 
 
 @router.post(
@@ -73,13 +71,7 @@ async def update_subject(
     return subject_out(subject)
 
 
-@router.delete(
-    "/{subject_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Erase a subject and all its faces",
-    responses=errors(*AUTH, 404, 503, 507),
-)
+@router.delete("/{subject_id}", **deletion("Erase a subject and all its faces", 404, 503, 507))
 async def delete_subject(
     subject_id: str,
     gallery: GalleryDep,

@@ -13,12 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import RecognizeKey
 from service.errors import ServiceError
 from service.media import MediaDep
-from service.routes.docs import errors
-from service.video.jobs import Job, JobNotFound
+from service.routes.docs import AUTH, deletion, errors
+from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
-AUTH = (401, 403)
 
 
 class VideoNotFound(ServiceError):
@@ -124,9 +123,7 @@ async def get_video(video_id: str, media: MediaDep, _: RecognizeKey) -> VideoOut
         raise VideoNotFound(f"no video {video_id!r}") from exc
 
 
-@router.delete(
-    "/{video_id}", status_code=204, response_class=Response, summary="Delete a video job", responses=errors(*AUTH, 404)
-)
+@router.delete("/{video_id}", **deletion("Delete a video job", 404))
 async def delete_video(video_id: str, media: MediaDep, _: RecognizeKey) -> Response:
     """Stops the job if it runs and deletes it and its upload. Events already recorded are kept."""
     try:

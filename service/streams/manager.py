@@ -1,17 +1,42 @@
-"""The live streams of one server: create, list, read health, delete; started from the store at startup."""
+"""The live streams of one server: create, list, read health, delete; started from the store at startup.
+
+Each process runs a :class:`StreamWorker` for exactly the streams it is to read: every stored stream with the
+embedded store; with a shared store (PostgreSQL, several replicas), those whose lease it holds
+(:meth:`StreamStore.claim`), re-checked every ``renew_s`` seconds: a stream added or freed elsewhere is started
+here if this process wins its lease, one deleted elsewhere or leased away is stopped. A process that cannot renew
+its leases for longer than they last stops its workers (another replica may have taken them over).
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from embeddings import FaceAnalyzer
-from service.events.recorder import EventRecorder
 from service.streams.store import StreamConfig, StreamNotFound, StreamStore
 from service.streams.worker import StreamWorker
 from service.video.decode import redact
-from service.video.pipeline import PipelineConfig
+from service.video.deps import FrameDeps
+
+log = logging.getLogger("facerec.streams")
+
+WAITING: dict[str, Any] = {
+    "state": "waiting",
+    "fps_in": 0.0,
+    "fps_processed": 0.0,
+    "frames_in": 0,
+    "frames_processed": 0,
+    "frames_dropped": 0,
+    "lag_ms": None,
+    "event_latency_ms_p50": None,
+    "events": 0,
+    "reconnects": 0,
+    "last_error": None,
+    "connected_since": None,
+}
+"""The health of a stream no replica has reported reading yet."""
 
 
 class TooManyStreams(Exception):
@@ -19,57 +44,85 @@ class TooManyStreams(Exception):
 
 
 class StreamManager:
-    """Owns one :class:`StreamWorker` per stored stream; thread-safe."""
+    """Owns one :class:`StreamWorker` per stream this process reads; thread-safe."""
 
     def __init__(
         self,
         store: StreamStore,
+        deps: FrameDeps,
         *,
-        analyzer: Callable[[], FaceAnalyzer | None],
-        gallery: Callable[[], Any],
-        config: Callable[[], PipelineConfig],
-        recorder: EventRecorder,
-        gate: threading.Semaphore,
         max_streams: int,
+        renew_s: float = 5.0,
     ) -> None:
         self.store = store
+        self.deps = deps
         self.max_streams = max_streams
-        self._worker_args: dict[str, Any] = {
-            "analyzer": analyzer,
-            "gallery": gallery,
-            "config": config,
-            "recorder": recorder,
-            "gate": gate,
-        }
+        self.renew_s = renew_s
         self._workers: dict[str, StreamWorker] = {}
+        self._deleted: set[str] = set()
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewed = time.monotonic()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> StreamManager:
-        """Start a worker for every stored stream (after a restart)."""
-        for cfg in self.store.all():
-            self._start(cfg)
+        """Start the workers of the streams this process is to read (after a restart); with a shared store, the
+        thread that keeps the leases."""
+        self.sync()
+        if self.store.shared:
+            self._thread = threading.Thread(target=self._lease_loop, name="facerec-stream-leases", daemon=True)
+            self._thread.start()
         return self
 
-    def _start(self, cfg: StreamConfig) -> StreamWorker:
-        worker = StreamWorker(cfg, **self._worker_args).start()
+    def sync(self) -> None:
+        """Run exactly the streams this process is to read now (see the module doc)."""
+        configs = {c.id: c for c in self.store.all()}
         with self._lock:
-            self._workers[cfg.id] = worker
-        return worker
+            health = {i: w.health() for i, w in self._workers.items()}
+        mine = self.store.claim(list(configs), health)
+        self._renewed = time.monotonic()
+        with self._lock:
+            gone = [self._workers.pop(i) for i in list(self._workers) if i not in mine]
+            new = [configs[i] for i in mine if i not in self._workers and i not in self._deleted]
+            for cfg in new:
+                self._workers[cfg.id] = StreamWorker(cfg, self.deps).start()
+        for worker in gone:
+            worker.stop()
 
-    def add(self, *, name: str, url: str, fps: float) -> StreamWorker:
-        with self._lock:
-            if len(self._workers) >= self.max_streams:
-                raise TooManyStreams(f"at most {self.max_streams} streams may run (FACEREC_STREAMS_MAX)")
-        return self._start(self.store.add(name=name, url=url, fps=fps))
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(self.renew_s):
+            try:
+                self.sync()
+            except Exception:
+                log.exception("stream leases: renewal failed")
+                if time.monotonic() - self._renewed > 3 * self.renew_s:
+                    self._stop_workers()  # our leases have run out: another replica may read these streams now
 
-    def get(self, stream_id: str) -> StreamWorker:
+    def add(self, *, name: str, url: str, fps: float) -> dict[str, Any]:
+        """Store a stream and start reading it (here, or on the replica that wins its lease); its description."""
+        if self.store.count() >= self.max_streams:
+            raise TooManyStreams(f"at most {self.max_streams} streams may run (FACEREC_STREAMS_MAX)")
+        cfg = self.store.add(name=name, url=url, fps=fps)
+        self.sync()
+        return self.view(cfg.id)
+
+    def view(self, stream_id: str) -> dict[str, Any]:
+        """One stream as the API shows it (:func:`describe`); :class:`StreamNotFound`."""
+        for item in self.views():
+            if item["id"] == stream_id:
+                return item
+        raise StreamNotFound(stream_id)
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every stored stream, oldest first, with its health: this process's worker's, else the one its reader
+        last published (or :data:`WAITING`)."""
+        remote = self.store.healths() if self.store.shared else {}
         with self._lock:
-            worker = self._workers.get(stream_id)
-        if worker is None:
-            raise StreamNotFound(stream_id)
-        return worker
+            local = {i: w.health() for i, w in self._workers.items()}
+        return [describe(cfg, local.get(cfg.id) or remote.get(cfg.id) or WAITING) for cfg in self.store.all()]
 
     def workers(self) -> list[StreamWorker]:
+        """The workers of this process (the streams it reads)."""
         with self._lock:
             return list(self._workers.values())
 
@@ -77,27 +130,41 @@ class StreamManager:
         return iter(self.workers())
 
     def delete(self, stream_id: str) -> None:
+        """Remove a stream; its reader stops (here at once, on another replica at its next renewal)."""
         self.store.delete(stream_id)
         with self._lock:
+            self._deleted.add(stream_id)
             worker = self._workers.pop(stream_id, None)
         if worker is not None:
             worker.stop()
 
-    def close(self) -> None:
+    def _stop_workers(self) -> list[str]:
         with self._lock:
-            workers, self._workers = list(self._workers.values()), {}
-        for w in workers:
+            workers, self._workers = dict(self._workers), {}
+        for w in workers.values():
             w.stop()
+        return list(workers)
+
+    def close(self) -> None:
+        """Stop the workers and hand their leases back (another replica takes the streams at its next renewal)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        ids = self._stop_workers()
+        if self.store.shared and ids:
+            try:
+                self.store.release(ids)
+            except Exception:  # the leases then expire by themselves
+                log.warning("stream leases: could not release %d on shutdown", len(ids))
 
 
-def describe(worker: StreamWorker) -> dict[str, Any]:
+def describe(cfg: StreamConfig, health: dict[str, Any]) -> dict[str, Any]:
     """A stream as the API shows it: its settings (URL credentials redacted) and health."""
-    cfg = worker.cfg
     return {
         "id": cfg.id,
         "name": cfg.name,
         "url": redact(cfg.url),
         "fps": cfg.fps,
         "created_at": cfg.created_at,
-        "health": worker.health(),
+        "health": health,
     }

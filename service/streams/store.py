@@ -1,17 +1,27 @@
-"""The configured live streams, in ``<data>/streams.db`` (SQLite, WAL, synchronous FULL), so they survive a
-restart. The URL is stored in full (it is needed to reconnect); everything shown outside uses
-:func:`service.video.decode.redact`."""
+"""The configured live streams, so they survive a restart: :class:`StreamStore` (the SQL, shared),
+:class:`SQLiteStreamStore` (``<data>/streams.db``, WAL, synchronous FULL) and the database's
+(:mod:`service.pgstores.media`, with leases deciding which replica reads each stream). The URL is stored in full
+(it is needed to reconnect); everything shown outside uses :func:`service.video.decode.redact`."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from service.sqlconn import SqlConn
+from service.sqlite_file import LockedSqlite
 
 STREAMS_FILE = "streams.db"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL, "
+    "fps REAL NOT NULL, created_at REAL NOT NULL)"
+)
 
 
 class StreamNotFound(LookupError):
@@ -29,42 +39,65 @@ class StreamConfig:
     created_at: float
 
 
-class StreamStore:
-    """The streams table; safe to share between threads."""
+class StreamStore(ABC):
+    """The streams table; safe to share between threads. ``shared``: other processes read the same table (then
+    :meth:`claim` decides which one reads each stream)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(data_dir / STREAMS_FILE, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL, "
-            "fps REAL NOT NULL, created_at REAL NOT NULL)"
-        )
+    shared = False
+
+    @abstractmethod
+    def _conn(self) -> AbstractContextManager[SqlConn]:
+        """A connection for one statement (committed when the block ends)."""
 
     def add(self, *, name: str, url: str, fps: float) -> StreamConfig:
         cfg = StreamConfig(uuid.uuid4().hex, name, url, fps, time.time())
-        with self._lock:
-            self._db.execute(
+        with self._conn() as c:
+            c.execute(
                 "INSERT INTO streams (id, name, url, fps, created_at) VALUES (?, ?, ?, ?, ?)",
                 (cfg.id, cfg.name, cfg.url, cfg.fps, cfg.created_at),
             )
         return cfg
 
     def all(self) -> list[StreamConfig]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, name, url, fps, created_at FROM streams ORDER BY created_at").fetchall()
+        with self._conn() as c:
+            rows = c.execute("SELECT id, name, url, fps, created_at FROM streams ORDER BY created_at").fetchall()
         return [StreamConfig(*r) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM streams").fetchone()[0])
+        with self._conn() as c:
+            return int(c.execute("SELECT COUNT(*) FROM streams").fetchone()[0])
 
     def delete(self, stream_id: str) -> None:
-        with self._lock:
-            if self._db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount == 0:
+        with self._conn() as c:
+            if c.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount == 0:
                 raise StreamNotFound(stream_id)
 
+    def claim(self, stream_ids: Sequence[str], health: dict[str, dict[str, Any]]) -> set[str]:
+        """Of ``stream_ids``, those this process is to read (their lease taken or renewed), publishing the health
+        of those it reads (``health``: stream id -> :meth:`StreamWorker.health`). Embedded: all of them."""
+        return set(stream_ids)
+
+    def release(self, stream_ids: Sequence[str]) -> None:
+        """Give up reading these streams now (a clean shutdown of a shared store's process)."""
+        return None
+
+    def healths(self) -> dict[str, dict[str, Any]]:
+        """The last health each stream's reader published (shared stores; empty when embedded)."""
+        return {}
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Release the store's connection (a database store's pool belongs to the backend)."""
+        return None
+
+
+class SQLiteStreamStore(StreamStore):
+    """:class:`StreamStore` on ``<data>/streams.db`` (one connection, a lock)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._file = LockedSqlite(data_dir / STREAMS_FILE, "synchronous=FULL", script=_SCHEMA)
+
+    def _conn(self) -> AbstractContextManager[SqlConn]:
+        return self._file.conn()
+
+    def close(self) -> None:
+        self._file.close()

@@ -15,18 +15,17 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import FaceAnalyzer
-from service.events.recorder import EventRecorder, event_of, stream_event_id
+from service.events.recorder import event_of, stream_event_id
 from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
-from service.video.pipeline import LiveFace, PipelineConfig, TrackPipeline
+from service.video.deps import FrameDeps
+from service.video.pipeline import LiveFace, TrackPipeline
 
 log = logging.getLogger("facerec.streams")
 
@@ -47,18 +46,13 @@ class StreamWorker:
     def __init__(
         self,
         cfg: StreamConfig,
+        deps: FrameDeps,
         *,
-        analyzer: Callable[[], FaceAnalyzer | None],
-        gallery: Callable[[], Any],
-        config: Callable[[], PipelineConfig],
-        recorder: EventRecorder,
-        gate: threading.Semaphore,
         open_timeout_s: float = 5.0,
         max_backoff_s: float = 2.0,
     ) -> None:
         self.cfg = cfg
-        self.analyzer, self.gallery, self.config = analyzer, gallery, config
-        self.recorder, self.gate = recorder, gate
+        self.deps = deps
         self.open_timeout_s, self.max_backoff_s = open_timeout_s, max_backoff_s
         self.source = f"stream:{cfg.id}"
         self.state = "connecting"
@@ -158,14 +152,14 @@ class StreamWorker:
             wait = next_at - time.monotonic()
             if wait > 0:  # over the configured rate: frames arriving meanwhile replace each other (dropped)
                 self._stop.wait(wait)
-            analyzer = self.analyzer()
+            analyzer = self.deps.analyzer()
             if analyzer is None:
                 if self._take() is not None:
                     self.frames_dropped += 1
                 continue
             if pipe is None:
-                pipe = TrackPipeline(analyzer, self.gallery, self.config())
-            with self.gate:
+                pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config())
+            with self.deps.gate:
                 frame = self._take()
                 if frame is None:
                     continue
@@ -183,7 +177,7 @@ class StreamWorker:
             self.faces = result.faces
             if result.decisions:
                 events = [event_of(d, source=self.source, event_id=stream_event_id()) for d in result.decisions]
-                self.recorder.record(events)
+                self.deps.recorder.record(events)
                 self.events += len(events)
                 recorded = time.monotonic()
                 self.latencies.extend(recorded - frame.captured for _ in events)

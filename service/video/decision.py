@@ -1,8 +1,9 @@
 """One decision per track: embed a track's best views and let them vote under identify's open-set threshold.
 
 Each view's nearest subject (under identify's person-level rule, :func:`service.recognition.rank_subjects`) is a
-vote when its distance is within the threshold ``POST /v1/identify`` would use at this gallery size
-(:func:`service.recognition.open_set_policy`: the model's own calibration tables, or the fixed threshold). The
+vote when it is within the threshold ``POST /v1/identify`` would use at this gallery size
+(:func:`service.recognition.open_set_policy`: the model's own normalisation or calibration tables, or the fixed
+threshold; :meth:`~service.recognition.OpenSetPolicy.accepts`). The
 subject with the most votes is the track's identity only with a strict majority of all views; otherwise the track
 is unknown (``subject_id`` None). The reported ``distance`` is the median of the winner's distances (unknown: the
 median nearest distance), and ``estimated_false_identification_rate`` is identify's per-probe estimate at that
@@ -44,9 +45,10 @@ def vote(
     choice, fir, size = policy.choice, policy.estimated_fir, policy.faces
     n = int(embeddings.shape[0])
     probes = np.asarray(embeddings, dtype=np.float32)
-    hits = rank_subjects(gallery, probes, model_id=model_id, top_k=1) if size and n else []
+    norm = policy.normalisation
+    hits = rank_subjects(gallery, probes, model_id=model_id, top_k=1, normalisation=norm) if size and n else []
     nearest = [c[0] for c in hits if c]
-    within = [c for c in nearest if c.distance <= choice.threshold]
+    within = [c for c in nearest if policy.accepts(c)]
     counts = Counter(c.subject_id for c in within)
     if counts:
         subject_id, count = counts.most_common(1)[0]

@@ -17,7 +17,8 @@ async function api(method, path, body) {
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
     const err = (data && data.error) || { code: "http_" + res.status, message: res.statusText };
-    throw Object.assign(new Error(err.message), { code: err.code, status: res.status });
+    const retryAfter = Number(res.headers.get("Retry-After")) || 0;  // seconds; 0 when absent
+    throw Object.assign(new Error(err.message), { code: err.code, status: res.status, retryAfter });
   }
   return data;
 }
@@ -132,18 +133,21 @@ async function runIdentify() {
   const form = new FormData(); form.append("image", list[0].blob, list[0].name);
   const body = await api("POST", "/v1/identify", form);
   const t = body.threshold;
+  // a normalised threshold is compared with each match's score (its distance relative to the model's cohort)
+  const normed = body.threshold_scale === "normalised";
+  const scored = (c) => normed ? `score ${num(c.score)} (distance ${num(c.distance)})` : `distance ${num(c.distance)}`;
   drawWhenLoaded("identify", body.faces.map((f) => ({ box: f.box, label: f.match ? f.match.name : "unknown", color: f.match ? "#1a7f37" : "#b35900" })));
   if (!body.faces.length) return show("identify", `<p class="verdict unknown">No face was found in this photo.</p>`);
   const items = body.faces.map((f, i) => {
     const near = f.candidates[0];
-    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: distance ${num(f.match.distance)}, within the threshold ${num(t)}, so this is a match.</li>`;
-    const why = near ? `the nearest enrolled person is ${esc(near.name)} at distance ${num(near.distance)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
+    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: ${scored(f.match)}, within the threshold ${num(t)}, so this is a match.</li>`;
+    const why = near ? `the nearest enrolled person is ${esc(near.name)} at ${scored(near)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
     return `<li><span class="unknown"><b>unknown</b></span>: ${why}.</li>`;
   });
   const fir = body.estimated_false_identification_rate;
   const firText = fir == null ? "" : ` At this threshold about ${(fir * 100).toPrecision(2)}% of strangers would be mistaken for someone.`;
   show("identify", `<p class="verdict">${body.faces.length} face${body.faces.length > 1 ? "s" : ""} found</p><ul>${items.join("")}</ul>
-    <p class="small">Gallery: ${body.gallery_subjects} ${body.gallery_subjects === 1 ? "person" : "people"}. Lower distance = more alike.${firText}</p>`);
+    <p class="small">Gallery: ${body.gallery_subjects} ${body.gallery_subjects === 1 ? "person" : "people"}. Lower ${normed ? "score" : "distance"} = more alike.${firText}</p>`);
 }
 
 async function runVerify() {
@@ -210,6 +214,7 @@ async function startLive() {
   show("live", `<p class="small">Watching…</p>`);
   requestAnimationFrame(drawLive);
   const grab = document.createElement("canvas");
+  let backoffMs = 0;  // grows while the server answers 429/503, back to 0 after an answer
   while (live.running) {
     const w = video.videoWidth, h = video.videoHeight;
     if (!w || !h) { await new Promise((r) => setTimeout(r, 50)); continue; }
@@ -223,6 +228,7 @@ async function startLive() {
     try {
       const r = await api("POST", "/v1/live/frames", form);
       live.faces = r.faces; live.width = r.width; live.height = r.height; live.grabbed = grabbed;
+      backoffMs = 0;
       const now = performance.now();
       live.updates.push(now); live.updates = live.updates.filter((t) => now - t < 3000);
       for (const f of r.faces) if (f.decided) live.names[f.track_id] = f.name || "unknown";
@@ -232,7 +238,11 @@ async function startLive() {
     } catch (e) {
       showError("live", e);
       if (e.status === 401 || e.status === 403) { stopLive(); break; }
-      await new Promise((r) => setTimeout(r, 1000));
+      // busy or rate-limited: wait what the server asks (Retry-After), else back off 0.5 s doubling up to 8 s
+      const busy = e.status === 429 || e.status === 503;
+      backoffMs = busy ? Math.min(Math.max(backoffMs * 2, 500), 8000) : 1000;
+      live.backoffMs = Math.max(backoffMs, (e.retryAfter || 0) * 1000);
+      await new Promise((r) => setTimeout(r, live.backoffMs));
     }
   }
 }

@@ -54,25 +54,33 @@ async function loadPeople() {
   } catch (e) { libraryError(list, e); }
 }
 
-async function personAction(ev) {
-  const card = ev.target.closest(".card.person"); if (!card || ev.target.tagName !== "BUTTON") return;
-  const id = card.dataset.subject;
-  const out = $("#people-result");
-  try {
-    if (ev.target.classList.contains("rename")) {
-      const s = await api("PATCH", `/v1/subjects/${id}`, { name: card.querySelector(".rename-input").value.trim() });
-      out.innerHTML = `<p class="ok verdict">Renamed to ${esc(s.name)}.</p>`;
-      await loadPeople();
-    } else if (ev.target.classList.contains("erase")) {
-      const withPhotos = card.querySelector(".erase-photos").checked;
-      await api("DELETE", `/v1/subjects/${id}?erase_photo_faces=${withPhotos}`);
-      out.innerHTML = `<p class="ok verdict">Erased${withPhotos ? ", with their faces in photos" : ""}.</p>`;
-      await loadPeople();
-    } else if (ev.target.classList.contains("photos")) {
-      await showPersonPhotos(id, card.querySelector(".name").textContent);
-    }
-  } catch (e) { libraryError(out, e); }
+// A click on a button of a `.card.<kind>` runs `actions[<one of the button's classes>](card, out, button)`;
+// a failure is shown in `out`.
+function onCardButton(kind, outSelector, actions) {
+  return async (ev) => {
+    const card = ev.target.closest(`.card.${kind}`); if (!card || ev.target.tagName !== "BUTTON") return;
+    const action = Object.keys(actions).find((name) => ev.target.classList.contains(name));
+    const out = $(outSelector);
+    if (!action) return;
+    try { await actions[action](card, out, ev.target); } catch (e) { libraryError(out, e); }
+  };
 }
+
+const personActions = {
+  rename: async (card, out) => {
+    const name = card.querySelector(".rename-input").value.trim();
+    const s = await api("PATCH", `/v1/subjects/${card.dataset.subject}`, { name });
+    out.innerHTML = `<p class="ok verdict">Renamed to ${esc(s.name)}.</p>`;
+    await loadPeople();
+  },
+  erase: async (card, out) => {
+    const withPhotos = card.querySelector(".erase-photos").checked;
+    await api("DELETE", `/v1/subjects/${card.dataset.subject}?erase_photo_faces=${withPhotos}`);
+    out.innerHTML = `<p class="ok verdict">Erased${withPhotos ? ", with their faces in photos" : ""}.</p>`;
+    await loadPeople();
+  },
+  photos: (card) => showPersonPhotos(card.dataset.subject, card.querySelector(".name").textContent),
+};
 
 async function showPersonPhotos(id, name) {
   const out = $("#person-photos");
@@ -104,24 +112,21 @@ async function loadClusters() {
   } catch (e) { libraryError(list, e); }
 }
 
-async function clusterAction(ev) {
-  const card = ev.target.closest(".card.cluster"); if (!card || ev.target.tagName !== "BUTTON") return;
-  const id = card.dataset.cluster;
-  const out = $("#unnamed-result");
-  try {
-    if (ev.target.classList.contains("name-it")) {
-      const name = card.querySelector(".who").value.trim();
-      if (!name) { out.innerHTML = `<p class="error">Type a name first.</p>`; return; }
-      const r = await api("POST", `/v1/clusters/${id}/name`, { name });
-      out.innerHTML = `<p class="ok verdict">Named ${r.faces} face${r.faces === 1 ? "" : "s"} as ${esc(r.subject_name)}` +
-        ` (${r.enrolled} enrolled for recognition).</p>`;
-    } else if (ev.target.classList.contains("not-this")) {
-      await api("DELETE", `/v1/clusters/${id}/faces/${ev.target.dataset.face}`);
-      out.innerHTML = `<p class="ok verdict">Taken out of the group; it will stay out.</p>`;
-    }
+const clusterActions = {
+  "name-it": async (card, out) => {
+    const name = card.querySelector(".who").value.trim();
+    if (!name) { out.innerHTML = `<p class="error">Type a name first.</p>`; return; }
+    const r = await api("POST", `/v1/clusters/${card.dataset.cluster}/name`, { name });
+    out.innerHTML = `<p class="ok verdict">Named ${r.faces} face${r.faces === 1 ? "" : "s"} as ${esc(r.subject_name)}` +
+      ` (${r.enrolled} enrolled for recognition).</p>`;
     await loadClusters();
-  } catch (e) { libraryError(out, e); }
-}
+  },
+  "not-this": async (card, out, button) => {
+    await api("DELETE", `/v1/clusters/${card.dataset.cluster}/faces/${button.dataset.face}`);
+    out.innerHTML = `<p class="ok verdict">Taken out of the group; it will stay out.</p>`;
+    await loadClusters();
+  },
+};
 
 async function recluster() {
   const out = $("#unnamed-result");
@@ -135,8 +140,8 @@ async function recluster() {
 function wireLibrary() {
   $("#tab-people").addEventListener("click", loadPeople);
   $("#tab-unnamed").addEventListener("click", loadClusters);
-  $("#people-list").addEventListener("click", personAction);
-  $("#unnamed-list").addEventListener("click", clusterAction);
+  $("#people-list").addEventListener("click", onCardButton("person", "#people-result", personActions));
+  $("#unnamed-list").addEventListener("click", onCardButton("cluster", "#unnamed-result", clusterActions));
   $("#unnamed-recluster").addEventListener("click", recluster);
 }
 wireLibrary();

@@ -91,11 +91,17 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     assert time.monotonic() - started < 90
 
 
-def test_corrupt_snapshot_is_rebuilt(make_gallery, rng, tmp_path):
-    g = make_gallery(hnsw_threshold=300)
+def _maintained(make_gallery, rng, n: int, hnsw_threshold: int):
+    """A gallery with one subject of ``n`` random faces, maintained (its index built): ``(g, subject, records)``."""
+    g = make_gallery(hnsw_threshold=hnsw_threshold)
     s = g.create_subject(name="A")
-    recs = g.add_faces(s.id, faces(unit(rng, 500)))
+    recs = g.add_faces(s.id, faces(unit(rng, n)))
     g.maintain()
+    return g, s, recs
+
+
+def test_corrupt_snapshot_is_rebuilt(make_gallery, rng, tmp_path):
+    g, s, recs = _maintained(make_gallery, rng, 500, hnsw_threshold=300)
     g.close()
     path = snapshot_path(tmp_path / "data", MODEL)
     good = path.read_bytes()
@@ -120,10 +126,7 @@ def test_corrupt_snapshot_is_rebuilt(make_gallery, rng, tmp_path):
 
 
 def test_stale_snapshot_replays_adds_and_deletes(make_gallery, rng, tmp_path):
-    g = make_gallery(hnsw_threshold=200)
-    s = g.create_subject(name="A")
-    first = g.add_faces(s.id, faces(unit(rng, 300)))
-    g.maintain()
+    g, s, first = _maintained(make_gallery, rng, 300, hnsw_threshold=200)
     g.save_snapshot()
     later = g.add_faces(s.id, faces(unit(rng, 50)))
     for r in first[:30] + later[:5]:

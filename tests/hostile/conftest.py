@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.keys import KeyStore
-from tests.service.server import Server
+from tests.service.server import Server, make_keys
 
 MAX_UPLOAD = 10_485_760  # the defaults: the limits a deployment has unless it changes them
 MAX_PIXELS = 40_000_000
@@ -19,10 +18,7 @@ MAX_PIXELS = 40_000_000
 @pytest.fixture(scope="package")
 def admin_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     data = tmp_path_factory.mktemp("hostile") / "data"
-    store = KeyStore(data)
-    token = store.create(scope="admin", name="hostile")[1]
-    store.close()
-    return data, token
+    return data, make_keys(data, hostile="admin")["hostile"]
 
 
 @pytest.fixture(scope="package")
@@ -34,9 +30,7 @@ def server(admin_key: tuple[Path, str], weights_path: Path) -> Iterator[Server]:
         # fuzzed stream URLs are never opened: every POST /v1/streams is refused (409) before any connection
         "FACEREC_STREAMS_MAX": "0",
     }
-    srv = Server(admin_key[0], env=env).start()
-    yield srv
-    srv.stop()
+    yield from Server(admin_key[0], env=env).serving()
 
 
 @pytest.fixture(scope="package")

@@ -18,18 +18,22 @@ from tests.milvus.conftest import OpenReplica
 from tests.milvus.helpers import MODEL, faces, unit
 
 
-def _pair(open_server_replica: OpenReplica) -> tuple[MilvusGallery, MilvusGallery]:
+def _pair(
+    open_server_replica: OpenReplica, rng: np.random.Generator | None = None
+) -> tuple[MilvusGallery, MilvusGallery]:
+    """Two replicas of one gallery; with ``rng``, A first enrols a subject of 20 random faces (a non-empty index)."""
     a, b = open_server_replica().gallery, open_server_replica().gallery
     assert isinstance(a, MilvusGallery) and isinstance(b, MilvusGallery)
+    if rng is not None:
+        seed = a.create_subject(name="seed")
+        a.add_faces(seed.id, faces(unit(rng, 20)))
     return a, b
 
 
 def test_read_your_writes_across_replicas_where_bounded_reads_are_stale(
     open_server_replica: OpenReplica, rng: np.random.Generator
 ) -> None:
-    a, b = _pair(open_server_replica)
-    seed = a.create_subject(name="seed")
-    a.add_faces(seed.id, faces(unit(rng, 20)))
+    a, b = _pair(open_server_replica, rng)
     stale_bounded = 0
     trials = 12
     for i in range(trials):
@@ -47,9 +51,7 @@ def test_read_your_writes_across_replicas_where_bounded_reads_are_stale(
 def test_erased_face_never_returned_during_delete_lag(
     open_server_replica: OpenReplica, rng: np.random.Generator
 ) -> None:
-    a, b = _pair(open_server_replica)
-    base = a.create_subject(name="base")
-    a.add_faces(base.id, faces(unit(rng, 20)))
+    a, b = _pair(open_server_replica, rng)
     lagged = 0
     for i in range(8):
         v = unit(rng, 1)

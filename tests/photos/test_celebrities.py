@@ -25,15 +25,7 @@ ENV = {"FACEREC_PHOTO_LIBRARY": "true", "FACEREC_PHOTO_RECLUSTER_INTERVAL_S": "0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("photos") / "data", env=ENV).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120.0) as c:
-        yield c
+    yield from Server(tmp_path_factory.mktemp("photos") / "data", env=ENV).serving()
 
 
 @pytest.fixture(scope="module")

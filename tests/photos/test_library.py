@@ -1,6 +1,6 @@
-"""The photo library over its real SQLite store and FAISS index, with synthetic unit embeddings (no model):
-idempotent indexing, erasure from store and index, search, incremental cluster joining, re-clustering with
-cannot-link constraints, merging, naming into a gallery, retention."""
+"""The photo library over its real stores (SQLite; PostgreSQL, also as two replicas) and FAISS index, with
+synthetic unit embeddings (no model): idempotent indexing, erasure from store and index, search, incremental
+cluster joining, re-clustering with cannot-link constraints, merging, naming into a gallery, retention."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from service.photos.errors import ClusterConflict, ClusterNotFound, PhotoNotFoun
 from service.photos.library import PhotoLibrary
 from service.photos.sqlite import SQLitePhotoStore
 from service.photos.types import NewObservation
+from tests.storefixtures import OpenStores
 
 MODEL = "test-model"
 BOX = {"x": 0.0, "y": 0.0, "width": 120.0, "height": 120.0}
@@ -43,8 +44,9 @@ def obs(e: np.ndarray, quality: dict[str, Any] | None = None) -> NewObservation:
 
 
 @pytest.fixture
-def lib(tmp_path: Path) -> Iterator[PhotoLibrary]:
-    library = PhotoLibrary(SQLitePhotoStore(tmp_path), cluster_params=ClusterParams(threshold=0.8))
+def lib(media_stores: OpenStores) -> Iterator[PhotoLibrary]:
+    """A library on the embedded SQLite store and on the real PostgreSQL (``media_stores`` is parametrised)."""
+    library = PhotoLibrary(media_stores("a").photos, cluster_params=ClusterParams(threshold=0.8))
     yield library
     library.close()
 
@@ -196,3 +198,39 @@ def test_background_task_reclusters_after_changes_and_stops(tmp_path: Path) -> N
     task.run_once()
     assert again.store.change_count() == version and task._last == version
     again.close()
+
+
+def test_two_replicas_on_postgres_share_photos_clusters_and_erasure(pg_url: str, tmp_path: Path) -> None:
+    from service.gallery.postgres.connection import PoolOptions
+    from service.pgstores import open_postgres
+
+    backends = [open_postgres(pg_url, pool=PoolOptions(min_size=1, max_size=2)) for _ in range(2)]
+    a, b = (
+        PhotoLibrary(be.media_stores(tmp_path / n).photos, cluster_params=ClusterParams(threshold=0.8))
+        for be, n in zip(backends, "ab", strict=True)
+    )
+    try:
+        emb, _ = people(2, 3)
+        assert b.search(emb[0], model_id=MODEL, top_k=1, threshold=None) == []  # b's index exists before a writes
+        ids = index_all(a, emb[:3])
+        (first,) = b.search(emb[0], model_id=MODEL, top_k=1, threshold=None)  # b catches up from the database
+        assert first.face.id == ids[0] and first.distance < 1e-3
+        more = [
+            b.add_faces(sha256=f"b-{i}", external_id=None, faces=[obs(e)]).faces[0].id for i, e in enumerate(emb[3:])
+        ]
+        assert b.add_faces(sha256="sha-1", external_id=None, faces=[obs(emb[1])]).created is False  # a indexed it
+        assert len({c for c in a.store.cluster_of(ids + more).values()}) == 2
+        assert a.search(emb[4], model_id=MODEL, top_k=1, threshold=None)[0].face.id == more[1]
+        photo = a.store.get_faces([ids[0]])[0].photo_id
+        a.delete_photo(photo, gallery=None)  # erased through a: b never returns it again
+        hits = b.search(emb[0], model_id=MODEL, top_k=6, threshold=None)
+        assert ids[0] not in {h.face.id for h in hits} and len(hits) == 5
+        with a.store.maintenance_turn() as turn_a, b.store.maintenance_turn() as turn_b:
+            assert turn_a and not turn_b  # background maintenance: one replica at a time
+        with b.store.maintenance_turn() as turn_b:
+            assert turn_b
+    finally:
+        a.close()
+        b.close()
+        for be in backends:
+            be.close()

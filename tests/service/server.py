@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from bench.serverproc import free_port, serve_command
+from service.keys import KeyStore, Scope
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,6 +63,28 @@ class Server:
         self.stop()
         self.saw_not_ready = False
         return self.start()
+
+    def serving(self) -> Iterator[Server]:
+        """Start, yield, stop: a fixture's body is ``yield from Server(...).serving()``."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def make_keys(data: Path, *, revoke: tuple[str, ...] = (), **scope_of: Scope) -> dict[str, str]:
+    """One API key per ``name=scope`` in ``data``'s key store, the names in ``revoke`` revoked; name -> token."""
+    store = KeyStore(data)
+    try:
+        tokens = {}
+        for name, scope in scope_of.items():
+            key, tokens[name] = store.create(scope=scope, name=name)
+            if name in revoke:
+                store.revoke(key.id)
+        return tokens
+    finally:
+        store.close()
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:

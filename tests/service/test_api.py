@@ -17,7 +17,7 @@ from PIL import Image
 
 from service.keys import KeyStore
 from tests.service.helpers import images, png, side_by_side
-from tests.service.server import Server, free_port, run_serve
+from tests.service.server import Server, free_port, make_keys, run_serve
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +28,14 @@ MAX_PIXELS = 4_000_000
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = tmp_path_factory.mktemp("api") / "data"
-    store = KeyStore(data)
-    admin = store.create(scope="admin", name="admin")[1]
-    recognize = store.create(scope="recognize", name="kiosk")[1]
-    revoked_key, revoked = store.create(scope="admin", name="old")
-    store.revoke(revoked_key.id)
-    store.close()
-    return {"data": data, "admin": admin, "recognize": recognize, "revoked": revoked}
+    tokens = make_keys(data, admin="admin", recognize="recognize", revoked="admin", revoke=("revoked",))
+    return {"data": data, **tokens}
 
 
 @pytest.fixture(scope="module")
 def server(keys: dict[str, Any], dataset: Path) -> Iterator[Server]:
     env = {"FACEREC_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "FACEREC_MAX_PIXELS": str(MAX_PIXELS)}
-    srv = Server(keys["data"], env=env).start()
-    yield srv
-    srv.stop()
+    yield from Server(keys["data"], env=env).serving()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -209,44 +210,47 @@ def test_encoder_error_reaches_only_that_batch() -> None:
     assert [float(r[0, 0]) for r in second] == [4.0, 5.0]
 
 
-def test_close_drains_queued_work_then_refuses() -> None:
+Gated = tuple[threading.Event, FakeEncoder, MicroBatcher, ThreadPoolExecutor]
+
+
+@pytest.fixture
+def gated() -> Iterator[Gated]:
+    """A one-face-per-batch batcher whose encoder blocks until ``gate`` is set, and a pool of 3 callers."""
     gate = threading.Event()
     enc = FakeEncoder(gate)
     batcher = MicroBatcher(enc, max_batch=1, max_wait_ms=0)
     pool = ThreadPoolExecutor(3)
     try:
-        futures = [pool.submit(batcher.encode, crops(v)) for v in (1, 2, 3)]
-        wait_until(lambda: enc.entered.is_set() and batcher.queued_faces == 2)
-        threading.Timer(0.1, gate.set).start()
-        batcher.close(timeout=5)
-        assert [int(f.result(5)[0, 0]) for f in futures] == [1, 2, 3]
-        assert not batcher._thread.is_alive()
-        with pytest.raises(NotReady):
-            batcher.encode(crops(4))
+        yield gate, enc, batcher, pool
     finally:
         gate.set()
         pool.shutdown()
 
 
-def test_close_fails_what_a_stuck_encoder_left_waiting() -> None:
-    gate = threading.Event()
-    enc = FakeEncoder(gate)
-    batcher = MicroBatcher(enc, max_batch=1, max_wait_ms=0)
-    pool = ThreadPoolExecutor(2)
-    try:
-        busy = pool.submit(batcher.encode, crops(1))
-        waiting = pool.submit(batcher.encode, crops(2))
-        wait_until(lambda: enc.entered.is_set() and batcher.queued_faces == 1)
-        start = time.perf_counter()
-        batcher.close(timeout=0.2)
-        assert time.perf_counter() - start < 2.0
-        with pytest.raises(NotReady, match="shut down"):
-            waiting.result(5)
-        gate.set()
-        assert busy.result(5)[0, 0] == 1
-    finally:
-        gate.set()
-        pool.shutdown()
+def test_close_drains_queued_work_then_refuses(gated: Gated) -> None:
+    gate, enc, batcher, pool = gated
+    futures = [pool.submit(batcher.encode, crops(v)) for v in (1, 2, 3)]
+    wait_until(lambda: enc.entered.is_set() and batcher.queued_faces == 2)
+    threading.Timer(0.1, gate.set).start()
+    batcher.close(timeout=5)
+    assert [int(f.result(5)[0, 0]) for f in futures] == [1, 2, 3]
+    assert not batcher._thread.is_alive()
+    with pytest.raises(NotReady):
+        batcher.encode(crops(4))
+
+
+def test_close_fails_what_a_stuck_encoder_left_waiting(gated: Gated) -> None:
+    gate, enc, batcher, pool = gated
+    busy = pool.submit(batcher.encode, crops(1))
+    waiting = pool.submit(batcher.encode, crops(2))
+    wait_until(lambda: enc.entered.is_set() and batcher.queued_faces == 1)
+    start = time.perf_counter()
+    batcher.close(timeout=0.2)
+    assert time.perf_counter() - start < 2.0
+    with pytest.raises(NotReady, match="shut down"):
+        waiting.result(5)
+    gate.set()
+    assert busy.result(5)[0, 0] == 1
 
 
 class PlainEncoder:

@@ -19,6 +19,7 @@ from service.cli import app as cli_app
 from service.config import Settings
 from service.gallery import open_gallery
 from service.gallery.calibration import SHIPPED_DIR, load_calibration, tables_path
+from service.gallery.normalisation import load_normalisation
 from tests.service.helpers import ENROLLED, UNKNOWN, images
 
 pytestmark = pytest.mark.slow
@@ -80,11 +81,14 @@ def test_a_fine_tuned_model_is_uncalibrated_until_calibrated(cache: Path, datase
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert summary["model_id"] == MODEL and summary["people"] == 5 and summary["images"] >= 80
         assert Path(summary["tables"]) == cache / "calibration" / f"{MODEL}.npz"
+        # 5 people are too few for a cohort: no normalisation, identify decides on the L2 tables
+        assert summary["normalisation"] is None and load_normalisation(MODEL) is None
         own = load_calibration(MODEL)
         assert own is not None and own.model_id == MODEL and own.people == 5 and "facerec calibrate" in own.source
 
         after = identify(probe)
         assert after.threshold_source in {"max_fir", "fixed"} and after.estimated_fir is not None
+        assert after.threshold_scale == "distance"
         assert after.estimated_fir == pytest.approx(
             own.false_identification_rate(after.threshold, after.gallery_subjects), rel=1e-6
         )

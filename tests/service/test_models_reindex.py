@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bench.reindex import write_negated_model
 from embeddings import weights
 from embeddings.models import UnknownModel, list_models, resolve_model
-from embeddings.training.model_dir import save_model_dir
 from service import recognition
 from service.cli import app as cli_app
 from service.config import Settings
@@ -44,28 +44,10 @@ TRAIN_PER_PERSON = 3
 def cache(tmp_path_factory: pytest.TempPathFactory, weights_path: Path, dataset: Path) -> Iterator[Path]:
     """A cache dir holding the model dir; its ``weights/`` and ``datasets/`` link to the real cache's."""
     root = tmp_path_factory.mktemp("cache")
-    for name in ("weights", "datasets"):
-        (root / name).symlink_to(weights.cache_dir() / name, target_is_directory=True)
+    note = "test fixture: the pretrained network with its bottleneck negated, not trained"
+    write_negated_model(root, MODEL, weights_path, note=note)
     mp = pytest.MonkeyPatch()
     mp.setenv("FACEREC_CACHE", str(root))
-    from embeddings.facenet import build_model
-
-    model = build_model()
-    model.load_weights(str(weights_path))
-    dense, bn = model.get_layer("Bottleneck"), model.get_layer("Bottleneck_BatchNorm")
-    dense.set_weights([-w for w in dense.get_weights()])
-    beta, mean, var = bn.get_weights()
-    bn.set_weights([-beta, -mean, var])
-    card = {
-        "model_id": MODEL,
-        "base_model_id": weights.MODEL_ID,
-        "threshold": 1.075,
-        "data": {"note": "test fixture: the pretrained network with its bottleneck negated, not trained"},
-        "params": {},
-        "validation": {"before": {}, "after": {}},
-        "train_seconds": 0.0,
-    }
-    save_model_dir(model, card, root)
     yield root
     mp.undo()
 

@@ -1,10 +1,11 @@
-"""service/recognition.py with fake analyzers and a real gallery: concurrent enrolment of one image,
+"""service/recognition/ with fake analyzers and a real gallery: concurrent enrolment of one image,
 verify against a subject, and identify's threshold policy."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,7 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
     def run(**kw: Any) -> recognition.IdentifyResult:
         return recognition.identify(analyzer=Analyzer(), gallery=Gallery(), image=b"x", top_k=3, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(recognition, "load_calibration", lambda model_id: cal if model_id == "fake" else None)
+    monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: cal if model_id == "fake" else None)
     fixed = run(threshold=None, fixed_threshold=1.4, max_fir=None)
     ranked = fixed.faces[0].candidates
     # by nearest face s1 (0.632) beats s2 (0.774); by template s2's two faces average to the probe's direction
@@ -170,6 +171,82 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
     assert adaptive.estimated_fir == pytest.approx(0.01, abs=1e-3)
     explicit = run(threshold=1.0, fixed_threshold=1.4, max_fir=0.01)
     assert (explicit.threshold, explicit.threshold_source) == (1.0, "request")
-    monkeypatch.setattr(recognition, "load_calibration", lambda model_id: None)  # a model without tables
+    monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: None)  # a model without tables
     bare = run(threshold=None, fixed_threshold=1.4, max_fir=0.01)
     assert (bare.threshold, bare.threshold_source, bare.estimated_fir) == (1.4, "uncalibrated", None)
+
+
+def _normalisation() -> Any:
+    """A cohort normalisation of the fake model fitted on the same kind of synthetic people."""
+    from service.gallery.calibration import sample_people
+    from service.gallery.normalisation import fit_normalisation
+
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((100, 128))
+    x = np.repeat(centres, 3, axis=0) + 0.6 * rng.standard_normal((300, 128))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(100), 3)
+    return fit_normalisation(
+        sample_people(x.astype(np.float32), labels, probes=300), model_id="fake", source="synthetic"
+    )
+
+
+def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service import recognition
+    from service.gallery import Candidate
+    from service.gallery.normalisation import spreads
+
+    norm = _normalisation()
+    choice = recognition.identify_threshold(
+        requested=None, fixed=1.4, max_fir=0.01, calibration=_calibration(), subjects=10, faces=30, normalisation=norm
+    )
+    assert (choice.source, choice.scale) == ("max_fir", "normalised")
+    assert choice.threshold == pytest.approx(norm.table.threshold_for_fir(0.01, 10)) and choice.threshold < 0
+    asked = recognition.identify_threshold(
+        requested=0.9, fixed=1.4, max_fir=0.01, calibration=None, subjects=10, faces=30, normalisation=norm
+    )
+    assert (asked.threshold, asked.source, asked.scale) == (0.9, "request", "distance")
+
+    probe = unit(0)
+    mine = np.stack([unit(0) * 0.9 + unit(1) * 0.436])  # cosine 0.9 with the probe: distance ~0.447
+    other = np.stack([unit(0) * 0.3 + unit(2) * 0.954])  # cosine 0.3: distance ~1.18
+
+    subjects = {"a": mine / np.linalg.norm(mine), "b": other / np.linalg.norm(other)}
+    cands = [Candidate("b", "other", 2, 1.18, 0.3), Candidate("a", "mine", 1, 0.45, 0.9)]
+    gallery = SimpleNamespace(
+        subject_count=lambda: 2, face_count=lambda model_id: 2, search=lambda probes, **kw: [cands for _ in probes],
+        face_embeddings=lambda sid, **kw: subjects[sid].astype(np.float32),
+    )  # fmt: skip
+
+    class Analyzer(EmbeddingAnalyzer):
+        threshold = 1.075
+
+        def analyze(self, image: bytes) -> list[FakeFace]:
+            return [FakeFace(probe)]
+
+    monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: None)
+    monkeypatch.setattr(recognition.openset, "load_normalisation", lambda model_id: norm)
+    result = recognition.identify(
+        analyzer=Analyzer(), gallery=gallery, image=b"x", top_k=2, threshold=None, max_fir=0.01
+    )  # type: ignore[arg-type]
+    assert (result.threshold_source, result.threshold_scale) == ("max_fir", "normalised")
+    assert result.estimated_fir == pytest.approx(0.01, abs=1e-3)
+    first, second = result.faces[0].candidates
+    assert first.subject_id == "a" and first.score < second.score
+    tm = gallery.face_embeddings("a")
+    d = float(np.linalg.norm(probe - tm[0]))
+    assert first.distance == pytest.approx(d, abs=1e-6)  # distance stays the raw L2 distance
+    want = d - 0.5 * (spreads(probe[None], norm.cohort)[0] + spreads(tm, norm.cohort)[0])
+    assert first.score == pytest.approx(want, abs=1e-6)
+    assert (result.faces[0].match is not None) == (first.score <= result.threshold)
+    # a score within the threshold is still refused when the raw distance exceeds the fixed threshold
+    policy = result.policy
+    assert policy.accepts(type(first)("a", "mine", 1, 0.5, 0.875, 0.5, result.threshold - 0.1))
+    assert not policy.accepts(type(first)("a", "mine", 1, 1.2, 0.28, 1.2, result.threshold - 0.1))
+    assert not policy.accepts(type(first)("a", "mine", 1, 0.5, 0.875, 0.5, result.threshold + 0.1))
+    explicit = recognition.identify(analyzer=Analyzer(), gallery=gallery, image=b"x", top_k=2, threshold=1.0)  # type: ignore[arg-type]
+    assert explicit.threshold_scale == "distance" and [c.score for c in explicit.faces[0].candidates] == [
+        c.distance for c in explicit.faces[0].candidates
+    ]

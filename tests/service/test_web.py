@@ -15,6 +15,7 @@ from embeddings import default_threshold
 from embeddings.weights import MODEL_ID
 from service.config import Settings
 from service.gallery.calibration import load_calibration
+from service.gallery.normalisation import load_normalisation
 from service.recognition import identify_threshold
 from tests.service.helpers import images
 from tests.service.server import Server
@@ -51,9 +52,17 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("web") / "data").start()
-    yield srv
-    srv.stop()
+    yield from Server(tmp_path_factory.mktemp("web") / "data").serving()
+
+
+def run_until(page: Any, panel: str, text: str) -> str:
+    """Click the panel's run button, wait until its result shows ``text``; the result's text."""
+    page.click(f"#{panel}-run")
+    page.wait_for_function(
+        f"document.querySelector('#{panel}-result').innerText.includes('{text}')", timeout=TIMEOUT_MS
+    )
+    text_now: str = page.inner_text(f"#{panel}-result")
+    return text_now
 
 
 def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dataset: Path, tmp_path: Path) -> None:
@@ -93,6 +102,7 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
         calibration=load_calibration(MODEL_ID),
         subjects=1,
         faces=faces,
+        normalisation=load_normalisation(MODEL_ID),
     ).threshold
     assert "Ben Afflek" in text and f"within the threshold {used:.2f}" in text
     width = page.eval_on_selector("#identify-canvas", "c => c.width")
@@ -102,11 +112,7 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     assert shot.stat().st_size > 10_000
 
     page.set_input_files("#identify-file", str(images(dataset, "val", "mindy_kaling")[0]))
-    page.click("#identify-run")
-    page.wait_for_function(
-        "document.querySelector('#identify-result').innerText.includes('unknown')", timeout=TIMEOUT_MS
-    )
-    assert "above the threshold" in page.inner_text("#identify-result")
+    assert "above the threshold" in run_until(page, "identify", "unknown")
     page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
 
     page.click("#tab-verify")
@@ -117,11 +123,7 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     page.wait_for_selector("#verify-result .verdict", timeout=TIMEOUT_MS)
     assert "Same person" in page.inner_text("#verify-result")
     page.set_input_files("#verify-file-b", str(images(dataset, "val", "madonna")[0]))
-    page.click("#verify-run")
-    page.wait_for_function(
-        "document.querySelector('#verify-result').innerText.includes('Different people')", timeout=TIMEOUT_MS
-    )
-    assert "above the threshold" in page.inner_text("#verify-result")
+    assert "above the threshold" in run_until(page, "verify", "Different people")
     page.screenshot(path=str(tmp_path / "verify.png"), full_page=True)
     print(f"screenshots in {tmp_path}")
     page.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 
 from bench.video_scenes import Actor, Scene
 from tests.service.server import free_port
@@ -23,6 +24,18 @@ ENROLLED = ("ben_afflek", "elton_john", "madonna")
 STRANGER = "mindy_kaling"
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+
+
+def enrol(client: httpx.Client, dataset: Path, people: tuple[str, ...] = ENROLLED) -> dict[str, str]:
+    """Enrol ``people`` from their first 5 train photos; name -> subject id."""
+    ids = {}
+    for person in people:
+        sid = client.post("/v1/subjects", json={"name": person}).json()["id"]
+        photos = sorted((dataset / "train" / person).glob("*.jpg"))[:5]
+        files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+        assert client.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
+        ids[person] = sid
+    return ids
 
 
 def val_photo(dataset: Path, person: str, index: int = 0) -> Path:

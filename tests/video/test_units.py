@@ -1,4 +1,4 @@
-"""Fast tests of the parts under the video features: the tracker, URL redaction, the event store and webhook
+"""Fast tests of the parts under the video features: the tracker, URL redaction and webhook
 deliveries to a real local HTTP receiver (signatures checked here with hmac, retries, a restart)."""
 
 from __future__ import annotations
@@ -78,41 +78,6 @@ def test_redact_hides_passwords_and_secret_query_values() -> None:
 
 def event(i: int, subject: str | None = "s1", source: str = "stream:a", at: float | None = None) -> Event:
     return Event(f"e{i}", time.time() if at is None else at, source, i, subject, subject, 0.5, 0.01, 0.0, 1.0, 5)
-
-
-def test_event_store_dedupes_filters_pages_erases_and_purges(tmp_path: Path) -> None:
-    store = SQLiteEventStore(tmp_path)
-    now = time.time()
-    new = store.add([event(1), event(2, "s2"), event(3, None, "video:v"), event(4, at=now - 86400 * 10)], outbox=False)
-    assert [e.id for e in new] == ["e1", "e2", "e3", "e4"]
-    assert [e.id for e in store.add([event(1), event(5)], outbox=False)] == ["e5"]
-    ids = [e.id for e in store.query()[0]]
-    assert ids == ["e1", "e2", "e3", "e4", "e5"]  # e1 was not stored twice
-    assert [e.id for e in store.query(subject_id="s1")[0]] == ["e1", "e4", "e5"]
-    assert [e.id for e in store.query(source="video:v")[0]] == ["e3"]
-    assert [e.id for e in store.query(since=now - 3600)[0]] == ["e1", "e2", "e3", "e5"]
-    assert [e.id for e in store.query(until=now - 3600)[0]] == ["e4"]
-    page, cursor = store.query(limit=2)
-    assert [e.id for e in page] == ["e1", "e2"] and cursor is not None
-    page, cursor = store.query(limit=2, cursor=cursor)
-    assert [e.id for e in page] == ["e3", "e4"]
-    page, cursor = store.query(limit=2, cursor=cursor)
-    assert [e.id for e in page] == ["e5"] and cursor is None
-    assert store.erase_subject("s1") == 3
-    assert store.purge(now - 3600) == 0
-    assert [e.id for e in store.query()[0]] == ["e2", "e3"]
-    store.close()
-    reopened = SQLiteEventStore(tmp_path)  # durable
-    assert [e.id for e in reopened.query()[0]] == ["e2", "e3"]
-    reopened.close()
-
-
-def test_erasing_a_subject_drops_its_pending_deliveries(tmp_path: Path) -> None:
-    store = SQLiteEventStore(tmp_path)
-    store.add([event(1), event(2, "s2")], outbox=True)
-    store.erase_subject("s1")
-    assert [p.event.id for p in store.due(time.time() + 1, 10)] == ["e2"]
-    store.close()
 
 
 def wait_for(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 
 from bench.video_scenes import write_video
 from tests.service.server import Server
-from tests.video.helpers import ENROLLED, STRANGER, WebhookReceiver, people_scene, sign
+from tests.video.helpers import ENROLLED, STRANGER, WebhookReceiver, enrol, people_scene, sign
 
 pytestmark = pytest.mark.slow
 
@@ -38,30 +38,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path, receiver: We
         "FACEREC_MAX_UPLOAD_BYTES": str(IMAGE_LIMIT),
         "FACEREC_VIDEO_MAX_UPLOAD_BYTES": str(VIDEO_LIMIT),
     }
-    srv = Server(tmp_path_factory.mktemp("videos") / "data", env=env).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
+    yield from Server(tmp_path_factory.mktemp("videos") / "data", env=env).serving()
 
 
 @pytest.fixture(scope="module")
 def subjects(client: httpx.Client, dataset: Path) -> dict[str, str]:
     """The enrolled people, name -> subject id (5 train photos each)."""
-    ids = {}
-    for person in ENROLLED:
-        sid = client.post("/v1/subjects", json={"name": person}).json()["id"]
-        files = [
-            ("images", (p.name, p.read_bytes(), "image/jpeg"))
-            for p in sorted((dataset / "train" / person).glob("*.jpg"))[:5]
-        ]
-        assert client.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
-        ids[person] = sid
-    return ids
+    return enrol(client, dataset)
 
 
 @pytest.fixture(scope="module")

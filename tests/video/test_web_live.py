@@ -3,6 +3,7 @@ photos (a Y4M file), the page sends frames to a real server, and the boxes follo
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from bench.video_scenes import Scene
 from tests.service.server import Server
 from tests.service.test_web import CHROMIUM, CHROMIUM_ARGS
-from tests.video.helpers import ENROLLED, people_scene
+from tests.video.helpers import ENROLLED, enrol, people_scene
 
 pytestmark = pytest.mark.slow
 TIMEOUT_MS = 120_000
@@ -36,11 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[
     # the enrolment below and the tab's frames (~8 a second) share one loopback key: no per-key rate limit here
     srv = Server(tmp_path_factory.mktemp("live") / "data", env={"FACEREC_RATE_LIMIT_PER_MINUTE": "0"}).start()
     with httpx.Client(base_url=srv.url, timeout=120) as c:
-        for person in ENROLLED:
-            sid = c.post("/v1/subjects", json={"name": person}).json()["id"]
-            photos = sorted((dataset / "train" / person).glob("*.jpg"))[:5]
-            files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
-            assert c.post(f"/v1/subjects/{sid}/faces", files=files).status_code == 201
+        enrol(c, dataset)
     yield srv
     srv.stop()
 
@@ -82,10 +79,38 @@ def test_live_mode_keeps_names_on_moving_faces(browser: Any, server: Server, tmp
         assert len({f["name"] for f in by_track[t]}) == 1  # the name stays with its track
     names = set(page.evaluate("Object.values(window.liveState.names)"))
     assert names <= {*ENROLLED, "unknown"}
-    rate = page.evaluate("window.liveState.updates.length / 3")
-    assert rate >= 5.0, f"{rate} updates/s"
+    # the page keeps sending frames one after another (the rate itself is a figure: bench/video.py live)
+    assert page.evaluate("window.liveState.updates.length") >= 1
     assert "updates/s" in page.inner_text("#live-rate")
     assert "Seen:" in page.inner_text("#live-result")
     page.screenshot(path=str(tmp_path / "live.png"))
+    page.click("#live-stop")
+    page.close()
+
+
+def test_live_mode_backs_off_while_the_server_is_busy(browser: Any, server: Server) -> None:
+    """429 answers (with Retry-After) slow the page's frame loop down instead of hammering the server; once the
+    server answers again the loop resumes at full speed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    busy_answers = 3
+    sent: list[float] = []
+
+    def frames(route: Any) -> None:
+        sent.append(time.monotonic())
+        if len(sent) <= busy_answers:
+            body = '{"error": {"code": "rate_limited", "message": "too many requests"}}'
+            route.fulfill(status=429, headers={"Retry-After": "2"}, content_type="application/json", body=body)
+        else:
+            route.continue_()
+
+    page.route("**/v1/live/frames", frames)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click("#tab-live")
+    page.click("#live-start")
+    page.wait_for_function("Object.values(window.liveState.names).length > 0", timeout=TIMEOUT_MS)
+    gaps = [b - a for a, b in itertools.pairwise(sent[: busy_answers + 1])]
+    assert all(g >= 1.9 for g in gaps), gaps  # each 429 made the page wait its Retry-After (2 s)
+    assert len(sent) > busy_answers + 1  # and it went on after the busy spell
     page.click("#live-stop")
     page.close()

@@ -1,5 +1,4 @@
-"""The service's stores in PostgreSQL: API keys, the audit log and the shared rate limit, with the same APIs and
-semantics as
+"""API keys, the audit log and the shared rate limit in PostgreSQL, with the same APIs and semantics as
 :class:`service.keys.KeyStore`, :class:`service.audit.AuditLog` and :class:`service.ratelimit.RateLimiter`, for
 replicas that share one database.
 
@@ -12,29 +11,14 @@ configured rate in total, not N times it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import psycopg
-from psycopg_pool import ConnectionPool
-
-from service.audit import Action, audit_entry
-from service.config import Settings
-from service.gallery.postgres import PoolOptions, PostgresDatabase, PostgresGallery, VectorOptions, open_database
-from service.gallery.postgres.errors import db_errors
-from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, new_token, now_iso, token_key_id, token_matches
+from service.audit import AuditStore
+from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, active_key, new_token, now_iso, token_key_id
+from service.pgstores.pool import Pool, connection
 from service.ratelimit import RateLimiter
 
-Pool = ConnectionPool[psycopg.Connection[Any]]
 _KEY_COLS = "id, name, scope, created_at, revoked_at"
-
-
-@contextmanager
-def _conn(pool: Pool) -> Iterator[psycopg.Connection[Any]]:
-    with db_errors(), pool.connection() as conn:
-        yield conn
 
 
 class PostgresKeyStore:
@@ -49,7 +33,7 @@ class PostgresKeyStore:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         key_id, token, digest = new_token()
         created = now_iso()
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             conn.execute(
                 "INSERT INTO api_keys (id, name, scope, token_sha256, created_at) VALUES (%s, %s, %s, %s, %s)",
                 (key_id, name, scope, digest, created),
@@ -58,13 +42,13 @@ class PostgresKeyStore:
 
     def list(self) -> list[ApiKey]:
         """Every key, oldest first, revoked ones included."""
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             rows = conn.execute(f"SELECT {_KEY_COLS} FROM api_keys ORDER BY seq").fetchall()
         return [ApiKey(*row) for row in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
         """Mark a key revoked (kept for the record); raises :class:`KeyNotFound`."""
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             row = conn.execute(
                 f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s RETURNING {_KEY_COLS}",
                 (now_iso(), key_id),
@@ -74,48 +58,34 @@ class PostgresKeyStore:
         return ApiKey(*row)
 
     def has_active(self) -> bool:
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             return conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The active key this token belongs to, else ``None`` (read from the database at every call)."""
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             row = conn.execute(
                 f"SELECT {_KEY_COLS}, token_sha256 FROM api_keys WHERE id = %s", (token_key_id(token),)
             ).fetchone()
-        ok = token_matches(token, row[5] if row else None)
-        if row is None or not ok or row[4] is not None:
-            return None
-        return ApiKey(*row[:5])
+        return active_key(token, row)
 
     def close(self) -> None:
         """Nothing to release: the pool belongs to the backend."""
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(AuditStore):
     """The ``audit_log`` table; each record is committed (durable) before :meth:`record` returns."""
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    def record(
-        self,
-        action: Action,
-        *,
-        actor: dict[str, str] | str,
-        target: dict[str, Any],
-        count: int | None = None,
-        via: Literal["api", "cli"] = "api",
-    ) -> dict[str, Any]:
-        """Append one record; returns the record written."""
-        entry = audit_entry(action, actor=actor, target=target, count=count, via=via)
-        with _conn(self._pool) as conn:
+    def _append(self, entry: dict[str, Any]) -> None:
+        with connection(self._pool) as conn:
             conn.execute("INSERT INTO audit_log (entry) VALUES (%s::jsonb)", (json.dumps(entry, ensure_ascii=False),))
-        return entry
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first."""
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             rows = conn.execute(
                 "SELECT entry FROM (SELECT seq, entry FROM audit_log ORDER BY seq DESC LIMIT %s) t ORDER BY seq",
                 (max(0, n),),
@@ -156,7 +126,7 @@ class PostgresRateLimiter(RateLimiter):
         if not self.enabled:
             return 0.0
         self._calls += 1
-        with _conn(self._pool) as conn:
+        with connection(self._pool) as conn:
             row = conn.execute(_TAKE, {"caller": caller, "burst": self.burst, "rate": self.rate}).fetchone()
             if self._calls % self.PRUNE_EVERY == 0:
                 conn.execute(
@@ -166,54 +136,3 @@ class PostgresRateLimiter(RateLimiter):
         assert row is not None
         tokens, allowed = float(row[0]), bool(row[1])
         return 0.0 if allowed else (1.0 - tokens) / self.rate
-
-
-@dataclass
-class PostgresBackend:
-    """Everything a replica keeps in PostgreSQL: the gallery, keys and audit log on one pool."""
-
-    database: PostgresDatabase
-    keys: PostgresKeyStore
-    audit: PostgresAuditLog
-
-    @property
-    def gallery(self) -> PostgresGallery:
-        return self.database.gallery
-
-    @property
-    def pool(self) -> Pool:
-        return self.database.pool
-
-    @property
-    def location(self) -> str:
-        """``host:port/database`` (no credentials)."""
-        return self.database.location
-
-    def rate_limiter(self, *, per_minute: float, burst: int) -> PostgresRateLimiter:
-        """The rate limit shared by every replica of this database."""
-        return PostgresRateLimiter(self.pool, per_minute=per_minute, burst=burst)
-
-    def close(self) -> None:
-        self.database.close()
-
-
-def open_postgres(
-    url: str, *, pool: PoolOptions | None = None, vectors: VectorOptions | None = None
-) -> PostgresBackend:
-    """Open the database at ``url`` (checked, migrated: :func:`service.gallery.postgres.open_database`) with the
-    key store and audit log on its pool."""
-    database = open_database(url, pool=pool, vectors=vectors)
-    return PostgresBackend(database, PostgresKeyStore(database.pool), PostgresAuditLog(database.pool))
-
-
-def open_postgres_backend(settings: Settings) -> PostgresBackend:
-    """The PostgreSQL backend ``settings`` select (``FACEREC_DATABASE_URL``, pool size, timeout, ef_search);
-    :class:`service.gallery.postgres.DatabaseConfigError` says what is wrong with a bad configuration."""
-    assert settings.database_url is not None
-    return open_postgres(
-        settings.database_url,
-        pool=PoolOptions(
-            min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
-        ),
-        vectors=VectorOptions(ef_search=settings.pgvector_ef_search),
-    )

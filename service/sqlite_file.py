@@ -1,0 +1,53 @@
+"""Opening the service's small embedded SQLite files (keys, events, photos, video jobs, streams): one connection
+shared between threads behind a lock, autocommit outside explicit transactions, WAL journal."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def open_sqlite(path: Path, *pragmas: str, script: str = "") -> sqlite3.Connection:
+    """A connection to ``path`` (its folder created) in WAL mode with ``pragmas`` (``"synchronous=FULL"``...),
+    then ``script`` run (the file's ``CREATE ... IF NOT EXISTS`` schema)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    for pragma in ("journal_mode=WAL", *pragmas):
+        conn.execute(f"PRAGMA {pragma}")
+    if script:
+        conn.executescript(script)
+    return conn
+
+
+class LockedSqlite:
+    """One :func:`open_sqlite` connection behind a re-entrant lock."""
+
+    def __init__(self, path: Path, *pragmas: str, script: str = "") -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = open_sqlite(path, *pragmas, script=script)
+
+    @contextmanager
+    def conn(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for statements that each commit by themselves."""
+        with self._lock:
+            yield self._db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; any exception rolls back."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,171 @@
+"""Where video jobs live: :class:`JobStore` (the SQL, shared), :class:`SQLiteJobStore` (``<data>/videos.db``,
+WAL, synchronous FULL) and the database's (:mod:`service.pgstores.media`).
+
+Uploads are files in ``<data>/uploads`` of the process that received them, so a job belongs to that process's
+data dir (its ``owner``): only the owner's runner picks it up or requeues it after a restart, while its status
+and results are read, listed and deleted by any process sharing the store. The embedded store has one owner,
+the data dir itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.sqlconn import SqlConn
+from service.sqlite_file import LockedSqlite
+
+VIDEOS_FILE = "videos.db"
+UPLOADS_DIR = "uploads"
+STATUSES = ("queued", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    path TEXT NOT NULL,
+    fps REAL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    duration_s REAL,
+    error TEXT,
+    tracks TEXT
+);
+"""
+_COLS = "id, status, filename, path, fps, bytes, created_at, updated_at, progress, duration_s, error, tracks"
+
+
+class JobNotFound(LookupError):
+    """No video job with this id."""
+
+
+@dataclass
+class Job:
+    """A video job. ``progress`` in [0, 1]; ``tracks`` one dict per person seen (when done); times Unix s."""
+
+    id: str
+    status: str
+    filename: str
+    path: str
+    fps: float | None
+    bytes: int
+    created_at: float
+    updated_at: float
+    progress: float = 0.0
+    duration_s: float | None = None
+    error: str | None = None
+    tracks: list[dict[str, Any]] | None = field(default=None)
+
+
+class JobStore(ABC):
+    """The jobs table; safe to share between threads. ``owner``: the data dir whose uploads this process reads
+    (None: every job is this process's)."""
+
+    table = "jobs"
+
+    def __init__(self, data_dir: Path, owner: str | None) -> None:
+        self.uploads = data_dir / UPLOADS_DIR
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.owner = owner
+        self._mine = ("", ()) if owner is None else (" AND owner = ?", (owner,))
+
+    @abstractmethod
+    def _conn(self) -> AbstractContextManager[SqlConn]:
+        """A connection for one statement (committed when the block ends)."""
+
+    def new_path(self) -> tuple[str, Path]:
+        """A fresh job id and the path its upload is written to."""
+        job_id = uuid.uuid4().hex
+        return job_id, self.uploads / f"{job_id}.video"
+
+    def create(self, job_id: str, *, filename: str, path: Path, fps: float | None, size: int) -> Job:
+        now = time.time()
+        cols, marks = ("", "") if self.owner is None else (", owner", ", ?")
+        with self._conn() as c:
+            c.execute(
+                f"INSERT INTO {self.table} (id, status, filename, path, fps, bytes, created_at, updated_at{cols}) "
+                f"VALUES (?, 'queued', ?, ?, ?, ?, ?, ?{marks})",
+                (job_id, filename, str(path), fps, size, now, now, *self._mine[1]),
+            )
+        return self.get(job_id)
+
+    def _one(self, sql: str, job_id: str) -> Job:
+        with self._conn() as c:
+            row = c.execute(sql.format(table=self.table, cols=_COLS), (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    def get(self, job_id: str) -> Job:
+        return self._one("SELECT {cols} FROM {table} WHERE id = ?", job_id)
+
+    def list(self, limit: int = 100) -> list[Job]:
+        with self._conn() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM {self.table} ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(r) for r in rows]
+
+    def next_queued(self) -> Job | None:
+        """The oldest queued job of this owner."""
+        with self._conn() as c:
+            row = c.execute(
+                f"SELECT {_COLS} FROM {self.table} WHERE status = 'queued'{self._mine[0]} ORDER BY created_at LIMIT 1",
+                self._mine[1],
+            ).fetchone()
+        return None if row is None else _job(row)
+
+    def update(self, job_id: str, **values: Any) -> bool:
+        """Set columns of a job; False when the job is gone (deleted, perhaps through another process)."""
+        if "tracks" in values and values["tracks"] is not None:
+            values["tracks"] = json.dumps(values["tracks"])
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._conn() as c:
+            return bool(c.execute(f"UPDATE {self.table} SET {sets} WHERE id = ?", (*values.values(), job_id)).rowcount)
+
+    def delete(self, job_id: str) -> Job:
+        return self._one("DELETE FROM {table} WHERE id = ? RETURNING {cols}", job_id)
+
+    def recover(self) -> None:
+        """After a restart: requeue this owner's interrupted jobs whose upload exists; fail the others visibly."""
+        with self._conn() as c:
+            rows = c.execute(
+                f"SELECT {_COLS} FROM {self.table} WHERE status IN ('queued', 'running'){self._mine[0]}", self._mine[1]
+            ).fetchall()
+        for job in map(_job, rows):
+            if Path(job.path).is_file():
+                self.update(job.id, status="queued", progress=0.0)
+            else:
+                self.update(job.id, status="failed", error="the upload of this job is gone (interrupted by a restart)")
+
+    def close(self) -> None:
+        """Release the store's connection (a database store's pool belongs to the backend)."""
+        return None
+
+
+class SQLiteJobStore(JobStore):
+    """:class:`JobStore` on ``<data>/videos.db`` (one connection, a lock)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir, None)
+        self._file = LockedSqlite(data_dir / VIDEOS_FILE, "synchronous=FULL", script=_SCHEMA)
+
+    def _conn(self) -> AbstractContextManager[SqlConn]:
+        return self._file.conn()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    job = Job(*row[:11])
+    job.tracks = json.loads(row[11]) if row[11] else None
+    return job

@@ -1,0 +1,119 @@
+"""Cohort score normalisation: the spread and score math on hand-made vectors, the fit's leave-out scores against
+a brute force, the table's thresholds and FIR, files per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.gallery.calibration import SHIPPED_DIR, l2_matrix, sample_people
+from service.gallery.matching import RULE
+from service.gallery.normalisation import (
+    SAME_PERSON_L2,
+    SUFFIX,
+    Normalisation,
+    fit_normalisation,
+    load_normalisation,
+    normalised_scores,
+    spreads,
+    stranger_scores,
+)
+from tests.gallery.test_calibration import PRETRAINED, people
+
+E = np.eye(2, dtype=np.float32)
+COHORT = np.stack([E[0], E[1], -E[0], -E[1]])
+"""Four unit vectors in 2-d: at distances 0, sqrt(2), 2, sqrt(2) from e0."""
+
+
+def test_spread_is_the_mean_distance_to_the_k_nearest_cohort_members() -> None:
+    r2 = np.sqrt(2.0)
+    # e0's own template in the cohort (distance 0, under SAME_PERSON_L2) is not counted: the others are
+    assert spreads(E[:1], COHORT, k=1) == pytest.approx([r2])
+    assert spreads(E[:1], COHORT, k=2) == pytest.approx([r2])
+    assert spreads(E[:1], COHORT, k=3) == pytest.approx([(2 * r2 + 2) / 3])
+    diag = (E[0] + E[1]) / np.sqrt(2.0)  # 45 degrees: e0 and e1 at 2 sin(22.5°), the others at 2 sin(67.5°)
+    near, far = 2 * np.sin(np.pi / 8), 2 * np.sin(3 * np.pi / 8)
+    assert spreads(diag[None].astype(np.float32), COHORT, k=3) == pytest.approx([(2 * near + far) / 3], abs=1e-6)
+    assert spreads(E, COHORT, k=10) == pytest.approx([(r2 * 2 + 2) / 3] * 2)  # k beyond the cohort: all others
+    assert SAME_PERSON_L2 < near  # the diagonal's nearest members are other people
+
+
+def test_score_is_the_distance_minus_the_mean_of_both_spreads() -> None:
+    d = np.array([[0.8, 1.0], [0.5, 1.4]])
+    got = normalised_scores(d, np.array([1.0, 0.6]), np.array([0.9, 1.1]))
+    assert got == pytest.approx(np.array([[0.8 - 0.95, 1.0 - 1.05], [0.5 - 0.75, 1.4 - 0.85]]))
+    # a crowded probe (small spread) scores higher (less alike) at the same distance than a lonely one
+    assert got[1, 0] > -0.5 and normalised_scores(d[:1, :1], np.array([0.2]), np.array([0.2]))[0, 0] > got[0, 0]
+
+
+def test_normalisation_scores_pairs_as_the_formula_says(rng) -> None:
+    x, labels = people(rng, n_people=40)
+    norm = fit_normalisation(sample_people(x, labels, probes=50), model_id="m", source="synthetic", k=4)
+    p, t = x[:3], norm.cohort[5:9]
+    want = l2_matrix(p, t) - 0.5 * (spreads(p, norm.cohort, 4)[:, None] + spreads(t, norm.cohort, 4)[None, :])
+    assert norm.scores(p, t) == pytest.approx(want)
+
+
+def test_fit_scores_each_stranger_pair_with_both_people_left_out_of_the_cohort(rng) -> None:
+    x, labels = people(rng, n_people=30)
+    cohort = np.stack([x[labels == i][0] for i in range(30)])
+    picks = rng.permutation(len(x))[:20]
+    k = 3
+    got = stranger_scores(x[picks], labels[picks], cohort, k)
+    for row, i in enumerate(picks):
+        own = int(labels[i])
+        assert got[row, own] == np.inf
+        for s in range(30):
+            if s == own:
+                continue
+            rest = np.delete(cohort, [own, s], axis=0)  # neither the stranger's person nor the subject
+            want = l2_matrix(x[i : i + 1], cohort[s : s + 1])[0, 0] - 0.5 * (
+                spreads(x[i : i + 1], rest, k)[0] + spreads(cohort[s : s + 1], rest, k)[0]
+            )
+            assert got[row, s] == pytest.approx(want, abs=1e-9)
+
+
+def test_the_table_is_on_the_score_scale_and_tightens_with_the_gallery(rng) -> None:
+    x, labels = people(rng, n_people=200)
+    norm = fit_normalisation(sample_people(x, labels, probes=600), model_id="m", source="synthetic")
+    table = norm.table
+    assert table.rule == RULE and table.people == 200 and (table.n == 199).all()
+    assert table.thresholds[0] < 0 < table.thresholds[-1]
+    t10, t100 = table.threshold_for_fir(0.01, 10), table.threshold_for_fir(0.01, 100)
+    assert t100 < t10 < table.thresholds[-1]
+    assert table.false_identification_rate(t10, 10) == pytest.approx(0.01, abs=1e-3)
+    assert table.false_identification_rate(t10, 100) > 0.01  # same threshold, bigger gallery: more strangers named
+
+
+def test_too_few_people_for_a_cohort_is_an_error(rng) -> None:
+    x, labels = people(rng, n_people=8)
+    with pytest.raises(ValueError, match="at least 13 people"):
+        fit_normalisation(sample_people(x, labels), model_id="m", source="synthetic")
+
+
+def test_save_load_and_lookup_per_model(tmp_path: Path, rng) -> None:
+    x, labels = people(rng, n_people=40)
+    norm = fit_normalisation(sample_people(x, labels, probes=100), model_id="m", source="synthetic", k=4)
+    path = tmp_path / "calibration" / f"m{SUFFIX}"
+    norm.save(path)
+    back = load_normalisation("m", cache=tmp_path)
+    assert back is not None and back.k == 4 and back.table.source == "synthetic"
+    assert np.array_equal(back.cohort, norm.cohort)  # the fit already holds the float16 values a file stores
+    assert np.array_equal(back.table.counts, norm.table.counts)
+    assert back.scores(x[:5], x[5:9]) == pytest.approx(norm.scores(x[:5], x[5:9]))
+    assert load_normalisation("other", cache=tmp_path) is None  # no file
+    path.rename(tmp_path / "calibration" / f"other{SUFFIX}")  # a file under the wrong model's name
+    assert load_normalisation("other", cache=tmp_path) is None
+    (tmp_path / "calibration" / f"bad{SUFFIX}").write_bytes(b"not a table")
+    assert load_normalisation("bad", cache=tmp_path) is None
+    with pytest.raises(ValueError):
+        Normalisation.load(tmp_path / "calibration" / f"bad{SUFFIX}")
+
+
+def test_the_pretrained_model_ships_its_normalisation(tmp_path: Path) -> None:
+    assert (SHIPPED_DIR / f"{PRETRAINED}{SUFFIX}").is_file()
+    norm = load_normalisation(PRETRAINED, cache=tmp_path)
+    assert norm is not None and norm.model_id == PRETRAINED and "LFW" in norm.table.source
+    assert norm.cohort.shape == (norm.table.people, 128) and norm.k == 10

@@ -1,0 +1,92 @@
+"""Two app instances (replicas) on one real PostgreSQL, in-process: events, video jobs and live streams written
+through one are read through the other over the HTTP API; each stream is read by one replica only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.events.store import Event
+
+
+class NoAnalyzer:
+    """The app's model slot: these requests never analyse a face (the job below fails before a frame)."""
+
+    model_id = "none"
+    threshold = 1.0
+
+
+def _app(tmp_path: Path, url: str, name: str) -> Any:
+    return create_app(Settings(data=tmp_path / name, database_url=url), analyzer_factory=lambda _: NoAnalyzer())
+
+
+def _until(check: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return result
+
+
+def test_events_jobs_and_streams_are_shared_by_replicas(tmp_path: Path, pg_url: str) -> None:
+    a, b = _app(tmp_path, pg_url, "a"), _app(tmp_path, pg_url, "b")
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    with TestClient(a, **local) as ca, TestClient(b, **local) as cb:  # type: ignore[arg-type]
+        # an event recorded on a (as its video job or stream would) is listed by b
+        event = Event("ev1", time.time(), "stream:x", 1, None, None, None, None, 0.0, 1.0, 3)
+        a.state.media.recorder.record([event])
+        items = cb.get("/v1/events", params={"source": "stream:x"}).json()["items"]
+        assert [e["id"] for e in items] == ["ev1"]
+
+        # a video uploaded to a is processed by a (it holds the file) and polled through b
+        up = ca.post("/v1/videos", files={"video": ("clip.mp4", b"not a video at all", "video/mp4")})
+        assert up.status_code == 202, up.text
+        job_id = up.json()["id"]
+        assert cb.get(f"/v1/videos/{job_id}").status_code == 200
+        done = _until(lambda: (j := cb.get(f"/v1/videos/{job_id}").json())["status"] == "failed" and j)
+        assert "not a video" in done["error"]
+        assert [v["id"] for v in cb.get("/v1/videos").json()] == [job_id]
+
+        # a stream added through b is listed by a and read by exactly one of them
+        created = cb.post("/v1/streams", json={"name": "door", "url": "rtsp://127.0.0.1:9/none", "fps": 1.0})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        for replica in (a, b):
+            replica.state.media.streams.sync()  # what each replica's lease thread does every few seconds
+        readers = [r for r in (a, b) if [w.cfg.id for w in r.state.media.streams.workers()] == [sid]]
+        assert len(readers) == 1 and not (a.state.media.streams.workers() and b.state.media.streams.workers())
+        listed = ca.get(f"/v1/streams/{sid}").json()
+        assert listed["name"] == "door" and listed["health"]["state"] in ("connecting", "reconnecting", "waiting")
+        assert ca.delete(f"/v1/streams/{sid}").status_code == 204
+        for replica in (a, b):
+            replica.state.media.streams.sync()
+        assert not a.state.media.streams.workers() and not b.state.media.streams.workers()
+        assert cb.get(f"/v1/streams/{sid}").status_code == 404
+    assert not (tmp_path / "a" / "events.db").exists() and not (tmp_path / "b" / "videos.db").exists()
+
+
+def test_events_export_reads_the_database(tmp_path: Path, pg_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+    from service.pgstores import open_postgres
+
+    backend = open_postgres(pg_url)
+    try:
+        events = backend.media_stores(tmp_path / "replica").events
+        events.add([Event(f"e{i}", 1.0e9 + i, "video:v", i, "s1", "Ada", 0.5, 0.01, 0.0, 1.0, 3) for i in range(3)],
+                   outbox=False)  # fmt: skip
+    finally:
+        backend.close()
+    env = {"FACEREC_DATABASE_URL": pg_url, "FACEREC_DATA": str(tmp_path / "cli")}
+    out = CliRunner().invoke(cli, ["events", "export", "--jsonl"], env=env)
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["id"] for r in rows] == ["e0", "e1", "e2"] and rows[0]["name"] == "Ada"

@@ -1,0 +1,95 @@
+"""The video job store's and the streams registry's contracts, on SQLite and on the real PostgreSQL; on
+PostgreSQL, jobs run only on the replica holding their upload while every replica reads them, and each stream's
+lease is held by one replica at a time and taken over when it runs out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from service.gallery.postgres.connection import PoolOptions
+from service.pgstores import open_postgres
+from service.pgstores.media import PostgresStreamStore, replica_id
+from service.streams.store import StreamNotFound
+from service.video.jobstore import JobNotFound
+from tests.storefixtures import OpenStores
+
+
+def test_job_store_creates_updates_lists_recovers_and_deletes(media_stores: OpenStores) -> None:
+    jobs = media_stores("a").jobs
+    job_id, path = jobs.new_path()
+    path.write_bytes(b"video")
+    job = jobs.create(job_id, filename="clip.mp4", path=path, fps=2.0, size=5)
+    assert (job.status, job.filename, job.bytes, job.fps) == ("queued", "clip.mp4", 5, 2.0)
+    gone_id, gone_path = jobs.new_path()  # its upload never written: fails visibly at recovery
+    jobs.create(gone_id, filename="lost.mp4", path=gone_path, fps=None, size=1)
+    assert jobs.next_queued() is not None and jobs.next_queued().id == job_id  # type: ignore[union-attr]
+    assert jobs.update(job_id, status="running", progress=0.5)
+    jobs.recover()  # a restart: the running job is queued again
+    assert jobs.get(job_id).status == "queued" and jobs.get(job_id).progress == 0.0
+    assert jobs.get(gone_id).status == "failed" and "gone" in (jobs.get(gone_id).error or "")
+    tracks = [{"track_id": 1, "subject_id": None}]
+    assert jobs.update(job_id, status="done", tracks=tracks, duration_s=3.0, progress=1.0)
+    reader = media_stores("a").jobs  # SQLite: reopened; PostgreSQL: another connection pool of the same replica
+    done = reader.get(job_id)
+    assert done.status == "done" and done.tracks == tracks and done.duration_s == 3.0
+    assert [j.id for j in reader.list()] == [gone_id, job_id]  # newest first
+    assert reader.delete(job_id).id == job_id
+    assert not jobs.update(job_id, progress=0.9)  # the runner learns that its job is gone
+    with pytest.raises(JobNotFound):
+        jobs.get(job_id)
+    with pytest.raises(JobNotFound):
+        jobs.delete(job_id)
+
+
+def test_stream_registry_adds_lists_and_deletes(media_stores: OpenStores) -> None:
+    streams = media_stores("a").streams
+    a = streams.add(name="door", url="rtsp://u:p@cam/1", fps=5.0)
+    b = streams.add(name="hall", url="rtsp://cam/2", fps=2.0)
+    other = media_stores("b").streams
+    assert [s.id for s in other.all()] == [a.id, b.id] and other.count() == 2
+    assert other.all()[0] == a  # the URL is stored in full (needed to reconnect)
+    assert streams.claim([a.id, b.id], {}) == {a.id, b.id}  # nobody else reads them
+    other.delete(a.id)
+    assert [s.id for s in streams.all()] == [b.id]
+    with pytest.raises(StreamNotFound):
+        streams.delete(a.id)
+
+
+def test_postgres_one_replica_reads_each_stream_and_takes_over_an_expired_lease(pg_url: str, tmp_path: Path) -> None:
+    backends = [open_postgres(pg_url, pool=PoolOptions(min_size=1, max_size=2)) for _ in range(2)]
+    try:
+        a = PostgresStreamStore(backends[0].pool, replica_id(tmp_path / "a"), lease_s=1.0)
+        b = PostgresStreamStore(backends[1].pool, replica_id(tmp_path / "b"), lease_s=1.0)
+        assert a.owner != b.owner and replica_id(tmp_path / "a") == a.owner  # stable per data dir
+        s1, s2 = a.add(name="one", url="rtsp://cam/1", fps=5.0), b.add(name="two", url="rtsp://cam/2", fps=5.0)
+        assert a.claim([s1.id], {s1.id: {"state": "running"}}) == {s1.id}
+        assert b.claim([s1.id, s2.id], {}) == {s2.id}  # s1 is a's while its lease runs
+        assert a.claim([s1.id, s2.id], {}) == {s1.id}  # renewed; s2 is b's
+        assert b.healths() == {s1.id: {"state": "running"}}  # a's reader's health, seen by b
+        time.sleep(1.2)  # a stops renewing (it died): its lease runs out
+        assert b.claim([s1.id, s2.id], {}) == {s1.id, s2.id}
+        assert a.claim([s1.id, s2.id], {}) == set()
+        b.release([s1.id])  # a clean shutdown hands a stream back at once
+        assert a.claim([s1.id], {}) == {s1.id}
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_postgres_jobs_run_on_the_replica_holding_their_upload(pg_url: str, tmp_path: Path) -> None:
+    backends = [open_postgres(pg_url, pool=PoolOptions(min_size=1, max_size=2)) for _ in range(2)]
+    try:
+        a, b = (backend.media_stores(tmp_path / name).jobs for backend, name in zip(backends, "ab", strict=True))
+        job_id, path = a.new_path()
+        path.write_bytes(b"video")
+        a.create(job_id, filename="clip.mp4", path=path, fps=None, size=5)
+        assert b.get(job_id).status == "queued" and [j.id for j in b.list()] == [job_id]  # any replica answers
+        assert b.next_queued() is None and a.next_queued() is not None  # only a holds the upload
+        b.recover()  # b's restart leaves a's job alone (its upload is not on b's disk)
+        assert b.get(job_id).status == "queued"
+    finally:
+        for backend in backends:
+            backend.close()
