@@ -37,7 +37,7 @@ def test_spread_is_the_mean_distance_to_the_k_nearest_cohort_members() -> None:
     near, far = 2 * np.sin(np.pi / 8), 2 * np.sin(3 * np.pi / 8)
     assert spreads(diag[None].astype(np.float32), COHORT, k=3) == pytest.approx([(2 * near + far) / 3], abs=1e-6)
     assert spreads(E, COHORT, k=10) == pytest.approx([(r2 * 2 + 2) / 3] * 2)  # k beyond the cohort: all others
-    assert SAME_PERSON_L2 < near  # the diagonal's nearest members are other people
+    assert near > SAME_PERSON_L2  # the diagonal's nearest members are other people
 
 
 def test_score_is_the_distance_minus_the_mean_of_both_spreads() -> None:
