@@ -165,33 +165,31 @@ def build_pnet(w: Arrays) -> Any:
     return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_pnet")
 
 
-def build_rnet(w: Arrays) -> Any:
+def _build_refine_net(w: Arrays, side: int, pools: Sequence[tuple[int, int, str]], heads: int, name: str) -> Any:
+    """RNet / ONet: ``side``-px input, a PReLU convolution per max-pool in ``pools`` ``(size, stride, padding)``,
+    one more PReLU convolution, a PReLU dense layer and ``heads`` dense outputs (the last one softmaxed), with the
+    weights of ``w`` in the Keras order."""
     import openvino as ov
 
     ops = _ops()
-    image = ops.parameter([-1, RNET_SIDE, RNET_SIDE, 3], np.float32, name="image")
+    image = ops.parameter([-1, side, side, 3], np.float32, name="image")
     x = _nchw(image)
-    x = _pool(_prelu(_conv(x, w[0], w[1]), w[2]), 3, 2, "same")
-    x = _pool(_prelu(_conv(x, w[3], w[4]), w[5]), 3, 2, "valid")
-    x = _prelu(_conv(x, w[6], w[7]), w[8])
-    x = _prelu(_dense(_flatten_permuted(x), w[9], w[10]), w[11])
-    outputs = [_dense(x, w[12], w[13]), ops.softmax(_dense(x, w[14], w[15]), 1)]
-    return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_rnet")
+    for k, (size, stride, padding) in enumerate(pools):
+        x = _pool(_prelu(_conv(x, w[3 * k], w[3 * k + 1]), w[3 * k + 2]), size, stride, padding)
+    k = 3 * len(pools)
+    x = _prelu(_conv(x, w[k], w[k + 1]), w[k + 2])
+    x = _prelu(_dense(_flatten_permuted(x), w[k + 3], w[k + 4]), w[k + 5])
+    outputs = [_dense(x, w[k + 6 + 2 * h], w[k + 7 + 2 * h]) for h in range(heads)]
+    outputs[-1] = ops.softmax(outputs[-1], 1)
+    return ov.Model([o.output(0) for o in outputs], [image], name)
+
+
+def build_rnet(w: Arrays) -> Any:
+    return _build_refine_net(w, RNET_SIDE, [(3, 2, "same"), (3, 2, "valid")], 2, "mtcnn_rnet")
 
 
 def build_onet(w: Arrays) -> Any:
-    import openvino as ov
-
-    ops = _ops()
-    image = ops.parameter([-1, ONET_SIDE, ONET_SIDE, 3], np.float32, name="image")
-    x = _nchw(image)
-    x = _pool(_prelu(_conv(x, w[0], w[1]), w[2]), 3, 2, "same")
-    x = _pool(_prelu(_conv(x, w[3], w[4]), w[5]), 3, 2, "valid")
-    x = _pool(_prelu(_conv(x, w[6], w[7]), w[8]), 2, 2, "same")
-    x = _prelu(_conv(x, w[9], w[10]), w[11])
-    x = _prelu(_dense(_flatten_permuted(x), w[12], w[13]), w[14])
-    outputs = [_dense(x, w[15], w[16]), _dense(x, w[17], w[18]), ops.softmax(_dense(x, w[19], w[20]), 1)]
-    return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_onet")
+    return _build_refine_net(w, ONET_SIDE, [(3, 2, "same"), (3, 2, "valid"), (2, 2, "same")], 3, "mtcnn_onet")
 
 
 BUILDERS = {"pnet": build_pnet, "rnet": build_rnet, "onet": build_onet}
