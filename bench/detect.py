@@ -50,7 +50,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -257,6 +257,22 @@ def make_canvases(bg: Image, cutouts: Sequence[Image], count: int, rng: random.R
     return canvases
 
 
+def _precision(backend: str) -> str:
+    """``openvino_<precision>`` -> the precision (``openvino``: the default)."""
+    from embeddings.mtcnn_openvino import DEFAULT_PRECISION
+
+    return backend.partition("_")[2] or DEFAULT_PRECISION
+
+
+def _detector(backend: str, **kwargs: Any) -> Any:
+    """``FaceDetector`` for a ``--backends`` name (``openvino_bf16`` is the openvino backend at bf16)."""
+    from embeddings.detector import Backend, FaceDetector
+
+    if backend.startswith("openvino"):
+        return FaceDetector(backend="openvino", precision=_precision(backend), **kwargs)
+    return FaceDetector(backend=cast(Backend, backend), **kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw-root", type=Path, required=True, help="lfw-deepfunneled/<Name>/<Name>_NNNN.jpg")
@@ -297,19 +313,19 @@ def main() -> None:
     backends = [b for b in args.backends.split(",") if b]
     engines: dict[str, Cascade] = {}
     for b in backends:
-        if b == "openvino":
+        if b.startswith("openvino"):
             from embeddings.mtcnn_openvino import OpenVinoNetworks
 
-            engines[b] = Cascade(OpenVinoNetworks())
+            engines[b] = Cascade(OpenVinoNetworks(precision=_precision(b)))
         else:
             from embeddings.mtcnn_compiled import CompiledMTCNN
 
             engines[b] = CompiledMTCNN()
     sides = [int(s) for s in args.max_sides.split(",") if s]
-    detectors = {f"{b}_max{s}": FaceDetector(max_side=s, backend=b) for b in backends for s in sides}
+    detectors = {f"{b}_max{s}": _detector(b, max_side=s) for b in backends for s in sides}
     for b in backends:
         for s in (int(v) for v in args.unrefined_sides.split(",") if v):
-            detectors[f"{b}_max{s}_unrefined"] = FaceDetector(max_side=s, refine=False, backend=b)
+            detectors[f"{b}_max{s}_unrefined"] = _detector(b, max_side=s, refine=False)
     detectors["package_max1280"] = FaceDetector(backend="package")
 
     report: dict[str, Any] = {"latency": {}, "faces_found": {}, "agreement": {}}
@@ -348,9 +364,7 @@ def main() -> None:
         canvas = {b: Agreement() for b in engines}
         shifted = {k: Agreement() for k in (1, 2)}
         products = {
-            f"canvas_detector_{d.backend}_max{d.max_side}{'' if d.refine else '_unrefined'}": (d, Agreement())
-            for d in detectors.values()
-            if d.backend != "package"
+            f"canvas_detector_{name}": (d, Agreement()) for name, d in detectors.items() if d.backend != "package"
         }
         pairs = [(a, b) for a in products for b in products if b == f"{a}_unrefined"]
         set_changes = {a: Agreement() for a, _ in pairs}

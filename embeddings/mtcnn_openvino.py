@@ -55,6 +55,11 @@ SOURCE_SHA256 = {
 CONVERSION_VERSION = 1
 """Bumped when the graphs change, so that older cached models are rebuilt."""
 META_FILE = "meta.json"
+PRECISIONS = {"f32": ("f32", "f32", "f32"), "bf16": ("bf16", "bf16", "bf16"), "mixed": ("f32", "bf16", "bf16")}
+"""OpenVINO ``INFERENCE_PRECISION_HINT`` of PNet, RNet and ONet for each :class:`OpenVinoNetworks` precision
+(bf16 is used only where the CPU has it; elsewhere OpenVINO runs f32)."""
+DEFAULT_PRECISION = "f32"
+"""f32: the thresholded decisions are the package's (see docs/BENCHMARKS.md for bf16's agreement)."""
 
 
 def _silent(_: str) -> None:
@@ -259,19 +264,23 @@ class OpenVinoNetworks:
         log: Log = _silent,
         max_batch: int = 1024,
         max_queue: int = 256,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         import openvino as ov
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         folder = ensure_ir(root, log=log)
         core = ov.Core()
         compile_cache(core, folder)
-        # f32, so that the thresholded decisions are the package's; THROUGHPUT: one CPU stream per core, and each
-        # call is split into pieces run concurrently (PNet: one pyramid level each, largest first; RNet/ONet: the
-        # batch cut in one chunk per stream). The levels and batches are small: on 2 cores this measured ~1.4-2x
-        # faster than running each piece on every core in turn (bench/detect.py; docs/BENCHMARKS.md).
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        # THROUGHPUT: one CPU stream per core, and each call is split into pieces run concurrently (PNet: one
+        # pyramid level each, largest first; RNet/ONet: the batch cut in one chunk per stream). The levels and
+        # batches are small: on 2 cores this measured ~1.4-2x faster than running each piece on every core in
+        # turn (bench/detect.py; docs/BENCHMARKS.md).
         self._queues: dict[str, Any] = {}
-        for net in NETWORKS:
+        for net, net_precision in zip(NETWORKS, PRECISIONS[precision], strict=True):
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": net_precision}
             compiled = core.compile_model(core.read_model(folder / f"{net}.xml"), "CPU", config)
             queue = ov.AsyncInferQueue(compiled, max(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")), 1))
             queue.set_callback(self._collect)
