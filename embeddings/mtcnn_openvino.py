@@ -12,7 +12,8 @@ writes the IR.
 
 Inputs are NHWC float32 normalised images, ``(x - 127.5) / 128``; PNet has a dynamic batch and spatial shape,
 RNet (24x24) and ONet (48x48) a dynamic batch. Outputs are the Keras models' (NHWC for PNet). Inference runs in
-f32 (``INFERENCE_PRECISION_HINT``), so that the thresholded decisions are the package's.
+f32 by default (``INFERENCE_PRECISION_HINT``), so that the thresholded decisions are the package's; bf16 is an
+option (:data:`PRECISIONS`) that changes a few of them.
 
 :class:`OpenVinoNetworks` implements :class:`embeddings.mtcnn_algorithm.Networks`: the pyramid's ``AREA``
 resizing is OpenCV's ``INTER_AREA`` on the float image (the same box filter as TF's ``ResizeArea``), and the
@@ -251,7 +252,8 @@ def ensure_ir(root: Path | None = None, *, source: Path | None = None, log: Log 
 
 
 class OpenVinoNetworks:
-    """The three networks compiled for the CPU in f32, behind one :class:`CallBatcher` (see the module doc).
+    """The three networks compiled for the CPU at ``precision`` (:data:`PRECISIONS`), behind one
+    :class:`CallBatcher` (see the module doc).
 
     Thread-safe: any number of threads may run cascades at once; their network calls are serialised, and calls
     waiting at the same time for the same network and input shape are run as one batch.
