@@ -12,7 +12,8 @@ Test photos (all from real images; ``--background`` defaults to scikit-learn's b
 * ``640x480``: the background resized to 640x480, the same photo resized to 300 px high pasted at (170, 90);
 * ``lfw``: one LFW 250x250 image (``--lfw-root``, the first image of ``Aaron_Eckhart``), as is.
 
-Latency (per image, p50/p95 ms over ``--repeats`` calls after 3 warm-up calls): the naive baseline is the
+Latency (per image, p50/p95 ms over ``--repeats`` calls after 3 warm-up calls, the detectors' calls interleaved
+one of each in turn, so that load changes on a shared machine weigh on all alike): the naive baseline is the
 package's ``MTCNN.detect_faces`` on the full image; it is compared with ``FaceDetector(backend=B)`` for each of
 ``--backends`` (``openvino``, the server's, and ``compiled``) at each ``--max-sides`` value (named ``<B>_max<N>``)
 and with ``FaceDetector(backend="package")`` (package on the downscaled copy).
@@ -50,7 +51,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -215,15 +216,22 @@ class Agreement:
         }
 
 
-def latency(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    for _ in range(3):
-        fn()
-    times = []
+def latency(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, float]]:
+    """p50/p95 ms of each function over ``repeats`` calls after 3 warm-up calls, the calls interleaved (one of
+    each in turn), so that a change of machine load during the run weighs on all of them alike."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1)}
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {
+        name: {"p50_ms": round(float(np.percentile(t, 50)), 1), "p95_ms": round(float(np.percentile(t, 95)), 1)}
+        for name, t in times.items()
+    }
 
 
 def face_cutout(image: Image, rows: Rows) -> Image | None:
@@ -255,6 +263,22 @@ def make_canvases(bg: Image, cutouts: Sequence[Image], count: int, rng: random.R
                     break
         canvases.append(canvas)
     return canvases
+
+
+def _precision(backend: str) -> str:
+    """``openvino_<precision>`` -> the precision (``openvino``: the default)."""
+    from embeddings.mtcnn_openvino import DEFAULT_PRECISION
+
+    return backend.partition("_")[2] or DEFAULT_PRECISION
+
+
+def _detector(backend: str, **kwargs: Any) -> Any:
+    """``FaceDetector`` for a ``--backends`` name (``openvino_bf16`` is the openvino backend at bf16)."""
+    from embeddings.detector import Backend, FaceDetector
+
+    if backend.startswith("openvino"):
+        return FaceDetector(backend="openvino", precision=_precision(backend), **kwargs)
+    return FaceDetector(backend=cast(Backend, backend), **kwargs)
 
 
 def main() -> None:
@@ -297,29 +321,30 @@ def main() -> None:
     backends = [b for b in args.backends.split(",") if b]
     engines: dict[str, Cascade] = {}
     for b in backends:
-        if b == "openvino":
+        if b.startswith("openvino"):
             from embeddings.mtcnn_openvino import OpenVinoNetworks
 
-            engines[b] = Cascade(OpenVinoNetworks())
+            engines[b] = Cascade(OpenVinoNetworks(precision=_precision(b)))
         else:
             from embeddings.mtcnn_compiled import CompiledMTCNN
 
             engines[b] = CompiledMTCNN()
     sides = [int(s) for s in args.max_sides.split(",") if s]
-    detectors = {f"{b}_max{s}": FaceDetector(max_side=s, backend=b) for b in backends for s in sides}
+    detectors = {f"{b}_max{s}": _detector(b, max_side=s) for b in backends for s in sides}
     for b in backends:
         for s in (int(v) for v in args.unrefined_sides.split(",") if v):
-            detectors[f"{b}_max{s}_unrefined"] = FaceDetector(max_side=s, refine=False, backend=b)
+            detectors[f"{b}_max{s}_unrefined"] = _detector(b, max_side=s, refine=False)
     detectors["package_max1280"] = FaceDetector(backend="package")
 
     report: dict[str, Any] = {"latency": {}, "faces_found": {}, "agreement": {}}
     for name, image in ({} if args.skip_latency else photos).items():
         row: dict[str, Any] = {"shape": list(image.shape[:2])}
-        row["package_full_image"] = latency(functools.partial(package.detect_faces, image), args.repeats)
+        fns: dict[str, Callable[[], object]] = {"package_full_image": functools.partial(package.detect_faces, image)}
+        fns.update({dname: functools.partial(det.detect, image) for dname, det in detectors.items()})
+        row.update(latency(fns, args.repeats))
         base = row["package_full_image"]["p50_ms"]
         found = {"package_full_image": len(package.detect_faces(image))}
         for dname, det in detectors.items():
-            row[dname] = latency(functools.partial(det.detect, image), args.repeats)
             row[dname]["speedup_p50"] = round(base / row[dname]["p50_ms"], 2)
             found[dname] = len(det.detect(image))
         report["latency"][name] = row
@@ -348,9 +373,7 @@ def main() -> None:
         canvas = {b: Agreement() for b in engines}
         shifted = {k: Agreement() for k in (1, 2)}
         products = {
-            f"canvas_detector_{d.backend}_max{d.max_side}{'' if d.refine else '_unrefined'}": (d, Agreement())
-            for d in detectors.values()
-            if d.backend != "package"
+            f"canvas_detector_{name}": (d, Agreement()) for name, d in detectors.items() if d.backend != "package"
         }
         pairs = [(a, b) for a in products for b in products if b == f"{a}_unrefined"]
         set_changes = {a: Agreement() for a, _ in pairs}

@@ -22,8 +22,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,14 +113,8 @@ class CallBatcher:
             else:
                 self._queue.append(job)
                 self._cv.notify_all()
-        if not inline:
-            return job.future.result()
-        try:
+        if inline:
             self._execute([job])
-        finally:
-            with self._cv:
-                self._busy = False
-                self._cv.notify_all()
         return job.future.result()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -151,32 +146,47 @@ class CallBatcher:
 
     def _loop(self) -> None:
         while (jobs := self._next()) is not None:
-            try:
-                self._execute(jobs)
-            finally:
-                with self._cv:
-                    self._busy = False
-                    self._cv.notify_all()
+            self._execute(jobs)
+
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Marks the end of a call the caller started by setting ``_busy``: frees the batcher for the next."""
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
 
     def _execute(self, jobs: list[_Job]) -> None:
-        sizes = [len(job) for job in jobs]
-        start = time.perf_counter()
-        try:
-            parts = jobs[0].parts
-            if len(jobs) > 1:
-                parts = [np.concatenate(same) for same in zip(*(job.parts for job in jobs), strict=True)]
-            outputs = self._run(jobs[0].name, parts)
-        except BaseException as exc:  # handed to this batch's callers; the thread lives on
+        """Run ``jobs`` as one network call and settle their futures (a failure goes to each of them)."""
+        with self._holding():
+            start = time.perf_counter()
+            try:
+                outputs = self._run(jobs[0].name, _joined(jobs))
+                seconds = time.perf_counter() - start
+            except BaseException as exc:  # handed to this batch's callers; the thread lives on
+                _fail(jobs, exc)
+                return
+            end = 0
             for job in jobs:
-                job.future.set_exception(exc)
-            return
-        seconds = time.perf_counter() - start
-        offset = 0
-        for job, size in zip(jobs, sizes, strict=True):
-            job.future.set_result([[out[offset : offset + size] for out in part] for part in outputs])
-            offset += size
-        with self._cv:
-            self.stats.calls += 1
-            self.stats.jobs += len(jobs)
-            self.stats.samples += sum(sizes)
-            self.stats.seconds += seconds
+                begin, end = end, end + len(job)
+                job.future.set_result([[out[begin:end] for out in part] for part in outputs])
+            with self._cv:
+                self.stats.calls += 1
+                self.stats.jobs += len(jobs)
+                self.stats.samples += end
+                self.stats.seconds += seconds
+
+
+def _joined(jobs: list[_Job]) -> list[Batch]:
+    """The jobs' batches concatenated part by part (one job's parts as they are)."""
+    if len(jobs) == 1:
+        return jobs[0].parts
+    return [np.concatenate(same) for same in zip(*(job.parts for job in jobs), strict=True)]
+
+
+def _fail(jobs: list[_Job], exc: BaseException) -> None:
+    """Hand a call's failure to each of its callers."""
+    for job in jobs:
+        job.future.set_exception(exc)

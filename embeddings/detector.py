@@ -112,7 +112,8 @@ class FaceDetector:
     pyramid's smallest face and a filter on the result. ``refine`` (openvino and compiled backends, downscaled
     images only): boxes and landmarks re-estimated on the full-resolution image (module docstring).
     ``cache_root``: where the openvino backend finds (or writes) its converted networks (default: the weights
-    cache, :func:`embeddings.weights.cache_dir`).
+    cache, :func:`embeddings.weights.cache_dir`); ``precision``: the openvino networks' inference precision
+    (:data:`embeddings.mtcnn_openvino.PRECISIONS`; default theirs).
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class FaceDetector:
         backend: Backend = DEFAULT_BACKEND,
         refine: bool = True,
         cache_root: Path | None = None,
+        precision: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown detector backend {backend!r}")
@@ -137,10 +139,10 @@ class FaceDetector:
         self._worker: ThreadPoolExecutor | None = None
         if backend == "openvino":
             from embeddings.mtcnn_algorithm import Cascade
-            from embeddings.mtcnn_openvino import OpenVinoNetworks
+            from embeddings.mtcnn_openvino import DEFAULT_PRECISION, OpenVinoNetworks
 
             # thread-safe: cascades run in the callers' threads, network calls are shared and serialised
-            self._compiled = Cascade(OpenVinoNetworks(cache_root))
+            self._compiled = Cascade(OpenVinoNetworks(cache_root, precision=precision or DEFAULT_PRECISION))
             return
         if backend == "package":
             from mtcnn import MTCNN

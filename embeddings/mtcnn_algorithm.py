@@ -174,23 +174,27 @@ def crop_and_resize(image: npt.NDArray[Any], coords: F32, side: int, extrapolati
     xs = c[:, 1:2] * np.float32(width - 1) + steps[None, :] * ws[:, None]
     y_ok = (ys >= 0) & (ys <= height - 1)
     x_ok = (xs >= 0) & (xs <= width - 1)
-    top = np.clip(np.floor(ys), 0, height - 1).astype(np.intp)
+    floor_y, floor_x = np.floor(ys), np.floor(xs)
+    top = np.clip(floor_y, 0, height - 1).astype(np.intp)
     bottom = np.clip(np.ceil(ys), 0, height - 1).astype(np.intp)
-    left = np.clip(np.floor(xs), 0, width - 1).astype(np.intp)
+    left = np.clip(floor_x, 0, width - 1).astype(np.intp)
     right = np.clip(np.ceil(xs), 0, width - 1).astype(np.intp)
-    y_lerp = (ys - np.floor(ys)).astype(np.float32)[:, :, None, None]
-    x_lerp = (xs - np.floor(xs)).astype(np.float32)[:, None, :, None]
-    rows_t, rows_b = top[:, :, None], bottom[:, :, None]
+    # gathers from the image as (pixels, channels) by flat index: ~2x faster than 2-d fancy indexing
+    flat = np.ascontiguousarray(image).reshape(height * width, image.shape[2])
+    rows_t, rows_b = (top * width)[:, :, None], (bottom * width)[:, :, None]
     cols_l, cols_r = left[:, None, :], right[:, None, :]
-    tl = image[rows_t, cols_l].astype(np.float32)
-    tr = image[rows_t, cols_r].astype(np.float32)
-    bl = image[rows_b, cols_l].astype(np.float32)
-    br = image[rows_b, cols_r].astype(np.float32)
+    x_lerp = (xs - floor_x).astype(np.float32)[:, None, :, None]
+    y_lerp = (ys - floor_y).astype(np.float32)[:, :, None, None]
+    tl = flat.take(rows_t + cols_l, axis=0).astype(np.float32, copy=False)
+    tr = flat.take(rows_t + cols_r, axis=0).astype(np.float32, copy=False)
     upper = tl + (tr - tl) * x_lerp
-    lower = bl + (br - bl) * x_lerp
-    out = upper + (lower - upper) * y_lerp
-    inside = (y_ok[:, :, None] & x_ok[:, None, :])[..., None]
-    return np.where(inside, out, np.float32(extrapolation)).astype(np.float32, copy=False)
+    bl = flat.take(rows_b + cols_l, axis=0).astype(np.float32, copy=False)
+    br = flat.take(rows_b + cols_r, axis=0).astype(np.float32, copy=False)
+    out = upper + (bl + (br - bl) * x_lerp - upper) * y_lerp
+    inside = y_ok[:, :, None] & x_ok[:, None, :]
+    if not inside.all():
+        out[~inside] = np.float32(extrapolation)
+    return out
 
 
 def pnet_boxes(reg: npt.NDArray[Any], prob: npt.NDArray[Any], scale: float) -> Array:

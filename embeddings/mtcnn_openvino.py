@@ -12,7 +12,8 @@ writes the IR.
 
 Inputs are NHWC float32 normalised images, ``(x - 127.5) / 128``; PNet has a dynamic batch and spatial shape,
 RNet (24x24) and ONet (48x48) a dynamic batch. Outputs are the Keras models' (NHWC for PNet). Inference runs in
-f32 (``INFERENCE_PRECISION_HINT``), so that the thresholded decisions are the package's.
+f32 by default (``INFERENCE_PRECISION_HINT``), so that the thresholded decisions are the package's; bf16 is an
+option (:data:`PRECISIONS`) that changes a few of them.
 
 :class:`OpenVinoNetworks` implements :class:`embeddings.mtcnn_algorithm.Networks`: the pyramid's ``AREA``
 resizing is OpenCV's ``INTER_AREA`` on the float image (the same box filter as TF's ``ResizeArea``), and the
@@ -55,6 +56,11 @@ SOURCE_SHA256 = {
 CONVERSION_VERSION = 1
 """Bumped when the graphs change, so that older cached models are rebuilt."""
 META_FILE = "meta.json"
+PRECISIONS = {"f32": ("f32", "f32", "f32"), "bf16": ("bf16", "bf16", "bf16"), "mixed": ("f32", "bf16", "bf16")}
+"""OpenVINO ``INFERENCE_PRECISION_HINT`` of PNet, RNet and ONet for each :class:`OpenVinoNetworks` precision
+(bf16 is used only where the CPU has it; elsewhere OpenVINO runs f32)."""
+DEFAULT_PRECISION = "f32"
+"""f32: the thresholded decisions are the package's (see docs/BENCHMARKS.md for bf16's agreement)."""
 
 
 def _silent(_: str) -> None:
@@ -165,33 +171,31 @@ def build_pnet(w: Arrays) -> Any:
     return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_pnet")
 
 
-def build_rnet(w: Arrays) -> Any:
+def _build_refine_net(w: Arrays, side: int, pools: Sequence[tuple[int, int, str]], heads: int, name: str) -> Any:
+    """RNet / ONet: ``side``-px input, a PReLU convolution per max-pool in ``pools`` ``(size, stride, padding)``,
+    one more PReLU convolution, a PReLU dense layer and ``heads`` dense outputs (the last one softmaxed), with the
+    weights of ``w`` in the Keras order."""
     import openvino as ov
 
     ops = _ops()
-    image = ops.parameter([-1, RNET_SIDE, RNET_SIDE, 3], np.float32, name="image")
+    image = ops.parameter([-1, side, side, 3], np.float32, name="image")
     x = _nchw(image)
-    x = _pool(_prelu(_conv(x, w[0], w[1]), w[2]), 3, 2, "same")
-    x = _pool(_prelu(_conv(x, w[3], w[4]), w[5]), 3, 2, "valid")
-    x = _prelu(_conv(x, w[6], w[7]), w[8])
-    x = _prelu(_dense(_flatten_permuted(x), w[9], w[10]), w[11])
-    outputs = [_dense(x, w[12], w[13]), ops.softmax(_dense(x, w[14], w[15]), 1)]
-    return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_rnet")
+    for k, (size, stride, padding) in enumerate(pools):
+        x = _pool(_prelu(_conv(x, w[3 * k], w[3 * k + 1]), w[3 * k + 2]), size, stride, padding)
+    k = 3 * len(pools)
+    x = _prelu(_conv(x, w[k], w[k + 1]), w[k + 2])
+    x = _prelu(_dense(_flatten_permuted(x), w[k + 3], w[k + 4]), w[k + 5])
+    outputs = [_dense(x, w[k + 6 + 2 * h], w[k + 7 + 2 * h]) for h in range(heads)]
+    outputs[-1] = ops.softmax(outputs[-1], 1)
+    return ov.Model([o.output(0) for o in outputs], [image], name)
+
+
+def build_rnet(w: Arrays) -> Any:
+    return _build_refine_net(w, RNET_SIDE, [(3, 2, "same"), (3, 2, "valid")], 2, "mtcnn_rnet")
 
 
 def build_onet(w: Arrays) -> Any:
-    import openvino as ov
-
-    ops = _ops()
-    image = ops.parameter([-1, ONET_SIDE, ONET_SIDE, 3], np.float32, name="image")
-    x = _nchw(image)
-    x = _pool(_prelu(_conv(x, w[0], w[1]), w[2]), 3, 2, "same")
-    x = _pool(_prelu(_conv(x, w[3], w[4]), w[5]), 3, 2, "valid")
-    x = _pool(_prelu(_conv(x, w[6], w[7]), w[8]), 2, 2, "same")
-    x = _prelu(_conv(x, w[9], w[10]), w[11])
-    x = _prelu(_dense(_flatten_permuted(x), w[12], w[13]), w[14])
-    outputs = [_dense(x, w[15], w[16]), _dense(x, w[17], w[18]), ops.softmax(_dense(x, w[19], w[20]), 1)]
-    return ov.Model([o.output(0) for o in outputs], [image], "mtcnn_onet")
+    return _build_refine_net(w, ONET_SIDE, [(3, 2, "same"), (3, 2, "valid"), (2, 2, "same")], 3, "mtcnn_onet")
 
 
 BUILDERS = {"pnet": build_pnet, "rnet": build_rnet, "onet": build_onet}
@@ -248,7 +252,8 @@ def ensure_ir(root: Path | None = None, *, source: Path | None = None, log: Log 
 
 
 class OpenVinoNetworks:
-    """The three networks compiled for the CPU in f32, behind one :class:`CallBatcher` (see the module doc).
+    """The three networks compiled for the CPU at ``precision`` (:data:`PRECISIONS`), behind one
+    :class:`CallBatcher` (see the module doc).
 
     Thread-safe: any number of threads may run cascades at once; their network calls are serialised, and calls
     waiting at the same time for the same network and input shape are run as one batch.
@@ -261,19 +266,23 @@ class OpenVinoNetworks:
         log: Log = _silent,
         max_batch: int = 1024,
         max_queue: int = 256,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         import openvino as ov
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         folder = ensure_ir(root, log=log)
         core = ov.Core()
         compile_cache(core, folder)
-        # f32, so that the thresholded decisions are the package's; THROUGHPUT: one CPU stream per core, and each
-        # call is split into pieces run concurrently (PNet: one pyramid level each, largest first; RNet/ONet: the
-        # batch cut in one chunk per stream). The levels and batches are small: on 2 cores this measured ~1.4-2x
-        # faster than running each piece on every core in turn (bench/detect.py; docs/BENCHMARKS.md).
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        # THROUGHPUT: one CPU stream per core, and each call is split into pieces run concurrently (PNet: one
+        # pyramid level each, largest first; RNet/ONet: the batch cut in one chunk per stream). The levels and
+        # batches are small: on 2 cores this measured ~1.4-2x faster than running each piece on every core in
+        # turn (bench/detect.py; docs/BENCHMARKS.md).
         self._queues: dict[str, Any] = {}
-        for net in NETWORKS:
+        for net, net_precision in zip(NETWORKS, PRECISIONS[precision], strict=True):
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": net_precision}
             compiled = core.compile_model(core.read_model(folder / f"{net}.xml"), "CPU", config)
             queue = ov.AsyncInferQueue(compiled, max(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")), 1))
             queue.set_callback(self._collect)
