@@ -1,12 +1,11 @@
 """The photo library: index photos' faces, find similar faces, the photos a person is in, privacy erasure.
 
-:class:`PhotoLibrary` holds the :class:`~service.photos.base.PhotoStore` (the durable truth) and a FAISS
-:class:`~service.gallery.index.ModelIndex` per model id over every observation (a cache rebuilt from the store
-when first needed). Naming an observation uses the enrolled gallery through ``recognition.identify``; enrolling
+:class:`PhotoLibrary` holds the :class:`~service.photos.base.PhotoStore` (the durable truth) and the search
+index over every observation (:class:`~service.photos.index.PhotoIndex`: a cache of the store, snapshotted). Naming an observation uses the enrolled gallery through ``recognition.identify``; enrolling
 a named cluster goes through the :class:`~service.gallery.base.Gallery` protocol (``service.photos.clusters``).
 
 Distances are L2 between unit embeddings in [0, 2]; ``similarity = 1 - d**2 / 2``. Thread-safe: index
-changes and cluster assignment of new faces take one lock; searches share a readers-writer lock.
+changes and cluster assignment of new faces take one lock; searches share the index's readers-writer lock.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,11 @@ from service import recognition
 from service.gallery import FaceNotFound
 from service.gallery.calibration import load_calibration
 from service.gallery.crops import encode_crop
-from service.gallery.index import IndexParams, ModelIndex
-from service.gallery.rwlock import RWLock
+from service.gallery.segment import IndexParams
 from service.photos.base import PhotoStore
 from service.photos.cluster import ClusterParams, linking_threshold, vote
 from service.photos.errors import ObservationNotFound
+from service.photos.index import PhotoIndex, group_by_model
 from service.photos.types import NewObservation, Observation, Photo
 
 log = logging.getLogger("facerec.photos")
@@ -69,6 +69,7 @@ class PhotoLibrary:
         retention_days: float = 0.0,
         index_params: IndexParams | None = None,
         link_max_fir: float | None = None,
+        index_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.cluster_params = cluster_params or ClusterParams()
@@ -78,9 +79,8 @@ class PhotoLibrary:
         """Unnamed faces per model id for the joining threshold: read from the store once, counted up as faces
         join, re-read by every re-clustering (erasures in between leave it a little high: a slightly tighter link)."""
         self.retention_days = retention_days
-        self.index_params = index_params or IndexParams()
-        self._indexes: dict[str, ModelIndex] = {}
-        self._rw = RWLock()
+        self.index = PhotoIndex(store, index_params or IndexParams(), index_dir)
+        """The search index (:mod:`service.photos.index`); ``index_dir`` None: not persisted."""
         self.write_lock = threading.Lock()
         """Serialises cluster assignment + store write + index add of new faces, and cluster changes."""
         self.maintenance: Any = None
@@ -99,35 +99,14 @@ class PhotoLibrary:
         return linking_threshold(n_faces, calibration=load_calibration(model_id), max_fir=self.link_max_fir, cap=cap)
 
     # ------------------------------------------------------------------ the search index
-    def _index(self, model_id: str) -> ModelIndex:
-        """The index of ``model_id``, built from the store on first use (under the exclusive lock)."""
-        idx = self._indexes.get(model_id)
-        if idx is None:
-            with self._rw.exclusive():
-                idx = self._indexes.get(model_id)
-                if idx is None:
-                    ids, emb = self.store.all_embeddings(model_id)
-                    idx = ModelIndex(self.index_params)
-                    idx.add(ids, emb)
-                    self._indexes[model_id] = idx
-        return idx
-
     def nearest(
         self, probes: npt.NDArray[np.float32], *, model_id: str, k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``k`` nearest indexed faces per probe row: L2 distances ascending and observation ids (-1 = none)."""
-        idx = self._index(model_id)
-        with self._rw.shared():
-            return idx.search(np.ascontiguousarray(probes, np.float32), k)
+        return self.index.search(probes, model_id=model_id, k=k)
 
     def _erase_from_index(self, faces: Sequence[Observation]) -> None:
-        by_model: dict[str, list[int]] = {}
-        for f in faces:
-            by_model.setdefault(f.model_id, []).append(f.id)
-        with self._rw.exclusive():
-            for model_id, ids in by_model.items():
-                if model_id in self._indexes:
-                    self._indexes[model_id].erase(ids)
+        self.index.erase(group_by_model([(f.model_id, f.id) for f in faces]))
 
     # ------------------------------------------------------------------ indexing
     def index_photo(
@@ -182,11 +161,8 @@ class PhotoLibrary:
             faces = self._assign_clusters(faces)
             photo, stored, created = self.store.add_photo(sha256=sha256, external_id=external_id, faces=faces)
             if created and stored:
-                model_id = stored[0].model_id
-                idx = self._index(model_id)
                 emb = np.stack([f.embedding for f in faces]).astype(np.float32)
-                with self._rw.exclusive():
-                    idx.add(np.array([o.id for o in stored], np.int64), emb)
+                self.index.add(stored[0].model_id, np.array([o.id for o in stored], np.int64), emb)
             join_ms = (time.perf_counter() - start) * 1000.0
         return IndexedPhoto(photo, stored, created=created, join_ms=join_ms)
 
@@ -268,6 +244,8 @@ class PhotoLibrary:
         return len(faces)
 
     def close(self) -> None:
+        """Write the index snapshots, then close the store."""
+        self.index.save()
         self.store.close()
 
 
