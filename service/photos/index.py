@@ -104,7 +104,8 @@ class PhotoIndex:
             if erased or added or idx.convert_storage():
                 self._dirty.add(model_id)
             how = f"loaded from its snapshot ({erased} erased, {added} added to match the store)"
-        log.info("photo library: index of %s (%d faces) %s in %.2f s", model_id, idx.live, how, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        log.info("photo library: index of %s (%d faces) %s in %.2f s", model_id, idx.live, how, seconds)
         return idx
 
     # ------------------------------------------------------------------ use
@@ -181,7 +182,8 @@ class PhotoIndex:
         with self._rw.exclusive():
             idx.finish_rebuild(frozen, built)
             self._dirty.add(model_id)
-        log.info("photo library: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        log.info("photo library: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, seconds)
 
     def save(self) -> None:
         """Write the snapshot of every model changed since its last one (atomic; failures are logged: the index

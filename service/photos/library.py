@@ -1,8 +1,9 @@
 """The photo library: index photos' faces, find similar faces, the photos a person is in, privacy erasure.
 
 :class:`PhotoLibrary` holds the :class:`~service.photos.base.PhotoStore` (the durable truth) and the search
-index over every observation (:class:`~service.photos.index.PhotoIndex`: a cache of the store, snapshotted). Naming an observation uses the enrolled gallery through ``recognition.identify``; enrolling
-a named cluster goes through the :class:`~service.gallery.base.Gallery` protocol (``service.photos.clusters``).
+index over every observation (:class:`~service.photos.index.PhotoIndex`: a cache of the store, snapshotted).
+Naming an observation uses the enrolled gallery through ``recognition.identify``; enrolling a named cluster
+goes through the :class:`~service.gallery.base.Gallery` protocol (``service.photos.clusters``).
 
 Distances are L2 between unit embeddings in [0, 2]; ``similarity = 1 - d**2 / 2``. Thread-safe: index
 changes and cluster assignment of new faces take one lock; searches share the index's readers-writer lock.

@@ -36,7 +36,7 @@ def test_hnsw_is_built_past_the_threshold_and_finds_every_face(tmp_path: Path) -
     assert [nearest_id(lib, e) for e in emb] == ids
     # adds after the build go to a flat segment, then are merged into the main
     more, _ = people(3, 4, seed=1)
-    extra = [lib.add_faces(sha256=f"more-{i}", external_id=None, faces=[obs(e)]).faces[0].id for i, e in enumerate(more)]
+    extra = [lib.add_faces(sha256=f"m{i}", external_id=None, faces=[obs(e)]).faces[0].id for i, e in enumerate(more)]
     lib.index.maintain()
     assert len(lib.index.model(MODEL).segments[0].ids()) == len(ids) + len(extra)
     assert [nearest_id(lib, e) for e in more] == extra
