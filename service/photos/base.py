@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
+from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 
 
 class PhotoStore(Protocol):
@@ -117,6 +117,21 @@ class PhotoStore(Protocol):
 
     def model_ids(self) -> list[str]:
         """The model ids of the stored faces."""
+        ...
+
+    # ---------------------------------------------------------------- naming intents (cluster -> gallery)
+    def begin_naming(
+        self, *, cluster_id: int, faces: Sequence[int], enrol: Sequence[int], subject_id: str | None, name: str | None
+    ) -> Naming:
+        """Record the intent of a naming before the gallery is written (see :class:`Naming`)."""
+        ...
+
+    def pending_namings(self) -> list[Naming]:
+        """Intents not ended yet, oldest first (a crash or a failure left them half done)."""
+        ...
+
+    def end_naming(self, naming_id: int) -> None:
+        """Drop an intent (done, or rolled back); unknown ids are ignored."""
         ...
 
     def change_count(self) -> int:

@@ -84,6 +84,8 @@ class PhotoLibrary:
         """The search index (:mod:`service.photos.index`); ``index_dir`` None: not persisted."""
         self.write_lock = threading.Lock()
         """Serialises cluster assignment + store write + index add of new faces, and cluster changes."""
+        self.namings_repaired = False
+        """Set once :func:`service.photos.naming.repair_namings` ran in this process (the first request does it)."""
         self.maintenance: Any = None
         """The background task (``service.photos.service.Maintenance``), stopped by ``close_library``."""
 

@@ -24,44 +24,10 @@ import numpy.typing as npt
 from embeddings.types import EMBEDDING_DIM
 from service.gallery.sqlite.errors import storage_errors
 from service.photos.errors import ClusterNotFound, PhotoNotFound
-from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
+from service.photos.sqlite_schema import SCHEMA
+from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 
 DB_NAME = "photos.sqlite3"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS photos (
-    id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    external_id TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS observations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    photo_id TEXT NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
-    model_id TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    box TEXT NOT NULL,
-    quality TEXT NOT NULL,
-    score REAL NOT NULL,
-    crop BLOB,
-    subject_id TEXT,
-    distance REAL,
-    cluster_id INTEGER,
-    face_id INTEGER,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS obs_photo ON observations(photo_id);
-CREATE INDEX IF NOT EXISTS obs_subject ON observations(subject_id) WHERE subject_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS obs_cluster ON observations(cluster_id) WHERE cluster_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS obs_unnamed_time ON observations(created_at) WHERE subject_id IS NULL;
-CREATE TABLE IF NOT EXISTS cannot_link (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS cannot_link_b ON cannot_link(b);
-CREATE TRIGGER IF NOT EXISTS obs_erased AFTER DELETE ON observations BEGIN
-    DELETE FROM cannot_link WHERE a = old.id OR b = old.id;
-END;
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters VALUES ('cluster', 0), ('changes', 0);
-"""
 
 OBS_COLUMNS = (
     "id, photo_id, model_id, box, quality, subject_id, distance, cluster_id, face_id, created_at, crop IS NOT NULL"
@@ -368,6 +334,27 @@ class SQLitePhotoStore:
 
     def model_ids(self) -> list[str]:
         return [r[0] for r in self._read("SELECT DISTINCT model_id FROM observations")]
+
+    # ---------------------------------------------------------------- naming intents
+    def begin_naming(
+        self, *, cluster_id: int, faces: Sequence[int], enrol: Sequence[int], subject_id: str | None, name: str | None
+    ) -> Naming:
+        ids, good = [int(i) for i in faces], [int(i) for i in enrol]
+        with self.transaction() as c:
+            row = c.execute(
+                "INSERT INTO namings (cluster_id, faces, enrol, subject_id, name, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (cluster_id, json.dumps(ids), json.dumps(good), subject_id, name, time.time()),
+            ).fetchone()
+        return Naming(int(row[0]), cluster_id, ids, good, subject_id, name)
+
+    def pending_namings(self) -> list[Naming]:
+        rows = self._read("SELECT id, cluster_id, faces, enrol, subject_id, name FROM namings ORDER BY id")
+        return [Naming(int(r[0]), int(r[1]), json.loads(r[2]), json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def end_naming(self, naming_id: int) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM namings WHERE id = ?", (naming_id,))
 
     def change_count(self) -> int:
         return int(self._read("SELECT value FROM counters WHERE name = 'changes'")[0][0])

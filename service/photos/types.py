@@ -63,3 +63,18 @@ class ClusterSummary:
     id: int
     size: int
     sample_face_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """A cluster naming in progress (its intent, written before the gallery is touched): the observations to
+    name (``faces``), those of them to enrol as templates (``enrol``, the ones that passed the quality gate),
+    and the target: an existing ``subject_id``, or a new subject ``name`` (created with ``{"photo_naming": id}``
+    in its metadata, so a repair finds it)."""
+
+    id: int
+    cluster_id: int
+    faces: list[int]
+    enrol: list[int]
+    subject_id: str | None
+    name: str | None

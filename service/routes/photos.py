@@ -15,6 +15,7 @@ from service.errors import BadRequest
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
 from service.photos.library import PhotoLibrary
+from service.photos.naming import repair_once
 from service.photos.schemas import (
     ClusterDetail,
     ClusterOut,
@@ -45,10 +46,14 @@ SAMPLE_FACES = 4
 
 
 async def get_library(request: Request) -> PhotoLibrary:
-    """The open photo library; 403 ``photo_library_disabled`` when the deployment has not opted in."""
+    """The open photo library; 403 ``photo_library_disabled`` when the deployment has not opted in. The first
+    call after a start completes the cluster namings a crash interrupted (:mod:`service.photos.naming`)."""
     lib: PhotoLibrary | None = getattr(request.app.state, "photos", None)
     if lib is None:
         raise PhotoLibraryDisabled()
+    gallery = getattr(request.app.state, "gallery", None)
+    if not lib.namings_repaired and gallery is not None:
+        await run_in_threadpool(lambda: repair_once(lib, gallery=gallery))
     return lib
 
 
