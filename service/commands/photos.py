@@ -55,17 +55,12 @@ class LocalPhotos:
         return self.lib.store.known_sha256s()
 
     def index(self, image: bytes, external_id: str) -> dict[str, Any]:
+        from service.photos.library import IndexOptions
         from service.photos.schemas import PhotoOut
 
-        s = self.settings
+        backend, options = self.backend, IndexOptions.of(self.settings)
         r = self.lib.index_photo(
-            analyzer=self.backend.analyzer,
-            gallery=self.backend.gallery,
-            image=image,
-            external_id=external_id,
-            store_crop=s.store_crops,
-            fixed_threshold=s.match_threshold,
-            max_fir=s.max_fir,
+            analyzer=backend.analyzer, gallery=backend.gallery, image=image, external_id=external_id, options=options
         )
         return PhotoOut.of(r.photo, r.faces, r.created).model_dump(mode="json")
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import FaceAnalyzer
+from embeddings import FaceAnalyzer, QualityThresholds
 from service import recognition
 from service.gallery import FaceNotFound
 from service.gallery.calibration import load_calibration
@@ -52,6 +52,21 @@ class IndexedPhoto:
     """Time spent choosing clusters and updating the search index for the new faces, milliseconds."""
 
 
+@dataclass(frozen=True, slots=True)
+class IndexOptions:
+    """How faces are indexed: keep their aligned crops (``FACEREC_STORE_CROPS``), and identify's fixed threshold
+    and max FIR (``FACEREC_MATCH_THRESHOLD``, ``FACEREC_MAX_FIR``; None: the analyzer's / off)."""
+
+    store_crop: bool = True
+    fixed_threshold: float | None = None
+    max_fir: float | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> IndexOptions:
+        """From the service's :class:`~service.config.Settings`."""
+        return cls(settings.store_crops, settings.match_threshold, settings.max_fir)
+
+
 @dataclass
 class SimilarFace:
     face: Observation
@@ -71,6 +86,7 @@ class PhotoLibrary:
         index_params: IndexParams | None = None,
         link_max_fir: float | None = None,
         index_dir: Path | None = None,
+        enrol_gate: QualityThresholds | None = None,
     ) -> None:
         self.store = store
         self.cluster_params = cluster_params or ClusterParams()
@@ -84,6 +100,8 @@ class PhotoLibrary:
         """The search index (:mod:`service.photos.index`); ``index_dir`` None: not persisted."""
         self.write_lock = threading.Lock()
         """Serialises cluster assignment + store write + index add of new faces, and cluster changes."""
+        self.enrol_gate = enrol_gate or QualityThresholds()
+        """The enrolment quality gate faces of a named cluster must pass to become templates."""
         self.namings_repaired = False
         """Set once :func:`service.photos.naming.repair_namings` ran in this process (the first request does it)."""
         self.maintenance: Any = None
@@ -119,9 +137,7 @@ class PhotoLibrary:
         gallery: Any,
         image: bytes,
         external_id: str | None = None,
-        store_crop: bool = True,
-        fixed_threshold: float | None = None,
-        max_fir: float | None = None,
+        options: IndexOptions = IndexOptions(),
     ) -> IndexedPhoto:
         """Every face of the photo stored as an observation, named when identify matches an enrolled subject,
         otherwise put in the cluster most of its near unnamed neighbours are in (or a new one). The same bytes
@@ -136,8 +152,8 @@ class PhotoLibrary:
             image=image,
             threshold=None,
             top_k=1,
-            fixed_threshold=fixed_threshold,
-            max_fir=max_fir,
+            fixed_threshold=options.fixed_threshold,
+            max_fir=options.max_fir,
         )
         faces: list[NewObservation] = []
         for item in result.faces:
@@ -149,7 +165,7 @@ class PhotoLibrary:
                     model_id=result.model_id,
                     box=box,
                     quality=quality,
-                    crop_png=encode_crop(item.face.crop) if store_crop else None,
+                    crop_png=encode_crop(item.face.crop) if options.store_crop else None,
                     subject_id=item.match.subject_id if item.match else None,
                     distance=item.match.distance if item.match else None,
                 )

@@ -95,6 +95,7 @@ def open_library(settings: Settings) -> PhotoLibrary | None:
             ef_search=settings.hnsw_ef_search,
         ),
         index_dir=settings.data,
+        enrol_gate=settings.analyzer_config().quality,
     )
     lib.enforce_retention()
     lib.maintenance = Maintenance(lib, settings.photo_recluster_interval_s)
