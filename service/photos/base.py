@@ -29,6 +29,13 @@ class PhotoStore(Protocol):
         cluster each."""
         ...
 
+    def add_photos(
+        self, photos: Sequence[tuple[str, str | None, Sequence[NewObservation]]]
+    ) -> list[tuple[Photo, list[Observation], bool]]:
+        """:meth:`add_photo` for each ``(sha256, external_id, faces)``, all in one transaction (a batch of the
+        indexing pipeline). Faces of the batch with the same negative ``cluster_id`` share one new cluster."""
+        ...
+
     def find_photo(self, sha256: str) -> Photo | None: ...
 
     def get_photo(self, photo_id: str) -> Photo:

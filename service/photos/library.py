@@ -12,6 +12,7 @@ changes and cluster assignment of new faces take one lock; searches share the in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -173,39 +174,56 @@ class PhotoLibrary:
         return self.add_faces(sha256=digest, external_id=external_id, faces=faces)
 
     def add_faces(self, *, sha256: str, external_id: str | None, faces: list[NewObservation]) -> IndexedPhoto:
-        """Store a photo's analysed faces: unnamed ones join clusters (:func:`~service.photos.cluster.vote` over
-        their nearest unnamed neighbours), then the store write and the index add, under the write lock."""
+        """Store one photo's analysed faces (:meth:`add_photos` of one)."""
+        return self.add_photos([(sha256, external_id, faces)])[0]
+
+    def add_photos(self, photos: Sequence[tuple[str, str | None, list[NewObservation]]]) -> list[IndexedPhoto]:
+        """Store analysed photos ``(sha256, external_id, faces)`` in one store transaction, under the write lock:
+        each unnamed face joins a cluster (:func:`~service.photos.cluster.vote` over its nearest unnamed faces,
+        among those indexed and those of the batch's earlier photos) or starts one, then the faces are added to
+        the search index. ``join_ms`` of each result: the batch's time divided among its photos."""
         with self.write_lock:
             start = time.perf_counter()
-            faces = self._assign_clusters(faces)
-            photo, stored, created = self.store.add_photo(sha256=sha256, external_id=external_id, faces=faces)
-            if created and stored:
-                emb = np.stack([f.embedding for f in faces]).astype(np.float32)
-                self.index.add(stored[0].model_id, np.array([o.id for o in stored], np.int64), emb)
-            join_ms = (time.perf_counter() - start) * 1000.0
-        return IndexedPhoto(photo, stored, created=created, join_ms=join_ms)
+            assigned = self._assign_clusters([faces for _, _, faces in photos])
+            rows = self.store.add_photos(
+                [(sha, ext, faces) for (sha, ext, _), faces in zip(photos, assigned, strict=True)]
+            )
+            for (_, stored, created), faces in zip(rows, assigned, strict=True):
+                if created and stored:
+                    emb = np.stack([f.embedding for f in faces]).astype(np.float32)
+                    self.index.add(stored[0].model_id, np.array([o.id for o in stored], np.int64), emb)
+            join_ms = (time.perf_counter() - start) * 1000.0 / max(len(photos), 1)
+        return [IndexedPhoto(photo, stored, created=created, join_ms=join_ms) for photo, stored, created in rows]
 
-    def _assign_clusters(self, faces: list[NewObservation]) -> list[NewObservation]:
-        unnamed = [i for i, f in enumerate(faces) if f.subject_id is None]
+    def _assign_clusters(self, photos: list[list[NewObservation]]) -> list[list[NewObservation]]:
+        """The faces of each photo with the cluster each unnamed one joins: an existing id, or a provisional
+        negative one (a new cluster, which later faces of the batch may join)."""
+        unnamed = [(p, i) for p, faces in enumerate(photos) for i, f in enumerate(faces) if f.subject_id is None]
+        out = [list(faces) for faces in photos]
         if not unnamed:
-            return faces
-        model_id = faces[unnamed[0]].model_id
-        probes = np.stack([faces[i].embedding for i in unnamed]).astype(np.float32)
+            return out
+        model_id = photos[unnamed[0][0]][unnamed[0][1]].model_id
+        probes = np.stack([photos[p][i].embedding for p, i in unnamed]).astype(np.float32)
         dists, ids = self.nearest(probes, model_id=model_id, k=JOIN_NEIGHBOURS)
         if model_id not in self._unnamed:
             self._unnamed[model_id] = self.store.unnamed_count(model_id)
-        self._unnamed[model_id] += len(unnamed)
-        threshold = self.link_threshold(self._unnamed[model_id], model_id=model_id)
         clusters = self.store.cluster_of(sorted({int(i) for i in ids.reshape(-1) if i >= 0}))
-        out = list(faces)
-        for row, i in enumerate(unnamed):
+        earlier: list[int] = []  # rows of ``probes`` of the batch's earlier photos
+        chosen: list[int] = []
+        threshold = 0.0
+        for row, (p, i) in enumerate(unnamed):
+            if not row or unnamed[row - 1][0] != p:  # a new photo: its faces count, as if indexed alone
+                earlier = list(range(row))
+                self._unnamed[model_id] += sum(q == p for q, _ in unnamed[row:])
+                threshold = self.link_threshold(self._unnamed[model_id], model_id=model_id)
             pairs = [(clusters[int(j)], float(d)) for j, d in zip(ids[row], dists[row], strict=True) if j in clusters]
-            chosen = vote([c for c, _ in pairs], [d for _, d in pairs], threshold)
-            if chosen is not None:
-                f = faces[i]
-                out[i] = NewObservation(
-                    f.embedding, f.model_id, f.box, f.quality, f.crop_png, None, None, cluster_id=chosen
-                )
+            if earlier:
+                near = np.linalg.norm(probes[earlier] - probes[row], axis=1)
+                pairs += [(chosen[r], float(d)) for r, d in zip(earlier, near, strict=True)]
+                pairs = sorted(pairs, key=lambda cd: cd[1])[:JOIN_NEIGHBOURS]
+            cid = vote([c for c, _ in pairs], [d for _, d in pairs], threshold)
+            chosen.append(cid if cid is not None else -(row + 1))
+            out[p][i] = dataclasses.replace(photos[p][i], cluster_id=chosen[-1])
         return out
 
     # ------------------------------------------------------------------ search

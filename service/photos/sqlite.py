@@ -111,37 +111,62 @@ class SQLitePhotoStore:
     def add_photo(
         self, *, sha256: str, external_id: str | None, faces: Sequence[NewObservation]
     ) -> tuple[Photo, list[Observation], bool]:
+        return self.add_photos([(sha256, external_id, faces)])[0]
+
+    def add_photos(
+        self, photos: Sequence[tuple[str, str | None, Sequence[NewObservation]]]
+    ) -> list[tuple[Photo, list[Observation], bool]]:
         with self.transaction() as c:
-            row = c.execute("SELECT id, sha256, external_id, created_at FROM photos WHERE sha256 = ?", (sha256,))
-            existing = row.fetchone()
-            if existing is not None:
-                photo = _photo(existing)
-                return photo, self._photo_faces(c, photo.id), False
-            now = time.time()
-            photo = Photo(id=uuid.uuid4().hex, sha256=sha256, external_id=external_id, created_at=now)
-            c.execute("INSERT INTO photos VALUES (?, ?, ?, ?)", (photo.id, sha256, external_id, now))
-            fresh = iter(self._next_clusters(c, sum(f.subject_id is None and f.cluster_id is None for f in faces)))
-            for f in faces:
-                cluster = None if f.subject_id is not None else (f.cluster_id or next(fresh))
-                c.execute(
-                    "INSERT INTO observations (photo_id, model_id, embedding, box, quality, score, crop, subject_id,"
-                    " distance, cluster_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        photo.id,
-                        f.model_id,
-                        np.asarray(f.embedding, dtype="<f4").tobytes(),
-                        json.dumps(f.box),
-                        json.dumps(f.quality),
-                        quality_score(f.quality),
-                        f.crop_png,
-                        f.subject_id,
-                        f.distance,
-                        cluster,
-                        now,
-                    ),
-                )
-            self._bump(c)
-            return photo, self._photo_faces(c, photo.id), True
+            fresh: dict[int, int] = {}  # provisional (negative) cluster id -> new cluster id
+            out = [self._insert_photo(c, sha, ext, faces, fresh) for sha, ext, faces in photos]
+            if any(created for _, _, created in out):
+                self._bump(c)
+            return out
+
+    def _insert_photo(
+        self,
+        c: sqlite3.Connection,
+        sha256: str,
+        external_id: str | None,
+        faces: Sequence[NewObservation],
+        fresh: dict[int, int],
+    ) -> tuple[Photo, list[Observation], bool]:
+        row = c.execute("SELECT id, sha256, external_id, created_at FROM photos WHERE sha256 = ?", (sha256,))
+        existing = row.fetchone()
+        if existing is not None:
+            photo = _photo(existing)
+            return photo, self._photo_faces(c, photo.id), False
+        now = time.time()
+        photo = Photo(id=uuid.uuid4().hex, sha256=sha256, external_id=external_id, created_at=now)
+        c.execute("INSERT INTO photos VALUES (?, ?, ?, ?)", (photo.id, sha256, external_id, now))
+        for f in faces:
+            cluster = f.cluster_id
+            if f.subject_id is not None:
+                cluster = None
+            elif cluster is None:
+                (cluster,) = self._next_clusters(c, 1)
+            elif cluster < 0:
+                if cluster not in fresh:
+                    (fresh[cluster],) = self._next_clusters(c, 1)
+                cluster = fresh[cluster]
+            c.execute(
+                "INSERT INTO observations (photo_id, model_id, embedding, box, quality, score, crop, subject_id,"
+                " distance, cluster_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    photo.id,
+                    f.model_id,
+                    np.asarray(f.embedding, dtype="<f4").tobytes(),
+                    json.dumps(f.box),
+                    json.dumps(f.quality),
+                    quality_score(f.quality),
+                    f.crop_png,
+                    f.subject_id,
+                    f.distance,
+                    cluster,
+                    now,
+                ),
+            )
+        return photo, self._photo_faces(c, photo.id), True
 
     @staticmethod
     def _photo_faces(c: sqlite3.Connection, photo_id: str) -> list[Observation]:

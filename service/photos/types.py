@@ -27,7 +27,9 @@ class Photo:
 
 @dataclass(frozen=True, slots=True)
 class NewObservation:
-    """A face to store with its photo. ``subject_id`` set: named by identify; else ``cluster_id`` is its group."""
+    """A face to store with its photo. ``subject_id`` set: named by identify; else ``cluster_id`` is its group:
+    an existing cluster, None (a new cluster of its own) or negative (a new cluster shared by the faces of one
+    :meth:`~service.photos.base.PhotoStore.add_photos` call with that same negative id)."""
 
     embedding: npt.NDArray[np.float32] = field(repr=False)
     model_id: str
