@@ -20,6 +20,13 @@ def open_lib(path: Path) -> PhotoLibrary:
     return PhotoLibrary(SQLitePhotoStore(path), index_params=PARAMS, index_dir=path)
 
 
+def filled(path: Path, n_people: int, per: int) -> tuple[PhotoLibrary, np.ndarray, list[int]]:
+    """A library in ``path`` with ``per`` photos of each of ``n_people``; its embeddings and face ids."""
+    lib = open_lib(path)
+    emb, _ = people(n_people, per)
+    return lib, emb, index_all(lib, emb)
+
+
 def nearest_id(lib: PhotoLibrary, e: np.ndarray) -> int:
     return lib.search(e, model_id=MODEL, top_k=1, threshold=None)[0].face.id
 
@@ -44,9 +51,7 @@ def test_hnsw_is_built_past_the_threshold_and_finds_every_face(tmp_path: Path) -
 
 
 def test_snapshot_is_reloaded_and_reconciled_with_the_store(tmp_path: Path) -> None:
-    lib = open_lib(tmp_path)
-    emb, _ = people(10, 5)
-    ids = index_all(lib, emb)
+    lib, emb, ids = filled(tmp_path, 10, 5)
     lib.index.maintain()
     lib.close()
     snaps = list((tmp_path / SNAP_DIR).glob("*.snap"))
@@ -66,9 +71,7 @@ def test_snapshot_is_reloaded_and_reconciled_with_the_store(tmp_path: Path) -> N
 
 
 def test_a_corrupt_snapshot_is_ignored(tmp_path: Path) -> None:
-    lib = open_lib(tmp_path)
-    emb, _ = people(3, 2)
-    ids = index_all(lib, emb)
+    lib, emb, ids = filled(tmp_path, 3, 2)
     lib.close()
     (snap,) = (tmp_path / SNAP_DIR).glob("*.snap")
     snap.write_bytes(snap.read_bytes()[:-10])
@@ -78,9 +81,7 @@ def test_a_corrupt_snapshot_is_ignored(tmp_path: Path) -> None:
 
 
 def test_erasing_faces_removes_the_snapshot_until_the_next_save(tmp_path: Path) -> None:
-    lib = open_lib(tmp_path)
-    emb, _ = people(3, 2)
-    ids = index_all(lib, emb)
+    lib, _, ids = filled(tmp_path, 3, 2)
     lib.index.save()
     assert list((tmp_path / SNAP_DIR).glob("*.snap"))
     photo = lib.store.get_faces([ids[0]])[0].photo_id
