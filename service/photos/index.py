@@ -147,20 +147,24 @@ class PhotoIndex:
     # ------------------------------------------------------------------ maintenance
     def maintain(self, *, save: bool = True) -> None:
         """Build HNSW where a model crossed ``hnsw_threshold`` (or compact one with too many tombstones), merge
-        flat adds into it, then write the snapshot of every changed model (``save``)."""
+        flat adds into it, then (``save``) write the snapshots of the models it rebuilt or merged. Other changes
+        are saved on close; a snapshot that misses some is reconciled with the store at load."""
+        worked: set[str] = set()
         with self._maint:
             for model_id, idx in list(self._models.items()):
                 if self.cancel.is_set():
                     return
                 if idx.needs_rebuild():
                     self._rebuild(model_id, idx)
+                    worked.add(model_id)
                 more = idx.needs_merge()
                 while more:
                     with self._rw.exclusive():
                         more = idx.merge_step()
                         self._dirty.add(model_id)
-            if save:
-                self.save()
+                    worked.add(model_id)
+            if save and worked:
+                self.save(worked)
 
     def _rebuild(self, model_id: str, idx: ModelIndex) -> None:
         start = time.perf_counter()
@@ -185,10 +189,10 @@ class PhotoIndex:
         seconds = time.perf_counter() - start
         log.info("photo library: built HNSW for %s (%d faces) in %.1f s", model_id, built.live, seconds)
 
-    def save(self) -> None:
-        """Write the snapshot of every model changed since its last one (atomic; failures are logged: the index
-        is a cache)."""
-        for model_id in sorted(self._dirty):
+    def save(self, models: set[str] | None = None) -> None:
+        """Write the snapshot of every model (of ``models``, default all) changed since its last one (atomic;
+        failures are logged: the index is a cache)."""
+        for model_id in sorted(self._dirty if models is None else self._dirty & models):
             path = self._path(model_id)
             idx = self._models.get(model_id)
             if path is None or idx is None:
