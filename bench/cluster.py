@@ -214,7 +214,9 @@ def scale(args: argparse.Namespace) -> None:
     emb, who = synthetic(args.faces, args.per, args.spread)
     same = np.linalg.norm(emb[who == who[0]][:2][0] - emb[who == who[0]][:2][-1])
     print(f"{args.faces} synthetic faces, {len(set(who.tolist()))} people (one same-person distance {same:.2f})")
-    model = "bench"
+    from embeddings.models import PRETRAINED_ID
+
+    model = PRETRAINED_ID  # the service's model: its calibration tables set the linking distance
     box = {"x": 0.0, "y": 0.0, "width": 100.0, "height": 100.0}
     q = {"face_size": 100.0, "confidence": 0.99, "sharpness": 100.0}
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,8 +19,10 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("pipeline", "serial"), default="pipeline")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16, help="pipeline: photos per encode call and transaction")
+    parser.add_argument("--profile", action="store_true", help="pipeline: seconds spent in each stage")
     args = parser.parse_args()
 
     from service.bootstrap import default_analyzer
@@ -54,6 +57,7 @@ def main() -> None:
         lib = open_library(settings)
         assert lib is not None
         options = IndexOptions.of(settings)
+        stages = profile_stages(lib, analyzer) if args.profile else {}
 
         def one(item: tuple[bytes, str]) -> tuple[int, float]:
             r = lib.index_photo(analyzer=analyzer, gallery=gallery, image=item[0], external_id=item[1], options=options)
@@ -86,8 +90,38 @@ def main() -> None:
             f"{faces} faces in {clusters} clusters; cluster join + store + index per photo: "
             f"p50 {np.percentile(joins, 50):.1f} ms, p99 {np.percentile(joins, 99):.1f} ms"
         )
+        if stages:
+            print("stage seconds (summed over threads): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         close_library(lib)
         gallery.close()
+
+
+def profile_stages(lib: Any, analyzer: Any) -> dict[str, float]:
+    """Wrap the pipeline's stages with timers: prepare (decode + detect + align + PNG, per worker), detect alone,
+    encode, store (cluster vote + transaction + index add). Returns the dict the timers add to."""
+    import threading
+
+    from service.photos import pipeline
+
+    totals: dict[str, float] = {"prepare": 0.0, "detect": 0.0, "encode": 0.0, "store": 0.0}
+    lock = threading.Lock()
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                with lock:
+                    totals[name] += time.perf_counter() - start
+
+        return run
+
+    pipeline._prepare = timed("prepare", pipeline._prepare)
+    analyzer.detect = timed("detect", analyzer.detect)
+    analyzer.encode = timed("encode", analyzer.encode)
+    lib.add_photos = timed("store", lib.add_photos)
+    return totals
 
 
 if __name__ == "__main__":
