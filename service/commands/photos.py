@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,9 +31,16 @@ from service.config import Settings
 app = typer.Typer(help="The photo library: index a folder of photos, re-cluster unnamed faces.", no_args_is_help=True)
 
 
+Outcome = dict[str, Any] | FaceRecError | CliError
+"""Of one photo: the indexed photo (``PhotoOut`` as JSON) or why it was refused."""
+
+
 class PhotoBackend(Protocol):
     def known_sha256s(self) -> set[str]: ...
-    def index(self, image: bytes, external_id: str) -> dict[str, Any]: ...
+    def index_many(self, items: Iterable[tuple[bytes, str]]) -> Iterator[tuple[str | None, Outcome]]:
+        """``(external_id, outcome)`` of each ``(image, external_id)``, in order, once stored."""
+        ...
+
     def recluster(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -58,20 +66,21 @@ class LocalPhotos:
     def known_sha256s(self) -> set[str]:
         return self.lib.store.known_sha256s()
 
-    def index(self, image: bytes, external_id: str) -> dict[str, Any]:
+    def index_many(self, items: Iterable[tuple[bytes, str]]) -> Iterator[tuple[str | None, Outcome]]:
+        """The batched pipeline (:mod:`service.photos.pipeline`) with ``FACEREC_INFERENCE_THREADS`` workers."""
+        from service.photos.library import IndexOptions
+        from service.photos.pipeline import index_photos
         from service.photos.schemas import PhotoOut
 
-        s = self.settings
-        r = self.lib.index_photo(
-            analyzer=self.backend.analyzer,
-            gallery=self.backend.gallery,
-            image=image,
-            external_id=external_id,
-            store_crop=s.store_crops,
-            fixed_threshold=s.match_threshold,
-            max_fir=s.max_fir,
-        )
-        return PhotoOut.of(r.photo, r.faces, r.created).model_dump(mode="json")
+        backend, options = self.backend, IndexOptions.of(self.settings)
+        workers = self.settings.inference_threads
+        for external_id, r in index_photos(
+            self.lib, analyzer=backend.analyzer, gallery=backend.gallery, items=items, options=options, workers=workers
+        ):
+            yield (
+                external_id,
+                r if isinstance(r, FaceRecError) else PhotoOut.of(r.photo, r.faces, r.created).model_dump(mode="json"),
+            )
 
     def recluster(self) -> dict[str, Any]:
         from service.photos.clusters import recluster_all
@@ -94,10 +103,19 @@ class RemotePhotos:
     def known_sha256s(self) -> set[str]:
         return set()
 
-    def index(self, image: bytes, external_id: str) -> dict[str, Any]:
-        files = {"image": ("image", image, "application/octet-stream")}
-        result: dict[str, Any] = self.remote._call("POST", "/v1/photos", files=files, data={"external_id": external_id})
-        return result
+    def index_many(self, items: Iterable[tuple[bytes, str]]) -> Iterator[tuple[str | None, Outcome]]:
+        for image, external_id in items:
+            files = {"image": ("image", image, "application/octet-stream")}
+            try:
+                result: dict[str, Any] = self.remote._call(
+                    "POST", "/v1/photos", files=files, data={"external_id": external_id}
+                )
+            except CliError as exc:
+                if exc.status not in PER_IMAGE_STATUS:
+                    raise
+                yield external_id, exc
+            else:
+                yield external_id, result
 
     def recluster(self) -> dict[str, Any]:
         result: dict[str, Any] = self.remote._call("POST", "/v1/clusters/recluster")
@@ -132,28 +150,31 @@ def run_index(backend: PhotoBackend, root: Path, files: list[Path], progress: Pr
     summary = IndexSummary(photos=len(files))
     known = backend.known_sha256s()
     task = progress.add_task("indexing", total=len(files)) if progress else None
-    for path in files:
-        data = read_image(path)
-        if hashlib.sha256(data).hexdigest() in known:
-            summary.skipped += 1
-        else:
-            try:
-                out = backend.index(data, str(path.relative_to(root)))
-            except FaceRecError as exc:
-                summary.rejected.append({"file": str(path), "code": exc.code, "message": exc.message})
-            except CliError as exc:
-                if exc.status not in PER_IMAGE_STATUS:
-                    raise
-                summary.rejected.append({"file": str(path), "code": exc.code, "message": str(exc)})
-            else:
-                if out.get("created", True):
-                    summary.indexed += 1
-                    summary.faces += len(out["faces"])
-                    summary.named += sum(f["subject_id"] is not None for f in out["faces"])
-                else:
-                    summary.skipped += 1
+
+    def advance() -> None:
         if progress is not None and task is not None:
             progress.advance(task)
+
+    def todo() -> Iterator[tuple[bytes, str]]:
+        for path in files:
+            data = read_image(path)
+            if hashlib.sha256(data).hexdigest() in known:
+                summary.skipped += 1
+                advance()
+            else:
+                yield data, str(path.relative_to(root))
+
+    for external_id, out in backend.index_many(todo()):
+        if isinstance(out, FaceRecError | CliError):
+            message = out.message if isinstance(out, FaceRecError) else str(out)
+            summary.rejected.append({"file": str(root / str(external_id)), "code": out.code, "message": message})
+        elif out.get("created", True):
+            summary.indexed += 1
+            summary.faces += len(out["faces"])
+            summary.named += sum(f["subject_id"] is not None for f in out["faces"])
+        else:
+            summary.skipped += 1
+        advance()
     return summary
 
 

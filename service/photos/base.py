@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
+from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 
 
 class PhotoStore(Protocol):
@@ -28,6 +28,13 @@ class PhotoStore(Protocol):
         """Store a photo and its faces; a photo with this sha256 already stored is returned as it is with
         ``created=False`` (third item) and nothing is written. Faces without a cluster and subject get a new
         cluster each."""
+        ...
+
+    def add_photos(
+        self, photos: Sequence[tuple[str, str | None, Sequence[NewObservation]]]
+    ) -> list[tuple[Photo, list[Observation], bool]]:
+        """:meth:`add_photo` for each ``(sha256, external_id, faces)``, all in one transaction (a batch of the
+        indexing pipeline). Faces of the batch with the same negative ``cluster_id`` share one new cluster."""
         ...
 
     def find_photo(self, sha256: str) -> Photo | None: ...
@@ -128,6 +135,21 @@ class PhotoStore(Protocol):
     def maintenance_turn(self) -> AbstractContextManager[bool]:
         """Whether this process runs the library's background maintenance now: True for one process at a time
         among those sharing the store (always, embedded), held for the block."""
+        ...
+
+    # ---------------------------------------------------------------- naming intents (cluster -> gallery)
+    def begin_naming(
+        self, *, cluster_id: int, faces: Sequence[int], enrol: Sequence[int], subject_id: str | None, name: str | None
+    ) -> Naming:
+        """Record the intent of a naming before the gallery is written (see :class:`Naming`)."""
+        ...
+
+    def pending_namings(self) -> list[Naming]:
+        """Intents not ended yet, oldest first (a crash or a failure left them half done)."""
+        ...
+
+    def end_naming(self, naming_id: int) -> None:
+        """Drop an intent (done, or rolled back); unknown ids are ignored."""
         ...
 
     def change_count(self) -> int:

@@ -1,6 +1,6 @@
-"""Cluster operations of the photo library: name a cluster (its faces join a subject through the
-:class:`~service.gallery.base.Gallery` protocol), merge two, take a face out ("not this person", remembered as
-cannot-link constraints), and full re-clustering with :func:`service.photos.cluster.cluster`.
+"""Cluster operations of the photo library: merge two, take a face out ("not this person", remembered as
+cannot-link constraints), and full re-clustering with :func:`service.photos.cluster.cluster`. Naming a cluster
+(its faces join a subject through the gallery) is :mod:`service.photos.naming`, re-exported here.
 
 Re-clustering keeps cluster ids stable where it can: each new group takes the old id most of its faces had
 (largest groups choose first), so a cluster a user is looking at keeps its id unless it was split or merged.
@@ -12,81 +12,27 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from embeddings import QualityThresholds
-from service.gallery import NewFace, Subject
-from service.gallery.crops import decode_crop
 from service.photos.cluster import cluster
 from service.photos.errors import ClusterConflict
 from service.photos.library import PhotoLibrary
-from service.photos.types import Observation
+from service.photos.naming import NamedCluster, name_cluster, passes_gate, repair_namings
+
+__all__ = [
+    "NamedCluster",
+    "ReclusterResult",
+    "merge_clusters",
+    "name_cluster",
+    "passes_gate",
+    "recluster",
+    "recluster_all",
+    "remove_face",
+    "repair_namings",
+]
 
 log = logging.getLogger("facerec.photos")
-
-
-@dataclass
-class NamedCluster:
-    subject: Subject
-    faces: int
-    """Photo faces now named as the subject."""
-    enrolled: int
-    """Of those, faces that passed the enrolment quality gate and became gallery templates."""
-
-
-def passes_gate(face: Observation, gate: QualityThresholds) -> bool:
-    """The enrolment quality gate on a stored face's measurements (size px, confidence, sharpness)."""
-    q = face.quality
-    conf = q.get("confidence")
-    return (
-        float(q.get("face_size") or 0.0) >= gate.min_face_size
-        and conf is not None
-        and float(conf) >= gate.min_confidence
-        and (gate.min_sharpness <= 0 or float(q.get("sharpness") or 0.0) >= gate.min_sharpness)
-    )
-
-
-def name_cluster(
-    lib: PhotoLibrary,
-    *,
-    gallery: Any,
-    cluster_id: int,
-    gate: QualityThresholds,
-    name: str | None = None,
-    subject_id: str | None = None,
-) -> NamedCluster:
-    """Name every face of the cluster as a new subject ``name`` or an existing ``subject_id``. The faces that
-    pass the enrolment quality ``gate`` become the subject's templates via ``gallery.add_faces`` (one
-    transaction; their stored crops go along for re-indexing); the others are named but not enrolled."""
-    with lib.write_lock:
-        faces = lib.store.cluster_faces(cluster_id)
-        if subject_id:
-            subject = gallery.get_subject(subject_id)
-        else:
-            subject = gallery.create_subject(name=name or "", metadata={})
-        good = [f for f in faces if passes_gate(f, gate)]
-        records = []
-        if good:
-            emb = lib.store.embeddings_of([f.id for f in good])
-            new = []
-            for f, e in zip(good, emb, strict=True):
-                png = lib.store.crop_png(f.id)
-                new.append(
-                    NewFace(
-                        embedding=e,
-                        model_id=f.model_id,
-                        box=f.box,
-                        quality={k: v for k, v in f.quality.items() if k != "reasons"},
-                        image_sha256=lib.store.get_photo(f.photo_id).sha256,
-                        crop=decode_crop(png) if png else None,
-                    )
-                )
-            records = list(gallery.add_faces(subject.id, new))
-        face_ids = {f.id: r.id for f, r in zip(good, records, strict=True)}
-        lib.store.set_subject([f.id for f in faces], subject.id, face_ids)
-    return NamedCluster(gallery.get_subject(subject.id), len(faces), len(records))
 
 
 def merge_clusters(lib: PhotoLibrary, *, into: int, other: int) -> int:

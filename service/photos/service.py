@@ -1,17 +1,23 @@
-"""Opening the photo library from the settings, and its background task (retention, re-clustering).
+"""Opening the photo library from the settings, and its background task (search index, retention,
+re-clustering).
 
 ``open_library(settings)`` returns None when ``FACEREC_PHOTO_LIBRARY`` is off (the endpoints then answer 403
-``photo_library_disabled``). The background thread wakes every ``FACEREC_PHOTO_RECLUSTER_INTERVAL_S`` seconds:
-it erases unnamed faces past the retention and, when anything changed since its last run, re-clusters the
-unnamed faces of every model. Closing stops and joins it before the store closes.
+``photo_library_disabled``). The background thread keeps the search index up (HNSW past
+:data:`PHOTO_HNSW_THRESHOLD` faces, merges, snapshots; checked every :data:`INDEX_CHECK_S` seconds and as soon
+as an add makes it due) and every ``FACEREC_PHOTO_RECLUSTER_INTERVAL_S`` seconds (0 = never) erases unnamed
+faces past the retention and, when anything changed since its last run, re-clusters the unnamed faces of
+every model. Closing stops and joins it before the index is saved and the store closes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 
 from service.config import Settings
+from service.gallery.segment import IndexParams
 from service.photos.base import PhotoStore
 from service.photos.cluster import ClusterParams
 from service.photos.clusters import recluster_all
@@ -20,19 +26,25 @@ from service.photos.sqlite import SQLitePhotoStore
 
 log = logging.getLogger("facerec.photos")
 
+PHOTO_HNSW_THRESHOLD = 20_000
+"""Faces of one model past which the photo search index gets an HNSW main (below, exact flat search takes
+~1 ms; docs/PHOTOS.md has the figures at 100k)."""
+INDEX_CHECK_S = 60.0
+
 
 class Maintenance:
-    """The background loop of one library; ``interval_s`` 0 = no thread (on demand only)."""
+    """The background loop of one library: index upkeep always, re-clustering every ``interval_s`` (0 = on
+    demand only)."""
 
     def __init__(self, lib: PhotoLibrary, interval_s: float) -> None:
         self.lib = lib
         self.interval_s = interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._last = -1
-        self._thread: threading.Thread | None = None
-        if interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="photo-maintenance", daemon=True)
-            self._thread.start()
+        lib.index.on_due = self._wake.set
+        self._thread = threading.Thread(target=self._loop, name="photo-maintenance", daemon=True)
+        self._thread.start()
 
     def run_once(self) -> None:
         """Retention, then a re-clustering of each model's unnamed faces if anything changed since last time; on
@@ -52,16 +64,27 @@ class Maintenance:
         self._last = changes
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.run_once()
-            except Exception:  # a failed run is logged and retried at the next interval
-                log.exception("photo library: background maintenance failed")
+        due = time.monotonic() + self.interval_s if self.interval_s > 0 else math.inf
+        while not self._stop.is_set():
+            self._wake.wait(min(INDEX_CHECK_S, max(0.0, due - time.monotonic())))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            for job in (self.lib.index.maintain, self.run_once if time.monotonic() >= due else None):
+                if job is None:
+                    continue
+                try:
+                    job()
+                except Exception:  # a failed run is logged and retried at the next wake-up
+                    log.exception("photo library: background maintenance failed")
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval_s
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self.lib.index.cancel.set()
+        self._wake.set()
+        self._thread.join()
 
 
 def open_library(settings: Settings, store: PhotoStore | None = None) -> PhotoLibrary | None:
@@ -74,6 +97,13 @@ def open_library(settings: Settings, store: PhotoStore | None = None) -> PhotoLi
         cluster_params=ClusterParams(threshold=settings.photo_link_cap),
         link_max_fir=settings.photo_cluster_max_fir or None,
         retention_days=settings.photo_unnamed_retention_days,
+        index_params=IndexParams(
+            hnsw_threshold=PHOTO_HNSW_THRESHOLD,
+            hnsw_storage=settings.hnsw_storage,
+            ef_search=settings.hnsw_ef_search,
+        ),
+        index_dir=settings.data,
+        enrol_gate=settings.analyzer_config().quality,
     )
     lib.enforce_retention()
     lib.maintenance = Maintenance(lib, settings.photo_recluster_interval_s)

@@ -51,6 +51,15 @@ CREATE INDEX IF NOT EXISTS cannot_link_b ON cannot_link(b);
 CREATE TRIGGER IF NOT EXISTS obs_erased AFTER DELETE ON observations BEGIN
     DELETE FROM cannot_link WHERE a = old.id OR b = old.id;
 END;
+CREATE TABLE IF NOT EXISTS namings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster_id INTEGER NOT NULL,
+    faces TEXT NOT NULL,
+    enrol TEXT NOT NULL,
+    subject_id TEXT,
+    name TEXT,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('cluster', 0), ('changes', 0);
 """

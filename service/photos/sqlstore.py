@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
 from service.photos.errors import ClusterNotFound, PhotoNotFound
-from service.photos.types import ClusterSummary, NewObservation, Observation, Photo
+from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 from service.sqlconn import SqlConn
 
 OBS_COLUMNS = (
@@ -91,37 +91,57 @@ class SqlPhotoStore(ABC):
     def add_photo(
         self, *, sha256: str, external_id: str | None, faces: Sequence[NewObservation]
     ) -> tuple[Photo, list[Observation], bool]:
+        return self.add_photos([(sha256, external_id, faces)])[0]
+
+    def add_photos(
+        self, photos: Sequence[tuple[str, str | None, Sequence[NewObservation]]]
+    ) -> list[tuple[Photo, list[Observation], bool]]:
         with self.transaction() as c:
-            row = c.execute("SELECT id, sha256, external_id, created_at FROM photos WHERE sha256 = ?", (sha256,))
-            existing = row.fetchone()
-            if existing is not None:
-                photo = _photo(existing)
-                return photo, self._photo_faces(c, photo.id), False
-            now = time.time()
-            photo = Photo(id=uuid.uuid4().hex, sha256=sha256, external_id=external_id, created_at=now)
-            c.execute("INSERT INTO photos VALUES (?, ?, ?, ?)", (photo.id, sha256, external_id, now))
-            fresh = iter(self._next_clusters(c, sum(f.subject_id is None and f.cluster_id is None for f in faces)))
-            for f in faces:
-                cluster = None if f.subject_id is not None else (f.cluster_id or next(fresh))
-                c.execute(
-                    "INSERT INTO observations (photo_id, model_id, embedding, box, quality, score, crop, subject_id,"
-                    " distance, cluster_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        photo.id,
-                        f.model_id,
-                        np.asarray(f.embedding, dtype="<f4").tobytes(),
-                        json.dumps(f.box),
-                        json.dumps(f.quality),
-                        quality_score(f.quality),
-                        f.crop_png,
-                        f.subject_id,
-                        f.distance,
-                        cluster,
-                        now,
-                    ),
-                )
-            self._bump(c)
-            return photo, self._photo_faces(c, photo.id), True
+            fresh: dict[int, int] = {}  # provisional (negative) cluster id -> new cluster id
+            out = [self._insert_photo(c, sha, ext, faces, fresh) for sha, ext, faces in photos]
+            if any(created for _, _, created in out):
+                self._bump(c)
+            return out
+
+    def _insert_photo(
+        self, c: SqlConn, sha256: str, external_id: str | None, faces: Sequence[NewObservation], fresh: dict[int, int]
+    ) -> tuple[Photo, list[Observation], bool]:
+        row = c.execute("SELECT id, sha256, external_id, created_at FROM photos WHERE sha256 = ?", (sha256,))
+        existing = row.fetchone()
+        if existing is not None:
+            photo = _photo(existing)
+            return photo, self._photo_faces(c, photo.id), False
+        now = time.time()
+        photo = Photo(id=uuid.uuid4().hex, sha256=sha256, external_id=external_id, created_at=now)
+        c.execute("INSERT INTO photos VALUES (?, ?, ?, ?)", (photo.id, sha256, external_id, now))
+        for f in faces:
+            cluster = f.cluster_id
+            if f.subject_id is not None:
+                cluster = None
+            elif cluster is None:
+                (cluster,) = self._next_clusters(c, 1)
+            elif cluster < 0:
+                if cluster not in fresh:
+                    (fresh[cluster],) = self._next_clusters(c, 1)
+                cluster = fresh[cluster]
+            c.execute(
+                "INSERT INTO observations (photo_id, model_id, embedding, box, quality, score, crop, subject_id,"
+                " distance, cluster_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    photo.id,
+                    f.model_id,
+                    np.asarray(f.embedding, dtype="<f4").tobytes(),
+                    json.dumps(f.box),
+                    json.dumps(f.quality),
+                    quality_score(f.quality),
+                    f.crop_png,
+                    f.subject_id,
+                    f.distance,
+                    cluster,
+                    now,
+                ),
+            )
+        return photo, self._photo_faces(c, photo.id), True
 
     @staticmethod
     def _photo_faces(c: SqlConn, photo_id: str) -> list[Observation]:
@@ -321,6 +341,27 @@ class SqlPhotoStore(ABC):
     def maintenance_turn(self) -> Iterator[bool]:
         """Always this process's turn (one process holds an embedded store)."""
         yield True
+
+    # ---------------------------------------------------------------- naming intents
+    def begin_naming(
+        self, *, cluster_id: int, faces: Sequence[int], enrol: Sequence[int], subject_id: str | None, name: str | None
+    ) -> Naming:
+        ids, good = [int(i) for i in faces], [int(i) for i in enrol]
+        with self.transaction() as c:
+            row = c.execute(
+                "INSERT INTO namings (cluster_id, faces, enrol, subject_id, name, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (cluster_id, json.dumps(ids), json.dumps(good), subject_id, name, time.time()),
+            ).fetchone()
+        return Naming(int(row[0]), cluster_id, ids, good, subject_id, name)
+
+    def pending_namings(self) -> list[Naming]:
+        rows = self._read("SELECT id, cluster_id, faces, enrol, subject_id, name FROM namings ORDER BY id")
+        return [Naming(int(r[0]), int(r[1]), json.loads(r[2]), json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def end_naming(self, naming_id: int) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM namings WHERE id = ?", (naming_id,))
 
     def change_count(self) -> int:
         return int(self._read("SELECT value FROM counters WHERE name = 'changes'")[0][0])

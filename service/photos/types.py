@@ -27,7 +27,9 @@ class Photo:
 
 @dataclass(frozen=True, slots=True)
 class NewObservation:
-    """A face to store with its photo. ``subject_id`` set: named by identify; else ``cluster_id`` is its group."""
+    """A face to store with its photo. ``subject_id`` set: named by identify; else ``cluster_id`` is its group:
+    an existing cluster, None (a new cluster of its own) or negative (a new cluster shared by the faces of one
+    :meth:`~service.photos.base.PhotoStore.add_photos` call with that same negative id)."""
 
     embedding: npt.NDArray[np.float32] = field(repr=False)
     model_id: str
@@ -63,3 +65,18 @@ class ClusterSummary:
     id: int
     size: int
     sample_face_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """A cluster naming in progress (its intent, written before the gallery is touched): the observations to
+    name (``faces``), those of them to enrol as templates (``enrol``, the ones that passed the quality gate),
+    and the target: an existing ``subject_id``, or a new subject ``name`` (created with ``{"photo_naming": id}``
+    in its metadata, so a repair finds it)."""
+
+    id: int
+    cluster_id: int
+    faces: list[int]
+    enrol: list[int]
+    subject_id: str | None
+    name: str | None

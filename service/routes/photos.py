@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +15,8 @@ from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep,
 from service.errors import BadRequest
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
-from service.photos.library import PhotoLibrary
+from service.photos.library import IndexOptions, PhotoLibrary
+from service.photos.naming import repair_once
 from service.photos.schemas import (
     ClusterDetail,
     ClusterOut,
@@ -44,11 +46,23 @@ IMAGE_ERRORS = errors(*AUTH, 413, 415, 422, 429, 503)
 SAMPLE_FACES = 4
 
 
+def _doc(summary: str, *codes: int, **extra: Any) -> dict[str, Any]:
+    """Route keyword arguments: the ``summary`` and the error ``codes`` documented besides 401/403."""
+    return {"summary": summary, "responses": errors(*AUTH, *codes), **extra}
+
+
+ERASE: dict[str, Any] = {"status_code": 204, "response_class": Response}
+
+
 async def get_library(request: Request) -> PhotoLibrary:
-    """The open photo library; 403 ``photo_library_disabled`` when the deployment has not opted in."""
+    """The open photo library; 403 ``photo_library_disabled`` when the deployment has not opted in. The first
+    call after a start completes the cluster namings a crash interrupted (:mod:`service.photos.naming`)."""
     lib: PhotoLibrary | None = getattr(request.app.state, "photos", None)
     if lib is None:
         raise PhotoLibraryDisabled()
+    gallery = getattr(request.app.state, "gallery", None)
+    if not lib.namings_repaired and gallery is not None:
+        await run_in_threadpool(lambda: repair_once(lib, gallery=gallery))
     return lib
 
 
@@ -65,14 +79,14 @@ def _offset(cursor: str | None) -> int:
     return int(cursor)
 
 
-@router.post(
-    "/photos",
-    status_code=201,
-    response_model=PhotoOut,
-    summary="Index a library photo: store every face in it (named when identify matches)",
-    responses={200: {"model": PhotoOut, "description": "Already indexed (same sha256)."}, **IMAGE_ERRORS},
-    openapi_extra=image_body({"image": "The photo."}, PhotoParams, {"external_id": "a.jpg"}),
-)
+INDEX_DOC: dict[str, Any] = {
+    "summary": "Index a library photo: store every face in it (named when identify matches)",
+    "responses": {200: {"model": PhotoOut, "description": "Already indexed (same sha256)."}, **IMAGE_ERRORS},
+    "openapi_extra": image_body({"image": "The photo."}, PhotoParams, {"external_id": "a.jpg"}),
+}
+
+
+@router.post("/photos", status_code=201, response_model=PhotoOut, **INDEX_DOC)
 async def index_photo(
     key: AdminKey,
     request: Request,
@@ -93,16 +107,8 @@ async def index_photo(
     image = payload.one("image")
     if image is None:
         raise BadRequest("the `image` file is required")
-    result, _ = await runner.run(
-        lib.index_photo,
-        analyzer=analyzer,
-        gallery=gallery,
-        image=image,
-        external_id=params.external_id,
-        store_crop=settings.store_crops,
-        fixed_threshold=settings.match_threshold,
-        max_fir=settings.max_fir,
-    )
+    index = functools.partial(lib.index_photo, analyzer=analyzer, gallery=gallery, options=IndexOptions.of(settings))
+    result, _ = await runner.run(index, image=image, external_id=params.external_id)
     if result.created:
         target = {"photo_id": result.photo.id, "faces": len(result.faces)}
         await run_in_threadpool(lambda: audit.record("photo.index", actor=actor_of(key), target=target))
@@ -120,11 +126,7 @@ async def get_photo(photo_id: str, _: AdminKey, lib: LibraryDep) -> PhotoOut:
 
 
 @router.delete(
-    "/photos/{photo_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Erase an indexed photo's faces (and templates enrolled from them)",
-    responses=errors(*AUTH, 404, 503, 507),
+    "/photos/{photo_id}", **ERASE, **_doc("Erase an indexed photo's faces (and their templates)", 404, 503, 507)
 )
 async def delete_photo(photo_id: str, key: AdminKey, lib: LibraryDep, gallery: GalleryDep, audit: AuditDep) -> Response:
     faces = await run_in_threadpool(lambda: lib.delete_photo(photo_id, gallery=gallery))
@@ -146,16 +148,15 @@ async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Resp
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
+SEARCH_BODY = image_body({"image": "A photo; its largest face is searched with."}, SearchParams, {"top_k": 10})
+
+
 @router.post(
     "/search",
     response_model=SearchResponse,
     summary="FindSimilar: the indexed photo faces most similar to a face (an image or a face id)",
     responses={**IMAGE_ERRORS, **errors(404)},
-    openapi_extra=image_body(
-        {"image": "A photo; its largest face is searched with."},
-        SearchParams,
-        {"top_k": 10},
-    ),
+    openapi_extra=SEARCH_BODY,
 )
 async def search(_: AdminKey, request: Request, lib: LibraryDep) -> SearchResponse:
     """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id`` (a
@@ -186,12 +187,7 @@ async def search(_: AdminKey, request: Request, lib: LibraryDep) -> SearchRespon
     )
 
 
-@router.get(
-    "/subjects/{subject_id}/photos",
-    response_model=SubjectPhotoPage,
-    summary="The indexed photos a subject appears in",
-    responses=errors(*AUTH, 404, 422),
-)
+@router.get("/subjects/{subject_id}/photos", response_model=SubjectPhotoPage, **_doc("The photos a subject is in", 404))
 async def subject_photos(
     subject_id: str,
     _: AdminKey,
@@ -210,8 +206,7 @@ async def subject_photos(
 @router.delete(
     "/subjects/{subject_id}/photos",
     response_model=Erased,
-    summary="Erase every photo face named as this subject (and templates enrolled from them)",
-    responses=errors(*AUTH, 503, 507),
+    **_doc("Erase every photo face named as this subject (and templates enrolled from them)", 503, 507),
 )
 async def erase_subject_photos(
     subject_id: str, key: AdminKey, lib: LibraryDep, gallery: GalleryDep, audit: AuditDep
@@ -249,25 +244,18 @@ async def get_cluster(cluster_id: ClusterId, _: AdminKey, lib: LibraryDep) -> Cl
     return ClusterDetail(id=cluster_id, size=len(faces), faces=[PhotoFaceOut.of(f) for f in faces])
 
 
-@router.post(
-    "/clusters/{cluster_id}/name",
-    response_model=NamedClusterOut,
-    summary="Name a cluster: its faces join a new or existing subject",
-    responses=errors(*AUTH, 404, 422, 503, 507),
-)
+NameBody = Annotated[NameCluster, Body(openapi_examples={"new": {"value": {"name": "Ada Lovelace"}}})]
+NAME_DOC = _doc("Name a cluster: its faces join a new or existing subject", 404, 503, 507)
+
+
+@router.post("/clusters/{cluster_id}/name", response_model=NamedClusterOut, **NAME_DOC)
 async def name_cluster(
-    cluster_id: ClusterId,
-    body: Annotated[NameCluster, Body(openapi_examples={"new": {"value": {"name": "Ada Lovelace"}}})],
-    key: AdminKey,
-    lib: LibraryDep,
-    gallery: GalleryDep,
-    settings: SettingsDep,
-    audit: AuditDep,
+    cluster_id: ClusterId, body: NameBody, key: AdminKey, lib: LibraryDep, gallery: GalleryDep, audit: AuditDep
 ) -> NamedClusterOut:
     """Every face of the cluster is named as the subject; those passing the enrolment quality gate
     (``FACEREC_MIN_FACE_SIZE``, ``_MIN_CONFIDENCE``, ``_MIN_SHARPNESS``) become its templates, so identify
     names the person from then on."""
-    gate = settings.analyzer_config().quality
+    gate = lib.enrol_gate
     named = await run_in_threadpool(
         lambda: ops.name_cluster(
             lib, gallery=gallery, cluster_id=cluster_id, gate=gate, name=body.name, subject_id=body.subject_id

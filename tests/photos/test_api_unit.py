@@ -117,3 +117,16 @@ def test_search_by_face_id_and_recluster_without_the_model(client: TestClient) -
     envelope(client.post("/v1/search", files={"image": b"x"}), 503, "not_ready")
     r = client.post("/v1/clusters/recluster")
     assert r.status_code == 200 and r.json()["faces"] == 3 and r.json()["clusters"] == 1
+
+
+def test_the_first_request_after_a_start_completes_an_interrupted_naming(client: TestClient) -> None:
+    ids = add(client, 2)
+    lib = client.app.state.photos  # type: ignore[attr-defined]
+    subject = client.post("/v1/subjects", json={"name": "Ada"}).json()
+    cid = client.get("/v1/clusters").json()["items"][0]["id"]
+    # as a crash right after the intent was recorded leaves it; a fresh start has not repaired yet
+    lib.store.begin_naming(cluster_id=cid, faces=ids, enrol=[], subject_id=subject["id"], name=None)
+    lib.namings_repaired = False
+    assert client.get("/v1/clusters").json()["total"] == 0  # completed before this request was answered
+    photos = client.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]
+    assert len(photos) == 2 and lib.store.pending_namings() == []

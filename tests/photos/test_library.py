@@ -188,7 +188,7 @@ def test_background_task_reclusters_after_changes_and_stops(tmp_path: Path) -> N
         threading.Event().wait(0.05)
     assert set(lib.store.cluster_of(ids).values()) == {cid}
     close_library(lib)
-    assert lib.maintenance._thread is not None and not lib.maintenance._thread.is_alive()
+    assert not lib.maintenance._thread.is_alive()
     # run_once does nothing when nothing changed since the last run
     again = PhotoLibrary(SQLitePhotoStore(tmp_path))
     task = Maintenance(again, 0)
@@ -197,6 +197,7 @@ def test_background_task_reclusters_after_changes_and_stops(tmp_path: Path) -> N
     version = again.store.change_count()
     task.run_once()
     assert again.store.change_count() == version and task._last == version
+    task.stop()
     again.close()
 
 
