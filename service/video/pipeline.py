@@ -1,7 +1,9 @@
 """Frames in, track decisions out: detect faces, track them, embed a track's best views once, vote.
 
 Used alike by video jobs, live streams, ``facerec watch`` and the web page's live mode. Per frame the cost is
-one detection plus one cheap alignment per face; the encoder runs once per track (on its ``keep_best`` best
+one detection plus one cheap alignment per face (with ``full_detect_s`` set, as live streams do, a frame
+within that many seconds of the last full detection is searched only around the tracked faces,
+:func:`service.video.regions.detect_near`); the encoder runs once per track (on its ``keep_best`` best
 views), when the track has been seen in ``decide_frames`` frames, or when it ends if that is sooner. Tracks
 seen in fewer than ``min_hits`` frames are dropped as noise. Not thread-safe: one pipeline per source.
 """
@@ -15,9 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import Box, FaceAnalyzer, FaceDetector
+from embeddings import Box, Detection, FaceAnalyzer, FaceDetector
 from embeddings.quality import sharpness
 from service.video.decision import Vote, vote
+from service.video.regions import detect_near
 from service.video.tracker import Track, Tracker
 
 
@@ -55,7 +58,9 @@ class FrameResult:
 class PipelineConfig:
     """``decide_frames``: frames after which a track is decided; ``min_hits``: fewer is noise; ``max_age_s``:
     unseen this long ends a track; ``keep_best``: views embedded per track; thresholds as identify's;
-    ``detector``: the face detector of the frames (default: the analyzer's)."""
+    ``detector``: the face detector of the frames (default: the analyzer's); ``full_detect_s``: 0 = the whole
+    frame is searched for faces every frame, else at least every so many seconds of source time and, on the
+    frames between, only around the tracked faces (new faces are found by the next full search)."""
 
     fixed_threshold: float
     max_fir: float | None
@@ -64,6 +69,7 @@ class PipelineConfig:
     max_age_s: float = 1.0
     keep_best: int = 5
     detector: FaceDetector | None = None
+    full_detect_s: float = 0.0
 
 
 class TrackPipeline:
@@ -75,10 +81,24 @@ class TrackPipeline:
         self.config = config
         self.tracker = Tracker(max_age_s=config.max_age_s, keep_best=config.keep_best)
         self._decided: dict[int, Vote] = {}
+        self._full_at: float | None = None
+        self.full_detections = self.region_detections = 0
+        """How many frames were searched whole, and how many only around their tracked faces."""
+
+    def _detect(self, rgb: npt.NDArray[np.uint8], t: float) -> list[Detection]:
+        detector = self.config.detector or self.analyzer.detector
+        every = self.config.full_detect_s
+        tracked = [tr.predicted(t) for tr in self.tracker.tracks]
+        if every > 0 and tracked and self._full_at is not None and 0.0 <= t - self._full_at < every:
+            self.region_detections += 1
+            return detect_near(detector, rgb, tracked)
+        self._full_at = t
+        self.full_detections += 1
+        return detector.detect(rgb)
 
     def process(self, rgb: npt.NDArray[np.uint8], t: float) -> FrameResult:
         """One upright RGB frame at source time ``t`` (s)."""
-        detections = (self.config.detector or self.analyzer.detector).detect(rgb)
+        detections = self._detect(rgb, t)
         crops = [self.analyzer.align(rgb, d) for d in detections]
         sharp = [sharpness(c) for c in crops]
         active, ended = self.tracker.update(t, detections, crops, sharp, (int(rgb.shape[1]), int(rgb.shape[0])))
