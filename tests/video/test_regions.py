@@ -45,6 +45,16 @@ def test_tracked_faces_are_found_again_near_their_boxes(detector: FaceDetector, 
     assert len(twice) == 1
 
 
+def test_regions_searched_together_map_back_to_their_places(detector: FaceDetector, frame: np.ndarray) -> None:
+    (face,) = detector.detect(frame)
+    empty = [Box(20 + 110 * i, 720 - 110, 100, 100) for i in range(5)]
+    assert all(e.iou(face.box) == 0 for e in empty)
+    for boxes in ([*empty, face.box], [face.box, *empty]):  # the face's region last or first in the mosaic
+        near = detect_near(detector, frame, boxes)
+        assert len(near) == 1
+        assert near[0].box.iou(face.box) > 0.7
+
+
 def test_nothing_is_found_where_there_is_no_face(detector: FaceDetector, frame: np.ndarray) -> None:
     full = detector.detect(frame)
     empty = Box(640 - 50, 720 - 110, 100, 100)
