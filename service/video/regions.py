@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from embeddings import Box, Detection, FaceDetector, Landmarks
 
-FACE_PX = 96.0
+FACE_PX = 64.0
 """The side (px) a tracked face is scaled to in its region (faces smaller than this are kept as they are)."""
 CONTEXT = 2.4
 """The region's side, in face sides (room for the face to move or grow between frames)."""
