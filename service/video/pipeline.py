@@ -10,6 +10,7 @@ seen in fewer than ``min_hits`` frames are dropped as noise. Not thread-safe: on
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,24 @@ class LiveFace:
     velocity: tuple[float, float] = (0.0, 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class DueTrack:
+    """A track to decide (``deferred`` pipelines): a snapshot of its best views' crops ``(N, 160, 160, 3)``."""
+
+    track_id: int
+    crops: npt.NDArray[np.uint8] = field(repr=False)
+    first_s: float
+    last_s: float
+    frames: int
+
+
 @dataclass
 class FrameResult:
+    """The faces on the frame; the tracks decided on it (or, ``deferred``, ``due`` to be decided)."""
+
     faces: list[LiveFace] = field(default_factory=list)
     decisions: list[TrackDecision] = field(default_factory=list)
+    due: list[DueTrack] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +88,20 @@ class PipelineConfig:
 
 
 class TrackPipeline:
-    """See the module docstring. ``gallery`` is a callable so that a service can swap its gallery meanwhile."""
+    """See the module docstring. ``gallery`` is a callable so that a service can swap its gallery meanwhile.
 
-    def __init__(self, analyzer: FaceAnalyzer, gallery: Callable[[], Any], config: PipelineConfig) -> None:
+    ``deferred``: :meth:`process` does not encode; it returns the tracks ``due`` for a decision, which another
+    thread decides with :meth:`decide` (the only method that may run beside :meth:`process`), so that the
+    encoder of one frame's decisions runs while the next frames are searched for faces (live streams)."""
+
+    def __init__(
+        self, analyzer: FaceAnalyzer, gallery: Callable[[], Any], config: PipelineConfig, *, deferred: bool = False
+    ) -> None:
         self.analyzer = analyzer
         self.gallery = gallery
         self.config = config
+        self.deferred = deferred
+        self._lock = threading.Lock()
         self.tracker = Tracker(max_age_s=config.max_age_s, keep_best=config.keep_best)
         self._decided: dict[int, Vote] = {}
         self._full_at: float | None = None
@@ -105,7 +128,7 @@ class TrackPipeline:
         result = FrameResult()
         for track in active:
             if not track.decided and track.hits >= self.config.decide_frames:
-                result.decisions.append(self._decide(track))
+                self._settle(track, result)
             v = self._decided.get(track.id)
             result.faces.append(
                 LiveFace(
@@ -117,29 +140,42 @@ class TrackPipeline:
                     track.velocity,
                 )
             )
-        result.decisions.extend(self._end(ended))
+        self._end(ended, result)
         return result
 
     def finish(self) -> list[TrackDecision]:
-        """Decide the tracks still open (the source ended)."""
-        return self._end(self.tracker.finish())
+        """Decide the tracks still open (the source ended), here and now even when ``deferred``."""
+        result = FrameResult()
+        self._end(self.tracker.finish(), result)
+        return result.decisions + [self.decide(d) for d in result.due]
 
-    def _end(self, ended: list[Track]) -> list[TrackDecision]:
-        out = [self._decide(tr) for tr in ended if not tr.decided and tr.hits >= self.config.min_hits]
+    def _end(self, ended: list[Track], result: FrameResult) -> None:
         for tr in ended:
-            self._decided.pop(tr.id, None)
-        return out
+            if not tr.decided and tr.hits >= self.config.min_hits:
+                self._settle(tr, result)
+        with self._lock:
+            for tr in ended:
+                self._decided.pop(tr.id, None)
 
-    def _decide(self, track: Track) -> TrackDecision:
-        crops = np.stack([v.crop for v in track.views])
-        embeddings = self.analyzer.encode(crops)
+    def _settle(self, track: Track, result: FrameResult) -> None:
+        """Decide ``track`` now, or (``deferred``) add it to the frame's due tracks."""
+        track.decided = True
+        due = DueTrack(track.id, np.stack([v.crop for v in track.views]), track.first_t, track.last_t, track.hits)
+        if self.deferred:
+            result.due.append(due)
+        else:
+            result.decisions.append(self.decide(due))
+
+    def decide(self, due: DueTrack) -> TrackDecision:
+        """Embed a due track's views and vote; its faces show the identity from then on while it is tracked."""
         v = vote(
-            embeddings,
+            self.analyzer.encode(due.crops),
             gallery=self.gallery(),
             model_id=self.analyzer.model_id,
             fixed_threshold=self.config.fixed_threshold,
             max_fir=self.config.max_fir,
         )
-        track.decided = True
-        self._decided[track.id] = v
-        return TrackDecision(track.id, v, track.first_t, track.last_t, track.hits)
+        with self._lock:
+            if any(tr.id == due.track_id for tr in list(self.tracker.tracks)):
+                self._decided[due.track_id] = v
+        return TrackDecision(due.track_id, v, due.first_s, due.last_s, due.frames)

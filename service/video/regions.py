@@ -80,7 +80,7 @@ def _tiles(
         region = rgb[y0:y1, x0:x1]
         size = (min(max(round((x1 - x0) * scale), 1), max_side), min(max(round((y1 - y0) * scale), 1), max_side))
         if size != (x1 - x0, y1 - y0):
-            region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+            region = np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
             scale = size[0] / (x1 - x0)
         if mosaics and x + size[0] > max_side:
             x, y, row_h = 0, y + row_h + GAP, 0
