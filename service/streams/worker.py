@@ -89,9 +89,10 @@ class StreamWorker:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._due.put(None)
-        for t in self._threads:
+        for t in self._threads[:2]:
             t.join(timeout_s)
+        self._due.put(None)  # after the processor: the decisions it handed over are still recorded
+        self._threads[2].join(timeout_s)
         self.state = "stopped"
 
     # ---- reading ---------------------------------------------------------------------------------
