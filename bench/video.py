@@ -1,6 +1,7 @@
 """Video and stream figures (docs/VIDEO.md), on scenes built from LFW people crossing a textured background.
 
     python bench/video.py accuracy [--lfw ../shared/data/lfw]   # 20 enrolled + 10 strangers, tracks vs truth
+    python bench/video.py accuracy --live --fps 12               # the same with the live streams' pipeline
     python bench/video.py live --seconds 60                      # 720p MJPEG camera, 1-3 faces: fps and latency
     python bench/video.py faults                                 # camera killed/restarted; corrupt/truncated files
     python bench/video.py soak --seconds 300                     # RSS and open fds of the server over time
@@ -92,7 +93,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         subject = gallery.create_subject(name=name, metadata={})
         ids[subject.id] = name
         gallery.add_faces(subject.id, faces)
-    config = pipeline_config(settings, analyzer, live=False, detector=video_detector(settings, analyzer))
+    config = pipeline_config(settings, analyzer, live=args.live, detector=video_detector(settings, analyzer))
     pipe = TrackPipeline(analyzer, lambda: gallery, config)
     centres: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
     decisions: list[TrackDecision] = []
@@ -159,6 +160,9 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         "tracks_not_on_a_person": unmatched,
         "processing_fps": round(frames / seconds, 2),
         "codec": args.codec,
+        "pipeline": "live" if args.live else "file",
+        "frames_searched_whole": pipe.full_detections,
+        "frames_searched_near_tracks": pipe.region_detections,
         "min_photos": args.min_photos,
         "threshold": decisions[0].vote.threshold if decisions else None,
         "not_right": misses,
@@ -331,13 +335,14 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0, help="accuracy: frames/s of video analysed")
     parser.add_argument("--min-photos", type=int, default=6, help="accuracy: enrolled people have this many photos")
     parser.add_argument("--codec", choices=("mp4v", "mjpg"), default="mp4v", help="accuracy: how the video is encoded")
+    parser.add_argument("--live", action="store_true", help="accuracy: the live streams' pipeline settings")
     parser.add_argument("--stream-fps", type=float, default=12.0, help="live: frames/s the stream asks for")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=20.0, help="live: seconds before measuring")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="soak: seconds before the RSS baseline")
     args = parser.parse_args()
     report = {"accuracy": accuracy, "live": live, "faults": faults, "soak": soak}[args.what](args)
-    suffix = f"-{args.codec}" if args.what == "accuracy" else ""
+    suffix = f"-{args.codec}{'-live' if args.live else ''}" if args.what == "accuracy" else ""
     out = REPO / "reports" / f"video-{args.what}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

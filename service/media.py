@@ -42,6 +42,9 @@ FILE_DECIDE_FRAMES = 1 << 30
 
 LIVE_VIEWS, FILE_VIEWS = 3, 5
 """Views embedded per track: fewer on live streams, where the encoder's time is the event's latency."""
+LIVE_FULL_DETECT_S = 0.25
+"""Live streams search the whole frame for faces at least this often (s); frames between are searched only
+around the tracked faces (:func:`service.video.regions.detect_near`). Video files search every frame whole."""
 
 
 class WebhookMisconfigured(ValueError):
@@ -72,6 +75,7 @@ def pipeline_config(
         max_age_s=settings.track_max_age_s,
         keep_best=LIVE_VIEWS if live else FILE_VIEWS,
         detector=detector,
+        full_detect_s=LIVE_FULL_DETECT_S if live else 0.0,
     )
 
 

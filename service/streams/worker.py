@@ -1,5 +1,7 @@
-"""One live stream: a reader thread that keeps only the newest frame, and a processor thread that tracks faces
-on it at most ``fps`` times a second, each frame passing the shared CPU gate.
+"""One live stream: a reader thread that keeps only the newest frame, a processor thread that tracks faces
+on it at most ``fps`` times a second, each frame passing the shared CPU gate, and a decider thread that embeds
+the views of the tracks due for a decision and records their events, while the processor goes on with the next
+frames (a small pipeline: on two cores, decoding, detection and the encoder overlap).
 
 Overload drops frames, never requests: the reader overwrites a frame the processor has not taken yet (counted
 as dropped), and the processor takes the newest frame only once it holds the gate, whose few permits are all the
@@ -11,6 +13,7 @@ still in view after a reconnect keeps their track and is not announced twice.
 from __future__ import annotations
 
 import logging
+import queue
 import statistics
 import threading
 import time
@@ -25,7 +28,7 @@ from service.events.recorder import event_of, stream_event_id
 from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
-from service.video.pipeline import LiveFace, TrackPipeline
+from service.video.pipeline import DueTrack, LiveFace, TrackPipeline
 
 log = logging.getLogger("facerec.streams")
 
@@ -70,9 +73,11 @@ class StreamWorker:
         self._stop = threading.Event()
         self._outage_s = 0.0
         self._t0 = time.monotonic()
+        self._due: queue.Queue[tuple[TrackPipeline, DueTrack, float] | None] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"facerec-stream-read-{cfg.id[:8]}", daemon=True),
             threading.Thread(target=self._process_loop, name=f"facerec-stream-proc-{cfg.id[:8]}", daemon=True),
+            threading.Thread(target=self._decide_loop, name=f"facerec-stream-decide-{cfg.id[:8]}", daemon=True),
         ]
 
     def start(self) -> StreamWorker:
@@ -84,8 +89,10 @@ class StreamWorker:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        for t in self._threads:
+        for t in self._threads[:2]:
             t.join(timeout_s)
+        self._due.put(None)  # after the processor: the decisions it handed over are still recorded
+        self._threads[2].join(timeout_s)
         self.state = "stopped"
 
     # ---- reading ---------------------------------------------------------------------------------
@@ -158,7 +165,7 @@ class StreamWorker:
                     self.frames_dropped += 1
                 continue
             if pipe is None:
-                pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config())
+                pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config(), deferred=True)
             with self.deps.gate:
                 frame = self._take()
                 if frame is None:
@@ -175,12 +182,23 @@ class StreamWorker:
             self._done_times.append(done)
             self.lag_s = done - frame.captured
             self.faces = result.faces
-            if result.decisions:
-                events = [event_of(d, source=self.source, event_id=stream_event_id()) for d in result.decisions]
-                self.deps.recorder.record(events)
-                self.events += len(events)
-                recorded = time.monotonic()
-                self.latencies.extend(recorded - frame.captured for _ in events)
+            for due in result.due:
+                self._due.put((pipe, due, frame.captured))
+
+    def _decide_loop(self) -> None:
+        """Decide each due track (outside the CPU gate: a few encoder calls per person seen) and record its
+        event; the latency is from the deciding frame's capture to the event stored."""
+        while (item := self._due.get()) is not None:
+            pipe, due, captured = item
+            try:
+                decision = pipe.decide(due)
+                self.deps.recorder.record([event_of(decision, source=self.source, event_id=stream_event_id())])
+            except Exception as exc:  # one failed decision must not stop the stream
+                log.exception("stream %s: a decision failed", self.cfg.id)
+                self.last_error = f"decision failed: {type(exc).__name__}"
+                continue
+            self.events += 1
+            self.latencies.append(time.monotonic() - captured)
 
     # ---- health ----------------------------------------------------------------------------------
 
