@@ -70,6 +70,35 @@ def collection_name(gallery_uuid: str, model_id: str) -> str:
     return f"facerec_{gallery_uuid[:16]}_{hashlib.sha1(model_id.encode()).hexdigest()[:16]}"
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mutation_request(op: str, name: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> Any:
+    """The gRPC ``InsertRequest`` / ``UpsertRequest`` of rows ``(id, scope, embedding)``, built column-wise from
+    the numpy array: the vectors go in as one packed buffer (protobuf wire format of ``FloatArray``: field 1,
+    length-delimited, little-endian float32), not float by float as pymilvus's row path does."""
+    from pymilvus.grpc_gen import milvus_pb2, schema_pb2
+
+    n, dim = vectors.shape
+    kind = milvus_pb2.UpsertRequest if op == "upsert" else milvus_pb2.InsertRequest
+    req = kind(collection_name=name, num_rows=n)
+    f_id = req.fields_data.add(type=schema_pb2.DataType.Int64, field_name="id")
+    f_id.scalars.long_data.data.extend(int(i) for i in ids)
+    f_scope = req.fields_data.add(type=schema_pb2.DataType.Int64, field_name="scope")
+    f_scope.scalars.long_data.data.extend([int(scope)] * n)
+    f_vec = req.fields_data.add(type=schema_pb2.DataType.FloatVector, field_name="embedding")
+    f_vec.vectors.dim = int(dim)
+    raw = np.ascontiguousarray(vectors, "<f4").tobytes()
+    f_vec.vectors.float_vector.MergeFromString(b"\x0a" + _varint(len(raw)) + raw)
+    return req
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
@@ -222,14 +251,22 @@ class MilvusEngine:
     # ------------------------------------------------------------------ writes
     def upsert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
         """Insert or replace faces ``ids`` with ``vectors`` (n, dim); returns the mutation's hybrid timestamp."""
+        return self._write("upsert", model_id, ids, vectors, scope)
+
+    def insert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
+        """Insert faces ``ids`` without replacing rows of the same id (bulk loads into a fresh collection: no
+        delete pass; a face also upserted meanwhile is held twice, harmless as hits are deduplicated by id)."""
+        return self._write("insert", model_id, ids, vectors, scope)
+
+    def _write(self, op: str, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int) -> int:
         if not len(ids):
             return 0
-        name = self.ensure_collection(model_id, int(vectors.shape[1]))
-        rows = [
-            {"id": int(i), "scope": int(scope), "embedding": v.tolist()}
-            for i, v in zip(ids, np.asarray(vectors, np.float32), strict=True)
-        ]
-        return int(self._call("upsert", self._mutate, "upsert", name, rows))
+        x = np.ascontiguousarray(vectors, np.float32)
+        name = self.ensure_collection(model_id, int(x.shape[1]))
+        if self.options.lite:
+            rows = [{"id": int(i), "scope": int(scope), "embedding": v.tolist()} for i, v in zip(ids, x, strict=True)]
+            return int(self._call(op, self._mutate, op, name, rows))
+        return int(self._call(op, self._mutate, op, name, mutation_request(op, name, ids, x, scope)))
 
     def delete(self, model_id: str, ids: Sequence[int]) -> int:
         """Delete faces ``ids`` from the collection of ``model_id`` (absent ids are fine); returns the hybrid
@@ -246,19 +283,23 @@ class MilvusEngine:
         return int(self._call("delete", run))
 
     def _mutate(self, client: Any, op: str, name: str, payload: Any) -> int:
-        """Run an upsert / delete through the client's handler to get the mutation's timestamp (the high-level
-        client drops it); milvus-lite's consistency is immediate, its timestamps are not needed."""
+        """Run an insert / upsert (a ready request) / delete through the client's handler to get the mutation's
+        timestamp (the high-level client drops it); milvus-lite's consistency is immediate, its timestamps are
+        not needed."""
         timeout = self.options.timeout_s
         if self.options.lite:
-            if op == "upsert":
-                client.upsert(name, payload, timeout=timeout)
-            else:
+            if op == "delete":
                 client.delete(name, ids=payload, timeout=timeout)
+            else:
+                getattr(client, op)(name, payload, timeout=timeout)
             return 0
         conn = client._get_connection()  # pymilvus' gRPC handler: returns MutationResult with .timestamp
         context = client._generate_call_context()
+        schema: dict[str, list[Any]] = {"fields": []}  # the request is complete: no describe_collection round trip
         if op == "upsert":
-            result = conn.upsert_rows(name, payload, timeout=timeout, context=context)
+            result = conn.upsert(name, [], upsert_param=payload, schema=schema, timeout=timeout, context=context)
+        elif op == "insert":
+            result = conn.batch_insert(name, [], insert_param=payload, schema=schema, timeout=timeout, context=context)
         else:
             result = conn.delete(name, f"id in {list(payload)}", timeout=timeout, context=context)
         return int(getattr(result, "timestamp", 0) or 0)
@@ -293,8 +334,7 @@ class MilvusEngine:
                 name,
                 data=[v.tolist() for v in np.asarray(probes, np.float32)],
                 limit=k,
-                output_fields=["id"],
-                search_params=params,
+                search_params=params,  # no output fields: the primary key comes with every hit
                 timeout=self.options.timeout_s,
                 **extra,
             )

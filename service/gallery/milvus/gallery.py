@@ -164,7 +164,7 @@ class MilvusGallery(PostgresGallery):
         """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance."""
         ids = sorted({fid for per_probe in hits for fid, _ in per_probe})
         with self._conn() as conn:
-            found = conn.execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
+            found = conn.cursor(binary=True).execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
         if not found:
             return [[] for _ in range(len(q))]
         seen: dict[int, tuple[str, str, npt.NDArray[np.float32]]] = {}

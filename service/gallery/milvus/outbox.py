@@ -128,9 +128,9 @@ def drain_once(conn: psycopg.Connection[Any], engine: MilvusEngine, *, limit: in
         ids = sorted({int(r[1]) for r in rows})
         truth = {
             int(fid): (str(model), emb)
-            for fid, model, emb in conn.execute(
-                "SELECT id, model_id, embedding FROM faces WHERE id = ANY(%s)", (ids,)
-            ).fetchall()
+            for fid, model, emb in conn.cursor(binary=True)  # binary: vectors arrive as float32 buffers
+            .execute("SELECT id, model_id, embedding FROM faces WHERE id = ANY(%s)", (ids,))
+            .fetchall()
         }
         stamps: dict[str, int] = {}
         for model, fids in sorted(touched.items()):
