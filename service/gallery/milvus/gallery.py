@@ -33,7 +33,6 @@ from service.gallery.errors import ModelMismatch, VectorIndexUnavailable
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
 from service.gallery.milvus.reconcile import reconcile_if_free
-from service.gallery.postgres import vectors
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions, group_subjects
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
@@ -136,8 +135,7 @@ class MilvusGallery(PostgresGallery):
             raise ValueError("top_k must be >= 1")
         q = unit_vectors(probes, "probe")
         with self._conn() as conn:
-            by_model = vectors.models_with_faces(conn)
-            ts = outbox.write_ts(conn, model_id)
+            by_model, ts = outbox.search_state(conn, model_id)  # one round trip
         live = by_model.get(model_id, 0)
         if live == 0:
             if by_model:
