@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,10 @@ class MilvusOptions:
     """HNSW candidate list at search time (raised to the faces fetched); ``nprobe`` for IVF indexes / 8."""
     num_partitions: int = 16
     """Partitions the ``scope`` partition key hashes into."""
+    write_batch: int = 5_000
+    """Rows per insert / upsert request; a larger write is split into requests sent ``write_concurrency`` at a
+    time (its ids are distinct, so the requests commute)."""
+    write_concurrency: int = 2
     retry_after_s: float = 1.0
     """After a failure, calls fail at once for this long (no queue of requests each waiting ``timeout_s``);
     the gallery's sync thread probes Milvus every second and clears it as soon as Milvus answers."""
@@ -263,6 +268,14 @@ class MilvusEngine:
             return 0
         x = np.ascontiguousarray(vectors, np.float32)
         name = self.ensure_collection(model_id, int(x.shape[1]))
+        step = self.options.write_batch
+        if not self.options.lite and len(ids) > step:  # disjoint ids: the requests commute, send them at once
+            spans = [(s, min(s + step, len(ids))) for s in range(0, len(ids), step)]
+            with ThreadPoolExecutor(max_workers=self.options.write_concurrency) as pool:
+                stamps = pool.map(
+                    lambda se: self._write(op, model_id, ids[se[0] : se[1]], x[se[0] : se[1]], scope), spans
+                )
+                return max(stamps)
         if self.options.lite:
             rows = [{"id": int(i), "scope": int(scope), "embedding": v.tolist()} for i, v in zip(ids, x, strict=True)]
             return int(self._call(op, self._mutate, op, name, rows))

@@ -18,10 +18,11 @@ Conventions: embeddings are float32 unit vectors; distances are L2 in [0, 2]; si
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ class MilvusGallery(PostgresGallery):
         sync_interval_s: float = 1.0,
         reconcile_interval_s: float = 0.0,
     ) -> None:
+        self._held = threading.local()
         super().__init__(pool, options=options)
         self.engine = MilvusEngine(milvus, self.gallery_uuid)
         with self._conn() as conn:
@@ -130,7 +132,26 @@ class MilvusGallery(PostgresGallery):
         return n
 
     # ================================================================== search
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection this thread's search holds, else a pooled one (PostgresGallery._conn)."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with super()._conn() as conn:
+            yield conn
+
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
+        """Holds one pooled connection for both of its PostgreSQL round trips (a checkout costs ~1 ms here)."""
+        with super()._conn() as conn:
+            self._held.conn = conn
+            try:
+                return self._search(probes, model_id=model_id, top_k=top_k)
+            finally:
+                self._held.conn = None
+
+    def _search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         q = unit_vectors(probes, "probe")
