@@ -101,7 +101,9 @@ def _load_pg(db: PostgresDatabase, syn: Synthetic) -> None:
             for i in range(syn.ids):
                 cp.write_row((i + 1, uuid.uuid4().hex, f"id{i}", "{}", now, now))
         for start, x in syn.chunks():
-            with conn.cursor().copy("COPY faces (id, subject_pk, model_id, embedding, created_at) FROM STDIN") as cp:
+            cols = "COPY faces (id, subject_pk, model_id, embedding, created_at) FROM STDIN (FORMAT BINARY)"
+            with conn.cursor().copy(cols) as cp:  # binary: the vectors go as float32, not as text
+                cp.set_types(["bigint", "bigint", "text", "vector", "double precision"])
                 for k, v in enumerate(x):
                     f = start + k
                     cp.write_row((f + 1, f // PER_ID + 1, MODEL, v, now))
