@@ -215,7 +215,7 @@ def fault_run(
     server.stop(sig, child_only=sig != signal.SIGINT)
     time.sleep(down_s)
     t = time.monotonic()
-    server.start(timeout_s=300)
+    server.start(timeout_s=150)
     started = time.monotonic() - t
     load.out.recovery_s = round(started + first_search_s(b, load._vec()), 1)
     time.sleep(after_s)
