@@ -50,19 +50,23 @@ MODEL = "faults-model"
 
 @dataclass
 class Outcome:
-    """Counts of one run; the first five must be 0."""
+    """Counts of one run; the five after ``recovery_s`` must be 0 (see the module's docstring)."""
 
+    recovery_s: float = -1.0
+    """Seconds from the restart until the first successful search."""
     lost_reads: int = 0
+    """Searches that missed a face acknowledged before they began."""
     lost_final: int = 0
     erased_returned: int = 0
+    """Searches, during the run or after it, that returned a face erased before they began."""
     refused_stored: int = 0
     reconcile_differences: int = -1
+    """-1 until reconcile ran."""
     enrolled: int = 0
     erased: int = 0
     searches: int = 0
     unavailable: dict[str, int] = field(default_factory=lambda: {"enrol": 0, "erase": 0, "search": 0})
     other_errors: list[str] = field(default_factory=list)
-    recovery_s: float = -1.0
 
     @property
     def violations(self) -> int:

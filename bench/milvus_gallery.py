@@ -21,14 +21,11 @@ enrolment through ``add_faces`` (one face per call: PostgreSQL transaction + out
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +122,6 @@ def _timed(fn: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-@contextlib.contextmanager
-def _held(path: str | None) -> Iterator[None]:
-    """Hold the benchmark lock ``path`` (exclusive flock) for one phase; no-op without a path."""
-    if not path:
-        yield
-        return
-    with open(path, "a+") as f:
-        t = time.monotonic()
-        fcntl.flock(f, fcntl.LOCK_EX)
-        print(f"lock {path} held after {time.monotonic() - t:.0f} s", flush=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _bulk_load(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, server: MilvusServer) -> dict[str, Any]:
     """COPY into PostgreSQL, drain the outbox into Milvus, flush and build: timings and memory."""
     out: dict[str, Any] = {"milvus_rss_mib_empty": round(_rss_mib(server))}
@@ -200,26 +181,22 @@ def search(args: argparse.Namespace) -> None:
     syn = Synthetic(args.size)
     result: dict[str, Any] = {"size": args.size, "probes": args.probes, "index": "HNSW M=16 efConstruction=200"}
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="facerec-milvus-bench-pg-")), settings=SERVER_SETTINGS)
+    cluster.start()
     try:
-        with _held(args.lock):
-            cluster.start()
-            url = cluster.create_database("bench", owner="facerec")
-            server_ctx = running_server(tuple(args.milvus_config))
-            server = server_ctx.__enter__()
+        url = cluster.create_database("bench", owner="facerec")
+        with running_server(tuple(args.milvus_config)) as server:
             db = open_milvus(url, MilvusOptions(uri=server.uri, timeout_s=120), pool=PoolOptions(), sync_interval_s=0)
-            g = db.gallery
-            assert isinstance(g, MilvusGallery)
-            result["load"] = _bulk_load(db, g, syn, server)
-        try:
-            with _held(args.lock):
+            try:
+                g = db.gallery
+                assert isinstance(g, MilvusGallery)
+                result["load"] = _bulk_load(db, g, syn, server)
                 result.update(_queries(db, g, syn, args))
                 if args.rebuild:
                     t = time.perf_counter()
                     rebuild(g)
                     result["rebuild_index_faces_per_s"] = round(args.size / (time.perf_counter() - t))
-        finally:
-            db.close()
-            server_ctx.__exit__(None, None, None)
+            finally:
+                db.close()
     finally:
         cluster.destroy()
     _write(args.out, result)
@@ -279,7 +256,6 @@ def main() -> None:
     s.add_argument("--probes", type=int, default=400)
     s.add_argument("--enrol", type=int, default=200)
     s.add_argument("--out", default="reports/milvus-search.json")
-    s.add_argument("--lock", help="take this benchmark lock per phase (load; queries), instead of one outer flock")
     s.add_argument("--rebuild", action="store_true", help="also time rebuild-index (drop, refill from PostgreSQL)")
     s.add_argument("--milvus-config", nargs="*", default=[], help="extra milvus.yaml key=value settings")
     i = sub.add_parser("indexes")
