@@ -40,6 +40,7 @@ from service.devmilvus import MilvusServer, running_server
 from service.gallery import NewFace
 from service.gallery.milvus import MilvusEngine, MilvusGallery, MilvusOptions, open_milvus, outbox
 from service.gallery.milvus.engine import INDEX_PARAMS
+from service.gallery.milvus.gallery import _CANDIDATES
 from service.gallery.milvus.reconcile import rebuild
 from service.gallery.postgres import PoolOptions, PostgresDatabase
 
@@ -160,6 +161,21 @@ def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argpa
         "strong": lambda p: client.search(name, data=[p[0].tolist()], limit=40, consistency_level="Strong"),
     }
     out["engine_search_k40"] = {k: _timed(fn, probes[: args.probes // 4]) for k, fn in levels.items()}
+    ids = [fid for fid, _ in eng.search(MODEL, probes[:1], 40, guarantee_ts=ts)[0]]
+
+    def state(_p: Any) -> None:
+        with db.pool.connection() as conn:
+            outbox.search_state(conn, MODEL)
+
+    def candidates(_p: Any) -> None:
+        with db.pool.connection() as conn:
+            conn.cursor(binary=True).execute(_CANDIDATES, {"m": MODEL, "ids": ids}).fetchall()
+
+    out["search_parts"] = {  # the gallery's steps one at a time (a pooled connection each)
+        "pg_counts_and_write_ts": _timed(state, probes[:100]),
+        "milvus_k40_guarantee_ts": out["engine_search_k40"]["guarantee_ts"],
+        "pg_candidates_40": _timed(candidates, probes[:100]),
+    }
     sid = g.create_subject(name="enrol")
     new = syn.probes(args.enrol)
     t = time.perf_counter()
@@ -190,7 +206,12 @@ def search(args: argparse.Namespace) -> None:
                 g = db.gallery
                 assert isinstance(g, MilvusGallery)
                 result["load"] = _bulk_load(db, g, syn, server)
-                result.update(_queries(db, g, syn, args))
+                try:
+                    result.update(_queries(db, g, syn, args))
+                except Exception as e:  # keep the load figures; the error goes into the report
+                    result["error"] = f"{type(e).__name__}: {e}"
+                    _write(args.out, result)
+                    raise
                 if args.rebuild:
                     t = time.perf_counter()
                     rebuild(g)
