@@ -176,6 +176,7 @@ def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argpa
         "milvus_k40_guarantee_ts": out["engine_search_k40"]["guarantee_ts"],
         "pg_candidates_40": _timed(candidates, probes[:100]),
     }
+    out["gallery_search_again"] = _timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes)  # settled
     sid = g.create_subject(name="enrol")
     new = syn.probes(args.enrol)
     t = time.perf_counter()
