@@ -229,9 +229,9 @@ def fault_run(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--signal", choices=["INT", "TERM", "KILL"], default="KILL")
-    p.add_argument("--warmup", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--down", type=float, default=5.0)
-    p.add_argument("--after", type=float, default=20.0)
+    p.add_argument("--after", type=float, default=15.0)
     p.add_argument("--out", default="reports/milvus-faults.json")
     args = p.parse_args()
     sig = getattr(signal, f"SIG{args.signal}")
