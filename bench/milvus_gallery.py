@@ -38,12 +38,16 @@ from bench.gallery import PER_ID, Synthetic
 from service.devdb import DevCluster
 from service.devmilvus import MilvusServer, running_server
 from service.gallery import NewFace
-from service.gallery.milvus import MilvusEngine, MilvusGallery, MilvusOptions, open_milvus
+from service.gallery.milvus import MilvusEngine, MilvusGallery, MilvusOptions, open_milvus, outbox
 from service.gallery.milvus.engine import INDEX_PARAMS
+from service.gallery.milvus.gallery import _CANDIDATES
+from service.gallery.milvus.reconcile import rebuild
 from service.gallery.postgres import PoolOptions, PostgresDatabase
 
 MODEL = "bench-model"
 SERVER_SETTINGS = ("shared_buffers=1GB", "maintenance_work_mem=1GB")
+DRAIN_BATCH = 20_000
+"""Outbox rows per drain transaction (one Milvus upsert request per model, ~10 MiB at 128-d)."""
 
 
 def _rss_mib(server: MilvusServer) -> float:
@@ -95,7 +99,9 @@ def _load_pg(db: PostgresDatabase, syn: Synthetic) -> None:
             for i in range(syn.ids):
                 cp.write_row((i + 1, uuid.uuid4().hex, f"id{i}", "{}", now, now))
         for start, x in syn.chunks():
-            with conn.cursor().copy("COPY faces (id, subject_pk, model_id, embedding, created_at) FROM STDIN") as cp:
+            cols = "COPY faces (id, subject_pk, model_id, embedding, created_at) FROM STDIN (FORMAT BINARY)"
+            with conn.cursor().copy(cols) as cp:  # binary: the vectors go as float32, not as text
+                cp.set_types(["bigint", "bigint", "text", "vector", "double precision"])
                 for k, v in enumerate(x):
                     f = start + k
                     cp.write_row((f + 1, f // PER_ID + 1, MODEL, v, now))
@@ -117,65 +123,102 @@ def _timed(fn: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-def search(args: argparse.Namespace) -> None:
-    syn = Synthetic(args.size)
+def _bulk_load(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, server: MilvusServer) -> dict[str, Any]:
+    """COPY into PostgreSQL, drain the outbox into Milvus, flush and build: timings and memory."""
+    out: dict[str, Any] = {"milvus_rss_mib_empty": round(_rss_mib(server))}
+    t = time.perf_counter()
+    _load_pg(db, syn)
+    out["pg_copy_faces_per_s"] = round(syn.n / (time.perf_counter() - t))
+    t = time.perf_counter()
+    with db.pool.connection() as conn:
+        outbox.drain(conn, g.engine, limit=DRAIN_BATCH)
+    out["drain_to_milvus_faces_per_s"] = round(syn.n / (time.perf_counter() - t))
+    out["index_build_s"] = round(_wait_indexed(g.engine, MODEL, syn.n), 1)
+    out["milvus_rss_mib_loaded"] = round(_rss_mib(server))
+    with db.pool.connection() as conn:
+        row = conn.execute("SELECT pg_total_relation_size('faces')").fetchone()
+    out["pg_faces_table_mib"] = round(int(row[0]) / 2**20) if row else None
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argparse.Namespace) -> dict[str, Any]:
+    """Search through the gallery (p50/p99, recall@1), engine-level consistency levels, enrolment."""
     probes = syn.probes(args.probes)
     exact = syn.exact_nearest(probes) + 1  # face ids start at 1
+    out: dict[str, Any] = {}
+    got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
+    out["gallery_recall_at_1"] = float(np.mean(np.array(got) == exact))
+    out["gallery_search"] = _timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes)
+    with db.pool.connection() as conn:
+        ts = outbox.write_ts(conn, MODEL)
+    eng = g.engine
+    name = eng.name(MODEL)
+    client = eng._connect()
+    levels: dict[str, Any] = {
+        "guarantee_ts": lambda p: eng.search(MODEL, p, 40, guarantee_ts=ts),
+        "bounded": lambda p: eng.search(MODEL, p, 40),
+        "strong": lambda p: client.search(name, data=[p[0].tolist()], limit=40, consistency_level="Strong"),
+    }
+    out["engine_search_k40"] = {k: _timed(fn, probes[: args.probes // 4]) for k, fn in levels.items()}
+    ids = [fid for fid, _ in eng.search(MODEL, probes[:1], 40, guarantee_ts=ts)[0]]
+
+    def state(_p: Any) -> None:
+        with db.pool.connection() as conn:
+            outbox.search_state(conn, MODEL)
+
+    def candidates(_p: Any) -> None:
+        with db.pool.connection() as conn:
+            conn.cursor(binary=True).execute(_CANDIDATES, {"m": MODEL, "ids": ids}).fetchall()
+
+    out["search_parts"] = {  # the gallery's steps one at a time (a pooled connection each)
+        "pg_counts_and_write_ts": _timed(state, probes[:100]),
+        "milvus_k40_guarantee_ts": out["engine_search_k40"]["guarantee_ts"],
+        "pg_candidates_40": _timed(candidates, probes[:100]),
+    }
+    out["gallery_search_again"] = _timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes)  # settled
+    sid = g.create_subject(name="enrol")
+    new = syn.probes(args.enrol)
+    t = time.perf_counter()
+    for v in new:
+        g.add_faces(sid.id, [NewFace(embedding=v, model_id=MODEL)])
+    out["enrol_one_face_per_call_faces_per_s"] = round(args.enrol / (time.perf_counter() - t), 1)
+    rt = []
+    for v in syn.probes(20) * -1:  # fresh vectors: enrol then search at once (read-your-writes)
+        f = g.add_faces(sid.id, [NewFace(embedding=v / np.linalg.norm(v), model_id=MODEL)])[0]
+        t = time.perf_counter()
+        hit = g.search(v[None], model_id=MODEL, top_k=1)[0][0]
+        rt.append(time.perf_counter() - t)
+        assert hit.face_id == f.id
+    out["search_right_after_enrol_p50_ms"] = round(float(np.median(rt)) * 1e3, 2)
+    return out
+
+
+def search(args: argparse.Namespace) -> None:
+    syn = Synthetic(args.size)
     result: dict[str, Any] = {"size": args.size, "probes": args.probes, "index": "HNSW M=16 efConstruction=200"}
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="facerec-milvus-bench-pg-")), settings=SERVER_SETTINGS)
     cluster.start()
     try:
         url = cluster.create_database("bench", owner="facerec")
-        with running_server() as server:
-            rss0 = _rss_mib(server)
-            db = open_milvus(url, MilvusOptions(uri=server.uri, timeout_s=60), pool=PoolOptions(), sync_interval_s=0)
-            g = db.gallery
-            assert isinstance(g, MilvusGallery)
-            t = time.perf_counter()
-            _load_pg(db, syn)
-            result["pg_copy_s"] = round(time.perf_counter() - t, 1)
-            t = time.perf_counter()
-            with db.pool.connection() as conn:
-                from service.gallery.milvus import outbox
-
-                outbox.drain(conn, g.engine, limit=10_000)
-            drain_s = time.perf_counter() - t
-            result["drain_to_milvus_faces_per_s"] = round(args.size / drain_s)
-            result["index_build_s"] = round(_wait_indexed(g.engine, MODEL, args.size), 1)
-            result["milvus_rss_mib"] = {"empty": round(rss0), "loaded": round(_rss_mib(server))}
-            print(json.dumps(result), flush=True)
-            got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
-            result["gallery_recall_at_1"] = float(np.mean(np.array(got) == exact))
-            result["gallery_search"] = _timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes)
-            ts = 0
-            with db.pool.connection() as conn:
-                ts = outbox.write_ts(conn, MODEL)
-            eng = g.engine
-            name = eng.name(MODEL)
-            client = eng._connect()
-            levels: dict[str, Any] = {
-                "guarantee_ts": lambda p: eng.search(MODEL, p, 40, guarantee_ts=ts),
-                "bounded": lambda p: eng.search(MODEL, p, 40),
-                "strong": lambda p: client.search(
-                    name, data=[p[0].tolist()], limit=40, output_fields=["id"], consistency_level="Strong"
-                ),
-            }
-            result["engine_search_k40"] = {k: _timed(fn, probes[: args.probes // 2]) for k, fn in levels.items()}
-            sid = g.create_subject(name="enrol")
-            new = syn.probes(args.enrol)
-            t = time.perf_counter()
-            for v in new:
-                g.add_faces(sid.id, [NewFace(embedding=v, model_id=MODEL)])
-            result["enrol_one_face_per_call_faces_per_s"] = round(args.enrol / (time.perf_counter() - t), 1)
-            rt = []
-            for v in syn.probes(20) * -1:  # fresh vectors: enrol then search at once (read-your-writes)
-                f = g.add_faces(sid.id, [NewFace(embedding=v / np.linalg.norm(v), model_id=MODEL)])[0]
-                t = time.perf_counter()
-                hit = g.search(v[None], model_id=MODEL, top_k=1)[0][0]
-                rt.append(time.perf_counter() - t)
-                assert hit.face_id == f.id
-            result["search_right_after_enrol_p50_ms"] = round(float(np.median(rt)) * 1e3, 2)
-            db.close()
+        with running_server(tuple(args.milvus_config)) as server:
+            db = open_milvus(url, MilvusOptions(uri=server.uri, timeout_s=120), pool=PoolOptions(), sync_interval_s=0)
+            try:
+                g = db.gallery
+                assert isinstance(g, MilvusGallery)
+                result["load"] = _bulk_load(db, g, syn, server)
+                try:
+                    result.update(_queries(db, g, syn, args))
+                except Exception as e:  # keep the load figures; the error goes into the report
+                    result["error"] = f"{type(e).__name__}: {e}"
+                    _write(args.out, result)
+                    raise
+                if args.rebuild:
+                    t = time.perf_counter()
+                    rebuild(g)
+                    result["rebuild_index_faces_per_s"] = round(args.size / (time.perf_counter() - t))
+            finally:
+                db.close()
     finally:
         cluster.destroy()
     _write(args.out, result)
@@ -235,6 +278,8 @@ def main() -> None:
     s.add_argument("--probes", type=int, default=400)
     s.add_argument("--enrol", type=int, default=200)
     s.add_argument("--out", default="reports/milvus-search.json")
+    s.add_argument("--rebuild", action="store_true", help="also time rebuild-index (drop, refill from PostgreSQL)")
+    s.add_argument("--milvus-config", nargs="*", default=[], help="extra milvus.yaml key=value settings")
     i = sub.add_parser("indexes")
     i.add_argument("--size", type=int, default=100_000)
     i.add_argument("--probes", type=int, default=300)

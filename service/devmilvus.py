@@ -86,11 +86,20 @@ class MilvusServer:
             tail += [f.name, *errors[-6:]]
         raise RuntimeError(f"milvus-server did not answer within {timeout_s:.0f} s; its log ends:\n" + "\n".join(tail))
 
-    def stop(self, sig: int = signal.SIGINT, grace_s: float = 30.0) -> None:
-        """SIGINT (a clean stop) or SIGKILL (a crash), then wait."""
+    def stop(self, sig: int = signal.SIGINT, grace_s: float = 30.0, *, child_only: bool = False) -> None:
+        """SIGINT to the process group (the wrapper's stop: SIGTERM to Milvus, SIGKILL 1 s later) or SIGKILL (a
+        crash), then wait. ``child_only``: ``sig`` to the Milvus process alone (SIGTERM: its own graceful stop,
+        however long it takes up to ``grace_s``), then the wrapper is stopped."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        engine = _child(proc.pid) if child_only else None
+        if engine is not None:
+            os.kill(engine, sig)
+            deadline = time.monotonic() + grace_s
+            while _alive(engine) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            sig = signal.SIGINT
         os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=grace_s)
@@ -109,6 +118,23 @@ class MilvusServer:
     def resume(self) -> None:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+def _child(pid: int) -> int | None:
+    """The first child process of ``pid`` (the wrapper's ``milvus run standalone``)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids = (task / "children").read_text().split()
+        if kids:
+            return int(kids[0])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.gallery.errors import VectorIndexUnavailable
+from service.gallery.milvus.requests import mutation_request
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -55,6 +57,10 @@ class MilvusOptions:
     """HNSW candidate list at search time (raised to the faces fetched); ``nprobe`` for IVF indexes / 8."""
     num_partitions: int = 16
     """Partitions the ``scope`` partition key hashes into."""
+    write_batch: int = 5_000
+    """Rows per insert / upsert request; a larger write is split into requests sent ``write_concurrency`` at a
+    time (its ids are distinct, so the requests commute)."""
+    write_concurrency: int = 2
     retry_after_s: float = 1.0
     """After a failure, calls fail at once for this long (no queue of requests each waiting ``timeout_s``);
     the gallery's sync thread probes Milvus every second and clears it as soon as Milvus answers."""
@@ -222,14 +228,30 @@ class MilvusEngine:
     # ------------------------------------------------------------------ writes
     def upsert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
         """Insert or replace faces ``ids`` with ``vectors`` (n, dim); returns the mutation's hybrid timestamp."""
+        return self._write("upsert", model_id, ids, vectors, scope)
+
+    def insert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
+        """Insert faces ``ids`` without replacing rows of the same id (bulk loads into a fresh collection: no
+        delete pass; a face also upserted meanwhile is held twice, harmless as hits are deduplicated by id)."""
+        return self._write("insert", model_id, ids, vectors, scope)
+
+    def _write(self, op: str, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int) -> int:
         if not len(ids):
             return 0
-        name = self.ensure_collection(model_id, int(vectors.shape[1]))
-        rows = [
-            {"id": int(i), "scope": int(scope), "embedding": v.tolist()}
-            for i, v in zip(ids, np.asarray(vectors, np.float32), strict=True)
-        ]
-        return int(self._call("upsert", self._mutate, "upsert", name, rows))
+        x = np.ascontiguousarray(vectors, np.float32)
+        name = self.ensure_collection(model_id, int(x.shape[1]))
+        step = self.options.write_batch
+        if not self.options.lite and len(ids) > step:  # disjoint ids: the requests commute, send them at once
+            spans = [(s, min(s + step, len(ids))) for s in range(0, len(ids), step)]
+            with ThreadPoolExecutor(max_workers=self.options.write_concurrency) as pool:
+                stamps = pool.map(
+                    lambda se: self._write(op, model_id, ids[se[0] : se[1]], x[se[0] : se[1]], scope), spans
+                )
+                return max(stamps)
+        if self.options.lite:
+            rows = [{"id": int(i), "scope": int(scope), "embedding": v.tolist()} for i, v in zip(ids, x, strict=True)]
+            return int(self._call(op, self._mutate, op, name, rows))
+        return int(self._call(op, self._mutate, op, name, mutation_request(op, name, ids, x, scope)))
 
     def delete(self, model_id: str, ids: Sequence[int]) -> int:
         """Delete faces ``ids`` from the collection of ``model_id`` (absent ids are fine); returns the hybrid
@@ -246,19 +268,23 @@ class MilvusEngine:
         return int(self._call("delete", run))
 
     def _mutate(self, client: Any, op: str, name: str, payload: Any) -> int:
-        """Run an upsert / delete through the client's handler to get the mutation's timestamp (the high-level
-        client drops it); milvus-lite's consistency is immediate, its timestamps are not needed."""
+        """Run an insert / upsert (a ready request) / delete through the client's handler to get the mutation's
+        timestamp (the high-level client drops it); milvus-lite's consistency is immediate, its timestamps are
+        not needed."""
         timeout = self.options.timeout_s
         if self.options.lite:
-            if op == "upsert":
-                client.upsert(name, payload, timeout=timeout)
-            else:
+            if op == "delete":
                 client.delete(name, ids=payload, timeout=timeout)
+            else:
+                getattr(client, op)(name, payload, timeout=timeout)
             return 0
         conn = client._get_connection()  # pymilvus' gRPC handler: returns MutationResult with .timestamp
         context = client._generate_call_context()
+        schema: dict[str, list[Any]] = {"fields": []}  # the request is complete: no describe_collection round trip
         if op == "upsert":
-            result = conn.upsert_rows(name, payload, timeout=timeout, context=context)
+            result = conn.upsert(name, [], upsert_param=payload, schema=schema, timeout=timeout, context=context)
+        elif op == "insert":
+            result = conn.batch_insert(name, [], insert_param=payload, schema=schema, timeout=timeout, context=context)
         else:
             result = conn.delete(name, f"id in {list(payload)}", timeout=timeout, context=context)
         return int(getattr(result, "timestamp", 0) or 0)
@@ -293,8 +319,7 @@ class MilvusEngine:
                 name,
                 data=[v.tolist() for v in np.asarray(probes, np.float32)],
                 limit=k,
-                output_fields=["id"],
-                search_params=params,
+                search_params=params,  # no output fields: the primary key comes with every hit
                 timeout=self.options.timeout_s,
                 **extra,
             )

@@ -18,10 +18,11 @@ Conventions: embeddings are float32 unit vectors; distances are L2 in [0, 2]; si
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,6 @@ from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
 from service.gallery.milvus.reconcile import reconcile_if_free
-from service.gallery.postgres import vectors
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
@@ -68,6 +68,7 @@ class MilvusGallery(PostgresGallery):
         sync_interval_s: float = 1.0,
         reconcile_interval_s: float = 0.0,
     ) -> None:
+        self._held = threading.local()
         super().__init__(pool, options=options)
         self.engine = MilvusEngine(milvus, self.gallery_uuid)
         with self._conn() as conn:
@@ -132,13 +133,31 @@ class MilvusGallery(PostgresGallery):
         return n
 
     # ================================================================== search
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection this thread's search holds, else a pooled one (PostgresGallery._conn)."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with super()._conn() as conn:
+            yield conn
+
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
+        """Holds one pooled connection for both of its PostgreSQL round trips (a checkout costs ~1 ms here)."""
+        with super()._conn() as conn:
+            self._held.conn = conn
+            try:
+                return self._search(probes, model_id=model_id, top_k=top_k)
+            finally:
+                self._held.conn = None
+
+    def _search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         q = unit_vectors(probes, "probe")
         with self._conn() as conn:
-            by_model = vectors.models_with_faces(conn)
-            ts = outbox.write_ts(conn, model_id)
+            by_model, ts = outbox.search_state(conn, model_id)  # one round trip
         return nearest_subjects(
             lambda k: self._exact(q, model_id, self.engine.search(model_id, q, k, guarantee_ts=ts), top_k),
             faces_by_model=by_model,
@@ -154,7 +173,7 @@ class MilvusGallery(PostgresGallery):
         """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance."""
         ids = sorted({fid for per_probe in hits for fid, _ in per_probe})
         with self._conn() as conn:
-            found = conn.execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
+            found = conn.cursor(binary=True).execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
         if not found:
             return [[] for _ in range(len(q))]
         seen: dict[int, tuple[str, str, npt.NDArray[np.float32]]] = {}

@@ -135,9 +135,13 @@ def _repair(gallery: MilvusGallery, report: ReconcileReport) -> None:
         for start in range(0, len(diff.missing), 2000):
             ids = diff.missing[start : start + 2000]
             with gallery._conn() as conn:
-                rows = conn.execute(
-                    "SELECT id, embedding FROM faces WHERE id = ANY(%s) AND model_id = %s ORDER BY id", (ids, model)
-                ).fetchall()
+                rows = (
+                    conn.cursor(binary=True)
+                    .execute(
+                        "SELECT id, embedding FROM faces WHERE id = ANY(%s) AND model_id = %s ORDER BY id", (ids, model)
+                    )
+                    .fetchall()
+                )
             if rows:
                 ts = engine.upsert(model, [int(r[0]) for r in rows], np.stack([outbox._vec(r[1]) for r in rows]))
                 _record_ts(gallery, model, ts)
@@ -170,10 +174,12 @@ def reconcile_if_free(gallery: MilvusGallery) -> ReconcileReport | None:
     return report
 
 
-def rebuild(gallery: MilvusGallery, *, batch: int = 5000, progress: Progress | None = None) -> dict[str, int]:
+def rebuild(gallery: MilvusGallery, *, batch: int = 20_000, progress: Progress | None = None) -> dict[str, int]:
     """Drop this gallery's collections and fill them again from PostgreSQL in id order, ``batch`` faces per
-    upsert; returns faces per model. While it runs, searches can miss faces not re-inserted yet (never return an
-    erased one): run it when the index is lost or its index type changes, before sending traffic."""
+    insert (a fresh collection: plain inserts, no upsert's delete pass; a face a concurrent drain upserts as well
+    is held twice until erased, harmless: hits are deduplicated by face id); returns faces per model. While it
+    runs, searches can miss faces not re-inserted yet (never return an erased one): run it when the index is lost
+    or its index type changes, before sending traffic."""
     engine = gallery.engine
     for name in engine.collections():
         engine.drop_name(name)
@@ -184,9 +190,11 @@ def rebuild(gallery: MilvusGallery, *, batch: int = 5000, progress: Progress | N
     counts: dict[str, int] = {}
     while True:
         with gallery._conn() as conn:
-            rows = conn.execute(
-                "SELECT id, model_id, embedding FROM faces WHERE id > %s ORDER BY id LIMIT %s", (after, batch)
-            ).fetchall()
+            rows = (
+                conn.cursor(binary=True)
+                .execute("SELECT id, model_id, embedding FROM faces WHERE id > %s ORDER BY id LIMIT %s", (after, batch))
+                .fetchall()
+            )
         if not rows:
             break
         after = int(rows[-1][0])
@@ -194,7 +202,7 @@ def rebuild(gallery: MilvusGallery, *, batch: int = 5000, progress: Progress | N
         for r in rows:
             per.setdefault(str(r[1]), []).append(r)
         for model, rs in per.items():
-            ts = engine.upsert(model, [int(r[0]) for r in rs], np.stack([outbox._vec(r[2]) for r in rs]))
+            ts = engine.insert(model, [int(r[0]) for r in rs], np.stack([outbox._vec(r[2]) for r in rs]))
             _record_ts(gallery, model, ts)
             counts[model] = counts.get(model, 0) + len(rs)
         done += len(rows)
