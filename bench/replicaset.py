@@ -9,9 +9,9 @@ import io
 import random
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,23 +70,8 @@ class ReplicaSet:
 
     def start(self) -> list[float]:
         """Start every replica at once; seconds each took to answer ``/readyz``."""
-        took = [0.0] * len(self.servers)
-        errors: list[BaseException] = []
-
-        def one(i: int) -> None:
-            try:
-                took[i] = self.servers[i].start()
-            except BaseException as e:  # reported below, after every start finished
-                errors.append(e)
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(self.servers))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return took
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            return list(pool.map(BenchServer.start, self.servers))
 
     def rss_mib(self) -> list[float]:
         """Resident memory of each running replica, MiB (0 when it is not running)."""
