@@ -7,8 +7,9 @@ Starts a local PostgreSQL 18 + pgvector and two ``facerec serve`` replicas A and
 finds the 5-celebrity train photos the quality gate accepts (enrolled once through B into a scratch subject,
 then erased), then runs ``--clients`` threads that each create subjects and enrol ``--images`` photos per request
 (JPEG bytes unique per image, pixels unchanged, so every one is accepted) into them, through A or B at random.
-Meanwhile A is SIGKILLed ``--kills`` times, each at a random moment 1-5 s after it answered ``/readyz``, and
-started again (same port, same database).
+Meanwhile A is SIGKILLed ``--kills`` times, each at a random moment 1-5 s after it answered ``/readyz`` (then as
+soon as an enrolment is in flight on A, waiting up to 5 s more for one), and started again (same port, same
+database).
 
 At the end the gallery is listed through B and checked against every request's outcome:
 
@@ -70,8 +71,10 @@ class Clients:
         self.n = 0
 
     def _send(self, c: httpx.Client, replica: int, method: str, url: str, **kw: Any) -> tuple[str, Any]:
+        """(status or ``transport <error>``, JSON body); enrolments in flight are counted per replica."""
+        enrol = url.endswith("/faces")
         with self.lock:
-            self.in_flight[replica] += 1
+            self.in_flight[replica] += enrol
         try:
             r = c.request(method, url, **kw)
             return str(r.status_code), r.json() if r.content else None
@@ -79,7 +82,7 @@ class Clients:
             return f"transport {type(e).__name__}", None
         finally:
             with self.lock:
-                self.in_flight[replica] -= 1
+                self.in_flight[replica] -= enrol
 
     def run(self, i: int) -> None:
         rng = random.Random(self.args.seed * 1000 + i)
@@ -176,14 +179,18 @@ def main() -> int:
         try:
             for k in range(args.kills):
                 time.sleep(rng.uniform(1.0, 5.0))
+                for _ in range(100):  # then up to 5 s more for an enrolment in flight on A
+                    if cl.in_flight[0]:
+                        break
+                    time.sleep(0.05)
                 with cl.lock:
                     busy, done = cl.in_flight[0], len(cl.enrols)
                 assert a.proc is not None
                 a.proc.kill()
                 a.proc.wait()
                 restart = a.start()
-                kills.append({"in_flight_on_a": busy, "requests_before": done, "restart_s": round(restart, 1)})
-                print(f"  [{stamp()}] kill {k + 1}: {busy} in flight on A; back in {restart:.1f} s", flush=True)
+                kills.append({"enrolments_in_flight_on_a": busy, "requests_before": done, "restart_s": restart})
+                print(f"  [{stamp()}] kill {k + 1}: {busy} enrolments in flight on A; up in {restart:.1f} s", flush=True)
             time.sleep(3.0)
         finally:
             cl.stop.set()
