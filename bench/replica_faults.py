@@ -190,7 +190,7 @@ def main() -> int:
                 a.proc.wait()
                 restart = a.start()
                 kills.append({"enrolments_in_flight_on_a": busy, "requests_before": done, "restart_s": restart})
-                print(f"  [{stamp()}] kill {k + 1}: {busy} enrolments in flight on A; up in {restart:.1f} s", flush=True)
+                print(f"  [{stamp()}] kill {k + 1}: {busy} enrolling on A, up in {restart:.0f} s", flush=True)
             time.sleep(3.0)
         finally:
             cl.stop.set()
