@@ -15,7 +15,10 @@ data dir, the other with ``FACEREC_DATABASE_URL``) and the 5-celebrity train pho
 Timing: one client, requests alternating between the two servers (embedded, PostgreSQL, embedded, ...) so that
 both see the same machine load, each val photo in turn; ``--warmup`` requests each first, then ``--requests``
 timed ones each (client-side wall time of the whole request: upload, detection, FaceNet, search, rescoring,
-JSON). Every answer must count ``--faces`` + the enrolled faces and name the photo's person.
+JSON). Every answer must count ``--faces`` + the enrolled faces and name the photo's person. PostgreSQL's
+committed transactions over the timed requests (``pg_stat_database.xact_commit``) give the round trips per
+identify. Then, with the servers stopped, the storage part alone in this process: ``rank_subjects`` (search +
+rescoring of the 20 nearest subjects) for the val photos' embeddings on each backend, ``--storage-rounds`` passes.
 """
 
 from __future__ import annotations
@@ -69,6 +72,40 @@ def load_postgres(url: str, syn: Synthetic) -> dict[str, Any]:
     return out
 
 
+def xact_commits(url: str) -> int:
+    """Transactions committed so far in ``url``'s database (``pg_stat_database``, after its 1 s flush delay)."""
+    import psycopg
+
+    time.sleep(1.5)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SELECT pg_stat_clear_snapshot()")
+        row = c.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def storage_only(data: Path, url: str, probes: list[tuple[str, bytes]], repeat: int) -> dict[str, dict[str, float]]:
+    """The storage part of identify alone, in this process: ``rank_subjects`` (index search, then the 20 nearest
+    subjects rescored from their faces) for the probes' real embeddings, on each backend; ms."""
+    from embeddings import FaceAnalyzer
+    from service.recognition import rank_subjects
+
+    fa = FaceAnalyzer()
+    embs = [f.embedding for _, image in probes for f in fa.analyze(image)[:1]]
+    backend = open_database(url)
+    out = {}
+    for name, g in (("embedded", open_gallery(data)), ("postgres", backend.gallery)):
+        times = []
+        for i in range(repeat * len(embs)):
+            t = time.perf_counter()
+            rank_subjects(g, embs[i % len(embs)][None], model_id=fa.model_id, top_k=5)
+            times.append(time.perf_counter() - t)
+        ms = np.array(times[len(embs) :]) * 1e3  # the first round warms up
+        out[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+        g.close()
+    backend.close()
+    return out
+
+
 async def enrol_celebrities(server: BenchServer, token: str, train: dict[str, list[Path]]) -> dict[str, str]:
     async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": token}) as c:
         subjects, _, _ = await setup_gallery(c, train, timeout=300.0)
@@ -81,6 +118,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200, help="timed requests per backend")
     ap.add_argument("--warmup", type=int, default=20, help="untimed requests per backend first")
     ap.add_argument("--dataset", type=Path, default=default_dataset(), help="5-celebrity dataset root")
+    ap.add_argument("--storage-rounds", type=int, default=5, help="passes over the probes, in-process")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/pg-identify.json"))
     args = ap.parse_args()
@@ -109,6 +147,7 @@ def main() -> int:
             subjects[name] = asyncio.run(enrol_celebrities(s, token, train))
             clients[name] = httpx.Client(base_url=s.url, headers={"X-API-Key": token}, timeout=120)
         times: dict[str, list[float]] = {name: [] for name in servers}
+        commits = 0
         right: dict[str, int] = dict.fromkeys(servers, 0)
         sizes: dict[str, set[int]] = {name: set() for name in servers}
         for i in range(args.warmup + args.requests):
@@ -120,11 +159,14 @@ def main() -> int:
                 r.raise_for_status()
                 if i < args.warmup:
                     continue
+                if i == args.warmup and name == "embedded":
+                    commits = xact_commits(url)
                 body = r.json()
                 times[name].append(took)
                 sizes[name].add(int(body["gallery_faces"]))
                 match = body["faces"][0]["match"] if body["faces"] else None
                 right[name] += bool(match and match["subject_id"] == subjects[name][person])
+        out["postgres"]["transactions_per_identify"] = round((xact_commits(url) - commits) / args.requests, 1)
         for c in clients.values():
             c.close()
         for name in servers:
@@ -138,9 +180,13 @@ def main() -> int:
             )
         out["p50_ratio"] = round(out["postgres"]["p50_ms"] / out["embedded"]["p50_ms"], 3)
         out["p99_ratio"] = round(out["postgres"]["p99_ms"] / out["embedded"]["p99_ms"], 3)
-    finally:
         for name, s in servers.items():
-            out.setdefault(name, {})["exit_code"] = s.stop()
+            out[name]["exit_code"] = s.stop()
+        out["rank_subjects_in_process"] = storage_only(work / "data", url, probes, args.storage_rounds)
+        print(f"  search + rescore in-process: {out['rank_subjects_in_process']}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
         cluster.destroy()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=1))
