@@ -95,7 +95,7 @@ def storage_only(data: Path, url: str, probes: list[tuple[str, bytes]], repeat: 
     out = {}
     for name, g in (("embedded", open_gallery(data)), ("postgres", backend.gallery)):
         times = []
-        for i in range(repeat * len(embs)):
+        for i in range((repeat + 1) * len(embs)):
             t = time.perf_counter()
             rank_subjects(g, embs[i % len(embs)][None], model_id=fa.model_id, top_k=5)
             times.append(time.perf_counter() - t)
