@@ -97,6 +97,19 @@ class Synthetic:
         return arg
 
 
+def add_synthetic(g: Any, syn: Synthetic, subjects: list[Any]) -> npt.NDArray[np.int64]:
+    """Add every face of ``syn`` with ``add_faces_many`` (one call per chunk), face ``f`` into ``subjects[f //
+    PER_ID]`` (made by ``create_subjects``, one per identity); returns the face ids, in order."""
+    face_ids = np.zeros(syn.n, np.int64)
+    for start, x in syn.chunks():
+        batch: dict[str, list[NewFace]] = {}
+        for k, v in enumerate(x):
+            batch.setdefault(subjects[(start + k) // PER_ID].id, []).append(NewFace(v, MODEL))
+        recs = g.add_faces_many(batch)
+        face_ids[start : start + len(recs)] = [r.id for r in recs]
+    return face_ids
+
+
 def _latency(g: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
     faiss.omp_set_num_threads(1)
     return search_latency(g, probes)
@@ -161,14 +174,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     t = time.perf_counter()
     subjects = g.create_subjects([(f"id{i}", None) for i in range(syn.ids)])
     out["create_subjects_s"] = time.perf_counter() - t
-    face_ids = np.zeros(n, np.int64)
     t = time.perf_counter()
-    for start, x in syn.chunks():
-        batch: dict[str, list[NewFace]] = {}
-        for k, v in enumerate(x):
-            batch.setdefault(subjects[(start + k) // PER_ID].id, []).append(NewFace(v, MODEL))
-        recs = g.add_faces_many(batch)
-        face_ids[start : start + len(recs)] = [r.id for r in recs]
+    face_ids = add_synthetic(g, syn, subjects)
     add_s = time.perf_counter() - t
     out["bulk_add_s"] = add_s
     out["bulk_add_faces_per_s"] = n / add_s
