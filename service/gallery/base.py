@@ -85,6 +85,11 @@ class Gallery(Protocol):
         """Its embeddings of ``model_id``, (n, 128); :class:`ModelMismatch` if it has only other models'."""
         ...
 
+    def subjects_embeddings(self, subject_ids: Sequence[str], *, model_id: str) -> dict[str, npt.NDArray[np.float32]]:
+        """Each subject's embeddings of ``model_id`` ((n, 128), enrolment order) in one read; subjects that do not
+        exist (erased meanwhile) or have no face of that model are left out."""
+        ...
+
     # ---------------------------------------------------------------- crops and re-indexing
     def crop_png(self, face_id: int) -> bytes | None:
         """The stored aligned 160x160 crop of a face (PNG bytes), or None if none was stored."""

@@ -17,7 +17,6 @@ import numpy.typing as npt
 
 from embeddings import Face, FaceAnalyzer, distance_to_similarity
 from service.gallery import Candidate, Gallery
-from service.gallery.errors import ModelMismatch, SubjectNotFound
 from service.gallery.matching import RULE, subject_distances, template
 from service.gallery.normalisation import Normalisation, normalised_scores, spreads
 from service.recognition.analysis import embed
@@ -79,16 +78,14 @@ def rescore(
     top_k: int,
     normalisation: Normalisation | None = None,
 ) -> list[SubjectMatch]:
-    """The index's nearest subjects rescored with the person-level rule (each subject's faces read with
-    :meth:`Gallery.face_embeddings`) and, with ``normalisation``, its normalised score; best ``score`` first, at
-    most ``top_k``. A subject erased meanwhile is dropped."""
+    """The index's nearest subjects rescored with the person-level rule (their faces read in one
+    :meth:`Gallery.subjects_embeddings` call) and, with ``normalisation``, its normalised score; best ``score``
+    first, at most ``top_k``. A subject erased meanwhile is dropped."""
     found: list[tuple[Candidate, float, npt.NDArray[np.float32]]] = []
+    by_subject = gallery.subjects_embeddings([c.subject_id for c in candidates], model_id=model_id)
     for c in candidates:
-        try:
-            embs = gallery.face_embeddings(c.subject_id, model_id=model_id)
-        except (SubjectNotFound, ModelMismatch):
-            continue
-        if len(embs) == 0:
+        embs = by_subject.get(c.subject_id)
+        if embs is None or len(embs) == 0:
             continue
         weights = subject_weights(gallery, c.subject_id, model_id, len(embs))
         d = float(subject_distances(probe[None, :], embs, rule=RULE, weights=weights)[0])

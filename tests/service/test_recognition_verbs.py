@@ -148,6 +148,9 @@ def test_identify_rescores_subjects_and_reports_the_threshold_it_used(monkeypatc
             raw = near_one if subject_id == "s1" else spread
             return (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
 
+        def subjects_embeddings(self, subject_ids: Any, *, model_id: str) -> dict[str, Any]:
+            return {s: self.face_embeddings(s, model_id=model_id) for s in subject_ids}
+
     class Analyzer(EmbeddingAnalyzer):
         threshold = 1.075
 
@@ -217,7 +220,7 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     cands = [Candidate("b", "other", 2, 1.18, 0.3), Candidate("a", "mine", 1, 0.45, 0.9)]
     gallery = SimpleNamespace(
         subject_count=lambda: 2, face_count=lambda model_id: 2, search=lambda probes, **kw: [cands for _ in probes],
-        face_embeddings=lambda sid, **kw: subjects[sid].astype(np.float32),
+        subjects_embeddings=lambda sids, **kw: {s: subjects[s].astype(np.float32) for s in sids},
     )  # fmt: skip
 
     class Analyzer(EmbeddingAnalyzer):
@@ -235,7 +238,7 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     assert result.estimated_fir == pytest.approx(0.01, abs=1e-3)
     first, second = result.faces[0].candidates
     assert first.subject_id == "a" and first.score < second.score
-    tm = gallery.face_embeddings("a")
+    tm = subjects["a"].astype(np.float32)
     d = float(np.linalg.norm(probe - tm[0]))
     assert first.distance == pytest.approx(d, abs=1e-6)  # distance stays the raw L2 distance
     want = d - 0.5 * (spreads(probe[None], norm.cohort)[0] + spreads(tm, norm.cohort)[0])

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from service.gallery.crops import encode_crop
 from service.gallery.cursor import decode_cursor, encode_cursor
-from service.gallery.errors import ModelMismatch
+from service.gallery.errors import ModelMismatch, SubjectNotFound
 from service.gallery.local import search as searching
 from service.gallery.local.maintenance import Maintenance
 from service.gallery.local.recovery import ProgressFn, open_cache
@@ -165,6 +165,17 @@ class LocalGallery:
                 present=present,
             )
         return vecs
+
+    def subjects_embeddings(self, subject_ids: Sequence[str], *, model_id: str) -> dict[str, npt.NDArray[np.float32]]:
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        for sid in subject_ids:  # in-process reads: nothing to batch
+            try:
+                vecs, _ = self.store.face_embeddings(sid, model_id)
+            except SubjectNotFound:  # erased meanwhile
+                continue
+            if len(vecs):
+                out[sid] = vecs
+        return out
 
     def crop_png(self, face_id: int) -> bytes | None:
         return self.store.crop_png(face_id)

@@ -133,3 +133,19 @@ def embeddings(conn: psycopg.Connection[Any], subject_id: str, model_id: str) ->
             present=present,
         )
     return np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 128), np.float32)
+
+
+def embeddings_of_subjects(
+    conn: psycopg.Connection[Any], subject_ids: Sequence[str], model_id: str
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Each listed subject's (n, 128) embeddings of ``model_id`` in enrolment order, in one query; subjects that do
+    not exist or have no face of that model are left out."""
+    rows = conn.execute(
+        "SELECT s.id, f.embedding FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
+        "WHERE s.id = ANY(%s) AND f.model_id = %s ORDER BY f.id",
+        (list(subject_ids), model_id),
+    )
+    grouped: dict[str, list[npt.NDArray[np.float32]]] = {}
+    for sid, e in rows:
+        grouped.setdefault(str(sid), []).append(np.asarray(e.to_numpy(), np.float32))  # pgvector's Vector
+    return {sid: np.stack(v).astype(np.float32) for sid, v in grouped.items()}

@@ -128,6 +128,10 @@ class PostgresGallery:
         with self._conn() as conn:
             return faces.embeddings(conn, subject_id, model_id)
 
+    def subjects_embeddings(self, subject_ids: Sequence[str], *, model_id: str) -> dict[str, npt.NDArray[np.float32]]:
+        with self._conn() as conn:
+            return faces.embeddings_of_subjects(conn, subject_ids, model_id)
+
     # ================================================================== search
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
         check_limit("top_k", top_k)

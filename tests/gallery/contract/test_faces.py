@@ -141,3 +141,17 @@ def test_face_embeddings_of_another_model(gallery: Gallery, rng) -> None:
     gallery.add_faces(s.id, faces(unit(rng, 1)))
     assert gallery.face_embeddings(s.id, model_id=MODEL).shape == (1, 128)
     assert gallery.face_embeddings(s.id, model_id="other-model").shape == (2, 128)
+
+
+def test_embeddings_of_several_subjects_in_one_read(gallery: Gallery, rng) -> None:
+    a, b, empty = (gallery.create_subject(name=n) for n in ("A", "B", "no faces"))
+    va, vb = unit(rng, 3), unit(rng, 1)
+    gallery.add_faces(a.id, faces(va))
+    gallery.add_faces(b.id, faces(vb))
+    got = gallery.subjects_embeddings([b.id, a.id, empty.id, "nobody"], model_id=MODEL)
+    assert set(got) == {a.id, b.id}  # no faces of the model, or no such subject: left out
+    assert np.allclose(got[a.id], va, atol=1e-6) and np.allclose(got[b.id], vb, atol=1e-6)  # enrolment order
+    assert got[a.id].dtype == np.float32
+    assert gallery.subjects_embeddings([a.id], model_id="another-model") == {}
+    gallery.delete_subject(b.id)
+    assert set(gallery.subjects_embeddings([a.id, b.id], model_id=MODEL)) == {a.id}
