@@ -1,8 +1,8 @@
 """Faults: the real Milvus server (2.3.5 standalone, service/devmilvus.py) stopped and restarted under mixed load
 from two replicas (``MilvusGallery`` on one PostgreSQL), with every answer checked.
 
-    flock /tmp/facerec-bench.lock python bench/milvus_faults.py --signal KILL --out reports/milvus-faults-kill.json
-    flock /tmp/facerec-bench.lock python bench/milvus_faults.py --signal TERM --out reports/milvus-faults-term.json
+    python bench/milvus_faults.py --signal KILL --out reports/milvus-faults-kill.json
+    python bench/milvus_faults.py --signal TERM --out reports/milvus-faults-term.json
 
 Load (threads, for the whole run): enrolments (one face per call, replica A), erasures of acknowledged faces
 (replica B) and searches by an acknowledged face's own vector (both replicas). ``--signal`` stops the server

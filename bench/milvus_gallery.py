@@ -1,8 +1,8 @@
 """PostgreSQL + Milvus gallery benchmarks, on a local PostgreSQL 18 + pgvector (service/devdb.py) and a local Milvus
 2.3.5 standalone server (service/devmilvus.py), both started by the script itself.
 
-    flock /tmp/facerec-bench.lock python bench/milvus_gallery.py search --size 100000 --out reports/milvus-search.json
-    flock /tmp/facerec-bench.lock python bench/milvus_gallery.py indexes --size 100000 \
+    python bench/milvus_gallery.py search --size 100000 --out reports/milvus-search.json
+    python bench/milvus_gallery.py indexes --size 100000 \
         --out reports/milvus-indexes.json
 
 ``search``: N synthetic clustered unit vectors (bench/gallery.py's ``Synthetic``, as bench/pg_gallery.py: N/10

@@ -10,7 +10,7 @@ distance of ``x`` to its ``k`` nearest cohort templates, ``s(x)`` their standard
 * ``raw``: ``d``;  ``probe``: ``d - m(p)``;  ``subject``: ``d - m(t)``;  ``symmetric``: ``d - (m(p) + m(t)) / 2``;
 * ``s-norm``: ``((d - m(p)) / s(p) + (d - m(t)) / s(t)) / 2`` (adaptive s-norm on the top-k cohort).
 
-Usage: flock /tmp/facerec-bench.lock .venv/bin/python bench/openset_tune.py --seeds 0,1 [--ks 5,10,25,50]
+Usage: .venv/bin/python bench/openset_tune.py --seeds 0,1 [--ks 5,10,25,50]
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """PostgreSQL + pgvector gallery benchmarks, on a local PostgreSQL 18 + pgvector started by the script itself
 (service/devdb.py; nothing else to install).
 
-    flock /tmp/facerec-bench.lock python bench/pg_gallery.py search --sizes 100000 --out reports/pg-search.json
-    flock /tmp/facerec-bench.lock python bench/pg_gallery.py enrol --faces 2000 --out reports/pg-enrol.json
-    flock /tmp/facerec-bench.lock python bench/pg_gallery.py parity --npz reports/lfw_embeddings.npz \
+    python bench/pg_gallery.py search --sizes 100000 --out reports/pg-search.json
+    python bench/pg_gallery.py enrol --faces 2000 --out reports/pg-enrol.json
+    python bench/pg_gallery.py parity --npz reports/lfw_embeddings.npz \
         --out reports/pg-parity.json
 
 ``search``, per size N: synthetic clustered unit vectors (bench/gallery.py's ``Synthetic``: N/10 identities, same-

@@ -1,7 +1,7 @@
 """``POST /v1/identify`` latency at a large gallery: the embedded backend (SQLite + FAISS) against PostgreSQL +
 pgvector, through real ``facerec serve`` processes, with the same real photos.
 
-    flock /tmp/facerec-bench.lock python bench/pg_identify.py --faces 100000 --requests 200 \\
+    python bench/pg_identify.py --faces 100000 --requests 200 \\
         --out reports/pg-identify.json
 
 Both galleries get the same ``--faces`` synthetic faces (bench/gallery.py's ``Synthetic``: clustered unit vectors

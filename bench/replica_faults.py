@@ -1,7 +1,7 @@
 """A replica SIGKILLed again and again during enrolment: every acknowledged face must be present afterwards and no
 subject half-written.
 
-    flock /tmp/facerec-bench.lock python bench/replica_faults.py --kills 10 --out reports/replica-faults.json
+    python bench/replica_faults.py --kills 10 --out reports/replica-faults.json
 
 Starts a local PostgreSQL 18 + pgvector and two ``facerec serve`` replicas A and B on it (bench/replicaset.py),
 finds the 5-celebrity train photos the quality gate accepts (enrolled once through B into a scratch subject,

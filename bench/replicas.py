@@ -1,7 +1,7 @@
 """Two replicas on one PostgreSQL: concurrent clients mixing enrol, identify and erase through both, with
 read-your-writes checked across replicas on every write and a ledger compared with the database at the end.
 
-    flock /tmp/facerec-bench.lock python bench/replicas.py --duration 300 --clients 16 --out reports/replicas.json
+    python bench/replicas.py --duration 300 --clients 16 --out reports/replicas.json
 
 Starts a local PostgreSQL 18 + pgvector (service/devdb.py) and ``--replicas`` real ``facerec serve`` processes on
 its ``facerec`` database (loopback, free ports, each its own data dir, ``FACEREC_RATE_LIMIT_PER_MINUTE=0``), makes
