@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gallery import MODEL, PER_ID, Synthetic
+from bench.gallery import MODEL, PER_ID, Synthetic, search_latency
 from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
 from service.gallery.crops import encode_crop
@@ -90,18 +90,6 @@ def _load(backend: PostgresDatabase, syn: Synthetic) -> list[str]:
         conn.execute("VACUUM ANALYZE faces")
         conn.execute("VACUUM ANALYZE subjects")
     return sids
-
-
-def _latency(g: Any, probes: npt.NDArray[np.float32]) -> dict[str, float]:
-    for p in probes[:20]:
-        g.search(p[None], model_id=MODEL, top_k=5)
-    times = []
-    for p in probes:
-        t = time.perf_counter()
-        g.search(p[None], model_id=MODEL, top_k=5)
-        times.append(time.perf_counter() - t)
-    ms = np.array(times) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
 
 
 def _recall(g: Any, probes: npt.NDArray[np.float32], exact_faces: npt.NDArray[np.int64]) -> float:
@@ -168,7 +156,7 @@ def search(args: argparse.Namespace) -> None:
                 g = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=VectorOptions(
                     ef_search=ef, exact_below=args.exact_below, build=build
                 )).gallery  # fmt: skip
-                lat = _latency(g, probes[: args.latency_probes])
+                lat = search_latency(g, probes[: args.latency_probes])
                 lat["recall_at_1"] = _recall(g, probes, exact)
                 sweep[str(ef)] = lat
                 print(f"  ef_search={ef}: {lat}", flush=True)
@@ -176,7 +164,7 @@ def search(args: argparse.Namespace) -> None:
             out["ef_sweep"] = sweep
             if args.exact_probes:
                 exact_g = open_database(url, vectors=VectorOptions(exact_below=2**62)).gallery
-                out["exact_scan"] = _latency(exact_g, probes[: min(args.exact_probes, args.latency_probes)])
+                out["exact_scan"] = search_latency(exact_g, probes[: min(args.exact_probes, args.latency_probes)])
                 k = args.exact_probes
                 out["exact_scan"]["recall_at_1"] = _recall(exact_g, probes[:k], exact[:k])
                 print(f"  exact scan: {out['exact_scan']}", flush=True)
