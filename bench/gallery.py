@@ -143,17 +143,17 @@ def _recall(g: Any, probes: npt.NDArray[np.float32], exact: tuple[Any, Any]) -> 
     }
 
 
+def size_header(syn: Synthetic, args: argparse.Namespace) -> dict[str, Any]:
+    """The head of a size's report: faces, identities and the HNSW build parameters (``args.m``,
+    ``args.ef_construction``); also the PostgreSQL bench's."""
+    return {"faces": syn.n, "identities": syn.ids, "M": args.m, "ef_construction": args.ef_construction}
+
+
 def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / f"n{n}"
     shutil.rmtree(data, ignore_errors=True)
     syn = Synthetic(n, args.seed)
-    out: dict[str, Any] = {
-        "faces": n,
-        "identities": syn.ids,
-        "hnsw_threshold": args.hnsw_threshold,
-        "M": args.m,
-        "ef_construction": args.ef_construction,
-    }
+    out = size_header(syn, args) | {"hnsw_threshold": args.hnsw_threshold}
     last = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gallery import MODEL, PER_ID, Synthetic, search_latency
+from bench.gallery import MODEL, PER_ID, Synthetic, search_latency, size_header
 from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
 from service.gallery.crops import encode_crop
@@ -123,12 +123,7 @@ def search(args: argparse.Namespace) -> None:
             opts = VectorOptions(build=build, exact_below=args.exact_below)
             backend = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
             syn = Synthetic(n, args.seed)
-            out: dict[str, Any] = {
-                "faces": n,
-                "identities": syn.ids,
-                "M": args.m,
-                "ef_construction": args.ef_construction,
-            }
+            out = size_header(syn, args)
             if not reuse:
                 t = time.perf_counter()
                 _load(backend, syn)
