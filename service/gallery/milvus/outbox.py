@@ -182,11 +182,11 @@ def write_ts(conn: psycopg.Connection[Any], model_id: str) -> int:
 
 
 def search_state(conn: psycopg.Connection[Any], model_id: str) -> tuple[dict[str, int], int]:
-    """Faces per model id (models that have any, from the trigger-kept ``counts``) and :func:`write_ts` of
-    ``model_id``, in one round trip (what a search needs before asking Milvus)."""
+    """Faces per model id (models that have any, from the trigger-kept ``counts``, summed over their shards) and
+    :func:`write_ts` of ``model_id``, in one round trip (what a search needs before asking Milvus)."""
     rows = conn.execute(
-        "SELECT substr(name, 7), n, (SELECT write_ts FROM vector_sync WHERE model_id = %s) "
-        "FROM counts WHERE name LIKE 'model:%%' AND n > 0",
+        "SELECT substr(name, 7), sum(n), (SELECT write_ts FROM vector_sync WHERE model_id = %s) "
+        "FROM counts WHERE name LIKE 'model:%%' GROUP BY name HAVING sum(n) > 0",
         (model_id,),
     ).fetchall()
     return {str(m): int(n) for m, n, _ in rows}, int(rows[0][2] or 0) if rows else 0
