@@ -55,6 +55,12 @@ SOURCE_SHA256 = {
 """sha256 of ``mtcnn/assets/weights/<net>.lz4`` in the ``mtcnn`` 1.0.0 wheel."""
 CONVERSION_VERSION = 1
 """Bumped when the graphs change, so that older cached models are rebuilt."""
+
+RUNTIME_CACHE_SHAPES = 64
+"""Input shapes whose prepared kernels OpenVINO's CPU plugin keeps per network (least recently used go first).
+PNet sees a new shape for every image size and pyramid level, RNet/ONet one per batch size; the plugin's
+default keeps 5,000, about 0.6 MiB each, so a server shown many image sizes (or a stream's face regions) grew
+by hundreds of MiB. 64 holds the pyramids of the few sizes a camera or a client sends."""
 META_FILE = "meta.json"
 PRECISIONS = {"f32": ("f32", "f32", "f32"), "bf16": ("bf16", "bf16", "bf16"), "mixed": ("f32", "bf16", "bf16")}
 """OpenVINO ``INFERENCE_PRECISION_HINT`` of PNet, RNet and ONet for each :class:`OpenVinoNetworks` precision
@@ -282,7 +288,11 @@ class OpenVinoNetworks:
         # turn (bench/detect.py; docs/BENCHMARKS.md).
         self._queues: dict[str, Any] = {}
         for net, net_precision in zip(NETWORKS, PRECISIONS[precision], strict=True):
-            config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": net_precision}
+            config = {
+                "PERFORMANCE_HINT": "THROUGHPUT",
+                "INFERENCE_PRECISION_HINT": net_precision,
+                "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_SHAPES,
+            }
             compiled = core.compile_model(core.read_model(folder / f"{net}.xml"), "CPU", config)
             queue = ov.AsyncInferQueue(compiled, max(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")), 1))
             queue.set_callback(self._collect)
