@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.gallery import NewFace, open_gallery
+from service.gallery import GallerySettings, IndexParams, NewFace, open_gallery
 
 MODEL = "facenet-20170512-110547"
 PER_ID = 10
@@ -161,15 +161,13 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             last[0] = time.monotonic()
             print(f"  [{time.strftime('%H:%M:%S')}] {stage}: {done}/{total}", flush=True)
 
-    g = open_gallery(
-        data,
+    index = IndexParams(
         hnsw_threshold=args.hnsw_threshold,
         hnsw_m=args.m,
         ef_construction=args.ef_construction,
         ef_search=args.ef_search,
-        auto_maintain=False,
-        progress=progress,
     )
+    g = open_gallery(data, GallerySettings(index=index), auto_maintain=False, progress=progress)
     faiss.omp_set_num_threads(args.build_threads)
     t = time.perf_counter()
     subjects = g.create_subjects([(f"id{i}", None) for i in range(syn.ids)])
@@ -294,7 +292,7 @@ def cold_start(args: argparse.Namespace) -> None:
     """In a fresh process: time ``open_gallery`` from the snapshot, then (with ``--faces``) the serving
     figures: single-probe latency on one thread, recall@1 against brute force on the same synthetic data."""
     t0 = time.perf_counter()
-    g = open_gallery(Path(args.data), auto_maintain=False, ef_search=args.ef_search)
+    g = open_gallery(Path(args.data), GallerySettings(index=IndexParams(ef_search=args.ef_search)), auto_maintain=False)
     open_s = time.perf_counter() - t0
     st = g.stats()
     out: dict[str, Any] = {

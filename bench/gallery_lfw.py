@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.gallery import NewFace, open_gallery
+from service.gallery import GallerySettings, IndexParams, NewFace, open_gallery
 
 
 def lfw(args: argparse.Namespace) -> None:
@@ -46,7 +46,7 @@ def lfw(args: argparse.Namespace) -> None:
     held = np.array([rng.choice(by_person[p]) for p in multi])
     keep = np.setdiff1d(np.arange(len(emb)), held)
     with tempfile.TemporaryDirectory() as tmp:
-        g = open_gallery(Path(tmp), hnsw_threshold=1000, auto_maintain=False)
+        g = open_gallery(Path(tmp), GallerySettings(index=IndexParams(hnsw_threshold=1000)), auto_maintain=False)
         subs = g.create_subjects([(str(p), None) for p in people])
         batch: dict[str, list[NewFace]] = {}
         for i in keep:

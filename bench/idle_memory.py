@@ -200,7 +200,7 @@ def cmd_stages(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     gallery = None
     if args.data:
-        gallery = open_gallery(Path(args.data), auto_maintain=False, hnsw_storage=args.storage)
+        gallery = open_gallery(Path(args.data), _storage(args.storage), auto_maintain=False)
         mark("open gallery")
         res["index"] = index_bytes(gallery)
     settings = Settings()
@@ -212,6 +212,13 @@ def cmd_stages(args: argparse.Namespace) -> dict[str, Any]:
     if gallery is not None:
         gallery.close()
     return res
+
+
+def _storage(storage: str) -> Any:
+    """Gallery settings with HNSW vectors stored as ``storage`` (``fp16``, ``sq8`` or ``float32``)."""
+    from service.gallery import GallerySettings, IndexParams
+
+    return GallerySettings(index=IndexParams(hnsw_storage=storage))
 
 
 def _exact_top1(x: Any, probes: Any, chunk: int = 131_072) -> tuple[Any, Any]:
@@ -237,7 +244,7 @@ def _open_e2e_gallery(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any
 
     data = Path(args.data)
     meta = json.loads((data / "held_out.json").read_text())
-    g = open_gallery(data, auto_maintain=False, hnsw_storage=args.storage)
+    g = open_gallery(data, _storage(args.storage), auto_maintain=False)
     return g, str(meta["model_id"]), meta
 
 

@@ -32,7 +32,15 @@ from service.audit import AuditLog
 from service.batching import BatchingEncoder, MicroBatcher
 from service.config import Settings
 from service.events.store import EventStore, SQLiteEventStore
-from service.gallery import Gallery, GalleryLocked, ReindexRefused, SideStaging, open_gallery
+from service.gallery import (
+    Gallery,
+    GalleryLocked,
+    GallerySettings,
+    IndexParams,
+    ReindexRefused,
+    SideStaging,
+    open_gallery,
+)
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
@@ -98,13 +106,12 @@ def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
 # ---------------------------------------------------------------------------------------------- the stores
 def default_gallery(settings: Settings) -> Gallery:
     """The embedded gallery of ``settings.data`` with the settings' tunables (:class:`GalleryLocked` if held)."""
-    return open_gallery(
-        settings.data,
-        hnsw_storage=settings.hnsw_storage,
-        ef_search=settings.hnsw_ef_search,
+    tunables = GallerySettings(
+        index=IndexParams(hnsw_storage=settings.hnsw_storage, ef_search=settings.hnsw_ef_search),
         snapshot_every_changes=settings.snapshot_every_changes,
         snapshot_interval_s=settings.snapshot_interval_s,
     )
+    return open_gallery(settings.data, tunables)
 
 
 @dataclass

@@ -38,6 +38,8 @@ class ModelIndex:
         self.segments: list[Segment] = segments if segments is not None else [Segment.new_flat()]
         self.building = False
         self._pending: set[int] = set()
+        self._max_id: int | None = None
+        """Highest face id added (None: not computed yet from the segments given)."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -66,6 +68,15 @@ class ModelIndex:
         parts = [s.live_ids() for s in self.segments]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
+    @property
+    def max_id(self) -> int:
+        """The highest face id this index has held (0: none): ids are never reused, so a face with a larger id
+        is new to it. Erasures leave it; one scan of the segments the first time, O(1) after."""
+        if self._max_id is None:
+            live = self.live_ids()
+            self._max_id = int(live.max()) if len(live) else 0
+        return self._max_id
+
     def _active(self) -> Segment:
         last = self.segments[-1] if self.segments else None
         if last is None or last.kind != FLAT or last.frozen:
@@ -78,6 +89,7 @@ class ModelIndex:
         """Add unit vectors (n, 128) under face ids (n,) to the active flat segment."""
         if len(ids):
             self._active().index.add_with_ids(np.ascontiguousarray(vectors, np.float32), as_ids(ids))
+            self._max_id = max(self.max_id, int(np.max(ids)))
 
     def erase(self, ids: Sequence[int] | npt.NDArray[np.int64]) -> int:
         """Erase face ids (unknown ones are ignored); returns how many were held."""

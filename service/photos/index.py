@@ -93,14 +93,17 @@ class PhotoIndex:
         return idx
 
     def _catch_up(self, model_id: str, idx: ModelIndex) -> None:
-        """Add the faces stored after the index's newest one; when the index then holds more faces than the
-        store (erased through another process), reconcile it with the whole store."""
-        ids, emb = self.store.all_embeddings(model_id, after=_max_id(idx))
+        """Add the faces stored after the index's newest one. Then reconcile with the whole store when the index
+        holds fewer faces than the store had before that read (a face committed out of id order by another
+        process, below the newest id already seen) or more than it has after it (erased through another
+        process)."""
+        before = self.store.observation_count(model_id)
+        ids, emb = self.store.all_embeddings(model_id, after=idx.max_id)
         with self._rw.exclusive():
             if len(ids):
                 idx.add(ids, emb)
                 self._dirty.add(model_id)
-        if idx.live > self.store.observation_count(model_id):
+        if idx.live < before or idx.live > self.store.observation_count(model_id):
             ids, emb = self.store.all_embeddings(model_id)
             with self._rw.exclusive():
                 reconcile(idx, ids, emb)
@@ -142,7 +145,7 @@ class PhotoIndex:
     def add(self, model_id: str, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         idx = self.model(model_id)
         with self._rw.exclusive():
-            fresh = ids > _max_id(idx)  # a catch-up (:meth:`model`) may have added them already
+            fresh = ids > idx.max_id  # a catch-up (:meth:`model`) may have added them already
             idx.add(ids[fresh], vectors[fresh])
             self._dirty.add(model_id)
             due = idx.needs_rebuild() or idx.needs_merge()
@@ -224,7 +227,7 @@ class PhotoIndex:
                 if idx.building:
                     continue
                 self._dirty.discard(model_id)
-                header = snapshot.SnapshotHeader(SNAP_OWNER, 1, model_id, _max_id(idx), 0, time.time())
+                header = snapshot.SnapshotHeader(SNAP_OWNER, 1, model_id, idx.max_id, 0, time.time())
                 try:
                     snapshot.save(path, idx, header)
                 except OSError as e:
@@ -246,11 +249,6 @@ def reconcile(idx: ModelIndex, ids: npt.NDArray[np.int64], emb: npt.NDArray[np.f
     if missing.any():
         idx.add(ids[missing], emb[missing])
     return erased, int(missing.sum())
-
-
-def _max_id(idx: ModelIndex) -> int:
-    live = idx.live_ids()
-    return int(live.max()) if len(live) else 0
 
 
 def group_by_model(pairs: Sequence[tuple[str, int]]) -> dict[str, list[int]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.gallery import LocalGallery, NewFace, open_gallery
+from service.gallery import GallerySettings, IndexParams, LocalGallery, NewFace, open_gallery
+from service.gallery.local import ProgressFn
 
 MODEL = "facenet-20170512-110547"
 
@@ -34,9 +36,11 @@ def make_gallery(tmp_path: Path) -> Iterator[Callable[..., LocalGallery]]:
     """``make_gallery(**kwargs)`` opens a gallery in ``tmp_path/data`` (no background thread by default)."""
     opened: list[LocalGallery] = []
 
-    def make(data_dir: Path | None = None, **kwargs: object) -> LocalGallery:
-        kwargs.setdefault("auto_maintain", False)
-        g = open_gallery(data_dir or tmp_path / "data", **kwargs)  # type: ignore[arg-type]
+    def make(
+        data_dir: Path | None = None, auto_maintain: bool = False, progress: ProgressFn | None = None, **index: Any
+    ) -> LocalGallery:
+        settings = GallerySettings(index=IndexParams(**index), auto_maintain=auto_maintain)
+        g = open_gallery(data_dir or tmp_path / "data", settings, progress=progress)
         opened.append(g)
         return g
 

@@ -91,3 +91,19 @@ def test_erasing_faces_removes_the_snapshot_until_the_next_save(tmp_path: Path) 
     again = open_lib(tmp_path)
     assert ids[0] not in again.index.model(MODEL).live_ids().tolist()
     again.close()
+
+
+def test_catch_up_finds_a_face_committed_below_the_newest_id_it_has_seen(tmp_path: Path) -> None:
+    """Two processes share a store (as replicas share PostgreSQL, whose ids may commit out of order): a face the
+    index has not seen but whose id is below its newest one is found at the next catch-up."""
+    lib, _, _ = filled(tmp_path, 3, 2)
+    other = SQLitePhotoStore(tmp_path)
+    late, _ = people(3, 1, seed=5)
+    added = [other.add_photo(sha256=f"o{i}", external_id=None, faces=[obs(e)])[1][0].id for i, e in enumerate(late)]
+    assert nearest_id(lib, late[1]) == added[1]  # caught up with all three
+    lib.index.model(MODEL).erase([added[0]])  # as if the index had read the store before that face committed
+    more, _ = people(1, 1, seed=6)
+    other.add_photo(sha256="o-next", external_id=None, faces=[obs(more[0])])
+    assert nearest_id(lib, late[0]) == added[0]
+    other.close()
+    lib.close()
