@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.tf_quiet import import_tensorflow
 from embeddings.types import Box, Detection, Landmarks
 
 _T = TypeVar("_T")
@@ -145,6 +146,7 @@ class FaceDetector:
             self._compiled = Cascade(OpenVinoNetworks(cache_root, precision=precision or DEFAULT_PRECISION))
             return
         if backend == "package":
+            import_tensorflow()
             from mtcnn import MTCNN
 
             self._mtcnn = MTCNN(device="CPU:0")

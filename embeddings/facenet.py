@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.align import CROP_SIZE, prewhiten
+from embeddings.tf_quiet import import_tensorflow
 from embeddings.types import EMBEDDING_DIM
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +29,7 @@ SOURCE_WEIGHTED_LAYERS = 245
 
 def build_model() -> Any:
     """Build Inception-ResNet-v1 with random weights; output = the un-normalised bottleneck (N, 128)."""
+    import_tensorflow()
     import keras
     from keras_facenet.inception_resnet_v1 import InceptionResNetV1
 
@@ -120,7 +122,7 @@ class FaceNetEncoder(BatchedEncoder):
     precision = "fp32"
 
     def __init__(self, weights_path: Path, *, batch_size: int = 32, flip_tta: bool = False) -> None:
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         super().__init__(weights_path, batch_size=batch_size, flip_tta=flip_tta)
         self.model = build_model()

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.mtcnn_algorithm import ONET_SIDE, RNET_SIDE, Cascade
+from embeddings.tf_quiet import import_tensorflow
 
 CANDIDATE_BUCKETS = (16, 32, 64, 128, 256, 512, 1024)
 """Candidate batch sizes RNet and ONet run on: a batch is split greedily into these (the last chunk padded)."""
@@ -46,7 +47,7 @@ class CompiledMTCNN(Cascade):
     :class:`Cascade`); :meth:`detect` runs the cascade."""
 
     def __init__(self) -> None:
-        import tensorflow as tf
+        tf = import_tensorflow()
         from mtcnn.stages import StageONet, StagePNet, StageRNet
 
         super().__init__(self)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.align import prewhiten
+from embeddings.tf_quiet import import_tensorflow
 from embeddings.training.augment import Crop, variants
 from embeddings.types import Detection
 
@@ -43,7 +44,7 @@ def compute_activations(
     """Run ``count`` crops (``crops(i)`` -> aligned uint8 crop) through ``head``; ``transform`` (e.g. a camera
     degradation) is applied to the crop before the variants are made. Returns float16
     ``(count, n_variants, *head.output.shape[1:])``."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     shape = tuple(int(d) for d in head.output.shape[1:])
     out = np.empty((count, n_variants, *shape), dtype=np.float16)

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.evaluation import accuracy_at, best_threshold, roc, tar_at_far
+from embeddings.tf_quiet import import_tensorflow
 from embeddings.training.losses import DEFAULT_MARGINS, LOSSES
 from embeddings.training.network import SplitModel
 from embeddings.training.operating import figures, score_set
@@ -197,8 +198,8 @@ def fit(
     validations without improvement; the best validated weights are left in the model. With ``checkpoint_dir``
     the state is saved after every validation, and ``resume=True`` continues from it.
     """
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {sorted(LOSSES)}")

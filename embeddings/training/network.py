@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embeddings.tf_quiet import import_tensorflow
+
 DEFAULT_CUT = "Mixed_7a"
 """Default: train the last stage (Block8_1..6) and the bottleneck on cached 3x3x1792 Mixed_7a activations."""
 
@@ -47,6 +49,7 @@ class SplitModel:
 
 def split_model(weights_path: Path, cut: str = DEFAULT_CUT) -> SplitModel:
     """Build ``build_model()``, load ``weights_path`` and split it at ``cut``."""
+    import_tensorflow()
     import keras
 
     from embeddings.facenet import build_model
