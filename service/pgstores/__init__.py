@@ -10,6 +10,7 @@ from pathlib import Path
 
 from service.config import Settings
 from service.gallery.postgres import PoolOptions, PostgresDatabase, PostgresGallery, VectorOptions, open_database
+from service.gallery.postgres.vectors import HnswBuild
 from service.pgstores.accounts import PostgresAuditLog, PostgresKeyStore, PostgresRateLimiter
 from service.pgstores.events import PostgresEventStore
 from service.pgstores.media import PostgresJobStore, PostgresStreamStore, replica_id
@@ -83,5 +84,8 @@ def open_postgres_backend(settings: Settings) -> PostgresBackend:
         pool=PoolOptions(
             min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
         ),
-        vectors=VectorOptions(ef_search=settings.pgvector_ef_search),
+        vectors=VectorOptions(
+            ef_search=settings.pgvector_ef_search,
+            build=HnswBuild(m=settings.pgvector_hnsw_m, ef_construction=settings.pgvector_ef_construction),
+        ),
     )

@@ -9,10 +9,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from service.config import Settings
 from service.devdb import DevCluster, free_port
 from service.gallery.postgres import SCHEMA_VERSION, DatabaseConfigError, SchemaTooNew
 from service.gallery.postgres.connection import location
-from service.pgstores import open_postgres
+from service.gallery.postgres.vectors import ensure_index, index_name
+from service.pgstores import open_postgres, open_postgres_backend
 
 SECRET = "s3cret-Pa55word"
 
@@ -109,3 +111,16 @@ def test_invalid_url_is_a_clear_error() -> None:
 def test_database_config_error_never_leaks_in_location(pg_new_db: Callable[..., str]) -> None:
     assert location(pg_new_db()).startswith("127.0.0.1:")
     assert location(f"postgresql://u:{SECRET}@h:1/d") == "h:1/d"
+
+
+def test_index_build_settings_reach_the_index(pg_url: str) -> None:
+    """``FACEREC_PGVECTOR_HNSW_M`` / ``_EF_CONSTRUCTION`` are the parameters of the HNSW index built next."""
+    settings = Settings(database_url=pg_url, pgvector_hnsw_m=24, pgvector_ef_construction=60)
+    backend = open_postgres_backend(settings)
+    try:
+        with backend.database.pool.connection() as conn:
+            assert ensure_index(conn, "model-x", backend.gallery.options)
+            row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", (index_name("model-x"),)).fetchone()
+        assert row is not None and "m='24'" in row[0] and "ef_construction='60'" in row[0], row
+    finally:
+        backend.close()

@@ -63,6 +63,13 @@ def test_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert redact_url("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
 
 
+def test_pgvector_build_settings_are_checked() -> None:
+    s = Settings(database_url=URL, pgvector_hnsw_m=32, pgvector_ef_construction=80)
+    assert (s.pgvector_hnsw_m, s.pgvector_ef_construction) == (32, 80)
+    with pytest.raises(ValidationError, match="must be at least twice FACEREC_PGVECTOR_HNSW_M"):
+        Settings(database_url=URL, pgvector_hnsw_m=32, pgvector_ef_construction=63)
+
+
 def test_database_backend_missing_or_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "service.pgstores", None)  # as if the package were not installed
     with pytest.raises(BackendUnavailable, match="the PostgreSQL backend is not installed") as e:
