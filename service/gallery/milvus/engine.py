@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.gallery.errors import VectorIndexUnavailable
-from service.gallery.milvus.requests import mutation_request, search_hits, search_request
+from service.gallery.milvus.requests import mutation_request, search_hits, search_params, search_request
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -303,14 +303,7 @@ class MilvusEngine:
         to this hybrid timestamp (0: Milvus's Bounded staleness). A missing collection gives empty lists."""
         name = self.name(model_id)
         k = int(min(max(k, 1), 16384))
-        kind = self.options.index_type.upper()
-        params: dict[str, Any] = {"metric_type": "L2", "params": {}}
-        if kind.startswith("HNSW"):
-            params["params"]["ef"] = int(min(max(self.options.ef, k), 32768))
-        elif kind.startswith("IVF"):
-            params["params"]["nprobe"] = max(1, self.options.ef // 8)
-        elif kind == "DISKANN":
-            params["params"]["search_list"] = int(min(max(self.options.ef, k), 65535))
+        params = search_params(self.options.index_type, self.options.ef, k)
         extra: dict[str, Any] = {}
         if not self.options.lite:
             if guarantee_ts > 0:

@@ -39,6 +39,20 @@ def mutation_request(op: str, name: str, ids: Sequence[int], vectors: npt.NDArra
     return req
 
 
+def search_params(index_type: str, ef: int, k: int) -> dict[str, Any]:
+    """Search parameters of an index type: HNSW ``ef`` (at least ``k``), IVF ``nprobe`` = ef / 8, DiskANN
+    ``search_list`` (at least ``k``); metric L2."""
+    kind = index_type.upper()
+    params: dict[str, Any] = {}
+    if kind.startswith("HNSW"):
+        params["ef"] = int(min(max(ef, k), 32768))
+    elif kind.startswith("IVF"):
+        params["nprobe"] = max(1, ef // 8)
+    elif kind == "DISKANN":
+        params["search_list"] = int(min(max(ef, k), 65535))
+    return {"metric_type": "L2", "params": params}
+
+
 def search_request(
     name: str, probes: npt.NDArray[np.float32], k: int, params: dict[str, Any], consistency: dict[str, Any]
 ) -> Any:
