@@ -90,6 +90,13 @@ def _wait_indexed(engine: MilvusEngine, model: str, n: int, timeout_s: float = 1
     return time.perf_counter() - t
 
 
+def _segments(engine: MilvusEngine, model: str) -> dict[str, Any]:
+    """The query node's sealed segments of the collection: count, partitions, rows of each."""
+    infos = engine._connect()._get_connection().get_query_segment_info(engine.name(model), timeout=60)
+    rows = sorted((int(s.num_rows) for s in infos), reverse=True)
+    return {"count": len(rows), "partitions": len({s.partitionID for s in infos}), "rows": rows}
+
+
 def _load_pg(db: PostgresDatabase, syn: Synthetic) -> None:
     import uuid
 
@@ -134,6 +141,7 @@ def _bulk_load(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, server: M
         outbox.drain(conn, g.engine, limit=DRAIN_BATCH)
     out["drain_to_milvus_faces_per_s"] = round(syn.n / (time.perf_counter() - t))
     out["index_build_s"] = round(_wait_indexed(g.engine, MODEL, syn.n), 1)
+    out["segments"] = _segments(g.engine, MODEL)
     out["milvus_rss_mib_loaded"] = round(_rss_mib(server))
     with db.pool.connection() as conn:
         row = conn.execute("SELECT pg_total_relation_size('faces')").fetchone()

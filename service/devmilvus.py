@@ -25,6 +25,10 @@ LOCK = "/tmp/facerec-milvus-test.lock"
 SESSION_TTL = "common.session.ttl=5"
 """After a SIGKILL the restarted server waits for its old etcd session to expire before its query node serves
 (30 s by default); 5 s keeps the fault tests short."""
+SEGMENTS = ("dataCoord.segment.sealProportion=1",)
+"""A growing segment seals at ``dataCoord.segment.maxSize`` (512 MB: ~930k faces of 128-d), not at 23% of it: every
+search runs one index per sealed segment, so 1M bulk-loaded faces are searched in two graphs, not five
+(docs/MILVUS.md)."""
 
 
 def _free_port(first: int = 29530) -> int:
@@ -60,8 +64,8 @@ class MilvusServer:
         self.proc = subprocess.Popen(
             [
                 exe,
-                *("--data", str(self.data), "--proxy-port", str(self.port), "--extra-config", SESSION_TTL),
-                *(a for kv in self.extra for a in ("--extra-config", kv)),
+                *("--data", str(self.data), "--proxy-port", str(self.port)),
+                *(a for kv in (SESSION_TTL, *SEGMENTS, *self.extra) for a in ("--extra-config", kv)),  # last wins
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

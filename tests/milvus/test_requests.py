@@ -20,3 +20,23 @@ def test_vectors_ids_and_scope_round_trip() -> None:
         assert set(f_scope.scalars.long_data.data) == {3}
         assert f_vec.vectors.dim == 128
         assert np.array_equal(np.array(f_vec.vectors.float_vector.data, np.float32).reshape(300, 128), x)
+
+
+def test_search_hits_split_by_topks_and_params_per_index() -> None:
+    """Hits are read per probe from the reply's flat id and score lists (``topks`` per probe, some short)."""
+    from pymilvus.grpc_gen import schema_pb2
+
+    from service.gallery.milvus.requests import search_hits, search_params
+
+    res = schema_pb2.SearchResultData(num_queries=3, top_k=2, topks=[2, 0, 1], scores=[0.5, 0.75, 0.25])
+    res.ids.int_id.data.extend([7, 3, 10**12])
+    assert search_hits(schema_pb2.SearchResultData.FromString(res.SerializeToString())) == [
+        [(7, 0.5), (3, 0.75)],
+        [],
+        [(10**12, 0.25)],
+    ]
+    assert search_params("HNSW", 128, 40) == {"metric_type": "L2", "params": {"ef": 128}}
+    assert search_params("hnsw", 16, 40)["params"] == {"ef": 40}
+    assert search_params("IVF_SQ8", 128, 40)["params"] == {"nprobe": 16}
+    assert search_params("DISKANN", 10, 40)["params"] == {"search_list": 40}
+    assert search_params("FLAT", 128, 40)["params"] == {}

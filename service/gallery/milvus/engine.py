@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.gallery.errors import VectorIndexUnavailable
-from service.gallery.milvus.requests import mutation_request
+from service.gallery.milvus.requests import mutation_request, search_hits, search_params, search_request
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -55,8 +55,10 @@ class MilvusOptions:
     timeout_s: float = 5.0
     ef: int = 128
     """HNSW candidate list at search time (raised to the faces fetched); ``nprobe`` for IVF indexes / 8."""
-    num_partitions: int = 16
-    """Partitions the ``scope`` partition key hashes into."""
+    num_partitions: int = 1
+    """Partitions the ``scope`` partition key hashes into. One: Milvus 2.3.5 spreads upserted rows over every
+    partition whatever their key, and a search then runs one index per partition's segment (at 100k faces, 16
+    partitions: ~10 ms a search instead of ~2 ms; docs/MILVUS.md)."""
     write_batch: int = 5_000
     """Rows per insert / upsert request; a larger write is split into requests sent ``write_concurrency`` at a
     time (its ids are distinct, so the requests commute)."""
@@ -91,6 +93,9 @@ class MilvusEngine:
         self._client: Any = None
         self._lock = threading.Lock()
         self._ready: set[str] = set()
+        """Collections created and loaded by this engine."""
+        self._seen: set[str] = set()
+        """Collections a search found to exist (no ``has_collection`` round trip per search)."""
         self._down_until = 0.0
         self._down_why = ""
 
@@ -148,6 +153,7 @@ class MilvusEngine:
         with self._lock:
             client, self._client = self._client, None
             self._ready.clear()
+            self._seen.clear()
         if client is not None:
             with contextlib.suppress(Exception):  # closing a broken client
                 client.close()
@@ -218,12 +224,12 @@ class MilvusEngine:
     def drop(self, model_id: str) -> None:
         """Drop the collection of ``model_id`` (rebuild)."""
         name = self.name(model_id)
-        self._ready.discard(name)
-        self._call("drop collection", lambda c: c.drop_collection(name) if c.has_collection(name) else None)
+        self.drop_name(name)
 
     def drop_name(self, name: str) -> None:
         self._ready.discard(name)
-        self._call("drop collection", lambda c: c.drop_collection(name))
+        self._seen.discard(name)
+        self._call("drop collection", lambda c: c.drop_collection(name) if c.has_collection(name) else None)
 
     # ------------------------------------------------------------------ writes
     def upsert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
@@ -297,14 +303,7 @@ class MilvusEngine:
         to this hybrid timestamp (0: Milvus's Bounded staleness). A missing collection gives empty lists."""
         name = self.name(model_id)
         k = int(min(max(k, 1), 16384))
-        kind = self.options.index_type.upper()
-        params: dict[str, Any] = {"metric_type": "L2", "params": {}}
-        if kind.startswith("HNSW"):
-            params["params"]["ef"] = int(min(max(self.options.ef, k), 32768))
-        elif kind.startswith("IVF"):
-            params["params"]["nprobe"] = max(1, self.options.ef // 8)
-        elif kind == "DISKANN":
-            params["params"]["search_list"] = int(min(max(self.options.ef, k), 65535))
+        params = search_params(self.options.index_type, self.options.ef, k)
         extra: dict[str, Any] = {}
         if not self.options.lite:
             if guarantee_ts > 0:
@@ -313,21 +312,38 @@ class MilvusEngine:
                 extra = {"consistency_level": "Bounded"}
 
         def run(client: Any) -> Any:
-            if name not in self._ready and not client.has_collection(name):
-                return None
-            return client.search(
-                name,
-                data=[v.tolist() for v in np.asarray(probes, np.float32)],
-                limit=k,
-                search_params=params,  # no output fields: the primary key comes with every hit
-                timeout=self.options.timeout_s,
-                **extra,
-            )
+            if name not in self._ready and name not in self._seen:
+                if not client.has_collection(name):
+                    return None
+                self._seen.add(name)
+            if self.options.lite:
+                res = client.search(
+                    name,
+                    data=[v.tolist() for v in np.asarray(probes, np.float32)],
+                    limit=k,
+                    search_params=params,  # no output fields: the primary key comes with every hit
+                    timeout=self.options.timeout_s,
+                )
+                return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
+            # The server: one Search RPC with a request built here and hits read from the reply (pymilvus's
+            # checks and result objects cost more than the search itself at 100k faces; docs/MILVUS.md).
+            from pymilvus.client.utils import check_status
+
+            request = search_request(name, probes, k, params, extra)
+            metadata = client._generate_call_context().to_grpc_metadata()
+            reply = client._get_connection()._stub.Search(request, timeout=self.options.timeout_s, metadata=metadata)
+            if reply.status.code or reply.status.error_code:
+                self._seen.discard(name)
+                if not client.has_collection(name):  # dropped meanwhile (another replica's rebuild)
+                    return None
+                check_status(reply.status)
+            return search_hits(reply.results)
 
         res = self._call("search", run)
         if res is None:
             return [[] for _ in range(len(probes))]
-        return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
+        result: list[list[tuple[int, float]]] = res
+        return result
 
     def iter_ids(self, model_id: str, batch: int = 10_000) -> Iterator[list[int]]:
         """Every primary key in the collection of ``model_id``, in batches (reconcile). Strong consistency."""

@@ -37,3 +37,51 @@ def mutation_request(op: str, name: str, ids: Sequence[int], vectors: npt.NDArra
     raw = np.ascontiguousarray(vectors, "<f4").tobytes()
     f_vec.vectors.float_vector.MergeFromString(b"\x0a" + _varint(len(raw)) + raw)
     return req
+
+
+def search_params(index_type: str, ef: int, k: int) -> dict[str, Any]:
+    """Search parameters of an index type: HNSW ``ef`` (at least ``k``), IVF ``nprobe`` = ef / 8, DiskANN
+    ``search_list`` (at least ``k``); metric L2."""
+    kind = index_type.upper()
+    params: dict[str, Any] = {}
+    if kind.startswith("HNSW"):
+        params["ef"] = int(min(max(ef, k), 32768))
+    elif kind.startswith("IVF"):
+        params["nprobe"] = max(1, ef // 8)
+    elif kind == "DISKANN":
+        params["search_list"] = int(min(max(ef, k), 65535))
+    return {"metric_type": "L2", "params": params}
+
+
+def search_request(
+    name: str, probes: npt.NDArray[np.float32], k: int, params: dict[str, Any], consistency: dict[str, Any]
+) -> Any:
+    """The gRPC ``SearchRequest`` of ``probes`` (n, dim) for ``k`` neighbours each, on field ``embedding`` with no
+    output fields (the primary key comes with every hit); ``consistency``: ``consistency_level`` and, for
+    ``Customized``, ``guarantee_timestamp`` (pymilvus's own request builder, without its client-side checks)."""
+    from pymilvus.client import ts_utils
+    from pymilvus.client.prepare import Prepare
+
+    kwargs = dict(consistency)
+    default = ts_utils.construct_guarantee_ts(name, kwargs)
+    return Prepare.search_requests_with_expr(
+        collection_name=name,
+        anns_field="embedding",
+        param=params,
+        limit=k,
+        data=[v.tolist() for v in np.asarray(probes, np.float32)],
+        use_default_consistency=default,
+        **kwargs,
+    )
+
+
+def search_hits(results: Any) -> list[list[tuple[int, float]]]:
+    """Per probe, ``(primary key, distance)`` read straight from a ``SearchResultData`` (pymilvus's result
+    objects cost ~1-2 ms per search here): ``topks`` hits per probe, their ids and scores in one flat list each."""
+    ids, scores = results.ids.int_id.data, results.scores
+    out: list[list[tuple[int, float]]] = []
+    pos = 0
+    for n in results.topks:
+        out.append([(int(i), float(s)) for i, s in zip(ids[pos : pos + n], scores[pos : pos + n], strict=True)])
+        pos += n
+    return out
