@@ -103,7 +103,7 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
         for person in PEOPLE:
             subjects[person] = a.post("/v1/subjects", json={"name": person}).json()["id"]
     acked: list[tuple[str, int]] = []
-    log: list[tuple[float, str, int, str]] = []  # (time, replica, status, error code)
+    log: list[tuple[float, str, int, str, float]] = []  # (answered at, replica, status, error code, sent at)
     stop = threading.Event()
 
     def load(server: Server, seed: int) -> None:
@@ -113,6 +113,7 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
                 n += 1
                 person = PEOPLE[n % len(PEOPLE)]
                 pics = photos(celebrity_root, person)
+                sent = time.monotonic()
                 try:
                     if n % 2:
                         r = _enrol(c, subjects[person], variant(pics[n % len(pics)], n))
@@ -121,10 +122,10 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
                     else:
                         r = c.post("/v1/identify", files={"image": ("p.jpg", pics[0].read_bytes(), "image/jpeg")})
                 except httpx.HTTPError as e:  # a replica must not drop connections
-                    log.append((time.monotonic(), server.url, -1, type(e).__name__))
+                    log.append((time.monotonic(), server.url, -1, type(e).__name__, sent))
                     continue
                 code = r.json().get("error", {}).get("code", "") if r.status_code >= 400 else ""
-                log.append((time.monotonic(), server.url, r.status_code, code))
+                log.append((time.monotonic(), server.url, r.status_code, code, sent))
                 if r.status_code >= 500:
                     time.sleep(0.1)
 
@@ -145,11 +146,14 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
         for t in threads:
             t.join(timeout=60)
     before = [e for e in log if e[0] < stopping_at]
-    assert before and all(s in (200, 201) for _, _, s, _ in before), before[-5:]
+    assert before and all(e[2] in (200, 201) for e in before), before[-5:]
     bad = [e for e in log if e[2] not in (200, 201) and not (e[2] == 503 and e[3] == "storage_unavailable")]
     assert not bad, f"only 2xx or 503 storage_unavailable, got {bad[:5]}"
-    down = [e for e in log if down_at + 0.5 < e[0] < back_at]
-    assert down and all(e[2] == 503 for e in down), "requests while PostgreSQL is down answer 503"
+    # sent after the stop and answered before the restart (a request sent earlier may have done its database
+    # work before the stop, and a starved client thread may log its answer late)
+    down = [e for e in log if down_at < e[4] and e[0] < back_at]
+    wrong = [(round(e[4] - down_at, 2), round(e[0] - down_at, 2), e[2]) for e in down if e[2] != 503]
+    assert down and not wrong, f"requests while PostgreSQL is down answer 503; (sent, answered) after the stop: {wrong}"
     for url in (replicas.a.url, replicas.b.url):
         first_ok = min(e[0] for e in log if e[1] == url and e[0] > back_at and e[2] in (200, 201))
         print(
