@@ -125,20 +125,19 @@ def _store_batch(
     todo = [p for p in batch if p.known is None and p.error is None]
     faces = [f for p in todo for f in p.faces]
     new: list[tuple[str, str | None, list[NewObservation]]] = []
-    emb, ranked, threshold = np.zeros((0, EMBEDDING_DIM), np.float32), [], 0.0
+    emb, ranked, policy = np.zeros((0, EMBEDDING_DIM), np.float32), [], None
     if faces:  # as recognition.identify does it, once for the batch
         model = analyzer.model_id
         emb = analyzer.encode(np.stack([f.crop for f in faces]))
         fixed = float(analyzer.threshold) if options.fixed_threshold is None else options.fixed_threshold
         policy = recognition.open_set_policy(gallery, model_id=model, fixed=fixed, max_fir=options.max_fir)
-        threshold = policy.choice.threshold
-        ranked = recognition.rank_subjects(gallery, emb, model_id=model, top_k=1)
+        ranked = recognition.rank_subjects(gallery, emb, model_id=model, top_k=1, normalisation=policy.normalisation)
     row = 0
     for p in todo:
         obs = []
         for f in p.faces:
             best = ranked[row][0] if ranked[row] else None
-            match = best if best is not None and best.distance <= threshold else None
+            match = best if best is not None and policy is not None and policy.accepts(best) else None
             obs.append(
                 NewObservation(
                     embedding=emb[row],
