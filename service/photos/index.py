@@ -143,7 +143,9 @@ class PhotoIndex:
             return idx.search(np.ascontiguousarray(probes, np.float32), k)
 
     def add(self, model_id: str, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        idx = self.model(model_id)
+        """Add faces this process has just stored (their vectors are at hand: a loaded index takes them without
+        reading the store; other processes' changes are caught up by the next :meth:`model`)."""
+        idx = self._models.get(model_id) or self.model(model_id)
         with self._rw.exclusive():
             fresh = ids > idx.max_id  # a catch-up (:meth:`model`) may have added them already
             idx.add(ids[fresh], vectors[fresh])
