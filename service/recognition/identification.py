@@ -8,7 +8,7 @@ normalised score (:mod:`service.gallery.normalisation`), and ``distance`` stays 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +77,14 @@ def rescore(
     model_id: str,
     top_k: int,
     normalisation: Normalisation | None = None,
+    by_subject: Mapping[str, npt.NDArray[np.float32]] | None = None,
 ) -> list[SubjectMatch]:
-    """The index's nearest subjects rescored with the person-level rule (their faces read in one
-    :meth:`Gallery.subjects_embeddings` call) and, with ``normalisation``, its normalised score; best ``score``
-    first, at most ``top_k``. A subject erased meanwhile is dropped."""
+    """The index's nearest subjects rescored with the person-level rule (their faces from ``by_subject``, or read
+    in one :meth:`Gallery.subjects_embeddings` call) and, with ``normalisation``, its normalised score; best
+    ``score`` first, at most ``top_k``. A subject erased meanwhile is dropped."""
     found: list[tuple[Candidate, float, npt.NDArray[np.float32]]] = []
-    by_subject = gallery.subjects_embeddings([c.subject_id for c in candidates], model_id=model_id)
+    if by_subject is None:
+        by_subject = gallery.subjects_embeddings([c.subject_id for c in candidates], model_id=model_id)
     for c in candidates:
         embs = by_subject.get(c.subject_id)
         if embs is None or len(embs) == 0:
@@ -116,10 +118,15 @@ def rank_subjects(
 ) -> list[list[SubjectMatch]]:
     """For each probe row: the nearest subjects under the person-level rule, best first, at most ``top_k``. The
     index ranks subjects by their nearest face; the rule ranks the ``max(top_k, RESCORE_CANDIDATES)`` nearest of
-    those again (:func:`rescore`, normalised with ``normalisation`` when given)."""
+    those again (:func:`rescore`, normalised with ``normalisation`` when given). The candidates' faces of all
+    probes are read in one :meth:`Gallery.subjects_embeddings` call."""
     hits = gallery.search(probes, model_id=model_id, top_k=max(top_k, RESCORE_CANDIDATES))
+    wanted = sorted({c.subject_id for cands in hits for c in cands})
+    by_subject = gallery.subjects_embeddings(wanted, model_id=model_id) if wanted else {}
     return [
-        rescore(gallery, probe, cands, model_id=model_id, top_k=top_k, normalisation=normalisation)
+        rescore(
+            gallery, probe, cands, model_id=model_id, top_k=top_k, normalisation=normalisation, by_subject=by_subject
+        )
         for probe, cands in zip(probes, hits, strict=True)
     ]
 
