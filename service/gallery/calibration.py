@@ -37,7 +37,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from service.gallery.matching import RULE, Rule, template
+from service.gallery.matching import RULE, Rule, l2_matrix, template
 
 T = TypeVar("T")
 
@@ -260,12 +260,6 @@ def table_from_scores(
     s = np.sort(scores, axis=1)
     counts = np.stack([np.searchsorted(row, grid, side="right") for row in s]).astype(np.int64)
     return Calibration(model_id, rule, np.asarray(grid, np.float64), counts, n, source, people, prior)
-
-
-def l2_matrix(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """(m, n) L2 distances between unit rows of ``a`` (m, d) and ``b`` (n, d), in float64."""
-    sim = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
-    return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0)))
 
 
 def subject_scores(

@@ -51,8 +51,9 @@ def template(embeddings: npt.NDArray[np.float32], weights: Sequence[float] | Non
     return (mean / norm if norm > 0 else x[0]).astype(np.float32)
 
 
-def _l2(probes: npt.NDArray[np.float32], refs: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    sim = np.asarray(probes, np.float64) @ np.asarray(refs, np.float64).T
+def l2_matrix(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """(m, n) L2 distances between unit rows of ``a`` (m, d) and ``b`` (n, d), in float64."""
+    sim = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
     return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, 4.0)))
 
 
@@ -68,11 +69,11 @@ def subject_distances(
     if len(embeddings) == 0:
         raise ValueError("a subject needs at least one face")
     if rule == "nearest":
-        return _l2(probes, embeddings).min(axis=1)
+        return l2_matrix(probes, embeddings).min(axis=1)
     if rule == "template":
-        return _l2(probes, template(embeddings)[None])[:, 0]
+        return l2_matrix(probes, template(embeddings)[None])[:, 0]
     if rule == "weighted":
-        return _l2(probes, template(embeddings, weights)[None])[:, 0]
+        return l2_matrix(probes, template(embeddings, weights)[None])[:, 0]
     if rule == "combined":
-        return 0.5 * (_l2(probes, embeddings).min(axis=1) + _l2(probes, template(embeddings)[None])[:, 0])
+        return 0.5 * (l2_matrix(probes, embeddings).min(axis=1) + l2_matrix(probes, template(embeddings)[None])[:, 0])
     raise ValueError(f"unknown rule {rule!r}")

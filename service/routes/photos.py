@@ -35,13 +35,12 @@ from service.photos.schemas import (
     SimilarFaceOut,
     SubjectPhotoPage,
 )
-from service.routes.docs import errors, image_body
+from service.routes.docs import AUTH, deletion, errors, image_body
 from service.uploads import read_payload
 
 router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422))
 """Every endpoint: 401/403 for keys, 403 ``photo_library_disabled`` when the library is off, 422 for bad input."""
 
-AUTH = (401, 403)
 IMAGE_ERRORS = errors(*AUTH, 413, 415, 422, 429, 503)
 SAMPLE_FACES = 4
 
@@ -49,9 +48,6 @@ SAMPLE_FACES = 4
 def _doc(summary: str, *codes: int, **extra: Any) -> dict[str, Any]:
     """Route keyword arguments: the ``summary`` and the error ``codes`` documented besides 401/403."""
     return {"summary": summary, "responses": errors(*AUTH, *codes), **extra}
-
-
-ERASE: dict[str, Any] = {"status_code": 204, "response_class": Response}
 
 
 async def get_library(request: Request) -> PhotoLibrary:
@@ -125,9 +121,7 @@ async def get_photo(photo_id: str, _: AdminKey, lib: LibraryDep) -> PhotoOut:
     return PhotoOut.of(photo, await run_in_threadpool(lib.store.photo_faces, photo_id))
 
 
-@router.delete(
-    "/photos/{photo_id}", **ERASE, **_doc("Erase an indexed photo's faces (and their templates)", 404, 503, 507)
-)
+@router.delete("/photos/{photo_id}", **deletion("Erase an indexed photo's faces (and their templates)", 404, 503, 507))
 async def delete_photo(photo_id: str, key: AdminKey, lib: LibraryDep, gallery: GalleryDep, audit: AuditDep) -> Response:
     faces = await run_in_threadpool(lambda: lib.delete_photo(photo_id, gallery=gallery))
     target = {"photo_id": photo_id, "faces": len(faces)}

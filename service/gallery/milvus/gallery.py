@@ -38,7 +38,7 @@ from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace
-from service.gallery.validation import unit_vectors
+from service.gallery.validation import check_limit, unit_vectors
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -153,8 +153,7 @@ class MilvusGallery(PostgresGallery):
                 self._held.conn = None
 
     def _search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:
-        if top_k < 1:
-            raise ValueError("top_k must be >= 1")
+        check_limit("top_k", top_k)
         q = unit_vectors(probes, "probe")
         with self._conn() as conn:
             by_model, ts = outbox.search_state(conn, model_id)  # one round trip
