@@ -65,6 +65,14 @@ TABLES = (
         "(id)",
     ),
     _Table("photos.sqlite3", "cannot_link", "cannot_link", "a, b", "a, b", "(a, b)"),
+    _Table(
+        "photos.sqlite3",
+        "namings",
+        "namings",
+        "id, cluster_id, faces, enrol, subject_id, name, created_at",
+        "id",
+        "(id)",
+    ),
 )
 """In dependency order (events before their outbox rows, photos before their observations)."""
 
@@ -83,14 +91,20 @@ def copy_media(
             if not path.is_file():
                 continue
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src:
+                if (
+                    src.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
+                    ).fetchone()
+                    is None
+                ):
+                    continue  # a file written before the table existed (e.g. photos.sqlite3 before namings)
                 total = int(src.execute(f"SELECT COUNT(*) FROM {table.name}").fetchone()[0])
                 _copy(src, pg, table, batch, owner, lambda done, t=table.target, n=total: report(t, done, n))
             target = pg.execute(f"SELECT COUNT(*) FROM {table.target}").fetchone()
             counts[table.target] = (total, int(target[0]) if target else 0)
         with pg.transaction():
-            pg.execute(
-                "SELECT setval(pg_get_serial_sequence('observations', 'id'), greatest(max(id), 1)) FROM observations"
-            )
+            for name in ("observations", "namings"):  # identity columns: new rows get ids past the copied ones
+                pg.execute(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), greatest(max(id), 1)) FROM {name}")
             pg.execute(
                 "UPDATE counters SET value = greatest(value, (SELECT coalesce(max(cluster_id), 0) FROM observations))"
                 " WHERE name = 'cluster'"

@@ -38,6 +38,7 @@ def test_copy_media_keeps_ids_and_resumes(tmp_path: Path, pg_url: str) -> None:
     ids = [f.id for f in faces]
     src.photos.add_cannot_links([(ids[0], ids[1])])
     src.photos.set_subject([ids[2]], "s1", {ids[2]: 7})
+    naming = src.photos.begin_naming(cluster_id=4, faces=ids[:2], enrol=ids[:1], subject_id=None, name="Ada")
     for store in (src.events, src.streams, src.jobs, src.photos):
         store.close()
 
@@ -58,6 +59,8 @@ def test_copy_media_keeps_ids_and_resumes(tmp_path: Path, pg_url: str) -> None:
         assert pg.photos.cannot_links() == [(ids[0], ids[1])] and pg.photos.get_faces([ids[2]])[0].face_id == 7
         clusters = pg.photos.cluster_of(ids)
         assert set(clusters) == {ids[0], ids[1]} and max(pg.photos.new_cluster_ids(1)) > max(clusters.values())
+        assert pg.photos.pending_namings() == [naming]  # a naming a crash left half done is finished after
+        assert pg.photos.begin_naming(cluster_id=5, faces=[], enrol=[], subject_id=None, name="B").id > naming.id
         _, more, _ = pg.photos.add_photo(sha256="new", external_id=None, faces=[NewObservation(emb[0], "m", box, {})])
         assert more[0].id > max(ids)
     finally:
