@@ -26,6 +26,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from embeddings import QualityThresholds
 from service.gallery import FaceNotFound, NewFace, Subject, SubjectNotFound
 from service.gallery.crops import decode_crop
@@ -137,10 +140,13 @@ def _complete(lib: PhotoLibrary, gallery: Any, naming: Naming, progress: _Progre
     faces = [f for f in lib.store.get_faces(naming.faces) if f.subject_id in (None, subject.id)]
     enrol = set(naming.enrol)
     good = [f for f in faces if f.id in enrol]
-    done = _enrolled(lib, gallery, subject.id, good)
+    shas = {pid: lib.store.get_photo(pid).sha256 for pid in {f.photo_id for f in good}}
+    done = _enrolled(gallery, subject.id, good, shas)
     todo = [f for f in good if f.id not in done]
     if todo:
-        records = list(gallery.add_faces(subject.id, [_template(lib, f) for f in todo]))
+        embeddings = lib.store.embeddings_of([f.id for f in todo])
+        templates = [_template(lib, f, e, shas[f.photo_id]) for f, e in zip(todo, embeddings, strict=True)]
+        records = list(gallery.add_faces(subject.id, templates))
         progress.enrolled = [r.id for r in records]
         done.update({f.id: r.id for f, r in zip(todo, records, strict=True)})
     lib.store.set_subject([f.id for f in faces], subject.id, done)
@@ -167,14 +173,16 @@ def _target(gallery: Any, naming: Naming, progress: _Progress) -> Subject:
     return subject
 
 
-def _template(lib: PhotoLibrary, f: Observation) -> NewFace:
+def _template(lib: PhotoLibrary, f: Observation, embedding: npt.NDArray[np.float32], sha256: str) -> NewFace:
+    """The gallery face enrolled from observation ``f`` (its ``embedding`` and photo ``sha256`` read by the
+    caller, for all faces at once)."""
     png = lib.store.crop_png(f.id)
     return NewFace(
-        embedding=lib.store.embeddings_of([f.id])[0],
+        embedding=embedding,
         model_id=f.model_id,
         box=f.box,
         quality={k: v for k, v in f.quality.items() if k != "reasons"},
-        image_sha256=lib.store.get_photo(f.photo_id).sha256,
+        image_sha256=sha256,
         crop=decode_crop(png) if png else None,
     )
 
@@ -183,15 +191,15 @@ def _key(sha256: str | None, box: dict[str, Any] | None) -> str:
     return json.dumps([sha256, box], sort_keys=True)
 
 
-def _enrolled(lib: PhotoLibrary, gallery: Any, subject_id: str, faces: list[Observation]) -> dict[int, int]:
+def _enrolled(gallery: Any, subject_id: str, faces: list[Observation], shas: dict[str, str]) -> dict[int, int]:
     """Observation id -> gallery face id for the templates of the subject already enrolled from ``faces``
-    (same photo sha256 and box)."""
+    (same photo sha256, from ``shas`` by photo id, and box)."""
     if not faces:
         return {}
     have = {_key(r.image_sha256, r.box): r.id for r in gallery.list_faces(subject_id)}
     out: dict[int, int] = {}
     for f in faces:
-        fid = have.get(_key(lib.store.get_photo(f.photo_id).sha256, f.box))
+        fid = have.get(_key(shas[f.photo_id], f.box))
         if fid is not None:
             out[f.id] = fid
     return out
