@@ -14,13 +14,14 @@ from embeddings.align import CROP_SIZE
 CROP_SHAPE = (CROP_SIZE, CROP_SIZE, 3)
 
 
-def encode_crop(crop: npt.NDArray[np.uint8]) -> bytes:
-    """PNG bytes of an aligned (160, 160, 3) uint8 RGB crop; ``ValueError`` for any other shape or dtype."""
+def encode_crop(crop: npt.NDArray[np.uint8], *, compress_level: int = 6) -> bytes:
+    """PNG bytes of an aligned (160, 160, 3) uint8 RGB crop; ``ValueError`` for any other shape or dtype.
+    ``compress_level`` is zlib's (1: ~2.5 ms a crop instead of ~11 ms at 6, ~4% larger; the photo library's)."""
     arr = np.asarray(crop)
     if arr.shape != CROP_SHAPE or arr.dtype != np.uint8:
         raise ValueError(f"a face crop must be {CROP_SHAPE} uint8, got {arr.shape} {arr.dtype}")
     buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=6)
+    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -32,7 +32,8 @@ from embeddings.errors import FaceRecError
 from embeddings.quality import assess
 from embeddings.types import EMBEDDING_DIM, Face
 from service import recognition
-from service.photos.library import IndexedPhoto, IndexOptions, PhotoLibrary, crop_png
+from service.gallery.crops import encode_crop
+from service.photos.library import PHOTO_PNG_LEVEL, IndexedPhoto, IndexOptions, PhotoLibrary
 from service.photos.types import NewObservation
 
 Item = tuple[bytes, str | None]
@@ -79,7 +80,8 @@ def _prepare(lib: PhotoLibrary, analyzer: FaceAnalyzer, item: Item, store_crop: 
         face = Face(detection=d, quality=assess(d, crop, analyzer.config.quality), embedding=_UNENCODED, crop=crop)
         box, quality = recognition.face_summary(face)
         quality["reasons"] = list(face.quality.reasons)
-        found.append(_Found(box, quality, crop, crop_png(crop) if store_crop else None))
+        png = encode_crop(crop, compress_level=PHOTO_PNG_LEVEL) if store_crop else None
+        found.append(_Found(box, quality, crop, png))
     return _Prepared(digest, external_id, found)
 
 
