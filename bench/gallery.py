@@ -10,7 +10,9 @@ query latency on one thread (``gallery.search(probe, top_k=5)``: FAISS + groupin
 SQLite), recall@1 of the face returned against exact brute force, an efSearch sweep, snapshot save time and
 size, and cold start (``open_gallery`` from the snapshot in a fresh process, with that process's max RSS).
 Synthetic faces: N/10 identities, unit centres in 128-d, each face = normalise(centre + 0.7 * g / sqrt(128)),
-so same-identity distances are ~0.8 and different ~1.4, like FaceNet on LFW.
+so same-identity distances are ~0.8 and different ~1.4, like FaceNet on LFW, but isotropic (all 128 dimensions
+used alike: the hard case for approximate search). ``Synthetic(..., shape=fit_shape(npz))`` draws instead with
+the covariance structure of real embeddings (bench/faceshape.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.faceshape import FaceShape
 from service.gallery import GallerySettings, IndexParams, NewFace, open_gallery
 
 MODEL = "facenet-20170512-110547"
@@ -55,29 +58,43 @@ def _normalise(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 class Synthetic:
-    """Deterministic clustered unit vectors, generated chunk by chunk (never all in memory)."""
+    """Deterministic clustered unit vectors, generated chunk by chunk (never all in memory): isotropic, or with
+    ``shape`` the covariance structure of real embeddings."""
 
-    def __init__(self, n: int, seed: int = 0) -> None:
+    def __init__(self, n: int, seed: int = 0, shape: FaceShape | None = None) -> None:
         self.n = n
         self.seed = seed
+        self.shape = shape
         self.ids = (n + PER_ID - 1) // PER_ID
-        self.centres = _normalise(np.random.default_rng([seed, 1]).standard_normal((self.ids, 128), np.float32))
+        rng = np.random.default_rng([seed, 1])
+        if shape is None:
+            self.centres = _normalise(rng.standard_normal((self.ids, 128), np.float32))
+        else:
+            self.centres = shape.centres(rng, self.ids)
+
+    def _noise(self, rng: np.random.Generator, count: int) -> npt.NDArray[np.float32]:
+        if self.shape is not None:
+            return self.shape.noise(rng, count)
+        return rng.standard_normal((count, 128), np.float32) * (NOISE / np.sqrt(128))
+
+    @property
+    def generator(self) -> str:
+        """What drew the faces, for reports."""
+        return "isotropic" if self.shape is None else f"shape of {self.shape.source}"
 
     def chunks(self) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
         """``(first face index, faces)``; face ``f`` belongs to identity ``f // PER_ID``."""
         for i, start in enumerate(range(0, self.n, CHUNK)):
             stop = min(self.n, start + CHUNK)
             rng = np.random.default_rng([self.seed, 2, i])
-            noise = rng.standard_normal((stop - start, 128), np.float32) * (NOISE / np.sqrt(128))
-            yield start, _normalise(self.centres[np.arange(start, stop) // PER_ID] + noise)
+            yield start, _normalise(self.centres[np.arange(start, stop) // PER_ID] + self._noise(rng, stop - start))
 
     def probes(self, count: int) -> npt.NDArray[np.float32]:
         """New faces of enrolled identities (not themselves in the gallery)."""
         rng = np.random.default_rng([self.seed, 3])
         who = rng.integers(0, self.ids, count)
         self.probe_identities = who
-        noise = rng.standard_normal((count, 128), np.float32) * (NOISE / np.sqrt(128))
-        return _normalise(self.centres[who] + noise)
+        return _normalise(self.centres[who] + self._noise(rng, count))
 
     def exact_nearest(
         self, probes: npt.NDArray[np.float32], erased: npt.NDArray[np.bool_] | None = None
@@ -146,7 +163,13 @@ def _recall(g: Any, probes: npt.NDArray[np.float32], exact: tuple[Any, Any]) -> 
 def size_header(syn: Synthetic, args: argparse.Namespace) -> dict[str, Any]:
     """The head of a size's report: faces, identities and the HNSW build parameters (``args.m``,
     ``args.ef_construction``); also the PostgreSQL bench's."""
-    return {"faces": syn.n, "identities": syn.ids, "M": args.m, "ef_construction": args.ef_construction}
+    return {
+        "faces": syn.n,
+        "identities": syn.ids,
+        "generator": syn.generator,
+        "M": args.m,
+        "ef_construction": args.ef_construction,
+    }
 
 
 def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.faceshape import fit_shape
 from bench.gallery import PER_ID, Synthetic
 from service.devdb import DevCluster
 from service.devmilvus import MilvusServer, running_server
@@ -203,8 +204,14 @@ def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argpa
 
 
 def search(args: argparse.Namespace) -> None:
-    syn = Synthetic(args.size)
-    result: dict[str, Any] = {"size": args.size, "probes": args.probes, "index": "HNSW M=16 efConstruction=200"}
+    syn = Synthetic(args.size, shape=fit_shape(args.shape) if args.shape else None)
+    result: dict[str, Any] = {
+        "size": args.size,
+        "probes": args.probes,
+        "generator": syn.generator,
+        "index": "HNSW M=16 efConstruction=200",
+        "milvus_config": args.milvus_config,
+    }
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="facerec-milvus-bench-pg-")), settings=SERVER_SETTINGS)
     cluster.start()
     try:
@@ -233,10 +240,10 @@ def search(args: argparse.Namespace) -> None:
 
 
 def indexes(args: argparse.Namespace) -> None:
-    syn = Synthetic(args.size)
+    syn = Synthetic(args.size, shape=fit_shape(args.shape) if args.shape else None)
     probes = syn.probes(args.probes)
     exact = syn.exact_nearest(probes)
-    out: dict[str, Any] = {"size": args.size, "probes": args.probes, "types": {}}
+    out: dict[str, Any] = {"size": args.size, "probes": args.probes, "generator": syn.generator, "types": {}}
     with running_server(("queryNode.enableDisk=true",)) as server:
         for kind in args.types:
             eng = MilvusEngine(MilvusOptions(uri=server.uri, index_type=kind, timeout_s=120, ef=64), f"idx{kind}")
@@ -293,6 +300,8 @@ def main() -> None:
     i.add_argument("--probes", type=int, default=300)
     i.add_argument("--types", nargs="+", default=["HNSW", "HNSW_SQ", "IVF_SQ8", "DISKANN"])
     i.add_argument("--out", default="reports/milvus-indexes.json")
+    for sp in (s, i):
+        sp.add_argument("--shape", type=Path, help="draw faces with the covariance of these embeddings (faceshape.py)")
     args = p.parse_args()
     {"search": search, "indexes": indexes}[args.cmd](args)
 

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.faceshape import fit_shape
 from bench.gallery import MODEL, PER_ID, Synthetic, search_latency, size_header
 from service.devdb import DevCluster
 from service.gallery import NewFace, open_gallery
@@ -108,6 +109,7 @@ def search(args: argparse.Namespace) -> None:
         cluster.start()
     else:
         cluster = _cluster(args.set)
+    shape = fit_shape(args.shape) if args.shape else None
     results: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
         "cpu_count": os.cpu_count(),
@@ -117,12 +119,13 @@ def search(args: argparse.Namespace) -> None:
     try:
         for n in args.sizes:
             print(f"== {n:,} faces ==", flush=True)
-            reuse = bool(args.cluster) and _has_database(cluster, f"bench_{n}")
-            url = cluster.url(f"bench_{n}") if reuse else cluster.create_database(f"bench_{n}")
+            name = f"bench_{n}" if shape is None else f"bench_{n}_shaped"
+            reuse = bool(args.cluster) and _has_database(cluster, name)
+            url = cluster.url(name) if reuse else cluster.create_database(name)
             build = HnswBuild(m=args.m, ef_construction=args.ef_construction)
             opts = VectorOptions(build=build, exact_below=args.exact_below)
             backend = open_database(url, pool=PoolOptions(min_size=1, max_size=2), vectors=opts)
-            syn = Synthetic(n, args.seed)
+            syn = Synthetic(n, args.seed, shape)
             out = size_header(syn, args)
             if not reuse:
                 t = time.perf_counter()
@@ -347,6 +350,7 @@ def main() -> None:
     s.add_argument("--cluster", help="keep the PostgreSQL cluster in this folder and reuse its loaded databases")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a PostgreSQL server setting")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shape", type=Path, help="draw faces with the covariance of these embeddings (bench/faceshape.py)")
     s.add_argument("--out", default="reports/pg-search.json")
     e = sub.add_parser("enrol")
     e.add_argument("--faces", type=int, default=2000)
