@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS observations (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS obs_photo ON observations(photo_id);
+CREATE INDEX IF NOT EXISTS obs_model ON observations(model_id, id);
 CREATE INDEX IF NOT EXISTS obs_subject ON observations(subject_id) WHERE subject_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS obs_cluster ON observations(cluster_id) WHERE cluster_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS obs_unnamed_time ON observations(created_at) WHERE subject_id IS NULL;

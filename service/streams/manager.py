@@ -108,18 +108,22 @@ class StreamManager:
 
     def view(self, stream_id: str) -> dict[str, Any]:
         """One stream as the API shows it (:func:`describe`); :class:`StreamNotFound`."""
-        for item in self.views():
-            if item["id"] == stream_id:
-                return item
-        raise StreamNotFound(stream_id)
+        found = [cfg for cfg in self.store.all() if cfg.id == stream_id]
+        if not found:
+            raise StreamNotFound(stream_id)
+        return self._describe(found)[0]
 
     def views(self) -> list[dict[str, Any]]:
         """Every stored stream, oldest first, with its health: this process's worker's, else the one its reader
         last published (or :data:`WAITING`)."""
-        remote = self.store.healths() if self.store.shared else {}
+        return self._describe(self.store.all())
+
+    def _describe(self, configs: list[StreamConfig]) -> list[dict[str, Any]]:
+        """``configs`` with their health (the published ones read only when a stream is not read here)."""
         with self._lock:
-            local = {i: w.health() for i, w in self._workers.items()}
-        return [describe(cfg, local.get(cfg.id) or remote.get(cfg.id) or WAITING) for cfg in self.store.all()]
+            local = {cfg.id: self._workers[cfg.id].health() for cfg in configs if cfg.id in self._workers}
+        remote = self.store.healths() if self.store.shared and len(local) < len(configs) else {}
+        return [describe(cfg, local.get(cfg.id) or remote.get(cfg.id) or WAITING) for cfg in configs]
 
     def workers(self) -> list[StreamWorker]:
         """The workers of this process (the streams it reads)."""

@@ -107,3 +107,15 @@ def test_catch_up_finds_a_face_committed_below_the_newest_id_it_has_seen(tmp_pat
     assert nearest_id(lib, late[0]) == added[0]
     other.close()
     lib.close()
+
+
+def test_per_model_counts_and_catch_up_reads_use_an_index(tmp_path: Path) -> None:
+    """The catch-up's counts and id-ordered reads of one model search ``obs_model``, not the whole table."""
+    store = SQLitePhotoStore(tmp_path)
+    with store.transaction() as c:
+        for sql in (
+            "SELECT COUNT(*) FROM observations WHERE model_id = ?",
+            "SELECT id, embedding FROM observations WHERE model_id = ? AND id > ? ORDER BY id",
+        ):
+            plan = " ".join(str(r[-1]) for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", (MODEL, 0)[: sql.count("?")]))
+            assert "obs_model" in plan, plan
