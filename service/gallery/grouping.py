@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from embeddings.distance import distance_to_similarity
 from service.gallery.errors import ModelMismatch
 from service.gallery.types import Candidate
 
@@ -25,7 +26,7 @@ def group_subjects(faces: Sequence[FaceHit], top_k: int) -> list[Candidate]:
             continue
         seen.add(sid)
         dist = float(min(max(d, 0.0), 2.0))
-        out.append(Candidate(sid, name, fid, dist, 1.0 - dist * dist / 2.0))
+        out.append(Candidate(sid, name, fid, dist, distance_to_similarity(dist)))
         if len(out) == top_k:
             break
     return out

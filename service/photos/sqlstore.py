@@ -174,23 +174,23 @@ class SqlPhotoStore(ABC):
         return {r[0] for r in self._read("SELECT sha256 FROM photos")}
 
     # ---------------------------------------------------------------- faces
-    def get_faces(self, ids: Sequence[int]) -> list[Observation]:
-        by_id: dict[int, Observation] = {}
+    def _rows_by_id(self, columns: str, ids: Sequence[int]) -> dict[int, Any]:
+        """``{id: row}`` of the observations among ``ids`` (``columns`` start with ``id``), read 500 ids a query."""
+        by_id: dict[int, Any] = {}
         for start in range(0, len(ids), 500):
             part = [int(i) for i in ids[start : start + 500]]
             marks = ",".join("?" * len(part))
-            for r in self._read(f"SELECT {OBS_COLUMNS} FROM observations WHERE id IN ({marks})", part):
-                by_id[int(r[0])] = _obs(r)
-        return [by_id[int(i)] for i in ids if int(i) in by_id]
+            for r in self._read(f"SELECT {columns} FROM observations WHERE id IN ({marks})", part):
+                by_id[int(r[0])] = r
+        return by_id
+
+    def get_faces(self, ids: Sequence[int]) -> list[Observation]:
+        by_id = self._rows_by_id(OBS_COLUMNS, ids)
+        return [_obs(by_id[int(i)]) for i in ids if int(i) in by_id]
 
     def embeddings_of(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
-        by_id: dict[int, bytes] = {}
-        for start in range(0, len(ids), 500):
-            part = [int(i) for i in ids[start : start + 500]]
-            marks = ",".join("?" * len(part))
-            for r in self._read(f"SELECT id, embedding FROM observations WHERE id IN ({marks})", part):
-                by_id[int(r[0])] = r[1]
-        return _vectors([by_id[int(i)] for i in ids if int(i) in by_id])
+        by_id = self._rows_by_id("id, embedding", ids)
+        return _vectors([by_id[int(i)][1] for i in ids if int(i) in by_id])
 
     def all_embeddings(
         self, model_id: str, *, unnamed_only: bool = False, after: int = 0
