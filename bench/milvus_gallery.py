@@ -210,6 +210,7 @@ def search(args: argparse.Namespace) -> None:
         "probes": args.probes,
         "generator": syn.generator,
         "index": "HNSW M=16 efConstruction=200",
+        "ef": args.ef,
         "milvus_config": args.milvus_config,
     }
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="facerec-milvus-bench-pg-")), settings=SERVER_SETTINGS)
@@ -217,7 +218,9 @@ def search(args: argparse.Namespace) -> None:
     try:
         url = cluster.create_database("bench", owner="facerec")
         with running_server(tuple(args.milvus_config)) as server:
-            db = open_milvus(url, MilvusOptions(uri=server.uri, timeout_s=120), pool=PoolOptions(), sync_interval_s=0)
+            db = open_milvus(
+                url, MilvusOptions(uri=server.uri, timeout_s=120, ef=args.ef), pool=PoolOptions(), sync_interval_s=0
+            )
             try:
                 g = db.gallery
                 assert isinstance(g, MilvusGallery)
@@ -294,6 +297,7 @@ def main() -> None:
     s.add_argument("--enrol", type=int, default=200)
     s.add_argument("--out", default="reports/milvus-search.json")
     s.add_argument("--rebuild", action="store_true", help="also time rebuild-index (drop, refill from PostgreSQL)")
+    s.add_argument("--ef", type=int, default=MilvusOptions(uri="").ef, help="search breadth (FACEREC_MILVUS_EF)")
     s.add_argument("--milvus-config", nargs="*", default=[], help="extra milvus.yaml key=value settings")
     i = sub.add_parser("indexes")
     i.add_argument("--size", type=int, default=100_000)

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         default="HNSW",
         description="Milvus index type of new collections: HNSW, HNSW_SQ, IVF_SQ8, DISKANN, FLAT (docs/MILVUS.md).",
     )
+    milvus_ef: int = Field(
+        default=128,
+        ge=1,
+        le=4096,
+        description="Milvus HNSW search breadth (ef; IVF indexes probe ef / 8 lists); measured in docs/MILVUS.md.",
+    )
     milvus_timeout_s: float = Field(
         default=5.0, gt=0.0, description="Longest a Milvus call may take before the request answers 503, seconds."
     )

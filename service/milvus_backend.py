@@ -22,6 +22,7 @@ def milvus_options(settings: Settings) -> MilvusOptions:
         token=settings.milvus_token,
         index_type=settings.milvus_index.upper(),
         timeout_s=settings.milvus_timeout_s,
+        ef=settings.milvus_ef,
     )
 
 

@@ -86,3 +86,14 @@ def test_search_after_another_replica_dropped_the_collection(
     assert b.search(v[:1], model_id=MODEL, top_k=1)[0]  # B has seen the collection
     a.engine.drop(MODEL)
     assert b.engine.search(MODEL, v[:1], 1) == [[]]
+
+
+def test_settings_reach_the_engine_options() -> None:
+    """``FACEREC_MILVUS_EF`` and the other ``FACEREC_MILVUS_*`` settings become the engine's options."""
+    from service.config import Settings
+    from service.milvus_backend import milvus_options
+
+    settings = Settings(milvus_uri="http://127.0.0.1:19530", milvus_ef=48, milvus_index="ivf_sq8", milvus_timeout_s=2.5)
+    opts = milvus_options(settings)
+    assert (opts.uri, opts.ef, opts.index_type, opts.timeout_s) == ("http://127.0.0.1:19530", 48, "IVF_SQ8", 2.5)
+    assert milvus_options(Settings(milvus_uri="x.db")).ef == MilvusOptions(uri="x.db").ef == 128
