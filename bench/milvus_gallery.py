@@ -21,6 +21,7 @@ enrolment through ``add_faces`` (one face per call: PostgreSQL transaction + out
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -186,6 +187,15 @@ def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argpa
         "pg_candidates_40": _timed(candidates, probes[:100]),
     }
     out["gallery_search_again"] = _timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes)  # settled
+    chosen = eng.options
+    for ef in args.ef_sweep:  # the same collection searched with other FACEREC_MILVUS_EF values
+        eng.options = dataclasses.replace(chosen, ef=ef)
+        got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
+        out.setdefault("ef_sweep", {})[str(ef)] = {
+            "recall_at_1": float(np.mean(np.array(got) == exact)),
+            **_timed(lambda p: g.search(p, model_id=MODEL, top_k=5), probes),
+        }
+    eng.options = chosen
     sid = g.create_subject(name="enrol")
     new = syn.probes(args.enrol)
     t = time.perf_counter()
@@ -298,6 +308,7 @@ def main() -> None:
     s.add_argument("--out", default="reports/milvus-search.json")
     s.add_argument("--rebuild", action="store_true", help="also time rebuild-index (drop, refill from PostgreSQL)")
     s.add_argument("--ef", type=int, default=MilvusOptions(uri="").ef, help="search breadth (FACEREC_MILVUS_EF)")
+    s.add_argument("--ef-sweep", type=lambda v: [int(x) for x in v.split(",")], default=[], help="also these ef")
     s.add_argument("--milvus-config", nargs="*", default=[], help="extra milvus.yaml key=value settings")
     i = sub.add_parser("indexes")
     i.add_argument("--size", type=int, default=100_000)
