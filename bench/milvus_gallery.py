@@ -75,17 +75,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _wait_indexed(engine: MilvusEngine, model: str, n: int, timeout_s: float = 1800) -> float:
-    """Flush the collection and wait until its index covers ``n`` rows; seconds taken."""
+def _wait_indexed(engine: MilvusEngine, model: str, n: int, timeout_s: float = 2400) -> float:
+    """Flush the collection and wait until its index covers ``n`` rows; seconds taken. :class:`TimeoutError`
+    when it does not within ``timeout_s`` (Milvus retries a failing build for ever, e.g. DISKANN on a build
+    without it)."""
     client = engine._connect()
     name = engine.name(model)
     t = time.perf_counter()
     client.flush(name)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         info = client.describe_index(name, "embedding")
         if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
             break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{info.get('indexed_rows', 0)} of {n} rows indexed after {timeout_s:.0f} s")
         time.sleep(1)
     client.release_collection(name)
     client.load_collection(name)
@@ -267,7 +271,7 @@ def indexes(args: argparse.Namespace) -> None:
                     for s in range(0, len(x), 10_000):
                         eng.upsert(MODEL, list(range(start + s, start + s + len(x[s : s + 10_000]))), x[s : s + 10_000])
                 load_s = time.perf_counter() - t
-                build_s = _wait_indexed(eng, MODEL, args.size)
+                build_s = _wait_indexed(eng, MODEL, args.size, timeout_s=args.build_timeout)
                 rss1 = _rss_mib(server)
                 got = [h[0][0][0] if h and h[0] else -1 for h in (eng.search(MODEL, p[None], 1) for p in probes)]
                 rec = float(np.mean(np.array(got) == exact))
@@ -314,6 +318,7 @@ def main() -> None:
     i.add_argument("--size", type=int, default=100_000)
     i.add_argument("--probes", type=int, default=300)
     i.add_argument("--types", nargs="+", default=["HNSW", "HNSW_SQ", "IVF_SQ8", "DISKANN"])
+    i.add_argument("--build-timeout", type=float, default=600, help="seconds an index type may take to build")
     i.add_argument("--out", default="reports/milvus-indexes.json")
     for sp in (s, i):
         sp.add_argument("--shape", type=Path, help="draw faces with the covariance of these embeddings (faceshape.py)")
