@@ -25,6 +25,7 @@ import pytest
 from service.devdb import DevCluster
 from tests.faults.helpers import PEOPLE, photos, variant
 from tests.pgfixtures import new_cluster
+from tests.replicacheck import check_read_your_writes, enrol
 from tests.service.server import REPO, Server
 
 pytestmark = pytest.mark.slow
@@ -66,35 +67,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         cluster.destroy()
 
 
-def _enrol(c: httpx.Client, sid: str, image: bytes) -> httpx.Response:
-    return c.post(f"/v1/subjects/{sid}/faces", files=[("images", ("x.jpg", image, "image/jpeg"))])
-
-
 def test_read_your_writes_across_replicas(replicas: Replicas, celebrity_root: Path) -> None:
-    with httpx.Client(base_url=replicas.a.url, timeout=60) as a, httpx.Client(base_url=replicas.b.url, timeout=60) as b:
-        for n, person in enumerate(PEOPLE):
-            write, read = (a, b) if n % 2 == 0 else (b, a)  # both directions
-            sid = write.post("/v1/subjects", json={"name": person}).json()["id"]
-            for k, path in enumerate(photos(celebrity_root, person)):  # the first photo the quality gate accepts
-                image = variant(path, 1000 + 100 * n + k)
-                r = _enrol(write, sid, image)
-                if r.status_code == 201:
-                    break
-                assert r.status_code == 200 and r.json()["rejected"][0]["code"] == "low_quality", r.text
-            assert r.status_code == 201, r.text
-            face_id = r.json()["faces"][0]["id"]
-            got = read.post("/v1/identify", files={"image": ("p.jpg", image, "image/jpeg")})  # the very next request
-            assert got.status_code == 200, got.text
-            match = got.json()["faces"][0]["match"]
-            assert match is not None and match["subject_id"] == sid and match["face_id"] == face_id
-            assert read.get(f"/v1/subjects/{sid}").json()["face_count"] == 1
-            assert write.delete(f"/v1/subjects/{sid}").status_code == 204
-            got = read.post("/v1/identify", files={"image": ("p.jpg", image, "image/jpeg")})
-            assert got.status_code == 200
-            for face in got.json()["faces"]:
-                assert (face["match"] or {}).get("subject_id") != sid
-                assert all(c["subject_id"] != sid for c in face.get("candidates", []))
-            assert read.get(f"/v1/subjects/{sid}").status_code == 404
+    check_read_your_writes(replicas.a.url, replicas.b.url, celebrity_root)
 
 
 def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, celebrity_root: Path) -> None:
@@ -116,7 +90,7 @@ def test_postgres_immediate_stop_and_restart_under_load(replicas: Replicas, cele
                 sent = time.monotonic()
                 try:
                     if n % 2:
-                        r = _enrol(c, subjects[person], variant(pics[n % len(pics)], n))
+                        r = enrol(c, subjects[person], variant(pics[n % len(pics)], n))
                         if r.status_code == 201:
                             acked.extend((subjects[person], f["id"]) for f in r.json()["faces"])
                     else:
