@@ -32,6 +32,20 @@ def group_subjects(faces: Sequence[FaceHit], top_k: int) -> list[Candidate]:
     return out
 
 
+def check_model_present(model_id: str, faces_by_model: Mapping[str, int]) -> None:
+    """:class:`ModelMismatch` when ``model_id`` has no live faces but other models in ``faces_by_model`` do (an
+    empty gallery is no mismatch)."""
+    if faces_by_model.get(model_id, 0) > 0:
+        return
+    present = tuple(sorted(m for m, n in faces_by_model.items() if n > 0))
+    if present:
+        raise ModelMismatch(
+            f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
+            requested=model_id,
+            present=present,
+        )
+
+
 def nearest_subjects(
     fetch: Callable[[int], list[list[Candidate]]],
     *,
@@ -47,13 +61,7 @@ def nearest_subjects(
     left. ``faces_by_model``: the gallery's live faces per model (models with none left out)."""
     live = faces_by_model.get(model_id, 0)
     if live == 0:
-        if faces_by_model:
-            present = tuple(sorted(faces_by_model))
-            raise ModelMismatch(
-                f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
-                requested=model_id,
-                present=present,
-            )
+        check_model_present(model_id, faces_by_model)
         return [[] for _ in range(probes)]
     if probes == 0:
         return []

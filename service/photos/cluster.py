@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.distance import distance_to_similarity
 from service.gallery.calibration import Calibration
 
 EXACT_MAX = 20_000
@@ -172,7 +173,7 @@ def vote(neighbour_clusters: list[int], neighbour_dists: list[float], threshold:
     votes: dict[int, float] = {}
     for c, d in zip(neighbour_clusters, neighbour_dists, strict=True):
         if d <= threshold:
-            votes[c] = votes.get(c, 0.0) + 1.0 - d * d / 2.0
+            votes[c] = votes.get(c, 0.0) + distance_to_similarity(d)
     if not votes:
         return None
     return max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]

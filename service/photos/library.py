@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings import FaceAnalyzer, QualityThresholds
+from embeddings.distance import distance_to_similarity
 from service import recognition
 from service.gallery import FaceNotFound
 from service.gallery.calibration import load_calibration
@@ -242,7 +243,7 @@ class PhotoLibrary:
         if threshold is not None:
             hits = [(i, d) for i, d in hits if d <= threshold]
         found = {f.id: f for f in self.store.get_faces([i for i, _ in hits])}
-        return [SimilarFace(found[i], d, 1.0 - d * d / 2.0) for i, d in hits if i in found]
+        return [SimilarFace(found[i], d, distance_to_similarity(d)) for i, d in hits if i in found]
 
     def face_embedding(self, face_id: int) -> tuple[Observation, npt.NDArray[np.float32]]:
         faces = self.store.get_faces([face_id])

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.distance import distance_to_similarity
 from embeddings.types import EMBEDDING_DIM
-from service.gallery.errors import ModelMismatch
+from service.gallery.grouping import check_model_present
 from service.gallery.index import ModelIndex
 from service.gallery.local.cache import IndexCache
 from service.gallery.sqlite import SQLiteStore
@@ -30,13 +31,7 @@ def search(
     with cache.rw.shared():
         idx = cache.models.get(model_id)
         if idx is None or idx.live == 0:
-            present = tuple(sorted(m for m, i in cache.models.items() if i.live))
-            if present:
-                raise ModelMismatch(
-                    f"no faces of model {model_id!r} in the gallery; it holds faces of {', '.join(present)}",
-                    requested=model_id,
-                    present=present,
-                )
+            check_model_present(model_id, {m: i.live for m, i in cache.models.items()})
             return [[] for _ in range(len(q))]
         hits = _search_subjects(cache, store, idx, q, top_k, model_id, overfetch)
     names = store.subjects_by_pk(sorted({pk for row in hits for pk, _, _ in row}))
@@ -46,7 +41,7 @@ def search(
         for pk, fid, dist in row:
             if pk in names:  # erased after the index search: dropped
                 sid, name = names[pk]
-                cands.append(Candidate(sid, name, fid, dist, 1.0 - dist * dist / 2.0))
+                cands.append(Candidate(sid, name, fid, dist, distance_to_similarity(dist)))
         out.append(cands)
     return out
 
