@@ -140,8 +140,9 @@ class MjpegServer:
         ]
         self.server: ThreadingHTTPServer | None = None
         self.stopping = threading.Event()
-        self.served: list[int] = []
-        """The scene frame index of every frame sent, in order, over all connections and restarts."""
+        self.served: list[list[int]] = []
+        """Per connection (over all restarts), the scene frame index of every frame sent on it, in order: two
+        connections served at once interleave in time, so a person's passes are counted per connection."""
 
     def start(self) -> MjpegServer:
         owner = self
@@ -155,10 +156,12 @@ class MjpegServer:
                 period = 1.0 / owner.scene.fps
                 start = time.monotonic()
                 i = 0
+                sent: list[int] = []
+                owner.served.append(sent)
                 try:
                     while not owner.stopping.is_set():
                         jpg = owner.jpegs[i % len(owner.jpegs)]
-                        owner.served.append(i % len(owner.jpegs))
+                        sent.append(i % len(owner.jpegs))
                         self.wfile.write(
                             b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                             + str(len(jpg)).encode()
