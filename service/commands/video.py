@@ -56,7 +56,15 @@ def watch(
     from service.bootstrap import default_analyzer, open_backend
     from service.gallery import GalleryLocked
     from service.media import pipeline_config, video_detector
-    from service.video.decode import VideoError, camera_index, latest_frames, open_capture, redact, sample_frames
+    from service.video.decode import (
+        VideoError,
+        camera_index,
+        latest_frames,
+        open_capture,
+        redact,
+        release_capture,
+        sample_frames,
+    )
     from service.video.pipeline import TrackDecision, TrackPipeline
 
     settings = _settings(data)
@@ -109,8 +117,8 @@ def watch(
         except KeyboardInterrupt:
             pass
         finally:
-            frames.close()  # stops the reader thread before the capture is released
-            cap.release()
+            frames.close()  # stops the reader thread (waits up to 5 s) before the capture is released
+            release_capture(cap)
         for d in pipe.finish():
             emit(d)
     except VideoError as exc:

@@ -121,6 +121,15 @@ def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[f
         raise VideoError("no frame could be decoded: the file is not a video FFmpeg can read, or it is corrupt")
 
 
+def release_capture(cap: cv2.VideoCapture, timeout_s: float = 5.0) -> None:
+    """``cap.release()`` on a daemon thread, waited for at most ``timeout_s``: a reader still blocked in
+    ``cap.read()`` on a stalled network source can hold the capture's lock, and an interrupted command must
+    exit anyway."""
+    releaser = threading.Thread(target=cap.release, name="facerec-capture-release", daemon=True)
+    releaser.start()
+    releaser.join(timeout_s)
+
+
 def latest_frames(
     cap: cv2.VideoCapture, fps: float, *, clock: Callable[[], float] = time.monotonic
 ) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
