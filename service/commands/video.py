@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -42,6 +46,26 @@ def _settings(data: Path | None) -> Settings:
     return Settings(data=data) if data is not None else Settings()
 
 
+@contextmanager
+def stop_requested() -> Iterator[threading.Event]:
+    """An event set by the first SIGINT (Ctrl-C) or SIGTERM while the block runs; a second SIGINT interrupts as
+    usual (KeyboardInterrupt). The first never raises inside a detection or an encoding: an exception thrown into
+    the middle of a shared network call could leave it (and the decisions still to make) waiting for ever."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def watch(
     source: str = typer.Argument(
         ..., help="A video file, an rtsp:// or http(s):// URL, or a camera (/dev/video0 or 0)."
@@ -52,7 +76,8 @@ def watch(
 ) -> None:
     """Track the faces in SOURCE and print one decision per person as each is decided (live sources: after a
     few frames; files: when the person leaves). Uses the local data dir's gallery (stop the server first, or
-    add the camera to the server with POST /v1/streams)."""
+    add the camera to the server with POST /v1/streams). Ctrl-C (or SIGTERM) stops after the current frame and
+    prints the decisions of the people still in view; a second Ctrl-C quits at once."""
     from service.bootstrap import default_analyzer, open_backend
     from service.gallery import GalleryLocked
     from service.media import pipeline_config, video_detector
@@ -109,18 +134,23 @@ def watch(
                 typer.echo(f"{d.first_s:8.1f}s  track {d.track_id:<4} {who:<30} distance {dist}  frames {d.frames}")
             sys.stdout.flush()
 
-        frames = sample_frames(cap, rate) if is_file else latest_frames(cap, rate, clock=lambda: time.time() - started)
-        try:
-            for t, rgb in frames:
-                for d in pipe.process(rgb, t).decisions:
-                    emit(d)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            frames.close()  # stops the reader thread (waits up to 5 s) before the capture is released
-            release_capture(cap)
-        for d in pipe.finish():
-            emit(d)
+        with stop_requested() as stop:
+            frames = (
+                sample_frames(cap, rate)
+                if is_file
+                else latest_frames(cap, rate, clock=lambda: time.time() - started, stop=stop)
+            )
+            try:
+                for t, rgb in frames:
+                    if stop.is_set():
+                        break
+                    for d in pipe.process(rgb, t).decisions:
+                        emit(d)
+            finally:
+                frames.close()  # stops the reader thread (waits up to 5 s) before the capture is released
+                release_capture(cap)
+            for d in pipe.finish():  # the people still in view when the source ended or Ctrl-C came
+                emit(d)
     except VideoError as exc:
         raise _fail(str(exc)) from exc
     finally:

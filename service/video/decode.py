@@ -131,11 +131,16 @@ def release_capture(cap: cv2.VideoCapture, timeout_s: float = 5.0) -> None:
 
 
 def latest_frames(
-    cap: cv2.VideoCapture, fps: float, *, clock: Callable[[], float] = time.monotonic
+    cap: cv2.VideoCapture,
+    fps: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    stop: threading.Event | None = None,
 ) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
     """``(t_s, rgb)`` from a live source, at most ``fps`` per second, always the newest frame: a reader thread
     keeps reading (so the source's buffer never fills up and lag does not grow) and frames the consumer is too
-    slow for are dropped. ``t_s`` is ``clock()`` when the frame was read. Ends when the source stops."""
+    slow for are dropped. ``t_s`` is ``clock()`` when the frame was read. Ends when the source stops or, within
+    0.5 s, when ``stop`` is set (also while the source sends nothing)."""
     slot: list[tuple[float, npt.NDArray[np.uint8]] | None] = [None]
     cond = threading.Condition()
     done = threading.Event()
@@ -157,10 +162,10 @@ def latest_frames(
         while True:
             started = time.monotonic()
             with cond:
-                while slot[0] is None and not done.is_set():
+                while slot[0] is None and not done.is_set() and not (stop is not None and stop.is_set()):
                     cond.wait(0.5)
                 item, slot[0] = slot[0], None
-            if item is None:
+            if item is None or (stop is not None and stop.is_set()):
                 return
             yield item[0], to_rgb(item[1])
             time.sleep(max(0.0, started + period - time.monotonic()))
