@@ -56,20 +56,6 @@ SOURCE_SHA256 = {
 CONVERSION_VERSION = 1
 """Bumped when the graphs change, so that older cached models are rebuilt."""
 
-
-def padded_rows(n: int) -> int:
-    """The batch size a RNet/ONet call of ``n`` rows runs at: 8 up to 8 rows, 16 up to 16, then ``n`` rounded up
-    to four significant bits (18, 20, ... 32, 36, 40, ...: at most 1/8 more rows); the extra rows are zeros whose
-    outputs are dropped. The CPU plugin prepares its kernels for each new input shape, which cost a call of 9
-    crops ~4 ms and one of 300-3,000 crops a third more than a known shape; with every photo's candidate count a
-    new shape, most calls paid it. Rounded, 58 sizes cover 1-2,048 rows (a chunk of one of 2 streams) and stay
-    in :data:`RUNTIME_CACHE_SHAPES`."""
-    if n <= 16:
-        return 8 if n <= 8 else 16
-    shift = n.bit_length() - 4
-    return -(-n >> shift) << shift
-
-
 RUNTIME_CACHE_SHAPES = 64
 """Input shapes whose prepared kernels OpenVINO's CPU plugin keeps per network (least recently used go first).
 PNet sees a new shape for every image size and pyramid level, RNet/ONet one per batch size; the plugin's
@@ -324,25 +310,17 @@ class OpenVinoNetworks:
         infer request) that run concurrently."""
         queue = self._queues[net]
         streams = len(queue) if net != "pnet" else 1
-        pieces: list[int] = []  # the part of each piece
+        pieces: list[tuple[int, int]] = []  # (part, rows)
         self._pieces.clear()
         for k, batch in enumerate(parts):
-            count = max(1, min(streams, len(batch)))
-            if net != "pnet":  # equal chunks of a known size (PNet's shape is the pyramid level's: never padded)
-                rows = padded_rows(-(-len(batch) // count)) * count
-                if rows > len(batch):
-                    batch = np.concatenate([batch, np.zeros((rows - len(batch), *batch.shape[1:]), batch.dtype)])
-            for chunk in np.array_split(batch, count):
+            for chunk in np.array_split(batch, max(1, min(streams, len(batch)))):
                 queue.start_async({0: chunk}, len(pieces))
-                pieces.append(k)
+                pieces.append((k, len(chunk)))
         queue.wait_all()
         outputs: list[list[list[npt.NDArray[np.float32]]]] = [[] for _ in parts]
-        for index, k in enumerate(pieces):
+        for index, (k, _) in enumerate(pieces):
             outputs[k].append(self._pieces.pop(index))
-        return [
-            [np.concatenate(same)[: len(part)] for same in zip(*chunks, strict=True)]
-            for part, chunks in zip(parts, outputs, strict=True)
-        ]
+        return [[np.concatenate(same) for same in zip(*chunks, strict=True)] for chunks in outputs]
 
     def close(self) -> None:
         self.batcher.close()

@@ -152,31 +152,3 @@ def test_many_image_sizes_do_not_grow_memory(networks: mtcnn_openvino.OpenVinoNe
     for start in range(100, len(sizes), 50):
         networks.pnet(prepared, sizes[start : start + 50])
     assert rss_mib() - before < 50, f"{rss_mib() - before:.0f} MiB more after 600 new input shapes"
-
-
-def test_batches_are_padded_to_few_sizes() -> None:
-    """RNet/ONet batch sizes are rounded up (at most 1/8 more rows past 16) to so few sizes that the CPU plugin's
-    shape cache holds them all: a photo's candidate count no longer costs a kernel preparation per call."""
-    sizes = {mtcnn_openvino.padded_rows(n) for n in range(1, 2049)}
-    assert len(sizes) <= mtcnn_openvino.RUNTIME_CACHE_SHAPES
-    for n in range(1, 5000):
-        padded = mtcnn_openvino.padded_rows(n)
-        assert n <= padded <= max(16, n + n // 8)
-
-
-@pytest.mark.parametrize("count", [1, 3, 17, 37])
-def test_padded_calls_return_one_row_per_crop_unchanged(
-    networks: mtcnn_openvino.OpenVinoNetworks, photo: np.ndarray, count: int
-) -> None:
-    """The padding rows are dropped: a crop's outputs are those it gets in a batch of its own."""
-    rng = np.random.default_rng(count)
-    y1x1 = rng.uniform(0.0, 0.6, (count, 2)).astype(np.float32)
-    coords = np.concatenate([y1x1, y1x1 + rng.uniform(0.1, 0.4, (count, 2)).astype(np.float32)], axis=1)
-    prepared = networks.prepare(photo)
-    offsets, scores = networks.rnet(prepared, coords)
-    assert offsets.shape == (count, 4) and scores.shape == (count, 2)
-    alone = [networks.rnet(prepared, coords[i : i + 1]) for i in (0, count - 1)]
-    np.testing.assert_allclose(offsets[[0, -1]], np.concatenate([a[0] for a in alone]), atol=1e-5)
-    np.testing.assert_allclose(scores[[0, -1]], np.concatenate([a[1] for a in alone]), atol=1e-5)
-    marks = networks.onet(prepared, coords)[1]
-    assert marks.shape == (count, 10)
