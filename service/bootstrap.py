@@ -107,7 +107,11 @@ def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
 def default_gallery(settings: Settings) -> Gallery:
     """The embedded gallery of ``settings.data`` with the settings' tunables (:class:`GalleryLocked` if held)."""
     tunables = GallerySettings(
-        index=IndexParams(hnsw_storage=settings.hnsw_storage, ef_search=settings.hnsw_ef_search),
+        index=IndexParams(
+            hnsw_storage=settings.hnsw_storage,
+            sq8_from=settings.hnsw_sq8_from,
+            ef_search=settings.hnsw_ef_search,
+        ),
         snapshot_every_changes=settings.snapshot_every_changes,
         snapshot_interval_s=settings.snapshot_interval_s,
     )

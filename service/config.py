@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         description="Embedded gallery: vectors in its HNSW index as fp16, sq8 (4x smaller) or float32 "
         "(docs/GALLERY.md); an index saved with another storage is converted at open.",
     )
+    hnsw_sq8_from: int = Field(
+        default=500_000,
+        ge=0,
+        description="Embedded gallery: from this many faces of a model on, its HNSW stores sq8 (half of fp16's "
+        "memory, the same identities on the measured 1M gallery, ~1 ms more a search; docs/GALLERY.md); 0 = never.",
+    )
     hnsw_ef_search: int = Field(default=128, ge=1, description="Embedded gallery: HNSW search breadth.")
     snapshot_interval_s: float = Field(
         default=300.0, gt=0.0, description="Embedded gallery: seconds between snapshots."

@@ -67,8 +67,8 @@ def build_hnsw(
 ) -> Segment:
     """Build a new HNSW segment from the live vectors of frozen segments (no lock needed: they do not change
     except for overwritten tombstones, which the caller replays afterwards)."""
-    built = Segment.new_hnsw(params)
     total = sum(s.ntotal for s in frozen)
+    built = Segment.new_hnsw(params, total - sum(len(t) for t in tombstones))
     done = 0
     if not built.index.is_trained:  # sq8: the per-component range, from the live vectors
         built.index.train(_training_sample(frozen, tombstones))

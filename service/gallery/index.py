@@ -128,16 +128,25 @@ class ModelIndex:
         for s in self.segments:
             s.set_ef_search(ef)
 
-    def convert_storage(self) -> bool:
-        """Give an HNSW main of another storage (a snapshot saved before ``params.hnsw_storage`` changed) the
-        configured one, keeping its graph; True if it was converted (the caller should save a snapshot)."""
+    def needs_conversion(self) -> bool:
+        """True when :meth:`convert_storage` has something to do (a cheap check, no lock needed)."""
         main = self.main
-        if main is None or self.building or main.storage == self.params.hnsw_storage:
-            return False
-        converted = convert_hnsw_storage(main, self.params.hnsw_storage)
+        return (
+            main is not None and not self.building and main.storage != self.params.storage_for(main.live, main.storage)
+        )
+
+    def convert_storage(self) -> str | None:
+        """Give an HNSW main of another storage than it should have (a snapshot saved before
+        ``params.hnsw_storage`` changed, or a main grown to ``params.sq8_from`` faces) that storage, keeping its
+        graph: the storage it was converted to (the caller should save a snapshot), else None."""
+        main = self.main
+        if main is None or not self.needs_conversion():
+            return None
+        storage = self.params.storage_for(main.live, main.storage)
+        converted = convert_hnsw_storage(main, storage)
         converted.set_ef_search(self.params.ef_search)
         self.segments[0] = converted
-        return True
+        return storage
 
     # ------------------------------------------------------------------ maintenance
     def needs_rebuild(self) -> bool:

@@ -49,11 +49,20 @@ class IndexParams:
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
     hnsw_storage: str = "fp16"
+    sq8_from: int = 0
+    """An HNSW main of this many live faces or more stores ``sq8`` whatever ``hnsw_storage`` says (0: never).
+    Once sq8 it stays sq8 (no back-and-forth around the size); a rebuild below the size takes ``hnsw_storage``."""
     ef_construction: int = 80
     ef_search: int = 128
     merge_batch: int = 10_000
     merge_chunk: int = 1_000
     compact_ratio: float = 0.1
+
+    def storage_for(self, live: int, current: str | None = None) -> str:
+        """The storage an HNSW main of ``live`` faces, stored as ``current`` (None: a new build), should have."""
+        if self.sq8_from and (live >= self.sq8_from or current == "sq8"):
+            return "sq8"
+        return self.hnsw_storage
 
 
 def as_ids(ids: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -88,8 +97,9 @@ class Segment:
         return cls(faiss.IndexIDMap(faiss.IndexFlatL2(EMBEDDING_DIM)), FLAT)
 
     @classmethod
-    def new_hnsw(cls, params: IndexParams) -> Segment:
-        hnsw = empty_hnsw(params.hnsw_m, params.hnsw_storage)
+    def new_hnsw(cls, params: IndexParams, live: int = 0) -> Segment:
+        """An empty HNSW segment for ``live`` faces to come (:meth:`IndexParams.storage_for`)."""
+        hnsw = empty_hnsw(params.hnsw_m, params.storage_for(live))
         hnsw.hnsw.efConstruction = params.ef_construction
         hnsw.hnsw.efSearch = params.ef_search
         return cls(faiss.IndexIDMap(hnsw), HNSW)

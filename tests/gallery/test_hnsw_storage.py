@@ -119,3 +119,41 @@ def test_erased_codes_leave_the_snapshot(make_gallery, rng, tmp_path, storage):
     assert not {c.face_id for row in g.search(secret, model_id=MODEL, top_k=5) for c in row} & {r.id for r in recs}
     g.save_snapshot()
     assert not any(c in snap.read_bytes() for c in codes)
+
+
+def test_storage_for_the_size() -> None:
+    from service.gallery.segment import IndexParams
+
+    never = IndexParams(hnsw_storage="fp16")
+    assert never.storage_for(10**7) == "fp16" and never.storage_for(10, "sq8") == "fp16"
+    sized = IndexParams(hnsw_storage="fp16", sq8_from=1000)
+    assert sized.storage_for(999) == "fp16" and sized.storage_for(1000) == "sq8"
+    assert sized.storage_for(10, "sq8") == "sq8"  # once sq8, it stays: no conversions back and forth
+    assert sized.storage_for(10) == "fp16"  # a new build below the size
+
+
+def test_a_main_that_grows_to_sq8_from_becomes_sq8_and_stays_exact(make_gallery, rng, tmp_path):
+    """Built as fp16 at 1,000 faces; merges take it to 2,000 (``sq8_from`` 1,500): the next maintenance
+    converts it to sq8, keeping its graph, the answers stay exact (re-ranked) and a reopened gallery stays sq8."""
+    kw = {"hnsw_threshold": 500, "sq8_from": 1500, "merge_batch": 100}
+    g = make_gallery(**kw)
+    subjects = g.create_subjects([(f"p{i}", None) for i in range(200)])
+    vecs = _clustered(rng, 200, 10)
+    recs = []
+    for half in (range(0, 100), range(100, 200)):
+        recs += g.add_faces_many({subjects[i].id: faces(vecs[i * 10 : i * 10 + 10]) for i in half})
+        g.maintain()
+        if half.start == 0:
+            assert _main(g).storage == "fp16" and _main(g).live == 1000
+    main = _main(g)
+    assert main.storage == "sq8" and main.live == 2000
+    probes = vecs[5::10] + 0.2 * unit(rng, 200)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    exact = np.argmin(((probes[:, None, :] - vecs[None, :, :]) ** 2).sum(-1), axis=1)
+    got = g.search(probes, model_id=MODEL, top_k=1)
+    assert (np.array([r[0].face_id for r in got]) == np.array([recs[i].id for i in exact])).mean() >= 0.99
+    exact_d = np.sqrt(((probes - vecs[exact]) ** 2).sum(-1))
+    assert np.abs(np.array([r[0].distance for r in got]) - exact_d).max() < 1e-5
+    g.close()
+    again = make_gallery(**kw)
+    assert _main(again).storage == "sq8" and _main(again).live == 2000

@@ -24,18 +24,21 @@ URL = "postgresql://facerec:s3cret-pw@db.example:5433/facerec"
 def test_gallery_tunables_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEREC_HNSW_STORAGE", "sq8")
     monkeypatch.setenv("FACEREC_SNAPSHOT_INTERVAL_S", "12.5")
+    monkeypatch.setenv("FACEREC_HNSW_SQ8_FROM", "0")
     settings = Settings(data=tmp_path / "data", hnsw_ef_search=64, snapshot_every_changes=7)
     backend = open_backend(settings)
     try:
         gallery = backend.open_gallery()
         assert isinstance(gallery, LocalGallery)
         tunables = gallery.settings
-        assert (tunables.index.hnsw_storage, tunables.index.ef_search) == ("sq8", 64)
+        assert (tunables.index.hnsw_storage, tunables.index.ef_search, tunables.index.sq8_from) == ("sq8", 64, 0)
         assert (tunables.snapshot_interval_s, tunables.snapshot_every_changes) == (12.5, 7)
     finally:
         backend.close()
     with pytest.raises(ValidationError):
         Settings(hnsw_storage="int4")
+    monkeypatch.delenv("FACEREC_HNSW_SQ8_FROM")
+    assert Settings(data=tmp_path).hnsw_sq8_from == 500_000  # the default: sq8 from half a million faces on
 
 
 def test_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,6 +90,12 @@ class Maintenance:
                         with self.write, self.cache.rw.exclusive():
                             more = idx.merge_step()
                         self.cache.unsaved += 1
+                if idx.needs_conversion():  # a main that grew to sq8_from faces: once, ~3 s at 1M
+                    with self.write, self.cache.rw.exclusive():
+                        converted = idx.convert_storage()
+                    if converted:
+                        log.info("gallery: converted the %s HNSW to %s storage", model_id, converted)
+                        self.cache.unsaved += self.settings.snapshot_every_changes
             s, now, cache = self.settings, time.monotonic(), self.cache
             due = (
                 force_snapshot

@@ -39,8 +39,9 @@ def open_cache(
         path = snapshot.snapshot_path(data_dir, model_id)
         try:
             index, info, replayed = _load(store, cache, path, model_id, params)
-            if index.convert_storage():  # e.g. a float32 HNSW saved before fp16 storage: same graph, new codes
-                log.info("gallery: converted the %s HNSW to %s storage", model_id, params.hnsw_storage)
+            converted = index.convert_storage()  # e.g. a float32 HNSW saved before fp16: same graph, new codes
+            if converted:
+                log.info("gallery: converted the %s HNSW to %s storage", model_id, converted)
                 replayed += resave_after  # save the converted index soon
             infos[model_id] = info
         except SnapshotInvalid as e:
