@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         default=500_000,
         ge=0,
         description="Embedded gallery: from this many faces of a model on, its HNSW stores sq8 (half of fp16's "
-        "memory, the same identities on the measured 1M gallery, ~1 ms more a search; docs/GALLERY.md); 0 = never.",
+        "memory, the same identities on the measured 1M gallery, ~1.5 ms more a search; docs/GALLERY.md); 0 = never.",
     )
     hnsw_ef_search: int = Field(default=128, ge=1, description="Embedded gallery: HNSW search breadth.")
     snapshot_interval_s: float = Field(
