@@ -87,7 +87,6 @@ def watch(
         latest_frames,
         open_capture,
         redact,
-        release_capture,
         sample_frames,
     )
     from service.video.pipeline import TrackDecision, TrackPipeline
@@ -147,8 +146,9 @@ def watch(
                     for d in pipe.process(rgb, t).decisions:
                         emit(d)
             finally:
-                frames.close()  # stops the reader thread (waits up to 5 s) before the capture is released
-                release_capture(cap)
+                frames.close()  # live: the reader thread stops and releases the capture itself
+                if is_file:
+                    cap.release()
             for d in pipe.finish():  # the people still in view when the source ended or Ctrl-C came
                 emit(d)
     except VideoError as exc:

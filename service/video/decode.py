@@ -121,15 +121,6 @@ def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[f
         raise VideoError("no frame could be decoded: the file is not a video FFmpeg can read, or it is corrupt")
 
 
-def release_capture(cap: cv2.VideoCapture, timeout_s: float = 5.0) -> None:
-    """``cap.release()`` on a daemon thread, waited for at most ``timeout_s``: a reader still blocked in
-    ``cap.read()`` on a stalled network source can hold the capture's lock, and an interrupted command must
-    exit anyway."""
-    releaser = threading.Thread(target=cap.release, name="facerec-capture-release", daemon=True)
-    releaser.start()
-    releaser.join(timeout_s)
-
-
 def latest_frames(
     cap: cv2.VideoCapture,
     fps: float,
@@ -140,20 +131,27 @@ def latest_frames(
     """``(t_s, rgb)`` from a live source, at most ``fps`` per second, always the newest frame: a reader thread
     keeps reading (so the source's buffer never fills up and lag does not grow) and frames the consumer is too
     slow for are dropped. ``t_s`` is ``clock()`` when the frame was read. Ends when the source stops or, within
-    0.5 s, when ``stop`` is set (also while the source sends nothing)."""
+    0.5 s, when ``stop`` is set (also while the source sends nothing).
+
+    The reader thread owns ``cap`` from the first frame on and releases it when it stops, so ``read`` and
+    ``release`` never overlap: closing the generator waits up to 5 s for the reader (a stalled source's read
+    times out by then, :func:`open_capture`) and does not hold the caller up longer."""
     slot: list[tuple[float, npt.NDArray[np.uint8]] | None] = [None]
     cond = threading.Condition()
     done = threading.Event()
 
     def read() -> None:
-        while not done.is_set():
-            ok, frame = cap.read()
-            with cond:
-                if not ok or frame is None:
-                    done.set()
-                else:
-                    slot[0] = (clock(), np.asarray(frame, dtype=np.uint8))
-                cond.notify()
+        try:
+            while not done.is_set():
+                ok, frame = cap.read()
+                with cond:
+                    if not ok or frame is None:
+                        done.set()
+                    else:
+                        slot[0] = (clock(), np.asarray(frame, dtype=np.uint8))
+                    cond.notify()
+        finally:
+            cap.release()
 
     reader = threading.Thread(target=read, name="facerec-watch-reader", daemon=True)
     reader.start()

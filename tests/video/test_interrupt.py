@@ -61,3 +61,36 @@ def test_the_first_ctrl_c_sets_the_flag_and_the_second_interrupts() -> None:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class CountingCapture:
+    """A capture of ``frames`` frames that records whether ``release`` ever came while a ``read`` ran."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+        self.reading = False
+        self.released_during_read = False
+        self.releases = 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.reading = True
+        time.sleep(0.01)
+        self.reading = False
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self) -> None:
+        self.released_during_read |= self.reading
+        self.releases += 1
+
+
+def test_the_reader_releases_the_capture_after_its_last_read() -> None:
+    cap = CountingCapture(5)
+    frames = list(latest_frames(cap, 1000.0))  # type: ignore[arg-type]
+    assert 1 <= len(frames) <= 5
+    deadline = time.monotonic() + 2
+    while cap.releases == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cap.releases == 1 and not cap.released_during_read
