@@ -26,8 +26,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from embeddings import FaceAnalyzer
 from service import errors
+from service.addresses import is_loopback
 from service.bootstrap import GalleryFactory, default_analyzer, make_runner, open_backend, start_batcher
-from service.config import Settings, is_loopback
+from service.config import Settings
 from service.gallery import Gallery, GalleryLocked
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware

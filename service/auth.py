@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
-from service.config import is_loopback
+from service.addresses import is_loopback
 from service.errors import Forbidden, Unauthorized
 from service.keys import ApiKey, Scope
 from service.stores import ApiKeyStore

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +14,7 @@ from embeddings.encoders import DEFAULT_PRECISION, Precision
 from embeddings.models import model_threshold
 from embeddings.quality import DEFAULT_MAX_YAW
 from embeddings.weights import MODEL_ID
+from service.addresses import redact_url
 
 VectorBackend = Literal["faiss", "pgvector", "milvus"]
 DATABASE_SCHEMES = ("postgresql", "postgres")
@@ -379,28 +379,3 @@ class Settings(BaseSettings):
             max_pixels=self.max_pixels,
             encoder=self.encoder,
         )
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1); a wildcard such as 0.0.0.0 is not."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (``postgresql://app:***@db:5432/facerec``); the text
-    before ``@`` is dropped whole when the URL does not parse."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "***@" + url.rsplit("@", 1)[-1] if "@" in url else "***"

@@ -78,7 +78,8 @@ def test_environment_names_real_settings_with_valid_values(monkeypatch: pytest.M
     unknown = {name for name in env if name.startswith("FACEREC_")} - df.known_variables()
     assert not unknown, f"docker-compose.yml sets FACEREC_* variables nothing reads: {sorted(unknown)}"
     assert all(name.startswith("FACEREC_") for name in env), "configuration is FACEREC_* variables only"
-    from service.config import Settings, is_loopback
+    from service.addresses import is_loopback
+    from service.config import Settings
 
     d = dockerfile()
     for name, value in {**d.final.env(d.global_args), **env}.items():

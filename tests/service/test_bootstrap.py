@@ -13,8 +13,9 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
+from service.addresses import redact_url
 from service.bootstrap import BackendUnavailable, open_backend, open_reindex_target
-from service.config import Settings, redact_url
+from service.config import Settings
 from service.gallery import GalleryLocked, LocalGallery, NewFace, ReindexRefused, SideStaging, open_gallery
 from service.reindex import finish_pending
 

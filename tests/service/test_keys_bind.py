@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.addresses import is_loopback
 from service.app import KeysRequired, check_bind, create_app
-from service.config import Settings, is_loopback
+from service.config import Settings
 from service.keys import KeyNotFound, KeyStore
 from tests.service.fakes import LOCAL_URL, FakeAnalyzer, app_with, local
 from tests.service.helpers import png
