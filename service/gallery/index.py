@@ -128,21 +128,25 @@ class ModelIndex:
         for s in self.segments:
             s.set_ef_search(ef)
 
+    def _storage_due(self) -> str | None:
+        """The storage the HNSW main should be converted to (:meth:`IndexParams.storage_for`), None if none."""
+        main = self.main
+        if main is None or self.building:
+            return None
+        storage = self.params.storage_for(main.live, main.storage)
+        return storage if storage != main.storage else None
+
     def needs_conversion(self) -> bool:
         """True when :meth:`convert_storage` has something to do (a cheap check, no lock needed)."""
-        main = self.main
-        return (
-            main is not None and not self.building and main.storage != self.params.storage_for(main.live, main.storage)
-        )
+        return self._storage_due() is not None
 
     def convert_storage(self) -> str | None:
         """Give an HNSW main of another storage than it should have (a snapshot saved before
         ``params.hnsw_storage`` changed, or a main grown to ``params.sq8_from`` faces) that storage, keeping its
         graph: the storage it was converted to (the caller should save a snapshot), else None."""
-        main = self.main
-        if main is None or not self.needs_conversion():
+        main, storage = self.main, self._storage_due()
+        if main is None or storage is None:
             return None
-        storage = self.params.storage_for(main.live, main.storage)
         converted = convert_hnsw_storage(main, storage)
         converted.set_ef_search(self.params.ef_search)
         self.segments[0] = converted
