@@ -49,6 +49,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.paths import write_report  # noqa: E402
 from bench.rawload import latency, load, requests_for  # noqa: E402
 from bench.serverproc import REPO, BenchServer  # noqa: E402
 
@@ -282,9 +283,7 @@ def main() -> None:
     if args.sweep_wait:
         waits = [float(w) for w in args.sweep_wait.split(",")]
         result["sweep_wait"] = sweep_wait(waits, args.kinds.split(","), images, fields, offline_b32, args, extra)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_report(args.out, result)
         return
     names = args.modes.split(",")
     servers: dict[str, Service] = {}
@@ -345,9 +344,7 @@ def main() -> None:
         if solo_b and solo_u:
             result[f"ratio/{kind}/1_client_p50_batched_vs_unbatched"] = round(solo_b["p50_ms"] / solo_u["p50_ms"], 3)
     print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio")}, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.paths import write_report
+
 
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -105,9 +107,7 @@ def main() -> None:
         "ceiling_faces_per_s": round(1000 * cores / per_photo_ms * faces_per_photo, 2),
     }
     print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-LFW = Path(__file__).resolve().parents[1].parent / "shared/data/lfw/lfw-deepfunneled"
+from bench.paths import LFW, write_report
+
 NO_FACE = 2.0
 """Distance counted for a canvas where no face is found (the largest possible between unit vectors)."""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lfw", type=Path, default=LFW)
+    ap.add_argument("--lfw", type=Path, default=LFW / "lfw-deepfunneled")
     ap.add_argument("--count", type=int, default=400, help="LFW images sampled (seed 7)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -65,9 +66,7 @@ def main() -> None:
         "no_face": {"refined": int((r[:, 0] == NO_FACE).sum()), "unrefined": int((r[:, 1] == NO_FACE).sum())},
     }
     print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":
