@@ -1,9 +1,11 @@
 """A small multi-face tracker: detections of consecutive frames are joined into tracks by optimal assignment.
 
-The cost of joining a detection to a track is ``1 - score``, where the score is the IoU of the detection's box
-with the track's box predicted by constant velocity, or, when they do not overlap (a fast face at a low sampling
-rate), a proximity in [0, 0.5] from the centre distance in units of the face size; pairs scoring under
-``min_score`` are never joined. The assignment is :func:`scipy.optimize.linear_sum_assignment`.
+The cost of joining a detection to a track is ``1 - score``, where the score is the larger of the IoU of the
+detection's box with the track's box predicted by constant velocity and a proximity in [0, 0.5] from their
+centre distance in units of the face size (a fast face at a low sampling rate overlaps its last box by a sliver,
+or not at all); pairs scoring under ``min_score`` are never joined. The assignment is
+:func:`scipy.optimize.linear_sum_assignment`. A track's velocity is its first measured one, then a running
+average.
 
 Times are seconds on the source's clock (a video's timestamps, or a stream's clock that stops while it is
 disconnected). A track ends when it has not been seen for ``max_age_s``. Each track keeps the ``keep_best``
@@ -61,28 +63,33 @@ def view_score(detection: Detection, sharpness: float) -> float:
 
 
 def match_score(track_box: Box, box: Box) -> float:
-    """IoU of the two boxes; when it is 0, ``0.5 * (1 - d / (3 * side))`` for a centre distance ``d``
-    smaller than 3 face sides of similar size (scale ratio within 2), else 0. (A face crossing the frame in 3 s
-    at 5 frames/s moves over a face width between frames.)"""
+    """The larger of the boxes' IoU and their proximity ``0.5 * (1 - d / (3 * side))`` for a centre distance
+    ``d`` under 3 face sides, boxes of similar size (scale ratio within 2; else the proximity is 0). A face
+    crossing the frame in 3 s at 5 frames/s moves about a face width between frames: a sliver of overlap
+    must not score below none."""
     iou = track_box.iou(box)
-    if iou > 0.0:
-        return iou
     side = max(min(track_box.width, track_box.height), 1.0)
     ratio = max(box.width, 1.0) / max(track_box.width, 1.0)
     if not 0.5 <= ratio <= 2.0:
-        return 0.0
+        return iou
     cx, cy = track_box.x + track_box.width / 2, track_box.y + track_box.height / 2
     dx, dy = box.x + box.width / 2 - cx, box.y + box.height / 2 - cy
     d = float(np.hypot(dx, dy))
-    return max(0.0, 0.5 * (1.0 - d / (PROXIMITY_SIDES * side)))
+    return max(iou, 0.5 * (1.0 - d / (PROXIMITY_SIDES * side)))
 
 
 PROXIMITY_SIDES = 3.0
 
 
+EDGE_MARGIN = 0.25
+"""A predicted centre this many box sides beyond the frame's edge has left it (a face whose centre is on the
+edge is half visible, and may still be detected)."""
+
+
 def _inside(box: Box, frame_size: tuple[int, int]) -> bool:
     cx, cy = box.x + box.width / 2, box.y + box.height / 2
-    return 0 <= cx < frame_size[0] and 0 <= cy < frame_size[1]
+    mx, my = EDGE_MARGIN * box.width, EDGE_MARGIN * box.height
+    return -mx <= cx < frame_size[0] + mx and -my <= cy < frame_size[1] + my
 
 
 class Tracker:
@@ -105,7 +112,7 @@ class Tracker:
     ) -> tuple[list[Track], list[Track]]:
         """Add one frame at time ``t`` (s). Returns ``(active, ended)``: the tracks seen in this frame, and the
         tracks that ended (unseen for over ``max_age_s``, or, given the frame's ``(width, height)`` px, whose
-        predicted centre has left the frame), removed from the tracker."""
+        predicted centre has left the frame by ``EDGE_MARGIN`` box sides), removed from the tracker."""
         gone: list[Track] = []
         if frame_size is not None:
             gone = [tr for tr in self.tracks if tr.last_t < t and not _inside(tr.predicted(t), frame_size)]
@@ -131,7 +138,10 @@ class Tracker:
                     old, new = track.box, d.box
                     vx = (new.x + new.width / 2 - old.x - old.width / 2) / dt
                     vy = (new.y + new.height / 2 - old.y - old.height / 2) / dt
-                    track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
+                    if track.hits == 1:
+                        track.velocity = (vx, vy)
+                    else:
+                        track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
                 track.box, track.last_t = d.box, t
                 track.hits += 1
             else:

@@ -125,7 +125,10 @@ def test_the_camera_dies_and_comes_back_without_duplicate_events(
         seen = sum(passes(scene, frames, person, min_frames=3) for frames in served)
         named = sum(1 for e in events if (e["name"] or STRANGER) == person)
         # one event per pass at most (a pass cut by the outage may give none, or one per part)
-        assert named <= seen, (person, named, seen)
+        mine = [
+            (e["track_id"], e["first_s"], e["last_s"], e["frames"]) for e in events if (e["name"] or STRANGER) == person
+        ]
+        assert named <= seen, (person, named, seen, mine)
         assert named >= crossed - 2, (person, named, crossed)
     assert PASSWORD not in server.log.read_text(errors="replace")  # not even in the connection errors
 

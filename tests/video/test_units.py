@@ -140,3 +140,37 @@ def test_a_face_that_left_the_frame_is_not_joined_to_one_entering() -> None:
     active, ended = tracker.update(1.1, [det(0, 100)], [CROP], [100.0], size)
     assert [tr.id for tr in ended] == [1]
     assert [tr.id for tr in active] == [2]
+
+
+def test_a_face_entering_stays_one_track_while_its_boxes_barely_overlap() -> None:
+    """A camera's boxes of a stranger entering from the right, 5 frames/s (a CI failure's log): consecutive
+    boxes overlap by a few pixels. A sliver of overlap must never score below no overlap at all, or the second
+    box starts a track of its own and the person is announced twice."""
+    tracker = Tracker(max_age_s=1.0)
+    boxes = [(15.01, 529, 210, 56), (15.21, 473, 214, 58), (15.42, 420, 217, 57), (15.61, 367, 212, 57)]
+    boxes += [(15.82, 313, 208, 58), (16.01, 259, 208, 58), (16.21, 206, 215, 59)]
+    ids = set()
+    for t, x, y, size in boxes:
+        active, ended = tracker.update(t, [det(x, y, size)], [CROP], [100.0], (640, 360))
+        ids.update(tr.id for tr in active)
+        assert ended == []
+    assert ids == {1}
+
+
+@pytest.mark.parametrize("step", [0.3, 0.6, 0.9, 0.95, 1.0, 1.2, 1.5])
+def test_a_face_is_one_track_at_any_overlap_between_frames(step: float) -> None:
+    """From a large overlap to none: one track for a face moving ``step`` box sides a frame, while a second face
+    crosses the other way in a lane below."""
+    tracker = Tracker(max_age_s=1.0)
+    ids = set()
+    for i in range(6):
+        active, _ = feed(tracker, i / 5, [(10 + 80 * step * i, 20), (560 - 80 * step * i, 150)])
+        ids.update(active)
+    assert ids == {1, 2}
+
+
+def test_a_track_takes_its_first_measured_velocity_whole() -> None:
+    tracker = Tracker(max_age_s=1.0)
+    feed(tracker, 0.0, [(100, 100)])
+    feed(tracker, 0.2, [(140, 100)])
+    assert tracker.tracks[0].velocity == pytest.approx((200.0, 0.0))  # px/s: not halved by a zero start
