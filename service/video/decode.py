@@ -12,13 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-SECRET_PARAMS = re.compile(r"pass|pwd|token|key|secret|auth|sig", re.IGNORECASE)
+from service.addresses import redact_url
 
 
 class VideoError(Exception):
@@ -26,20 +25,9 @@ class VideoError(Exception):
 
 
 def redact(source: str) -> str:
-    """``source`` with a URL's password and secret-looking query values replaced by ``***``."""
-    parts = urlsplit(source)
-    if not parts.scheme or not parts.netloc:
-        return source
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = urlencode(
-        [(k, "***" if SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="*",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    """``source`` as logs and API answers show it: a URL's password, a bare user (a camera's token) and
+    secret-looking query values hidden (:func:`service.addresses.redact_url`)."""
+    return redact_url(source, bare_user_is_secret=True)
 
 
 def camera_index(source: str) -> int | None:

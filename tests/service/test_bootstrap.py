@@ -179,3 +179,12 @@ def test_cli_configuration_errors_are_one_line(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(cli_app, ["keys", "list", "--data", data])
     assert result.exit_code == 1 and result.output.startswith("error: backend_unavailable: "), result.output
     assert "pw-4242" not in result.output and "127.0.0.1:1" in result.output
+
+
+def test_a_database_url_shows_no_secret_anywhere() -> None:
+    """The password in the user info or in the query (libpq takes both) and the fragment are hidden."""
+    assert redact_url("postgresql://u@h/db?password=s3cret&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert redact_url("postgresql://u:s3cret@h:5433/db#s3cret") == "postgresql://u:***@h:5433/db"
+    assert redact_url("postgresql://u:s3cret@h:99999/db") == "***@h:99999/db"  # a port that does not parse
