@@ -120,6 +120,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         return votes.most_common(1)[0][0] if votes else None
 
     per_actor: dict[str, list[str | None]] = defaultdict(list)
+    tracks_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
     unmatched = 0
     misses = []
     for d in decisions:
@@ -129,6 +130,10 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             continue
         named = ids.get(d.vote.subject_id or "") if d.vote.subject_id else None
         per_actor[who].append(named)
+        seen = centres[d.track_id]
+        tracks_of[who].append(
+            {"track": d.track_id, "first_s": round(seen[0][0], 2), "last_s": round(seen[-1][0], 2), "frames": len(seen)}
+        )
         if named != (None if who.startswith("stranger:") else who):
             v = d.vote
             dist = None if v.distance is None else round(v.distance, 3)
@@ -156,6 +161,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         "stranger_tracks": len(stranger_tracks),
         "stranger_tracks_named": sum(1 for _, n in stranger_tracks if n is not None),
         "max_tracks_per_person": max((len(v) for v in per_actor.values()), default=0),
+        "people_in_several_tracks": {who: tracks for who, tracks in sorted(tracks_of.items()) if len(tracks) > 1},
         "people_never_tracked": sorted(a.label for a in scene.actors if a.label not in per_actor),
         "tracks_not_on_a_person": unmatched,
         "processing_fps": round(frames / seconds, 2),
@@ -212,6 +218,22 @@ class ServerRun:
         self.log.close()
 
 
+def passes_served(scene: Scene, served: list[list[int]], min_frames: int = 5) -> Counter[str]:
+    """Per actor label, how many times the camera showed them crossing: runs of at least ``min_frames``
+    consecutive frames sent on one connection in which the actor is on stage."""
+    out: Counter[str] = Counter()
+    for frames in served:
+        for actor in scene.actors:
+            run = 0
+            for index in [*frames, -1]:
+                if index >= 0 and scene.position(actor, index / scene.fps) is not None:
+                    run += 1
+                    continue
+                out[actor.label] += run >= min_frames
+                run = 0
+    return out
+
+
 def live(args: argparse.Namespace) -> dict[str, Any]:
     run = ServerRun(Path(args.lfw), args.seed)
     camera = MjpegServer(run.scene(args.seed)).start()
@@ -226,6 +248,7 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
         after = run.health(sid)
         elapsed = time.monotonic() - t0
         events = run.client.get("/v1/events", params={"source": f"stream:{sid}", "limit": 1000}).json()["items"]
+        passes = passes_served(camera.scene, [list(f) for f in camera.served])
         identify_ms = []
         photo = run.enrol[0][1][0].read_bytes()
         for _ in range(10):  # REST stays responsive while the stream runs
@@ -233,8 +256,15 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
             r = run.client.post("/v1/identify", files={"image": ("p.jpg", photo, "image/jpeg")})
             identify_ms.append((time.perf_counter() - s) * 1000)
             assert r.status_code == 200
+        named = Counter(e["name"] for e in events if e["name"])
+        enrolled = [name for name, _ in run.enrol]
         return {
             "camera": {"width": 1280, "height": 720, "fps": camera.scene.fps},
+            "passes_served": sum(passes.values()),
+            "enrolled_passes": sum(passes[n] for n in enrolled),
+            "enrolled_passes_named": sum(min(named[n], passes[n]) for n in enrolled),
+            "extra_named_events": sum(max(named[n] - passes[n], 0) for n in enrolled),
+            "named_events_of_strangers": sum(c for n, c in named.items() if n not in enrolled),
             "requested_fps": args.stream_fps,
             "seconds": round(elapsed, 1),
             "fps_in": round((after["frames_in"] - before["frames_in"]) / elapsed, 2),

@@ -75,7 +75,8 @@ class PipelineConfig:
     unseen this long ends a track; ``keep_best``: views embedded per track; thresholds as identify's;
     ``detector``: the face detector of the frames (default: the analyzer's); ``full_detect_s``: 0 = the whole
     frame is searched for faces every frame, else at least every so many seconds of source time and, on the
-    frames between, only around the tracked faces (new faces are found by the next full search)."""
+    frames between, only around the tracked faces (new faces are found by the next full search; while a
+    tracked face has been seen in only one frame, its motion is unknown and every frame is searched whole)."""
 
     fixed_threshold: float
     max_fir: float | None
@@ -111,8 +112,11 @@ class TrackPipeline:
     def _detect(self, rgb: npt.NDArray[np.uint8], t: float) -> list[Detection]:
         detector = self.config.detector or self.analyzer.detector
         every = self.config.full_detect_s
-        tracked = [tr.predicted(t) for tr in self.tracker.tracks]
-        if every > 0 and tracked and self._full_at is not None and 0.0 <= t - self._full_at < every:
+        tracks = self.tracker.tracks
+        tracked = [tr.predicted(t) for tr in tracks]
+        # a face seen once has no velocity yet: at a few frames/s it has moved out of its region by the next frame
+        moving = all(tr.hits >= 2 for tr in tracks)
+        if every > 0 and tracked and moving and self._full_at is not None and 0.0 <= t - self._full_at < every:
             self.region_detections += 1
             return detect_near(detector, rgb, tracked)
         self._full_at = t

@@ -3,7 +3,8 @@
 The cost of joining a detection to a track is ``1 - score``, where the score is the larger of the IoU of the
 detection's box with the track's box predicted by constant velocity and a proximity in [0, 0.5] from their
 centre distance in units of the face size (a fast face at a low sampling rate overlaps its last box by a sliver,
-or not at all); pairs scoring under ``min_score`` are never joined. The assignment is
+or not at all; a track seen once, whose velocity is unknown, reaches further); pairs scoring under
+``min_score`` are never joined. The assignment is
 :func:`scipy.optimize.linear_sum_assignment`. A track's velocity is its first measured one, then a running
 average.
 
@@ -62,11 +63,11 @@ def view_score(detection: Detection, sharpness: float) -> float:
     return float(detection.confidence) * min(size, 160.0) / 160.0 * min(max(sharpness, 1.0) / 100.0, 1.0)
 
 
-def match_score(track_box: Box, box: Box) -> float:
-    """The larger of the boxes' IoU and their proximity ``0.5 * (1 - d / (3 * side))`` for a centre distance
-    ``d`` under 3 face sides, boxes of similar size (scale ratio within 2; else the proximity is 0). A face
-    crossing the frame in 3 s at 5 frames/s moves about a face width between frames: a sliver of overlap
-    must not score below none."""
+def match_score(track_box: Box, box: Box, reach: float = 3.0) -> float:
+    """The larger of the boxes' IoU and their proximity ``0.5 * (1 - d / (reach * side))`` for a centre
+    distance ``d`` under ``reach`` face sides, boxes of similar size (scale ratio within 2; else the proximity
+    is 0). A face crossing the frame in 3 s at 5 frames/s moves about a face width between frames: a sliver of
+    overlap must not score below none."""
     iou = track_box.iou(box)
     side = max(min(track_box.width, track_box.height), 1.0)
     ratio = max(box.width, 1.0) / max(track_box.width, 1.0)
@@ -75,10 +76,14 @@ def match_score(track_box: Box, box: Box) -> float:
     cx, cy = track_box.x + track_box.width / 2, track_box.y + track_box.height / 2
     dx, dy = box.x + box.width / 2 - cx, box.y + box.height / 2 - cy
     d = float(np.hypot(dx, dy))
-    return max(iou, 0.5 * (1.0 - d / (PROXIMITY_SIDES * side)))
+    return max(iou, 0.5 * (1.0 - d / (reach * side)))
 
 
 PROXIMITY_SIDES = 3.0
+"""How far (face sides) from its predicted box a track's next face may be."""
+FIRST_STEP_SIDES = 5.0
+"""The same for a track seen once, whose velocity is not known yet (its prediction is where it was): a face
+crossing a 640 px frame in 1.5 s at 4.5 frames/s moves about 3 sides of a 40 px face between frames."""
 
 
 EDGE_MARGIN = 0.25
@@ -123,7 +128,8 @@ class Tracker:
             for i, track in enumerate(self.tracks):
                 guess = track.predicted(t)
                 for j, d in enumerate(detections):
-                    cost[i, j] = 1.0 - match_score(guess, d.box)
+                    reach = FIRST_STEP_SIDES if track.hits == 1 else PROXIMITY_SIDES
+                    cost[i, j] = 1.0 - match_score(guess, d.box, reach)
             rows, cols = linear_sum_assignment(cost)
             for i, j in zip(rows, cols, strict=True):
                 if 1.0 - cost[i, j] >= self.min_score:

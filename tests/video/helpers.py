@@ -43,19 +43,24 @@ def val_photo(dataset: Path, person: str, index: int = 0) -> Path:
 
 
 def people_scene(
-    dataset: Path, *, width: int = 640, height: int = 360, fps: float = 10.0, loop_gap_s: float = 0.0
+    dataset: Path,
+    *,
+    width: int = 640,
+    height: int = 360,
+    fps: float = 10.0,
+    loop_gap_s: float = 0.0,
+    crossing_s: float = 3.0,
 ) -> Scene:
     """Four people cross a 640x360 background in two lanes: the three enrolled ones and a stranger; each is on
-    stage 3 s; two are on stage at once (one per lane) for a second."""
+    stage ``crossing_s`` (3 s: two are on stage at once, one per lane, for a second)."""
     lane_h = height // 2 - 20
     people = [*ENROLLED, STRANGER]
     actors = []
     for i, person in enumerate(people):
         lane = i % 2
         start = 0.3 + i * 2.0
-        actors.append(
-            Actor(val_photo(dataset, person), start, start + 3.0, 10 + lane * (height // 2), lane_h, lane == 0, person)
-        )
+        top = 10 + lane * (height // 2)
+        actors.append(Actor(val_photo(dataset, person), start, start + crossing_s, top, lane_h, lane == 0, person))
     return Scene(actors, width=width, height=height, fps=fps, duration_s=actors[-1].exit_s + 0.7 + loop_gap_s)
 
 

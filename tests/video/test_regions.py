@@ -3,14 +3,19 @@ frame of the 5-celebrity people crossing a background."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embeddings import Box, FaceDetector
+from bench.video_scenes import Scene
+from embeddings import Box, FaceAnalyzer, FaceDetector
+from service.config import Settings
+from service.media import pipeline_config, video_detector
+from service.video.pipeline import TrackPipeline
 from service.video.regions import detect_near, region_of
-from tests.video.helpers import people_scene
+from tests.video.helpers import ENROLLED, STRANGER, people_scene
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +65,37 @@ def test_nothing_is_found_where_there_is_no_face(detector: FaceDetector, frame: 
     empty = Box(640 - 50, 720 - 110, 100, 100)
     assert all(empty.iou(d.box) == 0 for d in full)
     assert detect_near(detector, frame, [empty]) == []
+
+
+@pytest.mark.parametrize(("crossing_s", "fps"), [(3.0, 5.0), (1.5, 4.5), (1.5, 8.0)])
+def test_the_live_pipeline_follows_each_person_at_a_few_frames_per_second(
+    analyzer: FaceAnalyzer, dataset: Path, crossing_s: float, fps: float
+) -> None:
+    """A stream's pipeline (whole-frame search every 0.25 s, regions between) on the 640x360 crossing scene at a
+    few frames/s; a face crossing in 1.5 s at 4.5 frames/s moves about twice its width between frames: every
+    person crossing is one track of at least ``min_hits`` frames (a face seen once has no velocity yet, so its
+    region alone would miss it on the next frame)."""
+    settings = Settings()
+    config = pipeline_config(settings, analyzer, live=True, detector=video_detector(settings, analyzer))
+    pipe = TrackPipeline(analyzer, lambda: None, config, deferred=True)
+    scene = people_scene(dataset, crossing_s=crossing_s)
+    hits: dict[int, Counter[str]] = defaultdict(Counter)
+    for k in range(int(scene.duration_s * fps)):
+        t = k / fps
+        result = pipe.process(np.ascontiguousarray(scene.render(t)[:, :, ::-1]), t)
+        for face in result.faces:
+            hits[face.track_id][actor_at(scene, t, face.box)] += 1
+    tracks = Counter(who.most_common(1)[0][0] for who in hits.values() if sum(who.values()) >= config.min_hits)
+    assert pipe.region_detections > 0
+    assert tracks == Counter({label: 1 for label in (*ENROLLED, STRANGER)}), dict(hits)
+
+
+def actor_at(scene: Scene, t: float, box: Box) -> str:
+    """The label of the actor whose sprite holds the box's centre at time ``t`` (s), else ``"?"``."""
+    cx, cy = box.x + box.width / 2, box.y + box.height / 2
+    for actor in scene.actors:
+        pos = scene.position(actor, t)
+        sprite = scene._sprite(actor)
+        if pos is not None and pos[0] <= cx <= pos[0] + sprite.shape[1] and pos[1] <= cy <= pos[1] + sprite.shape[0]:
+            return actor.label
+    return "?"

@@ -149,7 +149,7 @@ def test_a_face_entering_stays_one_track_while_its_boxes_barely_overlap() -> Non
     tracker = Tracker(max_age_s=1.0)
     boxes = [(15.01, 529, 210, 56), (15.21, 473, 214, 58), (15.42, 420, 217, 57), (15.61, 367, 212, 57)]
     boxes += [(15.82, 313, 208, 58), (16.01, 259, 208, 58), (16.21, 206, 215, 59)]
-    ids = set()
+    ids: set[int] = set()
     for t, x, y, size in boxes:
         active, ended = tracker.update(t, [det(x, y, size)], [CROP], [100.0], (640, 360))
         ids.update(tr.id for tr in active)
