@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,17 @@ def test_fir_grows_with_gallery_size_and_the_threshold_inverts_it(fitted: Calibr
 def test_the_prior_makes_thin_data_conservative(fitted: Calibration) -> None:
     # a probe that met no impostor within t still counts as meeting some in a gallery far larger than the fit
     t = fitted.threshold_for_fir(0.001, 100)
-    bare = Calibration(**{**fitted.__dict__, "prior": 0.0})
+    bare = dataclasses.replace(fitted, prior=0.0)
     assert fitted.false_identification_rate(t, 5000) >= bare.false_identification_rate(t, 5000)
+    assert bare.threshold_for_fir(0.001, 100) >= t  # its own answer, not the remembered one of ``fitted``
+
+
+def test_a_remembered_threshold_is_the_one_solved(fitted: Calibration) -> None:
+    questions = [(0.01, 10), (0.01, 5000), (0.001, 10), (0.01, 10)]
+    first = [fitted.threshold_for_fir(target, n) for target, n in questions]
+    fresh = dataclasses.replace(fitted)
+    assert first == [fresh.threshold_for_fir(target, n) for target, n in questions]
+    assert first[0] == first[3] and first[1] < first[0] and first[2] < first[0]
 
 
 def test_fir_estimate_matches_fresh_people(rng) -> None:
