@@ -69,3 +69,37 @@ def test_enrolment_bigger_than_the_writer_cache_is_atomic(make_gallery, rng, mon
     assert len(records) == n == g.stats().faces
     for r, c in zip(records[:: n // 5], crops[:: n // 5], strict=True):
         assert np.array_equal(decode_crop(g.store.crop_png(r.id) or b""), c)
+
+
+def test_the_subject_count_follows_every_commit(make_gallery, rng):
+    """The count is remembered per reader thread until something is committed (identify asks on every request):
+    a subject created, a face added, a subject erased, each seen at once by a thread that counted before."""
+    g = make_gallery()
+    counts: list[int] = []
+    go, done = threading.Event(), threading.Event()
+
+    def reader() -> None:  # one thread, one reader connection, counting after each change below
+        for _ in range(4):
+            if not go.wait(10):
+                return
+            go.clear()
+            counts.append(g.subject_count())
+            done.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def count_there() -> int:
+        done.clear()
+        go.set()
+        assert done.wait(10)
+        return counts[-1]
+
+    assert count_there() == 0
+    a = g.create_subject(name="a", metadata={})
+    assert count_there() == 1 and g.subject_count() == 1
+    g.add_faces(a.id, [NewFace(embedding=unit(rng, 1)[0], model_id=MODEL)])
+    assert count_there() == 1
+    g.delete_subject(a.id)
+    assert count_there() == 0 and g.subject_count() == 0
+    t.join(10)
