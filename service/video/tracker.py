@@ -63,7 +63,14 @@ def view_score(detection: Detection, sharpness: float) -> float:
     return float(detection.confidence) * min(size, 160.0) / 160.0 * min(max(sharpness, 1.0) / 100.0, 1.0)
 
 
-def match_score(track_box: Box, box: Box, reach: float = 3.0) -> float:
+PROXIMITY_SIDES = 3.0
+"""How far (face sides) from its predicted box a track's next face may be."""
+FIRST_STEP_SIDES = 5.0
+"""The same for a track seen once, whose velocity is not known yet (its prediction is where it was): a face
+crossing a 640 px frame in 1.5 s at 4.5 frames/s moves about 3 sides of a 40 px face between frames."""
+
+
+def match_score(track_box: Box, box: Box, reach: float = PROXIMITY_SIDES) -> float:
     """The larger of the boxes' IoU and their proximity ``0.5 * (1 - d / (reach * side))`` for a centre
     distance ``d`` under ``reach`` face sides, boxes of similar size (scale ratio within 2; else the proximity
     is 0). A face crossing the frame in 3 s at 5 frames/s moves about a face width between frames: a sliver of
@@ -77,13 +84,6 @@ def match_score(track_box: Box, box: Box, reach: float = 3.0) -> float:
     dx, dy = box.x + box.width / 2 - cx, box.y + box.height / 2 - cy
     d = float(np.hypot(dx, dy))
     return max(iou, 0.5 * (1.0 - d / (reach * side)))
-
-
-PROXIMITY_SIDES = 3.0
-"""How far (face sides) from its predicted box a track's next face may be."""
-FIRST_STEP_SIDES = 5.0
-"""The same for a track seen once, whose velocity is not known yet (its prediction is where it was): a face
-crossing a 640 px frame in 1.5 s at 4.5 frames/s moves about 3 sides of a 40 px face between frames."""
 
 
 EDGE_MARGIN = 0.25
