@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.serverproc import free_port, serve_command, stop, wait_ready  # noqa: E402
-from bench.video_scenes import Actor, MjpegServer, Scene, write_video  # noqa: E402
+from bench.video_scenes import Actor, MjpegServer, Scene, passes_served, write_video  # noqa: E402
 
 LANES_720P = (20, 250, 480)
 SPRITE_H = 220
@@ -216,22 +216,6 @@ class ServerRun:
         self.client.close()
         stop(self.proc)
         self.log.close()
-
-
-def passes_served(scene: Scene, served: list[list[int]], min_frames: int = 5) -> Counter[str]:
-    """Per actor label, how many times the camera showed them crossing: runs of at least ``min_frames``
-    consecutive frames sent on one connection in which the actor is on stage."""
-    out: Counter[str] = Counter()
-    for frames in served:
-        for actor in scene.actors:
-            run = 0
-            for index in [*frames, -1]:
-                if index >= 0 and scene.position(actor, index / scene.fps) is not None:
-                    run += 1
-                    continue
-                out[actor.label] += run >= min_frames
-                run = 0
-    return out
 
 
 def live(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import math
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,17 @@ class Scene:
         y = actor.y + int(6 * math.sin(2 * math.pi * t))
         return int(x), y
 
+    def actor_at(self, t: float, x: float, y: float) -> str | None:
+        """The label of the actor whose drawn photo holds the point ``(x, y)`` (px) at time ``t``, else None."""
+        for actor in self.actors:
+            pos = self.position(actor, t)
+            if pos is None:
+                continue
+            h, w = self._sprite(actor).shape[:2]
+            if pos[0] <= x <= pos[0] + w and pos[1] <= y <= pos[1] + h:
+                return actor.label
+        return None
+
     def render(self, t: float) -> npt.NDArray[np.uint8]:
         """The BGR frame at time ``t`` (s)."""
         frame = self.bg.copy()
@@ -125,6 +137,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def passes_served(scene: Scene, served: Sequence[Sequence[int]], min_frames: int = 5) -> Counter[str]:
+    """Per actor label, how many times a camera showed them crossing: runs of at least ``min_frames``
+    consecutive frames (scene frame indices, one list per connection) in which the actor is on stage."""
+    out: Counter[str] = Counter()
+    for frames in served:
+        for actor in scene.actors:
+            run = 0
+            for index in [*frames, -1]:
+                if index >= 0 and scene.position(actor, index / scene.fps) is not None:
+                    run += 1
+                    continue
+                out[actor.label] += run >= min_frames
+                run = 0
+    return out
 
 
 class MjpegServer:

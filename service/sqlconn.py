@@ -1,5 +1,5 @@
 """The one SQL surface the stores shared by SQLite and PostgreSQL are written against: ``execute`` /
-``executemany`` with ``?`` placeholders, returning a cursor (``fetchone``, ``fetchall``, ``rowcount``, iteration).
+``executemany`` with ``?`` parameter markers, returning a cursor (``fetchone``, ``fetchall``, ``rowcount``, iteration).
 A :class:`sqlite3.Connection` is one already; :class:`PgConn` adapts a psycopg connection. Keep SQL in the common
 subset (``ON CONFLICT ... DO NOTHING``, ``RETURNING``, ``IS DISTINCT FROM``; no ``%`` literals)."""
 

@@ -127,8 +127,8 @@ class Tracker:
             cost = np.ones((len(self.tracks), len(detections)))
             for i, track in enumerate(self.tracks):
                 guess = track.predicted(t)
+                reach = FIRST_STEP_SIDES if track.hits == 1 else PROXIMITY_SIDES
                 for j, d in enumerate(detections):
-                    reach = FIRST_STEP_SIDES if track.hits == 1 else PROXIMITY_SIDES
                     cost[i, j] = 1.0 - match_score(guess, d.box, reach)
             rows, cols = linear_sum_assignment(cost)
             for i, j in zip(rows, cols, strict=True):

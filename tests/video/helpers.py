@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import httpx
 
-from bench.video_scenes import Actor, Scene
+from bench.video_scenes import Actor, Scene, passes_served
 from tests.service.server import free_port
 
 ENROLLED = ("ben_afflek", "elton_john", "madonna")
@@ -110,18 +110,9 @@ class WebhookReceiver:
 
 
 def passes(scene: Scene, served: list[int], label: str, min_frames: int = 5) -> int:
-    """How many times ``label`` crossed the frames served: runs of at least ``min_frames`` consecutive frames
-    showing that actor."""
-    actor = next(a for a in scene.actors if a.label == label)
-    runs, run = 0, 0
-    for index in [*served, -1]:
-        visible = index >= 0 and scene.position(actor, index / scene.fps) is not None
-        if visible:
-            run += 1
-            continue
-        runs += run >= min_frames
-        run = 0
-    return runs
+    """How many times ``label`` crossed the frames served on one connection (runs of at least ``min_frames``
+    consecutive frames showing that actor; :func:`bench.video_scenes.passes_served`)."""
+    return passes_served(scene, [served], min_frames)[label]
 
 
 class RtspServer:

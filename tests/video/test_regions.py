@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.video_scenes import Scene
 from embeddings import Box, FaceAnalyzer, FaceDetector
 from service.config import Settings
 from service.media import pipeline_config, video_detector
@@ -84,18 +83,8 @@ def test_the_live_pipeline_follows_each_person_at_a_few_frames_per_second(
         t = k / fps
         result = pipe.process(np.ascontiguousarray(scene.render(t)[:, :, ::-1]), t)
         for face in result.faces:
-            hits[face.track_id][actor_at(scene, t, face.box)] += 1
+            box = face.box
+            hits[face.track_id][scene.actor_at(t, box.x + box.width / 2, box.y + box.height / 2) or "?"] += 1
     tracks = Counter(who.most_common(1)[0][0] for who in hits.values() if sum(who.values()) >= config.min_hits)
     assert pipe.region_detections > 0
     assert tracks == Counter({label: 1 for label in (*ENROLLED, STRANGER)}), dict(hits)
-
-
-def actor_at(scene: Scene, t: float, box: Box) -> str:
-    """The label of the actor whose sprite holds the box's centre at time ``t`` (s), else ``"?"``."""
-    cx, cy = box.x + box.width / 2, box.y + box.height / 2
-    for actor in scene.actors:
-        pos = scene.position(actor, t)
-        sprite = scene._sprite(actor)
-        if pos is not None and pos[0] <= cx <= pos[0] + sprite.shape[1] and pos[1] <= cy <= pos[1] + sprite.shape[0]:
-            return actor.label
-    return "?"
