@@ -8,9 +8,11 @@ strangers; galleries of 100 people, 20 random ones, and of all the pool). Each v
 distance of ``x`` to its ``k`` nearest cohort templates, ``s(x)`` their standard deviation):
 
 * ``raw``: ``d``;  ``probe``: ``d - m(p)``;  ``subject``: ``d - m(t)``;  ``symmetric``: ``d - (m(p) + m(t)) / 2``;
-* ``s-norm``: ``((d - m(p)) / s(p) + (d - m(t)) / s(t)) / 2`` (adaptive s-norm on the top-k cohort).
+* ``s-norm``: ``((d - m(p)) / s(p) + (d - m(t)) / s(t)) / 2`` (adaptive s-norm on the top-k cohort);
+* ``symmetric+margin b``: the symmetric score with each probe's best subject moved by the margin to its
+  second best, ``s1 - b * (s2 - s1)`` (a ratio test; ``--margins``).
 
-Usage: .venv/bin/python bench/openset_tune.py --seeds 0,1 [--ks 5,10,25,50]
+Usage: .venv/bin/python bench/openset_tune.py --seeds 0,1 [--ks 5,10,25,50] [--margins 0.1,0.25,0.5]
 """
 
 from __future__ import annotations
@@ -43,7 +45,20 @@ VARIANTS: dict[str, Callable[[Arr, tuple[Arr, Arr], tuple[Arr, Arr]], Arr]] = {
 }
 
 
-def tune(x: npt.NDArray[np.float32], names: npt.NDArray[np.str_], seed: int, ks: list[int]) -> dict[str, list[float]]:
+def with_margin(scores: Arr, b: float) -> Arr:
+    """``scores`` with each row's best (lowest) entry ``s1`` replaced by ``s1 - b * (s2 - s1)``, ``s2`` the row's
+    second best: the same best subject, its score moved by how far ahead of the next one it is."""
+    out = scores.copy()
+    rows = np.arange(len(scores))
+    order = np.argsort(scores, axis=1)[:, :2]
+    s1, s2 = scores[rows, order[:, 0]], scores[rows, order[:, 1]]
+    out[rows, order[:, 0]] = s1 - b * (s2 - s1)
+    return out
+
+
+def tune(
+    x: npt.NDArray[np.float32], names: npt.NDArray[np.str_], seed: int, ks: list[int], margins: list[float]
+) -> dict[str, list[float]]:
     fit, _ = split_people(names, seed)
     rng = np.random.default_rng(100 + seed)
     people = rng.permutation(sorted(fit))
@@ -67,6 +82,8 @@ def tune(x: npt.NDArray[np.float32], names: npt.NDArray[np.str_], seed: int, ks:
                     p_stats = top_k_stats(dc, k)
                     for name, f in VARIANTS.items():
                         scored[key, f"{name} k={k}"] = f(d, p_stats, t_stats[k])
+                    for b in margins:
+                        scored[key, f"symmetric+margin {b} k={k}"] = with_margin(scored[key, f"symmetric k={k}"], b)
             for name in dict.fromkeys(v for _, v in scored):
                 got = [oracle_tpir(scored["m", name], scored["s", name], owner, t)[0] for t in TARGETS]
                 sums[name] = sums.get(name, np.zeros(len(TARGETS))) + np.array(got) / repeats
@@ -81,14 +98,15 @@ def main() -> None:
     parser.add_argument("--embeddings", type=Path, default=Path("reports/lfw_embeddings.npz"))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--ks", default="5,10,25,50")
+    parser.add_argument("--margins", default="", help="comma-separated b of the symmetric+margin variant")
     args = parser.parse_args()
     x, names, _ = load(args.embeddings, None)
     ks = [int(k) for k in args.ks.split(",")]
     for seed in (int(s) for s in args.seeds.split(",")):
-        res = tune(x, names, seed, ks)
-        print(f"{'variant':>18} | 100 people: TPIR@FPIR<=1%  <=0.1% | all: TPIR@FPIR<=1%  <=0.1%")
+        res = tune(x, names, seed, ks, [float(b) for b in args.margins.split(",") if b])
+        print(f"{'variant':>30} | 100 people: TPIR@FPIR<=1%  <=0.1% | all: TPIR@FPIR<=1%  <=0.1%")
         for name, (a, b, c, d) in res.items():
-            print(f"{name:>18} | {a:22.3f} {b:7.3f} | {c:17.3f} {d:7.3f}")
+            print(f"{name:>30} | {a:22.3f} {b:7.3f} | {c:17.3f} {d:7.3f}")
 
 
 if __name__ == "__main__":
