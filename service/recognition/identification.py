@@ -97,9 +97,9 @@ def rescore(
     dists = np.array([d for _, d, _ in found])
     scores = dists
     if normalisation is not None:
-        cohort, k = normalisation.cohort, normalisation.k
         tm = np.stack([t for _, _, t in found])
-        scores = normalised_scores(dists[None, :], spreads(probe[None, :], cohort, k), spreads(tm, cohort, k))[0]
+        probe_spread = spreads(probe[None, :], normalisation.cohort, normalisation.k)
+        scores = normalised_scores(dists[None, :], probe_spread, normalisation.subject_spreads(tm))[0]
     out = [
         SubjectMatch(c.subject_id, c.subject_name, c.face_id, d, distance_to_similarity(d), c.distance, float(s))
         for (c, d, _), s in zip(found, scores, strict=True)
