@@ -47,8 +47,8 @@ SCORE_GRID = np.round(np.arange(-1.2, 0.8001, 0.005), 4)
 """Threshold grid of the normalised score's table."""
 
 SPREAD_CACHE_SIZE = 65_536
-"""Subject spreads a :class:`Normalisation` keeps (least recently used dropped first): about 0.7 kB each with a
-128-d float32 template as the key, so about 45 MB when full."""
+"""Subject spreads a :class:`Normalisation` keeps (least recently used dropped first): 660 bytes each with a
+128-d float32 template as the key, 43 MB when full (``bench/normalisation_cost.py``)."""
 
 SUFFIX = ".cohort.npz"
 """A model's normalisation file is ``<model_id>.cohort.npz`` next to its ``<model_id>.npz`` tables."""
