@@ -1,19 +1,22 @@
-"""The cost of identify's cohort-normalised scores per probe face, with the subjects' spreads computed on every
-call (as before :class:`service.gallery.normalisation.SpreadCache`) and kept per template content (now).
+"""The cost of identify's cohort-normalised scores per probe face (``Normalisation.scores``: one probe against
+its shortlisted subjects' templates), as it was (the subjects' spreads computed on every call, the cohort cast to
+float64 on every call) and as it is (spreads kept per template content by
+:class:`service.gallery.normalisation.SpreadCache`, the cohort cast once).
 
-Each identify scores one probe against its ``--shortlist`` subjects (identify rescores
+Each identify scores one probe against ``--shortlist`` subjects (identify rescores
 :data:`service.recognition.identification.RESCORE_CANDIDATES` = 20) drawn at random from ``--subjects`` subject
 templates, with the model's shipped cohort (2 874 LFW templates, k = 10). Subjects and probes are cohort
 templates moved by Gaussian noise and normalised again (face-like positions; the cost does not depend on the
-values). Three ways, interleaved per identify so that load changes weigh on all alike:
+values). Timed ways, interleaved per identify so that load changes weigh on all alike:
 
-* ``recomputed``: ``normalised_scores(d, spreads(probe), spreads(templates))``, the code before the cache;
-* ``kept``: the same with the templates' spreads from a :class:`SpreadCache` that has seen every subject once
-  (identify with an unchanged gallery);
-* ``new_templates``: a :class:`SpreadCache` that has seen none of them (every spread computed and stored: the
-  first identify after a restart, or after the shortlist's templates all changed).
+* ``before``: ``normalised_scores(l2_matrix(p, t), spreads(p, cohort), spreads(t, cohort))``, what
+  ``Normalisation.scores`` did before the cache;
+* ``kept``: ``Normalisation.scores`` with every subject's spread already kept (an unchanged gallery);
+* ``new_templates``: ``Normalisation.scores`` against 20 templates it has never seen (every spread computed and
+  kept: the first identify after a start, or after all shortlisted templates changed);
+* ``probe_spread``: ``Normalisation.probe_spreads`` alone, which every call computes.
 
-Also ``probe_spread`` alone (computed on every call in all three) and the memory of a full cache
+Every call's scores are checked equal (bit for bit) to ``before``'s. Also the memory of a full cache
 (:data:`SPREAD_CACHE_SIZE` spreads, ``tracemalloc``). Times in microseconds, p50 and mean over ``--identifies``.
 Usage::
 
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.paths import write_report
 
-WAYS = ("recomputed", "kept", "new_templates", "probe_spread")
+WAYS = ("before", "kept", "new_templates", "probe_spread")
 
 
 def near_faces(rng: np.random.Generator, cohort: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
@@ -64,42 +67,43 @@ def measure(model_id: str, subjects: int, shortlist: int, identifies: int, seed:
     cohort, k = norm.cohort, norm.k
     rng = np.random.default_rng(seed)
     templates = near_faces(rng, cohort, subjects)
-    probes = near_faces(rng, cohort, identifies)
-    kept = SpreadCache(cohort, k)
-    kept(templates)  # every subject seen once
+    norm.subject_spreads(templates)  # every subject seen once
+    warm = 20
+    rounds = identifies + warm
+    probes = near_faces(rng, cohort, rounds)
+    shortlists = [templates[rng.choice(subjects, shortlist, replace=False)] for _ in range(rounds)]
+    unseen = near_faces(rng, cohort, rounds * shortlist).reshape(rounds, shortlist, -1)
 
-    def recomputed(p: Any, t: Any) -> Any:
+    def before(p: Any, t: Any) -> Any:
         return normalised_scores(l2_matrix(p, t), spreads(p, cohort, k), spreads(t, cohort, k))
 
-    def with_cache(cache: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
-        return lambda p, t: normalised_scores(l2_matrix(p, t), spreads(p, cohort, k), cache(t))
-
-    ways: dict[str, Callable[[Any, Any], Any]] = {
-        "recomputed": recomputed,
-        "kept": with_cache(kept),
-        "new_templates": lambda p, t: with_cache(SpreadCache(cohort, k))(p, t),
-        "probe_spread": lambda p, t: spreads(p, cohort, k),
-    }
     times: dict[str, list[float]] = {w: [] for w in WAYS}
-    for i in range(identifies + 20):
-        p, t = probes[i % identifies][None], templates[rng.choice(subjects, shortlist, replace=False)]
-        results = {}
-        for way in WAYS:
+    for i in range(rounds):
+        p = probes[i][None]
+        calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+            "before": (before, (p, shortlists[i])),
+            "kept": (norm.scores, (p, shortlists[i])),
+            "new_templates": (norm.scores, (p, unseen[i])),
+            "probe_spread": (norm.probe_spreads, (p,)),
+        }
+        got = {}
+        for way, (fn, args) in calls.items():
             start = time.perf_counter()
-            results[way] = ways[way](p, t)
+            got[way] = fn(*args)
             took = time.perf_counter() - start
-            if i >= 20:  # warm-up
+            if i >= warm:
                 times[way].append(took * 1e6)
-        assert np.array_equal(results["recomputed"], results["kept"])
-        assert np.array_equal(results["recomputed"], results["new_templates"])
+        assert np.array_equal(got["before"], got["kept"])
+        assert np.array_equal(before(p, unseen[i]), got["new_templates"])
 
     tracemalloc.start()
-    full = SpreadCache(cohort, k)
+    full = SpreadCache(np.asarray(cohort, np.float64), k)
     base = tracemalloc.get_traced_memory()[0]
     for _ in range(0, SPREAD_CACHE_SIZE, 4096):
         full(near_faces(rng, cohort, 4096))
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
+    us = {w: {"p50": round(statistics.median(v), 1), "mean": round(statistics.mean(v), 1)} for w, v in times.items()}
     return {
         "model_id": model_id,
         "cohort": len(cohort),
@@ -107,9 +111,7 @@ def measure(model_id: str, subjects: int, shortlist: int, identifies: int, seed:
         "subjects": subjects,
         "shortlist": shortlist,
         "identifies": identifies,
-        "us": {
-            w: {"p50": round(statistics.median(v), 1), "mean": round(statistics.mean(v), 1)} for w, v in times.items()
-        },
+        "us": us,
         "full_cache": {"spreads": len(full), "mb": round(held / 1e6, 1), "bytes_each": round(held / len(full))},
     }
 

@@ -54,7 +54,9 @@ SUFFIX = ".cohort.npz"
 """A model's normalisation file is ``<model_id>.cohort.npz`` next to its ``<model_id>.npz`` tables."""
 
 
-def spreads(vectors: npt.NDArray[np.float32], cohort: npt.NDArray[np.float32], k: int = COHORT_K) -> npt.NDArray[Any]:
+def spreads(
+    vectors: npt.NDArray[np.floating[Any]], cohort: npt.NDArray[np.floating[Any]], k: int = COHORT_K
+) -> npt.NDArray[Any]:
     """The mean L2 distance of each unit row of ``vectors`` (m, d) to its ``k`` nearest rows of ``cohort``: (m,)."""
     d = _others(l2_matrix(vectors, cohort))
     k = min(k, d.shape[1])
@@ -85,7 +87,7 @@ class SpreadCache:
     most ``size`` spreads, least recently used dropped first; thread-safe (spreads are computed outside the lock,
     a row computed twice by two threads gets the same value)."""
 
-    def __init__(self, cohort: npt.NDArray[np.float32], k: int, size: int = SPREAD_CACHE_SIZE) -> None:
+    def __init__(self, cohort: npt.NDArray[np.floating[Any]], k: int, size: int = SPREAD_CACHE_SIZE) -> None:
         self._cohort, self._k, self._size = cohort, k, size
         self._spreads: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -129,19 +131,27 @@ class Normalisation:
     table: Calibration
     subject_spreads: SpreadCache = field(init=False, repr=False, compare=False)
     """(m,) spreads of (m, d) subject templates, each computed once per template content."""
+    _cohort64: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    """The cohort as float64, what :func:`l2_matrix` computes in (cast once, not on every call)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "subject_spreads", SpreadCache(self.cohort, self.k))
+        cohort64 = np.asarray(self.cohort, np.float64)
+        object.__setattr__(self, "_cohort64", cohort64)
+        object.__setattr__(self, "subject_spreads", SpreadCache(cohort64, self.k))
 
     @property
     def model_id(self) -> str:
         return self.table.model_id
 
+    def probe_spreads(self, probes: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """(m,) spreads of (m, d) probe rows (computed on every call)."""
+        return spreads(probes, self._cohort64, self.k)
+
     def scores(self, probes: npt.NDArray[np.float32], templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """(m, s) normalised scores of probe rows against subject template rows (the probes' spreads computed,
         the templates' from :attr:`subject_spreads`)."""
         d = l2_matrix(probes, templates)
-        return normalised_scores(d, spreads(probes, self.cohort, self.k), self.subject_spreads(templates))
+        return normalised_scores(d, self.probe_spreads(probes), self.subject_spreads(templates))
 
     def save(self, path: Path) -> None:
         """Write atomically: the table's file with the cohort (as float16, what :meth:`load` and the fit use)."""

@@ -145,6 +145,7 @@ def test_subject_spreads_are_kept_per_template_content(tmp_path: Path, rng) -> N
     assert np.array_equal(norm.subject_spreads(t), want) and len(norm.subject_spreads) == 20  # kept: none again
     mixed = np.concatenate([x[30:35], t[::-1][:10]])  # some new, some kept, in another order
     assert np.array_equal(norm.subject_spreads(mixed), spreads(mixed, norm.cohort, norm.k))
+    assert np.array_equal(norm.probe_spreads(probes), spreads(probes, norm.cohort, norm.k))  # float64 cohort: same
     uncached = l2_matrix(probes, t) - 0.5 * (spreads(probes, norm.cohort, norm.k)[:, None] + want[None, :])
     assert np.array_equal(norm.scores(probes, t), uncached)
     # a subject's template changes (a face enrolled): its new spread, never the one kept for the old template
