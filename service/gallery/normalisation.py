@@ -82,8 +82,8 @@ class SpreadCache:
     """:func:`spreads` of subject templates against one ``cohort``, each computed once per template *content*.
 
     The key is the template row itself (its dtype and bytes), not the subject: a subject whose template changes
-    (a face enrolled or erased, by this replica or another) is a new key and never gets a stale spread, and a
-    template read again after a restart or on another replica finds its spread if this process computed it. At
+    (a face enrolled or erased, by this replica or another) is a new key and never gets a stale spread, and nothing
+    needs to be told of gallery changes (each replica keeps its own, in memory). At
     most ``size`` spreads, least recently used dropped first; thread-safe (spreads are computed outside the lock,
     a row computed twice by two threads gets the same value)."""
 
