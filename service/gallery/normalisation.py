@@ -21,7 +21,9 @@ person nor the subject's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +46,17 @@ everyone else barely change."""
 SCORE_GRID = np.round(np.arange(-1.2, 0.8001, 0.005), 4)
 """Threshold grid of the normalised score's table."""
 
+SPREAD_CACHE_SIZE = 65_536
+"""Subject spreads a :class:`Normalisation` keeps (least recently used dropped first): 660 bytes each with a
+128-d float32 template as the key, 43 MB when full (``bench/normalisation_cost.py``)."""
+
 SUFFIX = ".cohort.npz"
 """A model's normalisation file is ``<model_id>.cohort.npz`` next to its ``<model_id>.npz`` tables."""
 
 
-def spreads(vectors: npt.NDArray[np.float32], cohort: npt.NDArray[np.float32], k: int = COHORT_K) -> npt.NDArray[Any]:
+def spreads(
+    vectors: npt.NDArray[np.floating[Any]], cohort: npt.NDArray[np.floating[Any]], k: int = COHORT_K
+) -> npt.NDArray[Any]:
     """The mean L2 distance of each unit row of ``vectors`` (m, d) to its ``k`` nearest rows of ``cohort``: (m,)."""
     d = _others(l2_matrix(vectors, cohort))
     k = min(k, d.shape[1])
@@ -70,22 +78,80 @@ def normalised_scores(
     return np.asarray(distances - 0.5 * (probe_spread[:, None] + subject_spread[None, :]), np.float64)
 
 
+class SpreadCache:
+    """:func:`spreads` of subject templates against one ``cohort``, each computed once per template *content*.
+
+    The key is the template row itself (its dtype and bytes), not the subject: a subject whose template changes
+    (a face enrolled or erased, by this replica or another) is a new key and never gets a stale spread, and nothing
+    needs to be told of gallery changes (each replica keeps its own, in memory). At
+    most ``size`` spreads, least recently used dropped first; thread-safe (spreads are computed outside the lock,
+    a row computed twice by two threads gets the same value)."""
+
+    def __init__(self, cohort: npt.NDArray[np.floating[Any]], k: int, size: int = SPREAD_CACHE_SIZE) -> None:
+        self._cohort, self._k, self._size = cohort, k, size
+        self._spreads: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._spreads)
+
+    def __call__(self, templates: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+        """The (m,) spreads of the (m, d) template rows, equal to ``spreads(templates, cohort, k)``."""
+        rows = np.ascontiguousarray(templates)
+        dtype = rows.dtype.str.encode()
+        keys = [dtype + row.tobytes() for row in rows]
+        out = np.empty(len(keys), np.float64)
+        todo: list[int] = []
+        with self._lock:
+            for i, key in enumerate(keys):
+                known = self._spreads.get(key)
+                if known is None:
+                    todo.append(i)
+                else:
+                    self._spreads.move_to_end(key)
+                    out[i] = known
+        if todo:
+            out[todo] = spreads(rows[todo], self._cohort, self._k)
+            with self._lock:
+                for i in todo:
+                    self._spreads[keys[i]] = float(out[i])
+                while len(self._spreads) > self._size:
+                    self._spreads.popitem(last=False)
+        return out
+
+
 @dataclass(frozen=True)
 class Normalisation:
-    """A model's cohort (``cohort``: (C, d) unit templates, ``k``) and the FIR table of its normalised score."""
+    """A model's cohort (``cohort``: (C, d) unit templates, ``k``) and the FIR table of its normalised score; the
+    subjects' spreads are kept (:class:`SpreadCache`) for as long as this object lives (:func:`load_normalisation`
+    returns the same one until the file changes)."""
 
     cohort: npt.NDArray[np.float32]
     k: int
     table: Calibration
+    subject_spreads: SpreadCache = field(init=False, repr=False, compare=False)
+    """(m,) spreads of (m, d) subject templates, each computed once per template content."""
+    _cohort64: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    """The cohort as float64, what :func:`l2_matrix` computes in (cast once, not on every call)."""
+
+    def __post_init__(self) -> None:
+        cohort64 = np.asarray(self.cohort, np.float64)
+        object.__setattr__(self, "_cohort64", cohort64)
+        object.__setattr__(self, "subject_spreads", SpreadCache(cohort64, self.k))
 
     @property
     def model_id(self) -> str:
         return self.table.model_id
 
+    def probe_spreads(self, probes: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """(m,) spreads of (m, d) probe rows (computed on every call)."""
+        return spreads(probes, self._cohort64, self.k)
+
     def scores(self, probes: npt.NDArray[np.float32], templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-        """(m, s) normalised scores of probe rows against subject template rows."""
+        """(m, s) normalised scores of probe rows against subject template rows (the probes' spreads computed,
+        the templates' from :attr:`subject_spreads`)."""
         d = l2_matrix(probes, templates)
-        return normalised_scores(d, spreads(probes, self.cohort, self.k), spreads(templates, self.cohort, self.k))
+        return normalised_scores(d, self.probe_spreads(probes), self.subject_spreads(templates))
 
     def save(self, path: Path) -> None:
         """Write atomically: the table's file with the cohort (as float16, what :meth:`load` and the fit use)."""

@@ -3,7 +3,8 @@ streams registry, video jobs and photo library (``events.db``, ``streams.db``, `
 into the PostgreSQL tables of :mod:`service.pgstores`.
 
 Ids are kept (photo observation ids, which clusters and cannot-links refer to; event, stream, job and photo ids);
-event ``seq`` is renumbered in the same order. Each chunk is one transaction and every row is inserted with
+event ``seq`` is renumbered in the same order. Every column of each SQLite table is copied
+(:func:`copied_columns` reads them from both schemas). Each chunk is one transaction and every row is inserted with
 ``ON CONFLICT DO NOTHING``, so running it again after an interruption continues without duplicates. Video jobs
 become the jobs of the data dir's replica id (:func:`service.pgstores.media.replica_id`): a replica started on
 this data dir processes the queued ones (their uploads are in it). Run it with the server of the data dir stopped.
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from service.gallery.postgres.errors import DatabaseConfigError
 from service.pgstores.media import replica_id
 
 ProgressFn = Callable[[str, int, int], None]
@@ -27,54 +30,62 @@ ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class _Table:
+    """One table to copy: ``name`` in ``file`` into ``target``, read in ``order``, each row skipped when it
+    conflicts on ``conflict``; ``owned``: the target's ``owner`` column gets the data dir's replica id. The columns
+    are not listed here: :func:`copied_columns` reads them from both schemas."""
+
     file: str
     name: str
     target: str
-    columns: str
     order: str
     conflict: str
+    owned: bool = False
 
 
 TABLES = (
-    _Table(
-        "events.db",
-        "events",
-        "events",
-        "id, time, source, track_id, subject_id, name, distance, estimated_fir, first_s, last_s, frames",
-        "seq",
-        "(id)",
-    ),
-    _Table("events.db", "outbox", "outbox", "event_id, attempts, next_at, last_error", "rowid", "(event_id)"),
-    _Table("streams.db", "streams", "streams", "id, name, url, fps, created_at", "rowid", "(id)"),
-    _Table(
-        "videos.db",
-        "jobs",
-        "video_jobs",
-        "id, status, filename, path, fps, bytes, created_at, updated_at, progress, duration_s, error, tracks",
-        "rowid",
-        "(id)",
-    ),
-    _Table("photos.sqlite3", "photos", "photos", "id, sha256, external_id, created_at", "rowid", "(id)"),
-    _Table(
-        "photos.sqlite3",
-        "observations",
-        "observations",
-        "id, photo_id, model_id, embedding, box, quality, score, crop, subject_id, distance, cluster_id, face_id, "
-        "created_at",
-        "id",
-        "(id)",
-    ),
-    _Table("photos.sqlite3", "cannot_link", "cannot_link", "a, b", "a, b", "(a, b)"),
-    _Table(
-        "photos.sqlite3",
-        "namings",
-        "namings",
-        "id, cluster_id, faces, enrol, subject_id, name, created_at",
-        "id",
-        "(id)",
-    ),
+    _Table("events.db", "events", "events", "seq", "(id)"),
+    _Table("events.db", "outbox", "outbox", "rowid", "(event_id)"),
+    _Table("streams.db", "streams", "streams", "rowid", "(id)"),
+    _Table("videos.db", "jobs", "video_jobs", "rowid", "(id)", owned=True),
+    _Table("photos.sqlite3", "photos", "photos", "rowid", "(id)"),
+    _Table("photos.sqlite3", "observations", "observations", "id", "(id)"),
+    _Table("photos.sqlite3", "cannot_link", "cannot_link", "a, b", "(a, b)"),
+    _Table("photos.sqlite3", "namings", "namings", "id", "(id)"),
 )
 """In dependency order (events before their outbox rows, photos before their observations)."""
+
+
+class SchemaMismatch(DatabaseConfigError):
+    """A source table has a column its target table lacks: copying it would lose that column's data (``gallery
+    migrate`` prints the message and exits 2, as for any database it cannot use)."""
+
+
+def copied_columns(src: sqlite3.Connection, pg: psycopg.Connection[Any], table: _Table) -> list[str]:
+    """The columns of ``table`` to copy, in the source's order: every column of the SQLite table (``PRAGMA
+    table_info``) except those the PostgreSQL target generates itself (``GENERATED ALWAYS``: ``events.seq``, which
+    is renumbered). A source written before a column existed copies the columns it has (the target's defaults fill
+    the rest). :class:`SchemaMismatch` if the target lacks a source column."""
+    source = [str(row[1]) for row in src.execute(f"PRAGMA table_info({_quoted(table.name)})")]
+    target = {
+        str(name): always
+        for name, always in pg.execute(
+            "SELECT column_name, is_identity = 'YES' AND identity_generation = 'ALWAYS' OR is_generated = 'ALWAYS'"
+            " FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s",
+            (table.target,),
+        )
+    }
+    missing = [c for c in source if c not in target]
+    if missing:
+        raise SchemaMismatch(
+            f"{table.file}: {table.name} has columns {', '.join(missing)} that the PostgreSQL table {table.target} "
+            "lacks (was the data dir written by a newer facerec?); migrate with the version that wrote it"
+        )
+    return [c for c in source if not target[c]]
+
+
+def _quoted(name: str) -> str:
+    """An SQLite identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def copy_media(
@@ -85,7 +96,7 @@ def copy_media(
     report = progress or (lambda stage, done, total: None)
     owner = replica_id(data_dir)
     counts: dict[str, tuple[int, int]] = {}
-    with psycopg.connect(url) as pg:
+    with psycopg.connect(url, autocommit=True) as pg:  # each chunk its own transaction, reads outside them
         for table in TABLES:
             path = data_dir / table.file
             if not path.is_file():
@@ -116,14 +127,19 @@ def copy_media(
 def _copy(
     src: sqlite3.Connection, pg: psycopg.Connection[Any], table: _Table, batch: int, owner: str, done: Any
 ) -> None:
-    columns, marks = table.columns, ", ".join(["%s"] * len(table.columns.split(",")))
-    if table.target == "video_jobs":
-        columns, marks = f"{columns}, owner", f"{marks}, %s"
-    insert = f"INSERT INTO {table.target} ({columns}) VALUES ({marks}) ON CONFLICT {table.conflict} DO NOTHING"
-    cursor = src.execute(f"SELECT {table.columns} FROM {table.name} ORDER BY {table.order}")
+    columns = copied_columns(src, pg, table)
+    targets = [*columns, "owner"] if table.owned else columns
+    insert = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT {} DO NOTHING").format(
+        sql.Identifier(table.target),
+        sql.SQL(", ").join(map(sql.Identifier, targets)),
+        sql.SQL(", ").join(sql.Placeholder() * len(targets)),
+        sql.SQL(table.conflict),  # a constant of TABLES
+    )
+    select = f"SELECT {', '.join(map(_quoted, columns))} FROM {_quoted(table.name)} ORDER BY {table.order}"
+    cursor = src.execute(select)
     copied = 0
     while rows := cursor.fetchmany(batch):
-        if table.target == "video_jobs":
+        if table.owned:
             rows = [(*r, owner) for r in rows]
         with pg.transaction(), pg.cursor() as cur:
             cur.executemany(insert, rows)

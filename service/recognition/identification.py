@@ -18,7 +18,7 @@ import numpy.typing as npt
 from embeddings import Face, FaceAnalyzer, distance_to_similarity
 from service.gallery import Candidate, Gallery
 from service.gallery.matching import RULE, subject_distances, template
-from service.gallery.normalisation import Normalisation, normalised_scores, spreads
+from service.gallery.normalisation import Normalisation, normalised_scores
 from service.recognition.analysis import embed
 from service.recognition.openset import OpenSetPolicy, ThresholdScale, ThresholdSource, open_set_policy
 from service.recognition.verification import subject_weights
@@ -97,9 +97,9 @@ def rescore(
     dists = np.array([d for _, d, _ in found])
     scores = dists
     if normalisation is not None:
-        cohort, k = normalisation.cohort, normalisation.k
         tm = np.stack([t for _, _, t in found])
-        scores = normalised_scores(dists[None, :], spreads(probe[None, :], cohort, k), spreads(tm, cohort, k))[0]
+        probe_spread = normalisation.probe_spreads(probe[None, :])
+        scores = normalised_scores(dists[None, :], probe_spread, normalisation.subject_spreads(tm))[0]
     out = [
         SubjectMatch(c.subject_id, c.subject_name, c.face_id, d, distance_to_similarity(d), c.distance, float(s))
         for (c, d, _), s in zip(found, scores, strict=True)

@@ -1,5 +1,6 @@
 """Cohort score normalisation: the spread and score math on hand-made vectors, the fit's leave-out scores against
-a brute force, the table's thresholds and FIR, files per model."""
+a brute force, the table's thresholds and FIR, files per model; the subjects' spreads kept per template content,
+with identify's scores on a real gallery unchanged by them as faces are enrolled and erased."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.gallery import LocalGallery
 from service.gallery.calibration import SHIPPED_DIR, l2_matrix, sample_people
 from service.gallery.matching import RULE
 from service.gallery.normalisation import (
     SAME_PERSON_L2,
     SUFFIX,
     Normalisation,
+    SpreadCache,
     fit_normalisation,
     load_normalisation,
     normalised_scores,
     spreads,
     stranger_scores,
 )
+from service.recognition.identification import rank_subjects
+from tests.gallery.conftest import MODEL, faces, unit
 from tests.gallery.test_calibration import PRETRAINED, people
 
 E = np.eye(2, dtype=np.float32)
@@ -117,3 +122,80 @@ def test_the_pretrained_model_ships_its_normalisation(tmp_path: Path) -> None:
     norm = load_normalisation(PRETRAINED, cache=tmp_path)
     assert norm is not None and norm.model_id == PRETRAINED and "LFW" in norm.table.source
     assert norm.cohort.shape == (norm.table.people, 128) and norm.k == 10
+
+
+def _fresh(norm: Normalisation) -> Normalisation:
+    """The same normalisation with nothing kept yet: scores as they were computed before subject spreads were
+    kept."""
+    return Normalisation(norm.cohort, norm.k, norm.table)
+
+
+def _shipped(tmp_path: Path) -> Normalisation:
+    norm = load_normalisation(PRETRAINED, cache=tmp_path)
+    assert norm is not None
+    return _fresh(norm)
+
+
+def test_subject_spreads_are_kept_per_template_content(tmp_path: Path, rng) -> None:
+    norm = _shipped(tmp_path)
+    x, _ = people(rng, n_people=30)
+    probes, t = x[:3], x[3:23]
+    want = spreads(t, norm.cohort, norm.k)
+    assert np.array_equal(norm.subject_spreads(t), want) and len(norm.subject_spreads) == 20
+    assert np.array_equal(norm.subject_spreads(t), want) and len(norm.subject_spreads) == 20  # kept: none again
+    mixed = np.concatenate([x[30:35], t[::-1][:10]])  # some new, some kept, in another order
+    assert np.array_equal(norm.subject_spreads(mixed), spreads(mixed, norm.cohort, norm.k))
+    assert np.array_equal(norm.probe_spreads(probes), spreads(probes, norm.cohort, norm.k))  # float64 cohort: same
+    uncached = l2_matrix(probes, t) - 0.5 * (spreads(probes, norm.cohort, norm.k)[:, None] + want[None, :])
+    assert np.array_equal(norm.scores(probes, t), uncached)
+    # a subject's template changes (a face enrolled): its new spread, never the one kept for the old template
+    changed = t.copy()
+    changed[4] = unit(rng, 1)[0]
+    got = norm.subject_spreads(changed)
+    assert np.array_equal(got, spreads(changed, norm.cohort, norm.k)) and got[4] != want[4]
+    assert np.array_equal(norm.subject_spreads(t), want)  # and back: the old template's spread again
+
+
+def test_the_spread_cache_is_bounded(tmp_path: Path, rng) -> None:
+    norm = _shipped(tmp_path)
+    cache = SpreadCache(norm.cohort, norm.k, size=4)
+    t = unit(rng, 6)
+    want = spreads(t, norm.cohort, norm.k)
+    assert np.array_equal(cache(t), want) and len(cache) == 4  # the first two dropped
+    assert np.array_equal(cache(t[:1]), want[:1]) and len(cache) == 4  # computed again
+    assert np.array_equal(cache(t[::-1]), want[::-1]) and len(cache) == 4
+
+
+def _ranked(g: LocalGallery, probes: np.ndarray, norm: Normalisation) -> list[list[tuple[str, float, float]]]:
+    ranked = rank_subjects(g, probes, model_id=MODEL, top_k=20, normalisation=norm)
+    return [[(m.subject_id, m.distance, m.score) for m in matches] for matches in ranked]
+
+
+def test_identify_scores_are_unchanged_by_kept_spreads_as_faces_come_and_go(tmp_path: Path, make_gallery, rng) -> None:
+    """On a real gallery (SQLite + FAISS), with the shipped cohort: identify's scores with the spreads kept across
+    calls equal those of a normalisation that keeps nothing, before and after a subject's template changes."""
+    g = make_gallery()
+    norm = _shipped(tmp_path)
+    centres = unit(rng, 24)
+    subjects = []
+    for i, c in enumerate(centres):
+        s = g.create_subject(name=f"p{i}")
+        v = c + 0.3 * unit(rng, 2)
+        g.add_faces(s.id, faces((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)))
+        subjects.append(s.id)
+    probes = (centres[:3] + 0.2 * unit(rng, 3)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    before = _ranked(g, probes, norm)
+    assert len(before[0]) == 20 and before == _ranked(g, probes, _fresh(norm)) == _ranked(g, probes, norm)
+    assert len(norm.subject_spreads) >= 20
+
+    added = g.add_faces(subjects[0], faces(unit(rng, 1)))[0]  # subject 0's template changes
+    after_enrol = _ranked(g, probes, norm)
+    assert after_enrol == _ranked(g, probes, _fresh(norm))
+    old = dict((sid, score) for sid, _, score in before[0])
+    new = dict((sid, score) for sid, _, score in after_enrol[0])
+    assert new[subjects[0]] != old[subjects[0]]
+    g.delete_face(added.id)  # and back: the spread kept for the old template is right again
+    assert _ranked(g, probes, norm) == before
+    g.delete_face(g.list_faces(subjects[1])[0].id)
+    assert _ranked(g, probes, norm) == _ranked(g, probes, _fresh(norm))
