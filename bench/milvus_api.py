@@ -5,8 +5,10 @@
 
 ``search``: per probe, both paths in turn (so the machine's noise falls on both alike), 40 neighbours (the gallery's
 candidate count) at the newest write's guarantee timestamp (consistency ``Customized``, as the gallery searches):
-the engine's one ``Search`` RPC read from the protobuf reply (``MilvusEngine.search``), and the public
-``MilvusClient.search`` with the same parameters, its hits read into the same ``(id, distance)`` lists.
+one ``Search`` RPC built with pymilvus's request builder and read from the protobuf reply (the engine's search
+path until pymilvus 3.0.2 made the public one as fast; kept here, :func:`raw_search`, to measure that again), and
+the public ``MilvusClient.search`` (the engine's path, ``MilvusEngine.search``) with the same parameters, its hits
+read into the same ``(id, distance)`` lists.
 
 ``writes``: one-face upserts, one-face deletes and 5,000-face upserts, each path in turn: the engine's request
 built from numpy and sent through pymilvus's handler (``MilvusEngine.upsert`` / ``delete``: returns the mutation's
@@ -18,7 +20,6 @@ write), and ``MilvusClient.upsert`` (public, no timestamp: for reference).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,11 +36,38 @@ from bench.gallery import Synthetic
 from bench.milvus_gallery import _wait_indexed, _write
 from service.devmilvus import running_server
 from service.gallery.milvus import MilvusEngine, MilvusOptions
-from service.gallery.milvus.requests import search_params
+from service.gallery.milvus.engine import search_params
 
 MODEL = "bench-model"
 K = 40
 """Neighbours per search: what the gallery fetches for ``top_k=5`` (as bench/milvus_gallery.py's engine runs)."""
+
+
+def raw_search(client: Any, name: str, probe: npt.NDArray[np.float32], params: dict[str, Any], ts: int) -> Any:
+    """One ``Search`` RPC of ``probe`` for ``K`` neighbours at guarantee timestamp ``ts``, straight on the client's
+    gRPC stub (pymilvus internals: bench only), hits read from the reply's flat id and score lists."""
+    from pymilvus.client.prepare import Prepare
+    from pymilvus.client.utils import check_status
+
+    request = Prepare.search_requests_with_expr(
+        collection_name=name,
+        anns_field="embedding",
+        param=params,
+        limit=K,
+        data=[probe.tolist()],
+        use_default_consistency=False,
+        consistency_level=4,  # Customized
+        guarantee_timestamp=ts,
+    )
+    metadata = client._generate_call_context().to_grpc_metadata()
+    reply = client._get_connection()._stub.Search(request, timeout=120, metadata=metadata)
+    check_status(reply.status)
+    res = reply.results
+    ids, scores, out, pos = res.ids.int_id.data, res.scores, [], 0
+    for n in res.topks:
+        out.append([(int(i), float(s)) for i, s in zip(ids[pos : pos + n], scores[pos : pos + n], strict=True)])
+        pos += n
+    return out
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -91,22 +120,14 @@ def main() -> None:
             ts = eng.upsert(MODEL, [1], probes[:1])
             params = search_params("HNSW", eng.options.ef, K)
 
-            def public_search(i: int) -> list[list[tuple[int, float]]]:
-                res = client.search(
-                    name,
-                    data=[probes[i % len(probes)].tolist()],
-                    limit=K,
-                    search_params=params,
-                    consistency_level="Customized",
-                    guarantee_timestamp=ts,
-                )
-                return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
-
-            def raw_search(i: int) -> list[list[tuple[int, float]]]:
+            def public(i: int) -> list[list[tuple[int, float]]]:
                 return eng.search(MODEL, probes[i % len(probes)][None], K, guarantee_ts=ts)
 
-            assert [h[0] for h in raw_search(0)[0]] == [h[0] for h in public_search(0)[0]], "the paths disagree"
-            out["search"] = _race({"raw_rpc": raw_search, "public_client": public_search}, args.probes, warmup=20)
+            def raw(i: int) -> list[list[tuple[int, float]]]:
+                return raw_search(client, name, probes[i % len(probes)], params, ts)
+
+            assert [h[0] for h in raw(0)[0]] == [h[0] for h in public(0)[0]], "the paths disagree"
+            out["search"] = _race({"raw_rpc": raw, "public_client": public}, args.probes, warmup=20)
             base = args.size + 10
             one = probes[:1]
 
