@@ -6,7 +6,7 @@
 ``search``: per probe, both paths in turn (so the machine's noise falls on both alike), 40 neighbours (the gallery's
 candidate count) at the newest write's guarantee timestamp (consistency ``Customized``, as the gallery searches):
 one ``Search`` RPC built with pymilvus's request builder and read from the protobuf reply (the engine's search
-path until pymilvus 3.0.2 made the public one as fast; kept here, :func:`raw_search`, to measure that again), and
+path before commit d54f6f0; kept here, :func:`raw_search`, to measure it again after a pymilvus upgrade), and
 the public ``MilvusClient.search`` (the engine's path, ``MilvusEngine.search``) with the same parameters, its hits
 read into the same ``(id, distance)`` lists.
 

@@ -3,10 +3,10 @@
 Why: the gallery's read-your-writes across replicas rests on each write's Milvus timestamp (stored in PostgreSQL,
 passed as ``guarantee_timestamp`` by every later search; docs/MILVUS.md). pymilvus 3.0's public ``MilvusClient``
 ``insert`` / ``upsert`` / ``delete`` drop it; the ORM ``Collection`` returns it but is deprecated ("will be removed
-in PyMilvus 3.1") and its column path converts every float to a Python object (3.3x the time of a 5,000-face
-upsert here; bench/milvus_api.py). So a write is built here as a gRPC ``InsertRequest`` / ``UpsertRequest`` from
-the numpy array (the vectors as one packed buffer) and sent through the client's gRPC handler
-(``MilvusClient._get_connection()``, with ``_generate_call_context()``), whose ``MutationResult`` keeps
+in PyMilvus 3.1") and its column path converts every float to a Python object (1.5-3.6x the time of a
+5,000-face upsert here; bench/milvus_api.py). So a write is built here as a gRPC ``InsertRequest`` /
+``UpsertRequest`` from the numpy array (the vectors as one packed buffer) and sent through the client's gRPC
+handler (``MilvusClient._get_connection()``, with ``_generate_call_context()``), whose ``MutationResult`` keeps
 ``.timestamp``. Searches use the public ``MilvusClient.search`` (as fast as a raw ``Search`` RPC with pymilvus
 3.0.2: docs/MILVUS.md).
 
