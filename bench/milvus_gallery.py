@@ -98,9 +98,9 @@ def _wait_indexed(engine: MilvusEngine, model: str, n: int, timeout_s: float = 2
 
 def _segments(engine: MilvusEngine, model: str) -> dict[str, Any]:
     """The query node's sealed segments of the collection: count, partitions, rows of each."""
-    infos = engine._connect()._get_connection().get_query_segment_info(engine.name(model), timeout=60)
+    infos = engine._connect().list_loaded_segments(engine.name(model), timeout=60)
     rows = sorted((int(s.num_rows) for s in infos), reverse=True)
-    return {"count": len(rows), "partitions": len({s.partitionID for s in infos}), "rows": rows}
+    return {"count": len(rows), "partitions": len({s.partition_id for s in infos}), "rows": rows}
 
 
 def _load_pg(db: PostgresDatabase, syn: Synthetic) -> None:

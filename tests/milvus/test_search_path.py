@@ -1,5 +1,5 @@
-"""Against the real Milvus 2.3 standalone server: the engine's own search request and reply reading (not
-pymilvus's result objects) give the very hits pymilvus's client gives; upserted rows stay in the collection's
+"""Against the real Milvus 2.3 standalone server: the engine's search at the gallery's guarantee timestamp gives the
+very hits (ids and squared L2 distances) a Strong search gives; upserted rows stay in the collection's
 one partition (with 16, Milvus 2.3.5 spreads rows of one partition key over all of them, and every search then
 runs one index per partition's segment); a search after another replica dropped the collection answers empty,
 not 503."""
@@ -27,12 +27,12 @@ def _rows_per_partition(engine: MilvusEngine) -> dict[int, int]:
     name = engine.name(MODEL)
     client.flush(name)
     out: dict[int, int] = {}
-    for seg in client._get_connection().get_persistent_segment_infos(name, timeout=30):
-        out[seg.partitionID] = out.get(seg.partitionID, 0) + seg.num_rows
+    for seg in client.list_persistent_segments(name, timeout=30):
+        out[seg.partition_id] = out.get(seg.partition_id, 0) + seg.num_rows
     return out
 
 
-def test_engine_hits_match_pymilvus_client(open_server_replica: OpenReplica, rng: np.random.Generator) -> None:
+def test_engine_hits_match_a_strong_search(open_server_replica: OpenReplica, rng: np.random.Generator) -> None:
     g = _gallery(open_server_replica)
     s = g.create_subject(name="many")
     g.add_faces(s.id, faces(unit(rng, 300)))

@@ -10,7 +10,8 @@ Consistency: a write returns Milvus's hybrid timestamp of the mutation; a search
 any replica recorded (``guarantee_timestamp``, level ``Customized``) so that it sees every acknowledged write,
 without paying Strong's wait for the next time tick on every search (measured in docs/MILVUS.md). Every failure
 to reach Milvus (down, timeout, not loaded) is :class:`VectorIndexUnavailable`; the client reconnects on the next
-call.
+call. Everything goes through pymilvus's public ``MilvusClient`` except the server's writes, which need the
+timestamp: :mod:`service.gallery.milvus.rpc` holds those (pymilvus internals, checked at connect).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.gallery.errors import VectorIndexUnavailable
-from service.gallery.milvus.requests import mutation_request, search_hits, search_params, search_request
+from service.gallery.milvus import rpc
 
 log = logging.getLogger("facerec.gallery.milvus")
 
@@ -43,6 +44,20 @@ INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "AUTOINDEX": {},
 }
 """Build parameters per index type (the sizing table in docs/MILVUS.md measured these)."""
+
+
+def search_params(index_type: str, ef: int, k: int) -> dict[str, Any]:
+    """Search parameters of an index type: HNSW ``ef`` (at least ``k``), IVF ``nprobe`` = ef / 8, DiskANN
+    ``search_list`` (at least ``k``); metric L2."""
+    kind = index_type.upper()
+    params: dict[str, Any] = {}
+    if kind.startswith("HNSW"):
+        params["ef"] = int(min(max(ef, k), 32768))
+    elif kind.startswith("IVF"):
+        params["nprobe"] = max(1, ef // 8)
+    elif kind == "DISKANN":
+        params["search_list"] = int(min(max(ef, k), 65535))
+    return {"metric_type": "L2", "params": params}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +120,15 @@ class MilvusEngine:
             if self._client is None:
                 from pymilvus import MilvusClient
 
-                self._client = MilvusClient(
-                    uri=self.options.uri, token=self.options.token or "", timeout=self.options.timeout_s
-                )
+                o = self.options
+                client = MilvusClient(uri=o.uri, token=o.token or "", timeout=o.timeout_s)
+                try:
+                    if not o.lite:
+                        rpc.check_client(client)  # the write path's pymilvus internals are there
+                except rpc.UnsupportedPymilvus:
+                    client.close()
+                    raise
+                self._client = client
             return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, probing: bool = False, **kwargs: Any) -> Any:
@@ -257,7 +278,7 @@ class MilvusEngine:
         if self.options.lite:
             rows = [{"id": int(i), "scope": int(scope), "embedding": v.tolist()} for i, v in zip(ids, x, strict=True)]
             return int(self._call(op, self._mutate, op, name, rows))
-        return int(self._call(op, self._mutate, op, name, mutation_request(op, name, ids, x, scope)))
+        return int(self._call(op, self._mutate, op, name, rpc.mutation_request(op, name, ids, x, scope)))
 
     def delete(self, model_id: str, ids: Sequence[int]) -> int:
         """Delete faces ``ids`` from the collection of ``model_id`` (absent ids are fine); returns the hybrid
@@ -274,26 +295,17 @@ class MilvusEngine:
         return int(self._call("delete", run))
 
     def _mutate(self, client: Any, op: str, name: str, payload: Any) -> int:
-        """Run an insert / upsert (a ready request) / delete through the client's handler to get the mutation's
-        timestamp (the high-level client drops it); milvus-lite's consistency is immediate, its timestamps are
-        not needed."""
+        """Run an insert / upsert (a ready request) / delete and return the mutation's timestamp
+        (:func:`rpc.mutate`: the public client drops it); milvus-lite's consistency is immediate, its timestamps
+        are not needed (public calls, 0)."""
         timeout = self.options.timeout_s
-        if self.options.lite:
-            if op == "delete":
-                client.delete(name, ids=payload, timeout=timeout)
-            else:
-                getattr(client, op)(name, payload, timeout=timeout)
-            return 0
-        conn = client._get_connection()  # pymilvus' gRPC handler: returns MutationResult with .timestamp
-        context = client._generate_call_context()
-        schema: dict[str, list[Any]] = {"fields": []}  # the request is complete: no describe_collection round trip
-        if op == "upsert":
-            result = conn.upsert(name, [], upsert_param=payload, schema=schema, timeout=timeout, context=context)
-        elif op == "insert":
-            result = conn.batch_insert(name, [], insert_param=payload, schema=schema, timeout=timeout, context=context)
+        if not self.options.lite:
+            return rpc.mutate(client, op, name, payload, timeout)
+        if op == "delete":
+            client.delete(name, ids=payload, timeout=timeout)
         else:
-            result = conn.delete(name, f"id in {list(payload)}", timeout=timeout, context=context)
-        return int(getattr(result, "timestamp", 0) or 0)
+            getattr(client, op)(name, payload, timeout=timeout)
+        return 0
 
     # ------------------------------------------------------------------ reads
     def search(
@@ -316,28 +328,23 @@ class MilvusEngine:
                 if not client.has_collection(name):
                     return None
                 self._seen.add(name)
-            if self.options.lite:
+            try:
                 res = client.search(
                     name,
                     data=[v.tolist() for v in np.asarray(probes, np.float32)],
                     limit=k,
                     search_params=params,  # no output fields: the primary key comes with every hit
                     timeout=self.options.timeout_s,
+                    **extra,
                 )
-                return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
-            # The server: one Search RPC with a request built here and hits read from the reply (pymilvus's
-            # checks and result objects cost more than the search itself at 100k faces; docs/MILVUS.md).
-            from pymilvus.client.utils import check_status
-
-            request = search_request(name, probes, k, params, extra)
-            metadata = client._generate_call_context().to_grpc_metadata()
-            reply = client._get_connection()._stub.Search(request, timeout=self.options.timeout_s, metadata=metadata)
-            if reply.status.code or reply.status.error_code:
+            except Exception as e:
                 self._seen.discard(name)
-                if not client.has_collection(name):  # dropped meanwhile (another replica's rebuild)
+                from pymilvus.exceptions import ErrorCode
+
+                if getattr(e, "code", None) == ErrorCode.COLLECTION_NOT_FOUND:  # dropped meanwhile (a rebuild)
                     return None
-                check_status(reply.status)
-            return search_hits(reply.results)
+                raise
+            return [[(int(h["id"]), float(h["distance"])) for h in hits] for hits in res]
 
         res = self._call("search", run)
         if res is None:
