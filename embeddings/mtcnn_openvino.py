@@ -257,17 +257,6 @@ def ensure_ir(root: Path | None = None, *, source: Path | None = None, log: Log 
 # -- runtime ------------------------------------------------------------------------------------------------
 
 
-def padded_rows(rows: int) -> int:
-    """The batch size a chunk of ``rows`` candidates runs at: ``rows`` rounded up to its 4 leading binary digits
-    (exact below 16; 16-31 in steps of 2, 32-63 in steps of 4, ...), under 12.5% extra work. OpenVINO prepares its
-    kernels for every new input shape (1-2 ms on 2 cores, more than the network takes on a few dozen crops), and
-    candidate counts differ from image to image; rounded, they take about 8 shapes per doubling, which stay in
-    :data:`RUNTIME_CACHE_SHAPES`. Padding rows are independent samples, so the real rows' results do not
-    change."""
-    step = 1 << max(rows.bit_length() - 4, 0)
-    return -(-rows // step) * step
-
-
 class OpenVinoNetworks:
     """The three networks compiled for the CPU at ``precision`` (:data:`PRECISIONS`), behind one
     :class:`CallBatcher` (see the module doc).
@@ -320,33 +309,18 @@ class OpenVinoNetworks:
         serialises calls). Every part is cut into pieces (PNet: a level is one piece; RNet/ONet: one chunk per
         infer request) that run concurrently."""
         queue = self._queues[net]
-        pieces: list[int] = []  # the part of each piece
+        streams = len(queue) if net != "pnet" else 1
+        pieces: list[tuple[int, int]] = []  # (part, rows)
         self._pieces.clear()
         for k, batch in enumerate(parts):
-            for chunk in self._chunks(batch, len(queue) if net != "pnet" else 0):
+            for chunk in np.array_split(batch, max(1, min(streams, len(batch)))):
                 queue.start_async({0: chunk}, len(pieces))
-                pieces.append(k)
+                pieces.append((k, len(chunk)))
         queue.wait_all()
         outputs: list[list[list[npt.NDArray[np.float32]]]] = [[] for _ in parts]
-        for index, k in enumerate(pieces):
+        for index, (k, _) in enumerate(pieces):
             outputs[k].append(self._pieces.pop(index))
-        return [
-            [np.concatenate(same)[: len(batch)] for same in zip(*chunks, strict=True)]
-            for batch, chunks in zip(parts, outputs, strict=True)
-        ]
-
-    @staticmethod
-    def _chunks(batch: npt.NDArray[np.float32], streams: int) -> list[npt.NDArray[np.float32]]:
-        """``batch`` as the pieces to run: whole when ``streams`` is 0 (a pyramid level), else cut into at most
-        ``streams`` chunks of :func:`padded_rows` rows each (zero rows added at the end)."""
-        if not streams:
-            return [batch]
-        rows = padded_rows(-(-len(batch) // min(streams, len(batch))))
-        count = -(-len(batch) // rows)
-        if count * rows > len(batch):
-            padding = np.zeros((count * rows - len(batch), *batch.shape[1:]), dtype=batch.dtype)
-            batch = np.concatenate([batch, padding])
-        return [batch[i * rows : (i + 1) * rows] for i in range(count)]
+        return [[np.concatenate(same) for same in zip(*chunks, strict=True)] for chunks in outputs]
 
     def close(self) -> None:
         self.batcher.close()

@@ -153,33 +153,3 @@ def test_many_image_sizes_do_not_grow_memory(networks: mtcnn_openvino.OpenVinoNe
         networks.pnet(prepared, sizes[start : start + 50])
     assert rss_mib() - before < 50, f"{rss_mib() - before:.0f} MiB more after 600 new input shapes"
 
-
-def test_candidate_batches_are_padded_to_few_shapes_with_little_waste() -> None:
-    """Candidate counts differ per image; rounded up they take at most RUNTIME_CACHE_SHAPES shapes up to 1,024
-    rows, at under 12.5% extra rows, and the real rows come first and unchanged."""
-    sizes = {mtcnn_openvino.padded_rows(n) for n in range(1, 1025)}
-    assert len(sizes) <= mtcnn_openvino.RUNTIME_CACHE_SHAPES
-    assert all(n <= mtcnn_openvino.padded_rows(n) < n * 1.125 for n in range(1, 5000))
-    assert [mtcnn_openvino.padded_rows(n) for n in (9, 15, 17, 33, 1000)] == [9, 15, 18, 36, 1024]
-    batch = np.arange(33 * 2, dtype=np.float32).reshape(33, 2) + 1
-    chunks = mtcnn_openvino.OpenVinoNetworks._chunks(batch, 2)
-    assert [len(c) for c in chunks] == [18, 18]  # 17 rows a stream, rounded up to 18
-    np.testing.assert_array_equal(np.concatenate(chunks)[:33], batch)
-    assert not np.concatenate(chunks)[33:].any()
-    assert [len(c) for c in mtcnn_openvino.OpenVinoNetworks._chunks(batch, 0)] == [33]  # a pyramid level
-    assert [len(c) for c in mtcnn_openvino.OpenVinoNetworks._chunks(batch[:1], 2)] == [1]
-
-
-def test_padded_candidate_batches_give_the_unpadded_outputs() -> None:
-    """RNet on 37 crops through the padded, split call: each crop's outputs as RNet alone on that crop."""
-    networks = mtcnn_openvino.OpenVinoNetworks()
-    try:
-        crops = np.random.default_rng(5).uniform(-1, 1, (37, 24, 24, 3)).astype(np.float32)
-        offsets, scores = networks.batcher.call("rnet", crops)
-        assert offsets.shape == (37, 4) and scores.shape == (37, 2)
-        for k in (0, 18, 36):
-            one_offsets, one_scores = networks.batcher.call("rnet", crops[k : k + 1])
-            np.testing.assert_allclose(offsets[k], one_offsets[0], atol=1e-5)
-            np.testing.assert_allclose(scores[k], one_scores[0], atol=1e-5)
-    finally:
-        networks.close()
