@@ -109,12 +109,14 @@ def cmd_smaps(args: argparse.Namespace) -> dict[str, Any]:
 
     import httpx
 
-    from bench.serverproc import free_port, serve_command, stop, wait_ready
+    from bench.serverproc import BenchServer, free_port, serve_command, stop, wait_ready
 
     port = free_port()
     repo = Path(args.server_repo).resolve() if args.server_repo else REPO
     env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.update(dict(kv.split("=", 1) for kv in args.server_env))
+    # a data dir with API keys (e.g. one bench/e2e.py served) answers 401 without one: bring our own
+    headers = {"X-API-Key": BenchServer(Path(args.data), Path(args.log), repo=repo).create_key("idle-memory")}
     image = Path(args.image) if args.image else None
     if args.identify and image is None:
         from embeddings import weights
@@ -129,8 +131,11 @@ def cmd_smaps(args: argparse.Namespace) -> dict[str, Any]:
         statuses: dict[str, int] = {}
         for _ in range(args.identify):
             assert image is not None
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/identify", files={"image": image.read_bytes()}, timeout=120)
+            url = f"http://127.0.0.1:{port}/v1/identify"
+            r = httpx.post(url, files={"image": image.read_bytes()}, headers=headers, timeout=120)
             statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
+        if set(statuses) - {"200"}:
+            raise SystemExit(f"identify requests answered {statuses}, not all 200: not the figure asked for")
         time.sleep(args.settle)
         res = smaps_breakdown(proc.pid)
         res["ready_s"] = round(ready, 2)
