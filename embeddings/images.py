@@ -6,9 +6,10 @@ coordinate facerec reports is in pixels of the upright image. Grayscale, palette
 bilevel and 16-bit images become RGB uint8.
 
 Pillow reads every header (format, size, mode, EXIF) and decodes every format but one: complete RGB and greyscale
-JPEGs, most uploads, are decoded by OpenCV (the same libjpeg-turbo maths, the same pixels, about 40% less time on
-a 1080p photo, where Pillow's path also copies the image twice); anything else about them (an incomplete file,
-CMYK, a size that disagrees with the header) goes through Pillow, whose errors are the reference.
+JPEGs, most uploads, are decoded by OpenCV (the same libjpeg-turbo maths, the same pixels, in less time: Pillow's
+path also copies the image twice; figures in docs/BENCHMARKS.md, "identify at 1M faces, stage by stage"); anything
+else about them (an incomplete file, CMYK, a size that disagrees with the header) goes through Pillow, whose errors
+are the reference.
 """
 
 from __future__ import annotations
@@ -144,10 +145,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
             img.seek(0)
             img.load()
             try:
-                upright = ImageOps.exif_transpose(img)
+                turned = ImageOps.exif_transpose(img)
             except Exception:  # a broken EXIF block must not reject an otherwise good image
-                upright = img
-            rgb = _to_rgb(upright if upright is not None else img, full_range_16bit=img.format == "PPM")
+                turned = img
+            rgb = _to_rgb(turned if turned is not None else img, full_range_16bit=img.format == "PPM")
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"the image data is corrupt or truncated: {exc}") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -21,6 +21,7 @@ person nor the subject's.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -47,8 +48,8 @@ SCORE_GRID = np.round(np.arange(-1.2, 0.8001, 0.005), 4)
 """Threshold grid of the normalised score's table."""
 
 SPREAD_CACHE_SIZE = 65_536
-"""Subject spreads a :class:`Normalisation` keeps (least recently used dropped first): 660 bytes each with a
-128-d float32 template as the key, 43 MB when full (``bench/normalisation_cost.py``)."""
+"""Subject spreads a :class:`Normalisation` keeps (least recently used dropped first; the memory of a full cache:
+``bench/normalisation_cost.py``, docs/OPENSET.md)."""
 
 SUFFIX = ".cohort.npz"
 """A model's normalisation file is ``<model_id>.cohort.npz`` next to its ``<model_id>.npz`` tables."""
@@ -81,9 +82,10 @@ def normalised_scores(
 class SpreadCache:
     """:func:`spreads` of subject templates against one ``cohort``, each computed once per template *content*.
 
-    The key is the template row itself (its dtype and bytes), not the subject: a subject whose template changes
-    (a face enrolled or erased, by this replica or another) is a new key and never gets a stale spread, and nothing
-    needs to be told of gallery changes (each replica keeps its own, in memory). At
+    The key is a 128-bit BLAKE2b digest of the template row (its dtype and bytes), not the subject: a subject whose
+    template changes (a face enrolled or erased, by this replica or another) is a new key and never gets a stale
+    spread, and nothing needs to be told of gallery changes (each replica keeps its own, in memory). Only the digest
+    is kept, not the template: an erased subject's embedding does not linger here. At
     most ``size`` spreads, least recently used dropped first; thread-safe (spreads are computed outside the lock,
     a row computed twice by two threads gets the same value)."""
 
@@ -99,7 +101,7 @@ class SpreadCache:
         """The (m,) spreads of the (m, d) template rows, equal to ``spreads(templates, cohort, k)``."""
         rows = np.ascontiguousarray(templates)
         dtype = rows.dtype.str.encode()
-        keys = [dtype + row.tobytes() for row in rows]
+        keys = [hashlib.blake2b(dtype + row.tobytes(), digest_size=16).digest() for row in rows]
         out = np.empty(len(keys), np.float64)
         todo: list[int] = []
         with self._lock:

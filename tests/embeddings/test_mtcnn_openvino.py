@@ -152,4 +152,3 @@ def test_many_image_sizes_do_not_grow_memory(networks: mtcnn_openvino.OpenVinoNe
     for start in range(100, len(sizes), 50):
         networks.pnet(prepared, sizes[start : start + 50])
     assert rss_mib() - before < 50, f"{rss_mib() - before:.0f} MiB more after 600 new input shapes"
-

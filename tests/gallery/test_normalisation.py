@@ -136,6 +136,38 @@ def _shipped(tmp_path: Path) -> Normalisation:
     return _fresh(norm)
 
 
+@pytest.fixture
+def computed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of template rows each call of ``normalisation.spreads`` computes (what the cache did not have)."""
+    from service.gallery import normalisation
+
+    rows: list[int] = []
+    real = normalisation.spreads
+
+    def counting(vectors, cohort, k=normalisation.COHORT_K):  # type: ignore[no-untyped-def]
+        rows.append(len(vectors))
+        return real(vectors, cohort, k)
+
+    monkeypatch.setattr(normalisation, "spreads", counting)
+    return rows
+
+
+def test_kept_spreads_are_not_computed_again(tmp_path: Path, rng, computed: list[int]) -> None:
+    norm = _shipped(tmp_path)
+    x, _ = people(rng, n_people=30)
+    t = x[3:23]
+    norm.subject_spreads(t)
+    norm.subject_spreads(t)
+    norm.subject_spreads(np.concatenate([x[30:35], t[::-1][:10]]))
+    assert computed == [20, 5]  # then none again; then only the 5 new rows
+    small = SpreadCache(norm.cohort, norm.k, size=4)
+    computed.clear()
+    small(t[:6])
+    small(t[:1])  # dropped when the 5th and 6th came in: computed again
+    small(t[5:6])
+    assert computed == [6, 1]
+
+
 def test_subject_spreads_are_kept_per_template_content(tmp_path: Path, rng) -> None:
     norm = _shipped(tmp_path)
     x, _ = people(rng, n_people=30)
