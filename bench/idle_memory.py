@@ -109,14 +109,22 @@ def cmd_smaps(args: argparse.Namespace) -> dict[str, Any]:
 
     import httpx
 
-    from bench.serverproc import BenchServer, free_port, serve_command, stop, wait_ready
+    from bench.serverproc import free_port, serve_command, stop, wait_ready
 
     port = free_port()
     repo = Path(args.server_repo).resolve() if args.server_repo else REPO
     env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.update(dict(kv.split("=", 1) for kv in args.server_env))
-    # a data dir with API keys (e.g. one bench/e2e.py served) answers 401 without one: bring our own
-    headers = {"X-API-Key": BenchServer(Path(args.data), Path(args.log), repo=repo).create_key("idle-memory")}
+
+    def keys(*argv: str) -> str:
+        """``facerec keys ...`` of the server's checkout, in the server's environment (its key store)."""
+        cmd = [sys.executable, "-m", "service.cli", "keys", *argv, "--data", str(args.data)]
+        return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+    # a data dir with active API keys (e.g. one bench/e2e.py served) answers 401 without one: bring our own,
+    # revoked when done, so that the data dir's keys stay as they were (no active key left behind)
+    key = json.loads(keys("create", "--scope", "admin", "--name", "idle-memory", "--json").strip().splitlines()[-1])
+    headers = {"X-API-Key": key["token"]}
     image = Path(args.image) if args.image else None
     if args.identify and image is None:
         from embeddings import weights
@@ -145,6 +153,7 @@ def cmd_smaps(args: argparse.Namespace) -> dict[str, Any]:
         res["spawn_to_sample_s"] = round(time.monotonic() - t0, 1)
     finally:
         stop(proc)
+        keys("revoke", key["id"])
     return res
 
 
