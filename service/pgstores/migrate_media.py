@@ -66,12 +66,20 @@ def copied_columns(src: sqlite3.Connection, pg: psycopg.Connection[Any], table: 
     is renumbered). A source written before a column existed copies the columns it has (the target's defaults fill
     the rest). :class:`SchemaMismatch` if the target lacks a source column."""
     source = [str(row[1]) for row in src.execute(f"PRAGMA table_info({_quoted(table.name)})")]
+    # the target resolved through the search path, as the INSERT resolves it
+    regclass = pg.execute("SELECT to_regclass(%s)::oid", (table.target,)).fetchone()
+    if not regclass or regclass[0] is None:
+        path = pg.execute("SHOW search_path").fetchone()
+        raise SchemaMismatch(
+            f"the PostgreSQL table {table.target} is not in the connection's search path ({path[0] if path else '?'}), "
+            "though the schema migration creates it: check the database URL's search_path"
+        )
     target = {
-        str(name): always
+        str(name): bool(always)
         for name, always in pg.execute(
-            "SELECT column_name, is_identity = 'YES' AND identity_generation = 'ALWAYS' OR is_generated = 'ALWAYS'"
-            " FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s",
-            (table.target,),
+            "SELECT attname, attidentity = 'a' OR attgenerated = 's' FROM pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+            (regclass[0],),
         )
     }
     missing = [c for c in source if c not in target]
@@ -128,6 +136,8 @@ def _copy(
     src: sqlite3.Connection, pg: psycopg.Connection[Any], table: _Table, batch: int, owner: str, done: Any
 ) -> None:
     columns = copied_columns(src, pg, table)
+    if table.owned:  # the owner is this replica's, whatever a source column of that name says
+        columns = [c for c in columns if c != "owner"]
     targets = [*columns, "owner"] if table.owned else columns
     insert = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT {} DO NOTHING").format(
         sql.Identifier(table.target),

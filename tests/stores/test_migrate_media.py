@@ -163,6 +163,23 @@ def test_a_column_the_target_lacks_stops_the_copy_of_its_table(tmp_path: Path, p
         assert pg.execute("SELECT count(*) FROM streams").fetchone() == (0,)  # nothing of it copied without zone
 
 
+def test_a_target_outside_the_search_path_is_named(tmp_path: Path, pg_url: str) -> None:
+    """The target table is found as the INSERT finds it (the search path); missing there, the copy says so."""
+    data = tmp_path / "data"
+    embedded_data(data)
+    open_postgres(pg_url).close()
+    with psycopg.connect(pg_url) as pg:
+        pg.execute("CREATE SCHEMA IF NOT EXISTS elsewhere")
+        pg.execute("ALTER TABLE streams SET SCHEMA elsewhere")
+    try:
+        with pytest.raises(SchemaMismatch, match="streams is not in the connection's search path"):
+            copy_media(data, pg_url)
+    finally:
+        with psycopg.connect(pg_url) as pg:
+            pg.execute("ALTER TABLE elsewhere.streams SET SCHEMA public")
+            pg.execute("DROP SCHEMA elsewhere")
+
+
 def test_an_interrupted_copy_keeps_the_chunks_it_committed(tmp_path: Path, pg_url: str) -> None:
     data = tmp_path / "data"
     embedded_data(data)
