@@ -1,5 +1,6 @@
-"""What the engine's raw gRPC paths save over pymilvus's public API, on a local Milvus 2.3.5 standalone server
-(service/devmilvus.py, started by the script) holding N synthetic faces in one HNSW collection.
+"""pymilvus's public API against the raw gRPC paths (the engine's write path; its search path before d54f6f0), on a
+local Milvus 2.3.5 standalone server (service/devmilvus.py, started by the script) holding N synthetic faces in one
+HNSW collection.
 
     python bench/milvus_api.py --size 100000 --probes 400 --writes 200 --out reports/milvus-api.json
 
@@ -80,12 +81,14 @@ def _stats(times: list[float]) -> dict[str, float]:
 
 
 def _race(paths: dict[str, Callable[[int], Any]], reps: int, warmup: int = 10) -> dict[str, dict[str, float]]:
-    """Each path ``reps`` times, in turn (path A of rep i, path B of rep i, ...); stats per path."""
+    """Each path ``warmup`` untimed then ``reps`` timed times, in turn (path A of rep i, path B of rep i, ...); stats
+    per path. Paths get the call's number from 0 (warm-up calls first), so the ids they write never reach below
+    the ones they are given for (the N faces stay as they were)."""
     times: dict[str, list[float]] = {k: [] for k in paths}
     for i in range(-warmup, reps):
         for name, fn in paths.items():
             t = time.perf_counter()
-            fn(i)
+            fn(i + warmup)
             if i >= 0:
                 times[name].append(time.perf_counter() - t)
     return {k: _stats(v) for k, v in times.items()}
