@@ -37,7 +37,7 @@ from bench.gallery import Synthetic
 from bench.milvus_gallery import _wait_indexed, _write
 from service.devmilvus import running_server
 from service.gallery.milvus import MilvusEngine, MilvusOptions
-from service.gallery.milvus.engine import search_params
+from service.gallery.milvus.indexes import search_params
 
 MODEL = "bench-model"
 K = 40

@@ -41,8 +41,8 @@ from service.devdb import DevCluster
 from service.devmilvus import MilvusServer, running_server
 from service.gallery import NewFace
 from service.gallery.milvus import MilvusEngine, MilvusGallery, MilvusOptions, open_milvus, outbox
-from service.gallery.milvus.engine import INDEX_PARAMS
 from service.gallery.milvus.gallery import _CANDIDATES
+from service.gallery.milvus.indexes import INDEX_PARAMS
 from service.gallery.milvus.reconcile import rebuild
 from service.gallery.postgres import PoolOptions, PostgresDatabase
 

@@ -18,7 +18,7 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from service.gallery.errors import VectorIndexUnavailable
 from service.gallery.milvus import MilvusEngine, MilvusOptions, rpc
-from service.gallery.milvus.engine import search_params
+from service.gallery.milvus.indexes import search_params
 from tests.milvus.helpers import MODEL, unit
 
 
