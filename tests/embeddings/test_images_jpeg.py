@@ -91,3 +91,16 @@ def test_what_the_fast_path_leaves_to_pillow() -> None:
     Image.fromarray(photo_like()).convert("CMYK").save(cmyk, format="JPEG")
     assert _decode_jpeg(cmyk.getvalue(), Image.open(io.BytesIO(cmyk.getvalue()))) is None
     np.testing.assert_array_equal(decode_image(cmyk.getvalue()), pillow_rgb(cmyk.getvalue()))
+
+
+def test_trailing_padding_and_a_broken_exif_block_stay_on_the_fast_path() -> None:
+    data = jpeg(photo_like(), orientation=6)
+    padded = data + b"\0\0\r\n"  # some writers pad after the end-of-image marker
+    assert _decode_jpeg(padded, Image.open(io.BytesIO(padded))) is not None
+    np.testing.assert_array_equal(decode_image(padded), pillow_rgb(data))
+    start = data.index(b"Exif\0\0") + 6  # the TIFF header of the EXIF block, made unreadable
+    broken = data[:start] + b"XXXX" + data[start + 4 :]
+    assert _decode_jpeg(broken, Image.open(io.BytesIO(broken))) is not None
+    out = decode_image(broken)
+    assert out.shape == (64, 96, 3)  # orientation unreadable: stored as is, as the Pillow path does
+    np.testing.assert_array_equal(out, np.asarray(Image.open(io.BytesIO(broken)).convert("RGB")))
