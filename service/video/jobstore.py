@@ -14,7 +14,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     tracks TEXT
 );
 """
-_COLS = "id, status, filename, path, fps, bytes, created_at, updated_at, progress, duration_s, error, tracks"
 
 
 class JobNotFound(LookupError):
@@ -64,6 +63,11 @@ class Job:
     duration_s: float | None = None
     error: str | None = None
     tracks: list[dict[str, Any]] | None = field(default=None)
+
+
+_FIELDS = tuple(f.name for f in fields(Job))
+_COLS = ", ".join(_FIELDS)
+"""The columns read back, one per :class:`Job` field (same names, same order)."""
 
 
 class JobStore(ABC):
@@ -166,6 +170,6 @@ class SQLiteJobStore(JobStore):
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    job = Job(*row[:11])
-    job.tracks = json.loads(row[11]) if row[11] else None
-    return job
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["tracks"] = json.loads(values["tracks"]) if values["tracks"] else None
+    return Job(**values)
