@@ -67,10 +67,8 @@ from bench.detect_images import (
     background,
     face_cutout,
     make_canvases,
-    paste,
-    portrait,
     read_rgb,
-    resized,
+    timing_photos,
 )
 
 
@@ -233,21 +231,12 @@ def main() -> None:
 
     from mtcnn import MTCNN
 
-    from embeddings import weights
     from embeddings.detector import FaceDetector
     from embeddings.mtcnn_algorithm import Cascade
 
     rng = random.Random(args.seed)
     bg = background(args.background)
-    celeb_dir = weights.sample_dataset_path() / "val" / "ben_afflek"
-    celeb = read_rgb(sorted(celeb_dir.iterdir())[0])
-    lfw_one = read_rgb(args.lfw_root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
-    photos = {
-        "1080p": paste(resized(bg, 1920, 1080), celeb, 600, 660, 240),
-        "1080p_portrait": portrait(celeb, 1920, 1080),
-        "640x480": paste(resized(bg, 640, 480), celeb, 300, 170, 90),
-        "lfw_250": lfw_one,
-    }
+    photos = {**timing_photos(bg), "lfw_250": read_rgb(args.lfw_root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")}
 
     package = MTCNN(device="CPU:0")
     backends = [b for b in args.backends.split(",") if b]

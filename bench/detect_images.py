@@ -63,6 +63,19 @@ def resized(image: Image, width: int, height: int) -> Image:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC))
 
 
+def timing_photos(bg: Image) -> dict[str, Image]:
+    """The detection latency photos (bench/detect.py's docstring): ``1080p`` (a 5-celebrity photo, 600 px high,
+    on the busy background ``bg`` at 1920x1080), ``1080p_portrait`` and ``640x480``."""
+    from embeddings import weights
+
+    celeb = read_rgb(sorted((weights.sample_dataset_path() / "val" / "ben_afflek").iterdir())[0])
+    return {
+        "1080p": paste(resized(bg, 1920, 1080), celeb, 600, 660, 240),
+        "1080p_portrait": portrait(celeb, 1920, 1080),
+        "640x480": paste(resized(bg, 640, 480), celeb, 300, 170, 90),
+    }
+
+
 def face_cutout(image: Image, rows: Rows) -> Image | None:
     """The largest face of ``image`` with half a box of margin around it, or ``None``."""
     if len(rows) == 0:

@@ -2,12 +2,13 @@
 per photo set, each checkout in its own process, the processes taken in turn for ``--rounds`` rounds so that the
 machine's drift weighs on all alike.
 
-Photo sets: ``busy`` and ``portrait`` (bench/detect.py's 1080p photos: a 5-celebrity photo pasted on a busy
-1920x1080 background, and the same photo as a 1080p portrait), ``640x480`` (bench/detect.py's), and each
-``--photos`` folder of JPEGs (e.g. bench/e2e.py's ``photos/1080p`` and ``photos/480p``, at most ``--per-set``
-of each). A process decodes its photos, runs 3 untimed detections of each, then times ``--repeats`` passes over
-the set; a round's figure is the median ms per detection. Reported: the median over rounds of each checkout's
-round medians, and its ratio to the first checkout's.
+Photo sets: bench/detect.py's timing photos, ``1080p`` (a 5-celebrity photo on a busy 1920x1080 background),
+``1080p_portrait`` and ``640x480`` (:func:`bench.detect_images.timing_photos`), and ``photos/<folder>`` for each
+``--photos`` folder of JPEGs (e.g. bench/e2e.py's ``photos/1080p`` and ``photos/480p``, at most ``--per-set`` of
+each). This process makes and decodes them once and hands the same pixels to every checkout's process, which
+imports only its detector, runs 3 untimed detections of each photo, then times ``--repeats`` passes over each
+set; a round's figure is the median ms per detection. Reported: the median over rounds of each checkout's round
+medians, and its ratio to the first checkout's.
 
 Usage (repository root; ``base`` a checkout of the commit to compare with, e.g. ``git worktree add base HEAD~1``):
 
@@ -23,27 +24,30 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.detect_images import Image, background, timing_photos  # noqa: E402
+from embeddings.images import decode_image  # noqa: E402
 
 WORKER = r"""
 import json, statistics, sys, time
-from pathlib import Path
+import numpy as np
 sys.path.insert(0, sys.argv[1])
-from bench.detect_images import background, paste, portrait, read_rgb, resized
-from embeddings import weights
 from embeddings.detector import FaceDetector
-from embeddings.images import decode_image
-repeats, per_set, folders = int(sys.argv[2]), int(sys.argv[3]), [f for f in sys.argv[4].split(",") if f]
-celeb = read_rgb(sorted((weights.sample_dataset_path() / "val" / "ben_afflek").iterdir())[0])
-bg = background(None)
-sets = {"busy": [paste(resized(bg, 1920, 1080), celeb, 600, 660, 240)], "portrait": [portrait(celeb, 1920, 1080)],
-        "640x480": [paste(resized(bg, 640, 480), celeb, 300, 170, 90)]}
-for folder in folders:
-    files = sorted(Path(folder).glob("*.jpg"))[:per_set]
-    sets[Path(folder).name] = [decode_image(f.read_bytes()) for f in files]
+repeats = int(sys.argv[2])
+with np.load(sys.argv[3]) as saved:
+    sets = {}
+    for key in saved.files:
+        name, _, _ = key.rpartition("/")
+        sets.setdefault(name, []).append(saved[key])
 detector = FaceDetector()
 out = {}
 for name, images in sets.items():
@@ -59,13 +63,24 @@ for name, images in sets.items():
     out[name] = statistics.median(times)
 print(json.dumps(out))
 """
+"""One checkout's process: only its detector is imported from it; the photos come ready from the parent."""
 
 
-def run_once(repo: Path, repeats: int, per_set: int, photos: str) -> dict[str, float]:
-    """One worker process on ``repo``'s code: median ms per detection of each photo set."""
+def photo_sets(folders: list[Path], per_set: int) -> dict[str, list[Image]]:
+    """bench/detect.py's timing photos (one a set) and up to ``per_set`` photos of each folder (a set named by
+    the folder), decoded once here so that every checkout detects the same pixels."""
+    sets: dict[str, list[Image]] = {name: [image] for name, image in timing_photos(background(None)).items()}
+    for folder in folders:
+        files = sorted(folder.glob("*.jpg"))[:per_set]
+        sets[f"photos/{folder.name}"] = [decode_image(f.read_bytes()) for f in files]
+    return sets
+
+
+def run_once(repo: Path, repeats: int, photos: Path) -> dict[str, float]:
+    """One worker process on ``repo``'s code: median ms per detection of each photo set in ``photos``."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, str(repo), str(repeats), str(per_set), photos],
+        [sys.executable, "-c", WORKER, str(repo), str(repeats), str(photos)],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -89,13 +104,17 @@ def main() -> None:
     args = parser.parse_args()
 
     repos = [Path(r).resolve() for r in args.repos.split(",")]
-    photos = ",".join(str(Path(p).resolve()) for p in args.photos.split(",") if p)
+    sets = photo_sets([Path(p) for p in args.photos.split(",") if p], args.per_set)
     rounds: dict[str, list[dict[str, float]]] = {str(r): [] for r in repos}
     started = time.time()
-    for k in range(args.rounds):
-        for repo in repos:
-            rounds[str(repo)].append(run_once(repo, args.repeats, args.per_set, photos))
-            print(f"round {k + 1} {repo.name}: {rounds[str(repo)][-1]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="detect-versions-") as tmp:
+        photos = Path(tmp) / "photos.npz"
+        arrays: dict[str, Any] = {f"{name}/{k}": im for name, images in sets.items() for k, im in enumerate(images)}
+        np.savez(photos, **arrays)
+        for k in range(args.rounds):
+            for repo in repos:
+                rounds[str(repo)].append(run_once(repo, args.repeats, photos))
+                print(f"round {k + 1} {repo.name}: {rounds[str(repo)][-1]}", flush=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     base = str(repos[0])
     for key, results in rounds.items():
