@@ -68,22 +68,23 @@ def face_fields(f: Face) -> dict[str, Any]:
     }
 
 
+def quality_out(f: Face) -> QualityOut:
+    """A face's quality against the enrolment minimums (``confidence`` null for an aligned input)."""
+    q = f.quality
+    return QualityOut(
+        face_size=q.face_size,
+        confidence=None if f.aligned_input else q.confidence,
+        sharpness=q.sharpness,
+        reasons=list(q.reasons),
+        pose=PoseOut(yaw=q.yaw, pitch=q.pitch, roll=q.roll)
+        if q.yaw is not None and q.pitch is not None and q.roll is not None
+        else None,
+    )
+
+
 def embedded(f: Face) -> EmbeddedFace:
     """A face with its quality and embedding (:func:`face_fields` for the detector's part)."""
-    q = f.quality
-    return EmbeddedFace(
-        **face_fields(f),
-        quality=QualityOut(
-            face_size=q.face_size,
-            confidence=None if f.aligned_input else q.confidence,
-            sharpness=q.sharpness,
-            reasons=list(q.reasons),
-            pose=PoseOut(yaw=q.yaw, pitch=q.pitch, roll=q.roll)
-            if q.yaw is not None and q.pitch is not None and q.roll is not None
-            else None,
-        ),
-        embedding=f.embedding.tolist(),
-    )
+    return EmbeddedFace(**face_fields(f), quality=quality_out(f), embedding=f.embedding.tolist())
 
 
 def match_out(c: Any) -> Match:
@@ -109,6 +110,7 @@ def identify_response(result: recognition.IdentifyResult) -> IdentifyResponse:
         faces=[
             IdentifiedFace(
                 **face_fields(f.face),
+                quality=quality_out(f.face),
                 match=match_out(f.match) if f.match else None,
                 candidates=[match_out(c) for c in f.candidates],
             )

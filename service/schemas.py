@@ -276,6 +276,14 @@ class IdentifiedFace(BaseModel):
     landmarks: LandmarksOut | None = Field(description="Detector landmarks; " + ALIGNED_NULL)
     confidence: float | None = Field(description="Detector confidence in [0, 1]; " + ALIGNED_NULL)
     pose: PoseOut | None = Field(None, description="Head pose from the landmarks; " + ALIGNED_NULL)
+    quality: QualityOut | None = Field(
+        None,
+        description=(
+            "The probe face against the enrolment minimums. Non-empty `reasons` do not stop identify; they say why "
+            "a face may go unnamed: `pose` (turned more than FACEREC_MAX_ENROL_YAW_DEG: accuracy falls beyond "
+            "45 degrees, docs/OPENSET.md), `face_too_small`, `blurry`, `low_confidence`. Ask for a better photo."
+        ),
+    )
     match: Match | None = Field(description="The nearest subject if within the threshold; null = unknown.")
     candidates: list[Match] = Field(description="Nearest subjects, best first, one entry per subject.")
 

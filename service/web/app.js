@@ -128,6 +128,18 @@ function need(slot, panel, what) {
   return list;
 }
 
+// why a face may go unnamed: the enrolment minimums the probe misses (identify's quality.reasons)
+const HINTS = {
+  pose: (q) => `the face is turned (${Math.round(Math.abs(q.pose ? q.pose.yaw : 0))}° to the side); a frontal photo is recognised more reliably`,
+  face_too_small: () => "the face is small in this photo; a closer photo is recognised more reliably",
+  blurry: () => "the photo is blurry",
+  low_confidence: () => "the detector is unsure that this is a face",
+};
+function photoHint(q) {
+  const said = (q ? q.reasons : []).filter((r) => HINTS[r]).map((r) => HINTS[r](q));
+  return said.length ? ` <span class="small">Note: ${esc(said.join("; "))}.</span>` : "";
+}
+
 async function runIdentify() {
   const list = need("identify", "identify", "a photo"); if (!list) return;
   const form = new FormData(); form.append("image", list[0].blob, list[0].name);
@@ -142,7 +154,7 @@ async function runIdentify() {
     const near = f.candidates[0];
     if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: ${scored(f.match)}, within the threshold ${num(t)}, so this is a match.</li>`;
     const why = near ? `the nearest enrolled person is ${esc(near.name)} at ${scored(near)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
-    return `<li><span class="unknown"><b>unknown</b></span>: ${why}.</li>`;
+    return `<li><span class="unknown"><b>unknown</b></span>: ${why}.${photoHint(f.quality)}</li>`;
   });
   const fir = body.estimated_false_identification_rate;
   const firText = fir == null ? "" : ` At this threshold about ${(fir * 100).toPrecision(2)}% of strangers would be mistaken for someone.`;

@@ -91,6 +91,10 @@ def test_detect_and_identify_report_the_pose(client: httpx.Client, dataset: Path
     body = identify(client, images(dataset, "val", "madonna")[0])
     pose = body["faces"][0]["pose"]
     assert set(pose) == {"yaw", "pitch", "roll"} and all(-90.0 <= v <= 90.0 for v in pose.values())
+    assert "pose" not in body["faces"][0]["quality"]["reasons"]
+    # the side view: identify still answers, and its quality says why the face may go unnamed
+    turned = identify(client, side)["faces"][0]
+    assert "pose" in turned["quality"]["reasons"] and turned["quality"]["pose"]["yaw"] > 45.0
 
 
 def test_every_val_image_is_identified_and_the_fifth_is_unknown(

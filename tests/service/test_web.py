@@ -114,6 +114,10 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     page.set_input_files("#identify-file", str(images(dataset, "val", "mindy_kaling")[0]))
     assert "above the threshold" in run_until(page, "identify", "unknown")
     page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+    # a side view of someone not enrolled: the page says the face is turned
+    side = dataset / "train" / "elton_john" / "httpsdfrpwlycscloudfrontnetdeltonjohnjpg.jpg"
+    page.set_input_files("#identify-file", str(side))
+    assert "a frontal photo is recognised more reliably" in run_until(page, "identify", "the face is turned")
 
     page.click("#tab-verify")
     ben = images(dataset, "val", "ben_afflek")
