@@ -16,10 +16,13 @@ import argparse
 import hashlib
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import embeddings.align as align
 from bench.tight_crops import tight_crop
