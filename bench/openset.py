@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
+from embeddings.dataset import read_detection_cache
 from embeddings.pose import estimate_pose
 from service.gallery.calibration import Calibration, comparisons, fit_calibration, sample_people, subject_scores
 from service.gallery.matching import RULE, RULES, quality_weight, template
@@ -61,12 +61,10 @@ def image_weights(paths: list[str], detections: Path | None) -> npt.NDArray[np.f
     """:func:`matching.quality_weight` of each image from its cached detection (1 when unknown)."""
     if detections is None or not detections.is_file():
         return np.ones(len(paths))
-    raw = json.loads(detections.read_text())
-    raw.pop(PADDED_RETRY_KEY, None)
+    cached, _ = read_detection_cache(detections)
     out = np.ones(len(paths))
     for i, p in enumerate(paths):
-        if raw.get(p):
-            det = detection_from_json(raw[p])
+        if (det := cached.get(p)) is not None:
             pose = estimate_pose(det.landmarks, det.box)
             size = min(det.box.width, det.box.height)
             out[i] = quality_weight({"face_size": size, "yaw": pose.yaw if pose else None})

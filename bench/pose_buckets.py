@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.dataset import PADDED_RETRY_KEY, detection_from_json
+from embeddings.dataset import read_detection_cache
 from embeddings.evaluation import read_pairs, roc, summarize, tar_at_far
 from embeddings.model_card import default_threshold
 from embeddings.pose import estimate_pose
@@ -37,12 +37,10 @@ def main() -> None:
 
     d = np.load(args.embeddings, allow_pickle=False)
     emb = {str(p): e for p, e in zip(d["paths"], np.asarray(d["embeddings"], np.float32), strict=True)}
-    raw = json.loads(args.detections.read_text())
-    raw.pop(PADDED_RETRY_KEY, None)
+    cached, _ = read_detection_cache(args.detections)
     yaw: dict[str, float] = {}
-    for path, det in raw.items():
-        if det:
-            dt = detection_from_json(det)
+    for path, dt in cached.items():
+        if dt is not None:
             pose = estimate_pose(dt.landmarks, dt.box)
             if pose is not None:
                 yaw[path] = abs(pose.yaw)

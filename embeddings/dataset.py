@@ -4,7 +4,7 @@ Detection is the slow step (~30 ms per 250x250 image in batches), so detections 
 re-used when only alignment or encoding settings change. A miss of the detector is recorded as ``None``.
 When the detector finds nothing, it runs again on a padded copy (faces that fill the frame,
 :func:`embeddings.padding.detect_with_padding`), as the service does; misses in a cache written before that
-retry existed are retried once too.
+retry existed, or with another border, are retried once too.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from embeddings.align import align_face
 from embeddings.detector import FaceDetector, pick_primary
 from embeddings.facenet import BatchedEncoder
 from embeddings.images import decode_image
-from embeddings.padding import detect_with_padding
+from embeddings.padding import DEFAULT_FILL, DEFAULT_PAD, detect_padded
 from embeddings.types import Box, Detection, Landmarks
 
-PADDED_RETRY_KEY = "__padded_retry_misses__"
-"""Cache entry listing the misses that the padded retry has already been run on (not retried again)."""
+RETRY_PREFIX = "__padded_retry_misses__"
+PADDED_RETRY_KEY = f"{RETRY_PREFIX}{DEFAULT_FILL}-{DEFAULT_PAD:g}"
+"""Cache entry listing the misses that the padded retry, with today's border, has already been run on (not
+retried again). Entries of another border (an older cache) are dropped, so their misses are retried."""
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished."""
@@ -47,6 +49,16 @@ def detection_from_json(obj: dict[str, object]) -> Detection:
     return Detection(Box(**{k: float(v) for k, v in box.items()}), landmarks, float(obj["confidence"]))  # type: ignore[arg-type]
 
 
+def read_detection_cache(cache_file: Path) -> tuple[dict[str, Detection | None], set[str]]:
+    """A detection cache written by :func:`detect_primary_faces`: each image's primary face (``None``: a miss)
+    and the misses the padded retry with today's border has been run on."""
+    raw = json.loads(cache_file.read_text())
+    retried = set(raw.pop(PADDED_RETRY_KEY, []))
+    for key in [k for k in raw if k.startswith(RETRY_PREFIX)]:
+        del raw[key]
+    return {k: (detection_from_json(v) if v is not None else None) for k, v in raw.items()}, retried
+
+
 def detect_primary_faces(
     root: Path,
     rel_paths: Sequence[str],
@@ -60,9 +72,7 @@ def detect_primary_faces(
     cache: dict[str, Detection | None] = {}
     retried: set[str] = set()
     if cache_file is not None and cache_file.is_file():
-        raw = json.loads(cache_file.read_text())
-        retried = set(raw.pop(PADDED_RETRY_KEY, []))
-        cache = {k: (detection_from_json(v) if v is not None else None) for k, v in raw.items()}
+        cache, retried = read_detection_cache(cache_file)
     todo = [p for p in dict.fromkeys(rel_paths) if p not in cache or (cache[p] is None and p not in retried)]
     progress(len(rel_paths) - len(todo))
     for start in range(0, len(todo), batch_size):
@@ -72,7 +82,7 @@ def detect_primary_faces(
         results = detector.detect_batch(images) if same_size else [detector.detect(i) for i in images]
         for p, img, dets in zip(chunk, images, results, strict=True):
             if not dets:  # the same detector again, on a padded copy
-                dets = detect_with_padding(detector, img)
+                dets = detect_padded(detector, img) if img.ndim == 3 else []
                 retried.add(p)
             cache[p] = pick_primary(dets, img.shape)
         progress(len(chunk))

@@ -13,7 +13,7 @@ image) is dropped. This works with any detector with a ``detect(rgb) -> list[Det
 Cost: an image with a face pays nothing; an image without one pays a second detection on a copy
 ``(1 + 2 * pad)**2`` times the area (1.69x at the default 0.15). When the detector has a ``max_side`` (it
 detects large images on a downscaled copy anyway), the retry downscales first so that the padded copy fits
-within it: a 16 MP face-free upload pays one area resize and a small detection, not a 36 MP padded copy. A
+within it: a 16 MP face-free upload pays one area resize and a small detection, not a 27 MP padded copy. A
 face that fills such a frame is hundreds of pixels wide, well above what the smaller copy can find.
 """
 
@@ -106,6 +106,14 @@ def detect_with_padding(
     found = detector.detect(image)
     if found or pad <= 0 or image.ndim != 3:
         return found
+    return detect_padded(detector, image, pad=pad, fill=fill)
+
+
+def detect_padded(
+    detector: Detects, image: npt.NDArray[np.uint8], *, pad: float = DEFAULT_PAD, fill: str = DEFAULT_FILL
+) -> list[Detection]:
+    """The retry alone: the faces found on a padded copy of an RGB ``image`` (module docstring), in source
+    pixels, largest first."""
     small, scale = _fit(image, detector, pad)
     padded, border = pad_image(small, pad, fill)
     height, width = image.shape[:2]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.align import DEFAULT_MARGIN
+from embeddings.align import BORDER_FILL, DEFAULT_MARGIN
 from embeddings.dataset import detection_from_json
 from embeddings.model_card import default_threshold
 from embeddings.training import data
@@ -130,6 +130,7 @@ def prepare(
         root=str(Path(root).resolve()),
         cut=options.cut,
         margin=options.margin,
+        border=BORDER_FILL,
         rotate=options.rotate,
         transform=options.transform_name,
         seed=options.seed,
@@ -199,7 +200,13 @@ def labelled_folder(root: Path, options: TrainOptions, head: Any, work: Path, st
     if len(found) < 2:
         raise ValueError(f"{root}: the evaluation folder needs at least 2 people with 2 or more detected faces")
     items = [(p, dets[p]) for v in found.values() for p in v]
-    key = cache_key(root=str(root.resolve()), cut=options.cut, paths=[p for p, _ in items], margin=options.margin)
+    key = cache_key(
+        root=str(root.resolve()),
+        cut=options.cut,
+        paths=[p for p, _ in items],
+        margin=options.margin,
+        border=BORDER_FILL,
+    )
     acts = cached_activations(
         sub / f"acts-{key}.npy",
         head,
