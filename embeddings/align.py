@@ -47,7 +47,7 @@ def align_face(
     """Crop ``detection`` out of ``image`` (RGB uint8, H x W x 3) into a ``size`` x ``size`` RGB uint8 crop.
 
     ``margin`` is the total extra width/height as a fraction of the box; ``rotate`` levels the eye line.
-    Pixels outside the image are black.
+    Pixels outside the image are mid-grey (:data:`BORDER_FILL`).
     """
     box = detection.box
     cx, cy = box.x + box.width / 2.0, box.y + box.height / 2.0

@@ -32,8 +32,8 @@ class AnalyzerConfig:
     pixels); ``detect_max_side`` is the longer side (px) above which detection runs on a downscaled copy;
     ``quality`` holds the enrolment minimums; ``max_pixels`` limits decoded images; ``encoder`` is the encoder
     precision (``fp32``, ``bf16`` or ``int8``, see :mod:`embeddings.encoders`); ``detect_pad``: when no face is
-    found, detect again on a copy padded by this fraction of the longer side (faces that fill the frame,
-    :mod:`embeddings.padding`; 0 = off)."""
+    found, detect again on a copy padded by this fraction of the longer side with a mid-grey border (faces that
+    fill the frame, :mod:`embeddings.padding`; 0 = off)."""
 
     margin: float = DEFAULT_MARGIN
     rotate: bool = True

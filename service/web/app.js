@@ -130,7 +130,7 @@ function need(slot, panel, what) {
 
 // why a face may go unnamed: the enrolment minimums the probe misses (identify's quality.reasons)
 const HINTS = {
-  pose: (q) => `the face is turned (${Math.round(Math.abs(q.pose ? q.pose.yaw : 0))}° to the side); a frontal photo is recognised more reliably`,
+  pose: (q) => `the face is turned${q.pose ? ` (${Math.round(Math.abs(q.pose.yaw))}° to the side)` : ""}; a frontal photo is recognised more reliably`,
   face_too_small: () => "the face is small in this photo; a closer photo is recognised more reliably",
   blurry: () => "the photo is blurry",
   low_confidence: () => "the detector is unsure that this is a face",

@@ -12,7 +12,7 @@ from PIL import Image
 
 from embeddings import FaceAnalyzer
 from embeddings.images import decode_image
-from embeddings.padding import detect_with_padding, pad_image, unpad_detection
+from embeddings.padding import FILLS, detect_with_padding, pad_image, unpad_detection
 from embeddings.types import Box, Detection, Landmarks
 from tests.conftest import image_files
 
@@ -135,10 +135,30 @@ def _face_free_images() -> dict[str, np.ndarray]:
     return out
 
 
+class Corners:
+    """A detector that finds nothing and keeps the top-left pixel of each image it is shown."""
+
+    def __init__(self) -> None:
+        self.corners: list[list[int]] = []
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        self.corners.append(image[0, 0].tolist())
+        return []
+
+
+def test_the_retry_pads_with_the_fill_asked_for() -> None:
+    img = np.full((40, 80, 3), (200, 100, 50), np.uint8)
+    for fill, colour in (("grey", [128, 128, 128]), ("mean", [200, 100, 50])):
+        detector = Corners()
+        assert detect_with_padding(detector, img, fill=fill) == []
+        assert detector.corners == [[200, 100, 50], colour]  # the image, then the padded copy
+
+
 @pytest.mark.slow
-def test_face_free_images_give_no_face(analyzer: FaceAnalyzer) -> None:
+@pytest.mark.parametrize("fill", FILLS)
+def test_face_free_images_give_no_face(analyzer: FaceAnalyzer, fill: str) -> None:
     images = _face_free_images()
-    found = {name: detect_with_padding(analyzer.detector, img) for name, img in images.items()}
+    found = {name: detect_with_padding(analyzer.detector, img, fill=fill) for name, img in images.items()}
     assert {name: len(f) for name, f in found.items() if f} == {}
     assert len(images) == 28
 
