@@ -1,6 +1,6 @@
 """What the aligned crop holds beyond the image border: recognition of tight crops with a black or a grey fill.
 
-LFW people of one half (people split as in bench/tight_crops.py) with two or more photos: photo A is cropped to
+LFW people of one half (``bench.tight_crops.in_half``) with two or more photos: photo A is cropped to
 its detected face box cut into by ``s`` of the box (``s = 0``: the face touches the borders, so the crop's 15%
 margin lies outside the image), found with the service's detector (padded retry included), aligned with each
 fill of :data:`embeddings.align.BORDER_FILL` asked for and encoded; photo B, whole, is the enrolled face. Genuine
@@ -13,7 +13,6 @@ threshold from the impostor pairs), and TAR and FAR at the model's threshold. Us
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -25,7 +24,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import embeddings.align as align
-from bench.tight_crops import tight_crop
+from bench.tight_crops import in_half, tight_crop
 from embeddings.analyzer import FaceAnalyzer
 from embeddings.images import decode_image
 from embeddings.types import Detection
@@ -37,11 +36,7 @@ Pair = tuple[npt.NDArray[np.uint8], Detection, npt.NDArray[np.uint8], Detection]
 def people_pairs(root: Path, half: str, n: int, seed: int, analyzer: FaceAnalyzer) -> list[Pair]:
     """The first two photos, with their detected faces, of up to ``n`` random people of ``half``."""
     people = [
-        p
-        for p in sorted(root.iterdir())
-        if p.is_dir()
-        and (hashlib.sha256(p.name.encode()).digest()[0] % 2) == (half == "eval")
-        and len(list(p.glob("*.jpg"))) >= 2
+        p for p in sorted(root.iterdir()) if p.is_dir() and in_half(p.name, half) and len(list(p.glob("*.jpg"))) >= 2
     ]
     random.Random(seed).shuffle(people)
     pairs = []

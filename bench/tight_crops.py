@@ -36,14 +36,15 @@ Image = npt.NDArray[np.uint8]
 TILE_SIDES = (48, 64, 96, 128, 160, 224, 320)
 
 
+def in_half(person: str, half: str) -> bool:
+    """Whether an LFW person belongs to ``half``: ``tune`` when the sha256 of the name starts with an even byte,
+    else ``eval`` (settings are chosen on one half and reported on the other)."""
+    return (hashlib.sha256(person.encode()).digest()[0] % 2) == (half == "eval")
+
+
 def lfw_photos(root: Path, half: str, n: int, seed: int) -> list[Path]:
-    """``n`` random LFW images (one per person at most) of the people in ``half`` (``tune``: names whose
-    sha256 starts with an even byte; ``eval``: odd)."""
-    people = [
-        p
-        for p in sorted(root.iterdir())
-        if p.is_dir() and (hashlib.sha256(p.name.encode()).digest()[0] % 2) == (half == "eval")
-    ]
+    """``n`` random LFW images (one per person at most) of the people in ``half`` (:func:`in_half`)."""
+    people = [p for p in sorted(root.iterdir()) if p.is_dir() and in_half(p.name, half)]
     rng = random.Random(seed)
     rng.shuffle(people)
     return [rng.choice(sorted(p.glob("*.jpg"))) for p in people[:n]]
