@@ -82,7 +82,7 @@ def detect_primary_faces(
         results = detector.detect_batch(images) if same_size else [detector.detect(i) for i in images]
         for p, img, dets in zip(chunk, images, results, strict=True):
             if not dets:  # the same detector again, on a padded copy
-                dets = detect_padded(detector, img) if img.ndim == 3 else []
+                dets = detect_padded(detector, img)
                 retried.add(p)
             cache[p] = pick_primary(dets, img.shape)
         progress(len(chunk))

@@ -310,15 +310,15 @@ class OpenVinoNetworks:
         infer request) that run concurrently."""
         queue = self._queues[net]
         streams = len(queue) if net != "pnet" else 1
-        pieces: list[tuple[int, int]] = []  # (part, rows)
+        pieces: list[int] = []  # the part of each piece
         self._pieces.clear()
         for k, batch in enumerate(parts):
             for chunk in np.array_split(batch, max(1, min(streams, len(batch)))):
                 queue.start_async({0: chunk}, len(pieces))
-                pieces.append((k, len(chunk)))
+                pieces.append(k)
         queue.wait_all()
         outputs: list[list[list[npt.NDArray[np.float32]]]] = [[] for _ in parts]
-        for index, (k, _) in enumerate(pieces):
+        for index, k in enumerate(pieces):
             outputs[k].append(self._pieces.pop(index))
         return [[np.concatenate(same) for same in zip(*chunks, strict=True)] for chunks in outputs]
 
