@@ -15,6 +15,7 @@ are the reference.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import cv2
@@ -108,6 +109,13 @@ def _to_rgb(img: Image.Image, *, full_range_16bit: bool = False) -> npt.NDArray[
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def _bomb_message(exc: Image.DecompressionBombError, max_pixels: int) -> str:
+    """Pillow's refusal said as our own limit is (Pillow names the pixel count only, not the width and height)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1))} pixels = {int(found.group(1)) / 1e6:.1f} MP" if found else "too many pixels"
+    return f"the image header declares {size}, over the limit of {max_pixels / 1e6:.1f} MP"
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
     """Decode ``data`` to an upright RGB uint8 array of shape (height, width, 3).
 
@@ -123,7 +131,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
     except UnidentifiedImageError as exc:
         raise InvalidImage("the bytes are not an image in a supported format") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image header declares too many pixels: {exc}") from exc
+        raise ImageTooLarge(_bomb_message(exc, max_pixels)) from exc
     except Exception as exc:
         raise InvalidImage(f"the image header could not be read: {type(exc).__name__}") from exc
     if img.format not in SUPPORTED_FORMATS:
