@@ -32,6 +32,7 @@ from service.config import Settings
 from service.gallery import Gallery, GalleryLocked
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
+from service.nul_guard import NulUrlMiddleware
 from service.photos.service import close_library, open_library
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
@@ -178,6 +179,7 @@ def create_app(
     apidocs.install(app)
     video_limit = (settings.video_max_upload_bytes, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, limits={"/v1/videos": video_limit})
+    app.add_middleware(NulUrlMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origin_list:  # outermost, so preflights are answered before anything else
         app.add_middleware(

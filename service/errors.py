@@ -149,7 +149,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+        if err.get("type") == "nul_character":  # its message names the place itself
+            parts.append(str(err.get("msg")))
+        else:
+            parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.nul_guard import RequestModel
 from service.recognition import REJECT_CODES, ThresholdScale, ThresholdSource
 
 
@@ -105,7 +106,7 @@ def face_description(default: str) -> str:
     return f"`{default}` (default): {FACE_DETECTED[default]}. {FACE_ALIGNED}"
 
 
-class EmbedParams(BaseModel):
+class EmbedParams(RequestModel):
     face: Literal["all", "aligned"] = Field("all", description=face_description("all"))
 
 
@@ -143,7 +144,7 @@ def check_metadata(value: Any, depth: int = 0) -> Any:
     return value
 
 
-class SubjectCreate(BaseModel):
+class SubjectCreate(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"name": "Ada Lovelace", "metadata": {"team": "math"}}]},
@@ -157,7 +158,7 @@ class SubjectCreate(BaseModel):
         return check_metadata(value)
 
 
-class SubjectUpdate(BaseModel):
+class SubjectUpdate(RequestModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada King"}]})
     name: str | None = Field(None, min_length=1, max_length=200)
     metadata: dict[str, Any] | None = None
@@ -208,7 +209,7 @@ class EnrollResponse(BaseModel):
     rejected: list[Rejected]
 
 
-class EnrollParams(BaseModel):
+class EnrollParams(RequestModel):
     face: Literal["single", "largest"] = Field(
         "single",
         description="`single`: an image with several faces is rejected; `largest`: take the largest.",
@@ -218,7 +219,7 @@ class EnrollParams(BaseModel):
 # ---- recognition ---------------------------------------------------------------------------------
 
 
-class RecognitionParams(BaseModel):
+class RecognitionParams(RequestModel):
     threshold: float | None = Field(None, ge=0.0, le=2.0, description="L2 distance; default: the service's.")
 
 

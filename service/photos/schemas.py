@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.nul_guard import RequestModel
 from service.photos.types import Observation, Photo
 
 
@@ -62,12 +63,12 @@ class PhotoOut(BaseModel):
         )
 
 
-class PhotoParams(BaseModel):
+class PhotoParams(RequestModel):
     model_config = ConfigDict(extra="forbid")
     external_id: str | None = Field(None, max_length=4096, description="Your id for the photo, e.g. a file path.")
 
 
-class SearchParams(BaseModel):
+class SearchParams(RequestModel):
     model_config = ConfigDict(extra="forbid")
     face_id: int | None = Field(None, ge=1, description="An indexed photo face to search with (instead of an image).")
     top_k: int = Field(10, ge=1, le=1000)
@@ -113,7 +114,7 @@ class ClusterDetail(BaseModel):
     faces: list[PhotoFaceOut]
 
 
-class NameCluster(BaseModel):
+class NameCluster(RequestModel):
     """Exactly one of ``name`` (a new subject) or ``subject_id`` (an existing one)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -134,7 +135,7 @@ class NamedClusterOut(BaseModel):
     enrolled: int = Field(description="Of those, faces that passed the enrolment quality gate: new templates.")
 
 
-class MergeClusters(BaseModel):
+class MergeClusters(RequestModel):
     model_config = ConfigDict(extra="forbid")
     cluster_id: int = Field(ge=1, description="The cluster whose faces move into this one.")
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from service.deps import AnalyzerDep, RecognizeKey, RunnerDep
 from service.media import MediaDep, pipeline_config
+from service.nul_guard import RequestModel
 from service.routes.docs import errors, image_body
 from service.schemas import BoxOut
 from service.uploads import read_payload
@@ -18,7 +19,7 @@ from service.video.pipeline import FrameResult, TrackPipeline
 router = APIRouter(prefix="/v1/live", tags=["live"])
 
 
-class LiveParams(BaseModel):
+class LiveParams(RequestModel):
     session: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="A random id the client picks.")]
 
 

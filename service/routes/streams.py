@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
+from service.nul_guard import RequestModel
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams
@@ -28,7 +29,7 @@ class StreamLimit(ServiceError):
     status, code = 409, "too_many_streams"
 
 
-class StreamCreate(BaseModel):
+class StreamCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"name": "front door", "url": "rtsp://door:secret@127.0.0.1:8554/stream1", "fps": 5}]

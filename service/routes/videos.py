@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import RecognizeKey
 from service.errors import ServiceError
 from service.media import MediaDep
+from service.nul_guard import RequestModel, check_text
 from service.routes.docs import AUTH, deletion, errors
 from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
@@ -24,7 +25,7 @@ class VideoNotFound(ServiceError):
     status, code = 404, "not_found"
 
 
-class VideoParams(BaseModel):
+class VideoParams(RequestModel):
     fps: float | None = Field(default=None, gt=0.0, le=60.0, description="Frames per second of video analysed.")
 
 
@@ -96,7 +97,11 @@ async def upload_video(request: Request, response: Response, media: MediaDep, _:
     job_id, path = media.jobs.new_path()
     upload = await receive_video(request, path)
     try:
+        check_text(upload.filename, "video.filename")
         params = VideoParams.model_validate(upload.fields)
+    except RequestValidationError:
+        path.unlink(missing_ok=True)
+        raise
     except ValidationError as exc:
         path.unlink(missing_ok=True)
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.hostile.conftest import MAX_UPLOAD, assert_envelope, gallery_state
+from tests.nulcheck import check_nul_refused
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +216,7 @@ def test_non_finite_numbers_in_metadata_are_refused(admin: httpx.Client, literal
 
 def test_lone_surrogates_in_metadata_are_refused(admin: httpx.Client) -> None:
     check_refused_and_unchanged(admin, b'{"name": "s", "metadata": {"\\udfff": "\\ud800"}}', {"validation_error"})
+
+
+def test_nul_in_any_request_text_is_a_422(admin: httpx.Client) -> None:
+    check_nul_refused(admin)  # the same check runs on PostgreSQL (tests/postgres/test_replicas_http.py)

@@ -24,6 +24,7 @@ import pytest
 
 from service.devdb import DevCluster
 from tests.faults.helpers import PEOPLE, photos, variant
+from tests.nulcheck import check_nul_refused
 from tests.pgfixtures import new_cluster
 from tests.replicacheck import check_read_your_writes, enrol
 from tests.service.server import REPO, Server
@@ -160,3 +161,12 @@ def test_a_key_revoked_on_the_cli_is_refused_by_both_replicas(replicas: Replicas
         for server in (replicas.a, replicas.b):
             r = c.get(f"{server.url}/v1/subjects", headers={"X-API-Key": key["token"]})
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_nul_in_request_text_is_a_422_not_a_500(replicas: Replicas) -> None:
+    """PostgreSQL refuses NUL in text and JSON: the guard answers 422 before any query (was a 500)."""
+    made = replicas.cli("keys", "create", "--scope", "admin", "--name", "nul", "--json")
+    assert made.returncode == 0, made.stderr
+    headers = {"X-API-Key": json.loads(made.stdout)["token"]}
+    with httpx.Client(base_url=replicas.a.url, headers=headers, timeout=60) as c:
+        check_nul_refused(c)
