@@ -18,11 +18,14 @@ Usage: .venv/bin/python bench/openset_tune.py --seeds 0,1 [--ks 5,10,25,50] [--m
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
 from bench.openset import TARGETS, draw_gallery, load, oracle_tpir, split_people, split_strangers
 from service.gallery.calibration import l2_matrix

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
 from bench.paths import LFW, write_report
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
 from bench.load import photos, proc_sample
 from bench.serverproc import BenchServer
