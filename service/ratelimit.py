@@ -9,6 +9,7 @@ refills them) and are guarded by one lock, so the limiter is safe from the event
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -17,6 +18,17 @@ from collections.abc import Callable
 from service.errors import ServiceError
 
 MAX_BUCKETS = 100_000  # idle full buckets are dropped beyond this, so unknown callers cannot grow memory
+MAX_CALLER_CHARS = 100
+"""Longer caller ids are keyed by their sha256: a client address can come from a forwarded header (uvicorn takes
+``X-Forwarded-For`` from a loopback peer) and be any string, which must not size the buckets (memory, or the
+shared limiter's indexed PostgreSQL column, whose btree refuses keys over ~2.7 kB)."""
+
+
+def bucket_id(caller: str) -> str:
+    """``caller`` as a bucket key of at most :data:`MAX_CALLER_CHARS` characters (long ids by their sha256)."""
+    if len(caller) <= MAX_CALLER_CHARS:
+        return caller
+    return "sha256:" + hashlib.sha256(caller.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class RateLimited(ServiceError):
@@ -57,7 +69,7 @@ class RateLimiter:
 
     def check(self, caller: str) -> None:
         """Raise :class:`RateLimited` (with ``Retry-After``) when ``caller`` is over its rate."""
-        wait = self.acquire(caller)
+        wait = self.acquire(bucket_id(caller))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise RateLimited(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import string
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
+from service.gallery.postgres.errors import runtime_error
 from service.keys import KeyNotFound
 from service.pgstores import PostgresBackend
 from service.ratelimit import RateLimited
@@ -76,3 +80,21 @@ def test_rate_limit_is_one_bucket_per_caller_across_replicas(open_replica: Repli
     assert lb.acquire("key:k") == 0.0  # refilled at the configured rate
     off = a.rate_limiter(per_minute=0, burst=1)
     assert not off.enabled and all(off.acquire("key:k") == 0.0 for _ in range(10))
+
+
+def test_a_caller_id_of_any_length_has_a_bucket(open_replica: Replica) -> None:
+    """A client address from ``X-Forwarded-For`` can be any string: a 7,000-character one (random, so that
+    PostgreSQL cannot compress it under its btree's ~2.7 kB limit) is limited like any other (it was a 503)."""
+    limiter = open_replica().rate_limiter(per_minute=60, burst=1)
+    long_ip = "ip:" + "".join(random.Random(5).choices(string.ascii_letters, k=7000))
+    limiter.check(long_ip)
+    with pytest.raises(RateLimited):
+        limiter.check(long_ip)
+    limiter.check(long_ip[:-1] + "!")  # another long caller: its own bucket
+
+
+def test_a_statement_over_a_postgres_limit_is_not_reported_as_an_outage() -> None:
+    """SQLSTATE class 54 (e.g. an index row too large) is an OperationalError in psycopg, but a bug: a 500, not a
+    503 saying the connection was lost."""
+    assert runtime_error(psycopg.errors.ProgramLimitExceeded("index row size 7016 exceeds btree maximum")) is None
+    assert runtime_error(psycopg.OperationalError("server closed the connection")) is not None

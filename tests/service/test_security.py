@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from service.audit import AuditLog, cli_actor
 from service.keys import KeyStore
-from service.ratelimit import RateLimiter
+from service.ratelimit import MAX_CALLER_CHARS, RateLimited, RateLimiter, bucket_id
 from tests.service.fakes import LOCAL_URL, EmbeddingAnalyzer, FakeAnalyzer, app_with, local
 from tests.service.helpers import png
 from tests.service.server import REPO
@@ -298,3 +298,14 @@ def test_audit_log_of_the_local_user_and_of_key_changes(tmp_path: Path) -> None:
     ]
     human = CliRunner().invoke(cli, ["audit", "tail", "--data", data])
     assert human.exit_code == 0 and "key.revoke" in human.stdout and f"key_id={key['id']}" in human.stdout
+
+
+def test_long_caller_ids_are_bucketed_by_digest() -> None:
+    assert bucket_id("key:abc") == "key:abc"
+    long_a, long_b = "ip:" + "a" * 5000, "ip:" + "a" * 4999 + "b"
+    assert len(bucket_id(long_a)) <= MAX_CALLER_CHARS and bucket_id(long_a) != bucket_id(long_b)
+    limiter = RateLimiter(per_minute=60, burst=1)
+    limiter.check(long_a)
+    with pytest.raises(RateLimited):
+        limiter.check(long_a)
+    assert all(len(k) <= MAX_CALLER_CHARS for k in limiter._buckets)

@@ -44,7 +44,8 @@ def runtime_error(exc: BaseException) -> GalleryError | None:
     """The gallery error a failed database call maps to, or ``None`` for anything else (a bug: 500).
 
     Connection loss, server shut down, pool exhausted/timeout, read-only server -> :class:`StorageUnavailable`;
-    disk full -> :class:`StorageFull`."""
+    disk full -> :class:`StorageFull`. Program limits exceeded (SQLSTATE class 54, an ``OperationalError`` in
+    psycopg) are not an outage: ``None``."""
     if isinstance(exc, GalleryError):
         return exc
     if isinstance(exc, PoolTimeout):
@@ -57,6 +58,8 @@ def runtime_error(exc: BaseException) -> GalleryError | None:
             return StorageUnavailable(UNAVAILABLE_MSG.format(why="the server is read-only"))
         if state in _ADMIN_SHUTDOWN or state == _OUT_OF_MEMORY:
             return StorageUnavailable(UNAVAILABLE_MSG.format(why="the server is shutting down or starting"))
+        if state is not None and state.startswith("54"):
+            return None  # a statement over a PostgreSQL limit (e.g. an index row too large): a bug, not an outage
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             return StorageUnavailable(UNAVAILABLE_MSG.format(why="connection lost"))
     return None
