@@ -51,7 +51,7 @@ test-fast: weights
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy embeddings service bench
+	$(BIN)/mypy embeddings service bench tests
 
 bench: weights
 	$(BIN)/python bench/embed.py

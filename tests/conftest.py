@@ -35,7 +35,7 @@ def celebrity_root(weights_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def analyzer(weights_path: Path):  # type: ignore[no-untyped-def]
+def analyzer(weights_path: Path):
     """One real FaceAnalyzer (MTCNN + FaceNet) for the whole session; loading costs a few seconds."""
     from embeddings import FaceAnalyzer
 

@@ -91,7 +91,7 @@ def test_parts_are_shared_part_by_part_and_only_with_the_same_shapes() -> None:
     assert [part[0].tolist() for part in out_c] == [[540.0]]
     assert sorted(n for _, n, _ in net.calls) == [1, 1, 2]  # the first, a + b together, c alone
     with pytest.raises(ValueError):
-        batcher.call_parts("pnet", [np.zeros((1, 2)), np.zeros((2, 2))])
+        batcher.call_parts("pnet", [np.zeros((1, 2), np.float32), np.zeros((2, 2), np.float32)])
     batcher.close()
 
 
@@ -155,20 +155,26 @@ def test_overloaded_is_a_429_with_retry_after() -> None:
 
 
 @pytest.fixture(scope="module")
-def detector():  # type: ignore[no-untyped-def]
+def detector():
     from embeddings.detector import FaceDetector
 
     return FaceDetector(backend="openvino")
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
 @pytest.fixture(scope="module")
 def photos(celebrity_root: Path) -> list[np.ndarray]:
     paths = sorted((celebrity_root / "val").rglob("*.jpg"))[:8]
-    return [np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)) for p in paths]
+    return [read_rgb(p) for p in paths]
 
 
 @pytest.mark.slow
-def test_concurrent_detections_share_calls_and_match_sequential(detector, photos: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_detections_share_calls_and_match_sequential(detector, photos: list[np.ndarray]) -> None:
     same_size = [cv2.resize(p, (640, 480)) for p in photos]  # equal shapes: PNet levels can be shared too
     expected = [detector.detect(p) for p in same_size]
     stats = detector._compiled.networks.batcher.stats
@@ -181,13 +187,13 @@ def test_concurrent_detections_share_calls_and_match_sequential(detector, photos
 
 
 @pytest.mark.slow
-def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np.ndarray]) -> None:
     """Every network call of a lone detection runs in the caller's thread, with the same result as the networks
     called directly: no hand-off, so no wait (the timing comparison is bench/detect.py's, not a unit test's)."""
     from embeddings.mtcnn_algorithm import Cascade
 
     networks = detector._compiled.networks
-    image = cv2.resize(photos[0], (640, 480))
+    image = np.asarray(cv2.resize(photos[0], (640, 480)), np.uint8)
 
     class Direct:
         def call(self, name: str, batch: np.ndarray) -> list[np.ndarray]:
@@ -196,7 +202,7 @@ def test_a_lone_detection_is_not_slowed_by_the_batcher(detector, photos: list[np
         def call_parts(self, name: str, parts: list[np.ndarray]) -> list[list[np.ndarray]]:
             return networks._infer(name, parts)
 
-    direct_networks = type(networks).__new__(type(networks))
+    direct_networks = object.__new__(type(networks))
     direct_networks.__dict__.update(networks.__dict__)
     direct_networks.batcher = Direct()
     direct = Cascade(direct_networks)

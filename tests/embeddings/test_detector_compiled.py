@@ -22,7 +22,9 @@ Image = npt.NDArray[np.uint8]
 
 
 def read_rgb(path: Path) -> Image:
-    return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 @pytest.fixture(scope="module", params=["openvino", "compiled"])
@@ -117,7 +119,7 @@ def test_large_image_is_detected_downscaled_and_mapped_back_to_source_pixels(
     compiled: FaceDetector, canvas: Image
 ) -> None:
     factor = 3
-    big = cv2.resize(canvas, (640 * factor, 480 * factor), interpolation=cv2.INTER_CUBIC)
+    big = np.asarray(cv2.resize(canvas, (640 * factor, 480 * factor), interpolation=cv2.INTER_CUBIC), np.uint8)
     assert max(big.shape[:2]) > compiled.max_side
     assert compiled.smallest_face(big.shape) == pytest.approx(12 * factor)
     small_faces = compiled.detect(canvas)
@@ -140,7 +142,7 @@ def test_min_face_size_is_in_source_pixels(compiled: FaceDetector, canvas: Image
     assert len(kept) == len(sides) - 1
     assert all(min(d.box.width, d.box.height) >= 0.8 * strict.min_face_size for d in kept)
     # the same source-pixel limit on a 3x copy that is detected downscaled: the same faces, 3x larger, survive
-    big = cv2.resize(canvas, (1920, 1440), interpolation=cv2.INTER_CUBIC)
+    big = np.asarray(cv2.resize(canvas, (1920, 1440), interpolation=cv2.INTER_CUBIC), np.uint8)
     big_kept = FaceDetector(min_face_size=round(cut * 3)).detect(big)
     assert len(big_kept) == len(kept)
 
@@ -160,7 +162,7 @@ def test_thread_safe_and_no_retracing(compiled: FaceDetector, canvas: Image, val
         pytest.skip("tf.function tracing is the compiled backend's (openvino: tests/embeddings/test_call_batcher.py)")
     engine = compiled._compiled
     compiled.detect(canvas)
-    compiled.detect(cv2.resize(canvas, (1280, 960)))  # detected at 640 px and refined at 1280
+    compiled.detect(np.asarray(cv2.resize(canvas, (1280, 960)), np.uint8))  # detected at 640 px and refined at 1280
     traces = (
         engine._pnet_level.experimental_get_tracing_count(),
         engine._rnet.experimental_get_tracing_count(),
@@ -235,7 +237,7 @@ def test_refinement_adds_no_face_on_a_noisy_upscaled_canvas(
 ) -> None:
     """The case that broke full-resolution RNet: a 3x upscaled noisy canvas. Same faces, refined or not; no face
     in noise alone."""
-    big = cv2.resize(canvas, (1920, 1440), interpolation=cv2.INTER_CUBIC)
+    big = np.asarray(cv2.resize(canvas, (1920, 1440), interpolation=cv2.INTER_CUBIC), np.uint8)
     refined = compiled.detect(big)
     found = coarse.detect(big)
     assert len(refined) == len(found) >= 3
@@ -253,7 +255,7 @@ def test_openvino_and_compiled_backends_agree_to_float_rounding(
     from concurrent.futures import ThreadPoolExecutor
 
     ov, tf = FaceDetector(backend="openvino"), FaceDetector(backend="compiled")
-    images = [*val_photos, canvas, large_group, cv2.resize(canvas, (1920, 1440))]
+    images = [*val_photos, canvas, large_group, np.asarray(cv2.resize(canvas, (1920, 1440)), np.uint8)]
     with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(ov.detect, images))
     for image, mine in zip(images, found, strict=True):

@@ -81,7 +81,7 @@ def networks(tmp_path_factory: pytest.TempPathFactory) -> mtcnn_openvino.OpenVin
 
 
 @pytest.fixture(scope="module")
-def tf_networks():  # type: ignore[no-untyped-def]
+def tf_networks():
     from embeddings.mtcnn_compiled import CompiledMTCNN
 
     return CompiledMTCNN()
@@ -90,7 +90,9 @@ def tf_networks():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def photo(celebrity_root: Path) -> np.ndarray:
     path = sorted((celebrity_root / "val").rglob("*.jpg"))[0]
-    return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def test_pnet_levels_match_tensorflow_area_resize_and_network(

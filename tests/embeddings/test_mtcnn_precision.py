@@ -20,6 +20,12 @@ pytestmark = pytest.mark.slow  # the real MTCNN networks
 Image = npt.NDArray[np.uint8]
 
 
+def read_rgb(path: Path) -> Image:
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
 @pytest.fixture(scope="module")
 def photos(celebrity_root: Path) -> list[Image]:
     """Every photo of the set (train and val), RGB."""
@@ -29,7 +35,7 @@ def photos(celebrity_root: Path) -> list[Image]:
         for person in sorted((celebrity_root / part).iterdir())
         for f in image_files(person)
     ]
-    return [np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)) for f in files]
+    return [read_rgb(f) for f in files]
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,9 @@ def test_large_tight_crop_is_found_on_a_downscaled_padded_copy(analyzer: FaceAna
     assert crops, "no tight crop is missed by the plain detector"
     found = 0
     for crop in crops[:4]:
-        big = cv2.resize(crop, (crop.shape[1] * 8, crop.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
+        big = np.asarray(
+            cv2.resize(crop, (crop.shape[1] * 8, crop.shape[0] * 8), interpolation=cv2.INTER_CUBIC), np.uint8
+        )
         faces = detect_with_padding(analyzer.detector, big)
         if faces:
             found += 1

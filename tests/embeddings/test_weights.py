@@ -52,9 +52,9 @@ def test_corrupt_cache_is_detected_and_refetched(
     monkeypatch.delenv("FACEREC_WEIGHTS", raising=False)
     assert weights_mod.resolve(allow_fetch=False) == weights_mod.converted_path(cache)
     target = weights_mod.converted_path(cache)
-    with open(target, "r+b") as f:  # flip bytes in the middle of the file
-        f.seek(target.stat().st_size // 2)
-        f.write(b"\x00garbage\x00" * 8)
+    with open(target, "r+b") as fh:  # flip bytes in the middle of the file
+        fh.seek(target.stat().st_size // 2)
+        fh.write(b"\x00garbage\x00" * 8)
     with pytest.raises(WeightsUnavailable, match="corrupt"):
         weights_mod.resolve(allow_fetch=False)
     fixed = weights_mod.resolve()  # refetches with pip, verifies and converts again

@@ -15,7 +15,10 @@ def _main(g):
 
 
 def _graph(seg) -> np.ndarray:
-    return faiss.vector_to_array(faiss.downcast_index(seg.index.index).hnsw.neighbors)
+    index = faiss.downcast_index(seg.index.index)
+    assert isinstance(index, faiss.IndexHNSW)  # downcast_index is typed as returning the base Index
+    # faiss's stub lists HNSW.graph, which does not exist; the adjacency lists are HNSW.neighbors
+    return faiss.vector_to_array(index.hnsw.neighbors)  # type: ignore[attr-defined]
 
 
 def _clustered(rng, people: int, per: int) -> np.ndarray:

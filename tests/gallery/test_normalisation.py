@@ -144,7 +144,7 @@ def computed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     rows: list[int] = []
     real = normalisation.spreads
 
-    def counting(vectors, cohort, k=normalisation.COHORT_K):  # type: ignore[no-untyped-def]
+    def counting(vectors, cohort, k=normalisation.COHORT_K):
         rows.append(len(vectors))
         return real(vectors, cohort, k)
 

@@ -160,7 +160,7 @@ def test_snapshot_write_failure_is_survived(make_gallery, rng, tmp_path, monkeyp
     acked += [r.id for r in g.add_faces(a.id, faces(unit(rng, 5)))]
     real_open = open
 
-    def no_space(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+    def no_space(file, mode="r", *args, **kwargs):
         if "w" in mode and ".tmp-" in str(file):
             raise OSError(err, "injected")
         return real_open(file, mode, *args, **kwargs)

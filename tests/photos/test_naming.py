@@ -91,7 +91,7 @@ def test_a_gallery_failure_rolls_back(tmp_path: Path, where: str) -> None:
 def test_a_store_failure_after_enrolment_rolls_back_the_templates(tmp_path: Path) -> None:
     lib, gallery, cid, _ = setup(tmp_path)
     real = lib.store
-    lib.store = Failing(real, "set_subject", lambda: StorageUnavailable("disk gone"))  # type: ignore[assignment]
+    lib.store = Failing(real, "set_subject", lambda: StorageUnavailable("disk gone"))
     with pytest.raises(StorageUnavailable):
         naming.name_cluster(lib, gallery=gallery, cluster_id=cid, gate=GATE, name="Ada")
     lib.store = real
@@ -126,7 +126,7 @@ def test_a_crash_in_the_middle_is_completed_after_a_restart(
     wrapped = Failing(real, "-", Crash)
     wrapped.__dict__[method] = then_crash  # found before __getattr__
     if target == "store":
-        lib.store = wrapped  # type: ignore[assignment]
+        lib.store = wrapped
     with pytest.raises(Crash):
         naming.name_cluster(
             lib, gallery=wrapped if target == "gallery" else gallery, cluster_id=cid, gate=GATE, name="Ada"

@@ -4,6 +4,7 @@ indexed skipped, and a storage failure acknowledging nothing it did not store.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from service.gallery.errors import StorageUnavailable
 from service.photos.library import PhotoLibrary
 from service.photos.pipeline import index_photos
 from service.photos.sqlite import SQLitePhotoStore
+from service.photos.types import NewObservation, Observation, Photo
 from tests.conftest import image_files
 
 pytestmark = pytest.mark.slow
@@ -75,12 +77,14 @@ def test_a_storage_failure_acknowledges_nothing_unstored(tmp_path: Path, analyze
     real = lib.store.add_photos
     calls = 0
 
-    def fail_second(batch: Any) -> Any:
+    def fail_second(
+        photos: Sequence[tuple[str, str | None, Sequence[NewObservation]]],
+    ) -> list[tuple[Photo, list[Observation], bool]]:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise StorageUnavailable("disk gone")
-        return real(batch)
+        return real(photos)
 
     lib.store.add_photos = fail_second  # type: ignore[method-assign]
     acked: list[str | None] = []

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pytest
 
 from service.gallery.postgres import VectorOptions
 from service.gallery.postgres.connection import PoolOptions
+from service.gallery.postgres.vectors import HnswBuild
 from service.pgstores import PostgresBackend, open_postgres
+
+
+class VectorKwargs(TypedDict, total=False):
+    """The fields of :class:`VectorOptions`, as ``open_replica`` keywords."""
+
+    ef_search: int
+    build: HnswBuild
+    exact_below: int
+    overfetch: int
 
 
 @pytest.fixture
@@ -23,7 +34,7 @@ def open_replica(pg_url: str) -> Iterator[Callable[..., PostgresBackend]]:
     call is another independent replica (own pool), closed after the test."""
     opened: list[PostgresBackend] = []
 
-    def make(*, pool: PoolOptions | None = None, **vector_options: int) -> PostgresBackend:
+    def make(*, pool: PoolOptions | None = None, **vector_options: Unpack[VectorKwargs]) -> PostgresBackend:
         backend = open_postgres(
             pg_url, pool=pool or PoolOptions(min_size=1, max_size=4), vectors=VectorOptions(**vector_options)
         )

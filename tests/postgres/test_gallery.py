@@ -72,7 +72,9 @@ def test_hnsw_index_per_model_and_exact_scan_while_small(open_replica: Replica, 
     s = g.create_subject(name="a")
     g.add_faces(s.id, faces(unit(rng, 3)) + faces(unit(rng, 2), model="other-model"))
     with psycopg.connect(pg_url) as c:
-        defs = dict(c.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'faces'").fetchall())
+        defs: dict[str, str] = dict(
+            c.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'faces'").fetchall()
+        )
         for model in (MODEL, "other-model"):
             assert "USING hnsw" in defs[index_name(model)] and f"'{model}'" in defs[index_name(model)]
         probe = "[" + ",".join(["0.0883883"] * 128) + "]"
@@ -142,7 +144,7 @@ def test_counts_follow_every_write_path(open_replica: Replica, pg_url: str, rng)
     g.delete_subject(s.id)  # cascaded face deletes are counted too
     assert (g.face_count(MODEL), g.face_count("m2"), g.subject_count()) == (1, 1, 1)
     with psycopg.connect(pg_url) as c:
-        real = dict(c.execute("SELECT model_id, count(*) FROM faces GROUP BY model_id").fetchall())
+        real: dict[str, int] = dict(c.execute("SELECT model_id, count(*) FROM faces GROUP BY model_id").fetchall())
     assert real == {MODEL: 1, "m2": 1} == g.stats().faces_by_model
 
 

@@ -75,7 +75,7 @@ class EmbeddingAnalyzer:
     model_id = "fake"
     threshold = 1.0
 
-    def __init__(self, on_analyse: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_analyse: Callable[[], object] = lambda: None) -> None:
         self.on_analyse = on_analyse
         self.calls = 0
 

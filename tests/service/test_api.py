@@ -222,7 +222,7 @@ def test_enrolment_rejects_per_image(admin: httpx.Client, dataset: Path) -> None
     ben = images(dataset, "val", "ben_afflek")
     two = side_by_side(ben[1], images(dataset, "val", "elton_john")[0])
     sid = admin.post("/v1/subjects", json={"name": "rules"}).json()["id"]
-    files = [
+    files: list[tuple[str, tuple[str, bytes] | tuple[str, bytes, str]]] = [
         ("images", ("a.jpg", ben[1].read_bytes(), "image/jpeg")),
         ("images", ("blank.png", png(200, 200))),
         ("images", ("two.jpg", two)),

@@ -37,7 +37,7 @@ def test_gallery_tunables_are_settings(tmp_path: Path, monkeypatch: pytest.Monke
     finally:
         backend.close()
     with pytest.raises(ValidationError):
-        Settings(hnsw_storage="int4")
+        Settings(hnsw_storage="int4")  # type: ignore[arg-type]  # deliberately invalid: validation is under test
     monkeypatch.delenv("FACEREC_HNSW_SQ8_FROM")
     assert Settings(data=tmp_path).hnsw_sq8_from == 500_000  # the default: sq8 from half a million faces on
 

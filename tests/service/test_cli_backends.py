@@ -4,7 +4,7 @@ away, and the remote backend waiting out 429s."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsIndex
 
 import httpx
 import pytest
@@ -85,7 +85,7 @@ def test_remote_backend_waits_out_429_then_succeeds() -> None:
 
     backend = RemoteBackend("http://server.test", "k")
     backend.client = httpx.Client(base_url="http://server.test", transport=httpx.MockTransport(handler))
-    slept: list[float] = []
+    slept: list[float | SupportsIndex] = []  # what backend._sleep (time.sleep) accepts
     backend._sleep = slept.append
     assert backend._call("GET", "/v1/subjects") == {"ok": True}
     assert len(calls) == 3 and slept == [2.0, 2.0]

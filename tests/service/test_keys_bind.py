@@ -126,10 +126,13 @@ def test_startup_failure_closes_the_key_store(tmp_path: Path, monkeypatch: pytes
     def broken_gallery(_: Path) -> Any:
         raise OSError("disk gone")
 
+    def fake_analyzer(_: Settings) -> Any:  # a stand-in with only what /v1/detect reads of a FaceAnalyzer
+        return FakeAnalyzer()
+
     closed.clear()
     app = create_app(
         Settings(data=tmp_path / "data"),
-        analyzer_factory=lambda s: FakeAnalyzer(),
+        analyzer_factory=fake_analyzer,
         gallery_factory=broken_gallery,
     )
     with pytest.raises(OSError, match="disk gone"), TestClient(app):

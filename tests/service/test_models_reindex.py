@@ -234,6 +234,7 @@ def test_unknown_model_fails_the_model_load(cache: Path, tmp_path: Path) -> None
 
     app = create_app(Settings(data=tmp_path / "data", model="no-such-model"))
     with TestClient(app) as client:
+        assert client.portal is not None  # the client's event loop runs while the `with` block does
         client.portal.call(app.state.model_loaded.wait)
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["model"] is False

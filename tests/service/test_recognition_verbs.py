@@ -232,8 +232,13 @@ def test_a_normalised_threshold_decides_on_the_score_and_keeps_the_fixed_distanc
     monkeypatch.setattr(recognition.openset, "load_calibration", lambda model_id: None)
     monkeypatch.setattr(recognition.openset, "load_normalisation", lambda model_id: norm)
     result = recognition.identify(
-        analyzer=Analyzer(), gallery=gallery, image=b"x", top_k=2, threshold=None, max_fir=0.01
-    )  # type: ignore[arg-type]
+        analyzer=Analyzer(),  # type: ignore[arg-type]
+        gallery=gallery,
+        image=b"x",
+        top_k=2,
+        threshold=None,
+        max_fir=0.01,
+    )
     assert (result.threshold_source, result.threshold_scale) == ("max_fir", "normalised")
     assert result.estimated_fir == pytest.approx(0.01, abs=1e-3)
     first, second = result.faces[0].candidates

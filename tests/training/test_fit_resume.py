@@ -5,6 +5,7 @@ refuses other training parameters."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +37,17 @@ def _data() -> tuple[np.ndarray, np.ndarray, LabelledSet]:
 @pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     acts, labels, val = _data()
-    cfg = dict(
+    cfg = FitConfig(
         people_per_batch=4, images_per_person=3, learning_rate=1e-2, eval_every=3, patience=100, distill=0.5, l2sp=1e-3
     )
     straight = _split()
-    r_all = fit(straight, acts, labels, val, FitConfig(max_steps=9, **cfg))  # type: ignore[arg-type]
+    r_all = fit(straight, acts, labels, val, replace(cfg, max_steps=9))
     ckpt = tmp_path / "ckpt"
     first = _split()
-    r1 = fit(first, acts, labels, val, FitConfig(max_steps=6, **cfg), checkpoint_dir=ckpt)  # type: ignore[arg-type]
+    r1 = fit(first, acts, labels, val, replace(cfg, max_steps=6), checkpoint_dir=ckpt)
     assert r1.steps == 6 and (ckpt / "state.json").is_file()
     resumed = _split()
-    r2 = fit(resumed, acts, labels, val, FitConfig(max_steps=9, **cfg), checkpoint_dir=ckpt, resume=True)  # type: ignore[arg-type]
+    r2 = fit(resumed, acts, labels, val, replace(cfg, max_steps=9), checkpoint_dir=ckpt, resume=True)
     assert r2.steps == 9 and len(r2.history) == 3
     assert [h["step"] for h in r2.history] == [h["step"] for h in r_all.history]
     assert r2.best_step == r_all.best_step
@@ -59,7 +60,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
             acts,
             labels,
             val,
-            FitConfig(max_steps=12, loss="contrastive", **cfg),
+            replace(cfg, max_steps=12, loss="contrastive"),
             checkpoint_dir=ckpt,
             resume=True,
-        )  # type: ignore[arg-type]
+        )

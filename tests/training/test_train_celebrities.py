@@ -48,6 +48,7 @@ def trained(celebrity_root: Path, weights_path: Path, tmp_path_factory: pytest.T
         models_root=tmp / "cache",
         on_step=lambda r: steps.append(r.loss),
     )
+    assert model_dir is not None  # keep_rejected: the rejected run's directory is kept too
     from embeddings.facenet import FaceNetEncoder
     from embeddings.training.fit import _load_arrays
     from embeddings.training.model_dir import weights_file

@@ -80,7 +80,7 @@ def event(i: int, subject: str | None = "s1", source: str = "stream:a", at: floa
     return Event(f"e{i}", time.time() if at is None else at, source, i, subject, subject, 0.5, 0.01, 0.0, 1.0, 5)
 
 
-def wait_for(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(cond, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "timed out"
