@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hostile.conftest import MAX_UPLOAD, assert_envelope, gallery_state
+from tests.hostile.conftest import MAX_UPLOAD, assert_envelope, gallery_state, same_json
 from tests.nulcheck import check_nul_refused
 
 pytestmark = pytest.mark.slow
@@ -159,10 +159,10 @@ def test_hostile_metadata_is_stored_exactly_or_refused(admin: httpx.Client, meta
         return
     sid = r.json()["id"]
     try:
-        assert r.json()["metadata"] == metadata
-        assert admin.get(f"/v1/subjects/{sid}").json()["metadata"] == metadata
+        assert same_json(r.json()["metadata"], metadata)
+        assert same_json(admin.get(f"/v1/subjects/{sid}").json()["metadata"], metadata)
         patched = admin.patch(f"/v1/subjects/{sid}", json={"metadata": metadata, "name": "meta2"})
-        assert patched.status_code == 200 and patched.json()["metadata"] == metadata, patched.text[:300]
+        assert patched.status_code == 200 and same_json(patched.json()["metadata"], metadata), patched.text[:300]
     finally:
         assert admin.delete(f"/v1/subjects/{sid}").status_code == 204
 
