@@ -40,13 +40,16 @@ def main() -> None:
     parser.add_argument("--detections", type=Path, required=True, help="JSON detection cache (read and extended)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    parser.add_argument(
+        "--precision", default="fp32", help="encoder precision (fp32, the tables' own; bf16, the server's default)"
+    )
     args = parser.parse_args()
 
     from embeddings import weights
     from embeddings.analyzer import AnalyzerConfig
     from embeddings.dataset import AlignSettings, detect_primary_faces, embed_detected
     from embeddings.detector import FaceDetector
-    from embeddings.facenet import FaceNetEncoder
+    from embeddings.encoders import create_encoder
 
     paths = sorted(str(p.relative_to(args.root)) for p in args.root.glob("*/*.jpg"))
     if args.limit:
@@ -60,7 +63,7 @@ def main() -> None:
     detect_s = time.perf_counter() - start
     cfg = AnalyzerConfig()
     settings = AlignSettings(cfg.margin, cfg.rotate, cfg.flip_tta)
-    encoder = FaceNetEncoder(weights.resolve())
+    encoder = create_encoder(weights.resolve(), args.precision)
     known: dict[str, np.ndarray] = {}
     if args.out.is_file():
         old = np.load(args.out, allow_pickle=False)
@@ -77,7 +80,7 @@ def main() -> None:
     np.savez_compressed(args.out, embeddings=arr, paths=np.array(keys), names=np.array([k.split("/")[0] for k in keys]))
     print(
         f"{len(keys)} of {len(paths)} images embedded ({len(paths) - len(keys)} detector misses), "
-        f"{settings.label}; detect {detect_s:.0f} s, encode {encode_s:.0f} s -> {args.out}"
+        f"{settings.label}, {args.precision} encoder; detect {detect_s:.0f} s, encode {encode_s:.0f} s -> {args.out}"
     )
 
 

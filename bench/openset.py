@@ -248,11 +248,23 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated split seeds")
     parser.add_argument("--model-id", default="facenet-20170512-110547")
     parser.add_argument("--write-tables", type=Path, default=None, help=f"save the first seed's {RULE!r} tables")
+    parser.add_argument(
+        "--eval-embeddings",
+        type=Path,
+        default=None,
+        help="measure on these embeddings of the same images (e.g. the served bf16 encoder's) while the tables and "
+        "cohort are fitted on --embeddings",
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
     x, names, paths = load(args.embeddings, args.detections)
     weights = image_weights(paths, args.detections)
+    x_eval = x
+    if args.eval_embeddings is not None:
+        x_eval, _, eval_paths = load(args.eval_embeddings, None)
+        if eval_paths != paths:
+            raise SystemExit(f"{args.eval_embeddings} does not embed the same images as {args.embeddings}")
     sizes = [int(s) for s in args.sizes.split(",")]
     report: dict[str, Any] = {"images": len(x), "people": len(np.unique(names)), "runs": []}
     print(f"{len(x)} images of {report['people']} people")
@@ -274,7 +286,7 @@ def main() -> None:
             norm_path = args.write_tables.with_name(args.write_tables.name.removesuffix(".npz") + NORM_SUFFIX)
             norm.save(norm_path)
             print(f"wrote the {RULE!r} tables to {args.write_tables} and the normalisation to {norm_path}")
-        rows = evaluate(x, names, weights, eval_people, tables, sizes, seed, norm)
+        rows = evaluate(x_eval, names, weights, eval_people, tables, sizes, seed, norm)
         print(f"\nseed {seed}: fit on {len(fit_people)} people, measured on {len(eval_people)} others")
         print_rows(rows)
         report["runs"].append({"seed": seed, "fit_people": len(fit_people), "rows": rows})
