@@ -23,20 +23,23 @@ NUL_RULE = "must not contain a NUL character (U+0000)"
 
 def find_nul(value: Any, where: str = "") -> str | None:
     """The dotted place of the first NUL in ``value`` (a JSON-like tree of dicts, lists and scalars; dict keys
-    count too), ``None`` when there is none. ``where`` prefixes the place (``""`` for the value itself)."""
-    if isinstance(value, str):
-        return where or "value" if NUL in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            place = f"{where}.{key}" if where else str(key)
-            if isinstance(key, str) and NUL in key:
-                return (f"{where} key " if where else "key ") + repr(key)
-            if (found := find_nul(item, place)) is not None:
-                return found
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := find_nul(item, f"{where}[{index}]" if where else f"[{index}]")) is not None:
-                return found
+    count too), ``None`` when there is none. ``where`` prefixes the place (``""`` for the value itself). Walks
+    the tree with its own stack: a body nested as deep as the JSON parser allows cannot exhaust Python's."""
+    todo: list[tuple[Any, str]] = [(value, where)]
+    while todo:
+        item, place = todo.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return place or "value"
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str) and NUL in key:
+                    return (f"{place} key " if place else "key ") + repr(key)
+                children.append((child, f"{place}.{key}" if place else str(key)))
+            todo.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            todo.extend(reversed([(child, f"{place}[{i}]" if place else f"[{i}]") for i, child in enumerate(item)]))
     return None
 
 

@@ -27,3 +27,11 @@ def test_request_models_refuse_nul_and_accept_other_control_characters() -> None
     with pytest.raises(ValidationError, match=r"metadata\.a must not contain a NUL character"):
         SubjectCreate.model_validate({"name": "x", "metadata": {"a": "\x00"}})
     assert SubjectCreate.model_validate({"name": "tab\tand\x01", "metadata": {}}).name == "tab\tand\x01"
+
+
+def test_find_nul_walks_any_depth_without_recursion() -> None:
+    deep: object = "a\x00"
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    place = find_nul(deep)
+    assert place is not None and place.startswith("a[0].a[0]") and place.count("[0]") == 5000
