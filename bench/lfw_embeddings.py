@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="fp32", help="encoder precision (fp32, the tables' own; bf16, the server's default)"
     )
+    parser.add_argument("--margin", type=float, default=None, help="alignment margin (default: the service's)")
+    parser.add_argument("--rotate", choices=("on", "off"), default=None, help="level the eye line (default: on)")
     args = parser.parse_args()
 
     from embeddings import weights
@@ -62,7 +64,9 @@ def main() -> None:
         )
     detect_s = time.perf_counter() - start
     cfg = AnalyzerConfig()
-    settings = AlignSettings(cfg.margin, cfg.rotate, cfg.flip_tta)
+    margin = cfg.margin if args.margin is None else args.margin
+    rotate = cfg.rotate if args.rotate is None else args.rotate == "on"
+    settings = AlignSettings(margin, rotate, cfg.flip_tta)
     encoder = create_encoder(weights.resolve(), args.precision)
     known: dict[str, np.ndarray] = {}
     if args.out.is_file():
