@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from tests.hostile.conftest import gallery_state
+
 VIDEO_BODY = (
     b'--zz\r\nContent-Disposition: form-data; name="video"; filename="clip\x00.mp4"\r\n\r\nnot a video\r\n--zz--\r\n'
 )
@@ -23,18 +25,12 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def _state(c: httpx.Client) -> list[dict[str, Any]]:
-    page = c.get("/v1/subjects", params={"limit": 500})
-    assert page.status_code == 200, page.text
-    return sorted(page.json()["items"], key=lambda s: s["id"])
-
-
 def check_nul_refused(c: httpx.Client) -> None:
     """Subject names, metadata values and keys, PATCH bodies, multipart fields, path parameters, query filters and
     an upload's file name, each with a NUL: 422 ``validation_error`` naming the rule, nothing changed."""
     sid = c.post("/v1/subjects", json={"name": "nul-target"}).json()["id"]
     try:
-        before = _state(c)
+        before = gallery_state(c)
         image = _png()
         requests: list[tuple[str, str, dict[str, Any]]] = [
             ("POST", "/v1/subjects", {"json": {"name": "a\x00b"}}),
@@ -67,6 +63,6 @@ def check_nul_refused(c: httpx.Client) -> None:
                     f"{r.status_code} {r.text[:200]}"
                 )
         assert not failures, "\n".join(failures)
-        assert _state(c) == before
+        assert gallery_state(c) == before
     finally:
         assert c.delete(f"/v1/subjects/{sid}").status_code == 204
