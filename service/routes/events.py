@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import AdminKey
-from service.errors import BadRequest
 from service.events.store import EventFilter
 from service.media import MediaDep
+from service.routes.cursors import int_cursor
 from service.routes.docs import errors
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -53,8 +53,7 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> EventPage:
-    if cursor is not None and not cursor.isdigit():
-        raise BadRequest("cursor: not a cursor returned by this endpoint")
+    after = int_cursor(cursor)
     items, nxt = await run_in_threadpool(
         lambda: media.events.query(
             EventFilter(
@@ -63,7 +62,7 @@ async def list_events(
                 since=since.timestamp() if since else None,
                 until=until.timestamp() if until else None,
                 limit=limit,
-                cursor=int(cursor) if cursor else None,
+                cursor=after,
             )
         )
     )

@@ -35,6 +35,7 @@ from service.photos.schemas import (
     SimilarFaceOut,
     SubjectPhotoPage,
 )
+from service.routes.cursors import int_cursor
 from service.routes.docs import AUTH, deletion, errors, image_body
 from service.uploads import read_payload
 
@@ -68,11 +69,7 @@ FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise BadRequest("cursor: not a cursor this server issued")
-    return int(cursor)
+    return int_cursor(cursor) or 0
 
 
 INDEX_DOC: dict[str, Any] = {

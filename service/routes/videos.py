@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from service.deps import RecognizeKey
 from service.errors import ServiceError
 from service.media import MediaDep
 from service.nul_guard import RequestModel, check_text
+from service.routes.cursors import parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, deletion, errors
 from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
@@ -54,6 +55,11 @@ class VideoOut(BaseModel):
     created_at: float
     updated_at: float
     tracks: list[TrackOut] | None
+
+
+class VideoPage(BaseModel):
+    items: list[VideoOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class VideoAccepted(BaseModel):
@@ -113,9 +119,22 @@ async def upload_video(request: Request, response: Response, media: MediaDep, _:
     return VideoAccepted(id=job.id, status=job.status)
 
 
-@router.get("", response_model=list[VideoOut], summary="List video jobs, newest first", responses=errors(*AUTH))
-async def list_videos(media: MediaDep, _: RecognizeKey) -> list[VideoOut]:
-    return [video_out(j) for j in await run_in_threadpool(media.jobs.list)]
+@router.get(
+    "", response_model=VideoPage, summary="List video jobs, newest first, paginated", responses=errors(*AUTH, 422)
+)
+async def list_videos(
+    media: MediaDep,
+    _: RecognizeKey,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> VideoPage:
+    after = parse_time_id_cursor(cursor)
+    jobs = await run_in_threadpool(lambda: media.jobs.list(limit=limit + 1, after=after))
+    last = jobs[limit - 1] if len(jobs) > limit else None
+    return VideoPage(
+        items=[video_out(j) for j in jobs[:limit]],
+        next_cursor=None if last is None else time_id_cursor(last.created_at, last.id),
+    )
 
 
 @router.get(

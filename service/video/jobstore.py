@@ -112,9 +112,13 @@ class JobStore(ABC):
     def get(self, job_id: str) -> Job:
         return self._one("SELECT {cols} FROM {table} WHERE id = ?", job_id)
 
-    def list(self, limit: int = 100) -> list[Job]:
+    def list(self, limit: int = 100, after: tuple[float, str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs, newest first (by creation time, then id), starting after ``after``, the
+        ``(created_at, id)`` of the last job of the previous page."""
+        where, args = ("", ()) if after is None else (" WHERE (created_at, id) < (?, ?)", after)
+        sql = f"SELECT {_COLS} FROM {self.table}{where} ORDER BY created_at DESC, id DESC LIMIT ?"
         with self._conn() as c:
-            rows = c.execute(f"SELECT {_COLS} FROM {self.table} ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            rows = c.execute(sql, (*args, limit)).fetchall()
         return [_job(r) for r in rows]
 
     def next_queued(self) -> Job | None:

@@ -220,3 +220,29 @@ def test_lone_surrogates_in_metadata_are_refused(admin: httpx.Client) -> None:
 
 def test_nul_in_any_request_text_is_a_422(admin: httpx.Client) -> None:
     check_nul_refused(admin)  # the same check runs on PostgreSQL (tests/postgres/test_replicas_http.py)
+
+
+BAD_CURSORS = [
+    "nope",
+    "9" * 30,
+    "9" * 5000,
+    "\u00b2",
+    "\u0663",
+    "-1",
+    "1.5",
+    "1e3",
+    " 1",
+    "1_",
+    "_ab",
+    "1765000000.0_XYZ",
+]
+"""Cursors the server never issues: not ASCII digits (``²`` and ``٣`` pass ``str.isdigit``), past a 64-bit
+column, signed, spaced, malformed keyset cursors."""
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/videos", "/v1/subjects"])
+def test_cursors_the_server_did_not_issue_are_422(admin: httpx.Client, path: str) -> None:
+    for cursor in BAD_CURSORS:
+        r = admin.get(path, params={"cursor": cursor})
+        assert r.status_code == 422 and assert_envelope(r)["code"] == "validation_error", (cursor, r.text[:300])
+    assert admin.get(path).status_code == 200

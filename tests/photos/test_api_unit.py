@@ -74,7 +74,9 @@ def test_clusters_pages_and_validation(client: TestClient) -> None:
     cid = page["items"][0]["id"]
     detail = client.get(f"/v1/clusters/{cid}").json()
     assert sorted(f["id"] for f in detail["faces"]) == ids and all(f["subject_id"] is None for f in detail["faces"])
-    envelope(client.get("/v1/clusters", params={"cursor": "nope"}), 422, "validation_error")
+    for cursor in ("nope", "9" * 30, "\u00b2", "\u0663", "-1"):  # ² and ٣ pass str.isdigit
+        envelope(client.get("/v1/clusters", params={"cursor": cursor}), 422, "validation_error")
+        envelope(client.get("/v1/subjects/x/photos", params={"cursor": cursor}), 422, "validation_error")
     envelope(client.get("/v1/clusters/999"), 404, "not_found")
     envelope(client.post(f"/v1/clusters/{cid}/name", json={"name": "a", "subject_id": "b"}), 422, "validation_error")
     envelope(client.post(f"/v1/clusters/{cid}/name", json={}), 422, "validation_error")

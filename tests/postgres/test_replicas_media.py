@@ -55,7 +55,7 @@ def test_events_jobs_and_streams_are_shared_by_replicas(tmp_path: Path, pg_url: 
         assert cb.get(f"/v1/videos/{job_id}").status_code == 200
         done = _until(lambda: (j := cb.get(f"/v1/videos/{job_id}").json())["status"] == "failed" and j)
         assert "not a video" in done["error"]
-        assert [v["id"] for v in cb.get("/v1/videos").json()] == [job_id]
+        assert [v["id"] for v in cb.get("/v1/videos").json()["items"]] == [job_id]
 
         # a stream added through b is listed by a and read by exactly one of them
         created = cb.post("/v1/streams", json={"name": "door", "url": "rtsp://127.0.0.1:9/none", "fps": 1.0})

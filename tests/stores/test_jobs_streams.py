@@ -44,6 +44,30 @@ def test_job_store_creates_updates_lists_recovers_and_deletes(media_stores: Open
         jobs.delete(job_id)
 
 
+def test_job_store_pages_newest_first_with_ties_broken_by_id(media_stores: OpenStores) -> None:
+    jobs = media_stores("a").jobs
+    ids = []
+    for _ in range(5):
+        job_id, path = jobs.new_path()
+        jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=1)
+        ids.append(job_id)
+    same = 1_765_000_000.1234567  # three jobs made in the same instant: the id decides their order
+    for job_id in ids[1:4]:
+        assert jobs.update(job_id, created_at=same)
+    assert jobs.update(ids[0], created_at=same - 1.0)
+    expected = [ids[4], *sorted(ids[1:4], reverse=True), ids[0]]
+    seen, after = [], None
+    while True:
+        page = jobs.list(limit=2, after=after)
+        seen += [j.id for j in page]
+        if len(page) < 2:
+            break
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == expected  # each job once, none skipped at the tie
+    rest = expected[expected.index(ids[1]) + 1 :]
+    assert [j.id for j in jobs.list(limit=10, after=(same, ids[1]))] == rest
+
+
 def test_stream_registry_adds_lists_and_deletes(media_stores: OpenStores) -> None:
     streams = media_stores("a").streams
     a = streams.add(name="door", url="rtsp://u:p@cam/1", fps=5.0)

@@ -139,6 +139,30 @@ def test_corrupt_and_truncated_videos_fail_visibly(client: httpx.Client, people_
     assert client.get("/readyz").status_code == 200  # nothing else was affected
 
 
+def test_video_jobs_are_listed_newest_first_in_pages(client: httpx.Client, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video")
+    made = [upload(client, junk).json()["id"] for _ in range(3)]
+    everything = client.get("/v1/videos", params={"limit": 100}).json()
+    assert everything["next_cursor"] is None
+    newest = [v["id"] for v in everything["items"]]
+    assert newest[:3] == made[::-1]  # newest first
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/videos", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        assert len(page["items"]) <= 2
+        seen += [v["id"] for v in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert seen == newest  # every job once, in the same order
+    for job_id in made:
+        wait_done(client, job_id)
+        assert client.delete(f"/v1/videos/{job_id}").status_code == 204
+    for limit in (0, 101):
+        r = client.get("/v1/videos", params={"limit": limit})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
 def test_bad_uploads_are_refused_with_the_envelope(client: httpx.Client, tmp_path: Path) -> None:
     r = client.post("/v1/videos", content=b"{}", headers={"Content-Type": "application/json"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
