@@ -126,9 +126,22 @@ ERROR_STATUS_TEXT = {
 }
 
 
+MESSAGE_LIMIT = 500
+"""Characters of a message shown in full; a longer one (an id or value echoed from a hostile request) is cut
+there and says how long it was."""
+
+
+def shown(message: str) -> str:
+    """``message``, cut to :data:`MESSAGE_LIMIT` characters when longer."""
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    return f"{message[:MESSAGE_LIMIT]}... (cut: {len(message)} characters)"
+
+
 def envelope(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The one error response shape."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    body = {"error": {"code": code, "message": shown(message)}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def domain_status(exc: Exception) -> tuple[int, str] | None:

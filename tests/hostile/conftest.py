@@ -54,6 +54,7 @@ def server(admin_key: tuple[Path, str], backend_env: dict[str, str], weights_pat
         "FACEREC_RATE_LIMIT_PER_MINUTE": "0",  # hundreds of requests a minute from one key, on purpose
         # fuzzed stream URLs are never opened: every POST /v1/streams is refused (409) before any connection
         "FACEREC_STREAMS_MAX": "0",
+        "FACEREC_PHOTO_LIBRARY": "true",  # so that the library's endpoints are fuzzed past their 403
     }
     yield from Server(admin_key[0], env=env).serving()
 

@@ -246,3 +246,11 @@ def test_cursors_the_server_did_not_issue_are_422(admin: httpx.Client, path: str
         r = admin.get(path, params={"cursor": cursor})
         assert r.status_code == 422 and assert_envelope(r)["code"] == "validation_error", (cursor, r.text[:300])
     assert admin.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/subjects/{}", "/v1/videos/{}", "/v1/photos/{}", "/v1/streams/{}"])
+def test_a_long_unknown_id_is_not_echoed_in_full(admin: httpx.Client, path: str) -> None:
+    r = admin.get(path.format("a" * 5000))
+    assert r.status_code == 404, r.text[:300]
+    message = assert_envelope(r)["message"]
+    assert len(message) < 600 and "cut: " in message, message
