@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from service.gallery.errors import InvalidCursor
+
+ROW_KEY = re.compile(r"[0-9]{1,18}")
+"""A non-negative integer key as a cursor spells it: ASCII digits only (``str.isdigit`` and ``int`` also take
+other scripts' digits), at most 18, so that it fits a signed 64-bit column."""
 
 
 def encode_cursor(key: int) -> str:
@@ -22,7 +27,7 @@ def decode_cursor(cursor: str) -> int:
     """The creation-order key a cursor made by :func:`encode_cursor` holds; :class:`InvalidCursor` otherwise."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
+        if not raw.startswith("s") or not ROW_KEY.fullmatch(raw[1:]):
             raise ValueError(cursor)
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):

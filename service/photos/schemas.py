@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.ids import ROW_ID_MAX
 from service.nul_guard import RequestModel
 from service.photos.types import Observation, Photo
 
@@ -70,7 +71,9 @@ class PhotoParams(RequestModel):
 
 class SearchParams(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    face_id: int | None = Field(None, ge=1, description="An indexed photo face to search with (instead of an image).")
+    face_id: int | None = Field(
+        None, ge=1, le=ROW_ID_MAX, description="An indexed photo face to search with (instead of an image)."
+    )
     top_k: int = Field(10, ge=1, le=1000)
     threshold: float | None = Field(None, ge=0.0, le=2.0, description="Only faces at L2 distance <= this.")
 
@@ -137,7 +140,9 @@ class NamedClusterOut(BaseModel):
 
 class MergeClusters(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    cluster_id: int = Field(ge=1, description="The cluster whose faces move into this one.")
+    cluster_id: int = Field(
+        ge=1, le=ROW_ID_MAX, strict=True, description="The cluster whose faces move into this one (a JSON integer)."
+    )
 
 
 class RemovedFace(BaseModel):

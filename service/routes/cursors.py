@@ -10,10 +10,8 @@ import math
 import re
 
 from service.errors import BadRequest
+from service.gallery.cursor import ROW_KEY
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
-"""A non-negative integer cursor: ASCII digits only (``str.isdigit`` also takes ``²`` and other scripts'
-digits), at most 18 of them, so that it fits a signed 64-bit column."""
 _TIME_ID = re.compile(r"([0-9]{1,16}(?:\.[0-9]{1,17})?)_([0-9a-f]{1,64})")
 """A keyset cursor ``<Unix seconds>_<hex id>``: the last item of a page ordered by time then id; the time is
 Python's shortest round-tripping spelling of the stored float, so the next page starts exactly after it."""
@@ -25,7 +23,7 @@ def int_cursor(cursor: str | None) -> int | None:
     """The integer in ``cursor`` (an offset or the last id of the previous page); None for no cursor."""
     if cursor is None:
         return None
-    if not _DIGITS.fullmatch(cursor):
+    if not ROW_KEY.fullmatch(cursor):
         raise BadRequest(NOT_ISSUED)
     return int(cursor)
 

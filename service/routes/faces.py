@@ -12,13 +12,14 @@ from service import recognition
 from service.convert import face_out
 from service.deps import AdminKey, AuditDep, GalleryDep, ModelDep, audit_change
 from service.errors import BadRequest
+from service.ids import ROW_ID_MAX
 from service.routes.docs import AUTH, deletion, errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload
 
 router = APIRouter(tags=["faces"])
 
-FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A face id (SQLite integer, never reused).")]
+FaceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="A face id (SQLite integer, never reused).")]
 
 
 @router.post(

@@ -13,6 +13,7 @@ from service import recognition
 from service.audit import actor_of
 from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer, get_runner
 from service.errors import BadRequest
+from service.ids import ROW_ID_MAX
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
 from service.photos.library import IndexOptions, PhotoLibrary
@@ -64,8 +65,8 @@ async def get_library(request: Request) -> PhotoLibrary:
 
 
 LibraryDep = Annotated[PhotoLibrary, Depends(get_library)]
-ClusterId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ClusterId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
+FaceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
 
 def _offset(cursor: str | None) -> int:
@@ -197,12 +198,16 @@ async def subject_photos(
 @router.delete(
     "/subjects/{subject_id}/photos",
     response_model=Erased,
-    **_doc("Erase every photo face named as this subject (and templates enrolled from them)", 503, 507),
+    **_doc("Erase every photo face named as this subject (and templates enrolled from them)", 404, 503, 507),
 )
 async def erase_subject_photos(
     subject_id: str, key: AdminKey, lib: LibraryDep, gallery: GalleryDep, audit: AuditDep
 ) -> Erased:
+    """404 for an unknown subject, unless faces were still named as it (a deletion interrupted before it
+    un-named them): those are erased."""
     faces = await run_in_threadpool(lambda: lib.erase_subject_faces(subject_id, gallery=gallery))
+    if not faces:
+        await run_in_threadpool(gallery.get_subject, subject_id)  # 404 for an unknown subject, nothing recorded
     target = {"subject_id": subject_id, "faces": len(faces)}
     await run_in_threadpool(lambda: audit.record("photo.erase_subject", actor=actor_of(key), target=target))
     return Erased(erased=len(faces))

@@ -82,6 +82,8 @@ def test_clusters_pages_and_validation(client: TestClient) -> None:
     envelope(client.post(f"/v1/clusters/{cid}/name", json={}), 422, "validation_error")
     envelope(client.post(f"/v1/clusters/{cid}/name", json={"subject_id": "unknown"}), 404, "not_found")
     envelope(client.post(f"/v1/clusters/{cid}/merge", json={"cluster_id": cid}), 409, "conflict")
+    for other in (2**63, True, "1", 1.0):  # past SQLite's INTEGER (was a 500); JSON true and strings are not ids
+        envelope(client.post(f"/v1/clusters/{cid}/merge", json={"cluster_id": other}), 422, "validation_error")
     envelope(client.delete(f"/v1/clusters/{cid}/faces/999"), 409, "conflict")
     envelope(client.get("/v1/photos/nope"), 404, "not_found")
     envelope(client.delete("/v1/photos/nope"), 404, "not_found")
@@ -102,6 +104,7 @@ def test_name_by_subject_id_and_subject_photos(client: TestClient) -> None:
     rest = client.get(f"/v1/subjects/{subject['id']}/photos", params={"cursor": "1"}).json()
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
     envelope(client.get("/v1/subjects/unknown/photos"), 404, "not_found")
+    envelope(client.delete("/v1/subjects/unknown/photos"), 404, "not_found")  # was 200, and audited
     # erasing the subject without the flag keeps the faces, unnamed, in one cluster
     assert client.delete(f"/v1/subjects/{subject['id']}").status_code == 204
     assert client.get("/v1/clusters").json()["items"][0]["size"] == 2
@@ -115,6 +118,7 @@ def test_search_by_face_id_and_recluster_without_the_model(client: TestClient) -
     assert hits[0]["face"]["id"] == ids[0] and len(hits) == 2 and hits[0]["similarity"] > 0.99
     envelope(client.post("/v1/search", json={"top_k": 2}), 422, "validation_error")
     envelope(client.post("/v1/search", json={"face_id": 999}), 404, "not_found")
+    envelope(client.post("/v1/search", json={"face_id": 2**63}), 422, "validation_error")  # was a 500
     # an image needs the model: 503 while it is not loaded (here: it failed to load)
     envelope(client.post("/v1/search", files={"image": b"x"}), 503, "not_ready")
     r = client.post("/v1/clusters/recluster")

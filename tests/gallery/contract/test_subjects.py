@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from service.gallery import Gallery, InvalidCursor, SubjectNotFound
@@ -66,7 +68,9 @@ def test_pagination_after_erasure_and_bad_input(gallery: Gallery) -> None:
     gallery.delete_subject(ids[3])
     rest, end = gallery.list_subjects(limit=3, cursor=cursor)
     assert [s.id for s in rest] == ids[4:] and end is None
-    for bad in ("not-a-cursor!", "AAAA", "zz"):
+    # well-formed base64 of "s" + a key no database column holds, a sign, or non-ASCII digits
+    forged = [base64.urlsafe_b64encode(f"s{k}".encode()).decode() for k in ("9" * 19, "-5", "+5", "\u00b2", " 5")]
+    for bad in ("not-a-cursor!", "AAAA", "zz", *forged):
         with pytest.raises(InvalidCursor):
             gallery.list_subjects(cursor=bad)
     with pytest.raises(ValueError):
