@@ -18,7 +18,7 @@ import typer
 
 from service.commands.backend import DATA_OPTION, opened_stores
 from service.config import Settings
-from service.events.store import EventFilter, EventStore
+from service.events.store import MOMENT, EventFilter, EventStore, unix_seconds
 
 events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
 
@@ -165,7 +165,7 @@ def _when(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return unix_seconds(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError as exc:
         raise typer.BadParameter(f"not an ISO 8601 time or Unix seconds: {value}") from exc
 
@@ -175,8 +175,8 @@ def export(
     as_csv: bool = typer.Option(True, "--csv/--jsonl", help="CSV with a header row (default), or JSON lines."),
     subject_id: str = typer.Option(None, "--subject-id", help="Only this subject's events."),
     source: str = typer.Option(None, "--source", help="Only this source (stream:<id> or video:<id>)."),
-    since: str = typer.Option(None, "--since", help="From this time (ISO 8601 or Unix seconds), inclusive."),
-    until: str = typer.Option(None, "--until", help="Up to this time (ISO 8601 or Unix seconds), exclusive."),
+    since: str = typer.Option(None, "--since", help=f"From this time ({MOMENT}), inclusive."),
+    until: str = typer.Option(None, "--until", help=f"Up to this time ({MOMENT}), exclusive."),
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of standard output."),
     data: Path = DATA_OPTION,
 ) -> None:

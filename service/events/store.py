@@ -179,6 +179,17 @@ class EventStore(ABC):
 _PREFIXED = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
 
 
+MOMENT = "ISO 8601 (a time without a zone is UTC) or Unix seconds"
+"""How ``since`` and ``until`` are given, in the API and the CLI."""
+
+
+def unix_seconds(moment: datetime | None) -> float | None:
+    """Unix seconds of ``moment``; a time without a zone is UTC (not the server's local time)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """A page of :meth:`EventStore.query`: events of ``subject_id`` / ``source`` only, at ``since`` <= time <

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import AdminKey
-from service.events.store import EventFilter
+from service.events.store import MOMENT, EventFilter, unix_seconds
 from service.media import MediaDep
 from service.routes.cursors import int_cursor
 from service.routes.docs import errors
@@ -48,8 +48,8 @@ async def list_events(
     _: AdminKey,
     subject_id: str | None = None,
     source: str | None = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; inclusive.")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; exclusive.")] = None,
+    since: Annotated[datetime | None, Query(description=f"{MOMENT}; inclusive.")] = None,
+    until: Annotated[datetime | None, Query(description=f"{MOMENT}; exclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> EventPage:
@@ -59,8 +59,8 @@ async def list_events(
             EventFilter(
                 subject_id=subject_id,
                 source=source,
-                since=since.timestamp() if since else None,
-                until=until.timestamp() if until else None,
+                since=unix_seconds(since),
+                until=unix_seconds(until),
                 limit=limit,
                 cursor=after,
             )

@@ -83,3 +83,14 @@ def test_postgres_replicas_claim_each_delivery_once(pg_url: str, tmp_path: Path)
     finally:
         a.close()
         b.close()
+
+
+def test_a_time_without_a_zone_is_utc() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from service.events.store import unix_seconds
+
+    assert unix_seconds(datetime(2026, 12, 5, 8, 30)) == datetime(2026, 12, 5, 8, 30, tzinfo=UTC).timestamp()
+    east = timezone(timedelta(hours=2))
+    assert unix_seconds(datetime(2026, 12, 5, 10, 30, tzinfo=east)) == unix_seconds(datetime(2026, 12, 5, 8, 30))
+    assert unix_seconds(datetime(1, 1, 1)) == -62135596800.0 and unix_seconds(None) is None
