@@ -24,6 +24,7 @@ from embeddings.errors import InvalidImage
 from service.errors import UnsupportedMediaType, envelope
 
 MAX_FILES = 100
+"""Most images (and most other fields) in one request, multipart or JSON."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -88,6 +89,8 @@ async def read_payload(request: Request) -> Payload:
             if key.endswith("_base64"):
                 name = key.removesuffix("_base64")
                 values = value if isinstance(value, list) else [value]
+                if len(values) > MAX_FILES:  # the multipart limit, for the same images sent as JSON
+                    raise RequestValidationError([_err(key, f"at most {MAX_FILES} images in one request")])
                 payload.files[name] = [_b64(key, v) for v in values]
             else:
                 payload.fields[key] = value

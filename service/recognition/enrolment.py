@@ -83,15 +83,12 @@ def enroll(
         digest = sha256_bytes(data)
         existing = gallery.find_face_by_sha256(digest, subject_id=subject_id)
         if existing is not None or digest in seen:
-            where = f"face {existing.id}" if existing is not None else f"image {seen[digest]} of this request"
-            result.rejected.append(
-                Rejection(
-                    index,
-                    DUPLICATE,
-                    f"this image is already enrolled ({where})",
-                    existing.id if existing is not None else None,
-                )
+            message = (
+                f"this image is already enrolled (face {existing.id})"
+                if existing is not None
+                else f"the same image as image {seen[digest]} of this request"  # which may itself be refused
             )
+            result.rejected.append(Rejection(index, DUPLICATE, message, existing.id if existing is not None else None))
             continue
         seen[digest] = index
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,6 +16,7 @@ from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams
 from service.streams.store import StreamNotFound
+from service.video.decode import CAMERA_SOURCE, MIN_FPS
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
@@ -42,14 +43,24 @@ class StreamCreate(RequestModel):
         max_length=2000,
         description="rtsp(s):// or http(s):// (MJPEG or anything FFmpeg reads), or a local camera: /dev/videoN or N.",
     )
-    fps: float = Field(default=5.0, gt=0.0, le=30.0, description="Most frames per second analysed; more are dropped.")
+    fps: float = Field(
+        default=5.0, ge=MIN_FPS, le=30.0, description="Most frames per second analysed; more are dropped."
+    )
 
     @field_validator("url")
     @classmethod
     def _source(cls, url: str) -> str:
-        if url.lower().startswith(URL_SCHEMES) or re.fullmatch(r"(/dev/video)?\d+", url):
+        if CAMERA_SOURCE.fullmatch(url):
             return url
-        raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
+        if not url.lower().startswith(URL_SCHEMES):
+            raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as exc:  # e.g. an unclosed IPv6 literal
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if not host:
+            raise ValueError("the URL has no host")
+        return url
 
 
 class StreamHealth(BaseModel):

@@ -16,6 +16,7 @@ from service.media import MediaDep
 from service.nul_guard import RequestModel, check_text
 from service.routes.cursors import parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, deletion, errors
+from service.video.decode import MIN_FPS
 from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
 
@@ -27,7 +28,7 @@ class VideoNotFound(ServiceError):
 
 
 class VideoParams(RequestModel):
-    fps: float | None = Field(default=None, gt=0.0, le=60.0, description="Frames per second of video analysed.")
+    fps: float | None = Field(default=None, ge=MIN_FPS, le=60.0, description="Frames per second of video analysed.")
 
 
 class TrackOut(BaseModel):

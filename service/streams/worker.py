@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from service.events.recorder import event_of, stream_event_id
 from service.streams.store import StreamConfig
-from service.video.decode import VideoError, open_capture, redact, to_rgb
+from service.video.decode import MIN_FPS, VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
 from service.video.pipeline import DueTrack, LiveFace, TrackPipeline
 
@@ -148,7 +148,7 @@ class StreamWorker:
 
     def _process_loop(self) -> None:
         pipe: TrackPipeline | None = None
-        period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
+        period = 1.0 / max(self.cfg.fps, MIN_FPS) if self.cfg.fps > 0 else 0.0  # a row stored before MIN_FPS
         next_at = 0.0
         while not self._stop.is_set():
             with self._cond:

@@ -30,9 +30,15 @@ def redact(source: str) -> str:
     return redact_url(source, bare_user_is_secret=True)
 
 
+CAMERA_SOURCE = re.compile(r"(?:/dev/video)?([0-9]{1,4})")
+"""A local camera: ``N`` or ``/dev/videoN`` (ASCII digits: ``str.isdigit``'s other scripts are not indexes)."""
+MIN_FPS = 0.01
+"""The lowest analysis rate a video job or stream accepts, frames per second (one frame every 100 s)."""
+
+
 def camera_index(source: str) -> int | None:
     """The V4L2 camera index of ``"N"`` or ``"/dev/videoN"``, else None."""
-    m = re.fullmatch(r"(?:/dev/video)?(\d+)", source.strip())
+    m = CAMERA_SOURCE.fullmatch(source.strip())
     return int(m.group(1)) if m else None
 
 
@@ -82,11 +88,21 @@ def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
-def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
+@dataclass(slots=True)
+class FrameClock:
+    """Where :func:`sample_frames` has got to: the time (s) of the last frame grabbed, sampled or not."""
+
+    last_s: float = 0.0
+
+
+def sample_frames(
+    cap: cv2.VideoCapture, fps: float | None, clock: FrameClock | None = None
+) -> Generator[tuple[float, npt.NDArray[np.uint8]]]:
     """``(t_s, rgb)`` for the frames of a file, ``fps`` frames per second of video time (None: every frame).
 
     Times are the container's timestamps (s from the start), or frame index / fps when it has none. Frames
-    between samples are grabbed but not decoded to RGB. Raises :class:`VideoError` when not one frame decodes.
+    between samples are grabbed but not decoded to RGB; ``clock`` follows every frame grabbed. Raises
+    :class:`VideoError` when not one frame decodes.
     """
     native = info(cap).fps or 25.0
     step = 1.0 / fps if fps else 0.0
@@ -97,6 +113,8 @@ def sample_frames(cap: cv2.VideoCapture, fps: float | None) -> Generator[tuple[f
         pos = cap.get(cv2.CAP_PROP_POS_MSEC)
         t = pos / 1000.0 if pos and pos > 0 else index / native
         index += 1
+        if clock is not None:
+            clock.last_s = t
         if t + 1e-6 < next_t:
             continue
         ok, frame = cap.retrieve()

@@ -18,7 +18,7 @@ from typing import Any
 
 from embeddings import FaceAnalyzer
 from service.events.recorder import event_of, video_event_id
-from service.video.decode import VideoError, info, open_capture, sample_frames
+from service.video.decode import FrameClock, VideoError, info, open_capture, sample_frames
 from service.video.deps import FrameDeps
 from service.video.jobstore import Job, JobStore
 from service.video.pipeline import TrackDecision, TrackPipeline
@@ -116,8 +116,8 @@ class JobRunner:
             pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config())
             decisions: list[TrackDecision] = []
             last_update = time.monotonic()
-            t = 0.0
-            for t, rgb in sample_frames(cap, job.fps or self.default_fps):
+            clock = FrameClock()
+            for t, rgb in sample_frames(cap, job.fps or self.default_fps, clock):
                 if self._stop.is_set() or job.id in self._cancelled:
                     raise _Stopped
                 with self.deps.gate:
@@ -130,12 +130,13 @@ class JobRunner:
             decisions.extend(pipe.finish())
         finally:
             cap.release()
-        if meta.duration_s > 0 and t < 0.9 * meta.duration_s - 1.0 / max(meta.fps, 1.0) * 2:
+        end = clock.last_s  # the last frame read, sampled or not (a low fps samples few)
+        if meta.duration_s > 0 and end < 0.9 * meta.duration_s - 1.0 / max(meta.fps, 1.0) * 2:
             raise VideoError(
-                f"the video ended at {t:.1f} s of the {meta.duration_s:.1f} s its header announces: "
+                f"the video ended at {end:.1f} s of the {meta.duration_s:.1f} s its header announces: "
                 "it is truncated or corrupt"
             )
-        return sorted(decisions, key=lambda d: d.first_s), t
+        return sorted(decisions, key=lambda d: d.first_s), end
 
     def _end(self, job: Job, **values: Any) -> None:
         self.store.update(job.id, **values)

@@ -14,7 +14,7 @@ from typing import IO
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from service.errors import UnsupportedMediaType
@@ -79,7 +79,9 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
         nonlocal found
         _, opts = parse_options_header(part.headers.get(b"content-disposition", b""))
         part.name = opts.get(b"name", b"").decode("utf-8", "replace")
-        if part.name == file_field and b"filename" in opts:
+        if part.name == file_field and b"filename" not in opts:
+            raise _invalid(f"`{file_field}` must be a file part (with a filename), not a plain form field")
+        if part.name == file_field:
             if found:
                 raise _invalid("exactly one video file is expected")
             found = True
@@ -104,18 +106,19 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
         elif part.name:
             result.fields[part.name] = b"".join(part.data).decode("utf-8", "replace")
 
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks=callbacks)  # type: ignore[arg-type]
+    except FormParserError as exc:  # e.g. a boundary over the parser's 256 bytes
+        raise _invalid(f"the multipart body cannot be read: {exc}") from None
     try:
         async for chunk in request.stream():
             parser.write(chunk)

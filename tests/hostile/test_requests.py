@@ -76,6 +76,7 @@ MALFORMED: list[tuple[str, dict[str, Any], set[tuple[int, str]]]] = [
     ("base64 null", {"json": {"image_base64": None}}, V),
     ("base64 object", {"json": {"image_base64": {"a": 1}}}, V),
     ("base64 nested list", {"json": {"image_base64": [["AAAA"]]}}, V),
+    ("base64 list of 101", {"json": {"images_base64": ["AAAA"] * 101}}, V),  # the multipart limit, as JSON
     ("base64 list of 1000", {"json": {"images_base64": ["AAAA"] * 1000, "image_base64": ["AAAA"] * 1000}}, VI),
     ("bad top_k", {"json": {"image_base64": "AAAA", "top_k": -1, "threshold": "x", "face": "all"}}, VI),
 ]  # fmt: skip
@@ -254,3 +255,10 @@ def test_a_long_unknown_id_is_not_echoed_in_full(admin: httpx.Client, path: str)
     assert r.status_code == 404, r.text[:300]
     message = assert_envelope(r)["message"]
     assert len(message) < 600 and "cut: " in message, message
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "1970-01-01"])
+def test_event_times_at_the_ends_of_the_calendar_are_answered(admin: httpx.Client, moment: str) -> None:
+    for name in ("since", "until"):  # a time without a zone went through the server's local time: year 0, a 500
+        r = admin.get("/v1/events", params={name: moment})
+        assert r.status_code == 200, (name, moment, r.text[:300])

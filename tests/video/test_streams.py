@@ -157,11 +157,17 @@ def test_bad_streams_are_refused(client: httpx.Client) -> None:
     for body in (
         {"name": "x", "url": "file:///etc/passwd"},
         {"name": "x", "url": "rtsp://h/x", "fps": 0},
+        {"name": "x", "url": "rtsp://h/x", "fps": 1e-300},  # a frame every 1e300 s killed the stream's thread
+        {"name": "x", "url": "/dev/video" + "9" * 40},  # past a C long: killed the reader thread
+        {"name": "x", "url": "\uff11\uff12"},  # fullwidth digits pass str.isdigit
+        {"name": "x", "url": "rtsp://[::1/x"},
+        {"name": "x", "url": "http://"},
         {"url": "rtsp://h/x"},
     ):
         r = client.post("/v1/streams", json=body)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
     assert client.delete("/v1/streams/nope").json()["error"]["code"] == "not_found"
+    assert all(s["name"] != "x" for s in client.get("/v1/streams").json())  # nothing was added
 
 
 def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_stream: dict[str, Any]) -> None:

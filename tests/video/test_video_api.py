@@ -139,6 +139,14 @@ def test_corrupt_and_truncated_videos_fail_visibly(client: httpx.Client, people_
     assert client.get("/readyz").status_code == 200  # nothing else was affected
 
 
+def test_a_low_fps_samples_few_frames_and_still_completes(client: httpx.Client, people_avi: Path) -> None:
+    r = upload(client, people_avi, fps="0.1")  # one frame every 10 s: the last sample is at 0 s
+    job = wait_done(client, r.json()["id"])
+    assert job["status"] == "done", job  # was failed: "the video ended at 0.0 s ... truncated"
+    assert job["duration_s"] > 9.0, job  # the last frame read, not the last frame sampled
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 204
+
+
 def test_video_jobs_are_listed_newest_first_in_pages(client: httpx.Client, tmp_path: Path) -> None:
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video")
@@ -177,6 +185,13 @@ def test_bad_uploads_are_refused_with_the_envelope(client: httpx.Client, tmp_pat
     r = upload(client, small, fps="0")
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     assert client.get("/v1/videos/nope").json()["error"]["code"] == "not_found"
+    long_boundary = {"Content-Type": "multipart/form-data; boundary=" + "a" * 300}  # over python-multipart's 256
+    r = client.post("/v1/videos", content=b"--" + b"a" * 300 + b"\r\n", headers=long_boundary)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+    r = client.post("/v1/videos", data={"video": "x" * 70_000}, files={"other": ("a.bin", b"x")})
+    assert r.status_code == 422 and "must be a file part" in r.json()["error"]["message"], r.text
+    before = client.get("/v1/videos", params={"limit": 100}).json()["items"]
+    assert not any(v["status"] == "queued" and v["bytes"] == 0 for v in before)  # no refused upload left a job
 
 
 def test_a_job_survives_a_restart_without_duplicate_events(
