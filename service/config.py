@@ -17,6 +17,8 @@ from embeddings.weights import MODEL_ID
 from service.addresses import redact_url
 
 VectorBackend = Literal["faiss", "pgvector", "milvus"]
+MIN_FPS = 0.01
+"""The lowest analysis rate a video job or stream accepts, frames per second (one frame every 100 s)."""
 DATABASE_SCHEMES = ("postgresql", "postgres")
 
 
@@ -230,7 +232,10 @@ class Settings(BaseSettings):
         default=False, description="Keep uploaded videos in <data>/uploads after processing (default: delete them)."
     )
     video_fps: float = Field(
-        default=5.0, gt=0.0, le=60.0, description="Video files: frames per second of video time analysed by default."
+        default=5.0,
+        ge=MIN_FPS,
+        le=60.0,
+        description="Video files: frames per second of video time analysed by default.",
     )
     video_workers: int = Field(
         default=1,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from service.config import MIN_FPS
 from service.deps import AdminKey
 from service.errors import ServiceError
 from service.media import MediaDep
@@ -16,7 +17,7 @@ from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
 from service.streams.manager import TooManyStreams
 from service.streams.store import StreamNotFound
-from service.video.decode import CAMERA_SOURCE, MIN_FPS
+from service.video.decode import CAMERA_SOURCE
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")

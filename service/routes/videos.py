@@ -10,13 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service.config import MIN_FPS
 from service.deps import RecognizeKey
 from service.errors import ServiceError
 from service.media import MediaDep
 from service.nul_guard import RequestModel, check_text
 from service.routes.cursors import parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, deletion, errors
-from service.video.decode import MIN_FPS
 from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
 

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.config import MIN_FPS
 from service.events.recorder import event_of, stream_event_id
 from service.streams.store import StreamConfig
-from service.video.decode import MIN_FPS, VideoError, open_capture, redact, to_rgb
+from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
 from service.video.pipeline import DueTrack, LiveFace, TrackPipeline
 

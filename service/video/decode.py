@@ -32,8 +32,6 @@ def redact(source: str) -> str:
 
 CAMERA_SOURCE = re.compile(r"(?:/dev/video)?([0-9]{1,4})")
 """A local camera: ``N`` or ``/dev/videoN`` (ASCII digits: ``str.isdigit``'s other scripts are not indexes)."""
-MIN_FPS = 0.01
-"""The lowest analysis rate a video job or stream accepts, frames per second (one frame every 100 s)."""
 
 
 def camera_index(source: str) -> int | None:
