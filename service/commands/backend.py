@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import typer
 from pydantic import ValidationError
 
 from embeddings.errors import FaceRecError
+from service.addresses import redact_url
 from service.audit import Action, cli_actor
 from service.bootstrap import Backend as Stores
 from service.config import Settings
@@ -204,6 +206,15 @@ class LocalBackend:
         return verify_response(result).model_dump(mode="json")
 
 
+def subject_path(subject_id: str, rest: str = "") -> str:
+    """``/v1/subjects/<id><rest>`` with the id percent-encoded: an id is one path segment, so ``x?y`` cannot
+    reach another route. No id has a ``/`` (the server decodes ``%2F`` before routing, so ``DELETE <id>/photos``
+    would erase the subject's photo faces whatever the encoding)."""
+    if subject_id in ("", ".", "..") or "/" in subject_id:
+        raise CliError(f"no subject with id {subject_id!r}")
+    return f"/v1/subjects/{quote(subject_id, safe='')}{rest}"
+
+
 class RemoteBackend:
     """Talks to a running facerec server with an API key.
 
@@ -213,7 +224,11 @@ class RemoteBackend:
 
     def __init__(self, url: str, api_key: str | None, *, timeout: float = 120.0, max_wait_s: float = 300.0) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.shown_url = redact_url(url)
+        try:
+            self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise CliError(f"--server {self.shown_url}: not a valid URL ({exc})") from None
         self.max_wait_s = max_wait_s
         self._sleep = time.sleep
 
@@ -238,7 +253,7 @@ class RemoteBackend:
         try:
             response = self._request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach {self.client.base_url}: {exc}") from exc
+            raise CliError(f"cannot reach {self.shown_url}: {exc}") from exc
         if response.status_code >= 400:
             code = "http_error"
             try:
@@ -264,7 +279,7 @@ class RemoteBackend:
                 return out
 
     def get_subject(self, subject_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/subjects/{subject_id}")
+        result: dict[str, Any] = self._call("GET", subject_path(subject_id))
         return result
 
     def create_subject(self, name: str) -> dict[str, Any]:
@@ -272,16 +287,16 @@ class RemoteBackend:
         return result
 
     def delete_subject(self, subject_id: str) -> None:
-        self._call("DELETE", f"/v1/subjects/{subject_id}")
+        self._call("DELETE", subject_path(subject_id))
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._call("GET", f"/v1/subjects/{subject_id}/faces")["items"]
+        items: list[dict[str, Any]] = self._call("GET", subject_path(subject_id, "/faces"))["items"]
         return items
 
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
         files = [("images", (f"{i}.jpg", data, "application/octet-stream")) for i, data in enumerate(images)]
         data = {"face": "largest" if largest else "single"}
-        result: dict[str, Any] = self._call("POST", f"/v1/subjects/{subject_id}/faces", files=files, data=data)
+        result: dict[str, Any] = self._call("POST", subject_path(subject_id, "/faces"), files=files, data=data)
         return result
 
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from service.keys import SCOPES, ApiKey, KeyNotFound
 app = typer.Typer(help="Create, list and revoke API keys (X-API-Key).", no_args_is_help=True)
 
 DATA = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data).")
+NAME_MAX = 200
+"""Longest key name, characters (printable ones only: ``keys list`` shows it on a terminal)."""
 
 
 def _audit(backend: Backend, action: Action, key: ApiKey) -> None:
@@ -37,9 +39,17 @@ def create(
     if scope not in SCOPES:
         typer.echo(f"error: --scope must be one of {', '.join(SCOPES)}", err=True)
         raise typer.Exit(2)
+    if len(name) > NAME_MAX or not name.isprintable():
+        typer.echo(f"error: --name must be at most {NAME_MAX} printable characters", err=True)
+        raise typer.Exit(2)
     with opened_stores(load_settings(data=data)) as backend:
         key, token = backend.keys.create(scope=scope, name=name)
-        _audit(backend, "key.create", key)
+        try:
+            _audit(backend, "key.create", key)
+        except Exception as exc:  # no usable key whose token nobody saw and the audit log does not record
+            backend.keys.revoke(key.id)
+            typer.echo(f"error: the audit log cannot be written ({exc}); the new key {key.id} was revoked", err=True)
+            raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({"id": key.id, "name": key.name, "scope": key.scope, "token": token}))
         return
@@ -78,10 +88,18 @@ def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", h
 def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA) -> None:
     """Revoke a key at once: the server refuses it from its next request."""
     with opened_stores(load_settings(data=data)) as backend:
+        known = {k.id: k for k in backend.keys.list()}
+        if key_id in known and not known[key_id].active:
+            typer.echo(f"key {key_id} was already revoked ({known[key_id].revoked_at})")
+            return
         try:
             key = backend.keys.revoke(key_id)
         except KeyNotFound as exc:
             typer.echo(f"error: no key {key_id!r}", err=True)
             raise typer.Exit(1) from exc
-        _audit(backend, "key.revoke", key)
+        try:
+            _audit(backend, "key.revoke", key)
+        except Exception as exc:
+            typer.echo(f"error: key {key.id} is revoked, but the audit log cannot be written ({exc})", err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"key {key.id} revoked")

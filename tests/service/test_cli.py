@@ -128,6 +128,21 @@ def test_keys_commands(tmp_path: Path) -> None:
     store.close()
     bad = CliRunner().invoke(app, ["keys", "create", "--scope", "root", "--data", data])
     assert bad.exit_code == 2
+    for name in ("x" * 201, "bell\a", "esc\x1b[31m"):
+        bad = CliRunner().invoke(app, ["keys", "create", "--scope", "admin", "--name", name, "--data", data])
+        assert bad.exit_code == 2 and "printable" in bad.output
+    again = run("keys", "revoke", made["id"], "--data", data)
+    assert "already revoked" in again.output
+    audit = Path(data) / "audit.log"
+    assert sum("key.revoke" in line for line in audit.read_text().splitlines()) == 1
+    # the audit log cannot be written: no active key is left whose token was never shown
+    audit.rename(Path(data) / "audit.kept")
+    audit.mkdir()
+    broken = CliRunner().invoke(app, ["keys", "create", "--scope", "admin", "--name", "ghost", "--data", data])
+    assert broken.exit_code == 1 and "was revoked" in broken.output and "Traceback" not in broken.output
+    ghosts = [k for k in run_json("keys", "list", "--data", data) if k["name"] == "ghost"]
+    assert len(ghosts) == 1 and ghosts[0]["revoked_at"] is not None
+    assert len([k for k in run_json("keys", "list", "--data", data) if k["revoked_at"] is None]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +168,15 @@ def test_enroll_through_a_server(people_dir: Path, server: tuple[Server, str], d
     assert len(run_json("subjects", "list", *remote)) == 2
     denied = CliRunner().invoke(app, ["subjects", "list", "--server", srv.url, "--api-key", "frk_x_y"])
     assert denied.exit_code == 1 and "401 unauthorized" in denied.output
+    # an id is one path segment: "<id>/photos" must not reach DELETE /v1/subjects/<id>/photos (or anything else)
+    sid = run_json("subjects", "list", *remote)[0]["id"]
+    for verb in (["delete", f"{sid}/photos", "-y"], ["show", f"{sid}?x=1"], ["delete", "..", "-y"]):
+        result = CliRunner().invoke(app, ["subjects", *verb, *remote])
+        assert result.exit_code == 1 and "no subject" in result.output and "Traceback" not in result.output, verb
+    assert len(run_json("subjects", "list", *remote)) == 2
+    for url, shown in (("http://[::1", "not a valid URL"), ("http://user:pw@127.0.0.1:1", "user:***@127.0.0.1")):
+        result = CliRunner().invoke(app, ["subjects", "list", "--server", url, "--api-key", token])
+        assert result.exit_code == 1 and shown in result.output and "pw@" not in result.output, result.output
 
 
 def test_local_library_errors_are_one_line_not_a_traceback(tmp_path: Path, dataset: Path) -> None:
