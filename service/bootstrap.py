@@ -39,6 +39,7 @@ from service.gallery import (
     IndexParams,
     ReindexRefused,
     SideStaging,
+    StorageUnavailable,
     open_gallery,
 )
 from service.gallery.sqlite import DB_NAME
@@ -46,6 +47,7 @@ from service.keys import KeyStore
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.runner import Runner
+from service.sqlite_file import usable
 from service.stores import ApiKeyStore, AuditStore, MediaStores
 
 log = logging.getLogger("facerec.service")
@@ -134,7 +136,8 @@ class Backend:
     _open: Callable[[], Gallery] | None = field(default=None, repr=False)
 
     def open_gallery(self) -> Gallery:
-        """The gallery, opened now if it is not yet (embedded: takes the data dir, or :class:`GalleryLocked`)."""
+        """The gallery, opened now if it is not yet (embedded: takes the data dir, or :class:`GalleryLocked`;
+        :class:`StorageUnavailable` when its files cannot be opened)."""
         if self.gallery is None:
             assert self._open is not None
             self.gallery = self._open()
@@ -157,9 +160,18 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     whole. ``gallery_factory`` replaces the embedded gallery (tests)."""
     if settings.database_url:
         return _open_database(settings)
-    settings.data.mkdir(parents=True, exist_ok=True)
+    if settings.data.exists() and not settings.data.is_dir():
+        raise StorageUnavailable(f"the data dir {settings.data} is not a directory")
+    with usable(f"the data dir {settings.data}"):
+        settings.data.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(settings.data)  # StorageUnavailable when keys.db cannot be opened
     factory = gallery_factory or (lambda _: default_gallery(settings))
-    backend = Backend(KeyStore(settings.data), AuditLog(settings.data), _open=lambda: factory(settings.data))
+
+    def open_embedded() -> Gallery:
+        with usable(f"the gallery {settings.data / DB_NAME}"):
+            return factory(settings.data)
+
+    backend = Backend(keys, AuditLog(settings.data), _open=open_embedded)
     if gallery:
         try:
             backend.open_gallery()

@@ -9,16 +9,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service.gallery.errors import StorageUnavailable
+
+
+@contextmanager
+def usable(what: str) -> Iterator[None]:
+    """Turn a file that cannot be opened (not a directory, not a database, unreadable) into
+    :class:`StorageUnavailable` naming ``what``: one error line for the CLI, a logged reason for the server."""
+    try:
+        yield
+    except (OSError, sqlite3.DatabaseError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StorageUnavailable(f"{what} cannot be used: {reason}") from exc
+
 
 def open_sqlite(path: Path, *pragmas: str, script: str = "") -> sqlite3.Connection:
     """A connection to ``path`` (its folder created) in WAL mode with ``pragmas`` (``"synchronous=FULL"``...),
-    then ``script`` run (the file's ``CREATE ... IF NOT EXISTS`` schema)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    for pragma in ("journal_mode=WAL", *pragmas):
-        conn.execute(f"PRAGMA {pragma}")
-    if script:
-        conn.executescript(script)
+    then ``script`` run (the file's ``CREATE ... IF NOT EXISTS`` schema); :class:`StorageUnavailable` when the
+    file cannot be opened as a database."""
+    with usable(str(path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            for pragma in ("journal_mode=WAL", *pragmas):
+                conn.execute(f"PRAGMA {pragma}")
+            if script:
+                conn.executescript(script)
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 

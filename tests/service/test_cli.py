@@ -192,3 +192,29 @@ def test_local_library_errors_are_one_line_not_a_traceback(tmp_path: Path, datas
     result = CliRunner().invoke(app, ["verify", str(face), str(blank), "--data", data])
     assert result.exit_code == 1, result.output
     assert "error: no_face: " in result.output and "Traceback" not in result.output
+
+
+def test_a_data_dir_that_cannot_be_used_is_one_error_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    bad_gallery, bad_keys, dir_gallery = (tmp_path / n for n in ("bad_gallery", "bad_keys", "dir_gallery"))
+    for folder in (bad_gallery, bad_keys, dir_gallery):
+        folder.mkdir()
+    (bad_gallery / "gallery.sqlite3").write_bytes(b"not a database, just bytes" * 100)
+    (bad_keys / "keys.db").write_bytes(b"not a database, just bytes" * 100)
+    (dir_gallery / "gallery.sqlite3").mkdir()
+    cases = [
+        (a_file, "is not a directory"),
+        (a_file / "sub", "Not a directory"),
+        (bad_gallery, "gallery.sqlite3 cannot be used: file is not a database"),
+        (bad_keys, "keys.db cannot be used: file is not a database"),
+        (dir_gallery, "gallery.sqlite3 cannot be used"),
+    ]
+    for data, says in cases:
+        for command in (["subjects", "list"], ["keys", "list"]):
+            if command[0] == "keys" and data in (bad_gallery, dir_gallery):
+                continue  # the key store alone opens fine there
+            result = CliRunner().invoke(app, [*command, "--data", str(data)])
+            assert result.exit_code == 1, (command, data, result.output)
+            assert "error: storage_unavailable: " in result.output and says in result.output, result.output
+            assert "Traceback" not in result.output
