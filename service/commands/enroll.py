@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -25,6 +27,7 @@ from service.commands.backend import (
     read_image,
 )
 from service.commands.progress import progress_bar
+from service.schemas import SubjectCreate
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
 
@@ -58,6 +61,15 @@ def display_name(folder: str) -> str:
     return folder.replace("_", " ").strip()
 
 
+def name_problem(name: str) -> str | None:
+    """Why the API would refuse ``name`` as a subject name (the rule of ``POST /v1/subjects``), or None."""
+    try:
+        SubjectCreate.model_validate({"name": name})
+    except ValidationError as exc:
+        return "; ".join(str(e["msg"]) for e in exc.errors())
+    return None
+
+
 def run_enrollment(
     backend: Backend, people: dict[str, list[Path]], *, largest: bool, progress: Progress | None = None
 ) -> EnrollSummary:
@@ -72,6 +84,11 @@ def run_enrollment(
     task = progress.add_task("enrolling", total=sum(len(v) for v in people.values())) if progress else None
     for folder, images in people.items():
         name = display_name(folder)
+        if (problem := name_problem(name)) is not None:  # e.g. "___" or 250 characters: the whole folder
+            summary.rejected.append({"file": folder, "code": "invalid_name", "message": f"subject name: {problem}"})
+            if progress is not None and task is not None:
+                progress.update(task, advance=len(images), description=name[:40])
+            continue
         subject = by_name.get(name)
         created = False
         known = {f.get("image_sha256") for f in backend.list_faces(subject["id"])} if subject else set()
@@ -81,30 +98,41 @@ def run_enrollment(
             "skipped": 0,
             "rejected": 0,
         }
-        for path in images:
-            data = read_image(path)
-            if hashlib.sha256(data).hexdigest() in known:
-                counts["skipped"] += 1
-            else:
-                if subject is None:
-                    subject = backend.create_subject(name)
-                    created = True
-                    counts["id"] = subject["id"]
+        try:
+            for path in images:
                 try:
-                    result = backend.enroll(subject["id"], [data], largest=largest)
-                except CliError as exc:
-                    if exc.status not in PER_IMAGE_STATUS:  # unreachable, 401, 404...: every image would fail
-                        raise
-                    result = {"faces": [], "rejected": [{"code": exc.code, "message": str(exc)}]}
-                counts["enrolled"] += len(result["faces"])
-                for r in result["rejected"]:
-                    if r["code"] == "duplicate":
-                        counts["skipped"] += 1
-                    else:
-                        counts["rejected"] += 1
-                        summary.rejected.append({"file": str(path), "code": r["code"], "message": r["message"]})
-            if progress is not None and task is not None:
-                progress.update(task, advance=1, description=name)
+                    data = read_image(path)
+                except CliError as exc:  # unreadable (I/O error, permissions): listed, the run goes on
+                    counts["rejected"] += 1
+                    summary.rejected.append({"file": str(path), "code": "unreadable", "message": str(exc)})
+                    continue
+                if hashlib.sha256(data).hexdigest() in known:
+                    counts["skipped"] += 1
+                else:
+                    if subject is None:
+                        subject = backend.create_subject(name)
+                        created = True
+                        counts["id"] = subject["id"]
+                    try:
+                        result = backend.enroll(subject["id"], [data], largest=largest)
+                    except CliError as exc:
+                        if exc.status not in PER_IMAGE_STATUS:  # unreachable, 401, 404...: every image would fail
+                            raise
+                        result = {"faces": [], "rejected": [{"code": exc.code, "message": str(exc)}]}
+                    counts["enrolled"] += len(result["faces"])
+                    for r in result["rejected"]:
+                        if r["code"] == "duplicate":
+                            counts["skipped"] += 1
+                        else:
+                            counts["rejected"] += 1
+                            summary.rejected.append({"file": str(path), "code": r["code"], "message": r["message"]})
+                if progress is not None and task is not None:
+                    progress.update(task, advance=1, description=name)
+        except BaseException:  # an error or Ctrl-C mid-folder: still leave no empty subject behind
+            if created and subject is not None and counts["enrolled"] == 0:
+                with contextlib.suppress(Exception):
+                    backend.delete_subject(subject["id"])
+            raise
         if created and subject is not None and counts["enrolled"] == 0:
             backend.delete_subject(subject["id"])  # every image was rejected: leave no empty subject
             counts["id"] = None

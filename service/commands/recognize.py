@@ -11,7 +11,9 @@ from rich.table import Table
 
 from service.commands.backend import Backend, backend_command, read_image
 
-THRESHOLD_OPTION = typer.Option(None, "--threshold", help="L2 distance; <= threshold is a match.")
+THRESHOLD_OPTION = typer.Option(
+    None, "--threshold", min=0.0, max=2.0, help="L2 distance, 0 to 2 (as the API); <= threshold is a match."
+)
 
 
 @backend_command

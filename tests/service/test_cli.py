@@ -218,3 +218,11 @@ def test_a_data_dir_that_cannot_be_used_is_one_error_line(tmp_path: Path) -> Non
             assert result.exit_code == 1, (command, data, result.output)
             assert "error: storage_unavailable: " in result.output and says in result.output, result.output
             assert "Traceback" not in result.output
+
+
+def test_thresholds_outside_0_to_2_are_refused_like_the_api(tmp_path: Path, dataset: Path) -> None:
+    face = str(images(dataset, "val", "ben_afflek")[0])
+    for value in ("nan", "inf", "-1", "2.5"):  # nan crashed identify; inf named everyone; nan printed invalid JSON
+        for command in (["identify", face], ["verify", face, face]):
+            result = CliRunner().invoke(app, [*command, "--threshold", value, "--data", str(tmp_path / "d")])
+            assert result.exit_code == 2 and "--threshold" in result.output, (command, value, result.output)

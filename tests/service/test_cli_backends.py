@@ -66,6 +66,27 @@ def test_remote_style_enrolment_survives_a_refused_image_and_leaves_no_empty_sub
 
     with pytest.raises(CliError, match="cannot reach"):
         run_enrollment(Down(), folders, largest=False)  # type: ignore[arg-type]
+    assert not any(s["name"] == "all bad" for s in backend.subjects.values())
+
+    # an unreadable image (EIO) is one rejection; a folder whose name the API refuses is skipped whole
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "a.jpg").write_bytes(b"ok")
+    (tmp_path / "carol" / "b.jpg").symlink_to("/proc/self/mem")  # reading it fails with an I/O error
+    odd = {"carol": sorted((tmp_path / "carol").iterdir()), "___": [tmp_path / "carol" / "a.jpg"]}
+    odd["x" * 250] = [tmp_path / "carol" / "a.jpg"]
+    fresh = Backend()
+    summary = run_enrollment(fresh, odd, largest=False)  # type: ignore[arg-type]
+    assert [s["name"] for s in fresh.subjects.values()] == ["carol"] and summary.enrolled == 1
+    assert sorted(r["code"] for r in summary.rejected) == ["invalid_name", "invalid_name", "unreadable"]
+
+    class DiesMidFolder(Backend):
+        def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]:
+            raise KeyboardInterrupt  # Ctrl-C after the folder's subject was created
+
+    dying = DiesMidFolder()
+    with pytest.raises(KeyboardInterrupt):
+        run_enrollment(dying, {"dave": [tmp_path / "carol" / "a.jpg"]}, largest=False)  # type: ignore[arg-type]
+    assert dying.subjects == {} and len(dying.deleted) == 1  # no empty subject left behind
 
 
 def test_remote_backend_waits_out_429_then_succeeds() -> None:
