@@ -146,14 +146,16 @@ def create_app(
             yield
         finally:
             task.cancel()
-            await anyio.to_thread.run_sync(state.media.close)
-            batcher, state.batcher = state.batcher, None
-            if batcher is not None:
-                await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
-            await anyio.to_thread.run_sync(close_library, state.photos)
-            state.photos = None
-            state.gallery = None
-            await anyio.to_thread.run_sync(backend.close)  # the gallery saves its snapshot
+            try:
+                await anyio.to_thread.run_sync(state.media.close)
+                batcher, state.batcher = state.batcher, None
+                if batcher is not None:
+                    await anyio.to_thread.run_sync(batcher.close, settings.shutdown_timeout_s)
+                await anyio.to_thread.run_sync(close_library, state.photos)
+            finally:  # whatever failed above, the gallery still saves its snapshot
+                state.photos = None
+                state.gallery = None
+                await anyio.to_thread.run_sync(backend.close)
 
     app = FastAPI(
         title="facerec",

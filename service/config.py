@@ -220,7 +220,7 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed by CORS (e.g. https://app.example); empty = no CORS at all.",
     )
     shutdown_timeout_s: float = Field(
-        default=20.0, gt=0.0, description="On SIGTERM, how long requests in flight may take to finish."
+        default=20.0, gt=0.0, le=3600.0, description="On SIGTERM, how long requests in flight may take to finish (s)."
     )
 
     video_max_upload_bytes: int = Field(

@@ -33,12 +33,12 @@ def calibrate_folder(
     from embeddings import FaceAnalyzer
     from embeddings.errors import InvalidImage
     from embeddings.models import resolve_model
-    from service.config import Settings
+    from service.commands.backend import load_settings
     from service.gallery.calibration import fit_calibration, sample_people, user_tables_dir
     from service.gallery.normalisation import SUFFIX, fit_normalisation
 
     info = resolve_model(model_id)
-    analyzer = FaceAnalyzer(Settings().analyzer_config(), weights_path=info.weights_path, model_id=info.model_id)
+    analyzer = FaceAnalyzer(load_settings().analyzer_config(), weights_path=info.weights_path, model_id=info.model_id)
     wanted = set(people) if people is not None else None
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and (wanted is None or p.name in wanted))
     embs, labels, misses = [], [], 0

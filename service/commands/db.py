@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from service.config import Settings
+from service.commands.backend import load_settings
 from service.devdb import DevCluster, DevDbError
 
 app = typer.Typer(help="A local PostgreSQL + pgvector for development (no Docker).", no_args_is_help=True)
@@ -25,7 +25,7 @@ DIR_OPTION = typer.Option(None, "--dir", help="Cluster directory (default: <data
 
 def _cluster(directory: Path | None) -> DevCluster:
 
-    return DevCluster(directory if directory is not None else Settings().data / "postgres")
+    return DevCluster(directory if directory is not None else load_settings().data / "postgres")
 
 
 def _fail(exc: Exception) -> typer.Exit:

@@ -23,6 +23,7 @@ from service.commands.backend import (
     CliError,
     LocalBackend,
     RemoteBackend,
+    load_settings,
     read_image,
 )
 from service.commands.enroll import IMAGE_SUFFIXES, PER_IMAGE_STATUS
@@ -136,11 +137,14 @@ class IndexSummary:
 
 
 def scan(root: Path) -> list[Path]:
-    """Every image file under ``root`` (recursively, hidden entries left out), sorted."""
+    """Every image file under ``root`` (recursively, hidden entries below ``root`` left out: ``root`` itself may
+    lie in a hidden folder such as ``~/.cache``), sorted."""
     return sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(x.startswith(".") for x in p.parts)
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(x.startswith(".") for x in p.relative_to(root).parts)
     )
 
 
@@ -157,7 +161,12 @@ def run_index(backend: PhotoBackend, root: Path, files: list[Path], progress: Pr
 
     def todo() -> Iterator[tuple[bytes, str]]:
         for path in files:
-            data = read_image(path)
+            try:
+                data = read_image(path)
+            except CliError as exc:  # unreadable (I/O error, permissions): listed, the run goes on
+                summary.rejected.append({"file": str(path), "code": "unreadable", "message": str(exc)})
+                advance()
+                continue
             if hashlib.sha256(data).hexdigest() in known:
                 summary.skipped += 1
                 advance()
@@ -181,7 +190,7 @@ def run_index(backend: PhotoBackend, root: Path, files: list[Path], progress: Pr
 def _open(server: str | None, api_key: str | None, data: Path | None) -> PhotoBackend:
     if server:
         return RemotePhotos(server, api_key)
-    return LocalPhotos(Settings() if data is None else Settings(data=data))
+    return LocalPhotos(load_settings(data=data))
 
 
 @app.command("index")
@@ -205,6 +214,9 @@ def index(
             backend.close()
     except CliError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except FaceRecError as exc:  # the library or database cannot be opened: one line
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(vars(summary)))
@@ -232,5 +244,8 @@ def recluster(
             backend.close()
     except CliError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except FaceRecError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"{out['faces']} unnamed faces in {out['clusters']} clusters ({out['seconds']:.1f} s)")

@@ -28,11 +28,15 @@ def log_config() -> dict[str, Any]:
     return config
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels."""
+
+
 def serve(
     host: str = typer.Option(None, "--host", help="Address to listen on (default $FACEREC_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, "--port", help="Port (default $FACEREC_PORT or 8000)."),
     data: Path = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data)."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: str = typer.Option("info", "--log-level", help=f"uvicorn log level: {', '.join(LOG_LEVELS)}."),
 ) -> None:
     """Serve the API, /docs and the web page. Off loopback it refuses to start until an API key exists.
 
@@ -43,6 +47,9 @@ def serve(
     from service.lean_imports import block_optional_imports
     from service.memory import configure
 
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    log_level = log_level.lower()
     block_optional_imports()  # before TensorFlow/Keras load: matplotlib and scikit-learn stay out (~80 MiB)
     from service.commands.backend import load_settings, opened_stores
 

@@ -28,11 +28,11 @@ DATABASE_URL = typer.Option(
 
 @contextmanager
 def _opened(url: str) -> Iterator[MilvusGallery]:
-    from service.config import Settings
+    from service.commands.backend import load_settings
     from service.gallery.milvus import MilvusGallery, open_milvus
     from service.milvus_backend import milvus_options
 
-    backend = open_milvus(url, milvus_options(Settings()), sync_interval_s=0)
+    backend = open_milvus(url, milvus_options(load_settings()), sync_interval_s=0)
     try:
         assert isinstance(backend.gallery, MilvusGallery)
         yield backend.gallery

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from service.commands.backend import DATA_OPTION, opened_stores
+from service.commands.backend import DATA_OPTION, load_settings, opened_stores
 from service.config import Settings
 from service.events.store import MOMENT, EventFilter, EventStore, unix_seconds
 
@@ -43,7 +44,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _settings(data: Path | None) -> Settings:
-    return Settings(data=data) if data is not None else Settings()
+    return load_settings(data=data)
 
 
 @contextmanager
@@ -78,6 +79,7 @@ def watch(
     few frames; files: when the person leaves). Uses the local data dir's gallery (stop the server first, or
     add the camera to the server with POST /v1/streams). Ctrl-C (or SIGTERM) stops after the current frame and
     prints the decisions of the people still in view; a second Ctrl-C quits at once."""
+    from embeddings.errors import FaceRecError
     from service.bootstrap import default_analyzer, open_backend
     from service.gallery import GalleryLocked
     from service.media import pipeline_config, video_detector
@@ -103,6 +105,8 @@ def watch(
         raise _fail(
             f"the data dir {settings.data} is in use by a server: add the camera with POST /v1/streams"
         ) from exc
+    except FaceRecError as exc:  # the database is unreachable, a file cannot be used...: one line
+        raise _fail(f"{exc.code}: {exc.message}") from exc
     try:
         analyzer = default_analyzer(settings)
         config = pipeline_config(settings, analyzer, live=not is_file, detector=video_detector(settings, analyzer))
@@ -161,9 +165,13 @@ def _when(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise typer.BadParameter(f"not a finite number of Unix seconds: {value}")
+        return seconds
     try:
         return unix_seconds(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError as exc:
@@ -198,7 +206,10 @@ def export(
 
 
 def _export(store: EventStore, f: EventFilter, *, as_csv: bool, output: Path | None) -> None:
-    out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror}") from exc
     try:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if as_csv else None
         if writer is not None:

@@ -154,15 +154,18 @@ def test_erasing_a_subject_can_erase_its_photo_faces(client: httpx.Client) -> No
 
 
 def test_cli_indexes_a_folder_resumably(client: httpx.Client, server: Server, dataset: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "album"
+    folder = tmp_path / ".hidden" / "album"  # a library under a hidden folder (~/.cache...) is still scanned
     (folder / "trip").mkdir(parents=True)
+    (folder / ".thumbs").mkdir()  # hidden below the library: left out
     val = images(dataset, "val", "mindy_kaling")[:3]
     for p in val:
         (folder / "trip" / p.name).write_bytes(p.read_bytes())
+        (folder / ".thumbs" / p.name).write_bytes(p.read_bytes())
+    (folder / "trip" / "broken.jpg").symlink_to("/proc/self/mem")  # unreadable (an I/O error): listed, run goes on
     runner = CliRunner()
     first = runner.invoke(cli, ["photos", "index", str(folder), "--server", server.url])
     assert first.exit_code == 0, first.output
-    assert "3 photos indexed" in first.output
+    assert "3 photos indexed" in first.output and "1 rejected of 4" in first.output and "unreadable" in first.output
     second = runner.invoke(cli, ["photos", "index", str(folder), "--server", server.url])
     assert "0 photos indexed" in second.output and "3 already indexed" in second.output
     local = runner.invoke(

@@ -226,3 +226,20 @@ def test_thresholds_outside_0_to_2_are_refused_like_the_api(tmp_path: Path, data
         for command in (["identify", face], ["verify", face, face]):
             result = CliRunner().invoke(app, [*command, "--threshold", value, "--data", str(tmp_path / "d")])
             assert result.exit_code == 2 and "--threshold" in result.output, (command, value, result.output)
+
+
+def test_bad_settings_and_options_are_one_line_in_every_command(tmp_path: Path) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    data = ["--data", str(tmp_path / "d")]
+    cases = [
+        ({"FACEREC_VIDEO_FPS": "abc"}, ["watch", str(video), *data], "FACEREC_VIDEO_FPS"),
+        ({"FACEREC_VIDEO_FPS": "abc"}, ["events", "export", *data], "FACEREC_VIDEO_FPS"),
+        ({"FACEREC_PHOTO_CLUSTER_MAX_FIR": "abc"}, ["photos", "index", str(tmp_path), *data], "PHOTO_CLUSTER"),
+        ({"FACEREC_SHUTDOWN_TIMEOUT_S": "inf"}, ["serve", *data], "FACEREC_SHUTDOWN_TIMEOUT_S"),
+        ({}, ["serve", "--log-level", "bogus", *data], "--log-level"),
+    ]
+    for env, command, says in cases:
+        result = CliRunner().invoke(app, command, env=env)
+        assert result.exit_code == 2 and says in result.output, (command, result.output)
+        assert "Traceback" not in result.output

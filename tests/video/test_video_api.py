@@ -237,4 +237,8 @@ def test_events_export_csv_matches_the_api(client: httpx.Client, server: Server,
     sid = next(s["id"] for s in elton if s["name"] == "elton_john")
     only = CliRunner().invoke(app, ["events", "export", "--data", str(server.data), "--subject-id", sid])
     assert only.exit_code == 0
+    for bad in (["-o", str(tmp_path)], ["-o", str(tmp_path / "missing" / "x.csv")], ["--since", "nan"]):
+        refused = CliRunner().invoke(app, ["events", "export", "--data", str(server.data), *bad])
+        assert refused.exit_code in (1, 2) and "Traceback" not in refused.output, (bad, refused.output)
+        assert refused.exception is None or isinstance(refused.exception, SystemExit), (bad, refused.exception)
     assert {r["name"] for r in csv.DictReader(only.stdout.splitlines())} == {"elton_john"}
