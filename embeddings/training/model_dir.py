@@ -45,10 +45,15 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
 
 
+def name_slug(name: str) -> str:
+    """``name`` reduced to ``[a-z0-9-]``, at most 60 characters (``"model"`` when nothing is left): a safe path
+    component."""
+    return (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model")[:60]
+
+
 def make_model_id(name: str, now: datetime | None = None) -> str:
-    """``ft-<name>-<UTC yyyymmddHHMMSS>``; ``name`` is reduced to ``[a-z0-9-]``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
-    return f"ft-{slug[:60]}-{utc_stamp(now)}"
+    """``ft-<slug of name>-<UTC yyyymmddHHMMSS>`` (:func:`name_slug`)."""
+    return f"ft-{name_slug(name)}-{utc_stamp(now)}"
 
 
 def valid_model_id(model_id: str) -> bool:

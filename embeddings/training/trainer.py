@@ -23,7 +23,7 @@ from embeddings.training import data
 from embeddings.training.cache import Transform, cache_key, cached_activations
 from embeddings.training.fit import FitConfig, FitResult, LabelledSet, StepReport, embed_cached, fit
 from embeddings.training.gate import GATE_RULE, judge
-from embeddings.training.model_dir import make_model_id, save_model_dir
+from embeddings.training.model_dir import make_model_id, name_slug, save_model_dir
 from embeddings.training.network import DEFAULT_CUT, SplitModel, split_model
 from embeddings.training.operating import compare, figures, score_set
 from embeddings.types import Detection
@@ -85,10 +85,11 @@ class Prepared:
 
 
 def default_work_dir(name: str) -> Path:
-    """``<cache>/training/<name>``: detections, activation caches and checkpoints of one training setup."""
+    """``<cache>/training/<slug of name>``: detections, activation caches and checkpoints of one training setup.
+    The name is reduced to ``[a-z0-9-]`` as in the model id, so ``/x`` or ``../x`` cannot leave the cache."""
     from embeddings.weights import cache_dir
 
-    return cache_dir() / "training" / name
+    return cache_dir() / "training" / name_slug(name)
 
 
 def _detections(

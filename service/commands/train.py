@@ -20,15 +20,19 @@ def train(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="<folder>/<person>/<image>: the LFW layout"),
     name: str = typer.Option("custom", "--name", help="Model name; the id is ft-<name>-<UTC yyyymmddHHMMSS>"),
     loss: str = typer.Option("triplet", "--loss", help="triplet (semi-hard mining) or contrastive (Siamese)"),
-    margin: float = typer.Option(None, "--margin", help="Loss margin (default: triplet 0.2, contrastive 1.1)"),
+    margin: float = typer.Option(
+        None, "--margin", min=0.0, max=4.0, help="Loss margin (default: triplet 0.2, contrastive 1.1)"
+    ),
     freeze_up_to: str = typer.Option(
         None, "--freeze-up-to", help="Last frozen block, e.g. Mixed_7a (default), Block8_4, Block17_10, Mixed_6a"
     ),
     people_per_batch: int = typer.Option(30, "--people-per-batch", "-P", min=2, help="P people per batch"),
     images_per_person: int = typer.Option(4, "--images-per-person", "-K", min=2, help="K images per person"),
-    lr: float = typer.Option(5e-5, "--lr", min=0.0, help="Adam learning rate"),
+    lr: float = typer.Option(5e-5, "--lr", min=0.0, max=1.0, help="Adam learning rate"),
     max_steps: int = typer.Option(4000, "--max-steps", min=1, help="Stop after this many batches"),
-    max_minutes: float = typer.Option(10.0, "--max-minutes", min=0.0, help="Stop after this much training time"),
+    max_minutes: float = typer.Option(
+        10.0, "--max-minutes", min=0.0, max=7 * 24 * 60.0, help="Stop after this much training time"
+    ),
     eval_every: int = typer.Option(100, "--eval-every", min=1, help="Validate every N steps"),
     patience: int = typer.Option(6, "--patience", min=1, help="Stop after N validations without improvement"),
     variants: int = typer.Option(4, "--variants", min=1, help="Cached variants per image (crop, mirror, augmented)"),
@@ -39,11 +43,15 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the augmentation and the sampler"),
     resume: bool = typer.Option(False, "--resume", help="Continue from this setup's last checkpoint"),
     work_dir: Path = typer.Option(None, "--work-dir", help="Caches and checkpoints (default <cache>/training/<name>)"),
-    weights: Path = typer.Option(None, "--weights", help="Base weights (default: the pretrained model)"),
-    distill: float = typer.Option(
-        None, "--distill", min=0.0, help="Weight of the pull towards the starting model's embeddings (see docs)"
+    weights: Path = typer.Option(
+        None, "--weights", exists=True, dir_okay=False, help="Base weights (default: the pretrained model)"
     ),
-    l2sp: float = typer.Option(None, "--l2sp", min=0.0, help="Weight of the L2-SP pull towards the starting weights"),
+    distill: float = typer.Option(
+        None, "--distill", min=0.0, max=1e6, help="Weight of the pull towards the starting model's embeddings (docs)"
+    ),
+    l2sp: float = typer.Option(
+        None, "--l2sp", min=0.0, max=1e6, help="Weight of the L2-SP pull towards the starting weights"
+    ),
     eval_root: Path = typer.Option(
         None, "--eval-root", exists=True, file_okay=False, help="A separate labelled folder scored before and after"
     ),

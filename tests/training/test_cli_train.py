@@ -15,6 +15,10 @@ from service.cli import app
     [
         (["--loss", "hinge"], "contrastive, triplet"),
         (["--freeze-up-to", "Conv2d_1a"], "Mixed_7a"),
+        (["--margin", "nan"], "--margin"),  # nan, inf and missing files passed and failed after detection
+        (["--lr", "inf"], "--lr"),
+        (["--distill", "inf"], "--distill"),
+        (["--weights", "no-such-weights.h5"], "does not exist"),
     ],
 )
 def test_train_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from embeddings.training import augment, data, losses
-from embeddings.training.model_dir import make_model_id, read_card, save_model_dir, valid_model_id
+from embeddings.training.model_dir import make_model_id, name_slug, read_card, save_model_dir, valid_model_id
 from embeddings.training.sampler import PKSampler
+from embeddings.training.trainer import default_work_dir
 
 
 def _np_semihard(emb: np.ndarray, labels: np.ndarray, margin: float) -> tuple[float, float]:
@@ -138,6 +139,9 @@ def _card(model_id: str) -> dict[str, object]:
 def test_model_dir_contract(tmp_path: Path) -> None:
     model_id = make_model_id("My Camera #2")
     assert model_id.startswith("ft-my-camera-2-") and valid_model_id(model_id)
+    for name in ("/tmp/abs", "../../x", "a/../../b"):  # a --name never leaves the cache as a work dir
+        assert "/" not in name_slug(name) and ".." not in name_slug(name)
+        assert default_work_dir(name).parent.name == "training"
     out = save_model_dir(_FakeModel(), _card(model_id), tmp_path)
     assert out == tmp_path / "models" / model_id
     card = read_card(out)
