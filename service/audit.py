@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.keys import ApiKey
+from service.sqlite_file import usable
 
 AUDIT_FILE = "audit.log"
 
@@ -116,14 +117,17 @@ class AuditLog(AuditStore):
                 os.close(fd)
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
-        """The last ``n`` records, oldest first (an unreadable line is skipped)."""
+        """The last ``n`` records, oldest first (a line that is not a JSON object is skipped);
+        :class:`StorageUnavailable` when the log cannot be read."""
         if not self.path.exists():
             return []
         out: list[dict[str, Any]] = []
-        with open(self.path, encoding="utf-8") as f:
+        with usable(f"the audit log {self.path}"), open(self.path, encoding="utf-8", errors="replace") as f:
             for line in deque(f, maxlen=max(0, n)):
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):
+                    out.append(record)
         return out

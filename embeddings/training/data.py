@@ -52,7 +52,9 @@ def scan_people(
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         if folder.name in skip:
             continue
-        files = sorted(f"{folder.name}/{f.name}" for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            f"{folder.name}/{f.name}" for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        )
         if max_per_person is not None:
             files = files[:max_per_person]
         if len(files) >= min_images:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from embeddings.errors import FaceRecError
 from service.commands.backend import load_settings, opened_stores
 
 app = typer.Typer(help="Read the audit log of gallery and key changes.", no_args_is_help=True)
@@ -20,7 +21,11 @@ def tail(
 ) -> None:
     """The last N records: time, actor, action, target."""
     with opened_stores(load_settings(data=data)) as backend:
-        records = backend.audit.tail(n)
+        try:
+            records = backend.audit.tail(n)
+        except FaceRecError as exc:  # the log cannot be read (a folder, an I/O error): one line
+            typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+            raise typer.Exit(1) from exc
     for rec in records:
         if as_json:
             typer.echo(json.dumps(rec))

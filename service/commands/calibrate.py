@@ -44,11 +44,11 @@ def calibrate_folder(
     embs, labels, misses = [], [], 0
     for folder in folders:
         for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
                 continue
             try:
                 faces = analyzer.analyze(f.read_bytes())
-            except InvalidImage:
+            except (InvalidImage, OSError):  # not an image, or unreadable: counted as a miss
                 faces = []
             if not faces:
                 misses += 1
@@ -91,9 +91,14 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="Seed of the photos each person is enrolled with and of the probes"),
 ) -> None:
     """Fit MODEL's open-set calibration tables on ROOT and save them where identify finds them."""
+    from embeddings.errors import FaceRecError
+
     try:
         _, summary = calibrate_folder(model, root, seed=seed)
-    except ValueError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
+    except FaceRecError as exc:  # an unknown model, weights missing...
+        console.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:  # too few people with a face: the folder does not suit
+        console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
     typer.echo(json.dumps(summary))

@@ -17,7 +17,14 @@ console = Console(stderr=True)
 
 
 def _parse_grid(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    """``--sweep``'s margins, e.g. ``"0.1,0.2"``; a bad list is a usage error (exit 2)."""
+    try:
+        margins = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"not a list of numbers: {text!r}", param_hint="--sweep") from None
+    if not all(0.0 <= m <= 1.0 for m in margins):
+        raise typer.BadParameter("margins are fractions of the box, 0 to 1", param_hint="--sweep")
+    return margins
 
 
 @app.command("lfw")
@@ -52,8 +59,14 @@ def lfw(
 
     if encoder_precision not in PRECISIONS:
         raise typer.BadParameter(f"one of {', '.join(PRECISIONS)}", param_hint="--encoder")
+    try:  # every option is checked before anything is written or detected
+        protocol = read_pairs(pairs)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"not an LFW pairs file: {exc}", param_hint="--pairs") from None
+    grid = _parse_grid(sweep) if sweep else []
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file", param_hint="--out")
     out.mkdir(parents=True, exist_ok=True)
-    protocol = read_pairs(pairs)
     paths = list(dict.fromkeys(p for pr in protocol for p in (pr.a, pr.b)))
     console.print(
         f"{pairs.name}: {len(protocol)} pairs, {len(paths)} images, {len({pr.fold for pr in protocol})} fold(s)"
@@ -73,7 +86,7 @@ def lfw(
     chosen = AlignSettings(DEFAULT_MARGIN if margin is None else margin, rotate, flip)
     settings = [chosen]
     if sweep:
-        settings += [AlignSettings(m, r, f) for m in _parse_grid(sweep) for r in (False, True) for f in (False, True)]
+        settings += [AlignSettings(m, r, f) for m in grid for r in (False, True) for f in (False, True)]
         settings = list(dict.fromkeys(settings))
     same = np.array([pr.same for pr in protocol])
     folds = np.array([pr.fold for pr in protocol])

@@ -102,5 +102,9 @@ def test_a_fine_tuned_model_is_uncalibrated_until_calibrated(cache: Path, datase
 def test_calibrate_refuses_a_folder_with_one_person(cache: Path, dataset: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     shutil.copytree(dataset / "train" / ENROLLED[0], one / ENROLLED[0])
+    (one / ENROLLED[0] / "folder.jpg").mkdir()  # named like an image: skipped, not a traceback
     result = CliRunner().invoke(cli_app, ["calibrate", "--model", MODEL, "--root", str(one)])
-    assert result.exit_code == 2 and "at least 2 people" in result.output
+    assert result.exit_code == 1 and "at least 2 people" in result.output, result.output
+    result = CliRunner().invoke(cli_app, ["calibrate", "--model", "no-such-model", "--root", str(one)])
+    assert result.exit_code == 1 and "error: " in result.output and "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -243,3 +243,15 @@ def test_bad_settings_and_options_are_one_line_in_every_command(tmp_path: Path) 
         result = CliRunner().invoke(app, command, env=env)
         assert result.exit_code == 2 and says in result.output, (command, result.output)
         assert "Traceback" not in result.output
+
+
+def test_eval_lfw_checks_its_pairs_file_before_writing_anything(tmp_path: Path) -> None:
+    garbage, empty = tmp_path / "garbage.txt", tmp_path / "empty.txt"
+    garbage.write_text("no pairs here\n")
+    empty.write_text("")
+    for pairs, extra in ((garbage, []), (empty, []), (garbage, ["--sweep", "a,b"])):
+        out = tmp_path / "report"
+        args = ["eval", "lfw", "--root", str(tmp_path), "--pairs", str(pairs), "--out", str(out), *extra]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert not out.exists()  # refused before the report folder was made
