@@ -300,7 +300,7 @@ def test_audit_log_of_the_local_user_and_of_key_changes(tmp_path: Path) -> None:
     assert human.exit_code == 0 and "key.revoke" in human.stdout and f"key_id={key['id']}" in human.stdout
     log = tmp_path / "data" / "audit.log"
     with log.open("ab") as f:  # damaged lines: not UTF-8, JSON that is not an object
-        f.write(b"\xff\xfe broken\n[1, 2]\n\"text\"\n")
+        f.write(b'\xff\xfe broken\n[1, 2]\n"text"\n')
     damaged = CliRunner().invoke(cli, ["audit", "tail", "-n", "6", "--data", data])
     assert damaged.exit_code == 0 and "key.revoke" in damaged.stdout, damaged.output
     log.rename(log.with_suffix(".kept"))
