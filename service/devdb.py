@@ -214,7 +214,12 @@ class DevCluster:
         """Create the cluster (``initdb``) if ``root`` holds none yet."""
         if self.initialised:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise DevDbError(f"{self.root} is a file, not a directory for the cluster")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DevDbError(f"cannot create {self.root}: {exc.strerror}") from None
         self.root.chmod(0o700)
         self._chown(self.root)
         if self._user is not None and not _reachable_by_others(self.root.parent):

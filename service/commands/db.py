@@ -54,8 +54,13 @@ def stop(
     immediate: bool = typer.Option(False, "--immediate", help="Stop like a crash (recovery at the next start)."),
 ) -> None:
     """Stop the cluster (it keeps its data)."""
+    cluster = _cluster(directory)
+    if not cluster.running():
+        what = "is not running" if cluster.initialised else "holds no cluster"
+        typer.echo(f"{cluster.root} {what}: nothing to stop", err=True)
+        return
     try:
-        _cluster(directory).stop("immediate" if immediate else "fast")
+        cluster.stop("immediate" if immediate else "fast")
     except DevDbError as exc:
         raise _fail(exc) from None
 

@@ -255,3 +255,12 @@ def test_eval_lfw_checks_its_pairs_file_before_writing_anything(tmp_path: Path) 
         result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert not out.exists()  # refused before the report folder was made
+
+
+def test_db_start_and_stop_say_what_is_wrong(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    started = CliRunner().invoke(app, ["db", "start", "--dir", str(a_file)])
+    assert started.exit_code == 1 and "is a file" in started.output and "Traceback" not in started.output
+    stopped = CliRunner().invoke(app, ["db", "stop", "--dir", str(tmp_path / "typo")])
+    assert stopped.exit_code == 0 and "holds no cluster: nothing to stop" in stopped.output
