@@ -97,7 +97,7 @@ def watch(
     path = Path(source)
     is_file = camera_index(source) is None and "://" not in source
     if is_file and not path.is_file():
-        raise typer.BadParameter(f"no such file: {source}")
+        raise typer.BadParameter(f"{'not a file' if path.exists() else 'no such file'}: {source}")
     try:
         backend = open_backend(settings)
         gallery = backend.open_gallery()

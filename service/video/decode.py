@@ -7,6 +7,7 @@ credentials of a URL for logs and API answers.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -18,6 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.addresses import redact_url
+
+# FFmpeg's and OpenCV's own console messages ("moov atom not found", "can't be used to capture by name") repeat
+# what VideoError says, in the middle of a CLI's output or a server's log; quiet unless the operator asks for them
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when the FFmpeg backend first opens
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # set OPENCV_LOG_LEVEL to see its warnings
 
 
 class VideoError(Exception):

@@ -81,3 +81,21 @@ def test_watch_a_live_camera_until_interrupted(data: Path, dataset: Path) -> Non
 def test_watch_refuses_a_missing_file(data: Path) -> None:
     result = CliRunner().invoke(app, ["watch", "/nonexistent.mp4", "--data", str(data)])
     assert result.exit_code != 0
+
+
+def test_watch_names_a_folder_and_prints_one_line_for_a_broken_video(data: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["watch", str(tmp_path), "--data", str(data)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "not a file" in result.output
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 100)
+    # a real process: FFmpeg and OpenCV write to the C-level stderr, which CliRunner does not see
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "watch", str(broken), "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: cannot open {broken}"], proc.stderr
