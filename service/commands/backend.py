@@ -371,6 +371,9 @@ def backend_command(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def read_image(path: Path) -> bytes:
+    """The bytes of an image file; :class:`CliError` for anything else (a FIFO would block, a device never end)."""
+    if not path.is_file():
+        raise CliError(f"{path} is not a regular file")
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -264,3 +264,12 @@ def test_db_start_and_stop_say_what_is_wrong(tmp_path: Path) -> None:
     assert started.exit_code == 1 and "is a file" in started.output and "Traceback" not in started.output
     stopped = CliRunner().invoke(app, ["db", "stop", "--dir", str(tmp_path / "typo")])
     assert stopped.exit_code == 0 and "holds no cluster: nothing to stop" in stopped.output
+
+
+def test_a_fifo_named_like_a_photo_is_refused_not_read_forever(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    result = CliRunner().invoke(app, ["identify", str(fifo), "--data", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "is not a regular file" in result.output, result.output
