@@ -37,6 +37,7 @@ from service.photos.service import close_library, open_library
 from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
 from service.routes import apidocs, events, faces, health, live, photos, recognition, streams, subjects, videos, web
+from service.security_headers import SecurityHeadersMiddleware
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
 
@@ -182,6 +183,7 @@ def create_app(
     video_limit = (settings.video_max_upload_bytes, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, limits={"/v1/videos": video_limit})
     app.add_middleware(NulUrlMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origin_list:  # outermost, so preflights are answered before anything else
         app.add_middleware(

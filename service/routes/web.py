@@ -8,6 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from service.security_headers import PAGE_CSP
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 router = APIRouter(include_in_schema=False)
@@ -15,7 +17,9 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 async def index() -> FileResponse:
-    return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        WEB_DIR / "index.html", headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP}
+    )
 
 
 def static_files() -> StaticFiles:

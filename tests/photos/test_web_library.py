@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import csp_violations, wait_until
 from tests.service.helpers import images
 from tests.service.server import Server
 from tests.service.test_web import TIMEOUT_MS, browser
@@ -34,6 +35,7 @@ def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path
 
 def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    violations = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
 
@@ -52,8 +54,8 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     # "not this person" on the remaining group
     page.wait_for_selector("#unnamed-list .card.cluster .not-this", timeout=TIMEOUT_MS)
     page.locator("#unnamed-list .card.cluster .not-this").first.click()
-    page.wait_for_function(
-        "document.querySelector('#unnamed-result').innerText.includes('it will stay out')", timeout=TIMEOUT_MS
+    wait_until(
+        page, "document.querySelector('#unnamed-result').innerText.includes('it will stay out')", timeout=TIMEOUT_MS
     )
 
     page.click("#tab-people")
@@ -65,14 +67,15 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     assert f"Photos of Reginald ({size})" in page.inner_text("#person-photos")
     card.locator(".rename-input").fill("Reggie")
     card.locator("button.rename").click()
-    page.wait_for_function(
-        "document.querySelector('#people-result').innerText.includes('Renamed to Reggie')", timeout=TIMEOUT_MS
+    wait_until(
+        page, "document.querySelector('#people-result').innerText.includes('Renamed to Reggie')", timeout=TIMEOUT_MS
     )
     page.screenshot(path=str(server.data.parent / "people.png"))
     card = page.locator("#people-list .card.person", has_text="Reggie")
     card.locator(".erase-photos").check()
     card.locator("button.erase").click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "document.querySelector('#people-result').innerText.includes('with their faces in photos')",
         timeout=TIMEOUT_MS,
     )
@@ -80,4 +83,5 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     remaining = httpx.get(f"{server.url}/v1/clusters", params={"limit": 500}).json()
     # the faces named Reginald were erased with him; the others are still there
     assert sum(c["size"] for c in remaining["items"]) == sum(c["size"] for c in before) - size
+    assert violations == []  # the page works under its Content Security Policy
     page.close()

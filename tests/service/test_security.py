@@ -114,6 +114,15 @@ def test_cors_is_closed_by_default(tmp_path: Path) -> None:
         assert r.status_code == 200 and not any(h.startswith("access-control-") for h in r.headers)
 
 
+def test_every_response_tells_browsers_not_to_sniff_or_frame_it(tmp_path: Path) -> None:
+    with local(app_with(tmp_path, lambda s: FakeAnalyzer())) as client:
+        for r in (client.get("/v1/subjects"), client.get("/v1/nope"), client.get("/"), client.get("/static/app.js")):
+            assert r.headers["x-content-type-options"] == "nosniff", r.url
+            assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+        page = client.get("/").headers["content-security-policy"]
+        assert "script-src 'self'" in page and "frame-ancestors 'none'" in page and "unsafe" not in page
+
+
 def test_cors_allows_exactly_the_configured_origins(tmp_path: Path) -> None:
     origins = "https://app.example, https://admin.example"
     with local(app_with(tmp_path, lambda s: FakeAnalyzer(), cors_origins=origins)) as client:

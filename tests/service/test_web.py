@@ -17,6 +17,7 @@ from service.config import Settings
 from service.gallery.calibration import load_calibration
 from service.gallery.normalisation import load_normalisation
 from service.recognition import identify_threshold
+from tests.browser import csp_violations, wait_until
 from tests.service.helpers import images
 from tests.service.server import Server
 
@@ -58,15 +59,14 @@ def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path
 def run_until(page: Any, panel: str, text: str) -> str:
     """Click the panel's run button, wait until its result shows ``text``; the result's text."""
     page.click(f"#{panel}-run")
-    page.wait_for_function(
-        f"document.querySelector('#{panel}-result').innerText.includes('{text}')", timeout=TIMEOUT_MS
-    )
+    wait_until(page, f"document.querySelector('#{panel}-result').innerText.includes('{text}')", timeout=TIMEOUT_MS)
     text_now: str = page.inner_text(f"#{panel}-result")
     return text_now
 
 
 def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dataset: Path, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    violations = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
 
@@ -81,7 +81,8 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     # the same name again adds to the same person
     page.set_input_files("#enroll-files", str(images(dataset, "train", "ben_afflek")[6]))
     page.click("#enroll-run")
-    page.wait_for_function(
+    wait_until(
+        page,
         "document.querySelector('#enroll-result').innerText.includes('Enrolled 1 photo of')",
         timeout=TIMEOUT_MS,
     )
@@ -130,6 +131,7 @@ def test_enrol_identify_and_verify_in_the_page(browser: Any, server: Server, dat
     assert "above the threshold" in run_until(page, "verify", "Different people")
     page.screenshot(path=str(tmp_path / "verify.png"), full_page=True)
     print(f"screenshots in {tmp_path}")
+    assert violations == []  # the page works under its Content Security Policy
     page.close()
 
 
@@ -149,10 +151,11 @@ def test_docs_render_without_internet(browser: Any, server: Server) -> None:
 def test_webcam_photo(browser: Any, server: Server) -> None:
     context = browser.new_context(permissions=["camera"])
     page = context.new_page()
+    violations = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
     page.click('[data-slot="identify"] .cam')
-    page.wait_for_function("document.querySelector('#camera-video').videoWidth > 0", timeout=TIMEOUT_MS)
+    wait_until(page, "document.querySelector('#camera-video').videoWidth > 0", timeout=TIMEOUT_MS)
     page.click("#camera-snap")
     page.wait_for_selector("#camera", state="hidden", timeout=TIMEOUT_MS)
     page.click("#identify-run")
@@ -160,4 +163,5 @@ def test_webcam_photo(browser: Any, server: Server) -> None:
     # the fake camera shows a test pattern: the photo went through the API, which found no face in it
     assert "No face was found" in page.inner_text("#identify-result")
     assert page.eval_on_selector("#identify-canvas", "c => c.width") > 0
+    assert violations == []  # the webcam and its snapshot work under the page's Content Security Policy
     context.close()

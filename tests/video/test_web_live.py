@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from bench.video_scenes import Scene
+from tests.browser import csp_violations, wait_until
 from tests.service.server import Server
 from tests.service.test_web import CHROMIUM, CHROMIUM_ARGS
 from tests.video.helpers import ENROLLED, enrol, people_scene
@@ -58,11 +59,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator
 
 def test_live_mode_keeps_names_on_moving_faces(browser: Any, server: Server, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    violations = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
     page.click("#tab-live")
     page.click("#live-start")
-    page.wait_for_function("Object.values(window.liveState.names).includes('ben_afflek')", timeout=TIMEOUT_MS)
+    wait_until(page, "Object.values(window.liveState.names).includes('ben_afflek')", timeout=TIMEOUT_MS)
     # follow the faces for a few seconds: a named track keeps its name while its box moves
     samples: list[dict[str, Any]] = []
     end = time.monotonic() + 6.0
@@ -85,6 +87,7 @@ def test_live_mode_keeps_names_on_moving_faces(browser: Any, server: Server, tmp
     assert "Seen:" in page.inner_text("#live-result")
     page.screenshot(path=str(tmp_path / "live.png"))
     page.click("#live-stop")
+    assert violations == []  # the page works under its Content Security Policy
     page.close()
 
 
@@ -92,6 +95,7 @@ def test_live_mode_backs_off_while_the_server_is_busy(browser: Any, server: Serv
     """429 answers (with Retry-After) slow the page's frame loop down instead of hammering the server; once the
     server answers again the loop resumes at full speed."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    violations = csp_violations(page)
     busy_answers = 3
     sent: list[float] = []
 
@@ -108,9 +112,10 @@ def test_live_mode_backs_off_while_the_server_is_busy(browser: Any, server: Serv
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
     page.click("#tab-live")
     page.click("#live-start")
-    page.wait_for_function("Object.values(window.liveState.names).length > 0", timeout=TIMEOUT_MS)
+    wait_until(page, "Object.values(window.liveState.names).length > 0", timeout=TIMEOUT_MS)
     gaps = [b - a for a, b in itertools.pairwise(sent[: busy_answers + 1])]
     assert all(g >= 1.9 for g in gaps), gaps  # each 429 made the page wait its Retry-After (2 s)
     assert len(sent) > busy_answers + 1  # and it went on after the busy spell
     page.click("#live-stop")
+    assert violations == []  # the page works under its Content Security Policy
     page.close()
