@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from service.addresses import is_loopback
 from service.app import KeysRequired, check_bind, create_app
 from service.config import Settings
+from service.gallery import StorageUnavailable
 from service.keys import KeyNotFound, KeyStore
 from tests.service.fakes import LOCAL_URL, FakeAnalyzer, app_with, local
 from tests.service.helpers import png
@@ -135,6 +136,6 @@ def test_startup_failure_closes_the_key_store(tmp_path: Path, monkeypatch: pytes
         analyzer_factory=fake_analyzer,
         gallery_factory=broken_gallery,
     )
-    with pytest.raises(OSError, match="disk gone"), TestClient(app):
+    with pytest.raises(StorageUnavailable, match="disk gone"), TestClient(app):  # the OS error, named
         pass
     assert closed == [True]
