@@ -11,6 +11,7 @@ deleted face or subject is never returned by a search that starts after the dele
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -71,6 +72,12 @@ class Gallery(Protocol):
 
     def find_face_by_sha256(self, sha256: str, *, subject_id: str | None = None) -> FaceRecord | None:
         """The oldest face enrolled from an image with this sha256 (optionally of one subject), or None."""
+        ...
+
+    def subject_writes(self, subject_id: str) -> AbstractContextManager[None]:
+        """Hold off the enrolments into ``subject_id`` of every other process sharing this gallery until the block
+        ends: enrolment's duplicate re-check and insert run inside it, so that the same image sent to two
+        replicas at once is stored once. (The embedded gallery has one process: nothing to hold off.)"""
         ...
 
     def search(self, probes: npt.NDArray[np.float32], *, model_id: str, top_k: int = 5) -> list[list[Candidate]]:

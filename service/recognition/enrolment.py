@@ -52,8 +52,9 @@ class EnrollResult:
 
 
 _ENROL_LOCK = threading.Lock()
-"""Serialises the duplicate re-check and the insert of :func:`enroll` in this process. The data dir is locked
-to one process, so this is enough to stop two concurrent requests storing the same image twice."""
+"""Serialises the duplicate re-check and the insert of :func:`enroll` in this process; the gallery's
+``subject_writes`` does the same across the processes sharing a database (so at most one of this process's
+threads holds a database connection for it at a time)."""
 
 
 def enroll(
@@ -112,7 +113,7 @@ def enroll(
             )
         )
     if new:
-        with _ENROL_LOCK:
+        with _ENROL_LOCK, gallery.subject_writes(subject_id):
             keep: list[NewFace] = []
             for index, face_in in new:
                 assert face_in.image_sha256 is not None

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -170,3 +171,33 @@ def test_nul_in_request_text_is_a_422_not_a_500(replicas: Replicas) -> None:
     headers = {"X-API-Key": json.loads(made.stdout)["token"]}
     with httpx.Client(base_url=replicas.a.url, headers=headers, timeout=60) as c:
         check_nul_refused(c)
+
+
+def at_once(posts: list[tuple[str, bytes]], client: httpx.Client) -> list[httpx.Response]:
+    """POST each ``(url, image)`` from its own thread, released together by a barrier."""
+    barrier = threading.Barrier(len(posts))
+
+    def send(url: str, image: bytes) -> httpx.Response:
+        barrier.wait()
+        return client.post(url, files={"images": image})
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        return list(pool.map(lambda post: send(*post), posts))
+
+
+def test_the_same_image_sent_to_both_replicas_at_once_is_stored_once(replicas: Replicas, celebrity_root: Path) -> None:
+    """Each replica re-checks the image's sha256 before storing it; without a lock the two re-checks could both
+    find nothing and store two faces (1 round in 3 before the subject lock)."""
+    made = replicas.cli("keys", "create", "--scope", "admin", "--name", "dup", "--json")
+    assert made.returncode == 0, made.stderr
+    headers = {"X-API-Key": json.loads(made.stdout)["token"]}
+    good = photos(celebrity_root, "ben_afflek")[0]
+    with httpx.Client(headers=headers, timeout=120) as c:
+        for n in range(12):
+            sid = c.post(f"{replicas.a.url}/v1/subjects", json={"name": f"dup {n}"}).json()["id"]
+            image = variant(good, 10_000 + n)
+            answers = at_once([(f"{s.url}/v1/subjects/{sid}/faces", image) for s in (replicas.a, replicas.b)], c)
+            assert sorted(r.status_code for r in answers) == [200, 201], [r.text for r in answers]
+            refused = next(r.json() for r in answers if r.status_code == 200)
+            assert [x["code"] for x in refused["rejected"]] == ["duplicate"]
+            assert len(c.get(f"{replicas.b.url}/v1/subjects/{sid}/faces").json()["items"]) == 1, f"round {n}"

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,9 @@ class LocalGallery:
 
     def find_face_by_sha256(self, sha256: str, *, subject_id: str | None = None) -> FaceRecord | None:
         return self.store.find_face_by_sha256(sha256, subject_id)
+
+    def subject_writes(self, subject_id: str) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the data dir has one process; enrolment serialises its own threads
 
     def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:
         vecs, models = self.store.face_embeddings(subject_id, model_id)

@@ -14,6 +14,7 @@ Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -123,6 +124,19 @@ class PostgresGallery:
     def find_face_by_sha256(self, sha256: str, *, subject_id: str | None = None) -> FaceRecord | None:
         with self._conn() as conn:
             return faces.by_sha256(conn, sha256, subject_id)
+
+    @contextmanager
+    def subject_writes(self, subject_id: str) -> Iterator[None]:
+        """A session advisory lock per subject (:data:`faces.SUBJECT_WRITES_LOCK`), held on a connection of its
+        own while the block runs (the block's statements use other connections); released when the block ends,
+        or by the server if this process dies."""
+        with self._conn() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (faces.SUBJECT_WRITES_LOCK, subject_id))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):  # a broken session has released it already
+                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (faces.SUBJECT_WRITES_LOCK, subject_id))
 
     def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:
         with self._conn() as conn:
