@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from service.gallery.postgres import locks
 from service.pgstores.pool import SerialisedStore, connection
 from service.photos.sqlstore import SqlPhotoStore
 
-PHOTOS_LOCK = 0x66616365_72656303
-"""``pg_advisory_xact_lock`` key serialising photo library writes ('facerec' + 3)."""
-MAINTENANCE_LOCK = 0x66616365_72656304
-"""Held by the replica running the library's retention and re-clustering ('facerec' + 4)."""
+PHOTOS_LOCK = locks.PHOTOS
+MAINTENANCE_LOCK = locks.PHOTOS_MAINTENANCE
 
 
 class PostgresPhotoStore(SerialisedStore, SqlPhotoStore):

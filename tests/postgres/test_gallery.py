@@ -236,3 +236,14 @@ def test_reindex_stages_then_switches_atomically(open_replica: Replica, rng: np.
     with pytest.raises(ModelMismatch):
         b.search(new[1], model_id="old")
     assert a.reindex_counts("new") == {"faces": 2, "todo": 0, "staged": 0, "without_crop": 0}
+
+
+def test_every_advisory_lock_key_is_distinct() -> None:
+    """Two jobs sharing a key exclude each other for nothing (the Milvus reconcile once kept the photo library's
+    maintenance from running, and the outbox install shared the photo writes' key)."""
+    from service.gallery.postgres import locks
+
+    assert len(set(locks.ONE_KEY)) == len(locks.ONE_KEY)
+    assert all(-(2**63) <= k < 2**63 for k in locks.ONE_KEY) and -(2**31) <= locks.SUBJECT_WRITES < 2**31
+    names = [n for n in vars(locks) if n.isupper() and n not in ("ONE_KEY", "SUBJECT_WRITES")]
+    assert sorted(getattr(locks, n) for n in names) == sorted(locks.ONE_KEY)  # none left out of the check

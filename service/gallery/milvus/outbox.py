@@ -24,13 +24,13 @@ import numpy as np
 import psycopg
 
 from service.gallery.milvus.engine import MilvusEngine
+from service.gallery.postgres import locks
 
 log = logging.getLogger("facerec.gallery.milvus")
 
 OUTBOX_VERSION = 1
-DRAIN_LOCK = 0x66616365_72656302
-"""``pg_advisory_xact_lock`` key held while draining ('facerec' + 2)."""
-INSTALL_LOCK = 0x66616365_72656303
+DRAIN_LOCK = locks.OUTBOX_DRAIN
+INSTALL_LOCK = locks.OUTBOX_INSTALL
 
 INSTALL_SQL = """
 CREATE TABLE IF NOT EXISTS vector_outbox (

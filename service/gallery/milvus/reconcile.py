@@ -23,10 +23,11 @@ import psycopg
 
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine
+from service.gallery.postgres import locks
 
 log = logging.getLogger("facerec.gallery.milvus")
 
-RECONCILE_LOCK = 0x66616365_72656304
+RECONCILE_LOCK = locks.MILVUS_RECONCILE
 """Advisory lock key: one reconcile at a time across replicas."""
 
 

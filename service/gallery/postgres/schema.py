@@ -26,12 +26,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from service.gallery.postgres import locks
 from service.gallery.postgres.connection import location
 from service.gallery.postgres.errors import DatabaseConfigError, SchemaTooNew
 
 SCHEMA_VERSION = 4
-MIGRATION_LOCK = 0x66616365_72656301
-"""``pg_advisory_xact_lock`` key held while migrating ('facerec' + 1)."""
+MIGRATION_LOCK = locks.MIGRATION
 
 _TRANSITION_TABLES = {
     "INSERT": "NEW TABLE AS new_rows",
