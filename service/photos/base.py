@@ -118,8 +118,16 @@ class PhotoStore(Protocol):
 
     def add_cannot_links(self, pairs: Sequence[tuple[int, int]]) -> None: ...
 
-    def remove_cannot_links(self, a: Sequence[int], b: Sequence[int]) -> None:
-        """Drop the constraints between any face of ``a`` and any face of ``b``."""
+    def merge_clusters(self, into: int, other: int) -> int:
+        """In one transaction: every face of ``other`` moves into ``into`` and the constraints between the two
+        clusters' faces are dropped; returns the merged size. :class:`ClusterNotFound` when either has no faces
+        (by then: a concurrent merge may have emptied it)."""
+        ...
+
+    def split_face(self, cluster_id: int, face_id: int) -> int:
+        """In one transaction: the face leaves ``cluster_id`` for a new cluster of its own, with cannot-link
+        constraints to every face it leaves; returns the new cluster id. :class:`ClusterNotFound` /
+        :class:`ClusterConflict` when the cluster is empty or the face is not in it (by then)."""
         ...
 
     def cannot_links(self) -> list[tuple[int, int]]: ...
@@ -135,6 +143,12 @@ class PhotoStore(Protocol):
     def maintenance_turn(self) -> AbstractContextManager[bool]:
         """Whether this process runs the library's background maintenance now: True for one process at a time
         among those sharing the store (always, embedded), held for the block."""
+        ...
+
+    def naming_lock(self) -> AbstractContextManager[None]:
+        """Held for a whole cluster naming and for the roll-forward of interrupted ones: one at a time among the
+        processes sharing the store (embedded: one process, nothing to hold), so none completes an intent
+        another is still carrying out. Released if its holder dies."""
         ...
 
     # ---------------------------------------------------------------- naming intents (cluster -> gallery)

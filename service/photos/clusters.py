@@ -40,25 +40,15 @@ def merge_clusters(lib: PhotoLibrary, *, into: int, other: int) -> int:
     are one person). Returns the merged cluster's size."""
     if into == other:
         raise ClusterConflict("a cluster cannot be merged with itself")
-    with lib.write_lock:
-        keep = lib.store.cluster_faces(into)
-        moved = lib.store.cluster_faces(other)
-        lib.store.remove_cannot_links([f.id for f in keep], [f.id for f in moved])
-        lib.store.move_faces([f.id for f in moved], into)
-    return len(keep) + len(moved)
+    with lib.write_lock:  # the store's one transaction also excludes other replicas (their merges and splits)
+        return lib.store.merge_clusters(into, other)
 
 
 def remove_face(lib: PhotoLibrary, *, cluster_id: int, face_id: int) -> int:
     """ "Not this person": the face leaves the cluster for a new one of its own, and cannot-link constraints
     with every face it leaves behind keep it out on re-clustering. Returns its new cluster id."""
     with lib.write_lock:
-        faces = lib.store.cluster_faces(cluster_id)
-        if face_id not in {f.id for f in faces}:
-            raise ClusterConflict(f"face {face_id} is not in cluster {cluster_id}")
-        lib.store.add_cannot_links([(face_id, f.id) for f in faces if f.id != face_id])
-        (new_id,) = lib.store.new_cluster_ids(1)
-        lib.store.move_faces([face_id], new_id)
-    return new_id
+        return lib.store.split_face(cluster_id, face_id)
 
 
 @dataclass

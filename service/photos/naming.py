@@ -15,7 +15,9 @@ observation are recognised by their photo's sha256 and box and not enrolled twic
 changes nothing. A failure raised in the request (the gallery or the disk going away) **rolls back**: templates
 enrolled by this call and a subject it created are deleted and the intent dropped, so the request changes
 nothing. A crash (or a failed roll-back) leaves the intent: :func:`repair_namings` **rolls it forward** (the
-first request after a restart, and every naming, call it first).
+first request after a restart, and every naming, call it first). A naming and a roll-forward hold the store's
+``naming_lock`` throughout, so with replicas sharing a database none rolls forward an intent another replica is
+still carrying out, and two namings of one cluster run one after the other (the second finds it gone: 404).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def name_cluster(
 ) -> NamedCluster:
     """Name every face of the cluster as a new subject ``name`` or an existing ``subject_id``; the faces that
     pass the enrolment quality ``gate`` become its templates (their stored crops go along for re-indexing)."""
-    repair_namings(lib, gallery=gallery)
-    with lib.write_lock:
-        faces = lib.store.cluster_faces(cluster_id)
+    with lib.write_lock, lib.store.naming_lock():  # one naming at a time across the replicas
+        _repair(lib, gallery)
+        faces = lib.store.cluster_faces(cluster_id)  # a cluster named meanwhile (by another replica) is gone
         if subject_id:
             gallery.get_subject(subject_id)  # an unknown subject: 404 before anything is written
         naming = lib.store.begin_naming(
@@ -106,18 +108,23 @@ def name_cluster(
 def repair_namings(lib: PhotoLibrary, *, gallery: Any) -> int:
     """Roll forward every naming a crash (or a failed roll-back) left half done; returns how many. An intent
     whose existing subject was erased meanwhile is dropped (its faces stay unnamed in their cluster)."""
-    pending = lib.store.pending_namings()
-    if not pending:
+    if not lib.store.pending_namings():
         return 0
-    with lib.write_lock:
-        for naming in lib.store.pending_namings():
-            try:
-                _complete(lib, gallery, naming, _Progress(repair=True))
-            except SubjectNotFound:
-                lib.store.end_naming(naming.id)
-                log.warning("photo library: naming %d dropped: its subject no longer exists", naming.id)
-            else:
-                log.info("photo library: completed naming %d of cluster %d", naming.id, naming.cluster_id)
+    with lib.write_lock, lib.store.naming_lock():
+        return _repair(lib, gallery)
+
+
+def _repair(lib: PhotoLibrary, gallery: Any) -> int:
+    """:func:`repair_namings`, with the locks held: a pending intent is then none in progress anywhere."""
+    pending = lib.store.pending_namings()
+    for naming in pending:
+        try:
+            _complete(lib, gallery, naming, _Progress(repair=True))
+        except SubjectNotFound:
+            lib.store.end_naming(naming.id)
+            log.warning("photo library: naming %d dropped: its subject no longer exists", naming.id)
+        else:
+            log.info("photo library: completed naming %d of cluster %d", naming.id, naming.cluster_id)
     return len(pending)
 
 

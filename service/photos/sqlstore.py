@@ -12,14 +12,14 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
-from service.photos.errors import ClusterNotFound, PhotoNotFound
+from service.photos.errors import ClusterConflict, ClusterNotFound, PhotoNotFound
 from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 from service.sqlconn import SqlConn
 
@@ -319,10 +319,37 @@ class SqlPhotoStore(ABC):
             )
             self._bump(c)
 
-    def remove_cannot_links(self, a: Sequence[int], b: Sequence[int]) -> None:
-        pairs = [(min(x, y), max(x, y)) for x in a for y in b if x != y]
+    @staticmethod
+    def _members(c: SqlConn, cluster_id: int) -> list[int]:
+        rows = c.execute("SELECT id FROM observations WHERE cluster_id = ? ORDER BY id", (cluster_id,)).fetchall()
+        if not rows:
+            raise ClusterNotFound(f"no cluster {cluster_id}")
+        return [int(r[0]) for r in rows]
+
+    def merge_clusters(self, into: int, other: int) -> int:
         with self.transaction() as c:
-            c.executemany("DELETE FROM cannot_link WHERE a = ? AND b = ?", pairs)
+            keep, moved = self._members(c, into), self._members(c, other)
+            members = "SELECT id FROM observations WHERE cluster_id = ?"
+            c.execute(
+                f"DELETE FROM cannot_link WHERE (a IN ({members}) AND b IN ({members}))"
+                f" OR (a IN ({members}) AND b IN ({members}))",
+                (into, other, other, into),
+            )
+            c.execute("UPDATE observations SET cluster_id = ? WHERE cluster_id = ?", (into, other))
+            self._bump(c)
+        return len(keep) + len(moved)
+
+    def split_face(self, cluster_id: int, face_id: int) -> int:
+        with self.transaction() as c:
+            members = self._members(c, cluster_id)
+            if face_id not in members:
+                raise ClusterConflict(f"face {face_id} is not in cluster {cluster_id}")
+            pairs = [(min(face_id, f), max(face_id, f)) for f in members if f != face_id]
+            c.executemany("INSERT INTO cannot_link VALUES (?, ?) ON CONFLICT DO NOTHING", pairs)
+            (new_id,) = self._next_clusters(c, 1)
+            c.execute("UPDATE observations SET cluster_id = ? WHERE id = ?", (new_id, face_id))
+            self._bump(c)
+        return new_id
 
     def cannot_links(self) -> list[tuple[int, int]]:
         return [(int(a), int(b)) for a, b in self._read("SELECT a, b FROM cannot_link")]
@@ -341,6 +368,9 @@ class SqlPhotoStore(ABC):
     def maintenance_turn(self) -> Iterator[bool]:
         """Always this process's turn (one process holds an embedded store)."""
         yield True
+
+    def naming_lock(self) -> AbstractContextManager[None]:
+        return nullcontext()  # one process holds an embedded store; the library's write lock serialises it
 
     # ---------------------------------------------------------------- naming intents
     def begin_naming(

@@ -95,3 +95,49 @@ def test_events_export_reads_the_database(tmp_path: Path, pg_url: str) -> None:
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert [r["id"] for r in rows] == ["e0", "e1", "e2"] and rows[0]["name"] == "Ada"
+
+
+def test_naming_and_merging_a_cluster_through_both_replicas_at_once(tmp_path: Path, pg_url: str) -> None:
+    """Naming the same cluster on both replicas at once made two subjects (and one replica rolled forward the
+    other's naming still in progress); opposite merges swapped the two clusters. Now: one wins, one 404s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from service.photos.types import NewObservation
+
+    settings: dict[str, Any] = {"database_url": pg_url, "photo_library": True, "photo_recluster_interval_s": 0}
+    a, b = (create_app(Settings(data=tmp_path / n, **settings), analyzer_factory=no_analyzer) for n in "ab")
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    rng = np.random.default_rng(0)
+
+    def cluster_of(tag: str) -> int:
+        """A new cluster of 3 faces (3 photos), far from every other."""
+        centre, ids = rng.standard_normal(128), []
+        for i in range(3):
+            e = centre + rng.standard_normal(128) * 0.02
+            face = NewObservation((e / np.linalg.norm(e)).astype(np.float32), "m", {"x": 0, "y": 0}, {})
+            ids.append(a.state.photos.add_faces(sha256=f"{tag}-{i}", external_id=None, faces=[face]).faces[0].id)
+        clusters = {f.cluster_id for f in a.state.photos.store.get_faces(ids)}
+        assert len(clusters) == 1
+        return int(clusters.pop())
+
+    with TestClient(a, **local) as ca, TestClient(b, **local) as cb, ThreadPoolExecutor(2) as pool:  # type: ignore[arg-type]
+
+        def both(path_a: str, body_a: dict[str, Any], path_b: str, body_b: dict[str, Any]) -> list[Any]:
+            return list(pool.map(lambda c: c[0].post(c[1], json=c[2]), [(ca, path_a, body_a), (cb, path_b, body_b)]))
+
+        for n in range(8):
+            cid = cluster_of(f"name{n}")
+            before = len(ca.get("/v1/subjects", params={"limit": 500}).json()["items"])
+            answers = both(f"/v1/clusters/{cid}/name", {"name": "A"}, f"/v1/clusters/{cid}/name", {"name": "B"})
+            assert sorted(r.status_code for r in answers) == [200, 404], [r.text for r in answers]
+            after = len(cb.get("/v1/subjects", params={"limit": 500}).json()["items"])
+            assert after == before + 1, f"round {n}: {after - before} subjects made"
+        for n in range(8):
+            x, y = cluster_of(f"x{n}"), cluster_of(f"y{n}")
+            answers = both(f"/v1/clusters/{x}/merge", {"cluster_id": y}, f"/v1/clusters/{y}/merge", {"cluster_id": x})
+            assert sorted(r.status_code for r in answers) == [200, 404], [r.text for r in answers]
+            merged = next(r.json() for r in answers if r.status_code == 200)
+            assert merged["size"] == 6 and cb.get(f"/v1/clusters/{merged['id']}").json()["size"] == 6
+        assert a.state.photos.store.pending_namings() == []

@@ -21,7 +21,10 @@ the photo library's writes)."""
 MILVUS_RECONCILE = 0x66616365_72656306
 """Milvus backend: held (tried, session) by the replica reconciling Milvus with PostgreSQL (until 2026-12-07 it
 shared 04 with the photo library's maintenance, which it then kept from running)."""
+PHOTO_NAMING = 0x66616365_72656307
+"""Photo library: held (session) for a whole cluster naming, and by the roll-forward of interrupted ones, so a
+replica never completes another's naming still in progress, nor names a cluster another is naming."""
 SUBJECT_WRITES = 0x66616365
 """Two-key class: ``(SUBJECT_WRITES, hashtext(subject id))`` serialises enrolments into one subject."""
 
-ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, MILVUS_RECONCILE)
+ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, MILVUS_RECONCILE, PHOTO_NAMING)
