@@ -25,6 +25,11 @@ from service.video.pipeline import TrackDecision, TrackPipeline
 
 log = logging.getLogger("facerec.video")
 
+ORPHAN_IDLE_S = 900.0
+"""An upload file with no job row is deleted once untouched this long (s): long past any upload still streaming."""
+SWEEP_INTERVAL_S = 600.0
+"""How often the runner looks for such files (and once at start), seconds."""
+
 
 def track_entry(d: TrackDecision) -> dict[str, Any]:
     """The API's per-track entry of a finished video."""
@@ -61,8 +66,22 @@ class JobRunner:
 
     def start(self) -> JobRunner:
         self.store.recover()
+        self.sweep()
         self._thread.start()
         return self
+
+    def sweep(self) -> int:
+        """Delete this data dir's orphaned uploads (:meth:`JobStore.orphan_uploads`); how many."""
+        try:
+            orphans = self.store.orphan_uploads(idle_s=ORPHAN_IDLE_S)
+        except Exception as e:  # the database away: the next sweep tries again
+            log.warning("video uploads: looking for orphaned files failed: %s", e)
+            return 0
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        if orphans:
+            log.info("video uploads: deleted %d file(s) with no job (deleted elsewhere, cut by a crash)", len(orphans))
+        return len(orphans)
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,7 +96,11 @@ class JobRunner:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        swept = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - swept > SWEEP_INTERVAL_S:
+                self.sweep()
+                swept = time.monotonic()
             analyzer = self.deps.analyzer()
             job = self.store.next_queued() if analyzer is not None else None
             if job is None or analyzer is None:

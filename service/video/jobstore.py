@@ -9,6 +9,7 @@ the data dir itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -153,6 +154,23 @@ class JobStore(ABC):
                 self.update(job.id, status="queued", progress=0.0)
             else:
                 self.update(job.id, status="failed", error="the upload of this job is gone (interrupted by a restart)")
+
+    def orphan_uploads(self, *, idle_s: float) -> tuple[Path, ...]:
+        """Upload files in this process's data dir that no job row names, untouched for ``idle_s`` seconds: a
+        job deleted through another replica while it was queued here, or an upload cut by a crash (its file is
+        written before its row). A file still being written is younger than ``idle_s``."""
+        now, stale = time.time(), []  # (a ``list`` annotation here would name this class's method)
+        for path in self.uploads.glob("*.video"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime > idle_s:
+                    stale.append(path)
+        if not stale:
+            return ()
+        marks = ", ".join("?" for _ in stale)
+        with self._conn() as c:
+            sql = f"SELECT id FROM {self.table} WHERE id IN ({marks})"
+            known = {str(r[0]) for r in c.execute(sql, tuple(p.stem for p in stale)).fetchall()}
+        return tuple(p for p in stale if p.stem not in known)
 
     def close(self) -> None:
         """Release the store's connection (a database store's pool belongs to the backend)."""

@@ -68,6 +68,33 @@ def test_job_store_pages_newest_first_with_ties_broken_by_id(media_stores: OpenS
     assert [j.id for j in jobs.list(limit=10, after=(same, ids[1]))] == rest
 
 
+def test_uploads_no_job_names_are_swept_once_idle(media_stores: OpenStores) -> None:
+    import os
+    from typing import Any, cast
+
+    from service.video.jobs import ORPHAN_IDLE_S, JobRunner
+
+    jobs = media_stores("a").jobs
+    kept_id, kept = jobs.new_path()
+    kept.write_bytes(b"video")
+    jobs.create(kept_id, filename="clip.mp4", path=kept, fps=None, size=5)
+    gone_id, gone = jobs.new_path()  # deleted through another replica while queued: the row went, the file stayed
+    gone.write_bytes(b"video")
+    jobs.create(gone_id, filename="clip.mp4", path=gone, fps=None, size=5)
+    media_stores("b").jobs.delete(gone_id)
+    _, cut = jobs.new_path()  # a crash mid-upload: the file is written before its row
+    cut.write_bytes(b"half a vid")
+    _, streaming = jobs.new_path()  # an upload still arriving: no row yet, written to just now
+    streaming.write_bytes(b"vid")
+    old = time.time() - ORPHAN_IDLE_S - 60
+    for path in (kept, gone, cut):
+        os.utime(path, (old, old))
+    assert sorted(p.name for p in jobs.orphan_uploads(idle_s=ORPHAN_IDLE_S)) == sorted([gone.name, cut.name])
+    runner = JobRunner(jobs, cast(Any, None), keep_uploads=False, default_fps=5.0)
+    assert runner.sweep() == 2
+    assert kept.is_file() and streaming.is_file() and not gone.exists() and not cut.exists()
+
+
 def test_stream_registry_adds_lists_and_deletes(media_stores: OpenStores) -> None:
     streams = media_stores("a").streams
     a = streams.add(name="door", url="rtsp://u:p@cam/1", fps=5.0)
