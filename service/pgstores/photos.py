@@ -11,11 +11,8 @@ re-clustering) runs on one replica at a time (:meth:`PostgresPhotoStore.maintena
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import psycopg
 
 from service.gallery.postgres import locks
 from service.pgstores.pool import SerialisedStore, connection
@@ -34,13 +31,8 @@ class PostgresPhotoStore(SerialisedStore, SqlPhotoStore):
     @contextmanager
     def naming_lock(self) -> Iterator[None]:
         """A session advisory lock on a connection of its own (the naming's statements use others)."""
-        with connection(self._pool) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (locks.PHOTO_NAMING,))
-            try:
-                yield
-            finally:
-                with contextlib.suppress(psycopg.Error):  # a broken session has released it already
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (locks.PHOTO_NAMING,))
+        with connection(self._pool) as conn, locks.held(conn, locks.PHOTO_NAMING):
+            yield
 
     @contextmanager
     def maintenance_turn(self) -> Iterator[bool]:

@@ -17,12 +17,10 @@ import numpy.typing as npt
 import psycopg
 
 from service.gallery.errors import FaceNotFound, ModelMismatch, SubjectNotFound
-from service.gallery.postgres import locks, subjects
+from service.gallery.postgres import subjects
 from service.gallery.postgres.rows import FACE_COLS, FACE_FROM, face, to_json
 from service.gallery.postgres.vectors import index_name
 from service.gallery.types import FaceRecord, NewFace
-
-SUBJECT_WRITES_LOCK = locks.SUBJECT_WRITES
 
 _ENROL = """
 WITH locked AS (

@@ -14,7 +14,6 @@ Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0,
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from psycopg_pool import ConnectionPool
 from service.gallery.crops import encode_crop
 from service.gallery.errors import InvalidEmbedding
 from service.gallery.grouping import group_subjects, nearest_subjects
-from service.gallery.postgres import faces, staging, subjects, vectors
+from service.gallery.postgres import faces, locks, staging, subjects, vectors
 from service.gallery.postgres.errors import db_errors
 from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace, Subject
@@ -127,16 +126,11 @@ class PostgresGallery:
 
     @contextmanager
     def subject_writes(self, subject_id: str) -> Iterator[None]:
-        """A session advisory lock per subject (:data:`faces.SUBJECT_WRITES_LOCK`), held on a connection of its
+        """A session advisory lock per subject (:data:`locks.SUBJECT_WRITES`), held on a connection of its
         own while the block runs (the block's statements use other connections); released when the block ends,
         or by the server if this process dies."""
-        with self._conn() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (faces.SUBJECT_WRITES_LOCK, subject_id))
-            try:
-                yield
-            finally:
-                with contextlib.suppress(psycopg.Error):  # a broken session has released it already
-                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (faces.SUBJECT_WRITES_LOCK, subject_id))
+        with self._conn() as conn, locks.held(conn, locks.SUBJECT_WRITES, subject_id):
+            yield
 
     def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:
         with self._conn() as conn:

@@ -7,6 +7,12 @@ change once released: replicas of two versions side by side would stop excluding
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
 MIGRATION = 0x66616365_72656301
 """Held (transaction) while the schema is migrated."""
 OUTBOX_DRAIN = 0x66616365_72656302
@@ -28,3 +34,16 @@ SUBJECT_WRITES = 0x66616365
 """Two-key class: ``(SUBJECT_WRITES, hashtext(subject id))`` serialises enrolments into one subject."""
 
 ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, MILVUS_RECONCILE, PHOTO_NAMING)
+
+
+@contextlib.contextmanager
+def held(conn: psycopg.Connection[Any], key: int, name: str | None = None) -> Iterator[None]:
+    """A session advisory lock on ``conn`` for the block: one-key ``key``, or two-key ``(key, hashtext(name))``.
+    Waits for it; released when the block ends, or by the server when the session dies."""
+    target, args = ("%s", (key,)) if name is None else ("%s, hashtext(%s)", (key, name))
+    conn.execute(f"SELECT pg_advisory_lock({target})", args)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):  # a broken session has released it already
+            conn.execute(f"SELECT pg_advisory_unlock({target})", args)
