@@ -326,6 +326,8 @@ def open_backend(server: str | None, api_key: str | None, data: Path | None) -> 
     """The backend the options select; closed on exit. A :class:`CliError` or a library error
     (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1 with its message."""
     backend: LocalBackend | RemoteBackend
+    if server and data is not None:
+        typer.echo(f"note: --data {data} is not used with --server (the server has its own data)", err=True)
     try:
         backend = RemoteBackend(server, api_key) if server else LocalBackend(load_settings(data=data))
         try:

@@ -174,6 +174,8 @@ def test_enroll_through_a_server(people_dir: Path, server: tuple[Server, str], d
         result = CliRunner().invoke(app, ["subjects", *verb, *remote])
         assert result.exit_code == 1 and "no subject" in result.output and "Traceback" not in result.output, verb
     assert len(run_json("subjects", "list", *remote)) == 2
+    both = CliRunner().invoke(app, ["subjects", "list", *remote, "--data", "elsewhere"])
+    assert both.exit_code == 0 and "--data elsewhere is not used with --server" in both.output
     for url, shown in (("http://[::1", "not a valid URL"), ("http://user:pw@127.0.0.1:1", "user:***@127.0.0.1")):
         result = CliRunner().invoke(app, ["subjects", "list", "--server", url, "--api-key", token])
         assert result.exit_code == 1 and shown in result.output and "pw@" not in result.output, result.output
