@@ -45,3 +45,14 @@ def media_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ope
             return stores
 
         yield make
+
+
+def add_cannot_link(store: object, a: int, b: int) -> None:
+    """A "not this person" constraint between faces ``a`` and ``b``, written as ``split_face`` leaves one (test
+    data: the stores have no method that adds one alone)."""
+    from typing import cast
+
+    from service.photos.sqlstore import SqlPhotoStore
+
+    with cast(SqlPhotoStore, store).transaction() as c:
+        c.execute("INSERT INTO cannot_link VALUES (?, ?)", (min(a, b), max(a, b)))

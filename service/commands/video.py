@@ -18,7 +18,6 @@ from pathlib import Path
 import typer
 
 from service.commands.backend import DATA_OPTION, load_settings, opened_stores
-from service.config import Settings
 from service.events.store import MOMENT, EventFilter, EventStore, unix_seconds
 
 events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
@@ -41,10 +40,6 @@ CSV_COLUMNS = (
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
-
-
-def _settings(data: Path | None) -> Settings:
-    return load_settings(data=data)
 
 
 @contextmanager
@@ -93,7 +88,7 @@ def watch(
     )
     from service.video.pipeline import TrackDecision, TrackPipeline
 
-    settings = _settings(data)
+    settings = load_settings(data=data)
     path = Path(source)
     is_file = camera_index(source) is None and "://" not in source
     if is_file and not path.is_file():
@@ -193,7 +188,7 @@ def export(
     from service.bootstrap import event_store
     from service.events.store import EVENTS_FILE
 
-    settings = _settings(data)
+    settings = load_settings(data=data)
     if not settings.database_url and not (settings.data / EVENTS_FILE).is_file():
         raise _fail(f"no events in {settings.data}")
     with opened_stores(settings) as backend:

@@ -108,15 +108,9 @@ class PhotoStore(Protocol):
 
     def new_cluster_ids(self, n: int) -> list[int]: ...
 
-    def move_faces(self, ids: Sequence[int], cluster_id: int) -> None:
-        """Put unnamed observations into a cluster (merge, split)."""
-        ...
-
     def replace_clusters(self, assignment: Mapping[int, int]) -> int:
         """Re-clustering: set the cluster of each unnamed observation given; returns the rows changed."""
         ...
-
-    def add_cannot_links(self, pairs: Sequence[tuple[int, int]]) -> None: ...
 
     def merge_clusters(self, into: int, other: int) -> int:
         """In one transaction: every face of ``other`` moves into ``into`` and the constraints between the two

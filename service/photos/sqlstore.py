@@ -291,14 +291,6 @@ class SqlPhotoStore(ABC):
         with self.transaction() as c:
             return self._next_clusters(c, n)
 
-    def move_faces(self, ids: Sequence[int], cluster_id: int) -> None:
-        with self.transaction() as c:
-            c.executemany(
-                "UPDATE observations SET cluster_id = ? WHERE id = ? AND subject_id IS NULL",
-                [(cluster_id, int(i)) for i in ids],
-            )
-            self._bump(c)
-
     def replace_clusters(self, assignment: Mapping[int, int]) -> int:
         with self.transaction() as c:
             current = dict(c.execute("SELECT id, cluster_id FROM observations WHERE subject_id IS NULL").fetchall())
@@ -310,14 +302,6 @@ class SqlPhotoStore(ABC):
             top = c.execute("SELECT MAX(cluster_id) FROM observations").fetchone()[0] or 0
             c.execute("UPDATE counters SET value = ? WHERE name = 'cluster' AND value < ?", (top, top))
             return len(changes)
-
-    def add_cannot_links(self, pairs: Sequence[tuple[int, int]]) -> None:
-        with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO cannot_link VALUES (?, ?) ON CONFLICT DO NOTHING",
-                [(min(a, b), max(a, b)) for a, b in pairs if a != b],
-            )
-            self._bump(c)
 
     @staticmethod
     def _members(c: SqlConn, cluster_id: int) -> list[int]:

@@ -181,7 +181,7 @@ def test_background_task_reclusters_after_changes_and_stops(tmp_path: Path) -> N
     emb, _ = people(1, 3)
     ids = index_all(lib, emb)
     cid = lib.store.cluster_of([ids[0]])[ids[0]]
-    lib.store.move_faces([ids[2]], lib.store.new_cluster_ids(1)[0])  # split by hand: the task re-joins it
+    lib.store.replace_clusters({ids[2]: lib.store.new_cluster_ids(1)[0]})  # split by hand: the task re-joins it
     for _ in range(200):
         if len(set(lib.store.cluster_of(ids).values())) == 1:
             break

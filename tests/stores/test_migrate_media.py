@@ -22,7 +22,7 @@ from service.pgstores import open_postgres
 from service.pgstores.migrate_media import TABLES, SchemaMismatch, copy_media
 from service.photos.types import Naming, NewObservation, Observation
 from service.streams.store import StreamConfig
-from tests.storefixtures import sqlite_stores
+from tests.storefixtures import add_cannot_link, sqlite_stores
 
 BOX, QUALITY = {"x": 0, "y": 0, "width": 90, "height": 90}, {"face_size": 90.0}
 GENERATED = {"events": {"seq"}}
@@ -66,7 +66,7 @@ def embedded_data(data: Path) -> Embedded:
         faces=[NewObservation(e, "m", BOX, QUALITY, crop_png=b"png" if i else None) for i, e in enumerate(emb)],
     )  # fmt: skip
     ids = [f.id for f in faces]
-    src.photos.add_cannot_links([(ids[0], ids[1])])
+    add_cannot_link(src.photos, ids[0], ids[1])
     src.photos.set_subject([ids[2]], "s1", {ids[2]: 7})
     naming = src.photos.begin_naming(cluster_id=4, faces=ids[:2], enrol=ids[:1], subject_id=None, name="Ada")
     for store in (src.events, src.streams, src.jobs, src.photos):

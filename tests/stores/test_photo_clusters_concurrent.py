@@ -13,7 +13,7 @@ import numpy as np
 
 from service.photos.errors import ClusterNotFound
 from service.photos.types import NewObservation
-from tests.storefixtures import OpenStores
+from tests.storefixtures import OpenStores, add_cannot_link
 
 BOX = {"x": 0, "y": 0, "width": 50, "height": 50}
 
@@ -45,7 +45,7 @@ def test_opposite_merges_at_once_give_one_cluster(media_stores: OpenStores) -> N
     rng = np.random.default_rng(0)
     for n in range(15):
         x, y, ids = two_clusters(a, n, rng)
-        a.add_cannot_links([(ids[0], ids[3])])
+        add_cannot_link(a, ids[0], ids[3])  # a constraint the merge must drop (the user said they are one person)
         results = at_once(lambda: a.merge_clusters(x, y), lambda: b.merge_clusters(y, x))  # noqa: B023
         assert sorted(type(r).__name__ for r in results) == ["ClusterNotFound", "int"], results
         assert 6 in results
