@@ -56,3 +56,13 @@ def add_cannot_link(store: object, a: int, b: int) -> None:
 
     with cast(SqlPhotoStore, store).transaction() as c:
         c.execute("INSERT INTO cannot_link VALUES (?, ?)", (min(a, b), max(a, b)))
+
+
+def add_merge_group(store: object, ids: list[int], group: int) -> None:
+    """Faces ``ids`` in one merge group labelled ``group``, as ``merge_clusters`` leaves them (test data)."""
+    from typing import cast
+
+    from service.photos.sqlstore import SqlPhotoStore
+
+    with cast(SqlPhotoStore, store).transaction() as c:
+        c.executemany("INSERT INTO merged_faces VALUES (?, ?)", [(i, group) for i in ids])

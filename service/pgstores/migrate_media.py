@@ -50,6 +50,7 @@ TABLES = (
     _Table("photos.sqlite3", "photos", "photos", "rowid", "(id)"),
     _Table("photos.sqlite3", "observations", "observations", "id", "(id)"),
     _Table("photos.sqlite3", "cannot_link", "cannot_link", "a, b", "(a, b)"),
+    _Table("photos.sqlite3", "merged_faces", "merged_faces", "face_id", "(face_id)"),
     _Table("photos.sqlite3", "namings", "namings", "id", "(id)"),
 )
 """In dependency order (events before their outbox rows, photos before their observations)."""
@@ -125,8 +126,8 @@ def copy_media(
             for name in ("observations", "namings"):  # identity columns: new rows get ids past the copied ones
                 pg.execute(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), greatest(max(id), 1)) FROM {name}")
             pg.execute(
-                "UPDATE counters SET value = greatest(value, (SELECT coalesce(max(cluster_id), 0) FROM observations))"
-                " WHERE name = 'cluster'"
+                "UPDATE counters SET value = greatest(value, (SELECT coalesce(max(cluster_id), 0) FROM observations),"
+                " (SELECT coalesce(max(grp), 0) FROM merged_faces)) WHERE name = 'cluster'"
             )
             pg.execute("UPDATE counters SET value = value + 1 WHERE name = 'changes'")
     return counts

@@ -113,18 +113,27 @@ class PhotoStore(Protocol):
         ...
 
     def merge_clusters(self, into: int, other: int) -> int:
-        """In one transaction: every face of ``other`` moves into ``into`` and the constraints between the two
-        clusters' faces are dropped; returns the merged size. :class:`ClusterNotFound` when either has no faces
+        """In one transaction: every face of ``other`` moves into ``into``, the constraints between the two
+        clusters' faces are dropped and all their faces join one merge group (:meth:`merged_groups`); returns the
+        merged size. :class:`ClusterNotFound` when either has no faces
         (by then: a concurrent merge may have emptied it)."""
         ...
 
     def split_face(self, cluster_id: int, face_id: int) -> int:
-        """In one transaction: the face leaves ``cluster_id`` for a new cluster of its own, with cannot-link
-        constraints to every face it leaves; returns the new cluster id. :class:`ClusterNotFound` /
-        :class:`ClusterConflict` when the cluster is empty or the face is not in it (by then)."""
+        """In one transaction: the face leaves ``cluster_id`` (and its merge group) for a new cluster of its own,
+        with cannot-link constraints to every face it leaves; returns the new cluster id. :class:`ClusterNotFound`
+        when the cluster is empty, :class:`ObservationNotFound` when there is no such face, :class:`ClusterConflict`
+        when the face is in another cluster (by then)."""
         ...
 
-    def cannot_links(self) -> list[tuple[int, int]]: ...
+    def cannot_links(self) -> list[tuple[int, int]]:
+        """Pairs of face ids ``(a, b)``, ``a < b``, that a user separated: never in one cluster."""
+        ...
+
+    def merged_groups(self) -> list[list[int]]:
+        """Face ids of each group of unnamed faces a user merged (two or more): re-clustering keeps each in one
+        cluster."""
+        ...
 
     def unnamed_count(self, model_id: str) -> int:
         """Unnamed observations of ``model_id``."""

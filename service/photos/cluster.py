@@ -14,7 +14,7 @@ takes the label with the largest total edge weight among its neighbours, until n
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -127,10 +127,12 @@ def chinese_whispers(
     return np.asarray(labels, dtype=np.int64)
 
 
-def enforce_cannot_links(labels: npt.NDArray[np.int64], pairs: Iterable[tuple[int, int]]) -> npt.NDArray[np.int64]:
-    """Split constrained pairs that ended up in one cluster: of the two faces, the one with more constraints
-    (the face a user took out of a group is constrained against every face it left) moves to a new cluster of
-    its own. Positions, not ids. Returns a new array."""
+def enforce_cannot_links(
+    labels: npt.NDArray[np.int64], pairs: Iterable[tuple[int, int]], pinned: frozenset[int] = frozenset()
+) -> npt.NDArray[np.int64]:
+    """Split constrained pairs that ended up in one cluster: of the two faces, one that is not ``pinned`` (in a
+    group a user merged), else the one with more constraints (the face a user took out of a group is constrained
+    against every face it left), moves to a new cluster of its own. Positions, not ids. Returns a new array."""
     pairs = list(pairs)
     out = labels.copy()
     degree: dict[int, int] = {}
@@ -140,21 +142,43 @@ def enforce_cannot_links(labels: npt.NDArray[np.int64], pairs: Iterable[tuple[in
     fresh = int(out.max()) + 1 if len(out) else 0
     for i, j in pairs:
         if out[i] == out[j]:
-            move = i if degree[i] > degree[j] else j
+            move = max((j, i), key=lambda f: (f not in pinned, degree[f]))  # a tie moves j
             out[move] = fresh
             fresh += 1
     return out
+
+
+def join_groups(labels: npt.NDArray[np.int64], groups: Iterable[Sequence[int]]) -> npt.NDArray[np.int64]:
+    """Labels with every group of positions (faces a user merged) in one cluster: the clusters a group's faces
+    ended up in become one (labelled by the smallest of their labels). Returns a new array."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for group in groups:
+        roots = sorted({root(int(labels[p])) for p in group})
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    if not parent:
+        return labels.copy()
+    return np.asarray([root(int(x)) for x in labels.tolist()], dtype=np.int64)
 
 
 def cluster(
     emb: npt.NDArray[np.float32],
     params: ClusterParams,
     cannot_link: Iterable[tuple[int, int]] = (),
+    must_link: Iterable[Sequence[int]] = (),
 ) -> npt.NDArray[np.int64]:
-    """Cluster labels (n,) for unit embeddings; ``cannot_link``: pairs of positions that must not share one.
+    """Cluster labels (n,) for unit embeddings; ``cannot_link``: pairs of positions that must not share one;
+    ``must_link``: groups of positions that must (a user's merges).
 
-    Constrained pairs lose their edge before the whispers run, and any pair still together afterwards (joined
-    through other faces) is split by :func:`enforce_cannot_links`."""
+    Constrained pairs lose their edge before the whispers run; then the clusters holding one must-link group
+    are joined (:func:`join_groups`), and any cannot-link pair still together (joined through other faces) is
+    split by :func:`enforce_cannot_links`."""
     n = len(emb)
     a, b, dist = knn_graph(emb, params.k, params.threshold)
     pairs = [(int(i), int(j)) for i, j in cannot_link]
@@ -164,7 +188,10 @@ def cluster(
         a, b, dist = a[keep], b[keep], dist[keep]
     weights = (1.0 - dist**2 / 2.0).astype(np.float32)  # cosine similarity: nearer faces vote louder
     labels = chinese_whispers(n, a, b, weights, max_passes=params.max_passes, seed=params.seed)
-    return enforce_cannot_links(labels, pairs) if pairs else labels
+    groups = [list(g) for g in must_link]
+    labels = join_groups(labels, groups)
+    pinned = frozenset(int(p) for g in groups for p in g)
+    return enforce_cannot_links(labels, pairs, pinned) if pairs else labels
 
 
 def vote(neighbour_clusters: list[int], neighbour_dists: list[float], threshold: float) -> int | None:

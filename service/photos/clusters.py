@@ -37,7 +37,7 @@ log = logging.getLogger("facerec.photos")
 
 def merge_clusters(lib: PhotoLibrary, *, into: int, other: int) -> int:
     """Move every face of ``other`` into ``into``; constraints between the two are dropped (the user said they
-    are one person). Returns the merged cluster's size."""
+    are one person) and re-clustering keeps their faces together from now on. Returns the merged cluster's size."""
     if into == other:
         raise ClusterConflict("a cluster cannot be merged with itself")
     with lib.write_lock:  # the store's one transaction also excludes other replicas (their merges and splits)
@@ -60,24 +60,26 @@ class ReclusterResult:
 
 
 def recluster(lib: PhotoLibrary, *, model_id: str) -> ReclusterResult:
-    """Cluster every unnamed face of ``model_id`` again from scratch, respecting the cannot-link constraints.
+    """Cluster every unnamed face of ``model_id`` again from scratch, respecting the user's edits: faces taken
+    out of a cluster stay out (cannot-link), faces of merged clusters stay together (merge groups).
 
     The clustering runs without the write lock on a snapshot; faces indexed meanwhile keep their incremental
     cluster, faces named or erased meanwhile are left alone (the store only updates unnamed faces). If
     constraints changed meanwhile it runs once more."""
     start = time.perf_counter()
     for attempt in range(2):
-        constraints = set(lib.store.cannot_links())
+        constraints = _constraints(lib)
         ids, emb = lib.store.all_embeddings(model_id, unnamed_only=True)
         old = lib.store.cluster_of(ids.tolist())
         pos = {int(i): p for p, i in enumerate(ids)}
-        links = [(pos[a], pos[b]) for a, b in constraints if a in pos and b in pos]
+        links = [(pos[a], pos[b]) for a, b in constraints[0] if a in pos and b in pos]
+        groups = [[pos[i] for i in group if i in pos] for group in constraints[1]]
         lib.set_unnamed_count(model_id, len(ids))
         params = dataclasses.replace(lib.cluster_params, threshold=lib.link_threshold(len(ids), model_id=model_id))
-        labels = cluster(emb, params, links)
+        labels = cluster(emb, params, links, [g for g in groups if len(g) > 1])
         with lib.write_lock:
-            if attempt == 0 and set(lib.store.cannot_links()) != constraints:
-                continue  # a face was taken out of a cluster meanwhile: cluster again with it
+            if attempt == 0 and _constraints(lib) != constraints:
+                continue  # clusters were merged or a face taken out meanwhile: cluster again with that
             assignment = _stable_ids(lib, ids, labels, old)
             changed = lib.store.replace_clusters(assignment)
         n_clusters = len(set(assignment.values()))
@@ -85,6 +87,11 @@ def recluster(lib: PhotoLibrary, *, model_id: str) -> ReclusterResult:
         log.info("photo library: re-clustered %d faces into %d clusters in %.1f s", len(ids), n_clusters, seconds)
         return ReclusterResult(len(ids), n_clusters, changed, seconds)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _constraints(lib: PhotoLibrary) -> tuple[frozenset[tuple[int, int]], tuple[tuple[int, ...], ...]]:
+    """The user's edits re-clustering respects: cannot-link pairs and merge groups (face ids)."""
+    return frozenset(lib.store.cannot_links()), tuple(tuple(g) for g in sorted(lib.store.merged_groups()))
 
 
 def recluster_all(lib: PhotoLibrary) -> ReclusterResult:

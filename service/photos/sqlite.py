@@ -49,6 +49,11 @@ CREATE INDEX IF NOT EXISTS obs_cluster ON observations(cluster_id) WHERE cluster
 CREATE INDEX IF NOT EXISTS obs_unnamed_time ON observations(created_at) WHERE subject_id IS NULL;
 CREATE TABLE IF NOT EXISTS cannot_link (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cannot_link_b ON cannot_link(b);
+CREATE TABLE IF NOT EXISTS merged_faces (
+    face_id INTEGER PRIMARY KEY REFERENCES observations(id) ON DELETE CASCADE,
+    grp INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS merged_faces_grp ON merged_faces(grp);
 CREATE TRIGGER IF NOT EXISTS obs_erased AFTER DELETE ON observations BEGIN
     DELETE FROM cannot_link WHERE a = old.id OR b = old.id;
 END;

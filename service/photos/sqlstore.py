@@ -1,6 +1,7 @@
 """The SQL of the :class:`~service.photos.base.PhotoStore`, shared by the embedded SQLite store
 (:mod:`service.photos.sqlite`) and the PostgreSQL one (:mod:`service.pgstores.photos`): both have the same
-tables (``photos``, ``observations``, ``cannot_link``, ``counters``) and give :class:`SqlPhotoStore` a write
+tables (``photos``, ``observations``, ``cannot_link``, ``merged_faces``, ``counters``; cluster edits in
+:mod:`service.photos.sqlclusters`) and give :class:`SqlPhotoStore` a write
 transaction (all or nothing, writers serialised) and a reader. Embeddings are 512-byte little-endian float32
 blobs; ``box`` and ``quality`` JSON text.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.types import EMBEDDING_DIM
-from service.photos.errors import ClusterConflict, ClusterNotFound, PhotoNotFound
+from service.photos.errors import ClusterNotFound, PhotoNotFound
+from service.photos.sqlclusters import SqlClusterEdits
 from service.photos.types import ClusterSummary, Naming, NewObservation, Observation, Photo
 from service.sqlconn import SqlConn
 
@@ -61,31 +62,8 @@ def quality_score(quality: Mapping[str, Any]) -> float:
     return min(size, 160.0) + min(sharp, 500.0) / 5.0
 
 
-class SqlPhotoStore(ABC):
+class SqlPhotoStore(SqlClusterEdits):
     """:class:`~service.photos.base.PhotoStore` over :meth:`transaction` and :meth:`reader`; thread-safe."""
-
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[SqlConn]:
-        """One write transaction, writers serialised (a photo's ids then grow in commit order); any exception rolls
-        back; storage failures raise the gallery's ``StorageFull`` / ``StorageUnavailable``."""
-
-    @abstractmethod
-    def reader(self) -> AbstractContextManager[SqlConn]:
-        """A connection for reads."""
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self.reader() as c:
-            return list(c.execute(sql, args).fetchall())
-
-    @staticmethod
-    def _bump(c: SqlConn) -> None:
-        c.execute("UPDATE counters SET value = value + 1 WHERE name = 'changes'")
-
-    @staticmethod
-    def _next_clusters(c: SqlConn, n: int) -> list[int]:
-        row = c.execute("UPDATE counters SET value = value + ? WHERE name = 'cluster' RETURNING value", (n,)).fetchone()
-        end = int(row[0])
-        return list(range(end - n + 1, end + 1))
 
     # ---------------------------------------------------------------- photos
     def add_photo(
@@ -228,6 +206,7 @@ class SqlPhotoStore(ABC):
                     "UPDATE observations SET subject_id = ?, cluster_id = NULL, face_id = ? WHERE id = ?",
                     (subject_id, face_ids.get(int(i)), int(i)),
                 )
+                c.execute("DELETE FROM merged_faces WHERE face_id = ?", (int(i),))  # a person decided who it is
             self._bump(c)
 
     def unname_subject(self, subject_id: str) -> list[int]:
@@ -286,57 +265,6 @@ class SqlPhotoStore(ABC):
 
     def cluster_of(self, ids: Sequence[int]) -> dict[int, int]:
         return {f.id: f.cluster_id for f in self.get_faces(ids) if f.cluster_id is not None and f.subject_id is None}
-
-    def new_cluster_ids(self, n: int) -> list[int]:
-        with self.transaction() as c:
-            return self._next_clusters(c, n)
-
-    def replace_clusters(self, assignment: Mapping[int, int]) -> int:
-        with self.transaction() as c:
-            current = dict(c.execute("SELECT id, cluster_id FROM observations WHERE subject_id IS NULL").fetchall())
-            changes = [(int(cid), int(i)) for i, cid in assignment.items() if int(i) in current]
-            changes = [(cid, i) for cid, i in changes if current[i] != cid]
-            if changes:
-                c.executemany("UPDATE observations SET cluster_id = ? WHERE id = ?", changes)
-                self._bump(c)
-            top = c.execute("SELECT MAX(cluster_id) FROM observations").fetchone()[0] or 0
-            c.execute("UPDATE counters SET value = ? WHERE name = 'cluster' AND value < ?", (top, top))
-            return len(changes)
-
-    @staticmethod
-    def _members(c: SqlConn, cluster_id: int) -> list[int]:
-        rows = c.execute("SELECT id FROM observations WHERE cluster_id = ? ORDER BY id", (cluster_id,)).fetchall()
-        if not rows:
-            raise ClusterNotFound(f"no cluster {cluster_id}")
-        return [int(r[0]) for r in rows]
-
-    def merge_clusters(self, into: int, other: int) -> int:
-        with self.transaction() as c:
-            keep, moved = self._members(c, into), self._members(c, other)
-            members = "SELECT id FROM observations WHERE cluster_id = ?"
-            c.execute(
-                f"DELETE FROM cannot_link WHERE (a IN ({members}) AND b IN ({members}))"
-                f" OR (a IN ({members}) AND b IN ({members}))",
-                (into, other, other, into),
-            )
-            c.execute("UPDATE observations SET cluster_id = ? WHERE cluster_id = ?", (into, other))
-            self._bump(c)
-        return len(keep) + len(moved)
-
-    def split_face(self, cluster_id: int, face_id: int) -> int:
-        with self.transaction() as c:
-            members = self._members(c, cluster_id)
-            if face_id not in members:
-                raise ClusterConflict(f"face {face_id} is not in cluster {cluster_id}")
-            pairs = [(min(face_id, f), max(face_id, f)) for f in members if f != face_id]
-            c.executemany("INSERT INTO cannot_link VALUES (?, ?) ON CONFLICT DO NOTHING", pairs)
-            (new_id,) = self._next_clusters(c, 1)
-            c.execute("UPDATE observations SET cluster_id = ? WHERE id = ?", (new_id, face_id))
-            self._bump(c)
-        return new_id
-
-    def cannot_links(self) -> list[tuple[int, int]]:
-        return [(int(a), int(b)) for a, b in self._read("SELECT a, b FROM cannot_link")]
 
     def unnamed_count(self, model_id: str) -> int:
         rows = self._read("SELECT COUNT(*) FROM observations WHERE subject_id IS NULL AND model_id = ?", (model_id,))

@@ -276,6 +276,8 @@ async def merge_clusters(
     _: AdminKey,
     lib: LibraryDep,
 ) -> ClusterOut:
+    """The other cluster's faces join this one, and every later re-clustering keeps all of them together (until
+    one is taken out with "not this person")."""
     size = await run_in_threadpool(lambda: ops.merge_clusters(lib, into=cluster_id, other=body.cluster_id))
     faces = await run_in_threadpool(lib.store.cluster_faces, cluster_id)
     return ClusterOut(id=cluster_id, size=size, sample_face_ids=[f.id for f in faces[:SAMPLE_FACES]])

@@ -84,7 +84,7 @@ def test_clusters_pages_and_validation(client: TestClient) -> None:
     envelope(client.post(f"/v1/clusters/{cid}/merge", json={"cluster_id": cid}), 409, "conflict")
     for other in (2**63, True, "1", 1.0):  # past SQLite's INTEGER (was a 500); JSON true and strings are not ids
         envelope(client.post(f"/v1/clusters/{cid}/merge", json={"cluster_id": other}), 422, "validation_error")
-    envelope(client.delete(f"/v1/clusters/{cid}/faces/999"), 409, "conflict")
+    envelope(client.delete(f"/v1/clusters/{cid}/faces/999"), 404, "not_found")  # no such face
     envelope(client.get("/v1/photos/nope"), 404, "not_found")
     envelope(client.delete("/v1/photos/nope"), 404, "not_found")
     envelope(client.get("/v1/photos/faces/999/crop"), 404, "not_found")

@@ -1,6 +1,6 @@
 """The photo library end to end on the 5-celebrity set, through a real server (real MTCNN, FaceNet, SQLite,
 FAISS): index the training photos, the clusters match the five people, naming one makes identify name that
-person (and newly indexed photos of them come out named), "not this person" survives a re-clustering,
+person (and newly indexed photos of them come out named), "not this person" and a merge survive a re-clustering,
 FindSimilar, a person's photos, erasure; and the CLI's resumable ``facerec photos index``."""
 
 from __future__ import annotations
@@ -128,6 +128,19 @@ def test_not_this_person_sticks_after_reclustering(client: httpx.Client, indexed
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     r = client.post(f"/v1/clusters/{home}/name", json={"name": "x", "subject_id": "y"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_a_merge_of_two_people_survives_reclustering(client: httpx.Client, indexed: dict[int, str]) -> None:
+    ben, mindy = (_cluster_of(client, next(f for f, p in indexed.items() if p == who)) for who in PEOPLE[::4])
+    r = client.post(f"/v1/clusters/{ben}/merge", json={"cluster_id": mindy})
+    assert r.status_code == 200, r.text
+    merged = clusters(client)[ben]
+    assert {indexed[f] for f in merged if f in indexed} == {"ben_afflek", "mindy_kaling"}
+    assert client.post("/v1/clusters/recluster").status_code == 200
+    home = _cluster_of(client, merged[0])
+    assert set(merged) <= set(clusters(client)[home])  # the user's merge is kept, not undone by re-clustering
+    r = client.delete(f"/v1/clusters/{home}/faces/987654321")  # no such face
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 def test_find_similar_by_face_id(client: httpx.Client, indexed: dict[int, str]) -> None:

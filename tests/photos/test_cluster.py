@@ -1,4 +1,4 @@
-"""The clustering functions: kNN graph, Chinese whispers, cannot-link enforcement, the join vote, and the
+"""The clustering functions: kNN graph, Chinese whispers, cannot-link enforcement, merge groups, the join vote, and the
 benchmark's pairwise/BCubed scores."""
 
 from __future__ import annotations
@@ -35,6 +35,20 @@ def test_cannot_links_split_a_cluster() -> None:
     # the face constrained against the others leaves; the others stay together (whatever the id order)
     assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 1), (0, 2), (0, 3)]).tolist() == [1, 0, 0, 0]
     assert cl.enforce_cannot_links(np.zeros(4, np.int64), [(0, 3), (1, 3), (2, 3)]).tolist() == [0, 0, 0, 1]
+
+
+def test_merge_groups_join_the_clusters_their_faces_are_in() -> None:
+    emb, who = synthetic(30, 10, 0.03, seed=5)  # three people, about ten faces each
+    assert len(set(cl.cluster(emb, cl.ClusterParams(threshold=0.8)).tolist())) == 3
+    first, second, third = (np.flatnonzero(who == p) for p in range(3))
+    group = [int(first[0]), int(first[1]), int(second[0])]  # a user merged a cluster of person 0 with one of 1
+    labels = cl.cluster(emb, cl.ClusterParams(threshold=0.8), must_link=[group])
+    assert len({labels[i] for i in [*first, *second]}) == 1 and labels[third[0]] != labels[first[0]]
+    assert len(set(labels[third].tolist())) == 1
+    # a cannot-link against a merged face moves the other face, not the merged one
+    labels = cl.cluster(emb, cl.ClusterParams(threshold=0.8), [(int(first[0]), int(second[5]))], [group])
+    assert labels[first[0]] == labels[second[0]] == labels[first[1]] != labels[second[5]]
+    assert cl.join_groups(np.array([0, 1, 2, 3]), [[0, 2], [2, 3]]).tolist() == [0, 1, 0, 0]
 
 
 def test_vote_takes_the_heaviest_cluster_within_the_threshold() -> None:

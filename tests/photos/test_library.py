@@ -1,6 +1,7 @@
 """The photo library over its real stores (SQLite; PostgreSQL, also as two replicas) and FAISS index, with
 synthetic unit embeddings (no model): idempotent indexing, erasure from store and index, search, incremental
-cluster joining, re-clustering with cannot-link constraints, merging, naming into a gallery, retention."""
+cluster joining, re-clustering with cannot-link constraints and merge groups, merging, naming into a gallery,
+retention."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from embeddings import QualityThresholds
 from service.gallery import open_gallery
 from service.photos import clusters as ops
 from service.photos.cluster import ClusterParams
-from service.photos.errors import ClusterConflict, ClusterNotFound, PhotoNotFound
+from service.photos.errors import ClusterConflict, ClusterNotFound, ObservationNotFound, PhotoNotFound
 from service.photos.library import PhotoLibrary
 from service.photos.sqlite import SQLitePhotoStore
 from service.photos.types import NewObservation
@@ -112,6 +113,32 @@ def test_recluster_keeps_ids_and_not_this_person_sticks(lib: PhotoLibrary) -> No
     assert final[ids[1]] == final[ids[0]]
     with pytest.raises(ClusterNotFound):
         lib.store.cluster_faces(10_000)
+
+
+def test_a_merge_survives_reclustering_until_a_face_is_taken_out(lib: PhotoLibrary) -> None:
+    emb, _ = people(3, 4)  # three people far apart: re-clustering alone never joins them
+    ids = index_all(lib, emb)
+    a, b, c = (lib.store.cluster_of([ids[k]])[ids[k]] for k in (0, 4, 8))
+    assert len({a, b, c}) == 3
+    assert ops.merge_clusters(lib, into=a, other=b) == 8
+    assert lib.store.merged_groups() == [ids[:8]]
+    for _ in range(2):
+        ops.recluster(lib, model_id=MODEL)
+        after = lib.store.cluster_of(ids)
+        assert {after[i] for i in ids[:8]} == {a} and {after[i] for i in ids[8:]} == {c}
+    # "not this person" takes a face out of the merge for good; the rest stays merged
+    out = ops.remove_face(lib, cluster_id=a, face_id=ids[5])
+    ops.recluster(lib, model_id=MODEL)
+    after = lib.store.cluster_of(ids)
+    assert after[ids[5]] != a and {after[i] for i in ids[:8] if i != ids[5]} == {a}
+    assert after[ids[5]] == out or after[ids[5]] == after[ids[4]]  # back with its own person's faces
+    with pytest.raises(ObservationNotFound):  # a face that does not exist: 404, not "not in this cluster"
+        ops.remove_face(lib, cluster_id=a, face_id=ids[-1] + 1000)
+    # an erased face leaves its group; named faces leave theirs
+    lib.delete_photo(lib.store.get_faces([ids[0]])[0].photo_id, gallery=None)
+    assert ids[0] not in lib.store.merged_groups()[0]
+    lib.store.set_subject(ids[1:4], "someone", {})
+    assert lib.store.merged_groups() == [[i for i in ids[4:8] if i != ids[5]]]
 
 
 def test_naming_a_cluster_enrols_only_faces_passing_the_gate(lib: PhotoLibrary, tmp_path: Path) -> None:

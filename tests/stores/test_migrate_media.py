@@ -22,7 +22,7 @@ from service.pgstores import open_postgres
 from service.pgstores.migrate_media import TABLES, SchemaMismatch, copy_media
 from service.photos.types import Naming, NewObservation, Observation
 from service.streams.store import StreamConfig
-from tests.storefixtures import add_cannot_link, sqlite_stores
+from tests.storefixtures import add_cannot_link, add_merge_group, sqlite_stores
 
 BOX, QUALITY = {"x": 0, "y": 0, "width": 90, "height": 90}, {"face_size": 90.0}
 GENERATED = {"events": {"seq"}}
@@ -49,7 +49,7 @@ class Embedded:
 
 def embedded_data(data: Path) -> Embedded:
     """A data dir whose embedded stores hold events with their outbox, a stream, a queued video job and a photo
-    with three faces, a cannot-link, a named face and a pending naming (the stores closed again)."""
+    with three faces, a cannot-link, a merge group, a named face and a pending naming (the stores closed again)."""
     src = sqlite_stores(data)
     now = time.time()
     src.events.add([Event(f"e{i}", now + i, "video:v", i, "s1", "Ada", 0.4, 0.01, 0.0, 1.0, 3) for i in range(5)],
@@ -67,6 +67,7 @@ def embedded_data(data: Path) -> Embedded:
     )  # fmt: skip
     ids = [f.id for f in faces]
     add_cannot_link(src.photos, ids[0], ids[1])
+    add_merge_group(src.photos, ids[1:], 9)
     src.photos.set_subject([ids[2]], "s1", {ids[2]: 7})
     naming = src.photos.begin_naming(cluster_id=4, faces=ids[:2], enrol=ids[:1], subject_id=None, name="Ada")
     for store in (src.events, src.streams, src.jobs, src.photos):
@@ -95,6 +96,8 @@ def test_copy_media_keeps_ids_and_resumes(tmp_path: Path, pg_url: str) -> None:
         assert pg.photos.cannot_links() == [(ids[0], ids[1])] and pg.photos.get_faces([ids[2]])[0].face_id == 7
         clusters = pg.photos.cluster_of(ids)
         assert set(clusters) == {ids[0], ids[1]} and max(pg.photos.new_cluster_ids(1)) > max(clusters.values())
+        assert pg.photos.merged_groups() == []  # ids[2] is named: a group of one unnamed face holds nothing
+        assert max(pg.photos.new_cluster_ids(1)) > 9  # past the copied group label too
         assert pg.photos.pending_namings() == [naming]  # a naming a crash left half done is finished after
         assert pg.photos.begin_naming(cluster_id=5, faces=[], enrol=[], subject_id=None, name="B").id > naming.id
         _, more, _ = pg.photos.add_photo(sha256="new", external_id=None, faces=[NewObservation(emb[0], "m", BOX, {})])

@@ -8,7 +8,8 @@ Tables: ``subjects``; ``faces`` (embedding ``vector(128)``, model id, box/qualit
 triggers so that every request can read them without a scan; since version 3 each name has up to 64 rows, one per
 ``shard`` = backend pid mod 64, summed by readers, so that concurrent enrolments do not queue on one row lock
 until each other's commit); version 4: ``namings`` (the photo library's naming intents, see
-:mod:`service.photos.naming`); ``api_keys`` (sha256 of the token);
+:mod:`service.photos.naming`); version 5: ``merged_faces`` (the groups of merged clusters re-clustering keeps
+together, :mod:`service.photos.sqlclusters`); ``api_keys`` (sha256 of the token);
 ``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate limit's token buckets, lost on a crash like the
 embedded limiter's on a restart); ``meta``. Version 2: the media and photo stores of :mod:`service.pgstores`
 (``events`` + webhook ``outbox``, ``video_jobs``, ``streams`` + ``stream_leases``, and the photo library's
@@ -30,7 +31,7 @@ from service.gallery.postgres import locks
 from service.gallery.postgres.connection import location
 from service.gallery.postgres.errors import DatabaseConfigError, SchemaTooNew
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_LOCK = locks.MIGRATION
 
 _TRANSITION_TABLES = {
@@ -279,6 +280,13 @@ MIGRATIONS: dict[int, str] = {
         name text,
         created_at double precision NOT NULL
     );
+    """,
+    5: """
+    CREATE TABLE merged_faces (
+        face_id bigint PRIMARY KEY REFERENCES observations (id) ON DELETE CASCADE,
+        grp bigint NOT NULL
+    );
+    CREATE INDEX merged_faces_grp ON merged_faces (grp);
     """,
 }
 """Schema version -> SQL that upgrades from the previous version. Append; never edit a released one."""
