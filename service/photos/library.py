@@ -29,7 +29,7 @@ import numpy.typing as npt
 from embeddings import FaceAnalyzer, QualityThresholds
 from embeddings.distance import distance_to_similarity
 from service import recognition
-from service.gallery import FaceNotFound
+from service.gallery import FaceNotFound, SubjectNotFound
 from service.gallery.calibration import load_calibration
 from service.gallery.crops import encode_crop
 from service.gallery.segment import IndexParams
@@ -177,7 +177,32 @@ class PhotoLibrary:
                     distance=item.match.distance if item.match else None,
                 )
             )
-        return self.add_faces(sha256=digest, external_id=external_id, faces=faces)
+        return self.add_identified([(digest, external_id, faces)], gallery=gallery)[0]
+
+    def add_identified(
+        self, photos: Sequence[tuple[str, str | None, list[NewObservation]]], *, gallery: Any
+    ) -> list[IndexedPhoto]:
+        """:meth:`add_photos` of faces that identify named, then the names of subjects erased meanwhile dropped.
+
+        A subject erased (on any replica) between identify and this write would otherwise keep a face named after
+        it: the erasure unnames or erases the faces named at its time, and this write may come after. So, after
+        the write, each subject named is looked up: one that is gone gets :meth:`forget_subject` (its faces
+        become unnamed, as if indexed after the erasure). Either the erasure comes after the write (and deals
+        with the new faces) or the look-up sees it gone."""
+        results = self.add_photos(photos)
+        named = {f.subject_id for r in results if r.created for f in r.faces if f.subject_id is not None}
+        gone = {s for s in named if not _subject_exists(gallery, s)}
+        for subject_id in sorted(gone):
+            log.info("photo library: subject %s was erased while indexing: its faces are unnamed", subject_id)
+            self.forget_subject(subject_id)
+        if not gone:
+            return results
+        return [
+            dataclasses.replace(r, faces=self.store.photo_faces(r.photo.id))
+            if any(f.subject_id in gone for f in r.faces)
+            else r
+            for r in results
+        ]
 
     def add_faces(self, *, sha256: str, external_id: str | None, faces: list[NewObservation]) -> IndexedPhoto:
         """Store one photo's analysed faces (:meth:`add_photos` of one)."""
@@ -290,6 +315,14 @@ class PhotoLibrary:
         """Write the index snapshots, then close the store."""
         self.index.save()
         self.store.close()
+
+
+def _subject_exists(gallery: Any, subject_id: str) -> bool:
+    try:
+        gallery.get_subject(subject_id)
+    except SubjectNotFound:
+        return False
+    return True
 
 
 def _erase_templates(gallery: Any, faces: Sequence[Observation]) -> None:

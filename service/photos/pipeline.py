@@ -153,7 +153,7 @@ def _store_batch(
             )
             row += 1
         new.append((p.sha256, p.external_id, obs))
-    stored = iter(lib.add_photos(new)) if new else iter(())
+    stored = iter(lib.add_identified(new, gallery=gallery)) if new else iter(())
     for p in batch:
         if p.error is not None:
             yield p.external_id, p.error

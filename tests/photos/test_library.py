@@ -163,6 +163,29 @@ def test_naming_a_cluster_enrols_only_faces_passing_the_gate(lib: PhotoLibrary, 
         gallery.close()
 
 
+def test_a_subject_erased_while_its_photo_is_indexed_does_not_keep_the_face(lib: PhotoLibrary, tmp_path: Path) -> None:
+    """Identify named the face as a subject; the subject (on another replica) is erased before the face is
+    written: the face must not stay named after a subject that no longer exists."""
+    gallery = open_gallery(tmp_path / "gallery")
+    try:
+        emb, _ = people(2, 1)
+        kept, erased = (gallery.create_subject(name=n) for n in ("Kept", "Gone"))
+        named = [
+            NewObservation(e, MODEL, BOX, GOOD, subject_id=s.id, distance=0.3)
+            for e, s in zip(emb, (kept, erased), strict=True)
+        ]
+        gallery.delete_subject(erased.id)  # the erasure runs between identify and the write ...
+        assert lib.forget_subject(erased.id) == 0  # ... and finds no face named after it yet
+        (result,) = lib.add_identified([("sha-race", None, named)], gallery=gallery)
+        assert [f.subject_id for f in result.faces] == [kept.id, None]  # the answer says so too
+        stored = {f.id: f for f in lib.store.photo_faces(result.photo.id)}
+        assert [f.subject_id for f in stored.values()] == [kept.id, None]
+        assert lib.store.photos_of_subject(erased.id, limit=5, offset=0) == []
+        assert stored[result.faces[1].id].cluster_id is not None  # an unnamed face in a cluster of its own
+    finally:
+        gallery.close()
+
+
 def test_forgotten_subject_faces_become_one_cluster(lib: PhotoLibrary) -> None:
     emb, _ = people(1, 3)
     ids = index_all(lib, emb)
