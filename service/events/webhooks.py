@@ -8,9 +8,10 @@ Each event is POSTed as JSON to ``FACEREC_WEBHOOK_URL`` with the headers
 - ``X-Facerec-Signature``: ``sha256=<hex>``, HMAC-SHA256 with ``FACEREC_WEBHOOK_SECRET`` over
   ``"<timestamp>." + body`` (receivers should also refuse timestamps far from their clock, against replays).
 
-A 2xx answer is a delivery; anything else (an error status, a refused connection, a timeout) is retried after
-``min(base * 2**attempts, max)`` seconds, with up to 25 % random jitter, for as long as the event is kept
-(``FACEREC_EVENTS_RETENTION_DAYS``). The outbox lives in the event store, so a restart loses no delivery.
+A 2xx status is a delivery (the answer's body is not read); anything else (an error status, a refused
+connection, a timeout) is retried after ``min(base * 2**attempts, max)`` seconds, with up to 25 % random jitter,
+for as long as the event is kept (``FACEREC_EVENTS_RETENTION_DAYS``). The outbox lives in the event store, so a
+restart loses no delivery.
 """
 
 from __future__ import annotations
@@ -97,11 +98,12 @@ class WebhookSender:
             TIMESTAMP_HEADER: str(ts),
             SIGNATURE_HEADER: sign(self.secret, ts, body),
         }
-        try:
-            r = self._client.post(self.url, content=body, headers=headers)
+        try:  # the answer's body is never read: a receiver may send an endless one (memory, a stuck sender)
+            with self._client.stream("POST", self.url, content=body, headers=headers) as r:
+                status = r.status_code
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}"
-        return None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
+        return None if 200 <= status < 300 else f"HTTP {status}"
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -3,7 +3,10 @@ deliveries to a real local HTTP receiver (signatures checked here with hmac, ret
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +122,43 @@ def test_webhooks_are_signed_retried_and_survive_a_restart(tmp_path: Path) -> No
         assert receiver.events()[0]["time"].endswith("Z")
     finally:
         receiver.close()
+        store.close()
+
+
+def endless_receiver() -> tuple[socket.socket, str]:
+    """A receiver that answers 200 and then sends a chunked body that never ends (until its socket closes)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (1 << 16, b"x" * (1 << 16))
+            with contextlib.suppress(OSError):
+                while True:
+                    conn.sendall(chunk)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=answer, args=(server.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+
+
+def test_a_receiver_whose_answer_never_ends_gets_its_delivery_and_holds_nothing(tmp_path: Path) -> None:
+    """Only the status counts: the body is not read (it could fill the memory and stall the outbox forever)."""
+    server, url = endless_receiver()
+    store = SQLiteEventStore(tmp_path)
+    sender = WebhookSender(store, url=url, secret="k", timeout_s=1.0, base_s=0.05, max_s=0.2).start()
+    try:
+        store.add([event(1), event(2)], outbox=True)
+        sender.wake()
+        wait_for(lambda: store.pending_count() == 0, timeout=10.0)
+    finally:
+        sender.close()
+        server.close()
         store.close()
 
 
