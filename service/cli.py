@@ -51,10 +51,7 @@ app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(db_cmd.app, name="db")
 vector_index_cmd.register(gallery_cmd.app)
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
+# The console script is service.entry:main (it imports this module inside its Ctrl-C guard).
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    app()

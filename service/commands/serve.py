@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import errno
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -32,13 +35,52 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 """uvicorn's log levels."""
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on ``host``:``port``, or None. Binds every address ``host`` resolves to as
+    uvicorn does (asyncio's ``create_server``: SO_REUSEADDR on POSIX, IPv6 sockets v6-only, all held at once),
+    then closes them: a socket that never listened leaves no TIME_WAIT behind. With SO_REUSEADDR, as uvicorn, a
+    port whose old connections linger in TIME_WAIT passes, and one that another process listens on fails."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+    try:
+        infos = set(socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+    except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+        return f"cannot listen on {where}: {host!r} does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    sockets: list[socket.socket] = []
+    bound, unavailable = 0, None
+    try:
+        for family, kind, proto, _, address in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this machine lacks: asyncio skips it too
+                continue
+            sockets.append(sock)
+            if os.name == "posix" and sys.platform != "cygwin":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                reason = f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}"
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    return reason
+                unavailable = reason  # ::1 where IPv6 is off: newer asyncio skips the address, so no error yet
+                continue
+            bound += 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    return unavailable if not bound else None
+
+
 def serve(
     host: str = typer.Option(None, "--host", help="Address to listen on (default $FACEREC_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, "--port", help="Port (default $FACEREC_PORT or 8000)."),
     data: Path = typer.Option(None, "--data", help="Data dir (default $FACEREC_DATA or ./data)."),
     log_level: str = typer.Option("info", "--log-level", help=f"uvicorn log level: {', '.join(LOG_LEVELS)}."),
 ) -> None:
-    """Serve the API, /docs and the web page. Off loopback it refuses to start until an API key exists.
+    """Serve the API, /docs and the web page. Off loopback it refuses to start until an API key exists; an address
+    it cannot listen on (a host that does not resolve, a port in use) is refused before the data dir or the model.
 
     SIGTERM (or Ctrl-C) is a graceful shutdown: no new connections, requests in flight finish (at most
     FACEREC_SHUTDOWN_TIMEOUT_S), the gallery saves its snapshot, and the process exits 0."""
@@ -59,6 +101,10 @@ def serve(
     except FaceRecError as exc:
         typer.echo(f"error: FACEREC_MODEL: {exc.message}", err=True)
         raise typer.Exit(2) from exc
+    problem = listen_problem(settings.host, settings.port)  # before the data dir, the keys and the model
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     # before the worker threads exist: bounded malloc arenas, periodic trim
     trimmer = configure(
         arenas=settings.malloc_arenas, interval=settings.malloc_trim_s, mmap_kib=settings.malloc_mmap_threshold_kib

@@ -1,5 +1,5 @@
-"""Test probe, put on PYTHONPATH by tests/service/test_no_tensorflow.py only: at interpreter exit, write the
-sorted names in ``sys.modules`` to the file named by ``FACEREC_TEST_MODULES_OUT``."""
+"""Test probe, put on PYTHONPATH by tests/service/test_no_tensorflow.py and test_cli_startup.py only: at
+interpreter exit, write the sorted names in ``sys.modules`` to the file named by ``FACEREC_TEST_MODULES_OUT``."""
 
 import atexit
 import json
