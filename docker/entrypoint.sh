@@ -27,7 +27,9 @@ bootstrap_admin_key() {
         return 0
     fi
     # `keys list --json` prints [] when keys.db has never held a key; a failure here (say, a data dir the
-    # container user cannot write) stops the container with facerec's own error.
+    # container user cannot write) stops the container with facerec's own error. It reads only a data dir that
+    # exists: make the one `serve` is about to use (it would make it too).
+    mkdir -p -- "${FACEREC_DATA:-./data}"
     local keys_json
     keys_json="$(facerec keys list --json)"
     if [ "$keys_json" != "[]" ]; then

@@ -20,7 +20,7 @@ def tail(
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON lines."),
 ) -> None:
     """The last N records: time, actor, action, target."""
-    with opened_stores(load_settings(data=data)) as backend:
+    with opened_stores(load_settings(data=data), existing=True) as backend:
         try:
             records = backend.audit.tail(n)
         except FaceRecError as exc:  # the log cannot be read (a folder, an I/O error): one line

@@ -23,7 +23,9 @@ from embeddings.errors import FaceRecError
 from service.addresses import redact_url
 from service.audit import Action, cli_actor
 from service.bootstrap import Backend as Stores
+from service.commands.datadir import require_data_dir
 from service.config import Settings
+from service.gallery import Gallery, GalleryLocked
 
 
 class CliError(Exception):
@@ -50,12 +52,14 @@ def load_settings(**overrides: object) -> Settings:
 
 
 @contextmanager
-def opened_stores(settings: Settings, *, gallery: bool = False) -> Iterator[Stores]:
+def opened_stores(settings: Settings, *, gallery: bool = False, existing: bool = False) -> Iterator[Stores]:
     """:func:`service.bootstrap.open_backend` for a command, closed on exit; a backend that cannot be opened
-    (not installed, unreachable, data dir in use) exits 1 with its message in one line."""
+    (not installed, unreachable, data dir in use or, with ``existing``, missing) exits 1 with its message."""
     from service.bootstrap import open_backend as open_stores
 
     try:
+        if existing:
+            require_data_dir(settings)
         stores = open_stores(settings, gallery=gallery)
     except FaceRecError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
@@ -78,28 +82,34 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Works on the gallery the settings select (the data dir, or the database) in this process; loads the model
-    only for commands that need it."""
+    """Works on the gallery the settings select (the data dir, or the database) in this process; opens the stores
+    and loads the model only for commands that need them (``verify`` needs no stores, and creates no data dir)."""
 
-    def __init__(self, settings: Settings) -> None:
-        from service.bootstrap import open_backend
-        from service.gallery import GalleryLocked
-
+    def __init__(self, settings: Settings, *, existing: bool = False) -> None:
+        if existing:  # a command that needs the data dir's contents: none is created
+            require_data_dir(settings)
         self.settings = settings
+        self.actor = cli_actor()
+
+    @cached_property
+    def backend(self) -> Stores:
+        from service.bootstrap import open_backend
+
         try:
-            self.backend = open_backend(settings)
+            return open_backend(self.settings)
         except GalleryLocked as exc:
             raise CliError(
-                f"the data dir {settings.data} is in use (is a server running on it?): "
+                f"the data dir {self.settings.data} is in use (is a server running on it?): "
                 "pass --server URL --api-key KEY to go through the server"
             ) from exc
-        self.gallery = self.backend.open_gallery()
-        self.audit = self.backend.audit
-        self.actor = cli_actor()
+
+    @property
+    def gallery(self) -> Gallery:
+        return self.backend.open_gallery()
 
     def _record(self, action: Action, target: dict[str, Any], count: int | None = None) -> None:
         """Audit a change this process made to the data dir (like the API does; actor ``cli:<os user>``)."""
-        self.audit.record(action, actor=self.actor, target=target, count=count, via="cli")
+        self.backend.audit.record(action, actor=self.actor, target=target, count=count, via="cli")
 
     @cached_property
     def analyzer(self) -> Any:
@@ -108,7 +118,8 @@ class LocalBackend:
         return default_analyzer(self.settings)
 
     def close(self) -> None:
-        self.backend.close()
+        if "backend" in self.__dict__:  # opened
+            self.backend.close()
 
     def all_subjects(self) -> list[dict[str, Any]]:
         from service.convert import subject_out
@@ -163,8 +174,8 @@ class LocalBackend:
         from service.convert import face_out
 
         result = recognition.enroll(
+            gallery=self.gallery,  # first: a data dir in use is said before the model loads
             analyzer=self.analyzer,
-            gallery=self.gallery,
             subject_id=subject_id,
             images=images,
             largest=largest,
@@ -183,8 +194,8 @@ class LocalBackend:
         from service.convert import identify_response
 
         result = recognition.identify(
+            gallery=self.gallery,  # first: a data dir in use is said before the model loads
             analyzer=self.analyzer,
-            gallery=self.gallery,
             image=image,
             threshold=threshold,
             top_k=self.settings.top_k if top_k is None else top_k,
@@ -322,14 +333,19 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead
 
 
 @contextmanager
-def open_backend(server: str | None, api_key: str | None, data: Path | None) -> Iterator[Backend]:
-    """The backend the options select; closed on exit. A :class:`CliError` or a library error
-    (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1 with its message."""
+def open_backend(
+    server: str | None, api_key: str | None, data: Path | None, *, existing: bool = False
+) -> Iterator[Backend]:
+    """The backend the options select (``existing``: see :class:`LocalBackend`); closed on exit. A :class:`CliError`
+    or a library error (:class:`FaceRecError`: no face, invalid image, weights unavailable...) exits 1."""
     backend: LocalBackend | RemoteBackend
     if server and data is not None:
         typer.echo(f"note: --data {data} is not used with --server (the server has its own data)", err=True)
     try:
-        backend = RemoteBackend(server, api_key) if server else LocalBackend(load_settings(data=data))
+        if server:
+            backend = RemoteBackend(server, api_key)
+        else:
+            backend = LocalBackend(load_settings(data=data), existing=existing)
         try:
             yield backend
         finally:
@@ -352,10 +368,10 @@ COMMON_OPTIONS = (
 """The options of every :func:`backend_command`, in their order in ``--help``: (parameter, option, type)."""
 
 
-def backend_command(func: Callable[..., None]) -> Callable[..., None]:
+def backend_command(func: Callable[..., None], *, existing: bool = False) -> Callable[..., None]:
     """A command on the backend the common options select: ``func(backend, <own parameters>, as_json=...)``
     becomes a command with its own parameters, then ``--server``, ``--api-key``, ``--data`` (the backend,
-    opened by :func:`open_backend` around the whole command) and ``--json``."""
+    opened by :func:`open_backend` around the whole command, ``existing`` passed on) and ``--json``."""
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in COMMON_SKIP]
     params = own + [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
@@ -364,12 +380,17 @@ def backend_command(func: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def command(*, server: str | None, api_key: str | None, data: Path | None, as_json: bool, **values: Any) -> None:
-        with open_backend(server, api_key, data) as backend:
+        with open_backend(server, api_key, data, existing=existing) as backend:
             func(backend, as_json=as_json, **values)
 
     command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
     return command
+
+
+def reading_command(func: Callable[..., None]) -> Callable[..., None]:
+    """:func:`backend_command` for a command on what a data dir holds: a missing one is an error, not created."""
+    return backend_command(func, existing=True)
 
 
 def read_image(path: Path) -> bytes:

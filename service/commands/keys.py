@@ -60,7 +60,7 @@ def create(
 @app.command("list")
 def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every key with its scope and state (tokens are never shown)."""
-    with opened_stores(load_settings(data=data)) as backend:
+    with opened_stores(load_settings(data=data), existing=True) as backend:
         keys = backend.keys.list()
     if as_json:
         typer.echo(
@@ -87,7 +87,7 @@ def list_keys(data: Path = DATA, as_json: bool = typer.Option(False, "--json", h
 @app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key's id (see `keys list`)."), data: Path = DATA) -> None:
     """Revoke a key at once: the server refuses it from its next request."""
-    with opened_stores(load_settings(data=data)) as backend:
+    with opened_stores(load_settings(data=data), existing=True) as backend:
         known = {k.id: k for k in backend.keys.list()}
         if key_id in known and not known[key_id].active:
             typer.echo(f"key {key_id} was already revoked ({known[key_id].revoked_at})")

@@ -50,12 +50,12 @@ class LocalPhotos:
     """The library of a local data dir or of the database (FACEREC_PHOTO_LIBRARY must be on), with the model in
     this process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, existing: bool = False) -> None:
         from service.photos.service import open_library
 
         if not settings.photo_library:
             raise CliError("the photo library is off: set FACEREC_PHOTO_LIBRARY=true to keep faces of indexed photos")
-        self.backend = LocalBackend(settings)
+        self.backend = LocalBackend(settings, existing=existing)
         self.settings = settings
         shared = self.backend.backend.media  # the database's library with FACEREC_DATABASE_URL
         lib = open_library(
@@ -187,10 +187,11 @@ def run_index(backend: PhotoBackend, root: Path, files: list[Path], progress: Pr
     return summary
 
 
-def _open(server: str | None, api_key: str | None, data: Path | None) -> PhotoBackend:
+def _open(server: str | None, api_key: str | None, data: Path | None, *, existing: bool = False) -> PhotoBackend:
+    """``existing``: a missing data dir is an error (:class:`LocalBackend`), not created."""
     if server:
         return RemotePhotos(server, api_key)
-    return LocalPhotos(load_settings(data=data))
+    return LocalPhotos(load_settings(data=data), existing=existing)
 
 
 @app.command("index")
@@ -237,7 +238,7 @@ def recluster(
 ) -> None:
     """Cluster every unnamed face again now (the server also does it in the background)."""
     try:
-        backend = _open(server, api_key, data)
+        backend = _open(server, api_key, data, existing=True)
         try:
             out = backend.recluster()
         finally:

@@ -9,14 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.commands.backend import Backend, backend_command, read_image
+from service.commands.backend import Backend, backend_command, read_image, reading_command
 
 THRESHOLD_OPTION = typer.Option(
     None, "--threshold", min=0.0, max=2.0, help="L2 distance, 0 to 2 (as the API); <= threshold is a match."
 )
 
 
-@backend_command
+@reading_command
 def identify(
     backend: Backend,
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="The photo."),

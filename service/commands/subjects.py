@@ -8,13 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.commands.backend import Backend, backend_command
+from service.commands.backend import Backend, reading_command
 
 app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
 
 
 @app.command("list")
-@backend_command
+@reading_command
 def list_subjects(
     backend: Backend,
     *,
@@ -32,7 +32,7 @@ def list_subjects(
 
 
 @app.command("show")
-@backend_command
+@reading_command
 def show(
     backend: Backend,
     subject_id: str = typer.Argument(..., help="The subject's id."),
@@ -58,7 +58,7 @@ def show(
 
 
 @app.command("delete")
-@backend_command
+@reading_command
 def delete(
     backend: Backend,
     subject_id: str = typer.Argument(..., help="The subject's id."),

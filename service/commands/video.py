@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from service.commands.backend import DATA_OPTION, load_settings, opened_stores
+from service.commands.datadir import require_data_dir
 from service.events.store import MOMENT, EventFilter, EventStore, unix_seconds
 
 events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
@@ -94,6 +95,7 @@ def watch(
     if is_file and not path.is_file():
         raise typer.BadParameter(f"{'not a file' if path.exists() else 'no such file'}: {source}")
     try:
+        require_data_dir(settings)  # a mistyped --data is said, not watched against a new empty gallery
         backend = open_backend(settings)
         gallery = backend.open_gallery()
     except GalleryLocked as exc:
@@ -185,10 +187,15 @@ def export(
 ) -> None:
     """Write the events (of the database with ``FACEREC_DATABASE_URL``, else of the local data dir; readable while
     the server runs), oldest first: an attendance sheet. ``time`` is UTC; ``name`` is empty for unknown people."""
+    from embeddings.errors import FaceRecError
     from service.bootstrap import event_store
     from service.events.store import EVENTS_FILE
 
     settings = load_settings(data=data)
+    try:
+        require_data_dir(settings)
+    except FaceRecError as exc:
+        raise _fail(f"{exc.code}: {exc.message}") from exc
     if not settings.database_url and not (settings.data / EVENTS_FILE).is_file():
         raise _fail(f"no events in {settings.data}")
     with opened_stores(settings) as backend:

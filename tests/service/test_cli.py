@@ -183,6 +183,7 @@ def test_enroll_through_a_server(people_dir: Path, server: tuple[Server, str], d
 
 def test_local_library_errors_are_one_line_not_a_traceback(tmp_path: Path, dataset: Path) -> None:
     data = str(tmp_path / "data")
+    Path(data).mkdir()  # identify reads a data dir: a missing one is an error of its own
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo\n")
     result = CliRunner().invoke(app, ["identify", str(notes), "--data", data])
@@ -273,5 +274,6 @@ def test_a_fifo_named_like_a_photo_is_refused_not_read_forever(tmp_path: Path) -
 
     fifo = tmp_path / "camera.jpg"
     os.mkfifo(fifo)  # reading it would block until a writer comes
+    (tmp_path / "d").mkdir()
     result = CliRunner().invoke(app, ["identify", str(fifo), "--data", str(tmp_path / "d")])
     assert result.exit_code == 1 and "is not a regular file" in result.output, result.output
