@@ -34,6 +34,8 @@ log = logging.getLogger("facerec.webhooks")
 SIGNATURE_HEADER = "X-Facerec-Signature"
 TIMESTAMP_HEADER = "X-Facerec-Timestamp"
 EVENT_ID_HEADER = "X-Facerec-Event-Id"
+STORE_RETRY_S = 1.0
+"""How long the sender waits before reading the outbox again after the event store failed, seconds."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -108,27 +110,29 @@ class WebhookSender:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                batch = self.store.due(time.time(), 50)
-            except Exception:  # the store is closing or failing: try again shortly
-                log.exception("webhook outbox read failed")
-                batch = []
-            for pending in batch:
-                if self._stop.is_set():
-                    return
-                error = self.deliver(pending.event)
-                if self.on_result is not None:
-                    self.on_result(error is None)
-                if error is None:
-                    self.store.delivered(pending.event.id)
-                else:
-                    wait = backoff_s(pending.attempts, base_s=self.base_s, max_s=self.max_s)
-                    log.warning(
-                        "webhook delivery of event %s failed (%s); retry in %.1f s", pending.event.id, error, wait
-                    )
-                    self.store.retry_later(pending.event.id, time.time() + wait, error)
-            if batch:
-                continue
-            nxt = self.store.next_due() if not self._stop.is_set() else None
-            wait_s = self.max_s if nxt is None else min(max(nxt - time.time(), 0.05), self.max_s)
-            self._wake.wait(wait_s)
-            self._wake.clear()
+                self._drain()
+            except Exception as exc:  # the store away (a database restarting): the outbox keeps the deliveries
+                log.warning("webhook outbox unavailable (%s); retrying in %.0f s", exc, STORE_RETRY_S)
+                self._stop.wait(STORE_RETRY_S)
+
+    def _drain(self) -> None:
+        """Send the deliveries due now; when none is, wait until the next one is due (or :meth:`wake`)."""
+        batch = self.store.due(time.time(), 50)
+        for pending in batch:
+            if self._stop.is_set():
+                return
+            error = self.deliver(pending.event)
+            if self.on_result is not None:
+                self.on_result(error is None)
+            if error is None:
+                self.store.delivered(pending.event.id)
+            else:
+                wait = backoff_s(pending.attempts, base_s=self.base_s, max_s=self.max_s)
+                log.warning("webhook delivery of event %s failed (%s); retry in %.1f s", pending.event.id, error, wait)
+                self.store.retry_later(pending.event.id, time.time() + wait, error)
+        if batch:
+            return
+        nxt = self.store.next_due() if not self._stop.is_set() else None
+        wait_s = self.max_s if nxt is None else min(max(nxt - time.time(), 0.05), self.max_s)
+        self._wake.wait(wait_s)
+        self._wake.clear()

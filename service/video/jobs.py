@@ -18,6 +18,7 @@ from typing import Any
 
 from embeddings import FaceAnalyzer
 from service.events.recorder import event_of, video_event_id
+from service.gallery.errors import StorageUnavailable
 from service.video.decode import FrameClock, VideoError, info, open_capture, sample_frames
 from service.video.deps import FrameDeps
 from service.video.jobstore import Job, JobStore
@@ -27,6 +28,8 @@ log = logging.getLogger("facerec.video")
 
 ORPHAN_IDLE_S = 900.0
 """An upload file with no job row is deleted once untouched this long (s): long past any upload still streaming."""
+STORE_RETRY_S = 1.0
+"""How long the runner waits after its job or event store failed before it tries again, seconds."""
 SWEEP_INTERVAL_S = 600.0
 """How often the runner looks for such files (and once at start), seconds."""
 
@@ -62,6 +65,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelled: set[str] = set()
+        self._interrupted: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="facerec-video-jobs", daemon=True)
 
     def start(self) -> JobRunner:
@@ -101,13 +105,28 @@ class JobRunner:
             if time.monotonic() - swept > SWEEP_INTERVAL_S:
                 self.sweep()
                 swept = time.monotonic()
-            analyzer = self.deps.analyzer()
-            job = self.store.next_queued() if analyzer is not None else None
-            if job is None or analyzer is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            self._process(job, analyzer)
+            job: Job | None = None
+            try:
+                self._requeue_interrupted()
+                analyzer = self.deps.analyzer()
+                job = self.store.next_queued() if analyzer is not None else None
+                if job is None or analyzer is None:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                self._process(job, analyzer)
+            except Exception as exc:  # the store away (a database restarting): the runner waits for it
+                log.warning("video jobs: the job or event store failed (%s); retrying in %.0f s", exc, STORE_RETRY_S)
+                if job is not None:
+                    self._interrupted.add(job.id)
+                self._stop.wait(STORE_RETRY_S)
+
+    def _requeue_interrupted(self) -> None:
+        """Queue again the jobs whose processing a store failure cut (they run again from the start; their
+        events have stable ids, so none is recorded twice)."""
+        for job_id in list(self._interrupted):
+            self.store.update(job_id, status="queued", progress=0.0, error=None)
+            self._interrupted.discard(job_id)
 
     def _process(self, job: Job, analyzer: FaceAnalyzer) -> None:
         self.store.update(job.id, status="running", progress=0.0, error=None)
@@ -120,6 +139,8 @@ class JobRunner:
             if job.id in self._cancelled:
                 Path(job.path).unlink(missing_ok=True)
             return
+        except StorageUnavailable:  # the gallery away: not the video's fault, the job runs again (_run)
+            raise
         except Exception as exc:
             log.exception("video job %s failed", job.id)
             self._end(job, status="failed", error=f"processing failed: {type(exc).__name__}")
@@ -146,7 +167,7 @@ class JobRunner:
                 with self.deps.gate:
                     decisions.extend(pipe.process(rgb, t).decisions)
                 if time.monotonic() - last_update > 1.0 and meta.duration_s > 0:
-                    if not self.store.update(job.id, progress=min(t / meta.duration_s, 0.99)):
+                    if not self._progress(job.id, min(t / meta.duration_s, 0.99)):
                         self._cancelled.add(job.id)  # deleted, perhaps through another replica
                         raise _Stopped
                     last_update = time.monotonic()
@@ -160,6 +181,15 @@ class JobRunner:
                 "it is truncated or corrupt"
             )
         return sorted(decisions, key=lambda d: d.first_s), end
+
+    def _progress(self, job_id: str, progress: float) -> bool:
+        """Show a running job's progress (0 to 1); False when the job is gone. A store failure does not stop
+        the job (its outcome is stored at its end)."""
+        try:
+            return self.store.update(job_id, progress=progress)
+        except Exception as exc:
+            log.warning("video job %s: its progress could not be stored (%s)", job_id, exc)
+            return True
 
     def _end(self, job: Job, **values: Any) -> None:
         self.store.update(job.id, **values)

@@ -7,16 +7,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from threading import Semaphore
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from embeddings import FaceAnalyzer
 from service.devdb import DevCluster
+from service.events.store import Event
+from service.events.webhooks import WebhookSender
 from service.gallery import StorageUnavailable
 from service.gallery.postgres.connection import PoolOptions
 from service.pgstores import PostgresBackend, open_postgres
+from service.video.deps import FrameDeps
+from service.video.jobs import JobRunner
 from tests.gallery.conftest import MODEL, faces, unit
 from tests.pgfixtures import new_cluster
+from tests.video.helpers import WebhookReceiver
 
 
 @pytest.fixture
@@ -96,4 +105,50 @@ def test_immediate_stop_and_restart_under_load(own_cluster: DevCluster) -> None:
         assert set(acked) <= stored  # every acknowledged face survived the crash
         assert g.face_count(MODEL) == len(stored)
     finally:
+        backend.close()
+
+
+def test_webhooks_and_video_jobs_resume_by_themselves_after_an_outage(own_cluster: DevCluster, tmp_path: Path) -> None:
+    """The webhook sender's and the video job runner's threads outlive the database going away: once it is back,
+    a new event is delivered and a new job is run (this one fails visibly: its upload is not a video)."""
+    backend = open_postgres(
+        own_cluster.url(), pool=PoolOptions(min_size=1, max_size=4, timeout_s=1.0, connect_timeout_s=2)
+    )
+    stores = backend.media_stores(tmp_path)
+    receiver = WebhookReceiver()
+    sender = WebhookSender(stores.events, url=receiver.url, secret="k", base_s=0.05, max_s=0.3).start()
+    deps = FrameDeps(lambda: cast(FaceAnalyzer, object()), lambda: None, cast(Any, None), cast(Any, None), Semaphore())
+    runner = JobRunner(stores.jobs, deps, keep_uploads=False, default_fps=5.0).start()
+    try:
+        time.sleep(1.0)
+        own_cluster.stop("immediate")
+        time.sleep(3.0)  # both threads meet the outage (the runner polls every second, the sender on its wake)
+        sender.wake()
+        time.sleep(1.0)
+        own_cluster.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stores.events.add(
+                    [Event("e1", time.time(), "stream:a", 1, None, None, None, None, 0, 1, 3)], outbox=True
+                )
+                break
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "PostgreSQL did not come back"
+                time.sleep(0.2)
+        sender.wake()
+        job_id, path = stores.jobs.new_path()
+        path.write_bytes(b"not a video")
+        stores.jobs.create(job_id, filename="x.mp4", path=path, fps=None, size=11)
+        runner.wake()
+        deadline = time.monotonic() + 20
+        while not (receiver.events() and stores.jobs.get(job_id).status == "failed"):
+            assert time.monotonic() < deadline, (receiver.events(), stores.jobs.get(job_id))
+            time.sleep(0.1)
+        assert [e["id"] for e in receiver.events()] == ["e1"]
+        assert "not a video" in (stores.jobs.get(job_id).error or "")
+    finally:
+        runner.close()
+        sender.close()
+        receiver.close()
         backend.close()
