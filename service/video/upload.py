@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError, MultipartParseError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 
 from service.errors import UnsupportedMediaType
 
@@ -52,7 +52,7 @@ def _invalid(msg: str) -> RequestValidationError:
 
 async def receive_video(request: Request, path: Path, *, file_field: str = "video") -> VideoUpload:
     """Write the ``file_field`` part of a multipart body to ``path``; 415 for another content type, 422 when
-    the part is missing or empty. On failure the partial file is removed."""
+    the part is missing or empty or the body is cut short. On failure the partial file is removed."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -123,6 +123,8 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
+        if parser.state != MultipartState.END:  # the body stopped before its closing boundary
+            raise MultipartParseError("it ends before its closing boundary (the upload was cut short)")
     except BaseException as exc:
         if part.out is not None:
             part.out.close()

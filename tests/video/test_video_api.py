@@ -194,6 +194,25 @@ def test_bad_uploads_are_refused_with_the_envelope(client: httpx.Client, tmp_pat
     assert not any(v["status"] == "queued" and v["bytes"] == 0 for v in before)  # no refused upload left a job
 
 
+def test_an_upload_cut_short_is_refused_and_leaves_nothing(
+    client: httpx.Client, server: Server, people_avi: Path
+) -> None:
+    """A body that ends before its closing boundary (a client that stopped sending) is 422, not a queued job of
+    half a video."""
+    head = b'--cut\r\nContent-Disposition: form-data; name="video"; filename="a.avi"\r\n\r\n'
+
+    def state() -> tuple[list[str], list[str]]:
+        jobs = client.get("/v1/videos", params={"limit": 100}).json()["items"]
+        return [j["id"] for j in jobs], sorted(p.name for p in (server.data / "uploads").glob("*.video"))
+
+    before = state()
+    for body in (head + people_avi.read_bytes()[:500_000], head[:40]):
+        r = client.post("/v1/videos", content=body, headers={"Content-Type": "multipart/form-data; boundary=cut"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+        assert "cut short" in r.json()["error"]["message"]
+    assert state() == before
+
+
 def test_a_job_survives_a_restart_without_duplicate_events(
     server: Server, client: httpx.Client, subjects: dict[str, str], people_avi: Path
 ) -> None:
