@@ -30,6 +30,7 @@ from service.addresses import is_loopback
 from service.bootstrap import GalleryFactory, default_analyzer, make_runner, open_backend, start_batcher
 from service.config import Settings
 from service.gallery import Gallery, GalleryLocked
+from service.head import HeadMiddleware
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
 from service.nul_guard import NulUrlMiddleware
@@ -181,6 +182,7 @@ def create_app(
     app.mount("/static", web.static_files(), name="static")
     apidocs.install(app)
     video_limit = (settings.video_max_upload_bytes, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")
+    app.add_middleware(HeadMiddleware, router=app.router)  # innermost: HEAD meets auth and limits as a GET
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, limits={"/v1/videos": video_limit})
     app.add_middleware(NulUrlMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
