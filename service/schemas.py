@@ -106,7 +106,14 @@ def face_description(default: str) -> str:
     return f"`{default}` (default): {FACE_DETECTED[default]}. {FACE_ALIGNED}"
 
 
+class DetectParams(RequestModel):
+    """``/v1/detect`` takes no field but its image: any other is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class EmbedParams(RequestModel):
+    model_config = ConfigDict(extra="forbid")
     face: Literal["all", "aligned"] = Field("all", description=face_description("all"))
 
 
@@ -220,6 +227,7 @@ class EnrollParams(RequestModel):
 
 
 class RecognitionParams(RequestModel):
+    model_config = ConfigDict(extra="forbid")
     threshold: float | None = Field(None, ge=0.0, le=2.0, description="L2 distance; default: the service's.")
 
 

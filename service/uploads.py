@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,10 +31,13 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass
 class Payload:
-    """Images by field name (bytes, in upload order) and every other field."""
+    """Images by field name (bytes, in upload order), every other field, whether they came as JSON and the
+    names of the query parameters."""
 
     files: dict[str, list[bytes]] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
+    as_json: bool = False
+    query: tuple[str, ...] = ()
 
     def one(self, name: str) -> bytes | None:
         """The single image in ``name`` (None when absent); several where one is expected is a 422."""
@@ -42,12 +46,51 @@ class Payload:
             raise RequestValidationError([_err(name, "exactly one image is expected")])
         return items[0] if items else None
 
-    def params(self, model: type[M]) -> M:
-        """Validate the non-file fields with ``model``; failures become the 422 envelope."""
+    def params(self, model: type[M], *, images: Collection[str] | None = None) -> M:
+        """Validate the non-file fields with ``model``; failures become the 422 envelope.
+
+        ``images`` names the image fields the route reads. Given, nothing else is taken either: an image under
+        another name, a plain field under an image's name and any query parameter are each a 422 naming the
+        fields the endpoint takes (with a ``model`` that forbids extra fields, so is an unknown plain field)."""
+        fields = self.fields if images is None else {k: v for k, v in self.fields.items() if k not in images}
+        problems = [] if images is None else self._strays(model, images)
         try:
-            return model.model_validate(self.fields)
+            params = model.model_validate(fields)
         except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+            found = exc.errors(include_url=False, include_context=False)
+            if images is not None:
+                takes = self._takes(model, images)
+                found = [
+                    {**e, "msg": f"unknown field; {takes}"} if e["type"] == "extra_forbidden" else e for e in found
+                ]
+            raise RequestValidationError([*problems, *found]) from exc
+        if problems:
+            raise RequestValidationError(problems)
+        return params
+
+    def _spelt(self, name: str) -> str:
+        """An image field's name as the client sent it."""
+        return f"{name}_base64" if self.as_json else name
+
+    def _takes(self, model: type[BaseModel], images: Collection[str]) -> str:
+        names = [self._spelt(n) for n in images] + list(model.model_fields)
+        return "this endpoint takes " + ", ".join(f"`{n}`" for n in names)
+
+    def _strays(self, model: type[BaseModel], images: Collection[str]) -> list[dict[str, Any]]:
+        """The 422 errors of what the route would not read (see :meth:`params`)."""
+        takes = self._takes(model, images)
+        out = [
+            {
+                "loc": ("query", q),
+                "msg": f"unknown query parameter: send the fields in the body; {takes}",
+                "type": "extra_forbidden",
+            }
+            for q in self.query
+        ]
+        out += [_err(self._spelt(n), f"unknown image field; {takes}") for n in self.files if n not in images]
+        as_image = "an image goes in as a file (multipart/form-data) or as base64 in `{}_base64` (JSON)"
+        out += [_err(n, as_image.format(n)) for n in self.fields if n in images]
+        return out
 
 
 def _err(name: str, msg: str) -> dict[str, Any]:
@@ -68,7 +111,7 @@ def _b64(name: str, value: Any) -> bytes:
 async def read_payload(request: Request) -> Payload:
     """Parse the body by its content type; 415 for anything but multipart/form-data or JSON."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    payload = Payload()
+    payload = Payload(query=tuple(dict.fromkeys(request.query_params.keys())))
     if ctype == "multipart/form-data":
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
         for key, value in form.multi_items():
@@ -85,6 +128,7 @@ async def read_payload(request: Request) -> Payload:
             raise RequestValidationError([_err("body", "the body is not valid JSON")]) from exc
         if not isinstance(body, dict):
             raise RequestValidationError([_err("body", "the JSON body must be an object")])
+        payload.as_json = True
         for key, value in body.items():
             if key.endswith("_base64"):
                 name = key.removesuffix("_base64")

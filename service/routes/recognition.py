@@ -10,6 +10,7 @@ from service.deps import AdminKey, GalleryDep, ModelDep, RecognizeKey, SettingsD
 from service.errors import BadRequest
 from service.routes.docs import errors, image_body
 from service.schemas import (
+    DetectParams,
     DetectResponse,
     EmbedParams,
     EmbedResponse,
@@ -53,7 +54,7 @@ async def verify(
     and the median distance decides, so one bad enrolment photo does not.
     ``match`` is ``distance <= threshold``."""
     payload = await read_payload(request)
-    params = payload.params(VerifyParams)
+    params = payload.params(VerifyParams, images=("image_a", "image_b", "image"))
     threshold = settings.match_threshold if params.threshold is None else params.threshold
     if params.subject_id is not None:
         first = payload.one("image")
@@ -106,7 +107,7 @@ async def identify(
     grows so that the estimated false-identification rate stays within ``FACEREC_MAX_FIR``. The response
     says the threshold used, ``threshold_source`` (`request`, `fixed` or `max_fir`) and the estimate."""
     payload = await read_payload(request)
-    params = payload.params(IdentifyParams)
+    params = payload.params(IdentifyParams, images=("image",))
     image = _require(payload.one("image"), "image")
     top_k = settings.top_k if params.top_k is None else params.top_k
     result = await model.call(
@@ -129,11 +130,12 @@ async def identify(
     response_model=DetectResponse,
     summary="Find faces: boxes, landmarks and confidence",
     responses=IMAGE_ERRORS,
-    openapi_extra=image_body({"image": "The photo."}, None, {}),
+    openapi_extra=image_body({"image": "The photo."}, DetectParams, {}),
 )
 async def detect(_: RecognizeKey, request: Request, model: ModelDep) -> DetectResponse:
     """Every face, largest first. No face gives ``faces: []``."""
     payload = await read_payload(request)
+    payload.params(DetectParams, images=("image",))
     image = _require(payload.one("image"), "image")
     (width, height), found = await model.call("detect", lambda r: len(r[1]), recognition.detect, image=image)
     return DetectResponse(width=width, height=height, faces=[detected(d) for d in found])
@@ -151,7 +153,7 @@ async def embed(_: AdminKey, request: Request, model: ModelDep) -> EmbedResponse
     embeddings are biometric templates. ``face=aligned``: the image is one already aligned face crop; detection
     is skipped, the crop is resized to 160x160 and encoded (its landmarks and confidence are null)."""
     payload = await read_payload(request)
-    params = payload.params(EmbedParams)
+    params = payload.params(EmbedParams, images=("image",))
     image = _require(payload.one("image"), "image")
     aligned = params.face == "aligned"
     faces = await model.call("embed", len, recognition.embed, image=image, aligned=aligned)
