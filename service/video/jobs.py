@@ -64,7 +64,9 @@ class JobRunner:
         self.keep_uploads, self.default_fps = keep_uploads, default_fps
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._cancelled: set[str] = set()
+        self._cancelled: set[str] = set()  # the running job, once deleted (never any other id: see cancel)
+        self._running: str | None = None
+        self._lock = threading.Lock()
         self._interrupted: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="facerec-video-jobs", daemon=True)
 
@@ -91,8 +93,11 @@ class JobRunner:
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
-        """Stop a running job at its next frame (it is being deleted)."""
-        self._cancelled.add(job_id)
+        """Stop a running job at its next frame (it is being deleted); any other id is ignored (a queued job is
+        deleted with its row, and an id kept here for ever would grow the memory with every deletion)."""
+        with self._lock:
+            if job_id == self._running:
+                self._cancelled.add(job_id)
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
@@ -114,7 +119,7 @@ class JobRunner:
                     self._wake.wait(1.0)
                     self._wake.clear()
                     continue
-                self._process(job, analyzer)
+                self._run_one(job, analyzer)
             except Exception as exc:  # the store away (a database restarting): the runner waits for it
                 log.warning("video jobs: the job or event store failed (%s); retrying in %.0f s", exc, STORE_RETRY_S)
                 if job is not None:
@@ -127,6 +132,17 @@ class JobRunner:
         for job_id in list(self._interrupted):
             self.store.update(job_id, status="queued", progress=0.0, error=None)
             self._interrupted.discard(job_id)
+
+    def _run_one(self, job: Job, analyzer: FaceAnalyzer) -> None:
+        """:meth:`_process` ``job``, which :meth:`cancel` may stop meanwhile."""
+        with self._lock:
+            self._running = job.id
+        try:
+            self._process(job, analyzer)
+        finally:
+            with self._lock:
+                self._running = None
+                self._cancelled.discard(job.id)
 
     def _process(self, job: Job, analyzer: FaceAnalyzer) -> None:
         self.store.update(job.id, status="running", progress=0.0, error=None)

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from embeddings import Box, Detection, Landmarks
 from service.events.store import Event, SQLiteEventStore
 from service.events.webhooks import WebhookSender
 from service.video.decode import redact
+from service.video.jobs import JobRunner
+from service.video.jobstore import SQLiteJobStore
 from service.video.tracker import Tracker
 from tests.video.helpers import WebhookReceiver, sign
 
@@ -159,6 +162,19 @@ def test_a_receiver_whose_answer_never_ends_gets_its_delivery_and_holds_nothing(
     finally:
         sender.close()
         server.close()
+        store.close()
+
+
+def test_deleting_jobs_that_do_not_run_leaves_nothing_in_the_runner(tmp_path: Path) -> None:
+    """``DELETE /v1/videos/{id}`` cancels the job in the runner first: ids of jobs that are not running (done,
+    queued, or no job at all: 404) were kept for ever, so memory grew with every deletion."""
+    store = SQLiteJobStore(tmp_path)
+    runner = JobRunner(store, cast(Any, None), keep_uploads=False, default_fps=5.0)  # not started: nothing runs
+    try:
+        for i in range(1000):
+            runner.cancel(f"{i:032x}" * 100)
+        assert not runner._cancelled
+    finally:
         store.close()
 
 

@@ -213,6 +213,26 @@ def test_an_upload_cut_short_is_refused_and_leaves_nothing(
     assert state() == before
 
 
+def test_deleting_a_running_job_stops_it(
+    client: httpx.Client, server: Server, people_avi: Path, tmp_path: Path
+) -> None:
+    video_id = upload(client, people_avi, fps="10").json()["id"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/videos/{video_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.delete(f"/v1/videos/{video_id}").status_code == 204
+    assert client.get(f"/v1/videos/{video_id}").status_code == 404
+    assert not list((server.data / "uploads").glob(f"{video_id}*"))
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video")
+    started = time.monotonic()
+    job = wait_done(client, upload(client, junk).json()["id"])  # next in line: the runner is free at once
+    assert job["status"] == "failed" and time.monotonic() - started < 5.0
+    assert client.get("/v1/events", params={"source": f"video:{video_id}"}).json()["items"] == []
+    assert client.delete(f"/v1/videos/{job['id']}").status_code == 204
+
+
 def test_a_job_survives_a_restart_without_duplicate_events(
     server: Server, client: httpx.Client, subjects: dict[str, str], people_avi: Path
 ) -> None:
