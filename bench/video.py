@@ -196,7 +196,7 @@ class ServerRun:
         for name, photos in self.enrol:
             sid = self.client.post("/v1/subjects", json={"name": name}).json()["id"]
             files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos[:-1][:5]]
-            self.client.post(f"/v1/subjects/{sid}/faces", files=files, params={"largest": "true"})
+            self.client.post(f"/v1/subjects/{sid}/faces", files=files, data={"face": "largest"}).raise_for_status()
 
     def scene(self, seed: int) -> Scene:
         cast = [(n, ph[-1]) for n, ph in self.enrol] + [(f"stranger:{p.parent.name}", p) for p in self.strangers]

@@ -217,6 +217,7 @@ class EnrollResponse(BaseModel):
 
 
 class EnrollParams(RequestModel):
+    model_config = ConfigDict(extra="forbid")
     face: Literal["single", "largest"] = Field(
         "single",
         description="`single`: an image with several faces is rejected; `largest`: take the largest.",

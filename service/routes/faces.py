@@ -53,10 +53,10 @@ async def enroll(
     ``multiple_faces``, ``low_quality``, ``duplicate``, ``invalid_image``, ``payload_too_large``) while the
     good ones are stored. 201 when at least one face was stored, else 200."""
     payload = await read_payload(request)
+    params = payload.params(EnrollParams, images=("images", "image"))
     images = payload.files.get("images", []) + payload.files.get("image", [])
     if not images:
         raise BadRequest("send at least one image in `images` (or `image`)")
-    params = payload.params(EnrollParams)
     result = await model.call(
         "enroll",
         lambda r: len(r.faces),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import AnalyzerDep, RecognizeKey, RunnerDep
 from service.media import MediaDep, pipeline_config
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/v1/live", tags=["live"])
 
 
 class LiveParams(RequestModel):
+    model_config = ConfigDict(extra="forbid")
     session: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="A random id the client picks.")]
 
 
@@ -54,7 +55,7 @@ async def live_frame(
     """Send a tab's frames in order with the same ``session``: faces keep their ``track_id`` from frame to frame,
     and each track is named once, by voting over its best views with identify's threshold. Nothing is stored."""
     payload = await read_payload(request)
-    params = payload.params(LiveParams)
+    params = payload.params(LiveParams, images=("image",))
     image = payload.one("image")
     if image is None:
         raise RequestValidationError([{"loc": ("body", "image"), "msg": "an image is required", "type": "value_error"}])

@@ -97,7 +97,7 @@ async def index_photo(
     is named; the others join clusters of unnamed faces. 201 when indexed now, 200 when this photo (same
     sha256) was indexed before: nothing changes."""
     payload = await read_payload(request)
-    params = payload.params(PhotoParams)
+    params = payload.params(PhotoParams, images=("image",))
     image = payload.one("image")
     if image is None:
         raise BadRequest("the `image` file is required")
@@ -154,7 +154,7 @@ async def search(_: AdminKey, request: Request, lib: LibraryDep) -> SearchRespon
     """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id`` (a
     search by face id needs no model, so it also works while the model loads)."""
     payload = await read_payload(request)
-    params = payload.params(SearchParams)
+    params = payload.params(SearchParams, images=("image",))
     image = payload.one("image")
     if (image is None) == (params.face_id is None):
         raise BadRequest("send exactly one of an `image` or a `face_id`")

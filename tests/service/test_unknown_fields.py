@@ -1,7 +1,8 @@
-"""Detect, embed, identify and verify refuse what they would not read, through the real app (a fake analyzer
-stands in for the model): an unknown form field or JSON member, an image under another name, a plain field
-under an image's name, a query parameter. Each is a 422 ``validation_error`` in the envelope naming it and
-the fields the endpoint takes, and the model is never called; the same requests without it are answered."""
+"""Detect, embed, identify, verify, enrolment, live frames and the photo library's index and search refuse
+what they would not read, through the real app (a fake analyzer stands in for the model): an unknown form field
+or JSON member, an image under another name, a plain field under an image's name, a query parameter. Each is a
+422 ``validation_error`` in the envelope naming it and the fields the endpoint takes, the model is never called
+and nothing is stored; the same requests without it are answered."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.service.fakes import FakeAnalyzer, FakeFace, app_with, local, unit
+from tests.service.fakes import FakeAnalyzer, FakeDetector, FakeFace, app_with, local, unit
 from tests.service.helpers import png, wait_until
 
 
@@ -108,3 +109,67 @@ def test_detect_takes_its_image_only(tmp_path: Path) -> None:
         r = client.post("/v1/detect", json={"image_base64": base64.b64encode(IMAGE).decode(), "threshold": 0.5})
         assert refused(r, "threshold") == "threshold: unknown field; this endpoint takes `image_base64`"
         assert analyzer.calls == 1
+
+
+class Stored:
+    """What each of the other image endpoints leaves behind, counted: a subject's faces, live sessions, photos."""
+
+    def __init__(self, client: Any, analyzer: CountingAnalyzer) -> None:
+        self.client, self.analyzer = client, analyzer
+        app = client.app
+        app.state.media._detector = FakeDetector(list)  # the live frames' detector, instead of MTCNN
+        self.sid = client.post("/v1/subjects", json={"name": "Ada"}).json()["id"]
+
+    def count(self) -> tuple[int, ...]:
+        """(model calls, the subject's faces, live sessions, indexed photos)"""
+        app = self.client.app
+        faces = self.client.get(f"/v1/subjects/{self.sid}/faces").json()["items"]
+        return self.analyzer.calls, len(faces), len(app.state.media.live), len(app.state.photos.store.known_sha256s())
+
+
+OTHER_ENDPOINTS: dict[str, tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {
+    "/v1/subjects/{sid}/faces": (("images",), {"face": "largest"}, ("images", "image", "face")),
+    "/v1/live/frames": (("image",), {"session": "tab-3f9a2c71"}, ("image", "session")),
+    "/v1/photos": (("image",), {"external_id": "a.jpg"}, ("image", "external_id")),
+    "/v1/search": (("image",), {"top_k": "3", "threshold": "1.0"}, ("image", "face_id", "top_k", "threshold")),
+}
+"""Each endpoint's image fields sent, a value for some of its other fields, and every field it takes."""
+
+
+@pytest.mark.parametrize("route", list(OTHER_ENDPOINTS))
+def test_the_other_image_endpoints_refuse_unknown_fields_and_change_nothing(tmp_path: Path, route: str) -> None:
+    """Enrolment, live frames and the photo library's index and search: the same refusals, and neither the
+    model runs nor anything is stored (no face enrolled, no live session, no photo indexed)."""
+    images, fields, takes = OTHER_ENDPOINTS[route]
+    analyzer = CountingAnalyzer()
+    app = app_with(tmp_path, lambda s: analyzer, photo_library=True, photo_recluster_interval_s=0)
+    with local(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        stored = Stored(client, analyzer)
+        path = route.format(sid=stored.sid)
+        before = stored.count()
+        named = [f"`{n}`" for n in takes]
+        stray_image = f"{images[0]}: an image goes in as a file"
+        cases: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+            (multipart(images, {**fields, "treshold": "0.5"}), ("treshold: unknown field", *named)),
+            (as_json(images, {**fields, "treshold": 0.5}), ("treshold: unknown field", f"`{images[0]}_base64`")),
+            (multipart((*images, "photo"), fields), ("photo: unknown image field", *named)),
+            (as_json((*images, "picture"), fields), ("picture_base64: unknown image field", f"`{takes[-1]}`")),
+            ({"json": {**fields, images[0]: base64.b64encode(IMAGE).decode()}}, (stray_image,)),
+        ]
+        for kwargs, words in cases:
+            refused(client.post(path, **kwargs), *words)
+        # a query parameter, even one of the endpoint's own fields: they go in the body
+        name = next(iter(fields))
+        refused(client.post(f"{path}?{name}=x", **multipart(images, fields)), name, "unknown query parameter", *named)
+        refused(client.post(f"{path}?largest=true", **multipart(images, fields)), "largest", "query parameter")
+        assert stored.count() == before, "a refused request ran the model or stored something"
+
+        # the same requests without the stray field are answered, and do what they do
+        for kwargs in (multipart(images, fields), as_json(images, fields)):
+            r = client.post(path, **kwargs)
+            assert r.status_code in (200, 201), r.text
+        assert stored.count()[0] > before[0]
+        changed = {"/v1/subjects/{sid}/faces": 1, "/v1/live/frames": 2, "/v1/photos": 3}.get(route)
+        if changed is not None:
+            assert stored.count()[changed] == before[changed] + 1, stored.count()
