@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from service.config import MIN_FPS
 from service.events.recorder import event_of, stream_event_id
+from service.gallery.errors import StorageUnavailable
 from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
@@ -35,6 +36,8 @@ log = logging.getLogger("facerec.streams")
 
 WINDOW_S = 5.0
 """Rates (frames per second in and processed) are averaged over this many seconds."""
+STORE_RETRY_S = 120.0
+"""How long a decision is tried again while the gallery or the event store is unavailable, seconds."""
 
 
 @dataclass
@@ -191,15 +194,32 @@ class StreamWorker:
         event; the latency is from the deciding frame's capture to the event stored."""
         while (item := self._due.get()) is not None:
             pipe, due, captured = item
+            if self._decide(pipe, due):
+                self.events += 1
+                self.latencies.append(time.monotonic() - captured)
+
+    def _decide(self, pipe: TrackPipeline, due: DueTrack) -> bool:
+        """Decide one track and record its event; while the gallery or the event store is away (a database
+        restarting) try again, for up to :data:`STORE_RETRY_S`. False when the event was not recorded."""
+        event_id = stream_event_id()  # one id for every try: a try whose commit was not acknowledged adds none
+        deadline, wait = time.monotonic() + STORE_RETRY_S, 0.25
+        while True:
             try:
                 decision = pipe.decide(due)
-                self.deps.recorder.record([event_of(decision, source=self.source, event_id=stream_event_id())])
+                self.deps.recorder.record([event_of(decision, source=self.source, event_id=event_id)])
+                return True
+            except StorageUnavailable as exc:
+                self.last_error = f"decision failed: {type(exc).__name__}"
+                if time.monotonic() + wait > deadline:
+                    log.error("stream %s: a decision was dropped, the storage is away: %s", self.cfg.id, exc)
+                    return False
+                log.warning("stream %s: a decision waits for the storage (%s)", self.cfg.id, exc)
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
             except Exception as exc:  # one failed decision must not stop the stream
                 log.exception("stream %s: a decision failed", self.cfg.id)
                 self.last_error = f"decision failed: {type(exc).__name__}"
-                continue
-            self.events += 1
-            self.latencies.append(time.monotonic() - captured)
+                return False
 
     # ---- health ----------------------------------------------------------------------------------
 
