@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -176,6 +177,36 @@ def test_deleting_jobs_that_do_not_run_leaves_nothing_in_the_runner(tmp_path: Pa
         assert not runner._cancelled
     finally:
         store.close()
+
+
+def test_an_upload_is_on_the_disk_before_it_is_acknowledged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``receive_video`` returns (and the route answers 202) only after the file and its directory entry were
+    fsynced: a power cut after the 202 cannot leave a queued job with an empty or partial file."""
+    import asyncio
+
+    from service.video import upload
+
+    synced: list[str] = []
+    real_fsync = upload.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(upload.os, "fsync", fsync)
+
+    class Request:
+        def __init__(self) -> None:
+            self.headers = {"content-type": "multipart/form-data; boundary=b"}
+
+        async def stream(self) -> Any:
+            yield b'--b\r\nContent-Disposition: form-data; name="video"; filename="a.avi"\r\n\r\nVIDEO\r\n--b--\r\n'
+
+    path = tmp_path / "uploads" / "job.video"
+    path.parent.mkdir()
+    got = asyncio.run(upload.receive_video(cast(Any, Request()), path))
+    assert got.size == 5 and path.read_bytes() == b"VIDEO"
+    assert synced == [str(path), str(path.parent)]
 
 
 @pytest.mark.parametrize("wrong", ["other-secret"])
