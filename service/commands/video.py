@@ -207,6 +207,16 @@ def export(
         )
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula in a CSV cell (OWASP's CSV injection list)."""
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that would start a formula, prefixed with ``'`` so that a spreadsheet shows it as text (a
+    subject named ``=HYPERLINK(...)`` stays a name); other values as they are."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def _export(store: EventStore, f: EventFilter, *, as_csv: bool, output: Path | None) -> None:
     try:
         out = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
@@ -222,7 +232,7 @@ def _export(store: EventStore, f: EventFilter, *, as_csv: bool, output: Path | N
             for event in page:
                 row = event.to_dict()
                 if writer is not None:
-                    writer.writerow(row)
+                    writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
                 else:
                     out.write(json.dumps(row) + "\n")
             if cursor is None:

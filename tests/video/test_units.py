@@ -4,6 +4,8 @@ deliveries to a real local HTTP receiver (signatures checked here with hmac, ret
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import socket
@@ -261,3 +263,24 @@ def test_a_track_takes_its_first_measured_velocity_whole() -> None:
     feed(tracker, 0.0, [(100, 100)])
     feed(tracker, 0.2, [(140, 100)])
     assert tracker.tracks[0].velocity == pytest.approx((200.0, 0.0))  # px/s: not halved by a zero start
+
+
+def test_csv_export_keeps_names_that_look_like_formulas_as_text(tmp_path: Path) -> None:
+    """A subject named ``=HYPERLINK(...)`` (or starting with + - @) must not become a live formula when the
+    attendance CSV is opened in a spreadsheet; JSON lines stay exact."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    store = SQLiteEventStore(tmp_path)
+    names = ['=HYPERLINK("http://x.invalid","click")', "+1", "@me", "Ada"]
+    events = [Event(f"e{i}", 1.7e9 + i, "video:v", i, f"s{i}", n, 0.4, 0.01, 0.0, 1.0, 3) for i, n in enumerate(names)]
+    store.add(events, outbox=False)
+    store.close()
+    out = CliRunner().invoke(app, ["events", "export", "--csv", "--data", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["name"] for r in rows] == [f"'{n}" for n in names[:3]] + ["Ada"]
+    assert [r["subject_id"] for r in rows] == ["s0", "s1", "s2", "s3"]
+    lines = CliRunner().invoke(app, ["events", "export", "--jsonl", "--data", str(tmp_path)]).stdout.splitlines()
+    assert [json.loads(line)["name"] for line in lines] == names
