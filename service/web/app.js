@@ -9,11 +9,24 @@ let cameraSlot = null;
 // ---- API ----------------------------------------------------------------------------------------------------
 function apiKey() { return $("#api-key").value.trim(); }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const retryAfterMs = (res) => (Number(res.headers.get("Retry-After")) || 1) * 1000;
+
+// A GET the server refuses with 429 (the page's own burst, e.g. a long list's thumbnails) is retried after the
+// wait it asks for, a few times; other requests are not repeated.
+async function fetchRetrying(path, options) {
+  for (let tries = options.method === "GET" ? 5 : 0; ; tries--) {
+    const res = await fetch(path, options);
+    if (res.status !== 429 || tries <= 0) return res;
+    await sleep(retryAfterMs(res));
+  }
+}
+
 async function api(method, path, body) {
   const headers = {};
   if (apiKey()) headers["X-API-Key"] = apiKey();
   if (body && !(body instanceof FormData)) { headers["Content-Type"] = "application/json"; body = JSON.stringify(body); }
-  const res = await fetch(path, { method, headers, body });
+  const res = await fetchRetrying(path, { method, headers, body });
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
     const err = (data && data.error) || { code: "http_" + res.status, message: res.statusText };

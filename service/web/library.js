@@ -4,22 +4,30 @@
 "use strict";
 
 const thumbUrls = new Map();   // face id -> object URL
+const PAGE = 48;               // people and groups listed at a time; "More" lists the next ones
 
 async function thumb(faceId) {
   if (!thumbUrls.has(faceId)) {
     const headers = apiKey() ? { "X-API-Key": apiKey() } : {};
-    const res = await fetch(`/v1/photos/faces/${faceId}/crop`, { headers });
-    thumbUrls.set(faceId, res.ok ? URL.createObjectURL(await res.blob()) : "");
+    const res = await fetchRetrying(`/v1/photos/faces/${faceId}/crop`, { method: "GET", headers });
+    if (!res.ok) return "";  // not remembered: a later view tries again (with the right key, say)
+    thumbUrls.set(faceId, URL.createObjectURL(await res.blob()));
   }
   return thumbUrls.get(faceId);
 }
 
+// Run `fn` on each item, at most `n` at a time (a long list must not burst past the rate limit).
+async function eachLimited(items, n, fn) {
+  const queue = [...items];
+  await Promise.all(Array.from({ length: n }, async () => { while (queue.length) await fn(queue.shift()); }));
+}
+
 // <img> elements with data-face are filled in once their crops arrive.
 async function fillThumbs(root) {
-  await Promise.all([...root.querySelectorAll("img[data-face]")].map(async (img) => {
-    const url = await thumb(Number(img.dataset.face));
+  await eachLimited(root.querySelectorAll("img[data-face]:not([src]):not(.missing)"), 6, async (img) => {
+    const url = await thumb(Number(img.dataset.face)).catch(() => "");
     if (url) img.src = url; else img.classList.add("missing");
-  }));
+  });
 }
 
 const faceImg = (id, extra = "") => `<img class="face" data-face="${id}" alt="face ${id}" ${extra}>`;
@@ -29,30 +37,60 @@ function libraryError(target, e) {
   target.innerHTML = `<p class="${off ? "unknown" : "error"}">${esc(e.message)}</p>`;
 }
 
-// ---- People ---------------------------------------------------------------------------------------------------
-async function loadPeople() {
-  const list = $("#people-list");
-  list.innerHTML = `<p class="small">Loading…</p>`;
-  try {
-    const subjects = (await api("GET", "/v1/subjects?limit=500")).items;
-    if (!subjects.length) { list.innerHTML = `<p class="small">Nobody is enrolled or named yet.</p>`; return; }
-    const cards = await Promise.all(subjects.map(async (s) => {
-      let face = null;
-      try { const p = (await api("GET", `/v1/subjects/${s.id}/photos?limit=1`)).items; face = p.length ? p[0].faces[0].id : null; }
-      catch (e) { if (e.code !== "photo_library_disabled") throw e; }
-      return `<div class="card person" data-subject="${esc(s.id)}">
-        ${face ? faceImg(face) : `<div class="face none">no photo</div>`}
-        <div class="name">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
-        <input class="rename-input" value="${esc(s.name)}" aria-label="new name">
-        <button class="rename" type="button">Rename</button>
-        <button class="photos" type="button">Photos</button>
-        <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
-        <button class="erase" type="button">Erase</button></div>`;
-    }));
-    list.innerHTML = cards.join("");
-    fillThumbs(list);
-  } catch (e) { libraryError(list, e); }
+// A listing shown a page at a time: `load(more)` lists the first page, or appends the next one; a newer load
+// makes an older one still in flight stop (clicking the tab twice lists each person once).
+function pagedList({ list, more, empty, fetchPage, render, after }) {
+  let cursor = null, generation = 0;
+  return async (appending = false) => {
+    const gen = ++generation;
+    if (!appending) { cursor = null; list.innerHTML = `<p class="small">Loading…</p>`; }
+    more.hidden = true;
+    try {
+      const page = await fetchPage(appending ? cursor : null);
+      if (gen !== generation) return;
+      if (!appending) list.innerHTML = page.items.length ? "" : `<p class="small">${empty}</p>`;
+      const added = render(page, appending);
+      list.append(...added);
+      cursor = page.next_cursor; more.hidden = !cursor;
+      await after(added, () => gen === generation);
+    } catch (e) { if (gen === generation) libraryError(list, e); }
+  };
 }
+
+const fromHtml = (html) => { const t = document.createElement("template"); t.innerHTML = html; return [...t.content.children]; };
+const cursorParam = (cursor) => cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+
+// ---- People ---------------------------------------------------------------------------------------------------
+const personCard = (s) => `<div class="card person" data-subject="${esc(s.id)}">
+  <div class="face none">no photo</div>
+  <div class="name">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
+  <input class="rename-input" value="${esc(s.name)}" aria-label="new name for ${esc(s.name)}">
+  <button class="rename" type="button">Rename</button>
+  <button class="photos" type="button">Photos</button>
+  <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
+  <button class="erase" type="button">Erase</button></div>`;
+
+// Each card's placeholder becomes a face from the person's photos, a few people at a time.
+async function fillPersonFaces(cards, current) {
+  let libraryOff = false;
+  await eachLimited(cards, 4, async (card) => {
+    if (libraryOff || !current()) return;
+    try {
+      const items = (await api("GET", `/v1/subjects/${card.dataset.subject}/photos?limit=1`)).items;
+      if (items.length && items[0].faces.length) card.querySelector(".face.none").outerHTML = faceImg(items[0].faces[0].id);
+    } catch (e) { libraryOff ||= e.code === "photo_library_disabled"; }
+  });
+  if (current()) await fillThumbs($("#people-list"));
+}
+
+const loadPeople = pagedList({
+  list: $("#people-list"),
+  more: $("#people-more"),
+  empty: "Nobody is enrolled or named yet.",
+  fetchPage: (cursor) => api("GET", `/v1/subjects?limit=${PAGE}${cursorParam(cursor)}`),
+  render: (page) => fromHtml(page.items.map(personCard).join("")),
+  after: fillPersonFaces,
+});
 
 // A click on a button of a `.card.<kind>` runs `actions[<one of the button's classes>](card, out, button)`;
 // a failure is shown in `out`.
@@ -95,22 +133,23 @@ async function showPersonPhotos(id, name) {
 }
 
 // ---- Unnamed ----------------------------------------------------------------------------------------------------
-async function loadClusters() {
-  const list = $("#unnamed-list");
-  list.innerHTML = `<p class="small">Loading…</p>`;
-  try {
-    const page = await api("GET", "/v1/clusters?limit=48");
-    if (!page.items.length) { list.innerHTML = `<p class="small">No unnamed faces.</p>`; return; }
-    list.innerHTML = `<p class="small">${page.total} groups of unnamed faces, largest first.</p>` +
-      page.items.map((c) => `<div class="card cluster" data-cluster="${c.id}">
-        <div class="faces">${c.sample_face_ids.map((f) => `<span class="pick-face">${faceImg(f)}
-          <button class="not-this" type="button" data-face="${f}" title="Not this person">✕</button></span>`).join("")}</div>
-        <div class="small">${c.size} face${c.size === 1 ? "" : "s"}</div>
-        <input class="who" placeholder="Who is this?" aria-label="who is this">
-        <button class="name-it" type="button">Name</button></div>`).join("");
-    fillThumbs(list);
-  } catch (e) { libraryError(list, e); }
-}
+const clusterCard = (c) => `<div class="card cluster" data-cluster="${c.id}">
+  <div class="faces">${c.sample_face_ids.map((f) => `<span class="pick-face">${faceImg(f)}
+    <button class="not-this" type="button" data-face="${f}" title="Not this person" aria-label="not this person">✕</button></span>`).join("")}</div>
+  <div class="small">${c.size} face${c.size === 1 ? "" : "s"}</div>
+  <input class="who" placeholder="Who is this?" aria-label="who is this">
+  <button class="name-it" type="button">Name</button></div>`;
+
+const loadClusters = pagedList({
+  list: $("#unnamed-list"),
+  more: $("#unnamed-more"),
+  empty: "No unnamed faces.",
+  fetchPage: (cursor) => api("GET", `/v1/clusters?limit=${PAGE}${cursorParam(cursor)}`),
+  render: (page, appending) => fromHtml((appending || !page.items.length ? "" :
+    `<p class="small">${page.total} group${page.total === 1 ? "" : "s"} of unnamed faces, largest first.</p>`) +
+    page.items.map(clusterCard).join("")),
+  after: async (added, current) => { if (current()) await fillThumbs($("#unnamed-list")); },
+});
 
 const clusterActions = {
   "name-it": async (card, out) => {
@@ -138,8 +177,10 @@ async function recluster() {
 }
 
 function wireLibrary() {
-  $("#tab-people").addEventListener("click", loadPeople);
-  $("#tab-unnamed").addEventListener("click", loadClusters);
+  $("#tab-people").addEventListener("click", () => loadPeople());
+  $("#tab-unnamed").addEventListener("click", () => loadClusters());
+  $("#people-more").addEventListener("click", () => loadPeople(true));
+  $("#unnamed-more").addEventListener("click", () => loadClusters(true));
   $("#people-list").addEventListener("click", onCardButton("person", "#people-result", personActions));
   $("#unnamed-list").addEventListener("click", onCardButton("cluster", "#unnamed-result", clusterActions));
   $("#unnamed-recluster").addEventListener("click", recluster);
