@@ -18,7 +18,7 @@ from service.gallery.calibration import load_calibration
 from service.gallery.normalisation import load_normalisation
 from service.recognition import identify_threshold
 from tests.browser import csp_violations, wait_until
-from tests.service.helpers import images
+from tests.service.helpers import images, png
 from tests.service.server import Server
 
 pytestmark = pytest.mark.slow
@@ -165,3 +165,34 @@ def test_webcam_photo(browser: Any, server: Server) -> None:
     assert page.eval_on_selector("#identify-canvas", "c => c.width") > 0
     assert violations == []  # the webcam and its snapshot work under the page's Content Security Policy
     context.close()
+
+
+def overflow(page: Any) -> int:
+    """How far the page is wider than the window (a sideways scroll), CSS pixels."""
+    wider: int = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    return wider
+
+
+def test_phone_width_needs_no_sideways_scroll(browser: Any, server: Server, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    for tab in ("identify", "verify", "enroll", "live", "people", "unnamed"):
+        page.click(f"#tab-{tab}")
+        assert overflow(page) == 0, tab
+    long_name = "W" * 200  # no space to break at
+    subject = httpx.post(f"{server.url}/v1/subjects", json={"name": long_name}).json()
+    try:
+        page.click("#tab-people")
+        page.locator("#people-list .card.person", has_text=long_name).wait_for(timeout=TIMEOUT_MS)
+        assert overflow(page) == 0
+        page.click("#tab-enroll")
+        page.fill("#enroll-name", long_name)
+        no_face = tmp_path / "blank.png"
+        no_face.write_bytes(png(200, 200))
+        page.set_input_files("#enroll-files", str(no_face))
+        assert long_name in run_until(page, "enroll", "Not used")
+        assert overflow(page) == 0
+    finally:
+        httpx.delete(f"{server.url}/v1/subjects/{subject['id']}")
+    page.close()
