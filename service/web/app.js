@@ -208,16 +208,21 @@ async function runEnroll() {
   const name = $("#enroll-name").value.trim();
   if (!name) return show("enroll", `<p class="error">Type the person's name first.</p>`);
   const list = need("enroll", "enroll", "one or more photos"); if (!list) return;
-  const subject = (await findSubject(name)) || (await api("POST", "/v1/subjects", { name, metadata: { source: "web" } }));
+  const found = await findSubject(name);
+  const subject = found || (await api("POST", "/v1/subjects", { name, metadata: { source: "web" } }));
+  // a person created here for photos that all failed (no face, too large...) is removed again, not left empty
+  const undo = () => found ? null : api("DELETE", `/v1/subjects/${subject.id}`).catch(() => null);
   const form = new FormData();
   list.forEach((p) => form.append("images", p.blob, p.name));
-  const r = await api("POST", `/v1/subjects/${subject.id}/faces`, form);
+  const r = await api("POST", `/v1/subjects/${subject.id}/faces`, form).catch(async (e) => { await undo(); throw e; });
+  if (!r.faces.length) await undo();
   const firstKept = !r.rejected.some((x) => x.index === 0) && r.faces.length ? r.faces[0] : null;
   drawWhenLoaded("enroll", firstKept && firstKept.box ? [{ box: firstKept.box, label: name, color: "#1a7f37" }] : []);
   const rejected = r.rejected.map((x) => `<li>${esc(list[x.index].name)}: ${esc(x.message)} <span class="small">(${esc(x.code)})</span></li>`);
   const total = subject.face_count + r.faces.length;
+  const now = found || total ? `${esc(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.` : `${esc(name)} was not added.`;
   show("enroll", `<p class="verdict ${r.faces.length ? "ok" : "error"}">Enrolled ${r.faces.length} photo${r.faces.length === 1 ? "" : "s"} of ${esc(name)}.</p>
-    <p class="small">${esc(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.</p>
+    <p class="small">${now}</p>
     ${rejected.length ? `<p>Not used:</p><ul>${rejected.join("")}</ul>` : ""}`);
 }
 

@@ -196,3 +196,18 @@ def test_phone_width_needs_no_sideways_scroll(browser: Any, server: Server, tmp_
     finally:
         httpx.delete(f"{server.url}/v1/subjects/{subject['id']}")
     page.close()
+
+
+def test_enrolling_no_usable_photo_adds_nobody(browser: Any, server: Server, tmp_path: Path) -> None:
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click("#tab-enroll")
+    page.fill("#enroll-name", "Nobody Here")
+    no_face = tmp_path / "blank.png"
+    no_face.write_bytes(png(200, 200))
+    page.set_input_files("#enroll-files", str(no_face))
+    assert "Nobody Here was not added" in run_until(page, "enroll", "Enrolled 0 photos")
+    names = [s["name"] for s in httpx.get(f"{server.url}/v1/subjects").json()["items"]]
+    assert "Nobody Here" not in names  # no empty person left behind
+    page.close()
