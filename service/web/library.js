@@ -100,7 +100,9 @@ function onCardButton(kind, outSelector, actions) {
     const action = Object.keys(actions).find((name) => ev.target.classList.contains(name));
     const out = $(outSelector);
     if (!action) return;
-    try { await actions[action](card, out, ev.target); } catch (e) { libraryError(out, e); }
+    const button = ev.target;
+    button.disabled = true;  // a double click acts once (a second Erase would answer "no subject")
+    try { await actions[action](card, out, button); } catch (e) { libraryError(out, e); } finally { button.disabled = false; }
   };
 }
 
@@ -109,12 +111,15 @@ const personActions = {
     const name = card.querySelector(".rename-input").value.trim();
     const s = await api("PATCH", `/v1/subjects/${card.dataset.subject}`, { name });
     out.innerHTML = `<p class="ok verdict">Renamed to ${esc(s.name)}.</p>`;
+    if ($("#person-photos").dataset.subject === s.id) showPersonPhotos(s.id, s.name);
     await loadPeople();
   },
   erase: async (card, out) => {
     const withPhotos = card.querySelector(".erase-photos").checked;
     await api("DELETE", `/v1/subjects/${card.dataset.subject}?erase_photo_faces=${withPhotos}`);
     out.innerHTML = `<p class="ok verdict">Erased${withPhotos ? ", with their faces in photos" : ""}.</p>`;
+    const shown = $("#person-photos");
+    if (shown.dataset.subject === card.dataset.subject) { shown.innerHTML = ""; delete shown.dataset.subject; }
     await loadPeople();
   },
   photos: (card) => showPersonPhotos(card.dataset.subject, card.querySelector(".name").textContent),
@@ -122,9 +127,11 @@ const personActions = {
 
 async function showPersonPhotos(id, name) {
   const out = $("#person-photos");
+  out.dataset.subject = id;
   try {
-    const items = (await api("GET", `/v1/subjects/${id}/photos?limit=200`)).items;
-    out.innerHTML = `<h3>Photos of ${esc(name)} (${items.length})</h3>` + (items.length
+    const page = await api("GET", `/v1/subjects/${id}/photos?limit=200`), items = page.items;
+    if (out.dataset.subject !== id) return;  // erased, or another person's photos asked for, meanwhile
+    out.innerHTML = `<h3>Photos of ${esc(name)} (${items.length}${page.next_cursor ? "+" : ""})</h3>` + (items.length
       ? `<div class="grid">${items.map((p) => `<div class="card photo">${p.faces.map((f) => faceImg(f.id)).join("")}
           <div class="small">${esc(p.external_id || p.id.slice(0, 8))}</div></div>`).join("")}</div>`
       : `<p class="small">No indexed photo of ${esc(name)} yet.</p>`);

@@ -85,3 +85,25 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     assert sum(c["size"] for c in remaining["items"]) == sum(c["size"] for c in before) - size
     assert violations == []  # the page works under its Content Security Policy
     page.close()
+
+
+def test_erasing_a_person_with_a_double_click(browser: Any, server: Server) -> None:
+    cluster = httpx.get(f"{server.url}/v1/clusters").json()["items"][0]["id"]
+    named = httpx.post(f"{server.url}/v1/clusters/{cluster}/name", json={"name": "Dora"}, timeout=120.0).json()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    deletes: list[str] = []
+    page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.click("#tab-people")
+    card = page.locator(f"#people-list .card.person[data-subject='{named['subject_id']}']")
+    card.locator("button.photos").click()
+    page.wait_for_selector("#person-photos h3", timeout=TIMEOUT_MS)
+    assert "Photos of Dora" in page.inner_text("#person-photos")
+    card.locator("button.erase").dblclick()
+    wait_until(page, "document.querySelector('#people-result').innerText.includes('Erased')", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)  # the second click's answer, had it been sent
+    assert len(deletes) == 1 and "no subject" not in page.inner_text("#people-result")
+    # the erased person's photos are no longer shown
+    assert page.inner_text("#person-photos") == ""
+    page.close()
