@@ -211,3 +211,15 @@ def test_enrolling_no_usable_photo_adds_nobody(browser: Any, server: Server, tmp
     names = [s["name"] for s in httpx.get(f"{server.url}/v1/subjects").json()["items"]]
     assert "Nobody Here" not in names  # no empty person left behind
     page.close()
+
+
+def test_page_loads_without_console_errors(browser: Any, server: Server) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")
+    assert errors == []  # e.g. no 404 for /favicon.ico, which browsers ask for when the page names no icon
+    page.close()
