@@ -223,3 +223,24 @@ def test_page_loads_without_console_errors(browser: Any, server: Server) -> None
     page.wait_for_load_state("networkidle")
     assert errors == []  # e.g. no 404 for /favicon.ico, which browsers ask for when the page names no icon
     page.close()
+
+
+def accessible_name(page: Any, selector: str) -> str:
+    """The name a screen reader announces for the element (Chromium's accessibility tree)."""
+    cdp = page.context.new_cdp_session(page)
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node, "fetchRelatives": False})["nodes"][0]
+    cdp.detach()
+    return str(ax.get("name", {}).get("value", ""))
+
+
+def test_photo_pickers_say_which_photo_they_take(browser: Any, server: Server) -> None:
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.click("#tab-verify")
+    first, second = accessible_name(page, "#verify-file-a"), accessible_name(page, "#verify-file-b")
+    assert "first" in first and "second" in second  # not "Choose File" twice
+    page.click("#tab-enroll")
+    assert "photos of the person" in accessible_name(page, "#enroll-files")
+    page.close()
