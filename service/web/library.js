@@ -174,13 +174,14 @@ const clusterActions = {
   },
 };
 
-async function recluster() {
-  const out = $("#unnamed-result");
+async function recluster(ev) {
+  const out = $("#unnamed-result"), button = ev.currentTarget;
+  button.disabled = true;  // a double click regroups once
   try {
     const r = await api("POST", "/v1/clusters/recluster");
     out.innerHTML = `<p class="ok verdict">Regrouped ${r.faces} faces into ${r.clusters} groups.</p>`;
     await loadClusters();
-  } catch (e) { libraryError(out, e); }
+  } catch (e) { libraryError(out, e); } finally { button.disabled = false; }
 }
 
 function wireLibrary() {
