@@ -1,5 +1,5 @@
 // facerec web page, photo library views: People (subjects with thumbnails, rename, erase, their photos) and
-// Unnamed (clusters of faces nobody has named yet: "who is this?", "not this person"). Uses app.js's api(), esc()
+// Unnamed (clusters of faces nobody has named yet: "who is this?", "not this person", "same person as…"). Uses app.js's api(), esc()
 // and $(); loaded after it. Face thumbnails are fetched with the API key and shown as blob URLs.
 "use strict";
 
@@ -140,12 +140,13 @@ async function showPersonPhotos(id, name) {
 }
 
 // ---- Unnamed ----------------------------------------------------------------------------------------------------
-const clusterCard = (c) => `<div class="card cluster" data-cluster="${c.id}">
+const clusterCard = (c) => `<div class="card cluster" data-cluster="${c.id}" data-size="${c.size}">
   <div class="faces">${c.sample_face_ids.map((f) => `<span class="pick-face">${faceImg(f)}
     <button class="not-this" type="button" data-face="${f}" title="Not this person" aria-label="not this person">✕</button></span>`).join("")}</div>
   <div class="small">${c.size} face${c.size === 1 ? "" : "s"}</div>
   <input class="who" placeholder="Who is this?" aria-label="who is this">
-  <button class="name-it" type="button">Name</button></div>`;
+  <button class="name-it" type="button">Name</button>
+  <button class="merge" type="button">Same person as…</button></div>`;
 
 const loadClusters = pagedList({
   list: $("#unnamed-list"),
@@ -155,8 +156,43 @@ const loadClusters = pagedList({
   render: (page, appending) => fromHtml((appending || !page.items.length ? "" :
     `<p class="small">${page.total} group${page.total === 1 ? "" : "s"} of unnamed faces, largest first.</p>`) +
     page.items.map(clusterCard).join("")),
-  after: async (added, current) => { if (current()) await fillThumbs($("#unnamed-list")); },
+  after: async (added, current) => { showMergeChoice(); if (current()) await fillThumbs($("#unnamed-list")); },
 });
+
+// "Same person as…" on one group chooses it; the same button on another group then merges the two (once
+// confirmed); on the chosen group it reads "Cancel".
+let mergeFrom = null;  // the chosen group's id
+
+function showMergeChoice() {
+  const cards = [...$("#unnamed-list").querySelectorAll(".card.cluster")];
+  if (!cards.some((c) => c.dataset.cluster === mergeFrom)) mergeFrom = null;  // relisted without it
+  for (const card of cards) {
+    const chosen = card.dataset.cluster === mergeFrom, b = card.querySelector("button.merge"), n = card.dataset.size;
+    card.classList.toggle("chosen", chosen);
+    b.textContent = chosen ? "Cancel" : mergeFrom ? "Same as the chosen group" : "Same person as…";
+    b.setAttribute("aria-label", chosen ? `cancel choosing this group of ${n} faces`
+      : `group of ${n} faces: same person as ${mergeFrom ? "the chosen group" : "another group…"}`);
+  }
+}
+
+async function mergeInto(card, out) {
+  const from = $(`#unnamed-list .card.cluster[data-cluster="${mergeFrom}"]`);
+  if (!confirm(`Merge these two groups (${from.dataset.size} and ${card.dataset.size} faces) into one? ` +
+    "Regrouping will keep them together.")) return;
+  const buttons = [...$("#unnamed-list").querySelectorAll("button.merge")];
+  buttons.forEach((b) => { b.disabled = true; });  // one merge at a time
+  let merged = null;
+  try {
+    merged = await api("POST", `/v1/clusters/${mergeFrom}/merge`, { cluster_id: Number(card.dataset.cluster) });
+  } catch (e) {
+    if (e.status !== 404) throw e;  // shown as the other errors are; the choice stays, to try again
+  } finally { buttons.forEach((b) => { b.disabled = false; }); }
+  mergeFrom = null;
+  out.innerHTML = merged ? `<p class="ok verdict">Merged: one group of ${merged.size} faces.</p>`
+    : `<p class="error">One of the two groups is no longer there (named, merged or regrouped meanwhile). ` +
+      `The list is up to date again.</p>`;
+  await loadClusters();
+}
 
 const clusterActions = {
   "name-it": async (card, out) => {
@@ -171,6 +207,13 @@ const clusterActions = {
     await api("DELETE", `/v1/clusters/${card.dataset.cluster}/faces/${button.dataset.face}`);
     out.innerHTML = `<p class="ok verdict">Taken out of the group; it will stay out.</p>`;
     await loadClusters();
+  },
+  merge: async (card, out) => {
+    if (mergeFrom && mergeFrom !== card.dataset.cluster) return mergeInto(card, out);
+    mergeFrom = mergeFrom ? null : card.dataset.cluster;
+    out.innerHTML = mergeFrom ? `<p class="small">Now press “Same as the chosen group” on a group of the same ` +
+      `person, or Cancel.</p>` : "";
+    showMergeChoice();
   },
 };
 
