@@ -20,7 +20,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from service.pgstores.pool import Pool, connection, reader
+from service.gallery.postgres import locks
+from service.pgstores.pool import Pool, connection, reader, serialised
 from service.sqlconn import SqlConn
 from service.streams.store import StreamStore
 from service.video.jobstore import JobStore
@@ -75,6 +76,9 @@ class PostgresStreamStore(StreamStore):
 
     def _conn(self) -> AbstractContextManager[SqlConn]:
         return reader(self._pool)
+
+    def _writer(self) -> AbstractContextManager[SqlConn]:
+        return serialised(self._pool, locks.STREAMS)
 
     def claim(self, stream_ids: Sequence[str], health: dict[str, dict[str, Any]]) -> set[str]:
         with connection(self._pool) as conn:

@@ -15,8 +15,7 @@ from service.media import MediaDep
 from service.nul_guard import RequestModel
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
-from service.streams.manager import TooManyStreams
-from service.streams.store import StreamNotFound
+from service.streams.store import StreamNotFound, TooManyStreams
 from service.video.decode import CAMERA_SOURCE
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])

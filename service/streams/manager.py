@@ -39,10 +39,6 @@ WAITING: dict[str, Any] = {
 """The health of a stream no replica has reported reading yet."""
 
 
-class TooManyStreams(Exception):
-    """The configured maximum of streams (``FACEREC_STREAMS_MAX``) is reached."""
-
-
 class StreamManager:
     """Owns one :class:`StreamWorker` per stream this process reads; thread-safe."""
 
@@ -100,9 +96,7 @@ class StreamManager:
 
     def add(self, *, name: str, url: str, fps: float) -> dict[str, Any]:
         """Store a stream and start reading it (here, or on the replica that wins its lease); its description."""
-        if self.store.count() >= self.max_streams:
-            raise TooManyStreams(f"at most {self.max_streams} streams may run (FACEREC_STREAMS_MAX)")
-        cfg = self.store.add(name=name, url=url, fps=fps)
+        cfg = self.store.add(name=name, url=url, fps=fps, limit=self.max_streams)
         self.sync()
         return self.view(cfg.id)
 

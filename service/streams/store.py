@@ -28,6 +28,10 @@ class StreamNotFound(LookupError):
     """No stream with this id."""
 
 
+class TooManyStreams(Exception):
+    """The most streams allowed (``FACEREC_STREAMS_MAX``) are stored already."""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     """A stream: ``fps`` is the most frames per second processed (more are dropped); ``created_at`` Unix s."""
@@ -49,9 +53,17 @@ class StreamStore(ABC):
     def _conn(self) -> AbstractContextManager[SqlConn]:
         """A connection for one statement (committed when the block ends)."""
 
-    def add(self, *, name: str, url: str, fps: float) -> StreamConfig:
+    def _writer(self) -> AbstractContextManager[SqlConn]:
+        """One write transaction, writers taking turns (across replicas for a shared store)."""
+        return self._conn()
+
+    def add(self, *, name: str, url: str, fps: float, limit: int | None = None) -> StreamConfig:
+        """Store a new stream; :class:`TooManyStreams` when ``limit`` streams are stored already (counted and
+        inserted in one turn of :meth:`_writer`, so two creations at once, on any replicas, cannot both pass)."""
         cfg = StreamConfig(uuid.uuid4().hex, name, url, fps, time.time())
-        with self._conn() as c:
+        with self._writer() as c:
+            if limit is not None and int(c.execute("SELECT COUNT(*) FROM streams").fetchone()[0]) >= limit:
+                raise TooManyStreams(f"at most {limit} streams may run (FACEREC_STREAMS_MAX)")
             c.execute(
                 "INSERT INTO streams (id, name, url, fps, created_at) VALUES (?, ?, ?, ?, ?)",
                 (cfg.id, cfg.name, cfg.url, cfg.fps, cfg.created_at),
@@ -98,6 +110,9 @@ class SQLiteStreamStore(StreamStore):
 
     def _conn(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
+
+    def _writer(self) -> AbstractContextManager[SqlConn]:
+        return self._file.write()
 
     def close(self) -> None:
         self._file.close()

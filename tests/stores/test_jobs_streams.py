@@ -4,7 +4,9 @@ lease is held by one replica at a time and taken over when it runs out."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from service.gallery.postgres.connection import PoolOptions
 from service.pgstores import open_postgres
 from service.pgstores.media import PostgresStreamStore, replica_id
-from service.streams.store import StreamNotFound
+from service.streams.store import StreamNotFound, TooManyStreams
 from service.video.jobstore import JobNotFound
 from tests.storefixtures import OpenStores
 
@@ -107,6 +109,25 @@ def test_stream_registry_adds_lists_and_deletes(media_stores: OpenStores) -> Non
     assert [s.id for s in streams.all()] == [b.id]
     with pytest.raises(StreamNotFound):
         streams.delete(a.id)
+
+
+def test_the_stream_limit_holds_when_replicas_add_at_once(media_stores: OpenStores) -> None:
+    """Count and insert are one turn: 12 creations at once (from two replicas on PostgreSQL) against a limit of
+    3 store exactly 3, and the other 9 are told there are too many."""
+    stores = [media_stores("a").streams, media_stores("b").streams]
+    start = threading.Barrier(12)
+
+    def create(i: int) -> bool:
+        start.wait()
+        try:
+            stores[i % 2].add(name=f"cam{i}", url=f"rtsp://cam/{i}", fps=5.0, limit=3)
+        except TooManyStreams:
+            return False
+        return True
+
+    with ThreadPoolExecutor(12) as pool:
+        made = list(pool.map(create, range(12)))
+    assert sum(made) == 3 and stores[0].count() == 3
 
 
 def test_postgres_one_replica_reads_each_stream_and_takes_over_an_expired_lease(pg_url: str, tmp_path: Path) -> None:

@@ -170,6 +170,22 @@ def test_bad_streams_are_refused(client: httpx.Client) -> None:
     assert all(s["name"] != "x" for s in client.get("/v1/streams").json())  # nothing was added
 
 
+def test_streams_past_the_limit_are_refused(client: httpx.Client) -> None:
+    """``FACEREC_STREAMS_MAX`` (default 8): the next creation is 409 ``too_many_streams`` and adds nothing."""
+    before = client.get("/v1/streams").json()
+    added = []
+    for i in range(8 - len(before)):
+        r = client.post("/v1/streams", json={"name": f"spare {i}", "url": f"rtsp://127.0.0.1:9/{i}", "fps": 1})
+        assert r.status_code == 201, r.text
+        added.append(r.json()["id"])
+    r = client.post("/v1/streams", json={"name": "one too many", "url": "rtsp://127.0.0.1:9/x", "fps": 1})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "too_many_streams", r.text
+    assert len(client.get("/v1/streams").json()) == 8
+    for stream_id in added:
+        assert client.delete(f"/v1/streams/{stream_id}").status_code == 204
+    assert [s["id"] for s in client.get("/v1/streams").json()] == [s["id"] for s in before]
+
+
 def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_stream: dict[str, Any]) -> None:
     server.restart()
     sid = mjpeg_stream["id"]

@@ -30,10 +30,13 @@ shared 04 with the photo library's maintenance, which it then kept from running)
 PHOTO_NAMING = 0x66616365_72656307
 """Photo library: held (session) for a whole cluster naming, and by the roll-forward of interrupted ones, so a
 replica never completes another's naming still in progress, nor names a cluster another is naming."""
+STREAMS = 0x66616365_72656308
+"""Live streams: held (transaction) by a stream's creation, so that the count against ``FACEREC_STREAMS_MAX`` and
+the insert are one turn across replicas."""
 SUBJECT_WRITES = 0x66616365
 """Two-key class: ``(SUBJECT_WRITES, hashtext(subject id))`` serialises enrolments into one subject."""
 
-ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, MILVUS_RECONCILE, PHOTO_NAMING)
+ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, MILVUS_RECONCILE, PHOTO_NAMING, STREAMS)
 
 
 @contextlib.contextmanager
