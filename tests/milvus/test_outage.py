@@ -9,13 +9,15 @@ data dir after a stop was seen to hang for minutes while its coordinators waited
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from service.errors import domain_status
-from service.gallery.errors import VectorIndexUnavailable
+from service.gallery.errors import FaceNotFound, VectorIndexUnavailable
 from service.gallery.milvus import MilvusGallery
 from service.gallery.milvus.reconcile import reconcile
 from tests.milvus.conftest import OpenReplica
@@ -69,3 +71,49 @@ def test_milvus_unreachable_then_back(
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert reconcile(g).differences == 0
+
+
+def test_a_frozen_server_answers_unavailable_within_the_timeout(
+    open_server_replica: OpenReplica, milvus_server: MilvusServer, rng: np.random.Generator
+) -> None:
+    """A replica that has not touched the collection yet (it checks that it exists first) must not wait on a frozen
+    server for ever: identify answers 503 within the timeout (3 s here), an erasure returns, reconcile fails."""
+    a = open_server_replica().gallery
+    b = open_server_replica().gallery
+    assert isinstance(a, MilvusGallery) and isinstance(b, MilvusGallery)
+    vecs = unit(rng, 3)
+    s = a.create_subject(name="x")
+    recs = a.add_faces(s.id, faces(vecs))
+    b.engine.ping()  # connected; nothing known about the collection
+    outcome: dict[str, object] = {}
+
+    def timed(what: str, fn: Callable[[], object]) -> threading.Thread:
+        def run() -> None:
+            t0 = time.monotonic()
+            try:
+                fn()
+                outcome[what] = time.monotonic() - t0
+            except VectorIndexUnavailable:
+                outcome[what] = ("unavailable", time.monotonic() - t0)
+
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        return th
+
+    milvus_server.pause()
+    try:
+        calls = [
+            timed("search", lambda: b.search(vecs[:1], model_id=MODEL)),
+            timed("erase", lambda: b.delete_face(recs[0].id)),
+            timed("reconcile", lambda: reconcile(b)),
+        ]
+        deadline = time.monotonic() + 7  # well inside the server's session TTL (15 s)
+        for th in calls:
+            th.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        milvus_server.resume()
+    assert isinstance(outcome.get("search"), tuple), f"search still waiting on a frozen Milvus: {outcome}"
+    assert isinstance(outcome.get("reconcile"), tuple), f"reconcile still waiting on a frozen Milvus: {outcome}"
+    assert "erase" in outcome, f"erasure still waiting on a frozen Milvus: {outcome}"
+    with pytest.raises(FaceNotFound):
+        a.get_face(recs[0].id)

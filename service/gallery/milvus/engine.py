@@ -174,8 +174,10 @@ class MilvusEngine:
         if name in self._ready:
             return name
 
+        t = self.options.timeout_s
+
         def make(client: Any) -> None:
-            if not client.has_collection(name):
+            if not client.has_collection(name, timeout=t):
                 from pymilvus import DataType, MilvusClient
 
                 schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=model_id)
@@ -194,11 +196,12 @@ class MilvusEngine:
                         index_params=index,
                         consistency_level="Bounded",
                         num_partitions=self.options.num_partitions,
+                        timeout=t,
                     )
                 except Exception:
-                    if not client.has_collection(name):  # another replica made it meanwhile: fine
+                    if not client.has_collection(name, timeout=t):  # another replica made it meanwhile: fine
                         raise
-            client.load_collection(name)
+            client.load_collection(name, timeout=t)
 
         self._call("create collection", make)
         self._ready.add(name)
@@ -207,12 +210,14 @@ class MilvusEngine:
     def collections(self) -> dict[str, str]:
         """This gallery's collections: name -> model id (from the collection description)."""
 
+        t = self.options.timeout_s
+
         def listing(client: Any) -> dict[str, str]:
             prefix = f"facerec_{self.gallery_uuid[:16]}_"
             out: dict[str, str] = {}
-            for name in client.list_collections():
+            for name in client.list_collections(timeout=t):
                 if name.startswith(prefix):
-                    out[name] = str(client.describe_collection(name).get("description", ""))
+                    out[name] = str(client.describe_collection(name, timeout=t).get("description", ""))
             return out
 
         result: dict[str, str] = self._call("list collections", listing)
@@ -226,7 +231,11 @@ class MilvusEngine:
     def drop_name(self, name: str) -> None:
         self._ready.discard(name)
         self._seen.discard(name)
-        self._call("drop collection", lambda c: c.drop_collection(name) if c.has_collection(name) else None)
+        t = self.options.timeout_s
+        self._call(
+            "drop collection",
+            lambda c: c.drop_collection(name, timeout=t) if c.has_collection(name, timeout=t) else None,
+        )
 
     # ------------------------------------------------------------------ writes
     def upsert(self, model_id: str, ids: Sequence[int], vectors: npt.NDArray[np.float32], scope: int = 0) -> int:
@@ -264,7 +273,7 @@ class MilvusEngine:
         name = self.name(model_id)
 
         def run(client: Any) -> int:
-            if name not in self._ready and not client.has_collection(name):
+            if name not in self._ready and not client.has_collection(name, timeout=self.options.timeout_s):
                 return 0
             return int(self._mutate(client, "delete", name, [int(i) for i in ids]))
 
@@ -301,7 +310,7 @@ class MilvusEngine:
 
         def run(client: Any) -> Any:
             if name not in self._ready and name not in self._seen:
-                if not client.has_collection(name):
+                if not client.has_collection(name, timeout=self.options.timeout_s):
                     return None
                 self._seen.add(name)
             try:
@@ -334,14 +343,16 @@ class MilvusEngine:
         yield from self.iter_ids_of(name, batch)
 
     def iter_ids_of(self, name: str, batch: int = 10_000) -> Iterator[list[int]]:
+        t = self.options.timeout_s
+
         def start(client: Any) -> Any:
-            if not client.has_collection(name):
+            if not client.has_collection(name, timeout=t):
                 return None
             # The iterator reads at a client-side timestamp without waiting (a 2.3 server has no mvccTs): one
             # Strong query first makes the query nodes catch up with every write before now.
-            client.query(name, filter="id < 0", output_fields=["id"], consistency_level="Strong")
+            client.query(name, filter="id < 0", output_fields=["id"], consistency_level="Strong", timeout=t)
             return client.query_iterator(
-                name, batch_size=batch, filter="id >= 0", output_fields=["id"], consistency_level="Strong"
+                name, batch_size=batch, filter="id >= 0", output_fields=["id"], consistency_level="Strong", timeout=t
             )
 
         it = self._call("query", start)
