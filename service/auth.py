@@ -9,6 +9,10 @@ real addresses of the connection, not ``FACEREC_HOST``, so ``uvicorn --host 0.0.
 The same check applies the rate limit (``service.ratelimit``): per key id once the key is known, per client
 IP for the key-less local user and for requests whose key is missing or wrong (so guessing keys is limited
 too).
+
+Each check reads the key store and the rate limiter, which may be a database: it runs in a worker thread, so
+a database that is slow or away (each call then waits up to ``FACEREC_DB_TIMEOUT_S`` before its 503) holds
+only that request, never the event loop and every other request with it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 
 from service.addresses import is_loopback
 from service.errors import Forbidden, Unauthorized
@@ -59,24 +64,30 @@ def _client_ip(request: Request) -> str:
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
+def admit(request: Request, token: str | None, scope: Scope) -> ApiKey:
+    """The key admitted for ``scope`` (blocking: it reads the key store and the rate limiter); raises 401/403/429."""
+    if not keys_required(request):
+        _limit(request, _client_ip(request))
+        return LOCAL_USER
+    if not token:
+        _limit(request, _client_ip(request))
+        raise Unauthorized("an X-API-Key header is required", headers={"WWW-Authenticate": "ApiKey"})
+    keys: ApiKeyStore = request.app.state.keys
+    key = keys.authenticate(token)
+    if key is None:
+        _limit(request, _client_ip(request))
+        raise Unauthorized("the API key is unknown or revoked", headers={"WWW-Authenticate": "ApiKey"})
+    _limit(request, f"key:{key.id}")
+    if not key.allows(scope):
+        raise Forbidden(f"this endpoint needs the {scope!r} scope; the key has {key.scope!r}")
+    return key
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
-    """Admit keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a lacking scope."""
+    """Admit keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a lacking scope (checked
+    in a worker thread, see the module doc)."""
 
     async def check(request: Request, token: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
-        if not keys_required(request):
-            _limit(request, _client_ip(request))
-            return LOCAL_USER
-        if not token:
-            _limit(request, _client_ip(request))
-            raise Unauthorized("an X-API-Key header is required", headers={"WWW-Authenticate": "ApiKey"})
-        keys: ApiKeyStore = request.app.state.keys
-        key = keys.authenticate(token)
-        if key is None:
-            _limit(request, _client_ip(request))
-            raise Unauthorized("the API key is unknown or revoked", headers={"WWW-Authenticate": "ApiKey"})
-        _limit(request, f"key:{key.id}")
-        if not key.allows(scope):
-            raise Forbidden(f"this endpoint needs the {scope!r} scope; the key has {key.scope!r}")
-        return key
+        return await run_in_threadpool(admit, request, token, scope)
 
     return check

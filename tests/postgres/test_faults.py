@@ -4,6 +4,7 @@ server being back, with the same backend objects; no acknowledged write is lost.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ from pathlib import Path
 from threading import Semaphore
 from typing import Any, cast
 
+import httpx
 import numpy as np
 import pytest
 
 from bench.video_scenes import MjpegServer
 from embeddings import FaceAnalyzer
+from service.app import create_app
 from service.config import Settings
 from service.devdb import DevCluster
 from service.events.recorder import EventRecorder
@@ -31,6 +34,7 @@ from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
 from tests.gallery.conftest import MODEL, faces, unit
 from tests.pgfixtures import new_cluster
+from tests.postgres.test_service_wiring import no_analyzer
 from tests.video.helpers import WebhookReceiver, people_scene
 
 
@@ -196,3 +200,43 @@ def test_a_stream_records_the_people_who_passed_while_the_database_was_away(
         assert len({e.id for e in stored}) == len(stored)
     finally:
         backend.close()
+
+
+def test_requests_with_a_key_wait_for_the_database_side_by_side(own_cluster: DevCluster, tmp_path: Path) -> None:
+    """With PostgreSQL down, a request with an API key (key store, shared rate limit) is a 503 in the error envelope
+    after the pool's timeout; requests waiting for it hold neither each other nor ``/healthz`` up (the check does
+    not block the event loop); once the database is back they are 200 again, without a restart."""
+    settings = Settings(data=tmp_path, database_url=own_cluster.url(), db_timeout_s=1, rate_limit_per_minute=6000)
+    app = create_app(settings, analyzer_factory=no_analyzer)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c,
+        ):
+            _, token = app.state.keys.create(scope="admin", name="t")
+            key = {"X-API-Key": token}
+            assert (await c.get("/v1/subjects", headers=key)).status_code == 200
+            own_cluster.stop("immediate")
+            t0 = time.monotonic()
+
+            async def answered(path: str, headers: dict[str, str]) -> tuple[httpx.Response, float]:
+                r = await c.get(path, headers=headers)
+                return r, time.monotonic() - t0
+
+            waiting = [asyncio.create_task(answered("/v1/subjects", key)) for _ in range(6)]
+            waiting.append(asyncio.create_task(answered("/v1/subjects", {"X-API-Key": "frk_nope_nope"})))
+            await asyncio.sleep(0.1)  # the key checks are under way
+            health, health_at = await answered("/healthz", {})
+            done = await asyncio.gather(*waiting)
+            assert health.status_code == 200 and health_at < 0.8, health_at  # not after a key check's timeout
+            assert [(r.status_code, r.json()["error"]["code"]) for r, _ in done] == [(503, "storage_unavailable")] * 7
+            assert max(at for _, at in done) < 4.0, [round(at, 2) for _, at in done]  # 7 x 1 s one after another
+            own_cluster.start()
+            deadline = time.monotonic() + 10
+            while (await c.get("/v1/subjects", headers=key)).status_code != 200:
+                assert time.monotonic() < deadline, "the API did not serve again after PostgreSQL came back"
+                await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
