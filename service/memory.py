@@ -100,9 +100,8 @@ class Trimmer:
             try:
                 trim()
                 self.runs += 1
-            except Exception:  # never let housekeeping take the server down
-                log.exception("malloc_trim failed")
-                return
+            except Exception:  # never let housekeeping take the server down, nor stop for good
+                log.exception("malloc_trim failed; trying again in %.0f s", self.interval_s)
 
     def stop(self) -> None:
         self._stop.set()

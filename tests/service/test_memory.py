@@ -69,6 +69,28 @@ def test_trimmer_runs_periodically_and_stops() -> None:
     assert memory.Trimmer(0).start().runs == 0  # 0 disables
 
 
+def test_trimmer_keeps_running_after_a_failed_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    if memory._libc() is None:
+        pytest.skip("no glibc: no trimmer thread")
+    calls: list[int] = []
+
+    def flaky() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("transient")
+        return True
+
+    monkeypatch.setattr(memory, "trim", flaky)
+    trimmer = memory.Trimmer(0.01).start()
+    try:
+        deadline = time.monotonic() + 5
+        while trimmer.runs < 2:
+            assert time.monotonic() < deadline, "the trimmer stopped after one failed trim"
+            time.sleep(0.01)
+    finally:
+        trimmer.stop()
+
+
 def test_configure_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEREC_MALLOC_ARENAS", "0")
     monkeypatch.setenv("FACEREC_MALLOC_TRIM_S", "0")
