@@ -83,11 +83,16 @@ class JobRunner:
         except Exception as e:  # the database away: the next sweep tries again
             log.warning("video uploads: looking for orphaned files failed: %s", e)
             return 0
+        deleted = 0
         for path in orphans:
-            path.unlink(missing_ok=True)
-        if orphans:
-            log.info("video uploads: deleted %d file(s) with no job (deleted elsewhere, cut by a crash)", len(orphans))
-        return len(orphans)
+            try:
+                path.unlink(missing_ok=True)
+                deleted += 1
+            except OSError as e:  # a read-only or failing disk: the next sweep tries again
+                log.warning("video uploads: could not delete the orphaned file %s: %s", path.name, e)
+        if deleted:
+            log.info("video uploads: deleted %d file(s) with no job (deleted elsewhere, cut by a crash)", deleted)
+        return deleted
 
     def wake(self) -> None:
         self._wake.set()

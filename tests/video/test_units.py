@@ -20,7 +20,9 @@ import pytest
 from embeddings import Box, Detection, Landmarks
 from service.events.store import Event, SQLiteEventStore
 from service.events.webhooks import WebhookSender
+from service.video import jobs
 from service.video.decode import redact
+from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
 from service.video.jobstore import SQLiteJobStore
 from service.video.tracker import Tracker
@@ -178,6 +180,28 @@ def test_deleting_jobs_that_do_not_run_leaves_nothing_in_the_runner(tmp_path: Pa
             runner.cancel(f"{i:032x}" * 100)
         assert not runner._cancelled
     finally:
+        store.close()
+
+
+def test_an_orphan_that_cannot_be_deleted_stops_neither_start_nor_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orphan sweep (at start and every ``SWEEP_INTERVAL_S``) logs a file it cannot delete (read-only or
+    failing disk; here a directory, which ``unlink`` refuses even to root) instead of raising: that failed
+    the server's start, or ended the runner's thread for good."""
+    store = SQLiteJobStore(tmp_path)
+    stuck = store.uploads / "stuck.video"
+    stuck.mkdir(parents=True)
+    os.utime(stuck, (time.time() - 2 * jobs.ORPHAN_IDLE_S,) * 2)
+    monkeypatch.setattr(jobs, "SWEEP_INTERVAL_S", 0.0)
+    deps = FrameDeps(lambda: None, lambda: None, cast(Any, None), cast(Any, None), threading.Semaphore())
+    runner = JobRunner(store, deps, keep_uploads=False, default_fps=5.0).start()
+    try:
+        time.sleep(1.5)  # the runner sweeps again on each idle round (about every second)
+        assert runner._thread.is_alive()
+        assert runner.sweep() == 0 and stuck.is_dir()
+    finally:
+        runner.close()
         store.close()
 
 
