@@ -5,6 +5,8 @@ reconcile finds and repairs every kind of difference."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,27 @@ def test_service_drains_and_reconciles_by_itself(open_replica: OpenReplica, rng:
         assert time.monotonic() < deadline, "the service did not drain and reconcile by itself"
         time.sleep(0.3)
     assert reconcile(g).models[MODEL].vectors == 2
+
+
+def test_repair_keeps_a_face_enrolled_while_reconciling(open_replica: OpenReplica, rng: np.random.Generator) -> None:
+    """A face enrolled and drained after reconcile read PostgreSQL's faces, before it listed Milvus's ids, looks
+    orphaned; the repair must not delete its vector (the face would be missed until the next reconcile)."""
+    g = _gallery(open_replica)
+    vecs = unit(rng, 4)
+    s = g.create_subject(name="a")
+    g.add_faces(s.id, faces(vecs[:2]))
+    listing = g.engine.iter_ids_of
+    late = []
+
+    def enrol_then_list(name: str, batch: int = 10_000) -> Iterator[list[int]]:
+        late.extend(g.add_faces(s.id, faces(vecs[2:3])))  # acknowledged between the two reads
+        yield from listing(name, batch)
+
+    g.engine.iter_ids_of = enrol_then_list  # type: ignore[method-assign]
+    try:
+        reconcile(g, repair=True)
+    finally:
+        g.engine.iter_ids_of = listing  # type: ignore[method-assign]
+    g.add_faces(s.id, faces(vecs[3:4]))  # a later write: searches now see every earlier Milvus mutation
+    assert g.search(vecs[2:3], model_id=MODEL, top_k=1)[0][0].face_id == late[0].id
+    assert reconcile(g).differences == 0

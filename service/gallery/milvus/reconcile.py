@@ -13,8 +13,8 @@ PostgreSQL); reconcile keeps Milvus from growing them and finds faces a search c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,15 +127,34 @@ def reconcile(gallery: MilvusGallery, *, repair: bool = False) -> ReconcileRepor
     return report
 
 
-def _repair(gallery: MilvusGallery, report: ReconcileReport) -> None:
+@contextmanager
+def _drain_locked(gallery: MilvusGallery) -> Iterator[psycopg.Connection[Any]]:
+    """A connection in a transaction holding the outbox drain lock: no drain applies anything meanwhile."""
+    with gallery._conn() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.DRAIN_LOCK,))
+        yield conn
+
+
+def _repair(gallery: MilvusGallery, report: ReconcileReport, *, batch: int = 2000) -> None:
+    """Fix the differences found, each batch under the drain lock and checked against PostgreSQL again: a face
+    enrolled (and drained) after reconcile read the faces looks orphaned, and must not lose its vector."""
     engine = gallery.engine
     for model, diff in report.models.items():
         drop = diff.orphaned + diff.stale_model
-        if drop:
-            engine.delete(model, drop)
-        for start in range(0, len(diff.missing), 2000):
-            ids = diff.missing[start : start + 2000]
-            with gallery._conn() as conn:
+        for start in range(0, len(drop), batch):
+            ids = drop[start : start + batch]
+            with _drain_locked(gallery) as conn:
+                held = {
+                    int(i)
+                    for i, m in conn.execute("SELECT id, model_id FROM faces WHERE id = ANY(%s)", (ids,))
+                    if m == model
+                }
+                gone = [i for i in ids if i not in held]
+                if gone:
+                    engine.delete(model, gone)
+        for start in range(0, len(diff.missing), batch):
+            ids = diff.missing[start : start + batch]
+            with _drain_locked(gallery) as conn:
                 rows = (
                     conn.cursor(binary=True)
                     .execute(
@@ -143,16 +162,14 @@ def _repair(gallery: MilvusGallery, report: ReconcileReport) -> None:
                     )
                     .fetchall()
                 )
-            if rows:
-                ts = engine.upsert(model, [int(r[0]) for r in rows], np.stack([outbox._vec(r[1]) for r in rows]))
-                _record_ts(gallery, model, ts)
+                if rows:
+                    ts = engine.upsert(model, [int(r[0]) for r in rows], np.stack([outbox._vec(r[1]) for r in rows]))
+                    _record_ts(conn, model, ts)
     log.info("reconcile repaired %d difference(s)", report.differences)
 
 
-def _record_ts(gallery: MilvusGallery, model: str, ts: int) -> None:
-    if not ts:
-        return
-    with gallery._conn() as conn:
+def _record_ts(conn: psycopg.Connection[Any], model: str, ts: int) -> None:
+    if ts:
         conn.execute(
             "INSERT INTO vector_sync AS s (model_id, write_ts) VALUES (%s, %s) "
             "ON CONFLICT (model_id) DO UPDATE SET write_ts = greatest(s.write_ts, excluded.write_ts)",
@@ -204,7 +221,8 @@ def rebuild(gallery: MilvusGallery, *, batch: int = 20_000, progress: Progress |
             per.setdefault(str(r[1]), []).append(r)
         for model, rs in per.items():
             ts = engine.insert(model, [int(r[0]) for r in rs], np.stack([outbox._vec(r[2]) for r in rs]))
-            _record_ts(gallery, model, ts)
+            with gallery._conn() as conn:
+                _record_ts(conn, model, ts)
             counts[model] = counts.get(model, 0) + len(rs)
         done += len(rows)
         if progress is not None:
