@@ -3,6 +3,7 @@ shared between threads behind a lock, autocommit outside explicit transactions, 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.gallery.errors import StorageUnavailable
+from service.gallery.sqlite.errors import storage_errors
 
 
 @contextmanager
@@ -51,21 +53,25 @@ class LockedSqlite:
 
     @contextmanager
     def conn(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for statements that each commit by themselves."""
-        with self._lock:
+        """The connection, for statements that each commit by themselves; a full disk or a storage refusing
+        writes is raised as ``StorageFull`` (507) / ``StorageUnavailable`` (503)."""
+        with storage_errors(f"the storage of {self.path.name}"), self._lock:
             yield self._db
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; any exception rolls back."""
-        with self._lock:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; any exception rolls back; storage failures as in
+        :meth:`conn`."""
+        with storage_errors(f"the storage of {self.path.name}"), self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error)
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
