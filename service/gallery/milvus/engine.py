@@ -69,6 +69,11 @@ def collection_name(gallery_uuid: str, model_id: str) -> str:
     return f"facerec_{gallery_uuid[:16]}_{hashlib.sha1(model_id.encode()).hexdigest()[:16]}"
 
 
+CREATE_TIMEOUT_S = 60.0
+"""Deadline of creating a collection (which builds its index and loads it): seconds on an idle server, more on a
+busy one; once per model, so it may wait longer than ``timeout_s`` rather than refuse a model's first faces."""
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
@@ -196,7 +201,7 @@ class MilvusEngine:
                         index_params=index,
                         consistency_level="Bounded",
                         num_partitions=self.options.num_partitions,
-                        timeout=t,
+                        timeout=max(t, CREATE_TIMEOUT_S),
                     )
                 except Exception:
                     if not client.has_collection(name, timeout=t):  # another replica made it meanwhile: fine
