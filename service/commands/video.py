@@ -14,12 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from service.commands.backend import DATA_OPTION, load_settings, opened_stores
 from service.commands.datadir import require_data_dir
 from service.events.store import MOMENT, EventFilter, EventStore, unix_seconds
+
+if TYPE_CHECKING:
+    from service.video.pipeline import DueTrack, TrackDecision, TrackPipeline
 
 events_app = typer.Typer(help="Track decisions recorded from videos and streams.", no_args_is_help=True)
 
@@ -87,7 +91,7 @@ def watch(
         redact,
         sample_frames,
     )
-    from service.video.pipeline import TrackDecision, TrackPipeline
+    from service.video.pipeline import TrackPipeline
 
     settings = load_settings(data=data)
     path = Path(source)
@@ -107,7 +111,7 @@ def watch(
     try:
         analyzer = default_analyzer(settings)
         config = pipeline_config(settings, analyzer, live=not is_file, detector=video_detector(settings, analyzer))
-        pipe = TrackPipeline(analyzer, lambda: gallery, config)
+        pipe = TrackPipeline(analyzer, lambda: gallery, config, deferred=True)
         rate = fps or settings.video_fps
         cap = open_capture(source)
         label = redact(source)
@@ -144,8 +148,10 @@ def watch(
                 for t, rgb in frames:
                     if stop.is_set():
                         break
-                    for d in pipe.process(rgb, t).decisions:
-                        emit(d)
+                    for due in pipe.process(rgb, t).due:
+                        decided = _decide(pipe, due, stop)
+                        if decided is not None:
+                            emit(decided)
             finally:
                 frames.close()  # live: the reader thread stops and releases the capture itself
                 if is_file:
@@ -154,8 +160,27 @@ def watch(
                 emit(d)
     except VideoError as exc:
         raise _fail(str(exc)) from exc
+    except FaceRecError as exc:  # e.g. the database still away when the source ended
+        raise _fail(f"{exc.code}: {exc.message}") from exc
     finally:
         backend.close()
+
+
+def _decide(pipe: TrackPipeline, due: DueTrack, stop: threading.Event) -> TrackDecision | None:
+    """A track's decision; while the gallery is away (a database restarting) it is tried again, with a line on
+    stderr, for up to two minutes; then the person is reported on stderr as not decided and watching goes on."""
+
+    from service.gallery.errors import StorageUnavailable
+    from service.video.storage_retry import until_stored
+
+    def waiting(exc: StorageUnavailable) -> None:
+        typer.echo(f"warning: {exc.code}: {exc.message} (track {due.track_id} waits)", err=True)
+
+    try:
+        return until_stored(lambda: pipe.decide(due), waiting=waiting, stop=stop)
+    except StorageUnavailable as exc:
+        typer.echo(f"error: track {due.track_id} not decided: {exc.code}: {exc.message}", err=True)
+        return None
 
 
 def _when(value: str | None) -> float | None:

@@ -31,13 +31,12 @@ from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
 from service.video.pipeline import DueTrack, LiveFace, TrackPipeline
+from service.video.storage_retry import until_stored
 
 log = logging.getLogger("facerec.streams")
 
 WINDOW_S = 5.0
 """Rates (frames per second in and processed) are averaged over this many seconds."""
-STORE_RETRY_S = 120.0
-"""How long a decision is tried again while the gallery or the event store is unavailable, seconds."""
 
 
 @dataclass
@@ -200,26 +199,28 @@ class StreamWorker:
 
     def _decide(self, pipe: TrackPipeline, due: DueTrack) -> bool:
         """Decide one track and record its event; while the gallery or the event store is away (a database
-        restarting) try again, for up to :data:`STORE_RETRY_S`. False when the event was not recorded."""
+        restarting) try again (:func:`~service.video.storage_retry.until_stored`). False when the event was not
+        recorded."""
         event_id = stream_event_id()  # one id for every try: a try whose commit was not acknowledged adds none
-        deadline, wait = time.monotonic() + STORE_RETRY_S, 0.25
-        while True:
-            try:
-                decision = pipe.decide(due)
-                self.deps.recorder.record([event_of(decision, source=self.source, event_id=event_id)])
-                return True
-            except StorageUnavailable as exc:
-                self.last_error = f"decision failed: {type(exc).__name__}"
-                if time.monotonic() + wait > deadline:
-                    log.error("stream %s: a decision was dropped, the storage is away: %s", self.cfg.id, exc)
-                    return False
-                log.warning("stream %s: a decision waits for the storage (%s)", self.cfg.id, exc)
-                time.sleep(wait)
-                wait = min(wait * 2, 5.0)
-            except Exception as exc:  # one failed decision must not stop the stream
-                log.exception("stream %s: a decision failed", self.cfg.id)
-                self.last_error = f"decision failed: {type(exc).__name__}"
-                return False
+
+        def attempt() -> None:
+            decision = pipe.decide(due)
+            self.deps.recorder.record([event_of(decision, source=self.source, event_id=event_id)])
+
+        def waiting(exc: StorageUnavailable) -> None:
+            self.last_error = f"decision failed: {type(exc).__name__}"
+            log.warning("stream %s: a decision waits for the storage (%s)", self.cfg.id, exc)
+
+        try:
+            until_stored(attempt, waiting=waiting)
+            return True
+        except StorageUnavailable as exc:
+            self.last_error = f"decision failed: {type(exc).__name__}"
+            log.error("stream %s: a decision was dropped, the storage is away: %s", self.cfg.id, exc)
+        except Exception as exc:  # one failed decision must not stop the stream
+            log.exception("stream %s: a decision failed", self.cfg.id)
+            self.last_error = f"decision failed: {type(exc).__name__}"
+        return False
 
     # ---- health ----------------------------------------------------------------------------------
 
