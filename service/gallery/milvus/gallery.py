@@ -5,7 +5,8 @@ as its vector index instead of pgvector. Implements :class:`service.gallery.base
 - Enrolment commits the faces and their outbox rows in one PostgreSQL transaction, then drains the outbox into
   Milvus before returning. If Milvus cannot take them, the faces are deleted again and the call raises
   :class:`VectorIndexUnavailable` (503): nothing is acknowledged that a search could miss. A crash between the
-  two stores leaves the outbox row, applied by the next drain of any replica (each replica drains every second).
+  two stores leaves the outbox row, applied by the next drain of any replica (each replica drains every second);
+  PostgreSQL going away after the commit leaves it too, and the enrolment is acknowledged (it is stored).
 - Search asks Milvus for candidates with the newest write timestamp any replica recorded (read-your-writes across
   replicas), adds the faces still pending in the outbox (searched exactly in PostgreSQL: a face committed but not
   yet in Milvus is found too), and keeps only faces that PostgreSQL holds with this model, with their exact
@@ -30,7 +31,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from service.gallery.errors import VectorIndexUnavailable
+from service.gallery.errors import StorageError, VectorIndexUnavailable
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
@@ -116,6 +117,8 @@ class MilvusGallery(PostgresGallery):
                 conn.execute("DELETE FROM faces WHERE id = ANY(%s)", (ids,))  # outbox rows: drained as deletes
             log.warning("enrolment of %d face(s) withdrawn: Milvus could not index them", len(ids))
             raise
+        except StorageError as e:  # PostgreSQL went away after the commit: stored, and found through the outbox
+            log.warning("%d enrolled face(s) committed; Milvus will get them from the outbox (%s)", len(records), e)
         return records
 
     def delete_face(self, face_id: int) -> None:
