@@ -209,8 +209,10 @@ class MilvusGallery(PostgresGallery):
         )
 
     def _sync_loop(self, interval_s: float) -> None:
-        """Drain what crashed writers left and notice Milvus coming back; reconcile now and then."""
+        """Drain what crashed writers left and notice Milvus coming back; reconcile now and then. A failure is
+        logged as a warning when it starts (or changes), its repeats at debug level, and the recovery once."""
         last_reconcile = time.monotonic()
+        failing: str | None = None
         while not self._stop.wait(interval_s):
             try:
                 self.engine.probe()
@@ -220,7 +222,13 @@ class MilvusGallery(PostgresGallery):
                     last_reconcile = time.monotonic()
                     reconcile_if_free(self)
             except Exception as e:
-                log.debug("Milvus sync pass failed: %s: %s", type(e).__name__, e)
+                reason = f"{type(e).__name__}: {e}"
+                (log.debug if reason == failing else log.warning)("Milvus sync pass failed: %s", reason)
+                failing = reason
+            else:
+                if failing is not None:
+                    log.info("Milvus sync passes work again")
+                failing = None
 
     def close(self) -> None:
         """Stop the sync thread, close the Milvus client and the pool."""
