@@ -55,7 +55,8 @@ class StreamManager:
         self.max_streams = max_streams
         self.renew_s = renew_s
         self._workers: dict[str, StreamWorker] = {}
-        self._deleted: set[str] = set()
+        self._deleted: set[str] = set()  # deleted while a sync was in flight; cleared when none is (see sync)
+        self._syncing = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewed = time.monotonic()
@@ -72,16 +73,24 @@ class StreamManager:
 
     def sync(self) -> None:
         """Run exactly the streams this process is to read now (see the module doc)."""
-        configs = {c.id: c for c in self.store.all()}
         with self._lock:
-            health = {i: w.health() for i, w in self._workers.items()}
-        mine = self.store.claim(list(configs), health)
-        self._renewed = time.monotonic()
-        with self._lock:
-            gone = [self._workers.pop(i) for i in list(self._workers) if i not in mine]
-            new = [configs[i] for i in mine if i not in self._workers and i not in self._deleted]
-            for cfg in new:
-                self._workers[cfg.id] = StreamWorker(cfg, self.deps).start()
+            self._syncing += 1
+        try:
+            configs = {c.id: c for c in self.store.all()}
+            with self._lock:
+                health = {i: w.health() for i, w in self._workers.items()}
+            mine = self.store.claim(list(configs), health)
+            self._renewed = time.monotonic()
+            with self._lock:
+                gone = [self._workers.pop(i) for i in list(self._workers) if i not in mine]
+                new = [configs[i] for i in mine if i not in self._workers and i not in self._deleted]
+                for cfg in new:
+                    self._workers[cfg.id] = StreamWorker(cfg, self.deps).start()
+        finally:
+            with self._lock:
+                self._syncing -= 1
+                if not self._syncing:  # every later sync reads the store after these deletions: forget them
+                    self._deleted.clear()
         for worker in gone:
             worker.stop()
 
@@ -131,7 +140,8 @@ class StreamManager:
         """Remove a stream; its reader stops (here at once, on another replica at its next renewal)."""
         self.store.delete(stream_id)
         with self._lock:
-            self._deleted.add(stream_id)
+            if self._syncing:  # a sync that read the store before this deletion must not start it again
+                self._deleted.add(stream_id)
             worker = self._workers.pop(stream_id, None)
         if worker is not None:
             worker.stop()

@@ -1,0 +1,74 @@
+"""The stream manager keeps nothing per deleted stream: adding and deleting streams for as long as a server runs
+must not grow its memory, yet a sync that read the store before a deletion must still not restart the stream."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from service.streams import manager as manager_module
+from service.streams.manager import StreamManager
+from service.streams.store import SQLiteStreamStore, StreamConfig
+from service.video.deps import FrameDeps
+
+
+class FakeWorker:
+    """A :class:`StreamWorker` that starts no thread and opens no capture."""
+
+    def __init__(self, cfg: StreamConfig, deps: Any) -> None:
+        self.cfg, self.running = cfg, False
+
+    def start(self) -> FakeWorker:
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        self.running = False
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StreamManager:
+    monkeypatch.setattr(manager_module, "StreamWorker", FakeWorker)
+    store = SQLiteStreamStore(tmp_path)
+    return StreamManager(store, cast(FrameDeps, None), max_streams=4).start()
+
+
+def test_deleted_streams_are_not_remembered(manager: StreamManager) -> None:
+    for i in range(300):
+        stream = manager.add(name=f"cam {i}", url=f"rtsp://127.0.0.1:9/{i}", fps=5.0)
+        manager.delete(stream["id"])
+    assert manager.workers() == []
+    assert len(manager._deleted) == 0  # it grew by one id per deleted stream, for the life of the process
+
+
+def test_a_sync_that_read_the_store_before_a_deletion_does_not_restart_the_stream(
+    manager: StreamManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
+    read, deleted = threading.Event(), threading.Event()
+    all_streams = manager.store.all
+
+    def stale_all() -> list[StreamConfig]:
+        configs = all_streams()
+        if threading.current_thread().name == "stale-sync":
+            read.set()
+            assert deleted.wait(10)
+        return configs
+
+    monkeypatch.setattr(manager.store, "all", stale_all)
+    with manager._lock:  # the stream is read by the sync below, but not yet run by this process
+        manager._workers.pop(stream["id"]).stop()
+    syncing = threading.Thread(target=manager.sync, name="stale-sync")
+    syncing.start()
+    assert read.wait(10)
+    manager.delete(stream["id"])
+    deleted.set()
+    syncing.join(10)
+    assert manager.workers() == []
+    assert len(manager._deleted) == 0
