@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +58,22 @@ class Connections:
         return conn
 
     def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection (autocommit: each statement sees the latest committed state)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect(READER_CACHE_KIB)
-            self._local.conn = conn
-        return conn
+        """This thread's read connection (autocommit: each statement sees the latest committed state), closed
+        when the thread ends: worker pools retire idle threads and start new ones, and each kept reader would
+        hold two file descriptors and its page cache for the life of the process."""
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = _Reader(self._connect(READER_CACHE_KIB))
+            weakref.finalize(reader, self._drop, reader.conn)  # runs as the thread's locals are released
+            self._local.reader = reader
+        return reader.conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        """Close a connection and forget it."""
+        with self._all_lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -104,10 +115,7 @@ class Connections:
             yield conn
             conn.execute("COMMIT")
         finally:
-            conn.close()
-            with self._all_lock:
-                if conn in self._all:
-                    self._all.remove(conn)
+            self._drop(conn)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the db file and truncate the WAL (so erased pages do not linger in it)."""
@@ -118,3 +126,12 @@ class Connections:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+class _Reader:
+    """A thread's reader connection, held in the thread's ``threading.local`` slot (a finalizer closes it)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
