@@ -45,11 +45,13 @@ def gallery(own_cluster: DevCluster, milvus_server: MilvusServer) -> Iterator[Mi
 
 
 def _until_up(fn: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """``fn()`` once the service answers again: PostgreSQL back, and Milvus's collection loaded (the sync thread
+    may be creating it right then, after a drain the outage cut: a search meanwhile is a 503, retried)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return fn()
-        except StorageUnavailable:
+        except StorageUnavailable:  # VectorIndexUnavailable (Milvus) included
             assert time.monotonic() < deadline, "service did not resume after PostgreSQL came back"
             time.sleep(0.3)
 
@@ -105,7 +107,7 @@ def test_postgres_away_right_after_the_enrolment_commits(
         assert stored == [], f"the enrolment answered 503 but stored {len(stored)} face(s)"
     else:
         assert [f.id for f in stored] == [r.id for r in acked]
-        got = gallery.search(vecs, model_id=MODEL, top_k=1)
+        got = _until_up(lambda: gallery.search(vecs, model_id=MODEL, top_k=1))
         assert [hits[0].face_id for hits in got] == [r.id for r in acked]
         deadline = time.monotonic() + 30
         while gallery.pending():
