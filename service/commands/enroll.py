@@ -22,10 +22,10 @@ from service.commands.backend import (
     JSON_OPTION,
     SERVER_OPTION,
     Backend,
-    CliError,
     open_backend,
     read_image,
 )
+from service.commands.errors import CliError
 from service.commands.progress import progress_bar
 from service.schemas import SubjectCreate
 

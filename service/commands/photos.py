@@ -20,13 +20,13 @@ from service.commands.backend import (
     DATA_OPTION,
     JSON_OPTION,
     SERVER_OPTION,
-    CliError,
     LocalBackend,
-    RemoteBackend,
     load_settings,
     read_image,
 )
 from service.commands.enroll import IMAGE_SUFFIXES, PER_IMAGE_STATUS
+from service.commands.errors import CliError
+from service.commands.remote import RemoteBackend
 from service.config import Settings
 
 app = typer.Typer(help="The photo library: index a folder of photos, re-cluster unnamed faces.", no_args_is_help=True)

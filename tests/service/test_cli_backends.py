@@ -11,8 +11,8 @@ import pytest
 
 
 def test_remote_style_enrolment_survives_a_refused_image_and_leaves_no_empty_subject(tmp_path: Path) -> None:
-    from service.commands.backend import CliError
     from service.commands.enroll import run_enrollment
+    from service.commands.errors import CliError
 
     class Backend:
         def __init__(self) -> None:
@@ -92,7 +92,7 @@ def test_remote_style_enrolment_survives_a_refused_image_and_leaves_no_empty_sub
 def test_remote_backend_waits_out_429_then_succeeds() -> None:
     import httpx
 
-    from service.commands.backend import RemoteBackend
+    from service.commands.remote import RemoteBackend
 
     calls: list[int] = []
 
