@@ -17,6 +17,7 @@ import pytest
 
 from bench.serverproc import free_port
 from tests.deploy import deployfiles as df
+from tests.service.helpers import serving
 
 
 class FakeAnalyzer:
@@ -41,8 +42,6 @@ def run_check(argv: list[str], port: int) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[int, threading.Event]]:
-    import uvicorn
-
     from service.app import create_app
     from service.config import Settings
 
@@ -54,19 +53,11 @@ def server(tmp_path: Path) -> Iterator[tuple[int, threading.Event]]:
 
     port = free_port()
     app = create_app(Settings(data=tmp_path / "data", port=port), analyzer_factory=analyzer_factory)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the test server did not start"
-    try:
-        yield port, release
-    finally:
-        release.set()
-        srv.should_exit = True
-        thread.join(10)
+    with serving(app, port):
+        try:
+            yield port, release
+        finally:
+            release.set()
 
 
 def test_healthchecks_follow_readiness(server: tuple[int, threading.Event]) -> None:

@@ -1,13 +1,16 @@
-"""Helpers for the service tests: dataset paths and small synthetic images."""
+"""Helpers for the service tests: dataset paths, small synthetic images, polling and a real uvicorn server."""
 
 from __future__ import annotations
 
 import io
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
+from starlette.types import ASGIApp
 
 ENROLLED = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
 UNKNOWN = "mindy_kaling"
@@ -19,6 +22,24 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0, poll: float = 0.0
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(poll)
+
+
+@contextmanager
+def serving(app: ASGIApp, port: int) -> Iterator[None]:
+    """``app`` served by a real uvicorn on ``127.0.0.1:port`` (lifespan on) in a thread, started on entry (the test
+    fails if it is not listening within 20 s) and stopped on exit."""
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: srv.started or not thread.is_alive(), timeout=20, poll=0.05)
+        assert srv.started, "the test server did not start"
+        yield
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
 
 def images(dataset: Path, split: str, person: str) -> list[Path]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from fastapi.testclient import TestClient
 from bench.serverproc import free_port
 from service.keys import KeyStore
 from tests.service.fakes import FakeAnalyzer, app_with, local
-from tests.service.helpers import wait_until
+from tests.service.helpers import serving, wait_until
 
 SAME_HEADERS = ("content-type", "content-length", "cache-control", "content-security-policy", "x-frame-options")
 """Headers a HEAD answer must carry exactly as the GET's (when the GET has them)."""
@@ -143,22 +141,9 @@ def test_the_app_itself_sends_no_body_on_head(tmp_path: Path) -> None:
 @pytest.fixture
 def port(tmp_path: Path) -> Iterator[int]:
     """A real uvicorn serving the app on loopback."""
-    import uvicorn
-
     port = free_port()
-    app = app_with(tmp_path, lambda s: FakeAnalyzer())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the test server did not start"
-    try:
+    with serving(app_with(tmp_path, lambda s: FakeAnalyzer()), port):
         yield port
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 def test_head_on_the_wire_then_get_on_the_same_connection(port: int) -> None:
