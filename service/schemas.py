@@ -183,6 +183,11 @@ class SubjectOut(BaseModel):
     created_at: datetime | str
     updated_at: datetime | str
     face_count: int
+    sample_face_id: int | None = Field(
+        None,
+        description="One of the subject's faces for a thumbnail: the earliest enrolled (lowest id); its crop is "
+        "`GET /v1/faces/{face_id}/crop`. Null when the subject has no face.",
+    )
 
 
 class SubjectPage(BaseModel):

@@ -43,7 +43,9 @@ class FaceRecord:
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """A person: ``id`` is a random URL-safe string (uuid4 hex); ``face_count`` counts faces of all models."""
+    """A person: ``id`` is a random URL-safe string (uuid4 hex); ``face_count`` counts faces of all models;
+    ``sample_face_id`` is the id of its earliest-enrolled face (the lowest id, of any model), None without faces:
+    a thumbnail for lists, read in the same query as the subject."""
 
     id: str
     name: str
@@ -51,6 +53,7 @@ class Subject:
     created_at: float
     updated_at: float
     face_count: int
+    sample_face_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Faces: enrol images into a subject, list a subject's faces, erase one face. Admin scope."""
+"""Faces: enrol images into a subject, list a subject's faces, read one face or its crop, erase one face. Admin
+scope."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from service import recognition
 from service.convert import face_out
 from service.deps import AdminKey, AuditDep, GalleryDep, ModelDep, audit_change
 from service.errors import BadRequest
+from service.gallery import FaceNotFound
 from service.ids import ROW_ID_MAX
 from service.routes.docs import AUTH, deletion, errors, image_body
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
@@ -90,6 +92,21 @@ async def list_faces(subject_id: str, gallery: GalleryDep, _: AdminKey) -> FaceL
 @router.get("/v1/faces/{face_id}", response_model=FaceOut, summary="Read one face", responses=errors(*AUTH, 404))
 async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut:
     return face_out(await run_in_threadpool(gallery.get_face, face_id))
+
+
+@router.get(
+    "/v1/faces/{face_id}/crop",
+    response_class=Response,
+    summary="The aligned 160x160 crop of an enrolled face (PNG)",
+    responses={200: {"content": {"image/png": {}}}, **errors(*AUTH, 404)},
+)
+async def face_crop(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> Response:
+    """The crop the face's embedding was computed from (stored with ``FACEREC_STORE_CROPS``, the default): a
+    thumbnail of a subject is ``sample_face_id``'s crop. 404 when there is no such face or it has no crop."""
+    png = await run_in_threadpool(gallery.crop_png, face_id)
+    if png is None:
+        raise FaceNotFound(f"face {face_id} does not exist or has no stored crop")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/v1/faces/{face_id}", **deletion("Erase one face", 404, 503, 507))

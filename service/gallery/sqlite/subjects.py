@@ -14,7 +14,8 @@ from service.gallery.types import Subject
 
 _COLS = (
     "s.pk, s.id, s.name, s.metadata, s.created_at, s.updated_at, "
-    "(SELECT count(*) FROM faces f WHERE f.subject_pk = s.pk)"
+    "(SELECT count(*) FROM faces f WHERE f.subject_pk = s.pk), "
+    "(SELECT min(f.id) FROM faces f WHERE f.subject_pk = s.pk)"
 )
 
 
@@ -26,6 +27,7 @@ def _subject(row: Sequence[Any]) -> Subject:
         created_at=row[4],
         updated_at=row[5],
         face_count=row[6],
+        sample_face_id=row[7],
     )
 
 

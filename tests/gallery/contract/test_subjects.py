@@ -85,3 +85,19 @@ def test_face_count_of_subject_counts_every_model(gallery: Gallery, rng) -> None
     gallery.add_faces(s.id, faces(unit(rng, 1), model="another-model"))
     assert gallery.get_subject(s.id).face_count == 3
     assert gallery.list_subjects()[0][0].face_count == 3
+
+
+def test_sample_face_is_the_earliest_face_of_any_model(gallery: Gallery, rng) -> None:
+    a, b, empty = gallery.create_subjects([("A", None), ("B", None), ("nobody", None)])
+    first_b = gallery.add_faces(b.id, faces(unit(rng, 1), model="another-model"))[0].id
+    first_a, second_a = (r.id for r in gallery.add_faces(a.id, faces(unit(rng, 2))))
+    gallery.add_faces(b.id, faces(unit(rng, 2)))
+    listed = {s.id: s.sample_face_id for s in gallery.list_subjects()[0]}
+    assert listed == {a.id: first_a, b.id: first_b, empty.id: None}
+    assert gallery.get_subject(a.id).sample_face_id == first_a
+    assert gallery.create_subject(name="new").sample_face_id is None
+    gallery.delete_face(first_a)  # the next earliest takes its place
+    assert gallery.list_subjects()[0][0].sample_face_id == second_a
+    assert gallery.update_subject(a.id, name="A.").sample_face_id == second_a
+    gallery.delete_face(second_a)
+    assert gallery.get_subject(a.id).sample_face_id is None
