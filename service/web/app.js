@@ -131,6 +131,9 @@ async function snap() {
 
 // ---- results in plain words --------------------------------------------------------------------------------
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+// A user-supplied name (of a person, a file) inside a sentence, escaped and direction-isolated: a right-to-left
+// name with digits must not reorder the words and numbers around it. An element holding only a name has dir="auto".
+const bidi = (s) => `<bdi>${esc(s)}</bdi>`;
 const num = (x) => Number(x).toFixed(2);
 function show(panel, html) { $(`#${panel}-result`).innerHTML = html; }
 function showError(panel, e) { show(panel, `<p class="error">${esc(e.message)} <span class="small">(${esc(e.code || "error")})</span></p>`); }
@@ -165,8 +168,8 @@ async function runIdentify() {
   if (!body.faces.length) return show("identify", `<p class="verdict unknown">No face was found in this photo.</p>`);
   const items = body.faces.map((f, i) => {
     const near = f.candidates[0];
-    if (f.match) return `<li><span class="ok"><b>${esc(f.match.name)}</b></span>: ${scored(f.match)}, within the threshold ${num(t)}, so this is a match.</li>`;
-    const why = near ? `the nearest enrolled person is ${esc(near.name)} at ${scored(near)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
+    if (f.match) return `<li><span class="ok"><b>${bidi(f.match.name)}</b></span>: ${scored(f.match)}, within the threshold ${num(t)}, so this is a match.</li>`;
+    const why = near ? `the nearest enrolled person is ${bidi(near.name)} at ${scored(near)}, above the threshold ${num(t)}` : "nobody is enrolled yet";
     return `<li><span class="unknown"><b>unknown</b></span>: ${why}.${photoHint(f.quality)}</li>`;
   });
   const fir = body.estimated_false_identification_rate;
@@ -218,10 +221,10 @@ async function runEnroll() {
   if (!r.faces.length) await undo();
   const firstKept = !r.rejected.some((x) => x.index === 0) && r.faces.length ? r.faces[0] : null;
   drawWhenLoaded("enroll", firstKept && firstKept.box ? [{ box: firstKept.box, label: name, color: "#1a7f37" }] : []);
-  const rejected = r.rejected.map((x) => `<li>${esc(list[x.index].name)}: ${esc(x.message)} <span class="small">(${esc(x.code)})</span></li>`);
+  const rejected = r.rejected.map((x) => `<li>${bidi(list[x.index].name)}: ${esc(x.message)} <span class="small">(${esc(x.code)})</span></li>`);
   const total = subject.face_count + r.faces.length;
-  const now = found || total ? `${esc(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.` : `${esc(name)} was not added.`;
-  show("enroll", `<p class="verdict ${r.faces.length ? "ok" : "error"}">Enrolled ${r.faces.length} photo${r.faces.length === 1 ? "" : "s"} of ${esc(name)}.</p>
+  const now = found || total ? `${bidi(name)} now has ${total} enrolled photo${total === 1 ? "" : "s"}.` : `${bidi(name)} was not added.`;
+  show("enroll", `<p class="verdict ${r.faces.length ? "ok" : "error"}">Enrolled ${r.faces.length} photo${r.faces.length === 1 ? "" : "s"} of ${bidi(name)}.</p>
     <p class="small">${now}</p>
     ${rejected.length ? `<p>Not used:</p><ul>${rejected.join("")}</ul>` : ""}`);
 }
@@ -264,7 +267,7 @@ async function startLive() {
       for (const f of r.faces) if (f.decided) live.names[f.track_id] = f.name || "unknown";
       $("#live-rate").textContent = `${(live.updates.length / 3).toFixed(1)} updates/s`;
       const seen = [...new Set(Object.values(live.names))];
-      $("#live-result").innerHTML = seen.length ? `<p>Seen: ${seen.map(esc).join(", ")}</p>` : "";
+      $("#live-result").innerHTML = seen.length ? `<p>Seen: ${seen.map(bidi).join(", ")}</p>` : "";
     } catch (e) {
       showError("live", e);
       if (e.status === 401 || e.status === 403) { stopLive(); break; }

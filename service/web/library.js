@@ -1,6 +1,6 @@
 // facerec web page, photo library views: People (subjects with thumbnails, rename, erase, their photos) and
-// Unnamed (clusters of faces nobody has named yet: "who is this?", "not this person", "same person as…"). Uses app.js's api(), esc()
-// and $(); loaded after it. Face thumbnails are fetched with the API key and shown as blob URLs.
+// Unnamed (clusters of faces nobody has named yet: "who is this?", "not this person", "same person as…"). Uses app.js's api(), esc(),
+// bidi() and $(); loaded after it. Face thumbnails are fetched with the API key and shown as blob URLs.
 "use strict";
 
 const thumbUrls = new Map();   // face id -> object URL
@@ -63,8 +63,8 @@ const cursorParam = (cursor) => cursor ? `&cursor=${encodeURIComponent(cursor)}`
 // ---- People ---------------------------------------------------------------------------------------------------
 const personCard = (s) => `<div class="card person" data-subject="${esc(s.id)}">
   <div class="face none">no photo</div>
-  <div class="name">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
-  <input class="rename-input" value="${esc(s.name)}" aria-label="new name for ${esc(s.name)}">
+  <div class="name" dir="auto">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
+  <input class="rename-input" dir="auto" value="${esc(s.name)}" aria-label="new name for ${esc(s.name)}">
   <button class="rename" type="button">Rename</button>
   <button class="photos" type="button">Photos</button>
   <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
@@ -110,7 +110,7 @@ const personActions = {
   rename: async (card, out) => {
     const name = card.querySelector(".rename-input").value.trim();
     const s = await api("PATCH", `/v1/subjects/${card.dataset.subject}`, { name });
-    out.innerHTML = `<p class="ok verdict">Renamed to ${esc(s.name)}.</p>`;
+    out.innerHTML = `<p class="ok verdict">Renamed to ${bidi(s.name)}.</p>`;
     if ($("#person-photos").dataset.subject === s.id) showPersonPhotos(s.id, s.name);
     await loadPeople();
   },
@@ -131,10 +131,10 @@ async function showPersonPhotos(id, name) {
   try {
     const page = await api("GET", `/v1/subjects/${id}/photos?limit=200`), items = page.items;
     if (out.dataset.subject !== id) return;  // erased, or another person's photos asked for, meanwhile
-    out.innerHTML = `<h3>Photos of ${esc(name)} (${items.length}${page.next_cursor ? "+" : ""})</h3>` + (items.length
+    out.innerHTML = `<h3>Photos of ${bidi(name)} (${items.length}${page.next_cursor ? "+" : ""})</h3>` + (items.length
       ? `<div class="grid">${items.map((p) => `<div class="card photo">${p.faces.map((f) => faceImg(f.id)).join("")}
-          <div class="small">${esc(p.external_id || p.id.slice(0, 8))}</div></div>`).join("")}</div>`
-      : `<p class="small">No indexed photo of ${esc(name)} yet.</p>`);
+          <div class="small" dir="auto">${esc(p.external_id || p.id.slice(0, 8))}</div></div>`).join("")}</div>`
+      : `<p class="small">No indexed photo of ${bidi(name)} yet.</p>`);
     fillThumbs(out);
   } catch (e) { libraryError(out, e); }
 }
@@ -199,7 +199,7 @@ const clusterActions = {
     const name = card.querySelector(".who").value.trim();
     if (!name) { out.innerHTML = `<p class="error">Type a name first.</p>`; return; }
     const r = await api("POST", `/v1/clusters/${card.dataset.cluster}/name`, { name });
-    out.innerHTML = `<p class="ok verdict">Named ${r.faces} face${r.faces === 1 ? "" : "s"} as ${esc(r.subject_name)}` +
+    out.innerHTML = `<p class="ok verdict">Named ${r.faces} face${r.faces === 1 ? "" : "s"} as ${bidi(r.subject_name)}` +
       ` (${r.enrolled} enrolled for recognition).</p>`;
     await loadClusters();
   },

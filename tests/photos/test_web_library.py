@@ -50,6 +50,7 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     first.locator(".name-it").click()
     page.wait_for_selector("#unnamed-result .verdict", timeout=TIMEOUT_MS)
     assert f"Named {size} faces as Reginald" in page.inner_text("#unnamed-result")
+    assert page.inner_text("#unnamed-result bdi") == "Reginald"  # the name is direction-isolated in the sentence
 
     # "not this person" on the remaining group
     page.wait_for_selector("#unnamed-list .card.cluster .not-this", timeout=TIMEOUT_MS)
@@ -65,6 +66,7 @@ def test_people_and_unnamed_views(browser: Any, server: Server) -> None:
     card.locator("button.photos").click()
     page.wait_for_selector("#person-photos h3", timeout=TIMEOUT_MS)
     assert f"Photos of Reginald ({size})" in page.inner_text("#person-photos")
+    assert page.inner_text("#person-photos h3 bdi") == "Reginald"
     card.locator(".rename-input").fill("Reggie")
     card.locator("button.rename").click()
     wait_until(
