@@ -76,27 +76,60 @@ async function drawWhenLoaded(slot, marks) {
   draw(slot, marks);
 }
 
+// The direction of a text by its first letter, as dir="auto" decides it: a canvas label of a right-to-left name.
+const RTL_SCRIPT = /[\p{sc=Arabic}\p{sc=Hebrew}\p{sc=Syriac}\p{sc=Thaana}\p{sc=Nko}\p{sc=Adlam}]/u;
+function textDir(text) {
+  const first = String(text).match(/\p{L}/u);
+  return first && RTL_SCRIPT.test(first[0]) ? "rtl" : "ltr";
+}
+
+// A label (text on a box `pad` wider each side) placed at `x` on a canvas `canvasWidth` wide, in ctx's font:
+// {text, x, width} of a box that stays inside the canvas. A name too long for the canvas is cut, ending in "…";
+// a box past the right edge moves left. Only measures: the browser tests call it directly.
+function fitLabel(ctx, text, x, canvasWidth, pad = 0) {
+  const room = Math.max(0, canvasWidth - 2 * pad);
+  const fits = (t) => ctx.measureText(t).width <= room;
+  let shown = String(text);
+  if (!fits(shown)) {
+    const chars = Array.from(shown);  // code points: never half of a surrogate pair
+    let lo = 0, hi = chars.length - 1;  // the longest prefix that fits with the ellipsis has lo..hi characters
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (fits(chars.slice(0, mid).join("") + "…")) lo = mid; else hi = mid - 1;
+    }
+    shown = chars.slice(0, lo).join("").trimEnd() + "…";
+  }
+  const width = Math.min(ctx.measureText(shown).width, room) + 2 * pad;
+  return { text: shown, x: Math.max(0, Math.min(x, canvasWidth - width)), width };
+}
+
+// Returns where each label went ({text, x, y, width, height}, canvas pixels).
 function draw(slot, marks) {
   const canvas = canvasFor(slot);
   const photo = (photos[slot] || [])[0];
   const ctx = canvas.getContext("2d");
-  if (!photo || !photo.img) { canvas.classList.add("empty"); ctx.clearRect(0, 0, canvas.width, canvas.height); return; }
+  if (!photo || !photo.img) { canvas.classList.add("empty"); ctx.clearRect(0, 0, canvas.width, canvas.height); return []; }
   canvas.classList.remove("empty");
   const img = photo.img;
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
   ctx.drawImage(img, 0, 0);
   const line = Math.max(2, Math.round(img.naturalWidth / 250));
-  ctx.font = `bold ${Math.max(12, Math.round(img.naturalWidth / 30))}px system-ui, sans-serif`;
+  const pad = 4, th = Math.max(12, Math.round(img.naturalWidth / 30)), lh = th + 2 * pad;
+  ctx.font = `bold ${th}px system-ui, sans-serif`;
+  const labels = [];
   for (const m of marks) {
     const { x, y, width, height } = m.box;
     ctx.lineWidth = line; ctx.strokeStyle = m.color; ctx.strokeRect(x, y, width, height);
     if (m.label) {
-      const pad = 4, tw = ctx.measureText(m.label).width, th = parseInt(ctx.font.match(/(\d+)px/)[1], 10);
-      const ty = y > th + 2 * pad ? y - th - 2 * pad : y + height;
-      ctx.fillStyle = m.color; ctx.fillRect(x - line / 2, ty, tw + 2 * pad, th + 2 * pad);
-      ctx.fillStyle = "#fff"; ctx.textBaseline = "top"; ctx.fillText(m.label, x + pad - line / 2, ty + pad);
+      ctx.direction = textDir(m.label); ctx.textAlign = "left"; ctx.textBaseline = "top";
+      const fit = fitLabel(ctx, m.label, x - line / 2, canvas.width, pad);
+      const ty = Math.max(0, Math.min(y > lh ? y - lh : y + height, canvas.height - lh));
+      ctx.fillStyle = m.color; ctx.fillRect(fit.x, ty, fit.width, lh);
+      ctx.fillStyle = "#fff"; ctx.fillText(fit.text, fit.x + pad, ty + pad, fit.width - 2 * pad);
+      labels.push({ text: fit.text, x: fit.x, y: ty, width: fit.width, height: lh });
     }
   }
+  return labels;
 }
 
 async function openCamera(slot) {
@@ -302,8 +335,9 @@ function drawLive() {
       ctx.strokeStyle = f.decided ? (f.name ? "#1a7f37" : "#b35900") : "#9aa4b2";
       const x = (f.box.x + f.velocity[0] * dt) * sx, y = (f.box.y + f.velocity[1] * dt) * sy;
       ctx.strokeRect(x, y, f.box.width * sx, f.box.height * sy);
-      ctx.fillStyle = ctx.strokeStyle;
-      ctx.fillText(label, x, Math.max(14, y - 5));
+      ctx.fillStyle = ctx.strokeStyle; ctx.direction = textDir(label); ctx.textAlign = "left";
+      const fit = fitLabel(ctx, label, x, canvas.width);
+      ctx.fillText(fit.text, fit.x, Math.max(14, y - 5), fit.width);
     }
   }
   if (live.running) requestAnimationFrame(drawLive);
