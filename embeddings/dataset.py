@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from embeddings.align import align_face
 from embeddings.detector import FaceDetector, pick_primary
+from embeddings.errors import InvalidImage
 from embeddings.facenet import BatchedEncoder
 from embeddings.images import decode_image
 from embeddings.padding import DEFAULT_FILL, DEFAULT_PAD, detect_padded
@@ -59,6 +60,14 @@ def read_detection_cache(cache_file: Path) -> tuple[dict[str, Detection | None],
     return {k: (detection_from_json(v) if v is not None else None) for k, v in raw.items()}, retried
 
 
+def _read_image(path: Path) -> npt.NDArray[np.uint8] | None:
+    """The decoded image, or ``None`` when the file cannot be read or is not an image."""
+    try:
+        return decode_image(path.read_bytes())
+    except (InvalidImage, OSError):
+        return None
+
+
 def detect_primary_faces(
     root: Path,
     rel_paths: Sequence[str],
@@ -68,7 +77,8 @@ def detect_primary_faces(
     batch_size: int = 16,
     progress: Progress = _noop,
 ) -> dict[str, Detection | None]:
-    """The primary face (largest, most central) of each image, or ``None`` for a detector miss. Cached."""
+    """The primary face (largest, most central) of each image, or ``None`` for a detector miss or for a file that
+    cannot be read or is not an image (a stray text file named ``.jpg``). Cached."""
     cache: dict[str, Detection | None] = {}
     retried: set[str] = set()
     if cache_file is not None and cache_file.is_file():
@@ -77,7 +87,11 @@ def detect_primary_faces(
     progress(len(rel_paths) - len(todo))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        images = [decode_image((root / p).read_bytes()) for p in chunk]
+        decoded = {p: _read_image(root / p) for p in chunk}
+        for p in [p for p, img in decoded.items() if img is None]:
+            cache[p] = None
+        chunk = [p for p, img in decoded.items() if img is not None]
+        images = [img for img in decoded.values() if img is not None]
         same_size = len({img.shape for img in images}) == 1
         results = detector.detect_batch(images) if same_size else [detector.detect(i) for i in images]
         for p, img, dets in zip(chunk, images, results, strict=True):
@@ -85,7 +99,7 @@ def detect_primary_faces(
                 dets = detect_padded(detector, img)
                 retried.add(p)
             cache[p] = pick_primary(dets, img.shape)
-        progress(len(chunk))
+        progress(len(decoded))
     if cache_file is not None and todo:
         out: dict[str, object] = {k: (detection_to_json(v) if v is not None else None) for k, v in cache.items()}
         out[PADDED_RETRY_KEY] = sorted(p for p in retried if cache.get(p) is None)

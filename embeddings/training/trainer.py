@@ -126,6 +126,12 @@ def prepare(
     found = {person: [p for p in imgs if detections.get(p) is not None] for person, imgs in people.items()}
     found = {person: imgs for person, imgs in found.items() if len(imgs) >= options.min_images}
     people_split = data.split_people(found, val_fraction=options.val_fraction, seed=options.seed)
+    if len(people_split.train) < 2:  # checked before the (slow) activation caches, not by the sampler after them
+        raise ValueError(
+            f"{root}: of {len(found)} people with {options.min_images} or more images with a face, "
+            f"{len(people_split.val)} are held out for validation, leaving {len(people_split.train)} to train on; "
+            "training needs at least 2 (so at least 3 people in all)"
+        )
     split = split_model(weights, options.cut)
     key = cache_key(
         root=str(Path(root).resolve()),

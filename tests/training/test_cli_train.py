@@ -35,6 +35,27 @@ def test_train_refuses_a_folder_with_too_few_people(tmp_path: Path, weights_path
     assert "at least 2 people" in result.output
 
 
+def test_train_counts_a_non_image_as_a_miss_and_needs_two_training_people(
+    tmp_path: Path, weights_path: Path, celebrity_root: Path
+) -> None:
+    """A text file named .jpg is a miss (it stopped training with an InvalidImage traceback); two people are too
+    few (one is held out for validation), said before the activation caches are computed."""
+    import shutil
+
+    from tests.conftest import image_files
+
+    for person in ("ben_afflek", "madonna"):
+        (tmp_path / "people" / person).mkdir(parents=True)
+        for src in image_files(celebrity_root / "train" / person)[:2]:
+            shutil.copyfile(src, tmp_path / "people" / person / src.name)
+        (tmp_path / "people" / person / "notes.jpg").write_text("not an image")
+    args = ["train", str(tmp_path / "people"), "--work-dir", str(tmp_path / "w")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "leaving 1 to train on; training needs at least 2" in result.output
+    assert not list((tmp_path / "w").glob("acts-*"))  # refused before caching activations
+
+
 @pytest.mark.slow
 def test_train_cli_gate_eval_root_and_models_list(
     tmp_path: Path, weights_path: Path, celebrity_root: Path, monkeypatch: pytest.MonkeyPatch
