@@ -40,9 +40,11 @@ def train(
         0.3, "--val-fraction", min=0.0, max=0.9, help="Share of people held out (half selection, half gate)"
     ),
     max_per_person: int = typer.Option(None, "--max-per-person", min=2, help="Use at most N images per person"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, the augmentation and the sampler"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the split, the augmentation and the sampler"),
     resume: bool = typer.Option(False, "--resume", help="Continue from this setup's last checkpoint"),
-    work_dir: Path = typer.Option(None, "--work-dir", help="Caches and checkpoints (default <cache>/training/<name>)"),
+    work_dir: Path = typer.Option(
+        None, "--work-dir", file_okay=False, help="Caches and checkpoints (default <cache>/training/<name>)"
+    ),
     weights: Path = typer.Option(
         None, "--weights", exists=True, dir_okay=False, help="Base weights (default: the pretrained model)"
     ),
@@ -62,7 +64,7 @@ def train(
     """Fine-tune on FOLDER (people split by person into train, selection and gate people), select on the
     operating points serving uses, and compare with the starting model on the gate people: only a model better
     beyond noise is saved as ``<cache>/models/<model_id>/`` (``model.weights.h5``, ``card.json``). Exit code 3:
-    no better model found."""
+    no better model found; 2: the folder does not suit; 1: a file could not be read or written."""
     from embeddings.training.fit import FitConfig, StepReport
     from embeddings.training.gate import summary_lines
     from embeddings.training.losses import LOSSES
@@ -132,6 +134,9 @@ def train(
         except ValueError as exc:
             console.print(f"error: {exc}")
             raise typer.Exit(2) from exc
+        except OSError as exc:  # an unwritable work dir or cache, a full disk: one line, not a traceback
+            console.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from exc
     gate = card["gate"]
     lines = summary_lines({**card["validation"], **gate}, "gate people (never used for selection)")
     if "eval_root" in card:

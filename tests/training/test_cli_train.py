@@ -19,6 +19,7 @@ from service.cli import app
         (["--lr", "inf"], "--lr"),
         (["--distill", "inf"], "--distill"),
         (["--weights", "no-such-weights.h5"], "does not exist"),
+        (["--seed", "-1"], "--seed"),  # failed after detection with "expected non-negative integer"
     ],
 )
 def test_train_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
@@ -33,6 +34,24 @@ def test_train_refuses_a_folder_with_too_few_people(tmp_path: Path, weights_path
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--work-dir", str(tmp_path / "w")])
     assert result.exit_code == 2, result.output
     assert "at least 2 people" in result.output
+
+
+def test_train_refuses_a_work_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "person").mkdir()
+    (tmp_path / "work").write_text("")
+    args = ["train", str(tmp_path), "--work-dir", str(tmp_path / "work")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "is a file" in result.output, result.output
+
+
+def test_train_reports_an_unwritable_work_dir_in_one_line(tmp_path: Path, weights_path: Path) -> None:
+    """An OSError (a work dir under a file here; read-only or full disks alike) is one line and exit 1."""
+    for person in ("a", "b"):
+        (tmp_path / "people" / person).mkdir(parents=True)
+    (tmp_path / "file").write_text("")
+    args = ["train", str(tmp_path / "people"), "--work-dir", str(tmp_path / "file" / "w")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "error: [Errno 20] Not a directory" in result.output, result.output
 
 
 def test_train_counts_a_non_image_as_a_miss_and_needs_two_training_people(
