@@ -9,21 +9,29 @@ Each event is POSTed as JSON to ``FACEREC_WEBHOOK_URL`` with the headers
   ``"<timestamp>." + body`` (receivers should also refuse timestamps far from their clock, against replays).
 
 A 2xx status is a delivery (the answer's body is not read); anything else (an error status, a refused
-connection, a timeout) is retried after ``min(base * 2**attempts, max)`` seconds, with up to 25 % random jitter,
-for as long as the event is kept (``FACEREC_EVENTS_RETENTION_DAYS``). The outbox lives in the event store, so a
-restart loses no delivery.
+connection, no status line and headers within the attempt's deadline) is retried after
+``min(base * 2**attempts, max)`` seconds, with up to 25 % random jitter, for as long as the event is kept
+(``FACEREC_EVENTS_RETENTION_DAYS``). The outbox lives in the event store, so a restart loses no delivery.
+
+Each attempt has an overall deadline (``FACEREC_WEBHOOK_TIMEOUT_S``), not only a timeout per read: a receiver
+that sends its answer one byte at a time, each within a read timeout, would otherwise hold the sender (and every
+later delivery) for hours. A watchdog (:class:`Deadline`) shuts the attempt's connection down when it passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -49,6 +57,70 @@ def body_of(event: Event) -> bytes:
     return json.dumps({"type": "track.decision", "event": event.to_dict()}, separators=(",", ":")).encode()
 
 
+class Deadline:
+    """The watchdog of one delivery attempt (a context manager): when ``seconds`` have passed it shuts down the
+    connections the attempt opened, which ends a read blocked on them at once; :meth:`expire` does it earlier.
+
+    It learns the attempt's sockets from httpx's ``trace`` extension (pass :meth:`trace` as
+    ``extensions={"trace": ...}``), so the client must open a connection for each attempt (no keep-alive). It
+    keeps a duplicate of each socket (the same connection), which a TLS handshake does not detach, and closes
+    those when the attempt ends. (Resolving the receiver's host name is bounded by the resolver, not by this.)
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self.expire)
+        self._timer.name, self._timer.daemon = "facerec-webhook-deadline", True
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+        self._timer.join()
+        with self._lock:
+            for sock in self._socks:
+                sock.close()
+            self._socks.clear()
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpx's ``trace`` callback: keeps each socket the attempt connects (shut at once when expired)."""
+        if not name.endswith(".connect_tcp.complete"):  # "connection." (or "socks." through a SOCKS proxy)
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if not isinstance(sock, socket.socket):
+            return
+        try:
+            sock = sock.dup()
+        except OSError:  # no file descriptor left: the original still serves (but not through a TLS handshake)
+            pass
+        else:
+            with self._lock:
+                self._socks.append(sock)
+        if self.expired:
+            _shut(sock)
+
+    def expire(self) -> None:
+        """Cut the attempt now (the timer calls this at the deadline; closing the sender calls it too)."""
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut the connection of ``sock`` down both ways: a ``recv`` or ``send`` blocked on it returns at once (which
+    ``close`` does not do). A socket already closed or detached is left as it is."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the socket's own, under any TLS wrapper
+
+
 def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
     """Seconds to wait before attempt ``attempts + 1``: exponential from ``base_s``, capped, with jitter."""
     delay = min(base_s * (2.0 ** min(attempts, 30)), max_s)
@@ -64,7 +136,7 @@ class WebhookSender:
         *,
         url: str,
         secret: str,
-        timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
         base_s: float = 1.0,
         max_s: float = 300.0,
         on_result: Callable[[bool], None] | None = None,
@@ -72,7 +144,11 @@ class WebhookSender:
         self.store, self.url, self.secret = store, url, secret
         self.base_s, self.max_s = base_s, max_s
         self.on_result = on_result
-        self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.timeout_s = timeout_s
+        # a connection per attempt (no keep-alive): the attempt's :class:`Deadline` must see it open to cut it
+        limits = httpx.Limits(max_keepalive_connections=0)
+        self._client = httpx.Client(timeout=timeout_s, limits=limits, follow_redirects=False)
+        self._attempt: Deadline | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="facerec-webhooks", daemon=True)
@@ -85,13 +161,17 @@ class WebhookSender:
         self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread; an attempt in flight is cut (its delivery stays in the outbox)."""
         self._stop.set()
         self._wake.set()
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.expire()
         self._thread.join(timeout_s)
         self._client.close()
 
     def deliver(self, event: Event) -> str | None:
-        """One attempt; None on a 2xx, else the reason."""
+        """One attempt, ended by its deadline (``timeout_s``) at the latest; None on a 2xx, else the reason."""
         body = body_of(event)
         ts = int(time.time())
         headers = {
@@ -100,11 +180,23 @@ class WebhookSender:
             TIMESTAMP_HEADER: str(ts),
             SIGNATURE_HEADER: sign(self.secret, ts, body),
         }
+        deadline = self._attempt = Deadline(self.timeout_s)
+        if self._stop.is_set():  # :meth:`close` may not have seen this attempt
+            deadline.expire()
         try:  # the answer's body is never read: a receiver may send an endless one (memory, a stuck sender)
-            with self._client.stream("POST", self.url, content=body, headers=headers) as r:
+            with (
+                deadline,
+                self._client.stream(
+                    "POST", self.url, content=body, headers=headers, extensions={"trace": deadline.trace}
+                ) as r,
+            ):
                 status = r.status_code
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}"
+        except (httpx.HTTPError, OSError) as exc:
+            if not deadline.expired:
+                return type(exc).__name__
+            return "stopped" if self._stop.is_set() else f"no answer within the {self.timeout_s:g} s deadline"
+        finally:
+            self._attempt = None
         return None if 200 <= status < 300 else f"HTTP {status}"
 
     def _run(self) -> None:
