@@ -271,7 +271,11 @@ class Settings(BaseSettings):
     webhook_secret: str = Field(
         default="", description="HMAC-SHA256 key that signs webhook deliveries; required with FACEREC_WEBHOOK_URL."
     )
-    webhook_timeout_s: float = Field(default=5.0, gt=0.0, description="One webhook delivery attempt, seconds.")
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Deadline of one webhook delivery attempt (connect, send, the answer's status and headers), s.",
+    )
     webhook_max_backoff_s: float = Field(
         default=300.0, gt=0.0, description="Longest wait between webhook delivery attempts, seconds."
     )
