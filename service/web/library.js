@@ -3,17 +3,17 @@
 // bidi() and $(); loaded after it. Face thumbnails are fetched with the API key and shown as blob URLs.
 "use strict";
 
-const thumbUrls = new Map();   // face id -> object URL
+const thumbUrls = new Map();   // crop URL -> object URL
 const PAGE = 48;               // people and groups listed at a time; "More" lists the next ones
 
-async function thumb(faceId) {
-  if (!thumbUrls.has(faceId)) {
+async function thumb(cropUrl) {
+  if (!thumbUrls.has(cropUrl)) {
     const headers = apiKey() ? { "X-API-Key": apiKey() } : {};
-    const res = await fetchRetrying(`/v1/photos/faces/${faceId}/crop`, { method: "GET", headers });
+    const res = await fetchRetrying(cropUrl, { method: "GET", headers });
     if (!res.ok) return "";  // not remembered: a later view tries again (with the right key, say)
-    thumbUrls.set(faceId, URL.createObjectURL(await res.blob()));
+    thumbUrls.set(cropUrl, URL.createObjectURL(await res.blob()));
   }
-  return thumbUrls.get(faceId);
+  return thumbUrls.get(cropUrl);
 }
 
 // Run `fn` on each item, at most `n` at a time (a long list must not burst past the rate limit).
@@ -22,15 +22,18 @@ async function eachLimited(items, n, fn) {
   await Promise.all(Array.from({ length: n }, async () => { while (queue.length) await fn(queue.shift()); }));
 }
 
-// <img> elements with data-face are filled in once their crops arrive.
+// <img> elements with data-crop (the crop's URL) are filled in once their crops arrive.
 async function fillThumbs(root) {
-  await eachLimited(root.querySelectorAll("img[data-face]:not([src]):not(.missing)"), 6, async (img) => {
-    const url = await thumb(Number(img.dataset.face)).catch(() => "");
+  await eachLimited(root.querySelectorAll("img[data-crop]:not([src]):not(.missing)"), 6, async (img) => {
+    const url = await thumb(img.dataset.crop).catch(() => "");
     if (url) img.src = url; else img.classList.add("missing");
   });
 }
 
-const faceImg = (id, extra = "") => `<img class="face" data-face="${id}" alt="face ${id}" ${extra}>`;
+// a face of an indexed photo (photo library ids), or an enrolled face of a person (gallery ids)
+const faceImg = (id) => `<img class="face" data-crop="/v1/photos/faces/${Number(id)}/crop" alt="face ${Number(id)}">`;
+const enrolledFaceImg = (id, name) =>
+  `<img class="face" data-crop="/v1/faces/${Number(id)}/crop" alt="a face of ${esc(name)}">`;
 
 function libraryError(target, e) {
   const off = e.code === "photo_library_disabled";
@@ -61,8 +64,9 @@ const fromHtml = (html) => { const t = document.createElement("template"); t.inn
 const cursorParam = (cursor) => cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
 
 // ---- People ---------------------------------------------------------------------------------------------------
+// Each person's thumbnail is the crop of the face the listing names (`sample_face_id`): no request per person.
 const personCard = (s) => `<div class="card person" data-subject="${esc(s.id)}">
-  <div class="face none">no photo</div>
+  ${s.sample_face_id == null ? `<div class="face none">no photo</div>` : enrolledFaceImg(s.sample_face_id, s.name)}
   <div class="name" dir="auto">${esc(s.name)}</div><div class="small">${s.face_count} enrolled</div>
   <input class="rename-input" dir="auto" value="${esc(s.name)}" aria-label="new name for ${esc(s.name)}">
   <button class="rename" type="button">Rename</button>
@@ -70,26 +74,13 @@ const personCard = (s) => `<div class="card person" data-subject="${esc(s.id)}">
   <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
   <button class="erase" type="button">Erase</button></div>`;
 
-// Each card's placeholder becomes a face from the person's photos, a few people at a time.
-async function fillPersonFaces(cards, current) {
-  let libraryOff = false;
-  await eachLimited(cards, 4, async (card) => {
-    if (libraryOff || !current()) return;
-    try {
-      const items = (await api("GET", `/v1/subjects/${card.dataset.subject}/photos?limit=1`)).items;
-      if (items.length && items[0].faces.length) card.querySelector(".face.none").outerHTML = faceImg(items[0].faces[0].id);
-    } catch (e) { libraryOff ||= e.code === "photo_library_disabled"; }
-  });
-  if (current()) await fillThumbs($("#people-list"));
-}
-
 const loadPeople = pagedList({
   list: $("#people-list"),
   more: $("#people-more"),
   empty: "Nobody is enrolled or named yet.",
   fetchPage: (cursor) => api("GET", `/v1/subjects?limit=${PAGE}${cursorParam(cursor)}`),
   render: (page) => fromHtml(page.items.map(personCard).join("")),
-  after: fillPersonFaces,
+  after: async (added, current) => { if (current()) await fillThumbs($("#people-list")); },
 });
 
 // A click on a button of a `.card.<kind>` runs `actions[<one of the button's classes>](card, out, button)`;

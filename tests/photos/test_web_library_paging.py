@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -51,6 +52,11 @@ def server(browser: Any, tmp_path_factory: pytest.TempPathFactory, dataset: Path
     srv.stop()
 
 
+def call_json(server: Server, path: str) -> Any:
+    with httpx.Client(base_url=server.url, timeout=120.0) as c:
+        return call(c, "GET", path).json()
+
+
 def card_count(page: Any) -> int:
     count: int = page.eval_on_selector_all("#people-list .card.person", "cards => cards.length")
     return count
@@ -61,6 +67,8 @@ def test_people_are_listed_a_page_at_a_time_with_their_faces(browser: Any, serve
     violations = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#status.ready", timeout=TIMEOUT_MS)
+    asked: list[str] = []  # the API paths the People view asks for
+    page.on("request", lambda r: asked.append(urlsplit(r.url).path) if "/v1/" in r.url else None)
     page.click("#tab-people")
     page.wait_for_selector("#people-more:not([hidden])", timeout=TIMEOUT_MS)
     assert card_count(page) == 48
@@ -70,6 +78,9 @@ def test_people_are_listed_a_page_at_a_time_with_their_faces(browser: Any, serve
     assert card_count(page) == PEOPLE + 1
     assert page.is_hidden("#people-more")
     assert "Elton" in page.inner_text("#people-list") and "too many requests" not in page.inner_text("#people")
+    # one listing a page and one crop a person with a face (the listing names it): nothing asked per person
+    elton = next(s for s in call_json(server, "/v1/subjects?limit=500")["items"] if s["name"] == "Elton")
+    assert asked == ["/v1/subjects", "/v1/subjects", f"/v1/faces/{elton['sample_face_id']}/crop"], asked
     # opening the tab twice in a row lists each person once
     page.click("#tab-people")
     page.click("#tab-people")

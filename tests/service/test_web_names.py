@@ -71,6 +71,7 @@ def test_right_to_left_names_are_isolated_in_sentences(browser: Any, server: Ser
     page.click("#tab-people")
     card = page.locator("#people-list .card.person", has_text=ARABIC)
     card.wait_for(timeout=TIMEOUT_MS)
+    card.locator("img.face[src^='blob:']").wait_for(timeout=TIMEOUT_MS)  # an enrolled face: no photo library needed
     assert isolated(page, "#people-list", ARABIC)
     assert card.locator(".name").get_attribute("dir") == "auto"
     assert card.locator(".rename-input").get_attribute("dir") == "auto"
