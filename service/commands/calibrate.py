@@ -29,7 +29,8 @@ def calibrate_folder(
     model_id: str, root: Path, *, people: Sequence[str] | None = None, cache: Path | None = None, seed: int = 0
 ) -> tuple[Path, dict[str, object]]:
     """Embed ``root``'s people (all sub-folders, or only ``people``) with ``model_id`` and write its tables.
-    Returns the table path and a summary. ``ValueError`` when fewer than 2 people have a detected face."""
+    Returns the table path and a summary. ``ValueError`` when fewer than 2 people have a detected face,
+    ``OSError`` when the tables cannot be written."""
     from embeddings import FaceAnalyzer
     from embeddings.errors import InvalidImage
     from embeddings.models import resolve_model
@@ -59,17 +60,20 @@ def calibrate_folder(
         raise ValueError(f"{root}: calibration needs faces of at least 2 people; found {len(set(labels))}")
     source = f"{len(embs)} images of {len(set(labels))} people in {Path(root).name!r} (facerec calibrate)"
     cal = fit_calibration(np.stack(embs), np.array(labels), model_id=info.model_id, source=source, seed=seed)
-    path = user_tables_dir(cache) / f"{info.model_id}.npz"
-    cal.save(path)
-    norm_file = user_tables_dir(cache) / f"{info.model_id}{SUFFIX}"
-    norm_path: Path | None = norm_file
     try:
         sample = sample_people(np.stack(embs), np.array(labels), seed=seed)
         norm = fit_normalisation(sample, model_id=info.model_id, source=source)
-        norm.save(norm_file)
     except ValueError:  # too few people for a cohort: identify uses the L2 tables alone
+        norm = None
+    # both fitted before either is written: a failed fit leaves the model's existing tables as they were
+    path = user_tables_dir(cache) / f"{info.model_id}.npz"
+    norm_file = user_tables_dir(cache) / f"{info.model_id}{SUFFIX}"
+    cal.save(path)
+    if norm is not None:
+        norm.save(norm_file)
+    else:
         norm_file.unlink(missing_ok=True)
-        norm_path = None
+    norm_path = norm_file if norm is not None else None
     summary: dict[str, object] = {
         "model_id": info.model_id,
         "tables": str(path),
@@ -88,7 +92,9 @@ def calibrate(
     root: Path = typer.Option(
         ..., "--root", exists=True, file_okay=False, help="<root>/<person>/<image>: people the model was not trained on"
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the photos each person is enrolled with and of the probes"),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Seed of the photos each person is enrolled with and of the probes"
+    ),
 ) -> None:
     """Fit MODEL's open-set calibration tables on ROOT and save them where identify finds them."""
     from embeddings.errors import FaceRecError
@@ -100,5 +106,8 @@ def calibrate(
         raise typer.Exit(1) from exc
     except ValueError as exc:  # too few people with a face: the folder does not suit
         console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    except OSError as exc:  # the calibration dir cannot be written (read-only cache, a file in its place, disk full)
+        console.print(f"error: cannot write the calibration tables: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(summary))

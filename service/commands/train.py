@@ -160,7 +160,7 @@ def train(
             normalisation = summary["normalisation"]
             console.print(f"calibration tables from {summary['people']} validation people: {tables}")
             console.print(f"score normalisation: {normalisation or 'none (fewer than 13 people)'}")
-        except ValueError as exc:  # too few validation people with faces: identify reports it uncalibrated
+        except (ValueError, OSError) as exc:  # too few people with faces, tables not writable: uncalibrated
             console.print(f"no calibration tables: {exc}")
     out = {
         "model_id": card["model_id"] if model_dir else None,
