@@ -15,6 +15,7 @@ from embeddings.models import model_threshold
 from embeddings.quality import DEFAULT_MAX_YAW
 from embeddings.weights import MODEL_ID
 from service.addresses import redact_url
+from service.events.store import CLAIM_S
 
 VectorBackend = Literal["faiss", "pgvector", "milvus"]
 MIN_FPS = 0.01
@@ -274,7 +275,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(
         default=10.0,
         gt=0.0,
-        description="Deadline of one webhook delivery attempt (connect, send, the answer's status and headers), s.",
+        le=CLAIM_S / 2,
+        description="Deadline of one webhook delivery attempt (connect, send, the answer's status and headers), s; "
+        "at most half of the claim a replica holds on a delivery it sends.",
     )
     webhook_max_backoff_s: float = Field(
         default=300.0, gt=0.0, description="Longest wait between webhook delivery attempts, seconds."

@@ -21,6 +21,10 @@ from service.sqlite_file import LockedSqlite
 
 EVENTS_FILE = "events.db"
 
+CLAIM_S = 60.0
+"""A store shared by replicas claims the deliveries :meth:`EventStore.due` returns: they are due again this many
+seconds later unless the claimer records their outcome first (so a sender sizes its batches to finish within it)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from service.events.store import Event, EventStore
+from service.events.store import CLAIM_S, Event, EventStore
 
 log = logging.getLogger("facerec.webhooks")
 
@@ -153,6 +153,12 @@ class WebhookSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="facerec-webhooks", daemon=True)
 
+    @property
+    def batch_size(self) -> int:
+        """Deliveries taken at once: up to 50, but no more than can all run into their deadline within half of a
+        shared store's claim (:data:`CLAIM_S`), so another replica does not take them over and send them twice."""
+        return max(1, min(50, int(CLAIM_S / 2 // self.timeout_s)))
+
     def start(self) -> WebhookSender:
         self._thread.start()
         return self
@@ -209,7 +215,7 @@ class WebhookSender:
 
     def _drain(self) -> None:
         """Send the deliveries due now; when none is, wait until the next one is due (or :meth:`wake`)."""
-        batch = self.store.due(time.time(), 50)
+        batch = self.store.due(time.time(), self.batch_size)
         for pending in batch:
             if self._stop.is_set():
                 return

@@ -11,14 +11,11 @@ claiming one dies before recording the outcome.
 
 from __future__ import annotations
 
-from service.events.store import Event, EventStore, Pending
+from service.events.store import CLAIM_S, Event, EventStore, Pending
 from service.pgstores.pool import SerialisedStore, connection
 
 EVENTS_LOCK = 0x66616365_72656302
 """``pg_advisory_xact_lock`` key serialising event inserts ('facerec' + 2)."""
-
-CLAIM_S = 60.0
-"""A claimed delivery is due again this many seconds later unless the claimer records its outcome first."""
 
 _CLAIM = """
 WITH claimed AS (

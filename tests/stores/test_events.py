@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from service.events.store import Event, EventFilter
-from service.pgstores.events import CLAIM_S
+from service.events.store import CLAIM_S, Event, EventFilter
 from tests.storefixtures import OpenStores
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from service.events.store import Event, SQLiteEventStore
+from service.config import Settings
+from service.events.store import CLAIM_S, Event, SQLiteEventStore
 from service.events.webhooks import WebhookSender
 
 DEADLINE_S = 1.5
@@ -216,3 +217,14 @@ def test_close_cuts_the_attempt_in_flight(store: SQLiteEventStore) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_a_batch_runs_into_its_deadlines_within_half_the_claim(store: SQLiteEventStore) -> None:
+    """Replicas on PostgreSQL claim the deliveries they take for :data:`CLAIM_S`: a batch whose every attempt ends
+    at the deadline must still be recorded within the claim, or another replica sends them again."""
+    for timeout_s, size in ((0.5, 50), (10.0, 3), (30.0, 1)):
+        sender = WebhookSender(store, url="http://127.0.0.1:9/", secret="s", timeout_s=timeout_s)
+        assert sender.batch_size == size
+        assert sender.batch_size * timeout_s <= CLAIM_S / 2
+    with pytest.raises(ValueError):
+        Settings(webhook_timeout_s=CLAIM_S)
