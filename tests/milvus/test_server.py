@@ -4,6 +4,8 @@
   search (guarantee timestamp from PostgreSQL) never does, from any replica.
 - Delete lag: a Bounded search right after a delete still returns the deleted vector; the gallery never returns
   an erased face.
+- Erasure and ``top_k``: right after an erasure Milvus still returns the erased vector; an identify asking for
+  every remaining subject still gets all of them (the erased hit does not take one of the ``top_k`` places).
 - Duplicate primary keys: Milvus's insert accepts a second row with the same id (two vectors for one face);
   the engine only upserts, so a face has one vector however often it is written.
 """
@@ -65,6 +67,29 @@ def test_erased_face_never_returned_during_delete_lag(
         assert rec.id not in {c.face_id for c in got} and s.id not in {c.subject_id for c in got}
     assert lagged >= 1, "no delete lag observed: the Bounded read saw every delete at once"
     assert reconcile(a).differences == 0
+
+
+def test_identify_right_after_an_erasure_returns_top_k_subjects(
+    open_server_replica: OpenReplica, rng: np.random.Generator
+) -> None:
+    """A small gallery (one face per subject): erase one subject, then at once (from the other replica) identify
+    its own face with ``top_k`` = the subjects left. Milvus still holds the erased vector, the nearest to the probe;
+    it is dropped against PostgreSQL, and the search must still fill every one of the ``top_k`` places."""
+    a, b = _pair(open_server_replica)
+    lagged = 0
+    for trial in range(6):
+        vecs = unit(rng, 5)
+        subjects = a.create_subjects([(f"t{trial}-{i}", None) for i in range(5)])
+        recs = a.add_faces_many({s.id: faces(vecs[i : i + 1]) for i, s in enumerate(subjects)})
+        left = 4 + 4 * trial  # the other trials' subjects stay enrolled
+        assert len(b.search(vecs[:1], model_id=MODEL, top_k=left + 1)[0]) == left + 1
+        a.delete_subject(subjects[0].id)
+        got = b.search(vecs[:1], model_id=MODEL, top_k=left)[0]
+        raw = b.engine.search(MODEL, vecs[:1], 1)  # Bounded, after the gallery's search: may still hold it
+        lagged += bool(raw[0]) and raw[0][0][0] == recs[0].id
+        assert subjects[0].id not in {c.subject_id for c in got}
+        assert len(got) == left, f"trial {trial}: {len(got)} subjects of {left} right after an erasure"
+    assert lagged >= 1, "no delete lag observed: the Bounded read saw every delete at once"
 
 
 def test_duplicate_primary_keys(open_server_replica: OpenReplica, rng: np.random.Generator) -> None:

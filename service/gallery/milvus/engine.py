@@ -35,6 +35,9 @@ from service.gallery.milvus.indexes import INDEX_PARAMS, search_params
 
 log = logging.getLogger("facerec.gallery.milvus")
 
+MAX_K = 16384
+"""The most neighbours one Milvus search returns per probe (Milvus's ``topk`` limit)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MilvusOptions:
@@ -304,7 +307,7 @@ class MilvusEngine:
         """Per probe, up to ``k`` ``(face id, squared L2)`` nearest first. ``guarantee_ts``: see every write up
         to this hybrid timestamp (0: Milvus's Bounded staleness). A missing collection gives empty lists."""
         name = self.name(model_id)
-        k = int(min(max(k, 1), 16384))
+        k = int(min(max(k, 1), MAX_K))
         params = search_params(self.options.index_type, self.options.ef, k)
         extra: dict[str, Any] = {}
         if not self.options.lite:

@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 from service.gallery.errors import StorageError, VectorIndexUnavailable
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
-from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
+from service.gallery.milvus.engine import MAX_K, MilvusEngine, MilvusOptions
 from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions
@@ -161,7 +161,7 @@ class MilvusGallery(PostgresGallery):
         with self._conn() as conn:
             by_model, ts = outbox.search_state(conn, model_id)  # one round trip
         return nearest_subjects(
-            lambda k: self._exact(q, model_id, self.engine.search(model_id, q, k, guarantee_ts=ts), top_k),
+            lambda k: self._fetch(q, model_id, ts, k, top_k),
             faces_by_model=by_model,
             model_id=model_id,
             probes=len(q),
@@ -169,15 +169,35 @@ class MilvusGallery(PostgresGallery):
             overfetch=self.options.overfetch,
         )
 
+    def _fetch(self, q: npt.NDArray[np.float32], model_id: str, ts: int, k: int, top_k: int) -> list[list[Candidate]]:
+        """Per probe, the subjects of its ``k`` nearest faces that PostgreSQL holds. Milvus may still return
+        vectors of erased faces (a delete it has not applied yet at the guarantee timestamp, an orphan): they are
+        dropped here, after Milvus's cut at ``k``, so a probe that lost ``d`` hits to them and came back short is
+        asked again for ``k + d`` neighbours (an erased face never takes the place of a live one)."""
+        n = k
+        while True:
+            hits = self.engine.search(model_id, q, n, guarantee_ts=ts)
+            rows, dropped = self._exact(q, model_id, hits, top_k)
+            want = max(
+                (k + d for r, h, d in zip(rows, hits, dropped, strict=True) if len(r) < top_k and len(h) == n),
+                default=0,
+            )
+            if want <= n or n >= MAX_K:
+                return rows
+            n = min(want, MAX_K)
+
     def _exact(
         self, q: npt.NDArray[np.float32], model_id: str, hits: list[list[tuple[int, float]]], top_k: int
-    ) -> list[list[Candidate]]:
-        """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance."""
+    ) -> tuple[list[list[Candidate]], list[int]]:
+        """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance;
+        and per probe, how many of its Milvus hits PostgreSQL does not hold (erased, another model, orphans)."""
         ids = sorted({fid for per_probe in hits for fid, _ in per_probe})
         with self._conn() as conn:
             found = conn.cursor(binary=True).execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
+        held = {int(r[0]) for r in found}
+        dropped = [len({fid for fid, _ in per_probe} - held) for per_probe in hits]
         if not found:
-            return [[] for _ in range(len(q))]
+            return [[] for _ in range(len(q))], dropped
         seen: dict[int, tuple[str, str, npt.NDArray[np.float32]]] = {}
         for fid, sid, name, emb in found:
             seen[int(fid)] = (str(sid), str(name), outbox._vec(emb))
@@ -189,7 +209,7 @@ class MilvusGallery(PostgresGallery):
             order = sorted(range(len(fids)), key=lambda i: (float(d[i]), fids[i]))
             faces = [(fids[i], seen[fids[i]][0], seen[fids[i]][1], float(d[i])) for i in order]
             out.append(group_subjects(faces, top_k))
-        return out
+        return out, dropped
 
     # ================================================================== maintenance
     def stats(self) -> GalleryStats:
