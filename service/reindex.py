@@ -169,10 +169,15 @@ def _run(
     embedded = 0
     if counts["todo"] > counts["staged"]:
         encode = encoder_factory(settings, model_id)
+
+        def committed(done: int, total: int) -> None:  # counts the batches staged before a Ctrl-C, too
+            nonlocal embedded
+            embedded = done
+            if progress is not None:
+                progress(done, total)
+
         try:
-            embedded = embed_pending(
-                staging, model_id, encode=encode, batch_size=batch_size, limit=limit, progress=progress
-            )
+            embed_pending(staging, model_id, encode=encode, batch_size=batch_size, limit=limit, progress=committed)
         finally:
             if embedded:
                 audit.record("model.reindex", actor=actor, target={"model_id": model_id}, count=embedded, via="cli")
