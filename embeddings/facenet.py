@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.align import CROP_SIZE, prewhiten
+from embeddings.errors import WeightsUnavailable
 from embeddings.tf_quiet import import_tensorflow
 from embeddings.types import EMBEDDING_DIM
 
@@ -126,7 +127,11 @@ class FaceNetEncoder(BatchedEncoder):
 
         super().__init__(weights_path, batch_size=batch_size, flip_tta=flip_tta)
         self.model = build_model()
-        self.model.load_weights(str(self.weights_path))
+        try:
+            self.model.load_weights(str(self.weights_path))
+        except (OSError, ValueError) as exc:  # truncated or not HDF5 (OSError), another network's (ValueError)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]  # Keras's can list every layer
+            raise WeightsUnavailable(f"cannot load the weights {self.weights_path}: {reason}") from exc
         model = self.model
 
         @tf.function(

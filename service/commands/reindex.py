@@ -39,6 +39,9 @@ def reindex(
     except FaceRecError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
+    except OSError as exc:  # a data dir this user may not write (the server's), a full disk
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(vars(report)))
     else:

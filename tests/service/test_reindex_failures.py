@@ -1,5 +1,6 @@
-"""A re-index stopped by Ctrl-C: the batches committed before it stay staged, the audit log records them (it
-recorded nothing: the count was only known once the whole run returned), and the next run embeds the rest."""
+"""A re-index that fails: stopped by Ctrl-C, the batches committed before it stay staged, the audit log records
+them (it recorded nothing: the count was only known once the whole run returned), and the next run embeds the
+rest; a model whose weights file is damaged is refused in one line, the gallery unchanged."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from service.cli import app
 from service.config import Settings
 from service.gallery import NewFace, open_gallery
 from service.reindex import reindex
@@ -63,3 +66,23 @@ def test_a_reindex_stopped_by_ctrl_c_is_audited_and_resumes(settings: Settings) 
     )
     assert (report.state, report.embedded, report.switched) == ("switched", 4, 10)
     assert [e["count"] for e in _audit(settings, "model.reindex")] == [6, 4]
+
+
+@pytest.mark.slow
+def test_a_model_with_damaged_weights_is_refused_in_one_line(settings: Settings) -> None:
+    """The model directory passes the registry (card valid, weights file present) but the weights are not HDF5:
+    it was an h5py OSError traceback."""
+    result = CliRunner().invoke(app, ["reindex", "--model", NEW, "--data", str(settings.data)])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert f"error: weights_unavailable: cannot load the weights {settings.data.parent}" in result.output
+    with open_gallery(settings.data) as g:
+        assert g.reindex_counts(NEW) == {"faces": 10, "todo": 10, "staged": 0, "without_crop": 0}
+
+
+def test_a_data_dir_that_cannot_be_written_is_one_line(settings: Settings) -> None:
+    """The re-index lock cannot be created (a directory in its place here; a data dir owned by the server's user,
+    or a read-only one, fail the same way): it was an OSError traceback."""
+    (settings.data / "REINDEX.lock").mkdir()
+    result = CliRunner().invoke(app, ["reindex", "--model", NEW, "--data", str(settings.data)])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "error: [Errno 21] Is a directory" in result.output
