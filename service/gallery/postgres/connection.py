@@ -76,7 +76,7 @@ def connect_checked(url: str, *, connect_timeout_s: int = 5, **kwargs: Any) -> p
         conninfo_to_dict(url)
     except psycopg.Error:
         raise DatabaseConfigError(
-            "FACEREC_DATABASE_URL is not a valid PostgreSQL URL (expected postgresql://user:password@host:port/db)"
+            "the database URL is not a valid PostgreSQL URL (expected postgresql://user:password@host:port/db)"
         ) from None
     try:
         return psycopg.connect(url, connect_timeout=connect_timeout_s, **kwargs)
