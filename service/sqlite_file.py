@@ -4,6 +4,7 @@ shared between threads behind a lock, autocommit outside explicit transactions, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from service.gallery.errors import StorageUnavailable
 from service.gallery.sqlite.errors import storage_errors
+
+log = logging.getLogger("facerec.storage")
 
 
 @contextmanager
@@ -72,6 +75,18 @@ class LockedSqlite:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                 raise
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate it to zero bytes: after an erasure (with
+        ``secure_delete=ON``) the erased rows are then in neither file. False (logged) if it failed: the erasure
+        itself is committed, and the WAL is checkpointed again at the next erasure and when the file is closed."""
+        try:
+            with self._lock:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:
+            log.warning("%s: WAL checkpoint after an erasure failed: %s", self.path.name, e)
+            return False
+        return not busy
 
     def close(self) -> None:
         with self._lock:

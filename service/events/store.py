@@ -137,12 +137,23 @@ class EventStore(ABC):
     def erase_subject(self, subject_id: str) -> int:
         """Erase every event of a subject (and its pending deliveries); returns how many."""
         with self.transaction() as c:
-            return int(c.execute("DELETE FROM events WHERE subject_id = ?", (subject_id,)).rowcount)
+            n = int(c.execute("DELETE FROM events WHERE subject_id = ?", (subject_id,)).rowcount)
+        if n:
+            self._forget()
+        return n
 
     def purge(self, before: float) -> int:
         """Erase events older than ``before`` (Unix s); returns how many."""
         with self.transaction() as c:
-            return int(c.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount)
+            n = int(c.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount)
+        if n:
+            self._forget()
+        return n
+
+    def _forget(self) -> None:
+        """After an erasure committed: leave no copy of the erased rows in the store's files (SQLite: truncate
+        the WAL). A database server's store has nothing to do here."""
+        return None
 
     def due(self, now: float, limit: int) -> list[Pending]:
         """Pending deliveries whose next attempt is due at ``now``, oldest first."""
@@ -212,13 +223,17 @@ class SQLiteEventStore(EventStore):
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / EVENTS_FILE
-        self._file = LockedSqlite(self.path, "synchronous=FULL", "foreign_keys=ON", script=_SCHEMA)
+        pragmas = ("synchronous=FULL", "secure_delete=ON", "foreign_keys=ON")
+        self._file = LockedSqlite(self.path, *pragmas, script=_SCHEMA)
 
     def transaction(self) -> AbstractContextManager[SqlConn]:
         return self._file.write()
 
     def reader(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
+
+    def _forget(self) -> None:
+        self._file.checkpoint()
 
     def close(self) -> None:
         self._file.close()

@@ -90,5 +90,8 @@ class SQLitePhotoStore(SqlPhotoStore):
     def reader(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
 
+    def _forget(self) -> None:
+        self._file.checkpoint()
+
     def close(self) -> None:
         self._file.close()

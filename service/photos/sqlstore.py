@@ -146,7 +146,8 @@ class SqlPhotoStore(SqlClusterEdits):
             if c.execute("DELETE FROM photos WHERE id = ?", (photo_id,)).rowcount == 0:
                 raise PhotoNotFound(f"no photo {photo_id!r}")
             self._bump(c)
-            return faces
+        self._forget()
+        return faces
 
     def known_sha256s(self) -> set[str]:
         return {r[0] for r in self._read("SELECT sha256 FROM photos")}
@@ -228,7 +229,14 @@ class SqlPhotoStore(SqlClusterEdits):
             c.execute(f"DELETE FROM observations WHERE {where}", args)
             if faces:
                 self._bump(c)
-            return faces
+        if faces:
+            self._forget()
+        return faces
+
+    def _forget(self) -> None:
+        """After an erasure committed: leave no copy of the erased rows in the store's files (SQLite: truncate
+        the WAL). A database server's store has nothing to do here (docs/GALLERY.md, "What erasure removes")."""
+        return None
 
     def delete_subject_faces(self, subject_id: str) -> list[Observation]:
         return self._delete_where("subject_id = ?", (subject_id,))

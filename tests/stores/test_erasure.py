@@ -1,0 +1,82 @@
+"""Erasing a person from the media stores: the embedded SQLite files keep no copy of erased rows
+(``secure_delete=ON`` asked for explicitly, the WAL truncated after each erasure)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service import sqlite_file
+from service.events.store import Event
+from service.photos.types import NewObservation
+from tests.storefixtures import sqlite_stores
+
+GONE = "a" * 32
+
+
+def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the embedded stores run from now on."""
+    seen: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    monkeypatch.setattr(sqlite_file.sqlite3, "connect", traced)
+    return seen
+
+
+def test_the_embedded_stores_ask_for_secure_delete(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Debian's SQLite has ``secure_delete`` on by default, python.org's builds do not: each file asks for it."""
+    seen = _statements(monkeypatch)
+    stores = sqlite_stores(tmp_path)
+    try:
+        asked = [s for s in seen if s.replace(" ", "").lower() == "pragmasecure_delete=on"]
+        assert len(asked) >= 2, seen  # events.db, photos.sqlite3
+    finally:
+        for store in (stores.events, stores.jobs, stores.streams, stores.photos):
+            store.close()
+
+
+MARK = np.full(128, 0.0625, np.float32)  # an "embedding" whose bytes are easy to find
+CROP = b"\x89PNG-not-really" + bytes(range(256)) * 4
+
+
+def _erase_event(stores: Any) -> None:
+    stores.events.add([Event("e1", time.time(), "video:x", 1, GONE, "name-gone", 0.5, 0.01, 0.0, 1.0, 5)], outbox=True)
+    stores.events.erase_subject(GONE)
+
+
+def _erase_photo_face(stores: Any) -> None:
+    face = NewObservation(MARK, "m", {"x": 0, "y": 0, "width": 9, "height": 9}, {}, CROP, subject_id=GONE)
+    photo, _, _ = stores.photos.add_photo(sha256="p1", external_id=None, faces=[face])
+    stores.photos.add_photo(sha256="p2", external_id=None, faces=[face])
+    stores.photos.delete_subject_faces(GONE)
+    stores.photos.delete_photo(photo.id)
+
+
+@pytest.mark.parametrize(
+    ("erase", "secrets"),
+    [
+        (_erase_event, [GONE.encode(), b"name-gone"]),
+        (_erase_photo_face, [MARK.tobytes(), CROP[16:]]),
+    ],
+    ids=["event", "photo-face"],
+)
+def test_no_file_keeps_an_erased_row(tmp_path: Path, erase: Callable[[Any], None], secrets: list[bytes]) -> None:
+    stores = sqlite_stores(tmp_path)
+    try:
+        erase(stores)
+        leaks = [(p.name, s[:12]) for p in tmp_path.rglob("*") if p.is_file() for s in secrets if s in p.read_bytes()]
+        assert leaks == []
+    finally:
+        for store in (stores.events, stores.jobs, stores.streams, stores.photos):
+            store.close()
