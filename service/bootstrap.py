@@ -49,6 +49,7 @@ from service.ratelimit import RateLimiter
 from service.runner import Runner
 from service.sqlite_file import usable
 from service.stores import ApiKeyStore, AuditStore, MediaStores
+from service.video.jobstore import JobStore, SQLiteJobStore
 
 log = logging.getLogger("facerec.service")
 
@@ -202,6 +203,11 @@ def _open_database(settings: Settings) -> Backend:
 def event_store(settings: Settings, backend: Backend) -> EventStore:
     """The events of this configuration: the database's (shared), or ``<data>/events.db``; close it after use."""
     return backend.media.events if backend.media is not None else SQLiteEventStore(settings.data)
+
+
+def job_store(settings: Settings, backend: Backend) -> JobStore:
+    """The video jobs of this configuration: the database's (shared), or ``<data>/videos.db``; close it after use."""
+    return backend.media.jobs if backend.media is not None else SQLiteJobStore(settings.data)
 
 
 # ---------------------------------------------------------------------------------------------- re-indexing

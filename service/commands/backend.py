@@ -144,13 +144,13 @@ class LocalBackend:
             self.gallery.delete_subject(subject_id)
         except SubjectNotFound as exc:
             raise CliError(f"no subject {subject_id!r}") from exc
-        from service.bootstrap import event_store
+        from service.bootstrap import event_store, job_store
 
-        events = event_store(self.settings, self.backend)  # erasing a subject erases its events
-        try:
-            events.erase_subject(subject_id)
-        finally:
-            events.close()
+        for store in (event_store(self.settings, self.backend), job_store(self.settings, self.backend)):
+            try:  # erasing a subject erases its events and its tracks in video jobs' results
+                store.erase_subject(subject_id)
+            finally:
+                store.close()
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:

@@ -87,10 +87,11 @@ async def delete_subject(
         ),
     ] = False,
 ) -> Response:
-    """Erases the subject, its faces and its events (``GET /v1/events``); its photo-library faces too with
-    ``erase_photo_faces``."""
+    """Erases the subject, its faces, its events (``GET /v1/events``) and its tracks in video jobs' results; its
+    photo-library faces too with ``erase_photo_faces``."""
     await run_in_threadpool(gallery.delete_subject, subject_id)
     await run_in_threadpool(media.events.erase_subject, subject_id)
+    await run_in_threadpool(media.jobs.erase_subject, subject_id)
     library = getattr(request.app.state, "photos", None)
     if library is not None:
         if erase_photo_faces:

@@ -143,6 +143,35 @@ class JobStore(ABC):
     def delete(self, job_id: str) -> Job:
         return self._one("DELETE FROM {table} WHERE id = ? RETURNING {cols}", job_id)
 
+    def erase_subject(self, subject_id: str) -> int:
+        """Drop an erased subject's tracks from every job's ``tracks`` (their events are erased with them);
+        returns how many jobs changed. A job is rewritten only if its tracks are still those read (another replica
+        may be erasing another person from it), else read again."""
+        find = f"SELECT id, tracks FROM {self.table} WHERE tracks LIKE ?"
+        rewrite = f"UPDATE {self.table} SET tracks = ?, updated_at = ? WHERE id = ? AND tracks = ?"
+        pattern, changed = f'%"{subject_id}"%', 0
+        with self._conn() as c:
+            rows = c.execute(find, (pattern,)).fetchall()
+        while rows:
+            job_id, text = rows.pop()
+            tracks = json.loads(text)
+            kept = [t for t in tracks if t.get("subject_id") != subject_id]
+            if len(kept) == len(tracks):
+                continue
+            with self._conn() as c:
+                if c.execute(rewrite, (json.dumps(kept), time.time(), job_id, text)).rowcount:
+                    changed += 1
+                    continue
+                rows += c.execute(f"{find} AND id = ?", (pattern, job_id)).fetchall()
+        if changed:
+            self._forget()
+        return changed
+
+    def _forget(self) -> None:
+        """After an erasure committed: leave no copy of the erased rows in the store's files (SQLite: truncate
+        the WAL). A database server's store has nothing to do here."""
+        return None
+
     def recover(self) -> None:
         """After a restart: requeue this owner's interrupted jobs whose upload exists; fail the others visibly."""
         with self._conn() as c:
@@ -182,10 +211,13 @@ class SQLiteJobStore(JobStore):
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir, None)
-        self._file = LockedSqlite(data_dir / VIDEOS_FILE, "synchronous=FULL", script=_SCHEMA)
+        self._file = LockedSqlite(data_dir / VIDEOS_FILE, "synchronous=FULL", "secure_delete=ON", script=_SCHEMA)
 
     def _conn(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
+
+    def _forget(self) -> None:
+        self._file.checkpoint()
 
     def close(self) -> None:
         self._file.close()

@@ -1,5 +1,6 @@
 """Erasing a person from the media stores: the embedded SQLite files keep no copy of erased rows
-(``secure_delete=ON`` asked for explicitly, the WAL truncated after each erasure)."""
+(``secure_delete=ON`` asked for explicitly, the WAL truncated after each erasure), and a video job's tracks
+forget them (SQLite and the real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,29 @@ import pytest
 from service import sqlite_file
 from service.events.store import Event
 from service.photos.types import NewObservation
-from tests.storefixtures import sqlite_stores
+from tests.storefixtures import OpenStores, sqlite_stores
 
-GONE = "a" * 32
+GONE, KEPT = "a" * 32, "b" * 32
+
+
+def _track(track_id: int, subject: str | None) -> dict[str, Any]:
+    return {"track_id": track_id, "subject_id": subject, "name": subject and f"name-{subject[:4]}"}
+
+
+def test_erasing_a_subject_drops_its_tracks_from_video_jobs(media_stores: OpenStores) -> None:
+    jobs = media_stores("a").jobs
+    ids = []
+    for tracks in ([_track(1, GONE), _track(2, KEPT), _track(3, None), _track(4, GONE)], [_track(1, KEPT)], None):
+        job_id, path = jobs.new_path()
+        jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=1)
+        if tracks is not None:
+            jobs.update(job_id, status="done", tracks=tracks)
+        ids.append(job_id)
+    other = media_stores("b").jobs  # PostgreSQL: another replica erases
+    assert other.erase_subject(GONE) == 1
+    assert jobs.get(ids[0]).tracks == [_track(2, KEPT), _track(3, None)]
+    assert jobs.get(ids[1]).tracks == [_track(1, KEPT)] and jobs.get(ids[2]).tracks is None
+    assert other.erase_subject(GONE) == 0
 
 
 def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -40,7 +61,7 @@ def test_the_embedded_stores_ask_for_secure_delete(monkeypatch: pytest.MonkeyPat
     stores = sqlite_stores(tmp_path)
     try:
         asked = [s for s in seen if s.replace(" ", "").lower() == "pragmasecure_delete=on"]
-        assert len(asked) >= 2, seen  # events.db, photos.sqlite3
+        assert len(asked) >= 3, seen  # events.db, videos.db, photos.sqlite3 (streams.db holds no person)
     finally:
         for store in (stores.events, stores.jobs, stores.streams, stores.photos):
             store.close()
@@ -55,6 +76,13 @@ def _erase_event(stores: Any) -> None:
     stores.events.erase_subject(GONE)
 
 
+def _erase_track(stores: Any) -> None:
+    job_id, path = stores.jobs.new_path()
+    stores.jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=1)
+    stores.jobs.update(job_id, status="done", tracks=[_track(1, GONE)])
+    stores.jobs.erase_subject(GONE)
+
+
 def _erase_photo_face(stores: Any) -> None:
     face = NewObservation(MARK, "m", {"x": 0, "y": 0, "width": 9, "height": 9}, {}, CROP, subject_id=GONE)
     photo, _, _ = stores.photos.add_photo(sha256="p1", external_id=None, faces=[face])
@@ -67,9 +95,10 @@ def _erase_photo_face(stores: Any) -> None:
     ("erase", "secrets"),
     [
         (_erase_event, [GONE.encode(), b"name-gone"]),
+        (_erase_track, [GONE.encode()]),
         (_erase_photo_face, [MARK.tobytes(), CROP[16:]]),
     ],
-    ids=["event", "photo-face"],
+    ids=["event", "track", "photo-face"],
 )
 def test_no_file_keeps_an_erased_row(tmp_path: Path, erase: Callable[[Any], None], secrets: list[bytes]) -> None:
     stores = sqlite_stores(tmp_path)
