@@ -8,9 +8,10 @@ as its vector index instead of pgvector. Implements :class:`service.gallery.base
   two stores leaves the outbox row, applied by the next drain of any replica (each replica drains every second);
   PostgreSQL going away after the commit leaves it too, and the enrolment is acknowledged (it is stored).
 - Search asks Milvus for candidates with the newest write timestamp any replica recorded (read-your-writes across
-  replicas), adds the faces still pending in the outbox (searched exactly in PostgreSQL: a face committed but not
-  yet in Milvus is found too), and keeps only faces that PostgreSQL holds with this model, with their exact
-  distances from PostgreSQL's embeddings. So an erased face is never returned, even while Milvus still holds its
+  replicas), adds the faces still pending in the outbox nearest each probe (compared exactly, in a copy kept in
+  memory and refreshed from PostgreSQL on every search, :mod:`.pending`: a face committed but not yet in Milvus is
+  found too), and keeps only faces that PostgreSQL holds with this model, with their exact distances from
+  PostgreSQL's embeddings. So an erased face is never returned, even while Milvus still holds its
   vector (delete lag, compaction), and an orphan or stale-model vector never is.
 - Erasure commits in PostgreSQL (then drains, best effort): it works while Milvus is down.
 
@@ -35,6 +36,7 @@ from service.gallery.errors import StorageError, VectorIndexUnavailable
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MAX_K, MilvusEngine, MilvusOptions
+from service.gallery.milvus.pending import PendingFaces, PendingView
 from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres.gallery import PostgresGallery
 from service.gallery.postgres.vectors import VectorOptions
@@ -45,13 +47,10 @@ log = logging.getLogger("facerec.gallery.milvus")
 
 _CANDIDATES = (
     "SELECT f.id, s.id, s.name, f.embedding FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
-    "WHERE f.id = ANY(%(ids)s) AND f.model_id = %(m)s "
-    "UNION ALL "
-    "SELECT f.id, s.id, s.name, f.embedding FROM vector_outbox o JOIN faces f ON f.id = o.face_id "
-    "JOIN subjects s ON s.pk = f.subject_pk WHERE o.model_id = %(m)s AND f.model_id = %(m)s"
+    "WHERE f.id = ANY(%(ids)s) AND f.model_id = %(m)s"
 )
-"""The faces Milvus proposed that PostgreSQL still holds with this model, plus every face of this model still
-pending in the outbox, with their embeddings (one statement: one snapshot)."""
+"""The candidates (Milvus's and the pending faces nearest the probes) that PostgreSQL still holds with this model,
+with their embeddings."""
 
 
 class MilvusGallery(PostgresGallery):
@@ -72,6 +71,7 @@ class MilvusGallery(PostgresGallery):
         self._held = threading.local()
         super().__init__(pool, options=options)
         self.engine = MilvusEngine(milvus, self.gallery_uuid)
+        self.pending_faces = PendingFaces()
         with self._conn() as conn:
             outbox.install(conn)
         self._stop = threading.Event()
@@ -159,27 +159,38 @@ class MilvusGallery(PostgresGallery):
         check_limit("top_k", top_k)
         q = unit_vectors(probes, "probe")
         with self._conn() as conn:
-            by_model, ts = outbox.search_state(conn, model_id)  # one round trip
+            state = self.pending_faces.state(conn, model_id)  # one round trip (a second when a backlog appears)
         return nearest_subjects(
-            lambda k: self._fetch(q, model_id, ts, k, top_k),
-            faces_by_model=by_model,
+            lambda k: self._fetch(q, model_id, state.write_ts, state.pending, k, top_k),
+            faces_by_model=state.faces_by_model,
             model_id=model_id,
             probes=len(q),
             top_k=top_k,
             overfetch=self.options.overfetch,
         )
 
-    def _fetch(self, q: npt.NDArray[np.float32], model_id: str, ts: int, k: int, top_k: int) -> list[list[Candidate]]:
-        """Per probe, the subjects of its ``k`` nearest faces that PostgreSQL holds. Milvus may still return
-        vectors of erased faces (a delete it has not applied yet at the guarantee timestamp, an orphan): they are
-        dropped here, after Milvus's cut at ``k``, so a probe that lost ``d`` hits to them and came back short is
-        asked again for ``k + d`` neighbours (an erased face never takes the place of a live one)."""
+    def _fetch(
+        self, q: npt.NDArray[np.float32], model_id: str, ts: int, pending: PendingView, k: int, top_k: int
+    ) -> list[list[Candidate]]:
+        """Per probe, the subjects of its ``k`` nearest faces that PostgreSQL holds: Milvus's ``k`` nearest and the
+        ``k`` nearest pending faces. Milvus may still return vectors of erased faces (a delete it has not applied
+        yet at the guarantee timestamp, an orphan), and the pending copy faces erased since its refresh: they are
+        dropped here, after the cut at ``k``, so a probe that lost ``d`` of them and came back short is asked
+        again for ``k + d`` neighbours (an erased face never takes the place of a live one)."""
         n = k
         while True:
-            hits = self.engine.search(model_id, q, n, guarantee_ts=ts)
-            rows, dropped = self._exact(q, model_id, hits, top_k)
+            with self._conn() as conn:
+                near, near_ts = pending.nearest(conn, model_id, q, n)
+            hits = [[fid for fid, _ in h] for h in self.engine.search(model_id, q, n, guarantee_ts=max(ts, near_ts))]
+            rows, held = self._exact(q, model_id, hits, near, top_k)
             want = max(
-                (k + d for r, h, d in zip(rows, hits, dropped, strict=True) if len(r) < top_k and len(h) == n),
+                (
+                    k + len(got) - len(set(got) & held)
+                    for r, per_probe in zip(rows, zip(hits, near, strict=True), strict=True)
+                    if len(r) < top_k
+                    for got in per_probe
+                    if len(got) == n
+                ),
                 default=0,
             )
             if want <= n or n >= MAX_K:
@@ -187,29 +198,24 @@ class MilvusGallery(PostgresGallery):
             n = min(want, MAX_K)
 
     def _exact(
-        self, q: npt.NDArray[np.float32], model_id: str, hits: list[list[tuple[int, float]]], top_k: int
-    ) -> tuple[list[list[Candidate]], list[int]]:
-        """Milvus's candidates and the outbox's pending faces that PostgreSQL holds, ranked by exact distance;
-        and per probe, how many of its Milvus hits PostgreSQL does not hold (erased, another model, orphans)."""
-        ids = sorted({fid for per_probe in hits for fid, _ in per_probe})
+        self, q: npt.NDArray[np.float32], model_id: str, hits: list[list[int]], near: list[list[int]], top_k: int
+    ) -> tuple[list[list[Candidate]], set[int]]:
+        """Milvus's candidates and the pending faces nearest the probes that PostgreSQL holds, ranked by exact
+        distance (ties by face id); and the candidate ids PostgreSQL holds."""
+        ids = sorted({fid for per_probe in (*hits, *near) for fid in per_probe})
         with self._conn() as conn:
             found = conn.cursor(binary=True).execute(_CANDIDATES, {"m": model_id, "ids": ids}).fetchall()
-        held = {int(r[0]) for r in found}
-        dropped = [len({fid for fid, _ in per_probe} - held) for per_probe in hits]
         if not found:
-            return [[] for _ in range(len(q))], dropped
-        seen: dict[int, tuple[str, str, npt.NDArray[np.float32]]] = {}
-        for fid, sid, name, emb in found:
-            seen[int(fid)] = (str(sid), str(name), outbox._vec(emb))
-        fids = list(seen)
-        embs = np.stack([seen[f][2] for f in fids])
+            return [[] for _ in range(len(q))], set()
+        fids = np.array([int(r[0]) for r in found], np.int64)
+        who = [(str(r[1]), str(r[2])) for r in found]
+        embs = np.stack([outbox._vec(r[3]) for r in found])
         out: list[list[Candidate]] = []
         for p in q:
             d = np.linalg.norm(embs - p[None, :], axis=1)
-            order = sorted(range(len(fids)), key=lambda i: (float(d[i]), fids[i]))
-            faces = [(fids[i], seen[fids[i]][0], seen[fids[i]][1], float(d[i])) for i in order]
+            faces = [(int(fids[i]), *who[i], float(d[i])) for i in np.lexsort((fids, d))]
             out.append(group_subjects(faces, top_k))
-        return out, dropped
+        return out, {int(f) for f in fids}
 
     # ================================================================== maintenance
     def stats(self) -> GalleryStats:

@@ -10,6 +10,9 @@ collection), then deletes the rows, under one advisory lock so that drains of se
 ``vector_sync`` keeps per model the newest Milvus mutation timestamp any replica applied: searches pass it as
 their guarantee timestamp (read-your-writes across replicas, see :mod:`.engine`).
 
+Each row also keeps ``txid``, the id of the transaction that wrote it (version 2): a replica's copy of the pending
+faces (:mod:`.pending`) reads only the rows written since its last read instead of the whole outbox.
+
 These tables belong to the Milvus engine and are installed by :func:`install` (idempotent, versioned in ``meta``
 as ``milvus_outbox_version``) when a Milvus-backed replica starts; the pgvector backend never needs them.
 """
@@ -28,7 +31,7 @@ from service.gallery.postgres import locks
 
 log = logging.getLogger("facerec.gallery.milvus")
 
-OUTBOX_VERSION = 1
+OUTBOX_VERSION = 2
 DRAIN_LOCK = locks.OUTBOX_DRAIN
 INSTALL_LOCK = locks.OUTBOX_INSTALL
 
@@ -40,6 +43,8 @@ CREATE TABLE IF NOT EXISTS vector_outbox (
     created_at double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp())
 );
 CREATE INDEX IF NOT EXISTS vector_outbox_face ON vector_outbox (face_id);
+ALTER TABLE vector_outbox ADD COLUMN IF NOT EXISTS txid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
+CREATE INDEX IF NOT EXISTS vector_outbox_model_txid ON vector_outbox (model_id, txid);
 CREATE TABLE IF NOT EXISTS vector_sync (model_id text PRIMARY KEY, write_ts bigint NOT NULL);
 
 CREATE OR REPLACE FUNCTION facerec_outbox_new() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -76,7 +81,8 @@ CREATE TRIGGER faces_outbox_update AFTER UPDATE ON faces REFERENCING OLD TABLE A
 
 def install(conn: psycopg.Connection[Any]) -> bool:
     """Create the outbox tables and triggers unless this version is installed; True when installed now. Faces
-    that exist already (a gallery that was served by pgvector) are queued, so the first drain indexes them."""
+    that exist already (a gallery that was served by pgvector) are queued, so the first drain indexes them; an
+    older version's tables are upgraded in place (version 1 -> 2: the ``txid`` column, its rows keep waiting)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'milvus_outbox_version'").fetchone()
     if row is not None and int(row[0]) >= OUTBOX_VERSION:
         return False
