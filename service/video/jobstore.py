@@ -145,27 +145,31 @@ class JobStore(ABC):
 
     def erase_subject(self, subject_id: str) -> int:
         """Drop an erased subject's tracks from every job's ``tracks`` (their events are erased with them);
-        returns how many jobs changed. A job is rewritten only if its tracks are still those read (another replica
-        may be erasing another person from it), else read again."""
+        returns how many jobs changed. One transaction; a job is rewritten only if its tracks are still those read
+        (another replica may be erasing another person from it), else read again."""
         find = f"SELECT id, tracks FROM {self.table} WHERE tracks LIKE ?"
         rewrite = f"UPDATE {self.table} SET tracks = ?, updated_at = ? WHERE id = ? AND tracks = ?"
         pattern, changed = f'%"{subject_id}"%', 0
-        with self._conn() as c:
+        with self._batch() as c:
             rows = c.execute(find, (pattern,)).fetchall()
-        while rows:
-            job_id, text = rows.pop()
-            tracks = json.loads(text)
-            kept = [t for t in tracks if t.get("subject_id") != subject_id]
-            if len(kept) == len(tracks):
-                continue
-            with self._conn() as c:
+            while rows:
+                job_id, text = rows.pop()
+                tracks = json.loads(text)
+                kept = [t for t in tracks if t.get("subject_id") != subject_id]
+                if len(kept) == len(tracks):
+                    continue
                 if c.execute(rewrite, (json.dumps(kept), time.time(), job_id, text)).rowcount:
                     changed += 1
-                    continue
-                rows += c.execute(f"{find} AND id = ?", (pattern, job_id)).fetchall()
+                else:
+                    rows += c.execute(f"{find} AND id = ?", (pattern, job_id)).fetchall()
         if changed:
             self._forget()
         return changed
+
+    def _batch(self) -> AbstractContextManager[SqlConn]:
+        """A connection whose statements commit together when the block ends (a database pool's connection
+        already does: :meth:`_conn`)."""
+        return self._conn()
 
     def _forget(self) -> None:
         """After an erasure committed: leave no copy of the erased rows in the store's files (SQLite: truncate
@@ -215,6 +219,9 @@ class SQLiteJobStore(JobStore):
 
     def _conn(self) -> AbstractContextManager[SqlConn]:
         return self._file.conn()
+
+    def _batch(self) -> AbstractContextManager[SqlConn]:
+        return self._file.write()
 
     def _forget(self) -> None:
         self._file.checkpoint()
