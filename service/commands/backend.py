@@ -63,7 +63,7 @@ class Backend(Protocol):
     def all_subjects(self) -> list[dict[str, Any]]: ...
     def get_subject(self, subject_id: str) -> dict[str, Any]: ...
     def create_subject(self, name: str) -> dict[str, Any]: ...
-    def delete_subject(self, subject_id: str) -> None: ...
+    def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None: ...
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]: ...
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]: ...
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]: ...
@@ -137,8 +137,11 @@ class LocalBackend:
         self._record("subject.create", {"subject_id": subject.id})
         return subject_out(subject).model_dump(mode="json")
 
-    def delete_subject(self, subject_id: str) -> None:
+    def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
+        """As ``DELETE /v1/subjects/{id}``: the subject and its faces, its events, its tracks in video jobs'
+        results; its photo-library faces are unnamed, or erased with ``erase_photo_faces``."""
         from service.gallery import SubjectNotFound
+        from service.photos.service import close_library, open_library
 
         try:
             self.gallery.delete_subject(subject_id)
@@ -147,10 +150,21 @@ class LocalBackend:
         from service.bootstrap import event_store, job_store
 
         for store in (event_store(self.settings, self.backend), job_store(self.settings, self.backend)):
-            try:  # erasing a subject erases its events and its tracks in video jobs' results
+            try:
                 store.erase_subject(subject_id)
             finally:
                 store.close()
+        media = self.backend.media  # the database's library with FACEREC_DATABASE_URL
+        library = open_library(
+            self.settings.model_copy(update={"photo_recluster_interval_s": 0.0}), media.photos if media else None
+        )
+        try:
+            if library is not None and erase_photo_faces:
+                library.erase_subject_faces(subject_id)
+            elif library is not None:
+                library.forget_subject(subject_id)
+        finally:
+            close_library(library)
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:

@@ -92,8 +92,9 @@ class RemoteBackend:
         result: dict[str, Any] = self._call("POST", "/v1/subjects", json={"name": name, "metadata": {}})
         return result
 
-    def delete_subject(self, subject_id: str) -> None:
-        self._call("DELETE", subject_path(subject_id))
+    def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
+        params = {"erase_photo_faces": "true"} if erase_photo_faces else {}
+        self._call("DELETE", subject_path(subject_id), params=params)
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", subject_path(subject_id, "/faces"))["items"]

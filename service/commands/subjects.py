@@ -63,14 +63,20 @@ def delete(
     backend: Backend,
     subject_id: str = typer.Argument(..., help="The subject's id."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    erase_photo_faces: bool = typer.Option(
+        False,
+        "--erase-photo-faces",
+        help="Photo library: also erase this person's faces in indexed photos (default: kept, unnamed).",
+    ),
     *,
     as_json: bool,
 ) -> None:
-    """Erase a subject and all its faces."""
+    """Erase a subject and all its faces, events and video tracks; its photo-library faces are unnamed (or erased
+    with --erase-photo-faces)."""
     subject = backend.get_subject(subject_id)
     if not yes and not typer.confirm(f"Erase {subject['name']} and {subject['face_count']} faces?"):
         raise typer.Exit(1)
-    backend.delete_subject(subject_id)
+    backend.delete_subject(subject_id, erase_photo_faces=erase_photo_faces)
     if as_json:
         typer.echo(json.dumps({"deleted": subject_id, "faces": subject["face_count"]}))
     else:

@@ -5,6 +5,7 @@ FindSimilar, a person's photos, erasure; and the CLI's resumable ``facerec photo
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,14 +157,19 @@ def test_find_similar_by_face_id(client: httpx.Client, indexed: dict[int, str]) 
     assert client.post("/v1/search", json={"face_id": 999999}).json()["error"]["code"] == "not_found"
 
 
-def test_erasing_a_subject_can_erase_its_photo_faces(client: httpx.Client) -> None:
+def test_erasing_a_subject_can_erase_its_photo_faces(client: httpx.Client, server: Server) -> None:
+    """Through the CLI against the server: ``subjects delete --erase-photo-faces``."""
     subject = next(s for s in client.get("/v1/subjects").json()["items"] if s["name"] == "Madonna")
     photos = client.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]
-    assert photos
-    assert client.delete(f"/v1/subjects/{subject['id']}", params={"erase_photo_faces": "true"}).status_code == 204
+    named = {f["id"] for p in photos for f in p["faces"] if f["subject_id"] == subject["id"]}
+    assert named
+    argv = ["subjects", "delete", subject["id"], "--yes", "--erase-photo-faces", "--server", server.url]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert client.get(f"/v1/subjects/{subject['id']}").status_code == 404
     for p in photos:
         faces = client.get(f"/v1/photos/{p['id']}").json()["faces"]
-        assert all(f["subject_id"] != subject["id"] for f in faces)
+        assert not named & {f["id"] for f in faces}  # erased, not only unnamed
 
 
 def test_cli_indexes_a_folder_resumably(client: httpx.Client, server: Server, dataset: Path, tmp_path: Path) -> None:
@@ -191,3 +197,52 @@ def test_cli_indexes_a_folder_resumably(client: httpx.Client, server: Server, da
     assert "3 already indexed" in again.output, again.output
     off = runner.invoke(cli, ["photos", "index", str(folder), "--data", str(tmp_path / "off")])
     assert off.exit_code == 1 and "FACEREC_PHOTO_LIBRARY" in off.output
+
+
+def test_cli_subject_delete_unnames_or_erases_its_photo_faces(dataset: Path, tmp_path: Path) -> None:
+    """``facerec subjects delete`` on a data dir does what ``DELETE /v1/subjects/{id}`` does to the photo library:
+    the person's photo faces are unnamed (kept), or erased with ``--erase-photo-faces``."""
+    from embeddings.weights import MODEL_ID
+    from service.photos.sqlite import SQLitePhotoStore
+
+    people, album, data = tmp_path / "people", tmp_path / "album", str(tmp_path / "data")
+    for person in ("madonna", "jerry_seinfeld"):
+        (people / person).mkdir(parents=True)
+        for p in images(dataset, "train", person)[:2]:
+            (people / person / p.name).write_bytes(p.read_bytes())
+        for p in images(dataset, "val", person)[:2]:
+            (album / f"{person}-{p.name}").parent.mkdir(exist_ok=True)
+            (album / f"{person}-{p.name}").write_bytes(p.read_bytes())
+    runner, env = CliRunner(), {"FACEREC_PHOTO_LIBRARY": "true"}
+    assert runner.invoke(cli, ["enroll", str(people), "--data", data], env=env).exit_code == 0
+    indexed = runner.invoke(cli, ["photos", "index", str(album), "--data", data], env=env)
+    assert indexed.exit_code == 0 and "4 photos indexed" in indexed.output, indexed.output
+    listed = runner.invoke(cli, ["subjects", "list", "--json", "--data", data], env=env)
+    ids = {s["name"]: s["id"] for s in json.loads(listed.output)}
+
+    def named(subject_id: str) -> int:
+        store = SQLitePhotoStore(Path(data))
+        try:
+            photos = store.photos_of_subject(subject_id, limit=100, offset=0)
+            return sum(1 for _, faces in photos for f in faces if f.subject_id == subject_id)
+        finally:
+            store.close()
+
+    def face_count() -> int:
+        store = SQLitePhotoStore(Path(data))
+        try:
+            return store.observation_count(MODEL_ID)
+        finally:
+            store.close()
+
+    assert named(ids["madonna"]) >= 1 and named(ids["jerry seinfeld"]) >= 1
+    total = face_count()
+    kept = runner.invoke(cli, ["subjects", "delete", ids["madonna"], "--yes", "--data", data], env=env)
+    assert kept.exit_code == 0, kept.output
+    assert named(ids["madonna"]) == 0 and face_count() == total  # unnamed, not erased
+    jerry = named(ids["jerry seinfeld"])
+    erased = runner.invoke(
+        cli, ["subjects", "delete", ids["jerry seinfeld"], "--yes", "--erase-photo-faces", "--data", data], env=env
+    )
+    assert erased.exit_code == 0, erased.output
+    assert named(ids["jerry seinfeld"]) == 0 and face_count() == total - jerry
