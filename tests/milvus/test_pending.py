@@ -6,6 +6,7 @@ upgraded in place with its rows kept."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -118,6 +119,60 @@ def test_a_late_commit_is_not_lost(open_server_replica: OpenReplica, pg_url: str
         assert b.pending_faces.size(MODEL) > 0
     hit = b.search(vecs[4:5], model_id=MODEL, top_k=1)[0][0]
     assert hit.face_id == lost.id and hit.distance < 1e-3
+
+
+def test_concurrent_searches_while_another_replica_writes(
+    open_server_replica: OpenReplica, rng: np.random.Generator
+) -> None:
+    """Three threads search on B (one copy, refreshed by whichever search comes first) while A enrols faces without
+    draining them, erases subjects and drains part of the backlog now and then: every face acknowledged and not
+    erased before a search began is found by it, no subject erased before it began is returned."""
+    a, b = _gallery(open_server_replica), _gallery(open_server_replica)
+    a.add_faces(a.create_subject(name="seed").id, faces(unit(rng, 1)))  # the collection exists and is loaded
+    acked: list[tuple[str, int, npt.NDArray[np.float32]]] = []
+    erased: set[str] = set()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def search(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        while not stop.is_set():
+            if not acked:
+                continue
+            known, gone = list(acked), set(erased)
+            sid, fid, v = known[int(r.integers(len(known)))]
+            try:
+                got = b.search(v[None], model_id=MODEL, top_k=3)[0]
+            except Exception as e:
+                failures.append(f"{type(e).__name__}: {e}")
+                return
+            if gone & {c.subject_id for c in got}:
+                failures.append(f"erased subject returned: {gone & {c.subject_id for c in got}}")
+            if sid not in gone and sid not in erased and (not got or got[0].face_id != fid):
+                failures.append(f"face {fid} of {sid} missed: {got[:1]}")
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(60):
+            s = a.create_subject(name=f"c{i}")
+            vecs = unit(rng, 2)
+            recs = PostgresGallery.add_faces_many(a, {s.id: faces(vecs)})
+            acked.extend((s.id, r.id, v) for r, v in zip(recs, vecs, strict=True))
+            if i % 7 == 3:
+                victim = str(rng.choice(sorted({sid for sid, _, _ in acked} - erased)))
+                PostgresGallery.delete_subject(a, victim)
+                erased.add(victim)
+            if i % 10 == 9:
+                with a._conn() as conn:
+                    outbox.drain_once(conn, a.engine, limit=15)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not failures, failures[:5]
+    assert b.pending() > 0 and b.pending_faces.size(MODEL) > 0
 
 
 def test_above_the_cap_pending_faces_are_compared_in_postgresql(
