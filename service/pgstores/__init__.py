@@ -5,6 +5,7 @@ video jobs and the streams registry with its leases (:mod:`.media`), and the pho
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class PostgresBackend:
     def media_stores(self, data_dir: Path) -> MediaStores:
         """Events, video jobs, streams and the photo library in the database; ``data_dir`` holds this replica's
         id (:func:`replica_id`) and its video uploads."""
-        pool, owner = self.pool, replica_id(data_dir)
+        pool, owner = self.pool, functools.partial(replica_id, data_dir)  # made when a job or lease needs it
         return MediaStores(
             events=PostgresEventStore(pool),
             jobs=PostgresJobStore(pool, data_dir, owner),

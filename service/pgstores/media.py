@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class PostgresJobStore(JobStore):
 
     table = "video_jobs"
 
-    def __init__(self, pool: Pool, data_dir: Path, owner: str) -> None:
+    def __init__(self, pool: Pool, data_dir: Path, owner: str | Callable[[], str]) -> None:
         super().__init__(data_dir, owner)
         self._pool = pool
 
@@ -71,8 +72,13 @@ class PostgresStreamStore(StreamStore):
 
     shared = True
 
-    def __init__(self, pool: Pool, owner: str, *, lease_s: float = LEASE_S) -> None:
-        self._pool, self.owner, self.lease_s = pool, owner, lease_s
+    def __init__(self, pool: Pool, owner: str | Callable[[], str], *, lease_s: float = LEASE_S) -> None:
+        self._pool, self._owner, self.lease_s = pool, owner, lease_s
+
+    @functools.cached_property
+    def owner(self) -> str:
+        """The lease holder, resolved on first use (listing or erasing streams never makes a replica id)."""
+        return self._owner() if callable(self._owner) else self._owner
 
     def _conn(self) -> AbstractContextManager[SqlConn]:
         return reader(self._pool)

@@ -10,10 +10,12 @@ the data dir itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,11 +79,19 @@ class JobStore(ABC):
 
     table = "jobs"
 
-    def __init__(self, data_dir: Path, owner: str | None) -> None:
+    def __init__(self, data_dir: Path, owner: str | Callable[[], str] | None) -> None:
         self.uploads = data_dir / UPLOADS_DIR
-        self.uploads.mkdir(parents=True, exist_ok=True)
-        self.owner = owner
-        self._mine = ("", ()) if owner is None else (" AND owner = ?", (owner,))
+        self._owner = owner
+
+    @functools.cached_property
+    def owner(self) -> str | None:
+        """The owner, resolved on first use (a store that only reads, erases or lists never makes a replica id)."""
+        return self._owner() if callable(self._owner) else self._owner
+
+    @property
+    def _mine(self) -> tuple[str, tuple[str, ...]]:
+        """The SQL condition (and its argument) that keeps this owner's rows."""
+        return ("", ()) if self.owner is None else (" AND owner = ?", (self.owner,))
 
     @abstractmethod
     def _conn(self) -> AbstractContextManager[SqlConn]:
@@ -90,6 +100,7 @@ class JobStore(ABC):
     def new_path(self) -> tuple[str, Path]:
         """A fresh job id and the path its upload is written to."""
         job_id = uuid.uuid4().hex
+        self.uploads.mkdir(parents=True, exist_ok=True)
         return job_id, self.uploads / f"{job_id}.video"
 
     def create(self, job_id: str, *, filename: str, path: Path, fps: float | None, size: int) -> Job:

@@ -88,6 +88,7 @@ def test_events_export_reads_the_database(tmp_path: Path, pg_url: str) -> None:
         events = backend.media_stores(tmp_path / "replica").events
         events.add([Event(f"e{i}", 1.0e9 + i, "video:v", i, "s1", "Ada", 0.5, 0.01, 0.0, 1.0, 3) for i in range(3)],
                    outbox=False)  # fmt: skip
+        bo = backend.gallery.create_subject(name="Bo", metadata={})
     finally:
         backend.close()
     env = {"FACEREC_DATABASE_URL": pg_url, "FACEREC_DATA": str(tmp_path / "cli")}
@@ -95,6 +96,12 @@ def test_events_export_reads_the_database(tmp_path: Path, pg_url: str) -> None:
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert [r["id"] for r in rows] == ["e0", "e1", "e2"] and rows[0]["name"] == "Ada"
+    # the stores live in the database: commands that read or erase make no data dir (no replica id, no uploads)
+    listed = CliRunner().invoke(cli, ["subjects", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and [s["name"] for s in json.loads(listed.stdout)] == ["Bo"], listed.output
+    gone = CliRunner().invoke(cli, ["subjects", "delete", bo.id, "--yes"], env=env)
+    assert gone.exit_code == 0, gone.output
+    assert not (tmp_path / "cli").exists()
 
 
 def test_naming_and_merging_a_cluster_through_both_replicas_at_once(tmp_path: Path, pg_url: str) -> None:
