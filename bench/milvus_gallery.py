@@ -179,7 +179,7 @@ def _queries(db: PostgresDatabase, g: MilvusGallery, syn: Synthetic, args: argpa
 
     def state(_p: Any) -> None:
         with db.pool.connection() as conn:
-            outbox.search_state(conn, MODEL)
+            g.pending_faces.state(conn, MODEL)  # counts, write timestamp, pending faces (none here)
 
     def candidates(_p: Any) -> None:
         with db.pool.connection() as conn:

@@ -185,14 +185,3 @@ def write_ts(conn: psycopg.Connection[Any], model_id: str) -> int:
     """The newest Milvus mutation timestamp applied for ``model_id`` by any replica (0: none)."""
     row = conn.execute("SELECT write_ts FROM vector_sync WHERE model_id = %s", (model_id,)).fetchone()
     return int(row[0]) if row else 0
-
-
-def search_state(conn: psycopg.Connection[Any], model_id: str) -> tuple[dict[str, int], int]:
-    """Faces per model id (models that have any, from the trigger-kept ``counts``, summed over their shards) and
-    :func:`write_ts` of ``model_id``, in one round trip (what a search needs before asking Milvus)."""
-    rows = conn.execute(
-        "SELECT substr(name, 7), sum(n), (SELECT write_ts FROM vector_sync WHERE model_id = %s) "
-        "FROM counts WHERE name LIKE 'model:%%' GROUP BY name HAVING sum(n) > 0",
-        (model_id,),
-    ).fetchall()
-    return {str(m): int(n) for m, n, _ in rows}, int(rows[0][2] or 0) if rows else 0
