@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service.config import MIN_FPS
 from service.deps import RecognizeKey
 from service.errors import ServiceError
+from service.gallery.sqlite.errors import storage_errors
 from service.media import MediaDep
 from service.nul_guard import RequestModel, check_text
 from service.routes.cursors import parse_time_id_cursor, time_id_cursor
@@ -78,7 +79,7 @@ def video_out(job: Job) -> VideoOut:
     status_code=202,
     response_model=VideoAccepted,
     summary="Upload a video to find and recognise the people in it",
-    responses=errors(*AUTH, 413, 415, 422),
+    responses=errors(*AUTH, 413, 415, 422, 503, 507),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -101,8 +102,9 @@ def video_out(job: Job) -> VideoOut:
 async def upload_video(request: Request, response: Response, media: MediaDep, _: RecognizeKey) -> VideoAccepted:
     """The upload is streamed to disk (limit ``FACEREC_VIDEO_MAX_UPLOAD_BYTES``) and queued; poll
     ``GET /v1/videos/{id}`` until ``status`` is ``done`` (with ``tracks``: one per person seen) or ``failed``."""
-    job_id, path = media.jobs.new_path()
-    upload = await receive_video(request, path)
+    with storage_errors("the video upload dir"):  # full (507) or refusing writes (503), the upload removed
+        job_id, path = media.jobs.new_path()
+        upload = await receive_video(request, path)
     try:
         check_text(upload.filename, "video.filename")
         params = VideoParams.model_validate(upload.fields)

@@ -7,6 +7,7 @@ small plain fields (at most 64 KiB in all).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,8 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
             raise MultipartParseError("it ends before its closing boundary (the upload was cut short)")
     except BaseException as exc:
         if part.out is not None:
-            part.out.close()
+            with contextlib.suppress(OSError):  # its buffer cannot be written either (a full disk)
+                part.out.close()
         path.unlink(missing_ok=True)
         if isinstance(exc, MultipartParseError):
             raise _invalid(f"the multipart body is malformed: {exc}") from exc

@@ -58,3 +58,28 @@ def test_streams_and_videos_on_a_full_disk_answer_507(tmp_path: Path) -> None:
             insufficient(r, "videos.db")
         r = client.post("/v1/streams", json=body)  # space is back: writes work again by themselves
         assert r.status_code == 201, r.text
+
+
+def test_a_video_upload_on_a_full_disk_answers_507_and_leaves_no_file(tmp_path: Path) -> None:
+    """The upload file itself cannot be written (``EFBIG`` past the process's file size limit stands in for a
+    full disk): 507 naming the upload dir, no job, no partial file; the same upload succeeds once space is back."""
+    import resource
+    import signal
+
+    app = app_with(tmp_path, lambda _: FakeAnalyzer())
+    video = {"video": ("a.avi", b"v" * 3_000_000, "video/x-msvideo")}
+    with local(app) as client:
+        uploads = app.state.media.jobs.uploads
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal's kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, hard))
+        try:
+            r = client.post("/v1/videos", files=video, data={"fps": "1"})
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        insufficient(r, "upload")
+        assert client.get("/v1/videos").json()["items"] == []
+        assert list(uploads.glob("*")) == []
+        r = client.post("/v1/videos", files=video, data={"fps": "1"})
+        assert r.status_code == 202, r.text
