@@ -169,6 +169,19 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _not_json_body(request: Request, exc: RequestValidationError) -> bool:
+    """A JSON-body route's body failed because it was sent as something else (text/plain, a form, multipart):
+    FastAPI then validates the raw bytes and reports a 422, where the contract says 415 (the image routes, which
+    parse their own bodies, answer the same)."""
+    if not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in exc.errors()):
+        return False
+    content_type = request.headers.get("content-type")
+    if not content_type:  # FastAPI reads a body without a content type as JSON
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json")))
+
+
 HTTP_CODES = {status: codes_of(status)[0] for status in (400, 401, 403, 404, 413, 415, 422, 429)} | {
     405: "method_not_allowed"
 }
@@ -189,8 +202,10 @@ def install(app: FastAPI) -> None:
         retry = {"Retry-After": "1"} if mapped[0] == 429 else None
         return envelope(mapped[0], mapped[1], error_message(exc), retry)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        if _not_json_body(request, exc):
+            return envelope(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
         return envelope(422, "validation_error", _validation_message(exc))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:

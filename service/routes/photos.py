@@ -241,7 +241,7 @@ async def get_cluster(cluster_id: ClusterId, _: AdminKey, lib: LibraryDep) -> Cl
 
 
 NameBody = Annotated[NameCluster, Body(openapi_examples={"new": {"value": {"name": "Ada Lovelace"}}})]
-NAME_DOC = _doc("Name a cluster: its faces join a new or existing subject", 404, 503, 507)
+NAME_DOC = _doc("Name a cluster: its faces join a new or existing subject", 404, 415, 503, 507)
 
 
 @router.post("/clusters/{cluster_id}/name", response_model=NamedClusterOut, **NAME_DOC)
@@ -268,7 +268,7 @@ async def name_cluster(
     "/clusters/{cluster_id}/merge",
     response_model=ClusterOut,
     summary="Merge another cluster into this one",
-    responses=errors(*AUTH, 404, 409, 422),
+    responses=errors(*AUTH, 404, 409, 415, 422),
 )
 async def merge_clusters(
     cluster_id: ClusterId,

@@ -95,7 +95,7 @@ class StreamOut(BaseModel):
     response_model=StreamOut,
     summary="Watch a live stream",
     responses={
-        **errors(*AUTH, 422),
+        **errors(*AUTH, 415, 422),
         409: {"model": ErrorResponse, "description": "`FACEREC_STREAMS_MAX` streams run already (`too_many_streams`)."},
     },
 )

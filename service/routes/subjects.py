@@ -17,7 +17,11 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 
 
 @router.post(
-    "", status_code=201, response_model=SubjectOut, summary="Create a subject", responses=errors(*AUTH, 422, 503, 507)
+    "",
+    status_code=201,
+    response_model=SubjectOut,
+    summary="Create a subject",
+    responses=errors(*AUTH, 415, 422, 503, 507),
 )
 async def create_subject(
     body: Annotated[
@@ -54,7 +58,7 @@ async def get_subject(subject_id: str, gallery: GalleryDep, _: AdminKey) -> Subj
     "/{subject_id}",
     response_model=SubjectOut,
     summary="Rename a subject or replace its metadata",
-    responses=errors(*AUTH, 404, 422, 503, 507),
+    responses=errors(*AUTH, 404, 415, 422, 503, 507),
 )
 async def update_subject(
     subject_id: str,
