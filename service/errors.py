@@ -172,7 +172,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _not_json_body(request: Request, exc: RequestValidationError) -> bool:
     """A JSON-body route's body failed because it was sent as something else (text/plain, a form, multipart):
     FastAPI then validates the raw bytes and reports a 422, where the contract says 415 (the image routes, which
-    parse their own bodies, answer the same)."""
+    parse their own bodies and raise their own 415 and 422s, answer the same). Only routes whose body FastAPI
+    parses (a ``body_field``: all of them take JSON) are concerned."""
+    if getattr(request.scope.get("route"), "body_field", None) is None:
+        return False
     if not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in exc.errors()):
         return False
     content_type = request.headers.get("content-type")

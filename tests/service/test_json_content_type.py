@@ -43,3 +43,11 @@ def test_json_bodies_keep_their_422(tmp_path: Path) -> None:
         r = client.post("/v1/subjects", content=b'{"nam": 1}', headers={"content-type": "application/merge-patch+json"})
         assert r.status_code == 422, r.text
         assert client.post("/v1/subjects", json={"name": "x"}).status_code == 201
+
+
+def test_the_image_routes_keep_their_own_422_on_multipart(tmp_path: Path) -> None:
+    """A multipart request to an image route with a wrong field is its own 422, not the JSON routes' 415."""
+    with local(app_with(tmp_path, lambda s: FakeAnalyzer(), photo_library=True)) as client:
+        for path in ("/v1/identify", "/v1/detect", "/v1/verify", "/v1/search", "/v1/photos"):
+            r = client.post(path, files={"img": ("a.jpg", b"\xff\xd8\xff", "image/jpeg")})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", (path, r.text)
