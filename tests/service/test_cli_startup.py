@@ -157,7 +157,9 @@ def test_ctrl_c_after_a_fraction_of_a_second_exits_130() -> None:
         out, err = proc.communicate(timeout=120)
         if proc.returncode == 0 and out:  # finished before the signal came (a fast machine): nothing to test
             continue
-        assert proc.returncode == 130 and b"Traceback" not in err and len(err.splitlines()) <= 1, err[-3000:]
+        # -SIGINT: the signal came before the interpreter set its handler (a loaded machine); a shell says 130 too
+        assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err[-3000:])
+        assert b"Traceback" not in err and len(err.splitlines()) <= 1, err[-3000:]
 
 
 class _Interrupting(importlib.abc.MetaPathFinder):
