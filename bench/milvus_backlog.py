@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,19 @@ def _copy(db: PostgresDatabase, syn: Synthetic, lo: int, hi: int) -> None:
         conn.execute("VACUUM ANALYZE faces")
 
 
+def _clocked(fn: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
+    """``fn`` that appends each call's time (ms) to ``into``."""
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            into.append((time.perf_counter() - t) * 1e3)
+
+    return timed
+
+
 class Parts:
     """Milliseconds spent in the pending faces' steps (refresh + state, comparison), per search."""
 
@@ -77,22 +91,8 @@ class Parts:
         faces, view = g.pending_faces, PendingView
         state, nearest = faces.state, view.nearest
 
-        def timed_state(*a: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return state(*a, **kw)
-            finally:
-                self.state.append((time.perf_counter() - t) * 1e3)
-
-        def timed_nearest(*a: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return nearest(*a, **kw)
-            finally:
-                self.nearest.append((time.perf_counter() - t) * 1e3)
-
-        faces.state = timed_state  # type: ignore[method-assign]
-        view.nearest = timed_nearest  # type: ignore[method-assign]
+        faces.state = _clocked(state, self.state)  # type: ignore[method-assign]
+        view.nearest = _clocked(nearest, self.nearest)  # type: ignore[method-assign]
 
     def take(self) -> dict[str, Any]:
         """p50 of each step since the last take."""
