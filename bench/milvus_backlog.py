@@ -143,22 +143,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 search(probes[:1])
                 out["first_search_ms"] = round((time.perf_counter() - t) * 1e3, 1)
                 out["first_search_parts"] = parts.take()
-                got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
-                out["recall_at_1_with_backlog"] = float(np.mean(np.array(got) == exact))
-                parts.take()
-                out["search_with_backlog"] = _timed(search, probes)
-                out["search_with_backlog_parts"] = parts.take()
+
+                def measure(stage: str) -> None:
+                    """recall@1 of the probes, then their timed searches and the time of their parts."""
+                    got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
+                    out[f"recall_at_1_{stage}"] = float(np.mean(np.array(got) == exact))
+                    parts.take()
+                    out[f"search_{stage}"] = _timed(search, probes)
+                    out[f"search_{stage}_parts"] = parts.take()
+
+                measure("with_backlog")
                 print(json.dumps(out), flush=True)
                 out["search_while_draining"] = _while_draining(db, g, search, probes)
                 out["search_while_draining_parts"] = parts.take()
                 g.drain()
                 _wait_indexed(g.engine, MODEL, n)
                 out["pending_rows_after"] = g.pending()
-                got = [row[0].face_id for row in g.search(probes, model_id=MODEL, top_k=1)]
-                out["recall_at_1_drained"] = float(np.mean(np.array(got) == exact))
-                parts.take()
-                out["search_drained"] = _timed(search, probes)
-                out["search_drained_parts"] = parts.take()
+                measure("drained")
             finally:
                 db.close()
     finally:

@@ -32,7 +32,7 @@ def subject_out(s: Any) -> SubjectOut:
         created_at=s.created_at,
         updated_at=s.updated_at,
         face_count=s.face_count,
-        sample_face_id=getattr(s, "sample_face_id", None),
+        sample_face_id=s.sample_face_id,
     )
 
 

@@ -138,33 +138,33 @@ class LocalBackend:
         return subject_out(subject).model_dump(mode="json")
 
     def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
-        """As ``DELETE /v1/subjects/{id}``: the subject and its faces, its events, its tracks in video jobs'
-        results; its photo-library faces are unnamed, or erased with ``erase_photo_faces``."""
+        """As ``DELETE /v1/subjects/{id}`` (:func:`service.erasure.erase_subject`) on this process's stores."""
+        from service.bootstrap import event_store, job_store
+        from service.erasure import erase_subject
         from service.gallery import SubjectNotFound
         from service.photos.service import close_library, open_library
 
-        try:
-            self.gallery.delete_subject(subject_id)
-        except SubjectNotFound as exc:
-            raise CliError(f"no subject {subject_id!r}") from exc
-        from service.bootstrap import event_store, job_store
-
-        for store in (event_store(self.settings, self.backend), job_store(self.settings, self.backend)):
-            try:
-                store.erase_subject(subject_id)
-            finally:
-                store.close()
+        gallery = self.gallery  # first: a data dir in use is said before the other stores open
         media = self.backend.media  # the database's library with FACEREC_DATABASE_URL
+        events, jobs = event_store(self.settings, self.backend), job_store(self.settings, self.backend)
         library = open_library(
             self.settings.model_copy(update={"photo_recluster_interval_s": 0.0}), media.photos if media else None
         )
         try:
-            if library is not None and erase_photo_faces:
-                library.erase_subject_faces(subject_id)
-            elif library is not None:
-                library.forget_subject(subject_id)
+            erase_subject(
+                subject_id,
+                gallery=gallery,
+                events=events,
+                jobs=jobs,
+                library=library,
+                erase_photo_faces=erase_photo_faces,
+            )
+        except SubjectNotFound as exc:
+            raise CliError(f"no subject {subject_id!r}") from exc
         finally:
             close_library(library)
+            events.close()
+            jobs.close()
         self._record("subject.delete", {"subject_id": subject_id})
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:

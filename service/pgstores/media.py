@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -48,9 +49,15 @@ def replica_id(data_dir: Path) -> str:
     path = data_dir / REPLICA_FILE
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(uuid.uuid4().hex + "\n")
-        tmp.replace(path)
+        new_id = uuid.uuid4().hex
+        tmp = path.with_suffix(f".{new_id}.tmp")
+        tmp.write_text(new_id + "\n")
+        try:  # whole, and the first writer wins: two first uses at once (threads, processes) agree on one id
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 

@@ -27,6 +27,17 @@ def deletion(summary: str, *statuses: int) -> dict[str, Any]:
     return {"status_code": 204, "response_class": Response, "summary": summary, "responses": errors(*AUTH, *statuses)}
 
 
+def crop(summary: str) -> dict[str, Any]:
+    """The route decorator's arguments for a face crop: a PNG (:func:`png_crop`); errors ``AUTH`` + 404."""
+    responses = {200: {"content": {"image/png": {}}}, **errors(*AUTH, 404)}
+    return {"response_class": Response, "summary": summary, "responses": responses}
+
+
+def png_crop(png: bytes) -> Response:
+    """A stored face crop (PNG), cacheable by the one client that asked (it is biometric data)."""
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
 def form_fields(params: type[BaseModel] | None) -> dict[str, dict[str, Any]]:
     """The JSON schemas of a parameter model's fields, as plain form fields: an optional field (``X | None``)
     is documented as ``X``, since leaving it out is how a client asks for the default."""

@@ -37,7 +37,7 @@ from service.photos.schemas import (
     SubjectPhotoPage,
 )
 from service.routes.cursors import int_cursor
-from service.routes.docs import AUTH, deletion, errors, image_body
+from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
 
 router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422))
@@ -127,17 +127,12 @@ async def delete_photo(photo_id: str, key: AdminKey, lib: LibraryDep, gallery: G
     return Response(status_code=204)
 
 
-@router.get(
-    "/photos/faces/{face_id}/crop",
-    response_class=Response,
-    summary="The aligned 160x160 crop of a photo face (PNG)",
-    responses={200: {"content": {"image/png": {}}}, **errors(*AUTH, 404)},
-)
+@router.get("/photos/faces/{face_id}/crop", **crop("The aligned 160x160 crop of a photo face (PNG)"))
 async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Response:
     png = await run_in_threadpool(lib.store.crop_png, face_id)
     if png is None:
         raise ObservationNotFound(f"photo face {face_id} does not exist or has no stored crop")
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return png_crop(png)
 
 
 SEARCH_BODY = image_body({"image": "A photo; its largest face is searched with."}, SearchParams, {"top_k": 10})

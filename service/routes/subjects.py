@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
+from service.erasure import erase_subject
 from service.media import MediaDep
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
@@ -93,14 +94,16 @@ async def delete_subject(
 ) -> Response:
     """Erases the subject, its faces, its events (``GET /v1/events``) and its tracks in video jobs' results; its
     photo-library faces too with ``erase_photo_faces``."""
-    await run_in_threadpool(gallery.delete_subject, subject_id)
-    await run_in_threadpool(media.events.erase_subject, subject_id)
-    await run_in_threadpool(media.jobs.erase_subject, subject_id)
     library = getattr(request.app.state, "photos", None)
-    if library is not None:
-        if erase_photo_faces:
-            await run_in_threadpool(library.erase_subject_faces, subject_id)
-        else:
-            await run_in_threadpool(library.forget_subject, subject_id)
+    await run_in_threadpool(
+        lambda: erase_subject(
+            subject_id,
+            gallery=gallery,
+            events=media.events,
+            jobs=media.jobs,
+            library=library,
+            erase_photo_faces=erase_photo_faces,
+        )
+    )
     await audit_change(audit, "subject.delete", key, {"subject_id": subject_id})
     return Response(status_code=204)

@@ -165,3 +165,17 @@ def test_postgres_jobs_run_on_the_replica_holding_their_upload(pg_url: str, tmp_
     finally:
         for backend in backends:
             backend.close()
+
+
+def test_first_uses_of_a_replica_id_at_once_agree_on_one(tmp_path: Path) -> None:
+    """The job store and the stream store resolve the id lazily, each on first use, possibly at the same moment."""
+    import threading
+
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.append(replica_id(tmp_path / "r"))) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 16 and len(set(ids)) == 1
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["replica.id"]

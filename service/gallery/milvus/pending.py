@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from service.gallery.milvus import outbox
 from service.gallery.milvus.engine import MAX_K
 
 CACHE_MAX = 200_000
@@ -68,8 +69,6 @@ _EXACT = (
 )
 """The ``n`` pending faces nearest probe ``q``, in PostgreSQL (above :data:`CACHE_MAX`)."""
 
-_WRITE_TS = "SELECT write_ts FROM vector_sync WHERE model_id = %s"
-
 
 @dataclass(frozen=True)
 class PendingView:
@@ -88,8 +87,7 @@ class PendingView:
         n = min(n, MAX_K)
         if self.in_db:
             out = [[int(r[0]) for r in conn.execute(_EXACT, {"m": model_id, "q": p, "n": n})] for p in q]
-            ts = conn.execute(_WRITE_TS, (model_id,)).fetchone()  # after the pending faces: see the module
-            return out, int(ts[0]) if ts else 0
+            return out, outbox.write_ts(conn, model_id)  # after the pending faces: see the module
         if not self.live.any() or self.embs.shape[1] != q.shape[1]:
             return [[] for _ in range(len(q))], 0
         sims = self.embs @ q.T  # unit vectors: nearest = most similar

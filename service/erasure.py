@@ -1,0 +1,33 @@
+"""Erasing a person everywhere: the one sequence the REST call and the CLI run (``DELETE /v1/subjects/{id}``,
+``facerec subjects delete``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.events.store import EventStore
+    from service.gallery import Gallery
+    from service.photos.library import PhotoLibrary
+    from service.video.jobstore import JobStore
+
+
+def erase_subject(
+    subject_id: str,
+    *,
+    gallery: Gallery,
+    events: EventStore,
+    jobs: JobStore,
+    library: PhotoLibrary | None,
+    erase_photo_faces: bool,
+) -> None:
+    """Erase the subject and its faces (:class:`~service.gallery.SubjectNotFound` first if there is none), its
+    events, its tracks in video jobs' results; its photo-library faces are unnamed, or erased with
+    ``erase_photo_faces`` (``library``: None when the photo library is off)."""
+    gallery.delete_subject(subject_id)
+    events.erase_subject(subject_id)
+    jobs.erase_subject(subject_id)
+    if library is not None and erase_photo_faces:
+        library.erase_subject_faces(subject_id)
+    elif library is not None:
+        library.forget_subject(subject_id)
