@@ -14,6 +14,7 @@ are the reference.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -77,7 +78,11 @@ def _decode_jpeg(data: bytes, img: Image.Image) -> npt.NDArray[np.uint8] | None:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if bgr is None or bgr.shape != (img.height, img.width, 3):
         return None
-    return upright(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8), _orientation(img))
+    # turned first (a copy only when EXIF says so), the decoded array let go, then the colours swapped in place:
+    # no third image-sized array beside the two imdecode holds for a moment (its result and its own buffer)
+    pixels = upright(np.asarray(bgr, dtype=np.uint8), _orientation(img))
+    del bgr
+    return np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels), dtype=np.uint8)
 
 
 # Our own limit (``max_pixels``) is checked from the header. Pillow's process-wide guard is left as it is: it refuses
@@ -106,7 +111,24 @@ def _to_rgb(img: Image.Image, *, full_range_16bit: bool = False) -> npt.NDArray[
         img = Image.alpha_composite(background, rgba)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
+    return _rgb_array(img)
+
+
+STRIP_BYTES = 8 << 20
+"""Rows copied out of a Pillow image at a time by :func:`_rgb_array` (bytes of the array they fill)."""
+
+
+def _rgb_array(img: Image.Image) -> npt.NDArray[np.uint8]:
+    """An RGB image's pixels as a new writable (H, W, 3) array, copied in strips of rows: ``np.asarray(img)``
+    would first join the whole image into one bytes object (itself assembled from chunks), holding two more
+    image-sized buffers at once beside Pillow's own (4 bytes a pixel)."""
+    width, height = img.size
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, STRIP_BYTES // (3 * width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = np.asarray(img.crop((0, top, width, bottom)), dtype=np.uint8)
+    return out
 
 
 def _bomb_message(exc: Image.DecompressionBombError, max_pixels: int) -> str:
@@ -152,11 +174,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
             warnings.simplefilter("ignore")
             img.seek(0)
             img.load()
-            try:
-                turned = ImageOps.exif_transpose(img)
-            except Exception:  # a broken EXIF block must not reject an otherwise good image
-                turned = img
-            rgb = _to_rgb(turned if turned is not None else img, full_range_16bit=img.format == "PPM")
+            # in place: without an orientation to apply, exif_transpose would otherwise copy the image; a broken
+            # EXIF block must not reject an otherwise good image
+            with contextlib.suppress(Exception):
+                ImageOps.exif_transpose(img, in_place=True)
+            rgb = _to_rgb(img, full_range_16bit=img.format == "PPM")
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(f"the image data is corrupt or truncated: {exc}") from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3:

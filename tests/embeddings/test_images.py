@@ -219,3 +219,29 @@ def test_pbm_plain_p1_and_binary_p4_decode() -> None:
 def test_truncated_pgm_is_invalid() -> None:
     with pytest.raises(InvalidImage):
         decode_image(_netpbm_binary(b"P5", 64, 48, 255, b"\x10" * 100))
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_large_png_is_copied_out_of_pillow_in_strips(orientation: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's pixels reach the array a strip of rows at a time, and an image without an orientation to apply is
+    not copied by ``exif_transpose``: beside Pillow's own buffer, little more than the result is alive at once."""
+    import tracemalloc
+
+    from embeddings import images
+
+    monkeypatch.setattr(images, "STRIP_BYTES", 1 << 20)  # strips small beside the image, as at 40 MP
+    img = _gradient(3200, 2000)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(img, "PNG", exif=exif.tobytes(), compress_level=1)
+    image_bytes = 3200 * 2000 * 3
+    tracemalloc.start()
+    try:
+        out = decode_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expected = np.asarray(img) if orientation == 1 else np.rot90(np.asarray(img), -1)
+    np.testing.assert_array_equal(out, expected)
+    assert out.flags.writeable and out.flags.c_contiguous
+    assert peak < 1.5 * image_bytes, f"peak {peak / image_bytes:.2f} images"

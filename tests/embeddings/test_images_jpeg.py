@@ -104,3 +104,21 @@ def test_trailing_padding_and_a_broken_exif_block_stay_on_the_fast_path() -> Non
     out = decode_image(broken)
     assert out.shape == (64, 96, 3)  # orientation unreadable: stored as is, as the Pillow path does
     np.testing.assert_array_equal(out, np.asarray(Image.open(io.BytesIO(broken)).convert("RGB")))
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_turned_jpeg_is_decoded_with_at_most_two_image_sized_arrays_alive(orientation: int) -> None:
+    """A phone photo (stored landscape, EXIF 6) near the pixel limit must not hold three copies at once: the
+    colour swap happens in place, after the turn, once the decoded array is let go."""
+    import tracemalloc
+
+    data = jpeg(photo_like(1200, 800), orientation)
+    image_bytes = 1200 * 800 * 3
+    tracemalloc.start()
+    try:
+        out = decode_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, pillow_rgb(data))
+    assert peak < 2.2 * image_bytes, f"peak {peak / image_bytes:.2f} images"
