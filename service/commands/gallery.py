@@ -1,7 +1,9 @@
-"""``facerec gallery migrate --from DATA_DIR --to postgresql://...``: copy an embedded gallery into PostgreSQL."""
+"""``facerec gallery migrate --from DATA_DIR --to postgresql://...``: copy an embedded gallery into PostgreSQL;
+``facerec gallery vacuum [--full]``: make PostgreSQL drop erased people's bytes from its files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +13,11 @@ from rich.progress import TaskID
 
 from embeddings.errors import FaceRecError
 from service.commands.progress import progress_bar
+from service.commands.vector_index import DATABASE_URL
 
-app = typer.Typer(help="Move a gallery between backends.", no_args_is_help=True)
+app = typer.Typer(
+    help="Move a gallery between backends; keep a PostgreSQL gallery's files clean.", no_args_is_help=True
+)
 
 
 @app.command("migrate")
@@ -75,3 +80,46 @@ def migrate(
             out.print(f"    {line}", markup=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("vacuum")
+def vacuum(
+    database_url: str = DATABASE_URL,
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="VACUUM FULL: rewrite the tables (the only way erased crops leave the files); locks each table while it "
+        "runs, so enrolment and identify wait.",
+    ),
+    lock_timeout: float = typer.Option(
+        5.0, "--lock-timeout", min=0.001, help="Seconds to wait for a table's lock before giving up (exit 1)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Make PostgreSQL drop erased people's bytes from the tables that hold faces, crops, embeddings and names
+    (docs/GALLERY.md, "What erasure removes"). Without --full, what autovacuum would do, now: embeddings go from
+    the tables and the HNSW index; with --full, the tables are rewritten and crops go too. Exits 1 if a table's
+    lock is not granted in time or the user may not vacuum it (the tables before it are done)."""
+    from service.gallery.postgres.maintenance import VacuumRefused, vacuum_personal_data
+
+    err = Console(stderr=True)
+    try:
+        report = vacuum_personal_data(
+            database_url,
+            full=full,
+            lock_timeout_s=lock_timeout,
+            progress=None if as_json else lambda table: err.print(f"vacuuming {table}", markup=False),
+        )
+    except VacuumRefused as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except FaceRecError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({"full": full, "tables": [dataclasses.asdict(t) for t in report]}))
+        return
+    out = Console()
+    for t in report:
+        before, after = t.bytes_before / 2**20, t.bytes_after / 2**20
+        out.print(f"  {t.table:<16} {before:>9.1f} MiB -> {after:>9.1f} MiB  {t.seconds:.2f} s", markup=False)

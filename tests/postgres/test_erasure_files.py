@@ -2,19 +2,23 @@
 cluster (real photos, MTCNN, FaceNet), with faces in the photo library, is erased; then the cluster's files (the
 database's heap, TOAST and index files, and ``pg_wal``) are scanned for the bytes of their embeddings (float32
 little-endian: pgvector's ``vector`` and the photo store's ``bytea`` both hold them so) and crops (PNG), at each
-step that docs/GALLERY.md ("What erasure removes") names: when the DELETE returns, after ``VACUUM``, after
-``VACUUM FULL``."""
+step that docs/GALLERY.md ("What erasure removes") names: when the DELETE returns, after ``facerec gallery vacuum``
+(``VACUUM``), after ``facerec gallery vacuum --full`` (``VACUUM FULL``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from service.cli import app
 from service.devdb import DevCluster
 from tests.service.conftest import dataset
 from tests.service.helpers import images
@@ -56,6 +60,15 @@ def _leaks(cluster: DevCluster, db_oid: int, secrets: list[bytes]) -> dict[str, 
     return out
 
 
+def _vacuum(url: str, *flags: str) -> dict[str, Any]:
+    """``facerec gallery vacuum [flags] --json`` as the service's own user (the tables' owner)."""
+    result = CliRunner().invoke(app, ["gallery", "vacuum", "--database-url", url, "--json", *flags])
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert {t["table"] for t in report["tables"]} >= set(TABLES)
+    return report
+
+
 def test_what_postgresql_keeps_of_an_erased_person(
     server: Server, pg_url: str, pg_cluster: DevCluster, dataset: Path
 ) -> None:
@@ -91,7 +104,7 @@ def test_what_postgresql_keeps_of_an_erased_person(
             assert r.status_code == 204, r.text
             su.execute("CHECKPOINT")
             steps = {"delete": _leaks(pg_cluster, db_oid, embeddings + crops)}
-            su.execute(f"VACUUM {', '.join(TABLES)}")
+            _vacuum(pg_url)
             su.execute("CHECKPOINT")
             steps["vacuum"] = _leaks(pg_cluster, db_oid, embeddings + crops)
             names = {
@@ -99,7 +112,7 @@ def test_what_postgresql_keeps_of_an_erased_person(
                 for node, name in su.execute("SELECT pg_relation_filenode(oid), relname FROM pg_class").fetchall()
                 if node is not None
             }
-            su.execute(f"VACUUM FULL {', '.join(TABLES)}")
+            _vacuum(pg_url, "--full")
             su.execute("CHECKPOINT")
             steps["vacuum full"] = _leaks(pg_cluster, db_oid, embeddings + crops)
     named = {step: {w: sorted(names.get(f, f) for f in fs) for w, fs in found.items()} for step, found in steps.items()}
