@@ -15,20 +15,25 @@ connection, no status line and headers within the attempt's deadline) is retried
 
 Each attempt has an overall deadline (``FACEREC_WEBHOOK_TIMEOUT_S``), not only a timeout per read: a receiver
 that sends its answer one byte at a time, each within a read timeout, would otherwise hold the sender (and every
-later delivery) for hours. A watchdog (:class:`Deadline`) shuts the attempt's connection down when it passes.
+later delivery) for hours. A watchdog (:class:`Deadline`) shuts the attempt's connection down when it passes; the
+receiver's (or proxy's) host name is looked up first, in a worker thread waited on until the same deadline
+(:class:`HostLookup`), since a lookup blocked on an unanswering DNS server cannot be cut.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -64,12 +69,13 @@ class Deadline:
     It learns the attempt's sockets from httpx's ``trace`` extension (pass :meth:`trace` as
     ``extensions={"trace": ...}``), so the client must open a connection for each attempt (no keep-alive). It
     keeps a duplicate of each socket (the same connection), which a TLS handshake does not detach, and closes
-    those when the attempt ends. (Resolving the receiver's host name is bounded by the resolver, not by this.)
+    those when the attempt ends. (A host name lookup has no socket to shut: :class:`HostLookup` bounds it.)
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
+        self._ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._timer = threading.Timer(seconds, self.expire)
@@ -106,6 +112,10 @@ class Deadline:
         if self.expired:
             _shut(sock)
 
+    def remaining(self) -> float:
+        """Seconds left before the deadline (0 once it has passed or the attempt was cut)."""
+        return 0.0 if self.expired else max(0.0, self._ends - time.monotonic())
+
     def expire(self) -> None:
         """Cut the attempt now (the timer calls this at the deadline; closing the sender calls it too)."""
         with self._lock:
@@ -119,6 +129,50 @@ def _shut(sock: socket.socket) -> None:
     ``close`` does not do). A socket already closed or detached is left as it is."""
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the socket's own, under any TLS wrapper
+
+
+class HostLookup:
+    """Host name lookups of delivery attempts, bounded by their deadline: ``getaddrinfo`` runs in one worker thread
+    and the attempt waits for it no longer than its :class:`Deadline`. A lookup that outlives the deadline keeps
+    the worker until the resolver gives up; the next attempt's lookup queues behind it and, while DNS stays
+    unanswering, runs into its own deadline too: never more than one lookup thread. The connection then looks the
+    name up again (from the resolver's cache where there is one); a proxy's host is looked up instead of the
+    receiver's when the environment routes the URL through one (as httpx does)."""
+
+    def __init__(self) -> None:
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="facerec-webhook-lookup")
+
+    @staticmethod
+    def host_of(url: str) -> tuple[str, int] | None:
+        """The host and port the connection for ``url`` is opened to (its proxy's, if any); None for an IP
+        address, which needs no lookup."""
+        target = httpx.URL(url)
+        proxies = urllib.request.getproxies()
+        proxy = proxies.get(target.scheme) or proxies.get("all")
+        if proxy and not urllib.request.proxy_bypass(target.host):
+            target = httpx.URL(proxy if "://" in proxy else f"http://{proxy}")
+        host = target.host
+        try:
+            ipaddress.ip_address(host)
+            return None
+        except ValueError:
+            pass
+        return host, target.port or (443 if target.scheme == "https" else 80)
+
+    def check(self, url: str, deadline: Deadline) -> str | None:
+        """None once the lookup of the connection's host name has ended within ``deadline`` (a failed lookup too:
+        the connection then reports it as before); else why not (the attempt fails)."""
+        where = self.host_of(url)
+        if where is None:
+            return None
+        future = self._worker.submit(socket.getaddrinfo, *where, type=socket.SOCK_STREAM)
+        while not future.done() and deadline.remaining() > 0:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                future.result(timeout=min(0.1, deadline.remaining()))
+        return None if future.done() else f"the lookup of {where[0]} took longer than the deadline"
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
 
 def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
@@ -148,6 +202,7 @@ class WebhookSender:
         # a connection per attempt (no keep-alive): the attempt's :class:`Deadline` must see it open to cut it
         limits = httpx.Limits(max_keepalive_connections=0)
         self._client = httpx.Client(timeout=timeout_s, limits=limits, follow_redirects=False)
+        self._lookup = HostLookup()
         self._attempt: Deadline | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -175,6 +230,7 @@ class WebhookSender:
             attempt.expire()
         self._thread.join(timeout_s)
         self._client.close()
+        self._lookup.close()
 
     def deliver(self, event: Event) -> str | None:
         """One attempt, ended by its deadline (``timeout_s``) at the latest; None on a 2xx, else the reason."""
@@ -190,13 +246,14 @@ class WebhookSender:
         if self._stop.is_set():  # :meth:`close` may not have seen this attempt
             deadline.expire()
         try:  # the answer's body is never read: a receiver may send an endless one (memory, a stuck sender)
-            with (
-                deadline,
-                self._client.stream(
+            with deadline:
+                problem = self._lookup.check(self.url, deadline)
+                if problem is not None:
+                    return "stopped" if self._stop.is_set() else problem
+                with self._client.stream(
                     "POST", self.url, content=body, headers=headers, extensions={"trace": deadline.trace}
-                ) as r,
-            ):
-                status = r.status_code
+                ) as r:
+                    status = r.status_code
         except (httpx.HTTPError, OSError) as exc:
             if not deadline.expired:
                 return type(exc).__name__

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.config import Settings
 from service.events.store import CLAIM_S, Event, SQLiteEventStore
-from service.events.webhooks import WebhookSender
+from service.events.webhooks import HostLookup, WebhookSender
 
 DEADLINE_S = 1.5
 SLACK_S = 1.0
@@ -228,3 +229,89 @@ def test_a_batch_runs_into_its_deadlines_within_half_the_claim(store: SQLiteEven
         assert sender.batch_size * timeout_s <= CLAIM_S / 2
     with pytest.raises(ValueError):
         Settings(webhook_timeout_s=CLAIM_S)
+
+
+class HangingResolver:
+    """``socket.getaddrinfo`` for the name ``receiver.test``: blocks (as on a DNS server that does not answer)
+    until :meth:`answer`, then resolves it to 127.0.0.1; other names resolve as usual."""
+
+    NAME = "receiver.test"
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.original = socket.getaddrinfo
+        self.answered = threading.Event()
+        self.lookups = 0
+        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
+
+    def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != self.NAME:
+            return self.original(host, port, *args, **kwargs)
+        self.lookups += 1
+        self.answered.wait(30.0)
+        return self.original("127.0.0.1", port, *args, **kwargs)
+
+    def answer(self) -> None:
+        self.answered.set()
+
+
+def test_a_host_name_lookup_that_hangs_ends_at_the_deadline(
+    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver's name whose DNS server never answers: each attempt still ends at its deadline, saying so, and
+    the lookups of later attempts queue behind the hung one (one lookup thread, not one per attempt); once DNS
+    answers, deliveries go through."""
+    resolver = HangingResolver(monkeypatch)
+    receiver = DripReceiver(slow=0)
+    port = receiver.url.rsplit(":", 1)[1].split("/")[0]
+    sender = WebhookSender(store, url=f"http://{resolver.NAME}:{port}/hook", secret="k", timeout_s=DEADLINE_S).start()
+    try:
+        for i in range(2):
+            error, took = timed_deliver(sender, event(i), DEADLINE_S + SLACK_S)
+            assert error is not None and f"lookup of {resolver.NAME}" in error and "deadline" in error, error
+            assert took >= DEADLINE_S - 0.1
+        assert resolver.lookups == 1  # the second waited behind the first
+        assert len([t for t in threading.enumerate() if t.name.startswith("facerec-webhook-lookup")]) == 1
+        resolver.answer()
+        error, _ = timed_deliver(sender, event(2), DEADLINE_S + SLACK_S)
+        assert error is None
+        assert len(receiver.answered) == 1
+    finally:
+        resolver.answer()
+        receiver.close()
+        sender.close()
+
+
+def test_close_cuts_a_hanging_lookup(store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping the server while the receiver's name is being looked up does not wait for DNS."""
+    resolver = HangingResolver(monkeypatch)
+    store.add([event(1)], outbox=True)
+    sender = WebhookSender(store, url=f"http://{resolver.NAME}:9/hook", secret="k", timeout_s=30.0).start()
+    try:
+        assert soon(lambda: resolver.lookups == 1, 5.0)
+        t0 = time.monotonic()
+        sender.close()
+        assert time.monotonic() - t0 < 1.0
+        assert not sender._thread.is_alive()
+        assert store.pending_count() == 1
+    finally:
+        resolver.answer()
+        sender.close()
+
+
+def test_the_name_looked_up_is_the_one_connected_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver's host, or its proxy's when the environment routes the URL through one (as httpx does); an IP
+    address needs no lookup."""
+    for var in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    assert HostLookup.host_of("https://hooks.example.com/x") == ("hooks.example.com", 443)
+    assert HostLookup.host_of("http://hooks.example.com:8080/x") == ("hooks.example.com", 8080)
+    assert HostLookup.host_of("http://127.0.0.1:9/x") is None
+    assert HostLookup.host_of("http://[::1]:9/x") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.net:3128")
+    assert HostLookup.host_of("https://hooks.example.com/x") == ("proxy.example.net", 3128)
+    monkeypatch.setenv("NO_PROXY", "hooks.example.com")
+    assert HostLookup.host_of("https://hooks.example.com/x") == ("hooks.example.com", 443)
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "http://all.example.net:8000")
+    assert HostLookup.host_of("https://hooks.example.com/x") == ("all.example.net", 8000)
