@@ -351,3 +351,8 @@ class Readiness(BaseModel):
     gallery: bool
     model_id: str | None = None
     threshold: float | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Why not ready: the model is still loading, the model failed to load (the log has the details; "
+        "a restart is needed), or the gallery is closed.",
+    )

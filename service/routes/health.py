@@ -22,17 +22,27 @@ async def healthz() -> Health:
     "/readyz",
     summary="Readiness: the model is loaded and warm and the gallery is open",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Not ready yet (model loading or gallery closed)."}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Not ready: `reason` says why (model loading or failed, gallery closed).",
+        }
+    },
 )
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     analyzer = state.analyzer
+    if analyzer is None:
+        reason = state.load_error or "the model is still loading"
+    else:
+        reason = None if state.gallery is not None else "the gallery is closed"
     body = Readiness(
         ready=analyzer is not None and state.gallery is not None,
         model=analyzer is not None,
         gallery=state.gallery is not None,
         model_id=analyzer.model_id if analyzer is not None else None,
         threshold=analyzer.threshold if analyzer is not None else None,
+        reason=reason,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

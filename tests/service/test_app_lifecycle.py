@@ -34,6 +34,7 @@ def test_not_ready_until_the_model_is_loaded(tmp_path: Path) -> None:
             "gallery": True,
             "model_id": None,
             "threshold": None,
+            "reason": "the model is still loading",
         }
         assert client.get("/healthz").status_code == 200
         busy = client.post("/v1/detect", files={"image": png(8, 8)})
@@ -41,6 +42,7 @@ def test_not_ready_until_the_model_is_loaded(tmp_path: Path) -> None:
         release.set()
         wait_until(lambda: client.get("/readyz").status_code == 200)
         assert client.get("/readyz").json()["model_id"] == "fake"
+        assert client.get("/readyz").json()["reason"] is None
         assert client.post("/v1/detect", files={"image": png(8, 8)}).json() == {
             "width": 20,
             "height": 10,
@@ -57,7 +59,10 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path: Path) -> None:
         wait_until(lambda: app.state.load_error is not None)
         r = client.post("/v1/detect", files={"image": png(8, 8)})
         assert r.status_code == 503 and "failed to load" in r.json()["error"]["message"]
-        assert "/secret" not in r.text and client.get("/readyz").status_code == 503
+        assert "/secret" not in r.text
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["reason"] == "the model failed to load: OSError"
+        assert "/secret" not in ready.text
 
 
 def test_unexpected_errors_carry_no_raw_text(tmp_path: Path) -> None:
