@@ -7,13 +7,16 @@ Each record says who (``actor``: the API key's id and name, ``"local"`` for the 
 UTC) and through what (``via``: ``api`` or ``cli``). It never holds image bytes, embeddings or tokens. Every
 record is flushed and fsynced before the request (or command) that made the change answers, and lines are
 written whole under a lock (and ``O_APPEND``), so concurrent writers (the server and ``facerec keys``) do not
-interleave.
+interleave. A record that cannot be written (a full disk, a read-only or failing file system) is
+:class:`StorageFull` (507) / :class:`StorageUnavailable` (503) saying that the change itself was made.
 """
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -22,10 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from service.gallery.errors import StorageError, StorageFull, StorageUnavailable
 from service.keys import ApiKey
 from service.sqlite_file import usable
 
+log = logging.getLogger("facerec.audit")
+
 AUDIT_FILE = "audit.log"
+FULL_ERRNO = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""OS errors of a write that mean the disk (or the user's quota, or the largest file) is full."""
 
 Action = Literal[
     "subject.create",
@@ -58,6 +66,14 @@ def cli_actor() -> str:
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
         user = f"uid{os.getuid()}"
     return f"cli:{user}"
+
+
+def unwritable(exc: OSError) -> StorageError:
+    """The error of an audit record the OS refused: :class:`StorageFull` (507) for a full disk, else
+    :class:`StorageUnavailable` (503); both say that the change itself was made (only its record is missing)."""
+    why = exc.strerror or type(exc).__name__
+    text = f"the change was made, but the audit log ({AUDIT_FILE}) cannot be written: {why}"
+    return StorageFull(text) if exc.errno in FULL_ERRNO else StorageUnavailable(text)
 
 
 class AuditStore(ABC):
@@ -105,16 +121,20 @@ class AuditLog(AuditStore):
         self._lock = threading.Lock()
 
     def _append(self, entry: dict[str, Any]) -> None:
-        """Append one line and fsync it."""
+        """Append one line and fsync it; an OS error is :func:`unwritable`'s 507/503."""
         line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.error("the audit log %s cannot be written: %s; unrecorded: %s", self.path, exc, entry)
+                raise unwritable(exc) from exc
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first (a line that is not a JSON object is skipped);

@@ -318,6 +318,24 @@ def test_audit_log_of_the_local_user_and_of_key_changes(tmp_path: Path) -> None:
     assert unreadable.exit_code == 1 and "error: storage_unavailable: " in unreadable.output, unreadable.output
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a file whose writes fail with ENOSPC)")
+def test_an_audit_log_that_cannot_be_written_is_a_507_or_503_not_a_500(tmp_path: Path) -> None:
+    log = tmp_path / "data" / "audit.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
+    with local(app_with(tmp_path, lambda s: FakeAnalyzer()), raise_server_exceptions=False) as client:
+        full = client.post("/v1/subjects", json={"name": "Ada"})
+        assert full.status_code == 507, full.text
+        assert full.json()["error"]["code"] == "insufficient_storage"
+        assert "the change was made" in full.json()["error"]["message"]
+        (made,) = client.get("/v1/subjects").json()["items"]  # the message is true: the subject exists
+        log.unlink()
+        log.mkdir()  # not a file: the OS refuses it (EISDIR)
+        refused = client.delete(f"/v1/subjects/{made['id']}")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "storage_unavailable", refused.text
+        assert "the change was made" in refused.json()["error"]["message"]
+
+
 def test_long_caller_ids_are_bucketed_by_digest() -> None:
     assert bucket_id("key:abc") == "key:abc"
     long_a, long_b = "ip:" + "a" * 5000, "ip:" + "a" * 4999 + "b"
