@@ -6,8 +6,10 @@ frames (a small pipeline: on two cores, decoding, detection and the encoder over
 Overload drops frames, never requests: the reader overwrites a frame the processor has not taken yet (counted
 as dropped), and the processor takes the newest frame only once it holds the gate, whose few permits are all the
 CPU that streams and video jobs may use at once. A failed open or read is retried with exponential backoff
-(0.25 s doubling up to ``max_backoff_s``); the tracker's clock stops while the stream is down, so a person
-still in view after a reconnect keeps their track and is not announced twice.
+(0.25 s doubling up to ``max_backoff_s``); a connection that ends within ``STABLE_S`` of opening (a snapshot
+URL, a camera that accepts and hangs up) counts as a failed open, so such a source is not reopened in a tight
+loop. The tracker's clock stops while the stream is down, so a person still in view after a reconnect keeps
+their track and is not announced twice.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ log = logging.getLogger("facerec.streams")
 
 WINDOW_S = 5.0
 """Rates (frames per second in and processed) are averaged over this many seconds."""
+
+STABLE_S = 5.0
+"""A connection that lasted this long (s) resets the reconnection backoff; one ending sooner backs off."""
 
 
 @dataclass
@@ -117,8 +122,9 @@ class StreamWorker:
                 self.reconnects += 1
                 log.info("stream %s reconnected to %s", self.cfg.id, redact(self.cfg.url))
             connected_before = True
-            self._outage_s += time.monotonic() - down_since
-            self.state, self.connected_since, backoff = "running", time.time(), 0.25
+            opened = time.monotonic()
+            self._outage_s += opened - down_since
+            self.state, self.connected_since = "running", time.time()
             try:
                 while not self._stop.is_set():
                     ok, frame = cap.read()
@@ -139,6 +145,11 @@ class StreamWorker:
             if not self._stop.is_set():
                 self.state, self.connected_since = "reconnecting", None
                 log.warning("stream %s lost (%s); reconnecting", self.cfg.id, self.last_error)
+                if down_since - opened >= STABLE_S:
+                    backoff = 0.25
+                else:  # it opened but ended at once: wait as after a failed open
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_s)
 
     # ---- processing ------------------------------------------------------------------------------
 
