@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -179,6 +180,27 @@ def test_cli_configuration_errors_are_one_line(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(cli_app, ["keys", "list", "--data", data])
     assert result.exit_code == 1 and result.output.startswith("error: backend_unavailable: "), result.output
     assert "pw-4242" not in result.output and "127.0.0.1:1" in result.output
+
+
+FLOAT_SETTINGS = sorted(
+    name for name, field in Settings.model_fields.items() if float in (field.annotation, *get_args(field.annotation))
+)
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "nan"])
+def test_no_setting_takes_a_number_that_is_not_finite(value: str) -> None:
+    """``inf`` passed every setting without an upper bound: FACEREC_BATCH_MAX_WAIT_MS=inf killed the encoder
+    thread at its first wait (OverflowError; requests then hung), FACEREC_MALLOC_TRIM_S=inf the trimmer's."""
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+
+    assert "batch_max_wait_ms" in FLOAT_SETTINGS and "malloc_trim_s" in FLOAT_SETTINGS
+    for name in FLOAT_SETTINGS:
+        variable = f"FACEREC_{name.upper()}"
+        result = CliRunner().invoke(cli_app, ["keys", "list", "--data", "/nonexistent"], env={variable: value})
+        assert result.exit_code == 2, (variable, result.output)
+        assert result.output.startswith(f"error: {variable}: ") and len(result.output.splitlines()) == 1, result.output
 
 
 def test_a_database_url_shows_no_secret_anywhere() -> None:
