@@ -10,6 +10,10 @@ The same check applies the rate limit (``service.ratelimit``): per key id once t
 IP for the key-less local user and for requests whose key is missing or wrong (so guessing keys is limited
 too).
 
+FastAPI reads and parses a route's declared body (JSON) before any dependency runs, so routes with one use
+:class:`AdmitFirst`: the key is checked before the body is read, and a request without a good key gets its
+401/403/429 whatever its body (not a 422 for broken JSON, unlimited, to anyone).
+
 Each check reads the key store and the rate limiter, which may be a database: it runs in a worker thread, so
 a database that is slow or away (each call then waits up to ``FACEREC_DB_TIMEOUT_S`` before its 503) holds
 only that request, never the event loop and every other request with it.
@@ -17,10 +21,12 @@ only that request, never the event loop and every other request with it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Request, Security
+from fastapi import Request, Response, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
@@ -83,11 +89,51 @@ def admit(request: Request, token: str | None, scope: Scope) -> ApiKey:
     return key
 
 
+ADMITTED = "facerec.admitted_key"
+"""The ASGI scope entry where :class:`AdmitFirst` leaves the key it admitted, for :class:`Require` to return."""
+
+
+class Require:
+    """The dependency admitting keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a
+    lacking scope (checked in a worker thread, see the module doc); the key :class:`AdmitFirst` admitted, if any."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope: Scope = scope
+
+    async def __call__(self, request: Request, token: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
+        admitted: ApiKey | None = request.scope.get(ADMITTED)
+        if admitted is not None:
+            return admitted
+        return await run_in_threadpool(admit, request, token, self.scope)
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
-    """Admit keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a lacking scope (checked
-    in a worker thread, see the module doc)."""
+    """The dependency of routes that need ``scope`` (:class:`Require`)."""
+    return Require(scope)
 
-    async def check(request: Request, token: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
-        return await run_in_threadpool(admit, request, token, scope)
 
-    return check
+def required_scope(dependant: Dependant) -> Scope | None:
+    """The scope a route's :class:`Require` dependency (direct or nested) asks for, or None."""
+    for dep in dependant.dependencies:
+        scope = dep.call.scope if isinstance(dep.call, Require) else required_scope(dep)
+        if scope is not None:
+            return scope
+    return None
+
+
+class AdmitFirst(APIRoute):
+    """A route whose key is checked before FastAPI reads its body (the routers' ``route_class``); routes without
+    a declared body, or without a key, run as usual."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        scope = required_scope(self.dependant)
+        if scope is None or self.body_field is None:
+            return handler
+
+        async def admitted_first(request: Request) -> Response:
+            token = request.headers.get(api_key_header.model.name)
+            request.scope[ADMITTED] = await run_in_threadpool(admit, request, token, scope)
+            return await handler(request)
+
+        return admitted_first

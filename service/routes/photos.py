@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import recognition
 from service.audit import actor_of
+from service.auth import AdmitFirst
 from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer, get_runner
 from service.errors import BadRequest
 from service.ids import ROW_ID_MAX
@@ -40,7 +41,7 @@ from service.routes.cursors import int_cursor
 from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
 
-router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422))
+router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422), route_class=AdmitFirst)
 """Every endpoint: 401/403 for keys, 403 ``photo_library_disabled`` when the library is off, 422 for bad input."""
 
 IMAGE_ERRORS = errors(*AUTH, 413, 415, 422, 429, 503)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import AdmitFirst
 from service.config import MIN_FPS
 from service.deps import AdminKey
 from service.errors import ServiceError
@@ -18,7 +19,7 @@ from service.schemas import ErrorResponse
 from service.streams.store import StreamNotFound, TooManyStreams
 from service.video.decode import CAMERA_SOURCE
 
-router = APIRouter(prefix="/v1/streams", tags=["streams"])
+router = APIRouter(prefix="/v1/streams", tags=["streams"], route_class=AdmitFirst)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 

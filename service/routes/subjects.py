@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import AdmitFirst
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
 from service.erasure import erase_subject
@@ -14,7 +15,7 @@ from service.media import MediaDep
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
 
-router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"], route_class=AdmitFirst)
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,31 @@ def test_no_stack_traces_or_internal_paths_in_responses(tmp_path: Path) -> None:
 
 
 # ---- embeddings only for admin; bounded pagination ---------------------------------------------------------
+
+
+def test_the_key_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
+    """FastAPI parses a declared JSON body before any dependency: broken JSON was a 422 to anyone, not rate
+    limited, on the routes with one (subjects, streams, clusters). Every route that takes a body, any body."""
+    (recognize,) = keys(tmp_path, "recognize")
+    app = app_with(tmp_path, lambda s: FakeAnalyzer(), rate_limit_per_minute=60, rate_limit_burst=1000)
+    broken, json_type = b'{"name": ', {"Content-Type": "application/json"}
+    with TestClient(app) as client:
+        routes = [
+            (method.upper(), re.sub(r"\{[^}]+\}", "1", path))
+            for path, item in client.get("/openapi.json").json()["paths"].items()
+            for method, op in item.items()
+            if "requestBody" in op
+        ]
+        assert ("POST", "/v1/subjects") in routes and ("POST", "/v1/streams") in routes
+        for method, path in routes:
+            r = client.request(method, path, content=broken, headers=json_type)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", (method, path, r.text)
+        for method, path in (("POST", "/v1/subjects"), ("PATCH", "/v1/subjects/1"), ("POST", "/v1/streams")):
+            r = client.request(method, path, content=broken, headers={**json_type, "X-API-Key": recognize})
+            assert r.status_code == 403, (method, path, r.text)
+    with TestClient(app_with(tmp_path, lambda s: FakeAnalyzer(), rate_limit_burst=2)) as limited:
+        codes = [limited.post("/v1/subjects", content=broken, headers=json_type).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
 
 
 def test_embeddings_only_for_admin_keys(tmp_path: Path) -> None:
