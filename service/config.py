@@ -311,6 +311,10 @@ class Settings(BaseSettings):
                 f"FACEREC_VECTOR_BACKEND={self.vector_backend} needs FACEREC_DATABASE_URL (postgresql://...); "
                 "without a database the gallery is embedded (faiss)"
             )
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError(
+                "FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty: every delivery is signed with it"
+            )
         return self
 
     @property

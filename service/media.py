@@ -47,10 +47,6 @@ LIVE_FULL_DETECT_S = 0.25
 around the tracked faces (:func:`service.video.regions.detect_near`). Video files search every frame whole."""
 
 
-class WebhookMisconfigured(ValueError):
-    """``FACEREC_WEBHOOK_URL`` is set without ``FACEREC_WEBHOOK_SECRET``."""
-
-
 def video_detector(settings: Settings, analyzer: FaceAnalyzer) -> FaceDetector:
     """The detector of video frames: the analyzer's settings, but faces under ``FACEREC_VIDEO_MIN_FACE_PX``
     (source pixels) are not looked for, which makes MTCNN's image pyramid (most of its cost) several times
@@ -91,8 +87,6 @@ class Media:
         metrics: Metrics | None = None,
         stores: MediaStores | None = None,
     ) -> None:
-        if settings.webhook_url and not settings.webhook_secret:
-            raise WebhookMisconfigured("FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty")
         self.settings = settings
         self._analyzer = analyzer
         self._detector: FaceDetector | None = None

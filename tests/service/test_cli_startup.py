@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.serverproc import free_port
 from service.commands.serve import listen_problem
 from tests.service.server import REPO, make_keys
 
@@ -75,6 +76,16 @@ def test_serve_refuses_a_port_in_use_before_creating_the_data_dir(tmp_path: Path
         proc, _, modules = serve(tmp_path, "--host", "127.0.0.1", "--port", str(port), "--data", str(data))
     assert_refused_early(proc, modules, f"127.0.0.1:{port}: address already in use")
     assert not data.exists()
+
+
+def test_serve_refuses_a_webhook_url_without_its_secret_in_one_line(tmp_path: Path) -> None:
+    """It used to start uvicorn and fail in the app's startup: a 60-line traceback, exit 3."""
+    env = {**clean_env(), "FACEREC_WEBHOOK_URL": "https://hooks.example/facerec"}
+    args = ["serve", "--port", str(free_port()), "--data", str(tmp_path / "data")]
+    proc = subprocess.run(facerec(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: FACEREC_WEBHOOK_URL is set but FACEREC_WEBHOOK_SECRET is empty"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "data").exists()
 
 
 def test_listen_check_binds_like_uvicorn_and_leaves_the_port_free() -> None:
