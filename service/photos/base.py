@@ -73,8 +73,12 @@ class PhotoStore(Protocol):
 
     def crop_png(self, face_id: int) -> bytes | None: ...
 
-    def photos_of_subject(self, subject_id: str, *, limit: int, offset: int) -> list[tuple[Photo, list[Observation]]]:
-        """Photos holding faces named ``subject_id``, newest first, each with those faces."""
+    def photos_of_subject(
+        self, subject_id: str, *, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[Photo, list[Observation]]]:
+        """Photos holding faces named ``subject_id``, newest first (by ``created_at``, then id), each with those
+        faces; ``after``: the ``(created_at, id)`` of the last photo of the previous page (a keyset, so photos
+        erased or indexed between two pages neither skip nor repeat any)."""
         ...
 
     def set_subject(self, ids: Sequence[int], subject_id: str, face_ids: Mapping[int, int]) -> None:

@@ -183,13 +183,16 @@ class SqlPhotoStore(SqlClusterEdits):
         rows = self._read("SELECT crop FROM observations WHERE id = ?", (face_id,))
         return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def photos_of_subject(self, subject_id: str, *, limit: int, offset: int) -> list[tuple[Photo, list[Observation]]]:
+    def photos_of_subject(
+        self, subject_id: str, *, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[Photo, list[Observation]]]:
+        where, args = ("", ()) if after is None else (" AND (p.created_at, p.id) < (?, ?)", after)
         with self.reader() as c:
             photos = c.execute(
                 "SELECT p.id, p.sha256, p.external_id, p.created_at FROM photos p WHERE p.id IN"
-                " (SELECT photo_id FROM observations WHERE subject_id = ?) ORDER BY p.created_at DESC, p.id"
-                " LIMIT ? OFFSET ?",
-                (subject_id, limit, offset),
+                f" (SELECT photo_id FROM observations WHERE subject_id = ?){where}"
+                " ORDER BY p.created_at DESC, p.id DESC LIMIT ?",
+                (subject_id, *args, limit),
             ).fetchall()
             out = []
             for row in photos:

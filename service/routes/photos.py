@@ -37,7 +37,7 @@ from service.photos.schemas import (
     SimilarFaceOut,
     SubjectPhotoPage,
 )
-from service.routes.cursors import int_cursor
+from service.routes.cursors import int_cursor, parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
 
@@ -184,10 +184,13 @@ async def subject_photos(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> SubjectPhotoPage:
-    offset = _offset(cursor)
+    """Newest first; ``next_cursor`` is the last photo listed, so photos erased or indexed while paging neither
+    make the next page skip a photo nor repeat one."""
+    after = parse_time_id_cursor(cursor)
     await run_in_threadpool(gallery.get_subject, subject_id)  # 404 for an unknown subject
-    rows = await run_in_threadpool(lambda: lib.store.photos_of_subject(subject_id, limit=limit + 1, offset=offset))
-    nxt = str(offset + limit) if len(rows) > limit else None
+    rows = await run_in_threadpool(lambda: lib.store.photos_of_subject(subject_id, limit=limit + 1, after=after))
+    last = rows[limit - 1][0] if len(rows) > limit else None
+    nxt = None if last is None else time_id_cursor(last.created_at, last.id)
     return SubjectPhotoPage(items=[PhotoOut.of(p, faces) for p, faces in rows[:limit]], next_cursor=nxt)
 
 

@@ -223,7 +223,7 @@ def test_cli_subject_delete_unnames_or_erases_its_photo_faces(dataset: Path, tmp
     def named(subject_id: str) -> int:
         store = SQLitePhotoStore(Path(data))
         try:
-            photos = store.photos_of_subject(subject_id, limit=100, offset=0)
+            photos = store.photos_of_subject(subject_id, limit=100)
             return sum(1 for _, faces in photos for f in faces if f.subject_id == subject_id)
         finally:
             store.close()

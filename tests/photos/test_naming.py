@@ -63,7 +63,7 @@ def assert_named_once(lib: PhotoLibrary, gallery: Any, cluster_id: int, emb: np.
     """Everything done exactly once: one subject "Ada" with the 3 faces that pass the gate, the 4 faces named."""
     subjects, _ = gallery.list_subjects(limit=50)
     assert [s.name for s in subjects] == ["Ada"] and subjects[0].face_count == 3
-    faces = lib.store.photos_of_subject(subjects[0].id, limit=10, offset=0)
+    faces = lib.store.photos_of_subject(subjects[0].id, limit=10)
     assert sum(len(fs) for _, fs in faces) == 4
     assert sum(f.face_id is not None for _, fs in faces for f in fs) == 3
     assert lib.store.pending_namings() == [] and lib.store.list_clusters(limit=5, offset=0, sample=1)[1] == 0
