@@ -33,9 +33,10 @@ class StreamLimit(ServiceError):
 
 class StreamCreate(RequestModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [{"name": "front door", "url": "rtsp://door:secret@127.0.0.1:8554/stream1", "fps": 5}]
-        }
+        },
     )
 
     name: str = Field(min_length=1, max_length=200)
