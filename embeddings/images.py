@@ -18,6 +18,8 @@ import contextlib
 import io
 import re
 import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
 
 import cv2
 import numpy as np
@@ -28,6 +30,10 @@ from embeddings.errors import ImageTooLarge, InvalidImage
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Default limit on width x height, checked from the header before any pixel is decoded."""
+
+DECODE_ADMISSION: ContextVar[Callable[[int], None] | None] = ContextVar("facerec_decode_admission", default=None)
+"""Set by a caller (a server's request thread) to be asked before each decode: called with the image's width x
+height once the header has passed the checks, it may block until the process has memory for it. Unset: no wait."""
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "HEIF", "AVIF", "PPM"})
 """Pillow format names; ``PPM`` is Pillow's name for every Netpbm variant (PBM, PGM and PPM)."""
@@ -166,6 +172,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.ND
             f"the image is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
             f"{max_pixels / 1e6:.1f} MP"
         )
+    admit = DECODE_ADMISSION.get()
+    if admit is not None:
+        admit(width * height)
     fast = _decode_jpeg(data, img)
     if fast is not None:
         return fast

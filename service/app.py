@@ -132,6 +132,7 @@ def create_app(
                 if batching and isinstance(analyzer, FaceAnalyzer):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
                 state.runner = make_runner(settings, state.batcher)
+                app.state.metrics.watch_budget(state.runner.budget)
                 detector = getattr(analyzer, "detector", None)
                 app.state.metrics.watch_detector(getattr(detector, "call_batcher", None))
                 state.analyzer = analyzer

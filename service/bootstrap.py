@@ -45,6 +45,7 @@ from service.gallery import (
 from service.gallery.sqlite import DB_NAME
 from service.keys import KeyStore
 from service.metrics import Metrics
+from service.pixel_budget import PixelBudget
 from service.ratelimit import RateLimiter
 from service.runner import Runner
 from service.sqlite_file import usable
@@ -96,13 +97,16 @@ def start_batcher(analyzer: FaceAnalyzer, settings: Settings, metrics: Metrics) 
 
 def make_runner(settings: Settings, batcher: MicroBatcher | None) -> Runner:
     """The runner of model calls, with its limits: ``FACEREC_INFERENCE_THREADS`` at once, plus (with a
-    batcher) a full batch more, since requests waiting for the encoder use no CPU; the batcher tracks them."""
+    batcher) a full batch more, since requests waiting for the encoder use no CPU; the batcher tracks them; the
+    decoded pixels they hold at once, ``FACEREC_DECODE_BUDGET_MP``."""
+    budget = PixelBudget(round(settings.decode_budget_mp * 1e6)) if settings.decode_budget_mp > 0 else None
     if batcher is None:
-        return Runner(threads=settings.inference_threads, max_pending=settings.max_pending)
+        return Runner(threads=settings.inference_threads, max_pending=settings.max_pending, budget=budget)
     return Runner(
         threads=settings.inference_threads + settings.batch_max_size,
         max_pending=settings.max_pending,
         tracker=batcher.producer,
+        budget=budget,
     )
 
 

@@ -157,6 +157,15 @@ class Settings(BaseSettings):
         ),
     )
     max_pending: int = Field(default=64, ge=1, description="Requests allowed to wait for the model; more get 429.")
+    decode_budget_mp: float = Field(
+        default=80.0,
+        ge=0.0,
+        description=(
+            "Decoded megapixels (width x height / 1e6) that requests may hold at once; a request whose photo does "
+            "not fit waits its turn (a larger photo runs alone). Bounds the memory of concurrent large uploads "
+            "(~3 bytes a pixel, ~7.5 while decoding); 0 = no limit."
+        ),
+    )
     inference_threads: int = Field(
         default=2,
         ge=1,

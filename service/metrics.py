@@ -81,6 +81,21 @@ class Metrics:
         self.detector_queue = Gauge(
             "facerec_detector_queue_calls", "MTCNN network calls waiting for the detector.", registry=self.registry
         )
+        self.decode_pixels = Gauge(
+            "facerec_decode_pixels_held",
+            "Decoded pixels held by requests now (FACEREC_DECODE_BUDGET_MP).",
+            registry=self.registry,
+        )
+        self.decode_waiting = Gauge(
+            "facerec_decode_waiting_requests",
+            "Requests waiting for room in the decode budget now.",
+            registry=self.registry,
+        )
+        self.decode_waits = Gauge(
+            "facerec_decode_waits",
+            "Decodes that waited for room in the decode budget since start.",
+            registry=self.registry,
+        )
         self.subjects = Gauge("facerec_gallery_subjects", "Subjects in the gallery.", registry=self.registry)
         self.gallery_faces = Gauge("facerec_gallery_faces", "Faces in the gallery.", registry=self.registry)
 
@@ -102,6 +117,14 @@ class Metrics:
         self.detector_calls.set_function(lambda: batcher.stats.calls)
         self.detector_jobs.set_function(lambda: batcher.stats.jobs)
         self.detector_queue.set_function(lambda: batcher.queued)
+
+    def watch_budget(self, budget: Any) -> None:
+        """Report a :class:`service.pixel_budget.PixelBudget` (None: nothing to report)."""
+        if budget is None:
+            return
+        self.decode_pixels.set_function(lambda: budget.held)
+        self.decode_waiting.set_function(lambda: budget.waiting)
+        self.decode_waits.set_function(lambda: budget.waits)
 
     def render(self, *, subjects: int | None, faces: int | None) -> bytes:
         """The text exposition, with the gallery gauges refreshed."""

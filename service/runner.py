@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 from service.errors import Overloaded
+from service.pixel_budget import PixelBudget
 
 T = TypeVar("T")
 
@@ -21,7 +22,8 @@ class Runner:
     """At most ``threads`` calls run at once and ``max_pending`` wait; one more is refused with 429.
 
     ``tracker`` (e.g. the micro-batcher's ``producer``) is entered around each call in its
-    worker thread, so that the batcher knows how many requests are on their way to the encoder.
+    worker thread, so that the batcher knows how many requests are on their way to the encoder; ``budget``'s
+    scope too, so that the photos a call decodes wait for room in it (:mod:`service.pixel_budget`).
     """
 
     def __init__(
@@ -30,14 +32,19 @@ class Runner:
         threads: int,
         max_pending: int,
         tracker: Callable[[], AbstractContextManager[Any]] | None = None,
+        budget: PixelBudget | None = None,
     ) -> None:
         self.limiter = anyio.CapacityLimiter(threads)
         self.max_pending = max_pending
         self.in_flight = 0
         self.tracker = tracker
+        self.budget = budget
 
     def _call(self, fn: Callable[[], T]) -> T:
-        with self.tracker() if self.tracker is not None else contextlib.nullcontext():
+        with (
+            self.tracker() if self.tracker is not None else contextlib.nullcontext(),
+            self.budget.scope() if self.budget is not None else contextlib.nullcontext(),
+        ):
             return fn()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> tuple[T, float]:
