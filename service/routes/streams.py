@@ -52,6 +52,8 @@ class StreamCreate(RequestModel):
     @field_validator("url")
     @classmethod
     def _source(cls, url: str) -> str:
+        if any(ch <= " " or ch == "\x7f" for ch in url):  # FFmpeg would send a CR/LF into the camera's request
+            raise ValueError("must not contain spaces or control characters (percent-encode them, e.g. %20)")
         if CAMERA_SOURCE.fullmatch(url):
             return url
         if not url.lower().startswith(URL_SCHEMES):

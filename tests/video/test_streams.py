@@ -164,6 +164,8 @@ def test_bad_streams_are_refused(client: httpx.Client) -> None:
         {"name": "x", "url": "http://"},
         {"url": "rtsp://h/x"},
         {"name": "x", "url": "rtsp://h/x", "fsp": 30},  # a misspelt field was ignored: the stream ran at 5 fps
+        {"name": "x", "url": "rtsp://h/cam\r\nX-Injected: yes"},  # FFmpeg sent the header line to the camera
+        {"name": "x", "url": "http://h/my cam.mjpg"},
     ):
         r = client.post("/v1/streams", json=body)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
