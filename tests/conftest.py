@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,3 +54,19 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+
+
+def decoded_with_peak(data: bytes) -> tuple[Any, int]:
+    """``decode_image(data)`` and the most bytes Python-visible allocations (numpy arrays, bytes) held at once
+    during it (tracemalloc; OpenCV's and Pillow's own buffers are not seen)."""
+    import tracemalloc
+
+    from embeddings.images import decode_image
+
+    tracemalloc.start()
+    try:
+        out = decode_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, peak

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from embeddings import ImageTooLarge, InvalidImage, decode_image
+from tests.conftest import decoded_with_peak
 
 
 def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -225,8 +226,6 @@ def test_truncated_pgm_is_invalid() -> None:
 def test_a_large_png_is_copied_out_of_pillow_in_strips(orientation: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pillow's pixels reach the array a strip of rows at a time, and an image without an orientation to apply is
     not copied by ``exif_transpose``: beside Pillow's own buffer, little more than the result is alive at once."""
-    import tracemalloc
-
     from embeddings import images
 
     monkeypatch.setattr(images, "STRIP_BYTES", 1 << 20)  # strips small beside the image, as at 40 MP
@@ -235,12 +234,7 @@ def test_a_large_png_is_copied_out_of_pillow_in_strips(orientation: int, monkeyp
     exif[0x0112] = orientation
     data = _encode(img, "PNG", exif=exif.tobytes(), compress_level=1)
     image_bytes = 3200 * 2000 * 3
-    tracemalloc.start()
-    try:
-        out = decode_image(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = decoded_with_peak(data)
     expected = np.asarray(img) if orientation == 1 else np.rot90(np.asarray(img), -1)
     np.testing.assert_array_equal(out, expected)
     assert out.flags.writeable and out.flags.c_contiguous

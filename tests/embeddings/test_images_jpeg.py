@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from embeddings import InvalidImage, decode_image
 from embeddings.images import EXIF_ORIENTATION, _decode_jpeg, upright
-from tests.conftest import image_files
+from tests.conftest import decoded_with_peak, image_files
 
 
 def pillow_rgb(data: bytes) -> npt.NDArray[np.uint8]:
@@ -110,15 +110,8 @@ def test_trailing_padding_and_a_broken_exif_block_stay_on_the_fast_path() -> Non
 def test_a_turned_jpeg_is_decoded_with_at_most_two_image_sized_arrays_alive(orientation: int) -> None:
     """A phone photo (stored landscape, EXIF 6) near the pixel limit must not hold three copies at once: the
     colour swap happens in place, after the turn, once the decoded array is let go."""
-    import tracemalloc
-
     data = jpeg(photo_like(1200, 800), orientation)
     image_bytes = 1200 * 800 * 3
-    tracemalloc.start()
-    try:
-        out = decode_image(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = decoded_with_peak(data)
     np.testing.assert_array_equal(out, pillow_rgb(data))
     assert peak < 2.2 * image_bytes, f"peak {peak / image_bytes:.2f} images"

@@ -200,6 +200,15 @@ def test_a_cut_attempt_is_retried_and_holds_the_others_no_longer_than_the_deadli
         receiver.close()
 
 
+def closes_at_once(sender: WebhookSender, store: SQLiteEventStore) -> None:
+    """``sender.close()`` returns within a second with its thread ended, the delivery it cut still pending."""
+    t0 = time.monotonic()
+    sender.close()
+    assert time.monotonic() - t0 < 1.0
+    assert not sender._thread.is_alive()
+    assert store.pending_count() == 1
+
+
 def test_close_cuts_the_attempt_in_flight(store: SQLiteEventStore) -> None:
     """Stopping the server does not wait for a dripping receiver: the delivery stays in the outbox."""
     receiver = DripReceiver()
@@ -210,11 +219,7 @@ def test_close_cuts_the_attempt_in_flight(store: SQLiteEventStore) -> None:
         while receiver.accepted < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(2 * DRIP_S)
-        t0 = time.monotonic()
-        sender.close()
-        assert time.monotonic() - t0 < 1.0
-        assert not sender._thread.is_alive()
-        assert store.pending_count() == 1
+        closes_at_once(sender, store)
     finally:
         sender.close()
         receiver.close()
@@ -288,11 +293,7 @@ def test_close_cuts_a_hanging_lookup(store: SQLiteEventStore, monkeypatch: pytes
     sender = WebhookSender(store, url=f"http://{resolver.NAME}:9/hook", secret="k", timeout_s=30.0).start()
     try:
         assert soon(lambda: resolver.lookups == 1, 5.0)
-        t0 = time.monotonic()
-        sender.close()
-        assert time.monotonic() - t0 < 1.0
-        assert not sender._thread.is_alive()
-        assert store.pending_count() == 1
+        closes_at_once(sender, store)
     finally:
         resolver.answer()
         sender.close()
