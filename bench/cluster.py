@@ -246,7 +246,7 @@ def scale(args: argparse.Namespace) -> None:
             f"pairR {sc.get('pair_recall', float('nan')):.4f})"
         )
         start = time.perf_counter()
-        _, total = lib.store.list_clusters(limit=50, offset=0, sample=4)
+        _, total = lib.store.list_clusters(limit=50, sample=4)
         ms = (time.perf_counter() - start) * 1000
         print(f"first page of clusters (GET /v1/clusters, {total} clusters): {ms:.0f} ms")
         search_figures(lib, emb, args, model, tmp)

@@ -83,7 +83,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         faces = sum(n for n, _ in results)
         joins = np.array([ms for _, ms in results])
-        _, clusters = lib.store.list_clusters(limit=1, offset=0, sample=0)
+        _, clusters = lib.store.list_clusters(limit=1, sample=0)
         print(
             f"{len(data)} LFW photos indexed in {seconds:.1f} s: {len(data) / seconds:.1f} photos/s "
             f"({args.mode}, {args.workers} workers, batch {args.batch if args.mode == 'pipeline' else 1}), "

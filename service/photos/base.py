@@ -98,8 +98,12 @@ class PhotoStore(Protocol):
         ...
 
     # ---------------------------------------------------------------- clusters
-    def list_clusters(self, *, limit: int, offset: int, sample: int) -> tuple[list[ClusterSummary], int]:
-        """A page of clusters, largest first (then oldest id), and the total number of clusters."""
+    def list_clusters(
+        self, *, limit: int, sample: int, after: tuple[int, int] | None = None, min_size: int = 1
+    ) -> tuple[list[ClusterSummary], int]:
+        """A page of the clusters of at least ``min_size`` faces, largest first (then oldest id), with ``sample``
+        face ids each, and how many such clusters there are. ``after``: the ``(size, id)`` of the previous page's
+        last cluster (a keyset: clusters named, merged or emptied meanwhile make the next page skip none)."""
         ...
 
     def cluster_faces(self, cluster_id: int) -> list[Observation]:

@@ -248,15 +248,18 @@ class SqlPhotoStore(SqlClusterEdits):
         return self._delete_where("subject_id IS NULL AND created_at < ?", (created_before,))
 
     # ---------------------------------------------------------------- clusters
-    def list_clusters(self, *, limit: int, offset: int, sample: int) -> tuple[list[ClusterSummary], int]:
+    def list_clusters(
+        self, *, limit: int, sample: int, after: tuple[int, int] | None = None, min_size: int = 1
+    ) -> tuple[list[ClusterSummary], int]:
+        groups = "FROM observations WHERE cluster_id IS NOT NULL GROUP BY cluster_id HAVING COUNT(*) >= ?"
+        keyset, args = "", [min_size]
+        if after is not None:  # after the previous page's last (size, id): largest first, then oldest id
+            keyset = " AND (COUNT(*) < ? OR (COUNT(*) = ? AND cluster_id > ?))"
+            args += [after[0], after[0], after[1]]
         with self.reader() as c:
-            total = c.execute(
-                "SELECT COUNT(DISTINCT cluster_id) FROM observations WHERE cluster_id IS NOT NULL"
-            ).fetchone()[0]
+            total = c.execute(f"SELECT COUNT(*) FROM (SELECT cluster_id {groups}) t", (min_size,)).fetchone()[0]
             rows = c.execute(
-                "SELECT cluster_id, COUNT(*) AS n FROM observations WHERE cluster_id IS NOT NULL"
-                " GROUP BY cluster_id ORDER BY n DESC, cluster_id LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"SELECT cluster_id, COUNT(*) AS n {groups}{keyset} ORDER BY n DESC, cluster_id LIMIT ?", (*args, limit)
             ).fetchall()
             out = []
             for cid, n in rows:

@@ -14,6 +14,7 @@ from service.audit import actor_of
 from service.auth import AdmitFirst
 from service.deps import AdminKey, AnalyzerDep, AuditDep, GalleryDep, RunnerDep, SettingsDep, get_analyzer, get_runner
 from service.errors import BadRequest
+from service.gallery.cursor import ROW_KEY
 from service.ids import ROW_ID_MAX
 from service.photos import clusters as ops
 from service.photos.errors import ObservationNotFound, PhotoLibraryDisabled
@@ -37,7 +38,7 @@ from service.photos.schemas import (
     SimilarFaceOut,
     SubjectPhotoPage,
 )
-from service.routes.cursors import int_cursor, parse_time_id_cursor, time_id_cursor
+from service.routes.cursors import NOT_ISSUED, parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
 
@@ -70,8 +71,14 @@ ClusterId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 FaceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
 
-def _offset(cursor: str | None) -> int:
-    return int_cursor(cursor) or 0
+def _cluster_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """The ``(size, id)`` of the last cluster of the previous page, from its cursor ``<size>_<id>``."""
+    if cursor is None:
+        return None
+    size, sep, cluster_id = cursor.partition("_")
+    if not sep or not ROW_KEY.fullmatch(size) or not ROW_KEY.fullmatch(cluster_id):
+        raise BadRequest(NOT_ISSUED)
+    return int(size), int(cluster_id)
 
 
 INDEX_DOC: dict[str, Any] = {
@@ -218,14 +225,17 @@ async def list_clusters(
     lib: LibraryDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query()] = None,
-    min_size: Annotated[int, Query(ge=1, description="Only clusters with at least this many faces.")] = 1,
+    min_size: Annotated[
+        int, Query(ge=1, le=ROW_ID_MAX, description="Only clusters with at least this many faces.")
+    ] = 1,
 ) -> ClusterPage:
-    offset = _offset(cursor)
+    """``total`` counts the clusters of at least ``min_size`` faces; ``next_cursor`` is the last cluster listed
+    (its size and id), so clusters named, merged or emptied while paging make the next page skip none."""
+    after = _cluster_cursor(cursor)
     items, total = await run_in_threadpool(
-        lambda: lib.store.list_clusters(limit=limit + 1, offset=offset, sample=SAMPLE_FACES)
+        lambda: lib.store.list_clusters(limit=limit + 1, sample=SAMPLE_FACES, after=after, min_size=min_size)
     )
-    items = [c for c in items if c.size >= min_size]
-    nxt = str(offset + limit) if len(items) > limit else None
+    nxt = f"{items[limit - 1].size}_{items[limit - 1].id}" if len(items) > limit else None
     return ClusterPage(
         items=[ClusterOut(id=c.id, size=c.size, sample_face_ids=c.sample_face_ids) for c in items[:limit]],
         total=total,

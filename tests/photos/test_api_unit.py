@@ -161,3 +161,39 @@ def test_a_subjects_photos_page_on_while_photos_are_deleted_and_indexed(client: 
     photo(6)  # indexed meanwhile: newer than every page, so on none of the next ones
     third = client.get(url, params={"limit": 2, "cursor": second["next_cursor"]}).json()
     assert [p["id"] for p in third["items"]] == [ids[1], ids[0]] and third["next_cursor"] is None
+
+
+def groups_of(c: TestClient, sizes: list[int]) -> list[int]:
+    """One cluster of each size (far-apart people, faces 0.02 around their centre); their cluster ids."""
+    lib = c.app.state.photos  # type: ignore[attr-defined]
+    rng = np.random.default_rng(2)
+    out = []
+    for g, size in enumerate(sizes):
+        centre = rng.standard_normal(128)
+        for i in range(size):
+            e = centre + rng.standard_normal(128) * 0.02
+            face = NewObservation((e / np.linalg.norm(e)).astype(np.float32), "m", {"x": 0, "y": 0}, {})
+            added = lib.add_faces(sha256=f"g{g}-{i}", external_id=None, faces=[face])
+        out.append(added.faces[0].cluster_id)
+    return out
+
+
+def test_clusters_page_on_while_the_listed_ones_are_named(client: TestClient) -> None:
+    """Naming (or merging) a cluster of the page being looked at makes the next page skip none (an offset cursor
+    skipped one per cluster gone); ``total`` and the pages count only clusters of ``min_size``."""
+    ids = groups_of(client, [5, 4, 3, 2, 1, 1])
+    first = client.get("/v1/clusters", params={"limit": 2}).json()
+    assert [c["id"] for c in first["items"]] == ids[:2] and first["total"] == 6
+    named = client.post(f"/v1/clusters/{ids[0]}/name", json={"name": "Ada"})
+    assert named.status_code == 200, named.text
+    second = client.get("/v1/clusters", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [c["id"] for c in second["items"]] == ids[2:4]
+    third = client.get("/v1/clusters", params={"limit": 2, "cursor": second["next_cursor"]}).json()
+    assert [c["id"] for c in third["items"]] == ids[4:] and third["next_cursor"] is None
+    big = client.get("/v1/clusters", params={"limit": 2, "min_size": 2}).json()
+    assert [c["id"] for c in big["items"]] == ids[1:3] and big["total"] == 3
+    rest = client.get("/v1/clusters", params={"limit": 2, "min_size": 2, "cursor": big["next_cursor"]}).json()
+    assert [c["id"] for c in rest["items"]] == ids[3:4] and rest["next_cursor"] is None and rest["total"] == 3
+    for cursor in ("5_", "_5", "5_5_5", "5.0_1", "1" * 19 + "_1"):
+        envelope(client.get("/v1/clusters", params={"cursor": cursor}), 422, "validation_error")
+    envelope(client.get("/v1/clusters", params={"min_size": 2**63}), 422, "validation_error")

@@ -49,7 +49,7 @@ def setup(tmp_path: Path) -> tuple[PhotoLibrary, Any, int, np.ndarray]:
     blurry = {**GOOD, "sharpness": 2.0}
     for i, e in enumerate(emb):
         lib.add_faces(sha256=f"s{i}", external_id=None, faces=[obs(e, blurry if i == 0 else GOOD)])
-    (cluster,), _ = lib.store.list_clusters(limit=5, offset=0, sample=1)
+    (cluster,), _ = lib.store.list_clusters(limit=5, sample=1)
     return lib, gallery, cluster.id, emb
 
 
@@ -66,7 +66,7 @@ def assert_named_once(lib: PhotoLibrary, gallery: Any, cluster_id: int, emb: np.
     faces = lib.store.photos_of_subject(subjects[0].id, limit=10)
     assert sum(len(fs) for _, fs in faces) == 4
     assert sum(f.face_id is not None for _, fs in faces for f in fs) == 3
-    assert lib.store.pending_namings() == [] and lib.store.list_clusters(limit=5, offset=0, sample=1)[1] == 0
+    assert lib.store.pending_namings() == [] and lib.store.list_clusters(limit=5, sample=1)[1] == 0
     assert gallery.search(emb[1:2], model_id=MODEL, top_k=1)[0][0].subject_name == "Ada"
 
 
