@@ -122,6 +122,30 @@ def test_recluster_keeps_ids_and_not_this_person_sticks(lib: PhotoLibrary) -> No
         lib.store.cluster_faces(10_000)
 
 
+def test_edits_made_while_every_reclustering_run_computes_are_not_undone(
+    lib: PhotoLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "not this person" (or a merge) during each of re-clustering's runs: the clusters it leaves keep every
+    edit (the second run's write put a face taken out meanwhile back into its old cluster)."""
+    emb, _ = people(1, 6)
+    ids = index_all(lib, emb)
+    a = lib.store.cluster_of([ids[0]])[ids[0]]
+    real = ops.cluster
+    calls: list[int] = []
+
+    def edited_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 3:
+            ops.remove_face(lib, cluster_id=a, face_id=ids[len(calls) - 1])  # the user, in another request
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "cluster", edited_meanwhile)
+    ops.recluster(lib, model_id=MODEL)
+    now = lib.store.cluster_of(ids)
+    assert lib.store.cannot_links() and all(now[x] != now[y] for x, y in lib.store.cannot_links())
+    assert {now[i] for i in ids[3:]} == {a}  # the faces nobody took out are still together
+
+
 def test_a_merge_survives_reclustering_until_a_face_is_taken_out(lib: PhotoLibrary) -> None:
     emb, _ = people(3, 4)  # three people far apart: re-clustering alone never joins them
     ids = index_all(lib, emb)
