@@ -168,7 +168,7 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     if settings.data.exists() and not settings.data.is_dir():
         raise StorageUnavailable(f"the data dir {settings.data} is not a directory")
     with usable(f"the data dir {settings.data}"):
-        settings.data.mkdir(parents=True, exist_ok=True)
+        settings.data.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: templates, crops, secrets
     keys = KeyStore(settings.data)  # StorageUnavailable when keys.db cannot be opened
     factory = gallery_factory or (lambda _: default_gallery(settings))
 

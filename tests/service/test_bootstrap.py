@@ -5,6 +5,7 @@ through the Gallery protocol. Real SQLite and FAISS on tmp dirs; the encoder is 
 
 from __future__ import annotations
 
+import stat
 import sys
 from pathlib import Path
 from typing import get_args
@@ -201,6 +202,19 @@ def test_no_setting_takes_a_number_that_is_not_finite(value: str) -> None:
         result = CliRunner().invoke(cli_app, ["keys", "list", "--data", "/nonexistent"], env={variable: value})
         assert result.exit_code == 2, (variable, result.output)
         assert result.output.startswith(f"error: {variable}: ") and len(result.output.splitlines()) == 1, result.output
+
+
+def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path) -> None:
+    """It holds face embeddings and crops, camera URLs with their credentials and the keys' hashes: it was made
+    with the umask's mode (0755), and every local user could read the gallery and keys.db."""
+    data = tmp_path / "new" / "data"
+    open_backend(Settings(data=data), gallery=False).close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700 and (data / "keys.db").exists()
+    existing = tmp_path / "shared"
+    existing.mkdir()
+    existing.chmod(0o750)
+    open_backend(Settings(data=existing), gallery=False).close()
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o750  # a folder that exists keeps the mode its owner gave it
 
 
 def test_a_database_url_shows_no_secret_anywhere() -> None:
