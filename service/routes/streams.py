@@ -81,6 +81,9 @@ class StreamHealth(BaseModel):
     events: int
     reconnects: int
     last_error: str | None
+    last_error_at: float | None = Field(
+        None, description="When `last_error` happened, Unix s (before `connected_since`: the stream recovered since)."
+    )
     connected_since: float | None
 
 

@@ -34,6 +34,7 @@ WAITING: dict[str, Any] = {
     "events": 0,
     "reconnects": 0,
     "last_error": None,
+    "last_error_at": None,
     "connected_since": None,
 }
 """The health of a stream no replica has reported reading yet."""

@@ -68,6 +68,7 @@ class StreamWorker:
         self.source = f"stream:{cfg.id}"
         self.state = "connecting"
         self.last_error: str | None = None
+        self.last_error_at: float | None = None  # Unix s
         self.reconnects = 0
         self.frames_in = self.frames_processed = self.frames_dropped = self.events = 0
         self.lag_s: float | None = None
@@ -113,7 +114,7 @@ class StreamWorker:
             try:
                 cap = open_capture(self.cfg.url, timeout_s=self.open_timeout_s)
             except VideoError as exc:
-                self.last_error = str(exc)
+                self._error(str(exc))
                 self.state = "reconnecting" if connected_before else "connecting"
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -129,7 +130,7 @@ class StreamWorker:
                 while not self._stop.is_set():
                     ok, frame = cap.read()
                     if not ok or frame is None:
-                        self.last_error = "the stream stopped sending frames"
+                        self._error("the stream stopped sending frames")
                         break
                     now = time.monotonic()
                     self.frames_in += 1
@@ -189,7 +190,7 @@ class StreamWorker:
                     result = pipe.process(to_rgb(frame.bgr), frame.t)
                 except Exception as exc:  # one bad frame must not stop the stream
                     log.exception("stream %s: a frame failed", self.cfg.id)
-                    self.last_error = f"processing failed: {type(exc).__name__}"
+                    self._error(f"processing failed: {type(exc).__name__}")
                     continue
             done = time.monotonic()
             self.frames_processed += 1
@@ -219,21 +220,25 @@ class StreamWorker:
             self.deps.recorder.record([event_of(decision, source=self.source, event_id=event_id)])
 
         def waiting(exc: StorageUnavailable) -> None:
-            self.last_error = f"decision failed: {type(exc).__name__}"
+            self._error(f"decision failed: {type(exc).__name__}")
             log.warning("stream %s: a decision waits for the storage (%s)", self.cfg.id, exc)
 
         try:
             until_stored(attempt, waiting=waiting)
             return True
         except StorageUnavailable as exc:
-            self.last_error = f"decision failed: {type(exc).__name__}"
+            self._error(f"decision failed: {type(exc).__name__}")
             log.error("stream %s: a decision was dropped, the storage is away: %s", self.cfg.id, exc)
         except Exception as exc:  # one failed decision must not stop the stream
             log.exception("stream %s: a decision failed", self.cfg.id)
-            self.last_error = f"decision failed: {type(exc).__name__}"
+            self._error(f"decision failed: {type(exc).__name__}")
         return False
 
     # ---- health ----------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        """Record ``message`` (safe to show) as the last error, stamped now (Unix s)."""
+        self.last_error, self.last_error_at = message, time.time()
 
     @staticmethod
     def _rate(times: deque[float]) -> float:
@@ -242,7 +247,8 @@ class StreamWorker:
         return round(len(recent) / WINDOW_S, 2)
 
     def health(self) -> dict[str, Any]:
-        """State, rates (frames/s over the last 5 s), counters, lag (ms), last error (credentials redacted)."""
+        """State, rates (frames/s over the last 5 s), counters, lag (ms), last error (credentials redacted) and
+        when it happened (Unix s: older than ``connected_since`` when the stream has recovered since)."""
         lat = list(self.latencies)
         return {
             "state": self.state,
@@ -256,5 +262,6 @@ class StreamWorker:
             "events": self.events,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "connected_since": self.connected_since,
         }
