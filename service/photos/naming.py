@@ -158,8 +158,23 @@ def _complete(lib: PhotoLibrary, gallery: Any, naming: Naming, progress: _Progre
         done.update({f.id: r.id for f, r in zip(todo, records, strict=True)})
     lib.store.set_subject([f.id for f in faces], subject.id, done)
     progress.named = True
+    gone = _erased_meanwhile(lib, gallery, [f.id for f in faces], done)
     lib.store.end_naming(naming.id)
-    return NamedCluster(gallery.get_subject(subject.id), len(faces), len(done))
+    enrolled = len(set(done) - gone)
+    return NamedCluster(gallery.get_subject(subject.id), len(faces) - len(gone), enrolled)
+
+
+def _erased_meanwhile(lib: PhotoLibrary, gallery: Any, named: list[int], enrolled: dict[int, int]) -> set[int]:
+    """The observations of ``named`` erased by another replica while this naming ran; the templates enrolled
+    from them (``enrolled``: observation id -> gallery face) are deleted, as that erasure would have done had it
+    seen them. An erasure after :meth:`PhotoStore.set_subject` committed sees them and deletes them itself."""
+    gone = set(named) - {f.id for f in lib.store.get_faces(named)}
+    for obs_id in sorted(gone & set(enrolled)):
+        with contextlib.suppress(FaceNotFound):
+            gallery.delete_face(enrolled[obs_id])
+    if gone:
+        log.info("photo library: %d faces were erased while their cluster was named", len(gone))
+    return gone
 
 
 def _target(gallery: Any, naming: Naming, progress: _Progress) -> Subject:

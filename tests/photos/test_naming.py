@@ -150,3 +150,30 @@ def test_an_intent_whose_subject_was_erased_is_dropped(tmp_path: Path) -> None:
     assert lib.store.pending_namings() == [] and len(lib.store.cluster_faces(cid)) == 4
     lib.close()
     gallery.close()
+
+
+def test_a_photo_erased_on_another_replica_while_its_cluster_is_named_leaves_no_template(tmp_path: Path) -> None:
+    """Another replica erases a photo of the cluster after the naming read its faces and before it named them
+    (here: just as the templates are enrolled): no gallery template of the erased face stays behind."""
+    lib, gallery, cluster_id, _ = setup(tmp_path)
+    other = PhotoLibrary(lib.store)  # another replica: its own write lock, the same store
+    erased = lib.store.find_photo("s3")
+    assert erased is not None
+    erased_id = erased.id
+
+    class ErasedMeanwhile:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gallery, name)
+
+        def add_faces(self, *args: Any, **kwargs: Any) -> Any:
+            other.delete_photo(erased_id, gallery=gallery)
+            return gallery.add_faces(*args, **kwargs)
+
+    try:
+        named = naming.name_cluster(lib, gallery=ErasedMeanwhile(), cluster_id=cluster_id, gate=GATE, name="Ada")
+        templates = gallery.list_faces(named.subject.id)
+        assert [t.image_sha256 for t in templates] and all(t.image_sha256 != "s3" for t in templates)
+        assert named.faces == 3 and named.enrolled == 2 == gallery.get_subject(named.subject.id).face_count
+    finally:
+        lib.close()
+        gallery.close()
