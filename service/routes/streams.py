@@ -59,11 +59,14 @@ class StreamCreate(RequestModel):
         if not url.lower().startswith(URL_SCHEMES):
             raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
         try:
-            host = urlsplit(url).hostname
-        except ValueError as exc:  # e.g. an unclosed IPv6 literal
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port  # port: 0-65535 or None
+        except ValueError as exc:  # e.g. an unclosed IPv6 literal, a port that is not a number or past 65535
             raise ValueError(f"not a valid URL: {exc}") from None
         if not host:
             raise ValueError("the URL has no host")
+        if port == 0:
+            raise ValueError("not a valid URL: port 0")
         return url
 
 

@@ -166,6 +166,9 @@ def test_bad_streams_are_refused(client: httpx.Client) -> None:
         {"name": "x", "url": "rtsp://h/x", "fsp": 30},  # a misspelt field was ignored: the stream ran at 5 fps
         {"name": "x", "url": "rtsp://h/cam\r\nX-Injected: yes"},  # FFmpeg sent the header line to the camera
         {"name": "x", "url": "http://h/my cam.mjpg"},
+        {"name": "x", "url": "rtsp://h:99999/x"},  # stored, then could never be opened
+        {"name": "x", "url": "rtsp://h:abc/x"},
+        {"name": "x", "url": "rtsp://h:0/x"},
     ):
         r = client.post("/v1/streams", json=body)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
