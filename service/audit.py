@@ -68,12 +68,12 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
-def unwritable(exc: OSError) -> StorageError:
-    """The error of an audit record the OS refused: :class:`StorageFull` (507) for a full disk, else
-    :class:`StorageUnavailable` (503); both say that the change itself was made (only its record is missing)."""
-    why = exc.strerror or type(exc).__name__
-    text = f"the change was made, but the audit log ({AUDIT_FILE}) cannot be written: {why}"
-    return StorageFull(text) if exc.errno in FULL_ERRNO else StorageUnavailable(text)
+def unrecorded(*, full: bool, where: str, why: str) -> StorageError:
+    """The error of an audit record its storage (``where``) refused, after the change it records was made:
+    :class:`StorageFull` (507) when it is full, else :class:`StorageUnavailable` (503). Its message says that the
+    change was made (it must not be repeated: only its record is missing), unlike the storage's own errors."""
+    text = f"the change was made, but its audit record cannot be written to {where}: {why}"
+    return StorageFull(text) if full else StorageUnavailable(text)
 
 
 class AuditStore(ABC):
@@ -121,7 +121,7 @@ class AuditLog(AuditStore):
         self._lock = threading.Lock()
 
     def _append(self, entry: dict[str, Any]) -> None:
-        """Append one line and fsync it; an OS error is :func:`unwritable`'s 507/503."""
+        """Append one line and fsync it; an OS error is :func:`unrecorded`'s 507/503."""
         line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
             try:
@@ -134,7 +134,8 @@ class AuditLog(AuditStore):
                     os.close(fd)
             except OSError as exc:
                 log.error("the audit log %s cannot be written: %s; unrecorded: %s", self.path, exc, entry)
-                raise unwritable(exc) from exc
+                why = exc.strerror or type(exc).__name__
+                raise unrecorded(full=exc.errno in FULL_ERRNO, where=AUDIT_FILE, why=why) from exc
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first (a line that is not a JSON object is skipped);

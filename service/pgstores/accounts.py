@@ -11,14 +11,17 @@ configured rate in total, not N times it.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from service.audit import AuditStore
+from service.audit import AuditStore, unrecorded
+from service.gallery.errors import StorageError, StorageFull
 from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, active_key, new_token, now_iso, token_key_id
 from service.pgstores.pool import Pool, connection
 from service.ratelimit import RateLimiter
 
 _KEY_COLS = "id, name, scope, created_at, revoked_at"
+log = logging.getLogger("facerec.audit")
 
 
 class PostgresKeyStore:
@@ -80,8 +83,17 @@ class PostgresAuditLog(AuditStore):
         self._pool = pool
 
     def _append(self, entry: dict[str, Any]) -> None:
-        with connection(self._pool) as conn:
-            conn.execute("INSERT INTO audit_log (entry) VALUES (%s::jsonb)", (json.dumps(entry, ensure_ascii=False),))
+        """Insert one record; a database that refuses it is :func:`service.audit.unrecorded`'s 507/503."""
+        try:
+            with connection(self._pool) as conn:
+                conn.execute(
+                    "INSERT INTO audit_log (entry) VALUES (%s::jsonb)", (json.dumps(entry, ensure_ascii=False),)
+                )
+        except StorageError as exc:
+            log.error("the audit log cannot be written: %s; unrecorded: %s", exc.message, entry)
+            full = isinstance(exc, StorageFull)
+            why = "it is out of disk space" if full else "it is unavailable or read-only"
+            raise unrecorded(full=full, where="the database", why=why) from exc
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first."""

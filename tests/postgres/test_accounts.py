@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from service.gallery.errors import StorageUnavailable
 from service.gallery.postgres.errors import runtime_error
 from service.keys import KeyNotFound
 from service.pgstores import PostgresBackend
@@ -63,6 +64,23 @@ def test_audit_records_from_every_replica_in_order(open_replica: Replica) -> Non
         "count": 3,
     }
     assert [r["action"] for r in b.audit.tail(1)] == ["face.enroll"]
+
+
+def test_an_audit_record_the_database_refuses_says_the_change_was_made(open_replica: Replica, pg_url: str) -> None:
+    """The record is written after its change: the 503 used to be the gallery's "nothing was stored. Retry
+    shortly", and a client that retried a POST /v1/subjects made a second subject."""
+    backend = open_replica()
+    with psycopg.connect(pg_url, autocommit=True) as c:  # the database refuses the record as a read-only one does
+        c.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'read-only' USING ERRCODE = '25006'; END $$"
+        )
+        c.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse()")
+    with pytest.raises(StorageUnavailable) as refused:
+        backend.audit.record("subject.create", actor="local", target={"subject_id": "s1"})
+    assert refused.value.code == "storage_unavailable"
+    assert refused.value.message.startswith("the change was made, but its audit record cannot be written")
+    assert "nothing was stored" not in refused.value.message and backend.audit.tail(5) == []
 
 
 def test_rate_limit_is_one_bucket_per_caller_across_replicas(open_replica: Replica) -> None:
