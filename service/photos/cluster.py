@@ -128,13 +128,15 @@ def chinese_whispers(
 
 
 def enforce_cannot_links(
-    labels: npt.NDArray[np.int64], pairs: Iterable[tuple[int, int]], pinned: frozenset[int] = frozenset()
+    labels: npt.NDArray[np.int64], pairs: Iterable[tuple[int, int]], groups: Sequence[Sequence[int]] = ()
 ) -> npt.NDArray[np.int64]:
-    """Split constrained pairs that ended up in one cluster: of the two faces, one that is not ``pinned`` (in a
-    group a user merged), else the one with more constraints (the face a user took out of a group is constrained
-    against every face it left), moves to a new cluster of its own. Positions, not ids. Returns a new array."""
+    """Split constrained pairs that ended up in one cluster: of the two faces, one that is in none of ``groups``
+    (faces a user merged), else the one with more constraints (the face a user took out of a group is constrained
+    against every face it left), moves to a new cluster: alone, or with the faces of its group in that cluster
+    (a group stays together). Positions, not ids. Returns a new array."""
     pairs = list(pairs)
     out = labels.copy()
+    group_of = {int(p): g for g, members in enumerate(groups) for p in members}
     degree: dict[int, int] = {}
     for i, j in pairs:
         degree[i] = degree.get(i, 0) + 1
@@ -142,8 +144,12 @@ def enforce_cannot_links(
     fresh = int(out.max()) + 1 if len(out) else 0
     for i, j in pairs:
         if out[i] == out[j]:
-            move = max((j, i), key=lambda f: (f not in pinned, degree[f]))  # a tie moves j
-            out[move] = fresh
+            move, other = (j, i) if (j not in group_of, degree[j]) >= (i not in group_of, degree[i]) else (i, j)
+            g = group_of.get(move)
+            members = [move]
+            if g is not None and g != group_of.get(other):
+                members = [p for p in groups[g] if out[p] == out[move]]
+            out[members] = fresh
             fresh += 1
     return out
 
@@ -190,8 +196,7 @@ def cluster(
     labels = chinese_whispers(n, a, b, weights, max_passes=params.max_passes, seed=params.seed)
     groups = [list(g) for g in must_link]
     labels = join_groups(labels, groups)
-    pinned = frozenset(int(p) for g in groups for p in g)
-    return enforce_cannot_links(labels, pairs, pinned) if pairs else labels
+    return enforce_cannot_links(labels, pairs, groups) if pairs else labels
 
 
 def vote(neighbour_clusters: list[int], neighbour_dists: list[float], threshold: float) -> int | None:

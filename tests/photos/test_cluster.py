@@ -51,6 +51,26 @@ def test_merge_groups_join_the_clusters_their_faces_are_in() -> None:
     assert cl.join_groups(np.array([0, 1, 2, 3]), [[0, 2], [2, 3]]).tolist() == [0, 1, 0, 0]
 
 
+def test_a_face_taken_out_then_merged_elsewhere_takes_its_group_along() -> None:
+    """A user took face x out of a cluster of person P ("not this person"), merged it with a cluster D of
+    person Q (a group), and merged the P cluster with another P cluster (a second group). P and Q look alike, so
+    the whispers put everyone in one cluster: the constraints must split it along the groups (x with D, P apart),
+    not take x alone out of its group and leave D with P."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(128)
+    centres = [base / np.linalg.norm(base) + 0.2 * d / np.linalg.norm(d) for d in rng.standard_normal((2, 128))]
+
+    def faces(person: int, n: int) -> np.ndarray:
+        x = centres[person] / np.linalg.norm(centres[person]) + rng.standard_normal((n, 128)) * 0.02
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    emb = np.vstack([faces(0, 8), faces(1, 5)]).astype(np.float32)  # P: 0-7 (C: 0-4, E: 5-7); x: 8; D: 9-12
+    assert len(set(cl.cluster(emb, cl.ClusterParams(threshold=0.8)).tolist())) == 1  # look-alikes: one cluster
+    taken_out = [(8, c) for c in range(5)]
+    labels = cl.cluster(emb, cl.ClusterParams(threshold=0.8), taken_out, [[8, 9, 10, 11, 12], list(range(8))])
+    assert len(set(labels[8:].tolist())) == 1 and len(set(labels[:8].tolist())) == 1 and labels[0] != labels[8]
+
+
 def test_vote_takes_the_heaviest_cluster_within_the_threshold() -> None:
     assert cl.vote([1, 2, 2], [0.3, 0.5, 0.6], 0.8) == 2
     assert cl.vote([1, 2], [0.9, 1.0], 0.8) is None
