@@ -21,6 +21,10 @@ from service.video.decode import CAMERA_SOURCE
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"], route_class=AdmitFirst)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+ENCODE_CREDENTIALS = (
+    "a '#', or an '@' after the host: percent-encode these characters in a user name or password "
+    "(%23 for #, %2F for /, %3F for ?, %40 for @)"
+)
 
 
 class StreamMissing(ServiceError):
@@ -60,6 +64,8 @@ class StreamCreate(RequestModel):
             raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
         try:
             parts = urlsplit(url)
+            if "#" in url or "@" in parts.path + parts.query:  # rtsp://admin:pa/ss@cam: would be shown unredacted
+                raise ValueError(ENCODE_CREDENTIALS)
             host, port = parts.hostname, parts.port  # port: 0-65535 or None
         except ValueError as exc:  # e.g. an unclosed IPv6 literal, a port that is not a number or past 65535
             raise ValueError(f"not a valid URL: {exc}") from None

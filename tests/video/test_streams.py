@@ -169,9 +169,14 @@ def test_bad_streams_are_refused(client: httpx.Client) -> None:
         {"name": "x", "url": "rtsp://h:99999/x"},  # stored, then could never be opened
         {"name": "x", "url": "rtsp://h:abc/x"},
         {"name": "x", "url": "rtsp://h:0/x"},
+        # a password with an unencoded / ? or #: the URL was shown and logged with the password in clear
+        {"name": "x", "url": f"rtsp://door:{PASSWORD}/1@127.0.0.1:9/x"},
+        {"name": "x", "url": f"rtsp://door:{PASSWORD}?1@127.0.0.1:9/x"},
+        {"name": "x", "url": f"rtsp://door:{PASSWORD}#1@127.0.0.1:9/x"},
     ):
         r = client.post("/v1/streams", json=body)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+        assert PASSWORD not in r.text
     assert client.delete("/v1/streams/nope").json()["error"]["code"] == "not_found"
     assert all(s["name"] != "x" for s in client.get("/v1/streams").json())  # nothing was added
 
