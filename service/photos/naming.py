@@ -34,7 +34,7 @@ import numpy.typing as npt
 from embeddings import QualityThresholds
 from service.gallery import FaceNotFound, NewFace, Subject, SubjectNotFound
 from service.gallery.crops import decode_crop
-from service.photos.library import PhotoLibrary
+from service.photos.library import PhotoLibrary, _subject_exists
 from service.photos.types import Naming, Observation
 
 log = logging.getLogger("facerec.photos")
@@ -158,6 +158,10 @@ def _complete(lib: PhotoLibrary, gallery: Any, naming: Naming, progress: _Progre
         done.update({f.id: r.id for f, r in zip(todo, records, strict=True)})
     lib.store.set_subject([f.id for f in faces], subject.id, done)
     progress.named = True
+    if not _subject_exists(gallery, subject.id):  # erased (on another replica) before the faces were named
+        lib.store.unname_subject(subject.id)  # what the erasure did to the faces named at its time
+        lib.store.end_naming(naming.id)
+        raise SubjectNotFound(f"subject {subject.id!r} was erased while the cluster was named as it")
     gone = _erased_meanwhile(lib, gallery, [f.id for f in faces], done)
     lib.store.end_naming(naming.id)
     enrolled = len(set(done) - gone)

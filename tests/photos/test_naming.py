@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.gallery import open_gallery
-from service.gallery.errors import StorageUnavailable
+from service.gallery.errors import StorageUnavailable, SubjectNotFound
 from service.photos import naming
 from service.photos.library import PhotoLibrary
 from service.photos.sqlite import SQLitePhotoStore
@@ -174,6 +174,35 @@ def test_a_photo_erased_on_another_replica_while_its_cluster_is_named_leaves_no_
         templates = gallery.list_faces(named.subject.id)
         assert [t.image_sha256 for t in templates] and all(t.image_sha256 != "s3" for t in templates)
         assert named.faces == 3 and named.enrolled == 2 == gallery.get_subject(named.subject.id).face_count
+    finally:
+        lib.close()
+        gallery.close()
+
+
+def test_a_subject_erased_on_another_replica_while_a_cluster_is_named_as_it_keeps_no_face(tmp_path: Path) -> None:
+    """Another replica erases the subject (gallery, then its photo faces unnamed) after the templates were
+    enrolled and before the faces are named: no photo face stays named after the erased subject (404, the faces
+    unnamed in one cluster), as when the erasure comes after the naming."""
+    lib, gallery, cluster_id, _ = setup(tmp_path)
+    other = PhotoLibrary(lib.store)  # another replica: its own write lock, the same store
+    ada = gallery.create_subject(name="Ada")
+
+    class ErasedMeanwhile:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gallery, name)
+
+        def add_faces(self, *args: Any, **kwargs: Any) -> Any:
+            records = gallery.add_faces(*args, **kwargs)
+            gallery.delete_subject(ada.id)  # service.erasure.erase_subject, on the other replica
+            assert other.forget_subject(ada.id) == 0  # no face is named after it yet
+            return records
+
+    try:
+        with pytest.raises(SubjectNotFound):
+            naming.name_cluster(lib, gallery=ErasedMeanwhile(), cluster_id=cluster_id, gate=GATE, subject_id=ada.id)
+        assert lib.store.photos_of_subject(ada.id, limit=10) == []
+        (cluster,), total = lib.store.list_clusters(limit=5, sample=1)
+        assert total == 1 and cluster.size == 4 and lib.store.pending_namings() == []
     finally:
         lib.close()
         gallery.close()
