@@ -27,10 +27,12 @@ class Settings(BaseSettings):
     """Everything the service can be told. Thresholds are L2 distances between unit embeddings, in [0, 2]."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FACEREC_", extra="ignore", hide_input_in_errors=True, allow_inf_nan=False
+        env_prefix="FACEREC_", extra="ignore", hide_input_in_errors=True, allow_inf_nan=False, env_ignore_empty=True
     )
     """Inputs stay out of validation errors: FACEREC_DATABASE_URL holds a password. Numbers are finite: ``inf``
-    is no setting's "never" or "no limit" (0 is, where one exists), and waits of ``inf`` seconds crash threads."""
+    is no setting's "never" or "no limit" (0 is, where one exists), and waits of ``inf`` seconds crash threads.
+    A variable set to nothing (``FACEREC_DATA=``) is unset: its default, not the current directory (``Path("")``)
+    or every interface (``FACEREC_HOST=``)."""
 
     data: Path = Field(default=Path("./data"), description="Data dir: the gallery and keys.db live here.")
     database_url: str | None = Field(

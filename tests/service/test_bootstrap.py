@@ -217,6 +217,24 @@ def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path) -> None:
     assert stat.S_IMODE(existing.stat().st_mode) == 0o750  # a folder that exists keeps the mode its owner gave it
 
 
+def test_a_setting_set_to_nothing_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FACEREC_DATA=`` (an empty line in an .env file) made the current directory the data dir, and
+    ``FACEREC_HOST=`` listened on every interface, where the default is 127.0.0.1."""
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+
+    monkeypatch.chdir(tmp_path)
+    empty = {"FACEREC_DATA": "", "FACEREC_HOST": "", "FACEREC_PORT": "", "FACEREC_THRESHOLD": ""}
+    for name, value in empty.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert (settings.data, settings.host, settings.port, settings.threshold) == (Path("data"), "127.0.0.1", 8000, None)
+    created = CliRunner().invoke(cli_app, ["keys", "create", "--scope", "admin"], env=empty)
+    assert created.exit_code == 0, created.output
+    assert (tmp_path / "data" / "keys.db").exists() and not (tmp_path / "keys.db").exists()
+
+
 def test_a_database_url_shows_no_secret_anywhere() -> None:
     """The password in the user info or in the query (libpq takes both) and the fragment are hidden."""
     assert redact_url("postgresql://u@h/db?password=s3cret&sslmode=require") == (
