@@ -73,7 +73,8 @@ async def update_subject(
         lambda: gallery.update_subject(subject_id, name=body.name, metadata=body.metadata)
     )
     fields = sorted(name for name in ("name", "metadata") if getattr(body, name) is not None)
-    await audit_change(audit, "subject.update", key, {"subject_id": subject_id, "fields": fields})
+    if fields:  # a PATCH that names no field changes nothing: no record
+        await audit_change(audit, "subject.update", key, {"subject_id": subject_id, "fields": fields})
     return subject_out(subject)
 
 

@@ -283,6 +283,7 @@ def test_audit_log_of_gallery_changes(tmp_path: Path) -> None:
         h = {"X-API-Key": admin}
         sid = client.post("/v1/subjects", json={"name": "Ada", "metadata": {"team": "math"}}, headers=h).json()["id"]
         assert client.patch(f"/v1/subjects/{sid}", json={"name": "Ada King"}, headers=h).status_code == 200
+        assert client.patch(f"/v1/subjects/{sid}", json={}, headers=h).status_code == 200  # no change: no record
         enrolled = client.post(f"/v1/subjects/{sid}/faces", files={"images": image}, headers=h)
         assert enrolled.status_code == 201, enrolled.text
         face_id = enrolled.json()["faces"][0]["id"]
