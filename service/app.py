@@ -39,6 +39,7 @@ from service.ratelimit import RateLimiter
 from service.reindex import finish_pending
 from service.routes import apidocs, events, faces, health, live, photos, recognition, streams, subjects, videos, web
 from service.security_headers import SecurityHeadersMiddleware
+from service.settings_env import env_settings
 from service.stores import ApiKeyStore
 from service.uploads import BodyLimitMiddleware
 
@@ -90,7 +91,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. The factories let fast unit tests swap in fakes (``gallery_factory(data_dir)`` replaces the
     embedded gallery); production uses the backend the settings select (:func:`service.bootstrap.open_backend`)."""
-    settings = settings or Settings()
+    settings = settings or env_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

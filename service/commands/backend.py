@@ -24,6 +24,7 @@ from service.commands.errors import CliError
 from service.commands.remote import RemoteBackend
 from service.config import Settings
 from service.gallery import Gallery, GalleryLocked
+from service.settings_env import settings_problems
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -33,10 +34,8 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings.model_validate({k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            name = f"FACEREC_{where.upper()}: " if where else ""
-            typer.echo(f"error: {name}{str(err['msg']).removeprefix('Value error, ')}", err=True)
+        for line in settings_problems(exc):
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
 
 

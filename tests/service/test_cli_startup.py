@@ -88,6 +88,15 @@ def test_serve_refuses_a_webhook_url_without_its_secret_in_one_line(tmp_path: Pa
     assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "data").exists()
 
 
+def test_uvicorn_factory_reports_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    """``uvicorn --factory service.app:create_app`` (docs/API.md) printed pydantic's traceback for a bad value."""
+    env = {**clean_env(), "FACEREC_RATE_LIMIT_BURST": "0", "FACEREC_DATA": str(tmp_path / "data")}
+    args = ["-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(free_port())]
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: FACEREC_RATE_LIMIT_BURST: Input should be greater than or equal to 1\n"
+
+
 def test_listen_check_binds_like_uvicorn_and_leaves_the_port_free() -> None:
     assert listen_problem("no-such-host.invalid", 8000) is not None
     with socket.socket() as probe:
