@@ -197,3 +197,15 @@ def test_clusters_page_on_while_the_listed_ones_are_named(client: TestClient) ->
     for cursor in ("5_", "_5", "5_5_5", "5.0_1", "1" * 19 + "_1"):
         envelope(client.get("/v1/clusters", params={"cursor": cursor}), 422, "validation_error")
     envelope(client.get("/v1/clusters", params={"min_size": 2**63}), 422, "validation_error")
+
+
+def test_search_takes_no_json_boolean_for_a_number(client: TestClient) -> None:
+    """``{"face_id": true}`` searched with face 1 (a boolean read as the integer 1); every number of a search is a
+    422 as a boolean, while form fields (text) still read as numbers."""
+    ids = add(client, 2)
+    for field, value in (("face_id", True), ("top_k", True), ("threshold", False)):
+        body = {"face_id": ids[0], field: value}
+        envelope(client.post("/v1/search", json=body), 422, "validation_error")
+    form = client.post("/v1/search", files={"face_id": (None, str(ids[1])), "top_k": (None, "1")})
+    assert form.status_code == 200, form.text
+    assert [h["face"]["id"] for h in form.json()["results"]] == [ids[1]]
