@@ -302,6 +302,19 @@ class Settings(BaseSettings):
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_only(cls, value: str) -> str:
+        """Each entry ``*`` or ``scheme://host[:port]``: a browser's ``Origin`` has no path, so an entry with one
+        (a trailing slash) would match nothing and refuse that site's every request."""
+        for origin in (o.strip() for o in value.split(",")):
+            parts = urlsplit(origin)
+            extra = parts.path or parts.query or parts.fragment
+            bare = parts.scheme in ("http", "https") and parts.netloc and not extra
+            if origin and origin != "*" and not bare:
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path (https://app.example)")
+        return value
+
     @model_validator(mode="after")
     def _check_backend(self) -> Settings:
         url = self.database_url

@@ -139,6 +139,20 @@ def test_cors_allows_exactly_the_configured_origins(tmp_path: Path) -> None:
         assert "access-control-allow-origin" not in r.headers
 
 
+@pytest.mark.parametrize(
+    "entry", ["https://app.example/", "app.example", "https://app.example/ui", "ftp://app.example"]
+)
+def test_a_cors_entry_that_is_not_an_origin_is_refused_at_start(entry: str) -> None:
+    """A browser's Origin has no path: ``https://app.example/`` matched nothing, and that site's every request
+    was refused with no word at start."""
+    from service.cli import app as cli
+
+    env = {"FACEREC_CORS_ORIGINS": f"https://admin.example, {entry}, *"}
+    result = CliRunner().invoke(cli, ["keys", "list", "--data", "/nonexistent"], env=env)
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"error: FACEREC_CORS_ORIGINS: {entry!r} is not an origin"), result.output
+
+
 # ---- body limit, error bodies ----------------------------------------------------------------------------
 
 
