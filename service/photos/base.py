@@ -89,6 +89,10 @@ class PhotoStore(Protocol):
         """Its observations become unnamed, together in one new cluster; returns their ids."""
         ...
 
+    def subject_faces(self, subject_id: str) -> list[Observation]:
+        """Every observation named ``subject_id``, in id order."""
+        ...
+
     def delete_subject_faces(self, subject_id: str) -> list[Observation]:
         """Erase every observation named ``subject_id``; returns those erased."""
         ...

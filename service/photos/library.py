@@ -278,20 +278,24 @@ class PhotoLibrary:
 
     # ------------------------------------------------------------------ erasure and privacy
     def delete_photo(self, photo_id: str, *, gallery: Any) -> list[Observation]:
-        """Erase the photo's faces (store, index) and the gallery templates enrolled from them."""
+        """Erase the gallery templates enrolled from the photo's faces, then the faces (store, index). Templates
+        first: a gallery failure leaves the faces in place, so a retry finds them and ends the erasure."""
         with self.write_lock:
+            done = _erase_templates(gallery, self.store.photo_faces(photo_id))
             faces = self.store.delete_photo(photo_id)
             self._erase_from_index(faces)
-        _erase_templates(gallery, faces)
+        _erase_templates(gallery, [f for f in faces if f.face_id not in done])  # named meanwhile, elsewhere
         return faces
 
     def erase_subject_faces(self, subject_id: str, *, gallery: Any | None = None) -> list[Observation]:
-        """Erase every photo face named ``subject_id`` (and, with ``gallery``, the templates enrolled from them)."""
+        """Erase every photo face named ``subject_id`` (and, with ``gallery``, first the templates enrolled from
+        them, so that a gallery failure leaves the faces for a retry to find)."""
         with self.write_lock:
+            done = _erase_templates(gallery, self.store.subject_faces(subject_id)) if gallery is not None else set()
             faces = self.store.delete_subject_faces(subject_id)
             self._erase_from_index(faces)
         if gallery is not None:
-            _erase_templates(gallery, faces)
+            _erase_templates(gallery, [f for f in faces if f.face_id not in done])
         return faces
 
     def forget_subject(self, subject_id: str) -> int:
@@ -325,8 +329,12 @@ def _subject_exists(gallery: Any, subject_id: str) -> bool:
     return True
 
 
-def _erase_templates(gallery: Any, faces: Sequence[Observation]) -> None:
+def _erase_templates(gallery: Any, faces: Sequence[Observation]) -> set[int]:
+    """Delete the gallery faces enrolled from ``faces``; returns their ids."""
+    done: set[int] = set()
     for f in faces:
         if f.face_id is not None:
             with contextlib.suppress(FaceNotFound):
                 gallery.delete_face(f.face_id)
+            done.add(f.face_id)
+    return done

@@ -241,6 +241,10 @@ class SqlPhotoStore(SqlClusterEdits):
         the WAL). A database server's store has nothing to do here (docs/GALLERY.md, "What erasure removes")."""
         return None
 
+    def subject_faces(self, subject_id: str) -> list[Observation]:
+        rows = self._read(f"SELECT {OBS_COLUMNS} FROM observations WHERE subject_id = ? ORDER BY id", (subject_id,))
+        return [_obs(r) for r in rows]
+
     def delete_subject_faces(self, subject_id: str) -> list[Observation]:
         return self._delete_where("subject_id = ?", (subject_id,))
 
