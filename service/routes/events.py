@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import AdminKey
+from service.errors import BadRequest
 from service.events.store import MOMENT, EventFilter, unix_seconds
 from service.media import MediaDep
 from service.routes.cursors import int_cursor
@@ -54,13 +55,16 @@ async def list_events(
     cursor: str | None = None,
 ) -> EventPage:
     after = int_cursor(cursor)
+    start, end = unix_seconds(since), unix_seconds(until)
+    if start is not None and end is not None and end < start:  # swapped: an empty page would read as no one
+        raise BadRequest("until: must not be before since")
     items, nxt = await run_in_threadpool(
         lambda: media.events.query(
             EventFilter(
                 subject_id=subject_id,
                 source=source,
-                since=unix_seconds(since),
-                until=unix_seconds(until),
+                since=start,
+                until=end,
                 limit=limit,
                 cursor=after,
             )

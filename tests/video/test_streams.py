@@ -204,3 +204,14 @@ def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_s
     wait_until(
         "the stream to run again", lambda: client.get(f"/v1/streams/{sid}").json()["health"]["frames_processed"] > 0
     )
+
+
+def test_an_event_time_range_that_ends_before_it_starts_is_refused(client: httpx.Client) -> None:
+    """since and until swapped: a 422 naming them, not an empty page that reads as no one having passed."""
+    r = client.get("/v1/events", params={"since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00Z"})
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "validation_error",
+        "message": "until: must not be before since",
+    }, r.text
+    same = client.get("/v1/events", params={"since": "2026-12-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"})
+    assert same.status_code == 200 and same.json()["items"] == []  # an empty range is not an error
