@@ -168,6 +168,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
+        redirect_slashes=False,  # no 307 to a Location made from the Host header (and scheme) of the request
     )
     app.state.settings = settings
     app.state.analyzer = None

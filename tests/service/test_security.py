@@ -153,6 +153,18 @@ def test_a_cors_entry_that_is_not_an_origin_is_refused_at_start(entry: str) -> N
     assert result.output.startswith(f"error: FACEREC_CORS_ORIGINS: {entry!r} is not an origin"), result.output
 
 
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header(tmp_path: Path) -> None:
+    """It was a 307 to a Location made of the request's Host header and scheme: behind a TLS proxy (or a cache
+    keyed on the path), a client that followed it sent its X-API-Key over plain http, or to the host named."""
+    (admin,) = keys(tmp_path, "admin")
+    with TestClient(app_with(tmp_path, lambda s: FakeAnalyzer()), follow_redirects=False) as client:
+        for method, path in (("GET", "/v1/subjects/"), ("POST", "/v1/subjects/"), ("POST", "/v1/identify/")):
+            r = client.request(method, path, headers={"Host": "elsewhere.example", "X-API-Key": admin})
+            assert r.status_code == 404 and "location" not in r.headers, (method, path, r.headers)
+            assert r.json()["error"]["code"] == "not_found"
+        assert client.get("/v1/subjects", headers={"X-API-Key": admin}).status_code == 200
+
+
 # ---- body limit, error bodies ----------------------------------------------------------------------------
 
 
