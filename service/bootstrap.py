@@ -30,7 +30,7 @@ from embeddings.errors import FaceRecError
 from embeddings.models import resolve_model
 from service.audit import AuditLog
 from service.batching import BatchingEncoder, MicroBatcher
-from service.config import Settings
+from service.config import DATA_DIR_MODE, Settings
 from service.events.store import EventStore, SQLiteEventStore
 from service.gallery import (
     Gallery,
@@ -168,7 +168,7 @@ def open_backend(settings: Settings, *, gallery: bool = True, gallery_factory: G
     if settings.data.exists() and not settings.data.is_dir():
         raise StorageUnavailable(f"the data dir {settings.data} is not a directory")
     with usable(f"the data dir {settings.data}"):
-        settings.data.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: templates, crops, secrets
+        settings.data.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     keys = KeyStore(settings.data)  # StorageUnavailable when keys.db cannot be opened
     factory = gallery_factory or (lambda _: default_gallery(settings))
 

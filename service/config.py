@@ -21,6 +21,9 @@ VectorBackend = Literal["faiss", "pgvector", "milvus"]
 MIN_FPS = 0.01
 """The lowest analysis rate a video job or stream accepts, frames per second (one frame every 100 s)."""
 DATABASE_SCHEMES = ("postgresql", "postgres")
+DATA_DIR_MODE = 0o700
+"""Mode of a data dir facerec creates: it holds face embeddings, crops and uploads, camera credentials and key
+hashes, for the user that runs facerec only (an existing folder keeps its own)."""
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from service.config import DATA_DIR_MODE
 from service.gallery.postgres import locks
 from service.pgstores.pool import Pool, connection, reader, serialised
 from service.sqlconn import SqlConn
@@ -48,7 +49,7 @@ def replica_id(data_dir: Path) -> str:
     it and of the stream leases its process holds; stable across restarts."""
     path = data_dir / REPLICA_FILE
     if not path.is_file():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         new_id = uuid.uuid4().hex
         tmp = path.with_suffix(f".{new_id}.tmp")
         tmp.write_text(new_id + "\n")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.config import DATA_DIR_MODE
 from service.sqlconn import SqlConn
 from service.sqlite_file import LockedSqlite
 
@@ -100,7 +101,7 @@ class JobStore(ABC):
     def new_path(self) -> tuple[str, Path]:
         """A fresh job id and the path its upload is written to."""
         job_id = uuid.uuid4().hex
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)  # videos of people: private
         return job_id, self.uploads / f"{job_id}.video"
 
     def create(self, job_id: str, *, filename: str, path: Path, fps: float | None, size: int) -> Job:

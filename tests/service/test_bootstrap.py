@@ -215,6 +215,18 @@ def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path) -> None:
     existing.chmod(0o750)
     open_backend(Settings(data=existing), gallery=False).close()
     assert stat.S_IMODE(existing.stat().st_mode) == 0o750  # a folder that exists keeps the mode its owner gave it
+    from service.pgstores.media import replica_id
+    from service.video.jobstore import SQLiteJobStore
+
+    replica = tmp_path / "replica" / "data"  # the PostgreSQL backend's: its replica id and video uploads
+    replica_id(replica)
+    assert stat.S_IMODE(replica.stat().st_mode) == 0o700
+    jobs = SQLiteJobStore(existing)
+    try:
+        _, upload = jobs.new_path()  # videos of people: private also in a data dir that is not
+    finally:
+        jobs.close()
+    assert stat.S_IMODE(upload.parent.stat().st_mode) == 0o700
 
 
 def test_a_setting_set_to_nothing_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
