@@ -305,6 +305,16 @@ class Settings(BaseSettings):
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("data")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        """``~`` is the user's home, as in a shell: an .env file or a service unit does not expand it (a literal
+        ``~`` folder in the current directory would become the data dir)."""
+        try:
+            return value.expanduser()
+        except RuntimeError as exc:  # no home directory to be found
+            raise ValueError(f"{value} starts with ~ but {exc}") from None
+
     @field_validator("cors_origins")
     @classmethod
     def _origins_only(cls, value: str) -> str:

@@ -247,6 +247,24 @@ def test_a_setting_set_to_nothing_is_unset(tmp_path: Path, monkeypatch: pytest.M
     assert (tmp_path / "data" / "keys.db").exists() and not (tmp_path / "keys.db").exists()
 
 
+def test_a_data_dir_under_home_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FACEREC_DATA=~/facerec-data`` (an .env file, a service unit: no shell to expand it) made a folder named
+    ``~`` in the current directory the data dir."""
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = {"FACEREC_DATA": "~/facerec-data", "HOME": str(tmp_path)}
+    assert CliRunner().invoke(cli_app, ["keys", "create", "--scope", "admin"], env=env).exit_code == 0
+    assert CliRunner().invoke(cli_app, ["keys", "create", "--scope", "admin", "--data=~/other"]).exit_code == 0
+    assert (tmp_path / "facerec-data" / "keys.db").exists() and (tmp_path / "other" / "keys.db").exists()
+    assert list(work.iterdir()) == []
+
+
 def test_a_database_url_shows_no_secret_anywhere() -> None:
     """The password in the user info or in the query (libpq takes both) and the fragment are hidden."""
     assert redact_url("postgresql://u@h/db?password=s3cret&sslmode=require") == (
