@@ -21,13 +21,17 @@ def erase_subject(
     library: PhotoLibrary | None,
     erase_photo_faces: bool,
 ) -> None:
-    """Erase the subject and its faces (:class:`~service.gallery.SubjectNotFound` first if there is none), its
-    events, its tracks in video jobs' results; its photo-library faces are unnamed, or erased with
-    ``erase_photo_faces`` (``library``: None when the photo library is off)."""
-    gallery.delete_subject(subject_id)
+    """Erase the subject's events, its tracks in video jobs' results, its photo-library faces' names (the faces
+    too with ``erase_photo_faces``; ``library``: None when the photo library is off), then the subject and its
+    faces (:class:`~service.gallery.SubjectNotFound` first, touching nothing, if there is none).
+
+    The subject goes last: a store that fails on the way (503/507) leaves it in the gallery, so the same call
+    again finishes the erasure (and is audited then). Erased first, it made the retry a 404 that left the rest."""
+    gallery.get_subject(subject_id)
     events.erase_subject(subject_id)
     jobs.erase_subject(subject_id)
     if library is not None and erase_photo_faces:
         library.erase_subject_faces(subject_id)
     elif library is not None:
         library.forget_subject(subject_id)
+    gallery.delete_subject(subject_id)
