@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, model_validator
+from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import envelope
+from service.request_numbers import NoBooleanNumbers
 
 NUL = "\x00"
 NUL_RULE = "must not contain a NUL character (U+0000)"
@@ -43,9 +44,9 @@ def find_nul(value: Any, where: str = "") -> str | None:
     return None
 
 
-class RequestModel(BaseModel):
+class RequestModel(NoBooleanNumbers):
     """Base of the request models: a NUL anywhere in the input (field values, nested metadata, keys) is a
-    validation error naming where it is."""
+    validation error naming where it is; so is a JSON boolean for a number (:mod:`service.request_numbers`)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.ids import ROW_ID_MAX
 from service.nul_guard import RequestModel
@@ -76,14 +76,6 @@ class SearchParams(RequestModel):
     )
     top_k: int = Field(10, ge=1, le=1000)
     threshold: float | None = Field(None, ge=0.0, le=2.0, description="Only faces at L2 distance <= this.")
-
-    @field_validator("face_id", "top_k", "threshold", mode="before")
-    @classmethod
-    def _not_a_boolean(cls, value: Any) -> Any:
-        """A JSON ``true`` is no number (lax validation read it as 1: a search with face 1); form text still is."""
-        if isinstance(value, bool):
-            raise ValueError("Input should be a number, not a boolean")
-        return value
 
 
 class SimilarFaceOut(BaseModel):

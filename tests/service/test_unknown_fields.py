@@ -173,3 +173,20 @@ def test_the_other_image_endpoints_refuse_unknown_fields_and_change_nothing(tmp_
         changed = {"/v1/subjects/{sid}/faces": 1, "/v1/live/frames": 2, "/v1/photos": 3}.get(route)
         if changed is not None:
             assert stored.count()[changed] == before[changed] + 1, stored.count()
+
+
+def test_a_json_boolean_is_no_number(tmp_path: Path) -> None:
+    """``{"top_k": true}`` was read as 1 and answered 200: a JSON boolean for any number field of a request is a 422
+    naming the field, before the model runs; the same field as form text still reads as a number."""
+    analyzer = CountingAnalyzer()
+    with local(app_with(tmp_path, lambda s: analyzer)) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        for path, field in (("/v1/identify", "top_k"), ("/v1/identify", "threshold"), ("/v1/verify", "threshold")):
+            images, fields = ENDPOINTS[path]
+            before = analyzer.calls
+            refused(client.post(path, **as_json(images, {field: True})), f"{field} takes a number, not true")
+            assert analyzer.calls == before, "the model ran for a refused request"
+            assert client.post(path, **multipart(images, {field: fields[field]})).status_code == 200
+        stream = {"name": "door", "url": "rtsp://camera.example/door", "fps": True}
+        refused(client.post("/v1/streams", json=stream), "fps takes a number, not true")
+        assert client.get("/v1/streams").json() == []
