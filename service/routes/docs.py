@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Header, Response
 from pydantic import BaseModel
 
 from service.errors import ERROR_STATUS_TEXT
@@ -33,9 +34,21 @@ def crop(summary: str) -> dict[str, Any]:
     return {"response_class": Response, "summary": summary, "responses": responses}
 
 
-def png_crop(png: bytes) -> Response:
-    """A stored face crop (PNG), cacheable by the one client that asked (it is biometric data)."""
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+IfNoneMatch = Annotated[
+    str | None, Header(description="The crop's `ETag` from an earlier answer: 304 without the bytes if unchanged.")
+]
+
+
+def png_crop(png: bytes, if_none_match: str | None = None) -> Response:
+    """A stored face crop (PNG): kept only by the client that asked (it is biometric data), which must ask again
+    before each use (``no-cache``), so that an erased face's crop is not shown from a cache; an unchanged crop
+    is answered 304 without its bytes (``ETag``: a digest of the PNG; ``if_none_match``: the request's
+    ``If-None-Match``)."""
+    tag = '"' + hashlib.sha256(png).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": "private, no-cache", "ETag": tag}
+    if if_none_match is not None and tag in (t.strip().removeprefix("W/") for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def form_fields(params: type[BaseModel] | None) -> dict[str, dict[str, Any]]:

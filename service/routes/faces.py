@@ -15,7 +15,7 @@ from service.deps import AdminKey, AuditDep, GalleryDep, ModelDep, audit_change
 from service.errors import BadRequest
 from service.gallery import FaceNotFound
 from service.ids import ROW_ID_MAX
-from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
+from service.routes.docs import AUTH, IfNoneMatch, crop, deletion, errors, image_body, png_crop
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload
 
@@ -95,13 +95,13 @@ async def get_face(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> FaceOut
 
 
 @router.get("/v1/faces/{face_id}/crop", **crop("The aligned 160x160 crop of an enrolled face (PNG)"))
-async def face_crop(face_id: FaceId, gallery: GalleryDep, _: AdminKey) -> Response:
+async def face_crop(face_id: FaceId, gallery: GalleryDep, _: AdminKey, if_none_match: IfNoneMatch = None) -> Response:
     """The crop the face's embedding was computed from (stored with ``FACEREC_STORE_CROPS``, the default): a
     thumbnail of a subject is ``sample_face_id``'s crop. 404 when there is no such face or it has no crop."""
     png = await run_in_threadpool(gallery.crop_png, face_id)
     if png is None:
         raise FaceNotFound(f"face {face_id} does not exist or has no stored crop")
-    return png_crop(png)
+    return png_crop(png, if_none_match)
 
 
 @router.delete("/v1/faces/{face_id}", **deletion("Erase one face", 404, 503, 507))

@@ -39,7 +39,7 @@ from service.photos.schemas import (
     SubjectPhotoPage,
 )
 from service.routes.cursors import NOT_ISSUED, parse_time_id_cursor, time_id_cursor
-from service.routes.docs import AUTH, crop, deletion, errors, image_body, png_crop
+from service.routes.docs import AUTH, IfNoneMatch, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
 
 router = APIRouter(prefix="/v1", tags=["photos"], responses=errors(401, 403, 422), route_class=AdmitFirst)
@@ -136,11 +136,11 @@ async def delete_photo(photo_id: str, key: AdminKey, lib: LibraryDep, gallery: G
 
 
 @router.get("/photos/faces/{face_id}/crop", **crop("The aligned 160x160 crop of a photo face (PNG)"))
-async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep) -> Response:
+async def photo_face_crop(face_id: FaceId, _: AdminKey, lib: LibraryDep, if_none_match: IfNoneMatch = None) -> Response:
     png = await run_in_threadpool(lib.store.crop_png, face_id)
     if png is None:
         raise ObservationNotFound(f"photo face {face_id} does not exist or has no stored crop")
-    return png_crop(png)
+    return png_crop(png, if_none_match)
 
 
 SEARCH_BODY = image_body({"image": "A photo; its largest face is searched with."}, SearchParams, {"top_k": 10})

@@ -41,10 +41,17 @@ def test_subjects_carry_their_earliest_face_and_its_crop(tmp_path: Path, setting
         crop = client.get(f"/v1/faces/{bob_first}/crop")
         assert crop.status_code == 200 and crop.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(crop.content)).size == (160, 160)
+        # no cache may show a crop without asking first (an erased face's crop would linger); unchanged: 304
+        assert crop.headers["cache-control"] == "private, no-cache" and crop.headers["etag"]
+        again = client.get(f"/v1/faces/{bob_first}/crop", headers={"If-None-Match": crop.headers["etag"]})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == crop.headers["etag"]
+        other = client.get(f"/v1/faces/{bob_first}/crop", headers={"If-None-Match": '"0"'})
+        assert other.status_code == 200 and other.content == crop.content
 
+        ada_crop = client.get(f"/v1/faces/{min(ada_faces)}/crop")  # fetched before the deletion below
         assert client.delete(f"/v1/faces/{min(ada_faces)}").status_code == 204
         assert client.get("/v1/subjects").json()["items"][0]["sample_face_id"] == max(ada_faces)
-        gone = client.get(f"/v1/faces/{min(ada_faces)}/crop")
+        gone = client.get(f"/v1/faces/{min(ada_faces)}/crop", headers={"If-None-Match": ada_crop.headers["etag"]})
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
