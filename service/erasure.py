@@ -23,15 +23,26 @@ def erase_subject(
 ) -> None:
     """Erase the subject's events, its tracks in video jobs' results, its photo-library faces' names (the faces
     too with ``erase_photo_faces``; ``library``: None when the photo library is off), then the subject and its
-    faces (:class:`~service.gallery.SubjectNotFound` first, touching nothing, if there is none).
+    faces (:class:`~service.gallery.SubjectNotFound` first, touching nothing, if there is none), then the first
+    three again.
 
-    The subject goes last: a store that fails on the way (503/507) leaves it in the gallery, so the same call
-    again finishes the erasure (and is audited then). Erased first, it made the retry a 404 that left the rest."""
+    The subject goes after the rest: a store that fails on the way (503/507) leaves it in the gallery, so the same
+    call again finishes the erasure (and is audited then); erased first, it made the retry a 404 that left the
+    rest. The second pass erases what a camera, a video job or a naming recorded of the subject while it was
+    still there (between the first pass and its deletion); nothing can name it after that."""
     gallery.get_subject(subject_id)
+    _erase_mentions(subject_id, events=events, jobs=jobs, library=library, erase_photo_faces=erase_photo_faces)
+    gallery.delete_subject(subject_id)
+    _erase_mentions(subject_id, events=events, jobs=jobs, library=library, erase_photo_faces=erase_photo_faces)
+
+
+def _erase_mentions(
+    subject_id: str, *, events: EventStore, jobs: JobStore, library: PhotoLibrary | None, erase_photo_faces: bool
+) -> None:
+    """The subject's events and video tracks erased, its photo-library faces unnamed (or erased)."""
     events.erase_subject(subject_id)
     jobs.erase_subject(subject_id)
     if library is not None and erase_photo_faces:
         library.erase_subject_faces(subject_id)
     elif library is not None:
         library.forget_subject(subject_id)
-    gallery.delete_subject(subject_id)

@@ -35,3 +35,21 @@ def test_a_refused_erasure_is_finished_by_the_retry_and_audited(tmp_path: Path) 
         assert events.query()[0] == []
     actions = [(r["action"], r["target"]) for r in AuditLog(tmp_path / "data").tail(10)]
     assert actions == [("subject.create", {"subject_id": sid}), ("subject.delete", {"subject_id": sid})]
+
+
+def test_an_event_recorded_while_the_subject_is_erased_is_erased_too(tmp_path: Path) -> None:
+    """A camera that names the person between the erasure's first pass over the events and the subject's deletion
+    leaves no event behind: the events are erased again once nothing can name the subject any more."""
+    app = app_with(tmp_path, lambda s: FakeAnalyzer())
+    with local(app) as client:
+        sid = client.post("/v1/subjects", json={"name": "Ada"}).json()["id"]
+        events, gallery = app.state.media.events, app.state.gallery
+        delete_subject = gallery.delete_subject
+
+        def seen_meanwhile(subject_id: str) -> None:
+            events.add([Event("late", time.time(), "stream:cam", 1, sid, "Ada", 0.3, None, 0.0, 1.0, 3)], outbox=True)
+            delete_subject(subject_id)
+
+        gallery.delete_subject = seen_meanwhile
+        assert client.delete(f"/v1/subjects/{sid}").status_code == 204
+        assert events.query()[0] == [] and events.pending_count() == 0
