@@ -68,10 +68,12 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
-def unrecorded(*, full: bool, where: str, why: str) -> StorageError:
-    """The error of an audit record its storage (``where``) refused, after the change it records was made:
-    :class:`StorageFull` (507) when it is full, else :class:`StorageUnavailable` (503). Its message says that the
-    change was made (it must not be repeated: only its record is missing), unlike the storage's own errors."""
+def unrecorded(entry: dict[str, Any], *, full: bool, where: str, why: str) -> StorageError:
+    """The error of an audit record (``entry``, logged here so that it is not lost) its storage (``where``)
+    refused, after the change it records was made: :class:`StorageFull` (507) when it is full, else
+    :class:`StorageUnavailable` (503). Its message says that the change was made (it must not be repeated: only
+    its record is missing), unlike the storage's own errors."""
+    log.error("the audit log (%s) cannot be written: %s; unrecorded: %s", where, why, entry)
     text = f"the change was made, but its audit record cannot be written to {where}: {why}"
     return StorageFull(text) if full else StorageUnavailable(text)
 
@@ -133,9 +135,8 @@ class AuditLog(AuditStore):
                 finally:
                     os.close(fd)
             except OSError as exc:
-                log.error("the audit log %s cannot be written: %s; unrecorded: %s", self.path, exc, entry)
                 why = exc.strerror or type(exc).__name__
-                raise unrecorded(full=exc.errno in FULL_ERRNO, where=AUDIT_FILE, why=why) from exc
+                raise unrecorded(entry, full=exc.errno in FULL_ERRNO, where=AUDIT_FILE, why=why) from exc
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first (a line that is not a JSON object is skipped);

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from embeddings.images import DECODE_ADMISSION
-
-T = TypeVar("T")
 
 
 class PixelBudget:
@@ -78,8 +75,3 @@ class PixelBudget:
                 with self._cond:
                     self.held -= mine[0]
                     self._cond.notify_all()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in a :meth:`scope`."""
-        with self.scope():
-            return fn()

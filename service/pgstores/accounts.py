@@ -11,7 +11,6 @@ configured rate in total, not N times it.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from service.audit import AuditStore, unrecorded
@@ -21,7 +20,6 @@ from service.pgstores.pool import Pool, connection
 from service.ratelimit import RateLimiter
 
 _KEY_COLS = "id, name, scope, created_at, revoked_at"
-log = logging.getLogger("facerec.audit")
 
 
 class PostgresKeyStore:
@@ -90,10 +88,9 @@ class PostgresAuditLog(AuditStore):
                     "INSERT INTO audit_log (entry) VALUES (%s::jsonb)", (json.dumps(entry, ensure_ascii=False),)
                 )
         except StorageError as exc:
-            log.error("the audit log cannot be written: %s; unrecorded: %s", exc.message, entry)
             full = isinstance(exc, StorageFull)
             why = "it is out of disk space" if full else "it is unavailable or read-only"
-            raise unrecorded(full=full, where="the database", why=why) from exc
+            raise unrecorded(entry, full=full, where="the database", why=why) from exc
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last ``n`` records, oldest first."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ from PIL import Image
 from embeddings.images import decode_image
 from service.pixel_budget import PixelBudget
 from tests.service.conftest import dataset
-from tests.service.helpers import images
+from tests.service.helpers import images, wait_until
 from tests.service.server import Server
 
 __all__ = ["dataset"]
@@ -47,21 +46,13 @@ class Request:
         assert not self.thread.is_alive()
 
 
-def settled(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_photo_that_does_not_fit_waits_for_the_pixels_given_back() -> None:
     budget = PixelBudget(100)
     first = Request(budget, 80)
     assert first.admitted.wait(5) and budget.held == 80
     second = Request(budget, 50)
-    assert settled(lambda: budget.waiting == 1) and not second.admitted.is_set()
+    wait_until(lambda: budget.waiting == 1)
+    assert not second.admitted.is_set()
     first.finish()
     assert second.admitted.wait(5) and budget.held == 50 and budget.waits == 1
     second.finish()
@@ -73,12 +64,14 @@ def test_first_come_first_served_and_a_large_photo_runs_alone() -> None:
     holder = Request(budget, 90)
     assert holder.admitted.wait(5)
     large = Request(budget, 250)  # larger than the whole budget: waits for an empty budget
-    assert settled(lambda: budget.waiting == 1)
+    wait_until(lambda: budget.waiting == 1)
     small = Request(budget, 5)  # would fit beside the holder, but the large one came first
-    assert settled(lambda: budget.waiting == 2) and not small.admitted.is_set()
+    wait_until(lambda: budget.waiting == 2)
+    assert not small.admitted.is_set()
     holder.finish()
     assert large.admitted.wait(5) and budget.held == 250
-    assert settled(lambda: budget.waiting == 1) and not small.admitted.is_set()
+    wait_until(lambda: budget.waiting == 1)
+    assert not small.admitted.is_set()
     large.finish()
     assert small.admitted.wait(5) and budget.held == 5
     small.finish()
@@ -91,7 +84,7 @@ def test_a_request_that_holds_pixels_never_waits_again() -> None:
     a = Request(budget, 60, 60, 60)
     assert a.admitted.wait(5)
     b = Request(budget, 10, 90)  # waits for room for its first photo only
-    assert settled(lambda: budget.waiting == 1)
+    wait_until(lambda: budget.waiting == 1)
     a.finish()
     assert b.admitted.wait(5) and budget.held == 100
     b.finish()
