@@ -12,7 +12,8 @@ too).
 
 FastAPI reads and parses a route's declared body (JSON) before any dependency runs, so routes with one use
 :class:`AdmitFirst`: the key is checked before the body is read, and a request without a good key gets its
-401/403/429 whatever its body (not a 422 for broken JSON, unlimited, to anyone).
+401/403/429 whatever its body (not a 422 for broken JSON, unlimited, to anyone). The same route class refuses
+query parameters a route does not take, after the key (:mod:`service.query_check`).
 
 Each check reads the key store and the rate limiter, which may be a database: it runs in a worker thread, so
 a database that is slow or away (each call then waits up to ``FACEREC_DB_TIMEOUT_S`` before its 503) holds
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from service.addresses import is_loopback
 from service.errors import Forbidden, Unauthorized
 from service.keys import ApiKey, Scope
+from service.query_check import checks_query, query_names, refusal, unknown_query
 from service.stores import ApiKeyStore
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `facerec keys create`.")
@@ -122,18 +124,26 @@ def required_scope(dependant: Dependant) -> Scope | None:
 
 
 class AdmitFirst(APIRoute):
-    """A route whose key is checked before FastAPI reads its body (the routers' ``route_class``); routes without
-    a declared body, or without a key, run as usual."""
+    """The route class of every ``/v1`` router. A route with a declared body and a key checks the key before
+    FastAPI reads the body; a request with a query parameter the route does not take is a 422 after the key is
+    checked (:mod:`service.query_check`); anything else runs as usual."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         scope = required_scope(self.dependant)
-        if scope is None or self.body_field is None:
+        known = query_names(self.dependant)
+        check_query = checks_query(self.endpoint)
+        admit_first = scope is not None and self.body_field is not None
+        if not admit_first and not check_query:
             return handler
 
         async def admitted_first(request: Request) -> Response:
-            token = request.headers.get(api_key_header.model.name)
-            request.scope[ADMITTED] = await run_in_threadpool(admit, request, token, scope)
+            unknown = unknown_query(request, known) if check_query else []
+            if scope is not None and (admit_first or unknown):
+                token = request.headers.get(api_key_header.model.name)
+                request.scope[ADMITTED] = await run_in_threadpool(admit, request, token, scope)
+            if unknown:
+                raise refusal(unknown, known)
             return await handler(request)
 
         return admitted_first

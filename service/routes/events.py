@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import AdmitFirst
 from service.deps import AdminKey
 from service.errors import BadRequest
 from service.events.store import MOMENT, EventFilter, unix_seconds
@@ -16,7 +17,7 @@ from service.media import MediaDep
 from service.routes.cursors import int_cursor
 from service.routes.docs import errors
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], route_class=AdmitFirst)
 
 
 class EventOut(BaseModel):

@@ -10,16 +10,18 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service import recognition
+from service.auth import AdmitFirst
 from service.convert import face_out
 from service.deps import AdminKey, AuditDep, GalleryDep, ModelDep, audit_change
 from service.errors import BadRequest
 from service.gallery import FaceNotFound
 from service.ids import ROW_ID_MAX
+from service.query_check import reads_own_query
 from service.routes.docs import AUTH, IfNoneMatch, crop, deletion, errors, image_body, png_crop
 from service.schemas import EnrollParams, EnrollResponse, FaceList, FaceOut, Rejected
 from service.uploads import read_payload
 
-router = APIRouter(tags=["faces"])
+router = APIRouter(tags=["faces"], route_class=AdmitFirst)
 
 FaceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="A face id (SQLite integer, never reused).")]
 
@@ -42,6 +44,7 @@ FaceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="A face id (SQLite
         {"face": "single"},
     ),
 )
+@reads_own_query
 async def enroll(
     subject_id: str,
     key: AdminKey,

@@ -8,15 +8,17 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.auth import AdmitFirst
 from service.deps import AnalyzerDep, RecognizeKey, RunnerDep
 from service.media import MediaDep, pipeline_config
 from service.nul_guard import RequestModel
+from service.query_check import reads_own_query
 from service.routes.docs import errors, image_body
 from service.schemas import BoxOut
 from service.uploads import read_payload
 from service.video.pipeline import FrameResult, TrackPipeline
 
-router = APIRouter(prefix="/v1/live", tags=["live"])
+router = APIRouter(prefix="/v1/live", tags=["live"], route_class=AdmitFirst)
 
 
 class LiveParams(RequestModel):
@@ -49,6 +51,7 @@ class LiveFrameOut(BaseModel):
     responses=errors(401, 403, 413, 415, 422, 429, 503),
     openapi_extra=image_body({"image": "One video frame (JPEG)."}, LiveParams, {"session": "tab-3f9a2c71"}),
 )
+@reads_own_query
 async def live_frame(
     request: Request, key: RecognizeKey, analyzer: AnalyzerDep, runner: RunnerDep, media: MediaDep
 ) -> LiveFrameOut:

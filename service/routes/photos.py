@@ -38,6 +38,7 @@ from service.photos.schemas import (
     SimilarFaceOut,
     SubjectPhotoPage,
 )
+from service.query_check import reads_own_query
 from service.routes.cursors import NOT_ISSUED, parse_time_id_cursor, time_id_cursor
 from service.routes.docs import AUTH, IfNoneMatch, crop, deletion, errors, image_body, png_crop
 from service.uploads import read_payload
@@ -89,6 +90,7 @@ INDEX_DOC: dict[str, Any] = {
 
 
 @router.post("/photos", status_code=201, response_model=PhotoOut, **INDEX_DOC)
+@reads_own_query
 async def index_photo(
     key: AdminKey,
     request: Request,
@@ -153,6 +155,7 @@ SEARCH_BODY = image_body({"image": "A photo; its largest face is searched with."
     responses={**IMAGE_ERRORS, **errors(404)},
     openapi_extra=SEARCH_BODY,
 )
+@reads_own_query
 async def search(_: AdminKey, request: Request, lib: LibraryDep) -> SearchResponse:
     """Nearest first; ``threshold`` (L2) keeps only faces at most that far. Send ``image`` or ``face_id`` (a
     search by face id needs no model, so it also works while the model loads)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import recognition
+from service.auth import AdmitFirst
 from service.convert import detected, embedded, identify_response, verify_response
 from service.deps import AdminKey, GalleryDep, ModelDep, RecognizeKey, SettingsDep
 from service.errors import BadRequest
+from service.query_check import reads_own_query
 from service.routes.docs import errors, image_body
 from service.schemas import (
     DetectParams,
@@ -21,7 +23,7 @@ from service.schemas import (
 )
 from service.uploads import read_payload
 
-router = APIRouter(prefix="/v1", tags=["recognition"])
+router = APIRouter(prefix="/v1", tags=["recognition"], route_class=AdmitFirst)
 
 IMAGE_ERRORS = errors(401, 403, 413, 415, 422, 429, 503)
 
@@ -47,6 +49,7 @@ def _require(image: bytes | None, name: str) -> bytes:
         {"threshold": 1.1},
     ),
 )
+@reads_own_query
 async def verify(
     _: RecognizeKey, request: Request, model: ModelDep, gallery: GalleryDep, settings: SettingsDep
 ) -> VerifyResponse:
@@ -97,6 +100,7 @@ async def verify(
         {"top_k": 3},
     ),
 )
+@reads_own_query
 async def identify(
     _: RecognizeKey, request: Request, model: ModelDep, gallery: GalleryDep, settings: SettingsDep
 ) -> IdentifyResponse:
@@ -132,6 +136,7 @@ async def identify(
     responses=IMAGE_ERRORS,
     openapi_extra=image_body({"image": "The photo."}, DetectParams, {}),
 )
+@reads_own_query
 async def detect(_: RecognizeKey, request: Request, model: ModelDep) -> DetectResponse:
     """Every face, largest first. No face gives ``faces: []``."""
     payload = await read_payload(request)
@@ -148,6 +153,7 @@ async def detect(_: RecognizeKey, request: Request, model: ModelDep) -> DetectRe
     responses=IMAGE_ERRORS,
     openapi_extra=image_body({"image": "The photo (or, with `face=aligned`, one aligned face crop)."}, EmbedParams, {}),
 )
+@reads_own_query
 async def embed(_: AdminKey, request: Request, model: ModelDep) -> EmbedResponse:
     """Every face, largest first, with quality and its unit-norm float32 embedding (128 numbers). Admin only:
     embeddings are biometric templates. ``face=aligned``: the image is one already aligned face crop; detection

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import AdmitFirst
 from service.config import MIN_FPS
 from service.deps import RecognizeKey
 from service.errors import ServiceError
@@ -21,7 +22,7 @@ from service.routes.docs import AUTH, deletion, errors
 from service.video.jobstore import Job, JobNotFound
 from service.video.upload import receive_video
 
-router = APIRouter(prefix="/v1/videos", tags=["videos"])
+router = APIRouter(prefix="/v1/videos", tags=["videos"], route_class=AdmitFirst)
 
 
 class VideoNotFound(ServiceError):
