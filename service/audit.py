@@ -1,14 +1,14 @@
 """An append-only audit log of changes to the gallery and the keys: ``<data>/audit.log``, one JSON object a line.
 
 Each record says who (``actor``: the API key's id and name, ``"local"`` for the key-less loopback user, or
-``"cli:<os user>"`` for the command line working on the data dir itself), what (``action``:
-``subject.create``, ``subject.update``, ``subject.delete``, ``face.enroll``, ``face.delete``, ``key.create``,
-``key.revoke``), to what (``target``: ids only), how many (``count``, where it applies), when (``ts``, ISO 8601
-UTC) and through what (``via``: ``api`` or ``cli``). It never holds image bytes, embeddings or tokens. Every
-record is flushed and fsynced before the request (or command) that made the change answers, and lines are
-written whole under a lock (and ``O_APPEND``), so concurrent writers (the server and ``facerec keys``) do not
-interleave. A record that cannot be written (a full disk, a read-only or failing file system) is
-:class:`StorageFull` (507) / :class:`StorageUnavailable` (503) saying that the change itself was made.
+``"cli:<os user>"`` for the command line working on the data dir itself), what (``action``: ``subject.create``,
+``subject.update``, ``subject.delete``, ``face.enroll``, ``face.delete``, ``key.create``, ``key.revoke``; and one
+read: ``subject.export``, a person's data handed out), to what (``target``: ids only), how many (``count``, where it
+applies), when (``ts``, ISO 8601 UTC) and through what (``via``: ``api`` or ``cli``). It never holds image bytes,
+embeddings or tokens. Every record is flushed and fsynced before the request (or command) that made the change
+answers, and lines are written whole under a lock (and ``O_APPEND``), so concurrent writers (the server and
+``facerec keys``) do not interleave. A record that cannot be written (a full disk, a read-only or failing file
+system) is :class:`StorageFull` (507) / :class:`StorageUnavailable` (503) saying that the change itself was made.
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ Action = Literal[
     "photo.delete",
     "photo.erase_subject",
     "cluster.name",
+    "subject.export",
 ]
+
+READS: frozenset[str] = frozenset({"subject.export"})
+"""The actions that record a read, not a change: their data is handed out only once the record is written."""
 
 
 def actor_of(key: ApiKey | None) -> dict[str, str] | str:
@@ -72,9 +76,10 @@ def unrecorded(entry: dict[str, Any], *, full: bool, where: str, why: str) -> St
     """The error of an audit record (``entry``, logged here so that it is not lost) its storage (``where``)
     refused, after the change it records was made: :class:`StorageFull` (507) when it is full, else
     :class:`StorageUnavailable` (503). Its message says that the change was made (it must not be repeated: only
-    its record is missing), unlike the storage's own errors."""
+    its record is missing), unlike the storage's own errors; for a read (:data:`READS`), that nothing was sent."""
     log.error("the audit log (%s) cannot be written: %s; unrecorded: %s", where, why, entry)
-    text = f"the change was made, but its audit record cannot be written to {where}: {why}"
+    done = "nothing was sent" if entry.get("action") in READS else "the change was made"
+    text = f"{done}, but its audit record cannot be written to {where}: {why}"
     return StorageFull(text) if full else StorageUnavailable(text)
 
 

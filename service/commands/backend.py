@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import typer
 from pydantic import ValidationError
@@ -63,6 +63,7 @@ class Backend(Protocol):
     def get_subject(self, subject_id: str) -> dict[str, Any]: ...
     def create_subject(self, name: str) -> dict[str, Any]: ...
     def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None: ...
+    def export_subject(self, subject_id: str, out: IO[bytes]) -> dict[str, int]: ...
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]: ...
     def enroll(self, subject_id: str, images: list[bytes], *, largest: bool) -> dict[str, Any]: ...
     def identify(self, image: bytes, *, threshold: float | None, top_k: int | None) -> dict[str, Any]: ...
@@ -136,11 +137,11 @@ class LocalBackend:
         self._record("subject.create", {"subject_id": subject.id})
         return subject_out(subject).model_dump(mode="json")
 
-    def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
-        """As ``DELETE /v1/subjects/{id}`` (:func:`service.erasure.erase_subject`) on this process's stores."""
+    @contextmanager
+    def _subject_stores(self) -> Iterator[dict[str, Any]]:
+        """The stores that hold a subject's data, for an erasure or an export: ``gallery``, ``events``, ``jobs``
+        and ``library`` (None when the photo library is off), closed on exit."""
         from service.bootstrap import event_store, job_store
-        from service.erasure import erase_subject
-        from service.gallery import SubjectNotFound
         from service.photos.service import close_library, open_library
 
         gallery = self.gallery  # first: a data dir in use is said before the other stores open
@@ -150,21 +151,36 @@ class LocalBackend:
             self.settings.model_copy(update={"photo_recluster_interval_s": 0.0}), media.photos if media else None
         )
         try:
-            erase_subject(
-                subject_id,
-                gallery=gallery,
-                events=events,
-                jobs=jobs,
-                library=library,
-                erase_photo_faces=erase_photo_faces,
-            )
-        except SubjectNotFound as exc:
-            raise CliError(f"no subject {subject_id!r}") from exc
+            yield {"gallery": gallery, "events": events, "jobs": jobs, "library": library}
         finally:
             close_library(library)
             events.close()
             jobs.close()
+
+    def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
+        """As ``DELETE /v1/subjects/{id}`` (:func:`service.erasure.erase_subject`) on this process's stores."""
+        from service.erasure import erase_subject
+        from service.gallery import SubjectNotFound
+
+        with self._subject_stores() as stores:
+            try:
+                erase_subject(subject_id, **stores, erase_photo_faces=erase_photo_faces)
+            except SubjectNotFound as exc:
+                raise CliError(f"no subject {subject_id!r}") from exc
         self._record("subject.delete", {"subject_id": subject_id})
+
+    def export_subject(self, subject_id: str, out: IO[bytes]) -> dict[str, int]:
+        """As ``GET /v1/subjects/{id}/export`` (:func:`service.subject_export.write_export`), audited."""
+        from service.gallery import SubjectNotFound
+        from service.subject_export import write_export
+
+        with self._subject_stores() as stores:
+            try:
+                counts = write_export(out, subject_id, **stores)
+            except SubjectNotFound as exc:
+                raise CliError(f"no subject {subject_id!r}") from exc
+        self._record("subject.export", {"subject_id": subject_id, **counts})
+        return counts
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
         from service.convert import face_out

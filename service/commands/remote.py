@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
@@ -56,6 +56,11 @@ class RemoteBackend:
         self.client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._checked(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _checked(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response of a call that succeeded; :class:`CliError` with the server's error otherwise."""
         try:
             response = self._request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -71,7 +76,7 @@ class RemoteBackend:
             raise CliError(
                 f"{method} {path} -> {response.status_code} {detail}", status=response.status_code, code=code
             )
-        return response.json() if response.content else None
+        return response
 
     def all_subjects(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -95,6 +100,18 @@ class RemoteBackend:
     def delete_subject(self, subject_id: str, *, erase_photo_faces: bool = False) -> None:
         params = {"erase_photo_faces": "true"} if erase_photo_faces else {}
         self._call("DELETE", subject_path(subject_id), params=params)
+
+    def export_subject(self, subject_id: str, out: IO[bytes]) -> dict[str, int]:
+        """The server's ZIP of the subject (``GET /v1/subjects/{id}/export``) written to ``out``; its counts."""
+        import io
+        import json
+        import zipfile
+
+        data = self._checked("GET", subject_path(subject_id, "/export")).content
+        out.write(data)
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            counts: dict[str, int] = json.loads(z.read("manifest.json"))["counts"]
+        return counts
 
     def list_faces(self, subject_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", subject_path(subject_id, "/faces"))["items"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from service.commands.backend import Backend, reading_command
+from service.commands.errors import CliError
 
-app = typer.Typer(help="List, show and delete enrolled subjects.", no_args_is_help=True)
+app = typer.Typer(help="List, show, export and delete enrolled subjects.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -81,3 +84,39 @@ def delete(
         typer.echo(json.dumps({"deleted": subject_id, "faces": subject["face_count"]}))
     else:
         typer.echo(f"deleted {subject['name']} ({subject_id}) and {subject['face_count']} faces")
+
+
+@app.command("export")
+@reading_command
+def export(
+    backend: Backend,
+    subject_id: str = typer.Argument(..., help="The subject's id."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The ZIP to write (default: subject-<id>.zip here)."),
+    *,
+    as_json: bool,
+) -> None:
+    """Everything held about a subject (faces and crops, events, video tracks, photo-library faces) as one ZIP, as
+    GET /v1/subjects/{id}/export: a person's data access request. The file is readable by you only; an existing
+    file is not overwritten. Audited (subject.export)."""
+    target = out if out is not None else Path(f"subject-{subject_id}.zip")
+    if target.exists():
+        typer.echo(f"error: {target} exists: choose another --out", err=True)
+        raise typer.Exit(2)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            counts = backend.export_subject(subject_id, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    if as_json:
+        typer.echo(json.dumps({"subject_id": subject_id, "file": str(target), "counts": counts}))
+    else:
+        parts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
+        typer.echo(f"wrote {target}: {parts}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import AdmitFirst
@@ -14,6 +17,7 @@ from service.erasure import erase_subject
 from service.media import MediaDep
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
+from service.subject_export import write_export
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"], route_class=AdmitFirst)
 
@@ -109,3 +113,45 @@ async def delete_subject(
     )
     await audit_change(audit, "subject.delete", key, {"subject_id": subject_id})
     return Response(status_code=204)
+
+
+EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
+"""An export up to this size is built in memory; a larger one spills to a temporary file (deleted once sent)."""
+
+
+@router.get(
+    "/{subject_id}/export",
+    response_class=StreamingResponse,
+    summary="Everything held about a subject, as one ZIP (a data access request)",
+    responses={200: {"content": {"application/zip": {}}}, **errors(*AUTH, 404, 503, 507)},
+)
+async def export_subject(
+    subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep, media: MediaDep, request: Request
+) -> StreamingResponse:
+    """The subject, its faces and their crops, its events, its tracks in video jobs and its photo-library faces
+    (``service.subject_export`` gives the layout). Each export is audited (``subject.export``) before it is sent:
+    one that cannot be recorded is not sent (503/507)."""
+    library = getattr(request.app.state, "photos", None)
+    spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 (closed once sent or failed)
+    try:
+        counts = await run_in_threadpool(
+            lambda: write_export(
+                spool, subject_id, gallery=gallery, events=media.events, jobs=media.jobs, library=library
+            )
+        )
+        await audit_change(audit, "subject.export", key, {"subject_id": subject_id, **counts})
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        with spool:
+            while block := spool.read(64 * 1024):
+                yield block
+
+    headers = {
+        "Content-Disposition": f'attachment; filename="subject-{subject_id}.zip"',
+        "Cache-Control": "no-store",
+    }
+    return StreamingResponse(chunks(), media_type="application/zip", headers=headers)

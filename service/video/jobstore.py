@@ -9,6 +9,7 @@ the data dir itself.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import json
@@ -154,6 +155,17 @@ class JobStore(ABC):
 
     def delete(self, job_id: str) -> Job:
         return self._one("DELETE FROM {table} WHERE id = ? RETURNING {cols}", job_id)
+
+    def subject_tracks(self, subject_id: str) -> builtins.list[tuple[Job, builtins.list[dict[str, Any]]]]:
+        """Every job whose results name ``subject_id``, oldest first, with those of its tracks that do (a subject's
+        data export; the same search as :meth:`erase_subject`)."""
+        with self._conn() as c:
+            rows = c.execute(
+                f"SELECT {_COLS} FROM {self.table} WHERE tracks LIKE ? ORDER BY created_at, id", (f'%"{subject_id}"%',)
+            ).fetchall()
+        jobs = [_job(r) for r in rows]
+        found = [(j, [t for t in j.tracks or [] if t.get("subject_id") == subject_id]) for j in jobs]
+        return [(j, tracks) for j, tracks in found if tracks]
 
     def erase_subject(self, subject_id: str) -> int:
         """Drop an erased subject's tracks from every job's ``tracks`` (their events are erased with them);

@@ -277,3 +277,39 @@ def test_a_fifo_named_like_a_photo_is_refused_not_read_forever(tmp_path: Path) -
     (tmp_path / "d").mkdir()
     result = CliRunner().invoke(app, ["identify", str(fifo), "--data", str(tmp_path / "d")])
     assert result.exit_code == 1 and "is not a regular file" in result.output, result.output
+
+
+def test_subjects_export_through_a_server_and_locally(
+    people_dir: Path, server: tuple[Server, str], tmp_path: Path
+) -> None:
+    """``facerec subjects export``: a ZIP readable by its owner only, with the subject's faces and crops, never
+    over an existing file; the same locally, audited as the CLI."""
+    import stat
+    import zipfile
+
+    srv, token = server
+    remote = ("--server", srv.url, "--api-key", token)
+    run_json("enroll", str(people_dir), *remote)  # enrolled already if the test above ran: then skipped
+    elton = next(s for s in run_json("subjects", "list", *remote) if s["name"] == "elton john")
+    out = tmp_path / "elton.zip"
+    said = run_json("subjects", "export", elton["id"], "--out", str(out), *remote)
+    assert said["counts"]["faces"] == elton["face_count"] >= 1 and said["file"] == str(out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with zipfile.ZipFile(out) as z:
+        faces = json.loads(z.read("faces.json"))
+        assert [f["subject_id"] for f in faces] == [elton["id"]] * elton["face_count"]
+        assert all(z.read(f"faces/{f['id']}.png").startswith(b"\x89PNG") for f in faces)
+    again = CliRunner().invoke(app, ["subjects", "export", elton["id"], "--out", str(out), *remote])
+    assert again.exit_code == 2 and "exists" in again.output
+    missing = CliRunner().invoke(app, ["subjects", "export", "nobody", "--out", str(tmp_path / "n.zip"), *remote])
+    assert missing.exit_code == 1 and "404" in missing.output and not (tmp_path / "n.zip").exists()
+
+    data = str(tmp_path / "data")
+    run_json("enroll", str(people_dir), "--data", data)
+    ben = next(s for s in run_json("subjects", "list", "--data", data) if s["name"] == "ben afflek")
+    local_out = tmp_path / "ben.zip"
+    assert run_json("subjects", "export", ben["id"], "--out", str(local_out), "--data", data)["counts"]["faces"] >= 1
+    with zipfile.ZipFile(local_out) as z:
+        assert json.loads(z.read("subject.json"))["id"] == ben["id"]
+    last = json.loads((tmp_path / "data" / "audit.log").read_text().splitlines()[-1])
+    assert last["action"] == "subject.export" and last["via"] == "cli" and last["target"]["subject_id"] == ben["id"]
