@@ -15,7 +15,7 @@
 set -euo pipefail
 
 # The facerec subcommands (service/cli.py); tests/deploy checks this list against the CLI.
-FACEREC_COMMANDS="serve enroll identify verify subjects keys weights eval audit train models reindex gallery db calibrate watch events photos"
+FACEREC_COMMANDS="serve enroll identify verify subjects keys weights eval audit train models reindex gallery db calibrate watch events photos backup restore"
 
 log() {
     printf 'facerec-entrypoint: %s\n' "$*" >&2

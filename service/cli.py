@@ -12,6 +12,7 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.commands import audit as audit_cmd
+from service.commands import backup as backup_cmd
 from service.commands import calibrate as calibrate_cmd
 from service.commands import db as db_cmd
 from service.commands import enroll as enroll_cmd
@@ -39,6 +40,8 @@ app.command("train")(train_cmd.train)
 app.command("reindex")(reindex_cmd.reindex)
 app.command("watch")(video_cmd.watch)
 app.command("calibrate")(calibrate_cmd.calibrate)
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 app.add_typer(subjects_cmd.app, name="subjects")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(weights_cmd.app, name="weights")

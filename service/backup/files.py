@@ -1,0 +1,140 @@
+"""File handling shared by backup and restore: private modes (folders ``DATA_DIR_MODE`` 0700, files 0600),
+copies checksummed as they are written, SQLite checks, and :class:`Staging`, which writes a backup or a restored
+data dir aside and puts it in place only when it is complete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from service.backup.errors import BackupFailed, BackupRefused
+from service.backup.layout import PARTIAL_PREFIX
+from service.config import DATA_DIR_MODE
+
+FILE_MODE = 0o600
+"""Mode of every file a backup or restore writes: biometric data, key digests, the audit log."""
+_BLOCK = 1 << 20
+
+
+def require_empty(path: Path, what: str, *, hint: str = "give an empty or new folder") -> None:
+    """:class:`BackupRefused` unless ``path`` does not exist or is an empty folder (nothing is ever overwritten)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BackupRefused(f"{what} {path} exists and is not a folder")
+    try:
+        entries = sorted(os.listdir(path)) if path.exists() else []
+    except OSError as exc:
+        raise BackupRefused(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise BackupRefused(f"{what} {path} is not empty ({shown}); {hint}")
+
+
+def private_dir(path: Path) -> None:
+    """Make the new folder ``path`` (it must not exist; missing parents too) with mode 0700, whatever the umask."""
+    path.mkdir(mode=DATA_DIR_MODE, parents=True)
+    os.chmod(path, DATA_DIR_MODE)
+
+
+def write_private(path: Path, data: bytes) -> tuple[int, str]:
+    """Create ``path`` (it must not exist) with mode 0600, write ``data`` and fsync it; ``(size, sha256 hex)``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(path, FILE_MODE)
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def copy_private(src: Path, dst: Path) -> tuple[int, str]:
+    """Copy ``src`` to a new 0600 file ``dst`` (fsynced), hashing what was written: ``(size, sha256 hex)``."""
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with open(src, "rb") as f:
+            while block := f.read(_BLOCK):
+                digest.update(block)
+                size += len(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(dst, FILE_MODE)
+    return size, digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the names in ``path`` (a rename, new files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_database(path: Path) -> dict[str, int]:
+    """``PRAGMA integrity_check`` of the SQLite file ``path`` (:class:`BackupFailed` unless ``ok``), then its
+    tables' row counts (name -> rows). Reads only (the connection's ``-wal``/``-shm`` go when it closes)."""
+    try:
+        with closing(sqlite3.connect(path, timeout=30.0)) as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+            if problems != ["ok"]:
+                raise BackupFailed(f"{path.name} fails SQLite's integrity check: {'; '.join(problems[:3])}")
+            return table_counts(conn)
+    except sqlite3.Error as exc:
+        raise BackupFailed(f"{path.name} cannot be checked: {exc}") from exc
+
+
+TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+
+
+def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows of every table of ``conn`` (SQLite's own ``sqlite_*`` tables left out), by name."""
+    names = sorted(str(r[0]) for r in conn.execute(TABLES_SQL))
+    return {
+        n: int(conn.execute(f'SELECT count(*) FROM "{n.replace(chr(34), chr(34) * 2)}"').fetchone()[0]) for n in names
+    }
+
+
+class Staging:
+    """Where a backup or a restored data dir is written before it is complete. For a ``target`` that does not
+    exist: a sibling folder renamed to ``target`` at :meth:`finish` (one atomic rename). For an existing empty
+    folder (a volume's mount point cannot be renamed over): a hidden folder inside it whose entries are moved up
+    at :meth:`finish`, ``last`` moved last (the manifest of a backup, so a crash never leaves a folder that looks
+    like a complete backup). :meth:`abort` removes what was written."""
+
+    def __init__(self, target: Path, *, last: str) -> None:
+        self.target = target
+        self.last = last
+        self.in_place = target.is_dir()
+        if not self.in_place:  # missing parents are made private; an existing one keeps its mode
+            target.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        parent = target if self.in_place else target.parent
+        self.path = parent / f"{PARTIAL_PREFIX}{target.name}-{os.getpid()}"
+        private_dir(self.path)
+
+    def finish(self) -> None:
+        """Put the staged files in place (see the class doc), the target's mode 0700, every name fsynced."""
+        if not self.in_place:
+            fsync_dir(self.path)
+            os.rename(self.path, self.target)
+            fsync_dir(self.target.parent)
+            return
+        names = sorted(os.listdir(self.path), key=lambda n: (n == self.last, n))
+        for name in names:
+            os.rename(self.path / name, self.target / name)
+        os.rmdir(self.path)
+        os.chmod(self.target, DATA_DIR_MODE)
+        fsync_dir(self.target)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""A backup's ``manifest.json``: what it holds and how to check it.
+
+Format (``format_version`` 1)::
+
+    {"format": "facerec-backup", "format_version": 1, "facerec_version": "0.1.0", "model": "<FACEREC_MODEL>",
+     "models": {"<model id>": <faces>}, "created_at": "<ISO 8601 UTC>", "source": "<data dir>",
+     "counts": {"subjects": n, "faces": n, "keys": n, "audit_records": n},
+     "files": [{"path": "gallery.sqlite3", "kind": "sqlite", "size": <bytes>, "sha256": "<hex>",
+                "tables": {"subjects": n, ...}}, {"path": "audit.log", "kind": "audit", ...}, ...],
+     "skipped": {"index/": "<why>", ...}}
+
+``path`` is relative to the backup (``/``-separated); sizes are bytes; the checksums detect damage (a truncated or
+altered file), not a deliberate forgery of file and manifest together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
+
+from service.backup.errors import BackupRefused
+from service.backup.layout import MANIFEST, Kind
+
+FORMAT = "facerec-backup"
+FORMAT_VERSION = 1
+_BLOCK = 1 << 20
+
+
+def facerec_version() -> str:
+    """The installed facerec's version, or ``unknown`` when running from a source tree without metadata."""
+    try:
+        return version("facerec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    """``(size in bytes, sha256 hex)`` of a file, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+@dataclass
+class FileRecord:
+    """One file of the backup: ``size`` bytes, ``sha256``; ``tables`` (name -> rows) for a database, ``records``
+    (lines) for the audit log."""
+
+    path: str
+    kind: Kind
+    size: int
+    sha256: str
+    tables: dict[str, int] | None = None
+    records: int | None = None
+
+
+@dataclass
+class Manifest:
+    """The contents of ``manifest.json`` (see the module doc)."""
+
+    created_at: str
+    source: str
+    model: str
+    models: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    files: list[FileRecord] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    facerec_version: str = field(default_factory=facerec_version)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        out = asdict(self)
+        out["files"] = [{k: v for k, v in f.items() if v is not None} for f in out["files"]]
+        head = {"format": self.format, "format_version": self.format_version}
+        return json.dumps({**head, **out}, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        """The manifest of the backup in ``folder``; :class:`BackupRefused` when there is none or it is not one
+        this version can read."""
+        path = folder / MANIFEST
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BackupRefused(f"{folder} is not a facerec backup (no {MANIFEST})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BackupRefused(f"{path} cannot be read: {exc}") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise BackupRefused(f"{path} is not a facerec backup manifest")
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise BackupRefused(
+                f"{path} has format version {raw.get('format_version')!r}; this facerec reads {FORMAT_VERSION}"
+            )
+        try:
+            files = [FileRecord(**f) for f in raw.pop("files")]
+            manifest = cls(**raw, files=files)
+        except (KeyError, TypeError) as exc:
+            raise BackupRefused(f"{path} is damaged: {exc}") from None
+        for f in manifest.files:
+            _check_path(f.path, path)
+        return manifest
+
+
+def _check_path(rel: str, manifest: Path) -> None:
+    """A manifest path must stay inside the backup and the data dir: relative, no ``..``, not the manifest."""
+    parts = PurePosixPath(rel).parts
+    if not isinstance(rel, str) or not parts or rel.startswith("/") or ".." in parts or rel == MANIFEST:
+        raise BackupRefused(f"{manifest} is damaged: it names the file {rel!r}")
+
+
+def as_dict(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as the JSON object it is written as."""
+    return cast(dict[str, Any], json.loads(manifest.to_json()))
