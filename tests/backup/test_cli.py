@@ -1,0 +1,194 @@
+"""``facerec backup`` / ``facerec restore`` on a data dir of real stores (keys, audit log, a gallery database with
+subjects and faces written through SQL, an upload): what is copied and left out, modes, the manifest, and every
+refusal (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.audit import AuditLog
+from service.cli import app
+from service.gallery.sqlite.schema import DB_NAME
+from service.keys import KeyStore
+
+
+@pytest.fixture(autouse=True)
+def no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("FACEREC_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data dir: keys.db with one key, two audit records, a gallery database (a table of 3 rows standing in
+    for the schema), an index snapshot, a lock file, a video upload and a database left open (a -wal file)."""
+    root = tmp_path / "data"
+    keys = KeyStore(root)
+    key, _ = keys.create(scope="admin", name="ops")
+    keys.close()
+    audit = AuditLog(root)
+    for action in ("key.create", "key.revoke"):
+        audit.record(action, actor="cli:test", target={"key_id": key.id}, via="cli")
+    with sqlite3.connect(root / DB_NAME) as db:
+        db.execute("CREATE TABLE subjects (pk INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE faces (id INTEGER PRIMARY KEY, model_id TEXT)")
+        db.executemany("INSERT INTO subjects (name) VALUES (?)", [("a",), ("b",)])
+        db.executemany("INSERT INTO faces (model_id) VALUES (?)", [("m1",), ("m1",), ("m2",)])
+    db.close()
+    (root / "index").mkdir()
+    (root / "index" / "m1.snap").write_bytes(b"rebuilt")
+    (root / "LOCK").write_text("123\n")
+    (root / "uploads").mkdir()
+    (root / "uploads" / "job.video").write_bytes(b"video bytes")
+    return root
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under ``root`` (itself ``.``) and its permission bits."""
+    out = {".": stat.S_IMODE(root.stat().st_mode)}
+    for p in root.rglob("*"):
+        out[p.relative_to(root).as_posix()] = stat.S_IMODE(p.stat().st_mode)
+    return out
+
+
+def test_backup_and_restore_round_trip_with_private_modes(data: Path, tmp_path: Path) -> None:
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json")
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert json.loads(out)["files"] == manifest["files"]
+    assert manifest["format"] == "facerec-backup" and manifest["format_version"] == 1
+    assert manifest["counts"] == {"subjects": 2, "faces": 3, "keys": 1, "audit_records": 2}
+    assert manifest["models"] == {"m1": 2, "m2": 1} and manifest["created_at"].endswith("Z")
+    assert [f["path"] for f in manifest["files"]] == ["audit.log", DB_NAME, "keys.db", "uploads/job.video"]
+    assert {"index/", "LOCK"} <= set(manifest["skipped"])
+    assert _tree(tmp_path / "b") == {
+        ".": 0o700,
+        "audit.log": 0o600,
+        DB_NAME: 0o600,
+        "keys.db": 0o600,
+        "manifest.json": 0o600,
+        "uploads": 0o700,
+        "uploads/job.video": 0o600,
+    }
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    assert code == 0, out
+    restored = tmp_path / "restored"
+    assert _tree(restored) == {k: v for k, v in _tree(tmp_path / "b").items() if k != "manifest.json"}
+    assert (restored / "audit.log").read_bytes() == (data / "audit.log").read_bytes()
+    with sqlite3.connect(restored / DB_NAME) as db:
+        assert db.execute("SELECT name FROM subjects ORDER BY pk").fetchall() == [("a",), ("b",)]
+    db.close()
+    code, out = _run("keys", "list", "--json", "--data", str(restored))
+    assert code == 0 and [k["name"] for k in json.loads(out)] == ["ops"]
+
+
+def test_restore_into_an_existing_empty_folder_keeps_it(data: Path, tmp_path: Path) -> None:
+    """A volume's mount point cannot be replaced: the files are put into it."""
+    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    target = tmp_path / "mount"
+    target.mkdir(mode=0o755)
+    inode = target.stat().st_ino
+    code, out = _run("restore", str(tmp_path / "b"), "--data", str(target))
+    assert code == 0, out
+    assert target.stat().st_ino == inode and stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert sorted(p.name for p in target.iterdir()) == ["audit.log", DB_NAME, "keys.db", "uploads"]
+
+
+def test_a_backup_inside_the_data_dir_is_not_backed_up_again(data: Path) -> None:
+    assert _run("backup", str(data / "backups" / "one"), "--data", str(data))[0] == 0
+    code, out = _run("backup", str(data / "backups" / "two"), "--data", str(data), "--json")
+    assert code == 0, out
+    manifest = json.loads(out)
+    assert not [f for f in manifest["files"] if f["path"].startswith("backups/")]
+    assert manifest["skipped"]["backups/one/"] == "a facerec backup"
+
+
+def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
+    with open(data / "audit.log", "ab") as f:
+        f.write(b'{"ts": "half a rec')
+    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    copied = (tmp_path / "b" / "audit.log").read_bytes()
+    assert copied.endswith(b"}\n") and len(copied.splitlines()) == 2
+
+
+def test_a_non_empty_destination_is_refused(data: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    code, out = _run("backup", str(dest), "--data", str(data))
+    assert code == 2 and out.count("\n") == 1 and "is not empty (keep.txt)" in out, out
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    code, out = _run("backup", str(a_file), "--data", str(data))
+    assert code == 2 and "exists and is not a folder" in out and a_file.read_text() == "x"
+
+
+def test_a_non_empty_data_dir_is_never_restored_into(data: Path, tmp_path: Path) -> None:
+    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    code, out = _run("restore", str(tmp_path / "b"), "--data", str(data))
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"refusing to restore into the data dir {data} is not empty" in out
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])
+def test_a_damaged_backup_is_refused_before_anything_is_written(data: Path, tmp_path: Path, damage: str) -> None:
+    backup = tmp_path / "b"
+    assert _run("backup", str(backup), "--data", str(data))[0] == 0
+    victim = backup / "keys.db"
+    if damage == "flip":
+        raw = bytearray(victim.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        victim.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-100])
+    elif damage == "delete":
+        victim.unlink()
+    else:
+        (backup / "manifest.json").write_text("{not json")
+    target = tmp_path / "restored"
+    code, out = _run("restore", str(backup), "--data", str(target))
+    assert code == 2 and out.count("\n") == 1 and out.startswith("error: backup_refused: "), out
+    says = {"flip": "does not match its sha256", "truncate": "bytes, its manifest says", "delete": "is missing"}
+    assert says.get(damage, "manifest.json cannot be read") in out
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b", "data"]
+
+
+def test_a_folder_that_is_not_a_backup_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    code, out = _run("restore", str(tmp_path / "photos"), "--data", str(tmp_path / "d"))
+    assert code == 2 and "is not a facerec backup (no manifest.json)" in out and not (tmp_path / "d").exists()
+
+
+def test_a_folder_that_is_not_a_data_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(tmp_path / "notes"))
+    assert code == 2 and "holds no facerec database or audit log" in out and not (tmp_path / "b").exists()
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(tmp_path / "missing"))
+    assert code == 1 and "no data dir at" in out and not (tmp_path / "b").exists()
+
+
+def test_postgres_says_pg_dump(tmp_path: Path) -> None:
+    env = {"FACEREC_DATABASE_URL": "postgresql://u:secret@db.invalid:5432/facerec"}
+    for args, tool in ((["backup", str(tmp_path / "b")], "pg_dump"), (["restore", str(tmp_path)], "pg_restore")):
+        code, out = _run(*args, env=env)
+        assert code == 2 and out.count("\n") == 1 and tool in out and "docs/POSTGRES.md" in out, out
+        assert "secret" not in out
+    assert not (tmp_path / "b").exists()
