@@ -20,7 +20,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
 
 from service.backup.errors import BackupRefused
 from service.backup.layout import MANIFEST, Kind
@@ -111,11 +110,6 @@ class Manifest:
 
 def _check_path(rel: str, manifest: Path) -> None:
     """A manifest path must stay inside the backup and the data dir: relative, no ``..``, not the manifest."""
-    parts = PurePosixPath(rel).parts
-    if not isinstance(rel, str) or not parts or rel.startswith("/") or ".." in parts or rel == MANIFEST:
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if not parts or rel.startswith("/") or ".." in parts or rel == MANIFEST:
         raise BackupRefused(f"{manifest} is damaged: it names the file {rel!r}")
-
-
-def as_dict(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as the JSON object it is written as."""
-    return cast(dict[str, Any], json.loads(manifest.to_json()))
