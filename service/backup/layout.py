@@ -19,6 +19,11 @@ from service.photos.index import SNAP_DIR as PHOTO_SNAPSHOTS
 
 Kind = Literal["sqlite", "audit", "file"]
 
+BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
+"""Where the container's first start writes the first admin key's token (``docker/entrypoint.sh``, at
+``FACEREC_BOOTSTRAP_ADMIN_KEY_FILE``: ``/data/bootstrap-admin-key`` in docker-compose.yml)."""
+BOOTSTRAP_KEY_ENV = "FACEREC_BOOTSTRAP_ADMIN_KEY_FILE"
+
 MANIFEST = "manifest.json"
 """The file that makes a folder a facerec backup."""
 PARTIAL_PREFIX = ".facerec-partial-"
@@ -30,7 +35,12 @@ REBUILT = {
     PHOTO_SNAPSHOTS: "photo library index snapshots, rebuilt from photos.sqlite3 on start",
 }
 """Folders of the data dir that are caches of a database, with why they need no backup."""
-PROCESS_FILES = {LOCK_NAME: "the running server's lock", REINDEX_LOCK: "the re-index lock"}
+PROCESS_FILES = {
+    LOCK_NAME: "the running server's lock",
+    REINDEX_LOCK: "the re-index lock",
+}
+SECRET = "a plaintext API token: its key is in keys.db; keep the token elsewhere and delete the file"
+"""Files of the data dir left out, with why: a running process's, or a secret no backup should carry."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,15 @@ def _skip_dir(path: Path, *, top: bool) -> str | None:
     return None
 
 
+def _is_bootstrap_token(path: Path) -> bool:
+    """The container's bootstrap token file (its usual name, the one ``FACEREC_BOOTSTRAP_ADMIN_KEY_FILE`` names,
+    or the entrypoint's temporary file for it)."""
+    named = os.environ.get(BOOTSTRAP_KEY_ENV, "")
+    if named not in ("", "-") and Path(named).absolute() == path.absolute():
+        return True
+    return path.name == BOOTSTRAP_KEY_FILE or path.name.startswith(f".{BOOTSTRAP_KEY_FILE}.")
+
+
 def scan(data: Path, *, exclude: tuple[Path, ...] = ()) -> tuple[list[Entry], dict[str, str]]:
     """The files of ``data`` to back up (sorted by path) and what was left out (path -> why). ``exclude``:
     folders never entered (the backup being written, when it is inside the data dir)."""
@@ -73,6 +92,8 @@ def scan(data: Path, *, exclude: tuple[Path, ...] = ()) -> tuple[list[Entry], di
         rel = path.relative_to(data).as_posix()
         if rel in PROCESS_FILES:
             skipped[rel] = PROCESS_FILES[rel]
+        elif _is_bootstrap_token(path):
+            skipped[rel] = SECRET
         elif rel == AUDIT_FILE:
             entries.append(Entry(rel, "audit"))
         elif is_sqlite(path):

@@ -117,6 +117,19 @@ def test_a_backup_inside_the_data_dir_is_not_backed_up_again(data: Path) -> None
     assert manifest["skipped"]["backups/one/"] == "a facerec backup"
 
 
+def test_the_bootstrap_token_is_not_backed_up(data: Path, tmp_path: Path) -> None:
+    """The container's first admin token, in plaintext in the data dir until its owner deletes it, stays out:
+    under its usual name, its temporary name, or the name FACEREC_BOOTSTRAP_ADMIN_KEY_FILE gives."""
+    for name in ("bootstrap-admin-key", ".bootstrap-admin-key.x1Yz", "first-token"):
+        (data / name).write_text("frk_secret_token\n")
+    env = {"FACEREC_BOOTSTRAP_ADMIN_KEY_FILE": str(data / "first-token")}
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
+    assert code == 0, out
+    assert {"bootstrap-admin-key", ".bootstrap-admin-key.x1Yz", "first-token"} <= set(json.loads(out)["skipped"])
+    assert not (tmp_path / "b" / "bootstrap-admin-key").exists()
+    assert not [p for p in (tmp_path / "b").rglob("*") if p.is_file() and b"frk_secret_token" in p.read_bytes()]
+
+
 def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
     with open(data / "audit.log", "ab") as f:
         f.write(b'{"ts": "half a rec')
