@@ -7,6 +7,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from service.events.store import CLAIM_S
+from service.streams.backoff import DEFAULT_MAX_S, FIRST_S
 
 MIN_FPS = 0.01
 """The lowest analysis rate a video job or stream accepts, frames per second (one frame every 100 s)."""
@@ -47,6 +48,15 @@ class MediaSettings(BaseSettings):
         ),
     )
     streams_max: int = Field(default=8, ge=0, description="Most live streams (POST /v1/streams) at once.")
+    stream_max_backoff_s: float = Field(
+        default=DEFAULT_MAX_S,
+        ge=FIRST_S,
+        le=86400.0,
+        description=(
+            "Live streams: longest wait between attempts to reach a source that fails (0.25 s doubling up to this, "
+            "+-20 % jitter), seconds."
+        ),
+    )
     track_decide_frames: int = Field(
         default=5,
         ge=1,

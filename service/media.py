@@ -123,7 +123,10 @@ class Media:
             default_fps=settings.video_fps,
         )
         self.streams = StreamManager(
-            stores.streams if stores else SQLiteStreamStore(data), deps(live=True), max_streams=settings.streams_max
+            stores.streams if stores else SQLiteStreamStore(data),
+            deps(live=True),
+            max_streams=settings.streams_max,
+            max_backoff_s=settings.stream_max_backoff_s,
         )
         self.live = LiveSessions()
         if metrics is not None:

@@ -94,6 +94,11 @@ class StreamHealth(BaseModel):
         None, description="When `last_error` happened, Unix s (before `connected_since`: the stream recovered since)."
     )
     connected_since: float | None
+    next_attempt_at: float | None = Field(
+        None,
+        description="While the source is failing: when the stream will try it again, Unix s (waits of 0.25 s doubling "
+        "up to `FACEREC_STREAM_MAX_BACKOFF_S`, +-20 %); null while connected or connecting.",
+    )
 
 
 class StreamOut(BaseModel):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from service.streams.backoff import DEFAULT_MAX_S
 from service.streams.store import StreamConfig, StreamNotFound, StreamStore
 from service.streams.worker import StreamWorker
 from service.video.decode import redact
@@ -36,12 +37,14 @@ WAITING: dict[str, Any] = {
     "last_error": None,
     "last_error_at": None,
     "connected_since": None,
+    "next_attempt_at": None,
 }
 """The health of a stream no replica has reported reading yet."""
 
 
 class StreamManager:
-    """Owns one :class:`StreamWorker` per stream this process reads; thread-safe."""
+    """Owns one :class:`StreamWorker` per stream this process reads (reconnecting with waits of at most
+    ``max_backoff_s``, s); thread-safe."""
 
     def __init__(
         self,
@@ -50,10 +53,12 @@ class StreamManager:
         *,
         max_streams: int,
         renew_s: float = 5.0,
+        max_backoff_s: float = DEFAULT_MAX_S,
     ) -> None:
         self.store = store
         self.deps = deps
         self.max_streams = max_streams
+        self.max_backoff_s = max_backoff_s
         self.renew_s = renew_s
         self._workers: dict[str, StreamWorker] = {}
         self._deleted: set[str] = set()  # deleted while a sync was in flight; cleared when none is (see sync)
@@ -86,7 +91,7 @@ class StreamManager:
                 gone = [self._workers.pop(i) for i in list(self._workers) if i not in mine]
                 new = [configs[i] for i in mine if i not in self._workers and i not in self._deleted]
                 for cfg in new:
-                    self._workers[cfg.id] = StreamWorker(cfg, self.deps).start()
+                    self._workers[cfg.id] = StreamWorker(cfg, self.deps, max_backoff_s=self.max_backoff_s).start()
         finally:
             with self._lock:
                 self._syncing -= 1

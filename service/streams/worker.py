@@ -6,10 +6,11 @@ frames (a small pipeline: on two cores, decoding, detection and the encoder over
 Overload drops frames, never requests: the reader overwrites a frame the processor has not taken yet (counted
 as dropped), and the processor takes the newest frame only once it holds the gate, whose few permits are all the
 CPU that streams and video jobs may use at once. A failed open or read is retried with exponential backoff
-(0.25 s doubling up to ``max_backoff_s``); a connection that ends within ``STABLE_S`` of opening (a snapshot
-URL, a camera that accepts and hangs up) counts as a failed open, so such a source is not reopened in a tight
-loop. The tracker's clock stops while the stream is down, so a person still in view after a reconnect keeps
-their track and is not announced twice.
+(:class:`~service.streams.backoff.Backoff`: 0.25 s doubling up to ``max_backoff_s``, each wait +-20 %; the health's
+``next_attempt_at`` says when); a connection that ends within ``STABLE_S`` of opening (a snapshot URL, a camera
+that accepts and hangs up) counts as a failed open, so such a source is not reopened in a tight loop. Stopping
+the worker ends a wait at once. The tracker's clock stops while the stream is down, so a person still in view
+after a reconnect keeps their track and is not announced twice.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy.typing as npt
 from service.config import MIN_FPS
 from service.events.recorder import event_of, stream_event_id
 from service.gallery.errors import StorageUnavailable
+from service.streams.backoff import DEFAULT_MAX_S, Backoff
 from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
@@ -52,7 +54,8 @@ class _Frame:
 
 
 class StreamWorker:
-    """See the module docstring. ``analyzer`` may return None while the model loads (frames are dropped)."""
+    """See the module docstring. ``analyzer`` may return None while the model loads (frames are dropped).
+    ``backoff``: the reconnection waits (default: :class:`Backoff` capped at ``max_backoff_s``, s)."""
 
     def __init__(
         self,
@@ -60,15 +63,18 @@ class StreamWorker:
         deps: FrameDeps,
         *,
         open_timeout_s: float = 5.0,
-        max_backoff_s: float = 2.0,
+        max_backoff_s: float = DEFAULT_MAX_S,
+        backoff: Backoff | None = None,
     ) -> None:
         self.cfg = cfg
         self.deps = deps
-        self.open_timeout_s, self.max_backoff_s = open_timeout_s, max_backoff_s
+        self.open_timeout_s = open_timeout_s
+        self._backoff = backoff or Backoff(max_backoff_s)
         self.source = f"stream:{cfg.id}"
         self.state = "connecting"
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # Unix s
+        self.next_attempt_at: float | None = None  # Unix s, while waiting to try the source again
         self.reconnects = 0
         self.frames_in = self.frames_processed = self.frames_dropped = self.events = 0
         self.lag_s: float | None = None
@@ -106,8 +112,14 @@ class StreamWorker:
 
     # ---- reading ---------------------------------------------------------------------------------
 
+    def _back_off(self) -> None:
+        """Wait the next backoff (ended at once by :meth:`stop`), showing when the next attempt is due."""
+        wait = self._backoff.next()
+        self.next_attempt_at = time.time() + wait
+        self._stop.wait(wait)
+        self.next_attempt_at = None
+
     def _read_loop(self) -> None:
-        backoff = 0.25
         connected_before = False
         down_since = time.monotonic()
         while not self._stop.is_set():
@@ -116,8 +128,7 @@ class StreamWorker:
             except VideoError as exc:
                 self._error(str(exc))
                 self.state = "reconnecting" if connected_before else "connecting"
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+                self._back_off()
                 continue
             if connected_before:
                 self.reconnects += 1
@@ -147,10 +158,9 @@ class StreamWorker:
                 self.state, self.connected_since = "reconnecting", None
                 log.warning("stream %s lost (%s); reconnecting", self.cfg.id, self.last_error)
                 if down_since - opened >= STABLE_S:
-                    backoff = 0.25
+                    self._backoff.reset()
                 else:  # it opened but ended at once: wait as after a failed open
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.max_backoff_s)
+                    self._back_off()
 
     # ---- processing ------------------------------------------------------------------------------
 
@@ -248,7 +258,8 @@ class StreamWorker:
 
     def health(self) -> dict[str, Any]:
         """State, rates (frames/s over the last 5 s), counters, lag (ms), last error (credentials redacted) and
-        when it happened (Unix s: older than ``connected_since`` when the stream has recovered since)."""
+        when it happened (Unix s: older than ``connected_since`` when the stream has recovered since), and while it
+        waits to try the source again, when it will (``next_attempt_at``, Unix s; else None)."""
         lat = list(self.latencies)
         return {
             "state": self.state,
@@ -264,4 +275,5 @@ class StreamWorker:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "connected_since": self.connected_since,
+            "next_attempt_at": self.next_attempt_at,
         }

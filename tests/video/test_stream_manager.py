@@ -18,7 +18,7 @@ from service.video.deps import FrameDeps
 class FakeWorker:
     """A :class:`StreamWorker` that starts no thread and opens no capture."""
 
-    def __init__(self, cfg: StreamConfig, deps: Any) -> None:
+    def __init__(self, cfg: StreamConfig, deps: Any, **settings: Any) -> None:
         self.cfg, self.running = cfg, False
 
     def start(self) -> FakeWorker:

@@ -197,6 +197,23 @@ def test_streams_past_the_limit_are_refused(client: httpx.Client) -> None:
     assert [s["id"] for s in client.get("/v1/streams").json()] == [s["id"] for s in before]
 
 
+def test_a_failing_stream_says_when_it_tries_again(client: httpx.Client) -> None:
+    """Nothing listens on port 9: the health shows the error and when the next attempt is due (Unix s)."""
+    r = client.post("/v1/streams", json={"name": "down", "url": "rtsp://127.0.0.1:9/down", "fps": 1})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        health = wait_until(
+            "a wait before the next attempt",
+            lambda: (h := client.get(f"/v1/streams/{sid}").json()["health"])["next_attempt_at"] and h,
+            timeout=30.0,
+        )
+        assert health["state"] == "connecting" and health["last_error"] == "cannot open rtsp://127.0.0.1:9/down"
+        assert health["last_error_at"] <= health["next_attempt_at"] <= time.time() + 60.0 * 1.2
+    finally:
+        assert client.delete(f"/v1/streams/{sid}").status_code == 204
+
+
 def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_stream: dict[str, Any]) -> None:
     server.restart()
     sid = mjpeg_stream["id"]
