@@ -16,8 +16,8 @@ from service.media import MediaDep
 from service.nul_guard import RequestModel
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import ErrorResponse
-from service.streams.store import StreamNotFound, TooManyStreams
-from service.video.decode import CAMERA_SOURCE
+from service.streams.store import DuplicateStream, StreamNotFound, TooManyStreams
+from service.video.decode import CAMERA_SOURCE, redact
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"], route_class=AdmitFirst)
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
@@ -33,6 +33,10 @@ class StreamMissing(ServiceError):
 
 class StreamLimit(ServiceError):
     status, code = 409, "too_many_streams"
+
+
+class StreamExists(ServiceError):
+    status, code = 409, "stream_exists"
 
 
 class StreamCreate(RequestModel):
@@ -117,16 +121,28 @@ class StreamOut(BaseModel):
     summary="Watch a live stream",
     responses={
         **errors(*AUTH, 415, 422),
-        409: {"model": ErrorResponse, "description": "`FACEREC_STREAMS_MAX` streams run already (`too_many_streams`)."},
+        409: {
+            "model": ErrorResponse,
+            "description": "`FACEREC_STREAMS_MAX` streams run already (`too_many_streams`), or a stream reads this "
+            "source already (`stream_exists`, naming it; the same URL up to its credentials, the case of its host "
+            "and a default port).",
+        },
     },
 )
 async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> StreamOut:
     """Stored (it survives a restart) and started at once; reconnects by itself. Every person tracked on it gives
-    one event (``GET /v1/events?source=stream:<id>``)."""
+    one event (``GET /v1/events?source=stream:<id>``). One source is read by one stream: adding it again is a
+    409 ``stream_exists``."""
     try:
         view = await run_in_threadpool(lambda: media.streams.add(name=body.name, url=body.url, fps=body.fps))
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
+    except DuplicateStream as exc:
+        same = exc.existing
+        raise StreamExists(
+            f"stream {same.id} ({same.name!r}, {redact(same.url)}) reads this source already: "
+            "use it, or delete it first"
+        ) from exc
     return StreamOut.model_validate(view)
 
 

@@ -16,12 +16,15 @@ from typing import Any
 
 from service.sqlconn import SqlConn
 from service.sqlite_file import LockedSqlite
+from service.streams.source import source_key
 
 STREAMS_FILE = "streams.db"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL, "
     "fps REAL NOT NULL, created_at REAL NOT NULL)"
 )
+
+_COLUMNS = "id, name, url, fps, created_at"
 
 
 class StreamNotFound(LookupError):
@@ -30,6 +33,15 @@ class StreamNotFound(LookupError):
 
 class TooManyStreams(Exception):
     """The most streams allowed (``FACEREC_STREAMS_MAX``) are stored already."""
+
+
+class DuplicateStream(Exception):
+    """A stream reading the same source is stored already (:func:`~service.streams.source.source_key`);
+    ``existing``: the oldest such stream."""
+
+    def __init__(self, existing: StreamConfig) -> None:
+        super().__init__(f"stream {existing.id} reads this source already")
+        self.existing = existing
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +70,17 @@ class StreamStore(ABC):
         return self._conn()
 
     def add(self, *, name: str, url: str, fps: float, limit: int | None = None) -> StreamConfig:
-        """Store a new stream; :class:`TooManyStreams` when ``limit`` streams are stored already (counted and
-        inserted in one turn of :meth:`_writer`, so two creations at once, on any replicas, cannot both pass)."""
+        """Store a new stream; :class:`DuplicateStream` when one reading the same source is stored already,
+        :class:`TooManyStreams` when ``limit`` streams are. Both are checked and the row inserted in one turn of
+        :meth:`_writer`, so two creations at once, on any replicas, cannot both pass."""
         cfg = StreamConfig(uuid.uuid4().hex, name, url, fps, time.time())
+        key = source_key(url)
         with self._writer() as c:
-            if limit is not None and int(c.execute("SELECT COUNT(*) FROM streams").fetchone()[0]) >= limit:
+            rows = c.execute(f"SELECT {_COLUMNS} FROM streams ORDER BY created_at, id").fetchall()
+            same = [StreamConfig(*r) for r in rows if source_key(r[2]) == key]
+            if same:
+                raise DuplicateStream(same[0])
+            if limit is not None and len(rows) >= limit:
                 raise TooManyStreams(f"at most {limit} streams may run (FACEREC_STREAMS_MAX)")
             c.execute(
                 "INSERT INTO streams (id, name, url, fps, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -72,7 +90,7 @@ class StreamStore(ABC):
 
     def all(self) -> list[StreamConfig]:
         with self._conn() as c:
-            rows = c.execute("SELECT id, name, url, fps, created_at FROM streams ORDER BY created_at").fetchall()
+            rows = c.execute(f"SELECT {_COLUMNS} FROM streams ORDER BY created_at").fetchall()
         return [StreamConfig(*r) for r in rows]
 
     def count(self) -> int:

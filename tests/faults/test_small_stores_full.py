@@ -39,8 +39,8 @@ def test_streams_and_videos_on_a_full_disk_answer_507(tmp_path: Path) -> None:
         streams_db, videos_db = media.streams.store._file._db, media.jobs._file._db
         body = {"name": "door " + "x" * 190, "url": "rtsp://127.0.0.1:9/" + "c" * 1000, "fps": 1}
         with full(streams_db):
-            for _ in range(200):  # the last page's free space first, then the refusal
-                r = client.post("/v1/streams", json=body)
+            for i in range(200):  # the last page's free space first, then the refusal
+                r = client.post("/v1/streams", json={**body, "url": f"{body['url']}/{i}"})  # one camera each
                 if r.status_code != 201:
                     break
             insufficient(r, "streams.db")

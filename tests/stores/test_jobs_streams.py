@@ -14,7 +14,7 @@ import pytest
 from service.gallery.postgres.connection import PoolOptions
 from service.pgstores import open_postgres
 from service.pgstores.media import PostgresStreamStore, replica_id
-from service.streams.store import StreamNotFound, TooManyStreams
+from service.streams.store import DuplicateStream, StreamNotFound, TooManyStreams
 from service.video.jobstore import JobNotFound
 from tests.storefixtures import OpenStores
 
@@ -179,3 +179,71 @@ def test_first_uses_of_a_replica_id_at_once_agree_on_one(tmp_path: Path) -> None
         t.join()
     assert len(ids) == 16 and len(set(ids)) == 1
     assert [p.name for p in (tmp_path / "r").iterdir()] == ["replica.id"]
+
+
+def test_a_source_is_stored_once_whatever_its_credentials_host_case_or_default_port(media_stores: OpenStores) -> None:
+    """The same camera again is :class:`DuplicateStream` naming the stream that reads it, and adds nothing; any
+    other path, query, port or scheme is another source."""
+    streams, other = media_stores("a").streams, media_stores("b").streams
+    door = streams.add(name="door", url="rtsp://admin:secret@Cam.Local/live", fps=5.0)
+    webcam = streams.add(name="webcam", url="0", fps=5.0)
+    for url, existing in (
+        ("rtsp://admin:secret@Cam.Local/live", door),
+        ("rtsp://cam.local:554/live", door),
+        ("RTSP://viewer:other@CAM.LOCAL:554/live", door),
+        ("/dev/video0", webcam),
+    ):
+        with pytest.raises(DuplicateStream) as refused:
+            other.add(name="again", url=url, fps=1.0, limit=8)
+        assert refused.value.existing == existing, url
+    for url in (
+        "rtsp://cam.local/Live",
+        "rtsp://cam.local:8554/live",
+        "rtsp://cam.local/live?ch=2",
+        "rtsps://cam.local/live",
+    ):
+        streams.add(name="another", url=url, fps=1.0)
+    assert [s.name for s in other.all()] == ["door", "webcam", *["another"] * 4]
+
+
+def test_one_of_two_replicas_adding_one_camera_at_once_stores_it(media_stores: OpenStores) -> None:
+    """12 creations of one camera at once (from two replicas on PostgreSQL, its URL written three ways): one is
+    stored, the 11 others are told which stream reads it."""
+    stores = [media_stores("a").streams, media_stores("b").streams]
+    urls = ["rtsp://u:p@cam/1", "rtsp://CAM:554/1", "rtsp://cam/1"]
+    start = threading.Barrier(12)
+
+    def create(i: int) -> str:
+        start.wait()
+        try:
+            return stores[i % 2].add(name=f"cam{i}", url=urls[i % 3], fps=5.0, limit=8).id
+        except DuplicateStream as exc:
+            return f"refused: {exc.existing.id}"
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(create, range(12)))
+    [stored] = stores[0].all()
+    assert sorted(outcomes) == sorted([stored.id, *[f"refused: {stored.id}"] * 11])
+
+
+def test_streams_that_already_read_one_source_are_kept_and_it_is_not_added_a_third_time(
+    media_stores: OpenStores,
+) -> None:
+    """Two rows of one URL, as a version that did not check left them: both stay (listed, read, deletable); adding
+    the URL again names the oldest."""
+    streams = media_stores("a").streams
+    with streams._writer() as c:
+        for stream_id, created in (("old1", 1.0), ("old2", 2.0)):
+            c.execute(
+                "INSERT INTO streams (id, name, url, fps, created_at) VALUES (?, ?, ?, ?, ?)",
+                (stream_id, "door", "rtsp://cam/1", 5.0, created),
+            )
+    reopened = media_stores("a").streams
+    assert [s.id for s in reopened.all()] == ["old1", "old2"]
+    with pytest.raises(DuplicateStream) as refused:
+        reopened.add(name="door", url="rtsp://cam:554/1", fps=5.0)
+    assert refused.value.existing.id == "old1" and reopened.count() == 2
+    reopened.delete("old1")
+    with pytest.raises(DuplicateStream) as refused:
+        reopened.add(name="door", url="rtsp://cam/1", fps=5.0)
+    assert refused.value.existing.id == "old2"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,31 @@ def test_a_failing_stream_says_when_it_tries_again(client: httpx.Client) -> None
         assert health["last_error_at"] <= health["next_attempt_at"] <= time.time() + 60.0 * 1.2
     finally:
         assert client.delete(f"/v1/streams/{sid}").status_code == 204
+
+
+def test_a_camera_already_read_is_not_added_again(client: httpx.Client) -> None:
+    """Its URL again, with other credentials, another host case or its default port: 409 ``stream_exists``
+    naming the stream that reads it (its password not shown), nothing added; two such POSTs at once add one."""
+    before = client.get("/v1/streams").json()
+    r = client.post("/v1/streams", json={"name": "gate", "url": f"rtsp://gate:{PASSWORD}@127.0.0.1:9/gate"})
+    assert r.status_code == 201, r.text
+    gate = r.json()["id"]
+    try:
+        for url in (f"rtsp://gate:{PASSWORD}@127.0.0.1:9/gate", "RTSP://viewer:other@127.0.0.1:9/gate"):
+            r = client.post("/v1/streams", json={"name": "gate again", "url": url, "fps": 2})
+            assert r.status_code == 409 and r.json()["error"]["code"] == "stream_exists", r.text
+            assert gate in r.json()["error"]["message"] and PASSWORD not in r.text
+        assert [s["id"] for s in client.get("/v1/streams").json()] == [*(s["id"] for s in before), gate]
+    finally:
+        assert client.delete(f"/v1/streams/{gate}").status_code == 204
+
+    body = {"name": "yard", "url": "rtsp://127.0.0.1:9/yard"}
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: client.post("/v1/streams", json=body), range(2)))
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    [made] = [a.json() for a in answers if a.status_code == 201]
+    assert [s["id"] for s in client.get("/v1/streams").json() if s["name"] == "yard"] == [made["id"]]
+    assert client.delete(f"/v1/streams/{made['id']}").status_code == 204
 
 
 def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_stream: dict[str, Any]) -> None:
