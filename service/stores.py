@@ -8,6 +8,7 @@ abstract base in :mod:`service.audit`, re-exported here.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -24,14 +25,16 @@ __all__ = ["ApiKeyStore", "AuditStore", "MediaStores"]
 @runtime_checkable
 class ApiKeyStore(Protocol):
     """API keys: tokens shown once, stored hashed, compared in constant time; thread-safe. A revoked key is
-    refused from the next :meth:`authenticate` on (every replica)."""
+    refused from the next :meth:`authenticate` on (every replica); an expired one from its ``expires_at`` on.
+    Times are ISO 8601 UTC text (:func:`service.keys.iso`)."""
 
-    def create(self, *, scope: Scope, name: str = "") -> tuple[ApiKey, str]:
-        """A new key and its token; the token is not stored and cannot be shown again."""
+    def create(self, *, scope: Scope, name: str = "", expires_at: str | None = None) -> tuple[ApiKey, str]:
+        """A new key and its token; the token is not stored and cannot be shown again. ``expires_at`` (None =
+        never) must be in the future (``ValueError``)."""
         ...
 
     def list(self) -> list[ApiKey]:
-        """Every key, oldest first, revoked ones included."""
+        """Every key, oldest first, revoked and expired ones included."""
         ...
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -39,11 +42,17 @@ class ApiKeyStore(Protocol):
         ...
 
     def has_active(self) -> bool:
-        """Whether any key is not revoked."""
+        """Whether any key is neither revoked nor expired."""
         ...
 
     def authenticate(self, token: str) -> ApiKey | None:
-        """The active key this token belongs to, else ``None``."""
+        """The key this token belongs to unless it is revoked, else ``None``; an expired key is returned (check
+        :attr:`ApiKey.expired` / :meth:`ApiKey.allows`), so that the caller can say it expired."""
+        ...
+
+    def mark_used(self, used: Mapping[str, str]) -> None:
+        """Set ``last_used_at`` of each key id to its time, never moving it backwards; one write. Raises the
+        storage's error when it refuses (callers off the request path: :mod:`service.key_usage`)."""
         ...
 
     def close(self) -> None:

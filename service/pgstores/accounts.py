@@ -11,15 +11,25 @@ configured rate in total, not N times it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from service.audit import AuditStore, unrecorded
 from service.gallery.errors import StorageError, StorageFull
-from service.keys import SCOPES, ApiKey, KeyNotFound, Scope, active_key, new_token, now_iso, token_key_id
+from service.keys import (
+    KEY_COLUMNS,
+    MARK_USED,
+    ApiKey,
+    KeyNotFound,
+    Scope,
+    active_key,
+    check_new,
+    new_token,
+    now_iso,
+    token_key_id,
+)
 from service.pgstores.pool import Pool, connection
 from service.ratelimit import RateLimiter
-
-_KEY_COLS = "id, name, scope, created_at, revoked_at"
 
 
 class PostgresKeyStore:
@@ -28,30 +38,31 @@ class PostgresKeyStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    def create(self, *, scope: Scope, name: str = "") -> tuple[ApiKey, str]:
-        """A new key and its token; the token is not stored and cannot be shown again."""
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    def create(self, *, scope: Scope, name: str = "", expires_at: str | None = None) -> tuple[ApiKey, str]:
+        """A new key and its token; the token is not stored and cannot be shown again. ``expires_at`` (from
+        :func:`service.keys.expiry`) must be in the future."""
+        check_new(scope, expires_at)
         key_id, token, digest = new_token()
         created = now_iso()
         with connection(self._pool) as conn:
             conn.execute(
-                "INSERT INTO api_keys (id, name, scope, token_sha256, created_at) VALUES (%s, %s, %s, %s, %s)",
-                (key_id, name, scope, digest, created),
+                "INSERT INTO api_keys (id, name, scope, token_sha256, created_at, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (key_id, name, scope, digest, created, expires_at),
             )
-        return ApiKey(key_id, name, scope, created, None), token
+        return ApiKey(key_id, name, scope, created, None, expires_at), token
 
     def list(self) -> list[ApiKey]:
-        """Every key, oldest first, revoked ones included."""
+        """Every key, oldest first, revoked and expired ones included."""
         with connection(self._pool) as conn:
-            rows = conn.execute(f"SELECT {_KEY_COLS} FROM api_keys ORDER BY seq").fetchall()
+            rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY seq").fetchall()
         return [ApiKey(*row) for row in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
         """Mark a key revoked (kept for the record); raises :class:`KeyNotFound`."""
         with connection(self._pool) as conn:
             row = conn.execute(
-                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s RETURNING {_KEY_COLS}",
+                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s RETURNING {KEY_COLUMNS}",
                 (now_iso(), key_id),
             ).fetchone()
         if row is None:
@@ -59,16 +70,28 @@ class PostgresKeyStore:
         return ApiKey(*row)
 
     def has_active(self) -> bool:
-        with connection(self._pool) as conn:
-            return conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
-
-    def authenticate(self, token: str) -> ApiKey | None:
-        """The active key this token belongs to, else ``None`` (read from the database at every call)."""
+        """Whether any key is neither revoked nor expired."""
         with connection(self._pool) as conn:
             row = conn.execute(
-                f"SELECT {_KEY_COLS}, token_sha256 FROM api_keys WHERE id = %s", (token_key_id(token),)
+                "SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %s) LIMIT 1",
+                (now_iso(),),
+            ).fetchone()
+        return row is not None
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The key this token belongs to unless revoked (an expired one included, see
+        :func:`service.keys.active_key`), else ``None`` (read from the database at every call)."""
+        with connection(self._pool) as conn:
+            row = conn.execute(
+                f"SELECT {KEY_COLUMNS}, token_sha256 FROM api_keys WHERE id = %s", (token_key_id(token),)
             ).fetchone()
         return active_key(token, row)
+
+    def mark_used(self, used: Mapping[str, str]) -> None:
+        """Set ``last_used_at`` of each key id to its time, never moving it backwards (replicas race: the latest
+        time wins); one transaction. Raises ``StorageError`` when the database refuses or is away."""
+        with connection(self._pool) as conn, conn.cursor() as cur:
+            cur.executemany(MARK_USED, [(at, key_id, at) for key_id, at in used.items()])
 
     def close(self) -> None:
         """Nothing to release: the pool belongs to the backend."""

@@ -231,19 +231,27 @@ def _copy_faces(
     return False
 
 
+_KEY_TIMES = ("expires_at", "last_used_at")
+"""The columns ``keys.db`` schema version 2 added, copied as they are."""
+
+
 def _copy_keys(data_dir: Path, target: _Target, progress: ProgressFn) -> None:
     path = data_dir / "keys.db"
     rows: list[tuple[Any, ...]] = []
     if path.is_file():
         with closing(_sqlite(path)) as keys:
+            have = {str(r[1]) for r in keys.execute("PRAGMA table_info(api_keys)")}
+            # a keys.db no server of version 2 opened yet has no expiry or last use: NULL, as the upgrade makes
+            extra = ", ".join(c if c in have else f"NULL AS {c}" for c in _KEY_TIMES)
             rows = keys.execute(
-                "SELECT id, name, scope, token_sha256, created_at, revoked_at FROM api_keys ORDER BY rowid"
+                f"SELECT id, name, scope, token_sha256, created_at, revoked_at, {extra} FROM api_keys ORDER BY rowid"
             ).fetchall()
     with target.conn.transaction(), target.conn.cursor() as cur:
         if rows:
             cur.executemany(
-                "INSERT INTO api_keys (id, name, scope, token_sha256, created_at, revoked_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO api_keys (id, name, scope, token_sha256, created_at, revoked_at, "
+                f"{', '.join(_KEY_TIMES)}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
                 rows,
             )
     progress("keys", len(rows), len(rows))

@@ -9,7 +9,8 @@ triggers so that every request can read them without a scan; since version 3 eac
 ``shard`` = backend pid mod 64, summed by readers, so that concurrent enrolments do not queue on one row lock
 until each other's commit); version 4: ``namings`` (the photo library's naming intents, see
 :mod:`service.photos.naming`); version 5: ``merged_faces`` (the groups of merged clusters re-clustering keeps
-together, :mod:`service.photos.sqlclusters`); ``api_keys`` (sha256 of the token);
+together, :mod:`service.photos.sqlclusters`); version 6: ``api_keys.expires_at`` and ``last_used_at`` (ISO 8601 UTC
+text, as :mod:`service.keys` writes them); ``api_keys`` (sha256 of the token);
 ``audit_log``; ``rate_buckets`` (UNLOGGED: the shared rate limit's token buckets, lost on a crash like the
 embedded limiter's on a restart); ``meta``. Version 2: the media and photo stores of :mod:`service.pgstores`
 (``events`` + webhook ``outbox``, ``video_jobs``, ``streams`` + ``stream_leases``, and the photo library's
@@ -31,7 +32,7 @@ from service.gallery.postgres import locks
 from service.gallery.postgres.connection import location
 from service.gallery.postgres.errors import DatabaseConfigError, SchemaTooNew
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATION_LOCK = locks.MIGRATION
 
 _TRANSITION_TABLES = {
@@ -287,6 +288,10 @@ MIGRATIONS: dict[int, str] = {
         grp bigint NOT NULL
     );
     CREATE INDEX merged_faces_grp ON merged_faces (grp);
+    """,
+    6: """
+    ALTER TABLE api_keys ADD COLUMN expires_at text;
+    ALTER TABLE api_keys ADD COLUMN last_used_at text;
     """,
 }
 """Schema version -> SQL that upgrades from the previous version. Append; never edit a released one."""
