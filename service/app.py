@@ -31,6 +31,7 @@ from service.bootstrap import GalleryFactory, default_analyzer, make_runner, ope
 from service.config import Settings
 from service.gallery import Gallery, GalleryLocked
 from service.head import HeadMiddleware
+from service.key_usage import LastUsed
 from service.media import Media
 from service.metrics import Metrics, MetricsMiddleware
 from service.nul_guard import NulUrlMiddleware
@@ -102,6 +103,7 @@ def create_app(
             lambda: open_backend(settings, gallery=False, gallery_factory=gallery_factory)
         )
         state.keys, state.audit = backend.keys, backend.audit
+        state.key_usage = LastUsed(backend.keys)
         if backend.ratelimit is not None:  # shared by the replicas (PostgreSQL): one bucket per caller for all
             state.ratelimit = backend.ratelimit
         try:
@@ -159,6 +161,7 @@ def create_app(
             finally:  # whatever failed above, the gallery still saves its snapshot
                 state.photos = None
                 state.gallery = None
+                await anyio.to_thread.run_sync(state.key_usage.close)
                 await anyio.to_thread.run_sync(backend.close)
 
     app = FastAPI(
@@ -178,6 +181,7 @@ def create_app(
     app.state.runner = None
     app.state.metrics = Metrics()
     app.state.audit = None  # the backend's, from the lifespan on
+    app.state.key_usage = None  # the last-used recorder of the backend's keys, from the lifespan on
     app.state.ratelimit = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     errors.install(app)
     for module in (health, subjects, faces, recognition, photos, videos, streams, events, live, web):

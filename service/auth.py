@@ -3,8 +3,13 @@
 With no active key, a request may go without one only when it is plainly local: the server socket it
 arrived on is a loopback address, its peer is a loopback address, and it carries no proxy header
 (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``: a reverse proxy on loopback must not make remote users
-local). The moment a key is created (``facerec keys create``) every request needs one. The decision uses the
-real addresses of the connection, not ``FACEREC_HOST``, so ``uvicorn --host 0.0.0.0`` cannot open the API.
+local). The moment a key is created (``facerec keys create``) every request needs one. A key that is revoked or
+has expired is not active: once every key is, the server is back where it was before the first key (as after
+revoking every key: plainly local requests need none, all others are refused). The decision uses the real
+addresses of the connection, not ``FACEREC_HOST``, so ``uvicorn --host 0.0.0.0`` cannot open the API.
+
+An expired key is a 401 that says so, limited per client IP like an unknown key. Each admitted key's use is
+noted for ``last_used_at`` (:mod:`service.key_usage`: no write on the request's path).
 
 The same check applies the rate limit (``service.ratelimit``): per key id once the key is known, per client
 IP for the key-less local user and for requests whose key is missing or wrong (so guessing keys is limited
@@ -33,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.addresses import is_loopback
 from service.errors import Forbidden, Unauthorized
+from service.key_usage import LastUsed
 from service.keys import ApiKey, Scope
 from service.query_check import checks_query, query_names, refusal, unknown_query
 from service.stores import ApiKeyStore
@@ -82,9 +88,13 @@ def admit(request: Request, token: str | None, scope: Scope) -> ApiKey:
         raise Unauthorized("an X-API-Key header is required", headers={"WWW-Authenticate": "ApiKey"})
     keys: ApiKeyStore = request.app.state.keys
     key = keys.authenticate(token)
-    if key is None:
+    if key is None or key.expired:
         _limit(request, _client_ip(request))
-        raise Unauthorized("the API key is unknown or revoked", headers={"WWW-Authenticate": "ApiKey"})
+        why = "is unknown or revoked" if key is None else f"expired at {key.expires_at}"
+        raise Unauthorized(f"the API key {why}", headers={"WWW-Authenticate": "ApiKey"})
+    usage: LastUsed | None = getattr(request.app.state, "key_usage", None)
+    if usage is not None:
+        usage.used(key.id)
     _limit(request, f"key:{key.id}")
     if not key.allows(scope):
         raise Forbidden(f"this endpoint needs the {scope!r} scope; the key has {key.scope!r}")
@@ -96,7 +106,7 @@ ADMITTED = "facerec.admitted_key"
 
 
 class Require:
-    """The dependency admitting keys allowed ``scope``: 401 for a missing, unknown or revoked key, 403 for a
+    """The dependency admitting keys allowed ``scope``: 401 for a missing, unknown, revoked or expired key, 403 for a
     lacking scope (checked in a worker thread, see the module doc); the key :class:`AdmitFirst` admitted, if any."""
 
     def __init__(self, scope: Scope) -> None:

@@ -349,7 +349,7 @@ def test_audit_log_of_the_local_user_and_of_key_changes(tmp_path: Path) -> None:
     records = AuditLog(tmp_path / "data").tail(10)
     assert [(r["actor"], r["action"], r["target"], r["via"]) for r in records] == [
         ("local", "subject.create", {"subject_id": sid}, "api"),
-        (cli_actor(), "key.create", {"key_id": key["id"], "scope": "recognize"}, "cli"),
+        (cli_actor(), "key.create", {"key_id": key["id"], "scope": "recognize", "expires_at": None}, "cli"),
         (cli_actor(), "key.revoke", {"key_id": key["id"], "scope": "recognize"}, "cli"),
     ]
     assert key["token"] not in (tmp_path / "data" / "audit.log").read_text()
