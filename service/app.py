@@ -67,7 +67,8 @@ def check_bind(settings: Settings, keys: ApiKeyStore) -> None:
     """Raise :class:`KeysRequired` when the server would listen beyond loopback without any active key."""
     if not is_loopback(settings.host) and not keys.has_active():
         raise KeysRequired(
-            f"refusing to listen on {settings.host}: no API key exists. Create one with "
+            f"refusing to listen on {settings.host}: no active API key exists (none yet, or every "
+            f"one revoked or expired). Create one with "
             f"`facerec keys create --scope admin` (data dir {settings.data}) or listen on 127.0.0.1."
         )
 

@@ -267,3 +267,19 @@ def test_a_postgres_schema_of_the_previous_version_upgrades_in_place(pg_url: str
         backend.close()
     with psycopg.connect(pg_url) as c:
         assert c.execute("SELECT max(version) FROM facerec_schema").fetchone() == (6,)
+
+
+def test_a_server_whose_every_key_expired_refuses_to_listen_off_loopback(where: Where) -> None:
+    from service.app import KeysRequired, check_bind
+    from service.bootstrap import open_backend
+    from service.config import Settings
+
+    where.create()
+    where.sql("UPDATE api_keys SET expires_at = ?", PAST)
+    settings = Settings(data=where.data, host="0.0.0.0", **where.settings())
+    backend = open_backend(settings, gallery=False)
+    try:
+        with pytest.raises(KeysRequired, match="no active API key exists"):
+            check_bind(settings, backend.keys)
+    finally:
+        backend.close()
