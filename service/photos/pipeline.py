@@ -36,6 +36,12 @@ from service.gallery.crops import encode_crop
 from service.photos.library import PHOTO_PNG_LEVEL, IndexedPhoto, IndexOptions, PhotoLibrary
 from service.photos.types import NewObservation
 
+READAHEAD_BYTES = 64 * 2**20
+"""At most this many bytes of photo files are read ahead of the photos being prepared (and at least ``workers``
+photos, whatever their size). Only the count (64) bounded it before: 80 photos of 24 MP (17 MB JPEGs) took
+``facerec photos index`` to 1.8 GB, now 0.8 GB at the same speed (docs/PHOTOS.md, "Memory"); small photos (LFW:
+15 KB) stay bounded by the count."""
+
 Item = tuple[bytes, str | None]
 """A photo to index: its bytes and its external id (e.g. its path)."""
 
@@ -94,27 +100,31 @@ def index_photos(
     options: IndexOptions = IndexOptions(),
     workers: int = 2,
     batch: int = 32,
+    readahead_bytes: int = READAHEAD_BYTES,
 ) -> Iterator[tuple[str | None, IndexedPhoto | FaceRecError]]:
     """Index every photo of ``items``; yields ``(external_id, result)`` in input order once its batch is stored:
     an :class:`IndexedPhoto` (``created`` False: indexed before, nothing changed) or the
     :class:`FaceRecError` that refused this photo (an undecodable image, say; the run goes on). Storage
-    errors are raised (photos not yet yielded were not stored)."""
+    errors are raised (photos not yet yielded were not stored). Photos are read ahead up to ``2 * batch`` of them
+    and ``readahead_bytes`` of their files (at least ``workers`` photos), so large files do not pile up in memory."""
     lookahead = max(2 * batch, workers)
-    pending: deque[Future[_Prepared]] = deque()
+    pending: deque[tuple[Future[_Prepared], int]] = deque()
     ready: list[_Prepared] = []
     source = iter(items)
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="photo-prepare") as pool:
 
         def refill() -> None:
-            while len(pending) < lookahead:
+            held = sum(size for _, size in pending)
+            while len(pending) < lookahead and (held < readahead_bytes or len(pending) < workers):
                 item = next(source, None)
                 if item is None:
                     return
-                pending.append(pool.submit(_prepare, lib, analyzer, item, options.store_crop))
+                pending.append((pool.submit(_prepare, lib, analyzer, item, options.store_crop), len(item[0])))
+                held += len(item[0])
 
         refill()
         while pending:
-            ready.append(pending.popleft().result())
+            ready.append(pending.popleft()[0].result())
             refill()
             if len(ready) >= batch or not pending:
                 yield from _store_batch(lib, analyzer, gallery, ready, options)

@@ -96,3 +96,37 @@ def test_a_storage_failure_acknowledges_nothing_unstored(tmp_path: Path, analyze
     lib.store.add_photos = real  # type: ignore[method-assign]
     lib.close()
     gallery.close()
+
+
+def test_large_files_are_not_read_far_ahead(tmp_path: Path, analyzer: Any, celebrity_root: Path) -> None:
+    """Photos are read ahead by bytes as well as by count: with 5 MB files and a 12 MB read-ahead, at most 3 files
+    are held beyond those being prepared (64 were, whatever their size: 1.1 GB of 17 MB photos)."""
+    jpeg = photos(celebrity_root)[0][0]
+    size = 5 * 2**20
+    pulled = started = most_ahead = 0
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(analyzer, name)
+
+        def load_image(self, image: bytes) -> Any:
+            nonlocal started
+            started += 1
+            return analyzer.load_image(image)
+
+    def items() -> Any:
+        nonlocal pulled, most_ahead
+        for i in range(12):  # a JPEG ignores what follows its end marker: each file is 5 MB, each sha256 its own
+            pulled += 1
+            most_ahead = max(most_ahead, pulled - started)
+            yield jpeg + bytes(size - len(jpeg) - 4) + i.to_bytes(4, "big"), f"{i}.jpg"
+
+    lib = PhotoLibrary(SQLitePhotoStore(tmp_path / "lib"))
+    gallery = open_gallery(tmp_path / "gallery")
+    got = list(
+        index_photos(
+            lib, analyzer=Counting(), gallery=gallery, items=items(), workers=2, batch=8, readahead_bytes=12 * 2**20
+        )
+    )
+    assert len(got) == 12 and all(not isinstance(r, Exception) and r.faces for _, r in got)
+    assert most_ahead <= 3, f"{most_ahead} files were read ahead of the workers"
