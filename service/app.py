@@ -112,6 +112,7 @@ def create_app(
             state.gallery = await anyio.to_thread.run_sync(backend.open_gallery)
             shared = backend.media
             state.photos = await anyio.to_thread.run_sync(open_library, settings, shared.photos if shared else None)
+            state.photo_store = shared.photos if shared else None  # the database's, even with the library off
         except BaseException as exc:
             if isinstance(exc, GalleryLocked):
                 log.error("the data dir %s is in use by another facerec process; not starting", settings.data)
@@ -178,6 +179,7 @@ def create_app(
     app.state.analyzer = None
     app.state.gallery = None
     app.state.photos = None
+    app.state.photo_store = None
     app.state.load_error = None
     app.state.runner = None
     app.state.metrics = Metrics()

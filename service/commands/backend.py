@@ -142,16 +142,16 @@ class LocalBackend:
         """The stores that hold a subject's data, for an erasure or an export: ``gallery``, ``events``, ``jobs``
         and ``library`` (None when the photo library is off), closed on exit."""
         from service.bootstrap import event_store, job_store
-        from service.photos.service import close_library, open_library
+        from service.photos.service import close_library, holding_photo_faces, open_library
 
         gallery = self.gallery  # first: a data dir in use is said before the other stores open
         media = self.backend.media  # the database's library with FACEREC_DATABASE_URL
+        shared = media.photos if media else None
         events, jobs = event_store(self.settings, self.backend), job_store(self.settings, self.backend)
-        library = open_library(
-            self.settings.model_copy(update={"photo_recluster_interval_s": 0.0}), media.photos if media else None
-        )
+        library = open_library(self.settings.model_copy(update={"photo_recluster_interval_s": 0.0}), shared)
         try:
-            yield {"gallery": gallery, "events": events, "jobs": jobs, "library": library}
+            with holding_photo_faces(self.settings, library, shared) as holder:
+                yield {"gallery": gallery, "events": events, "jobs": jobs, "library": holder}
         finally:
             close_library(library)
             events.close()

@@ -15,6 +15,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from service.config import Settings
 from service.gallery.segment import IndexParams
@@ -22,7 +24,7 @@ from service.photos.base import PhotoStore
 from service.photos.cluster import ClusterParams
 from service.photos.clusters import recluster_all
 from service.photos.library import PhotoLibrary
-from service.photos.sqlite import SQLitePhotoStore
+from service.photos.sqlite import DB_NAME, SQLitePhotoStore
 
 log = logging.getLogger("facerec.photos")
 
@@ -108,6 +110,31 @@ def open_library(settings: Settings, store: PhotoStore | None = None) -> PhotoLi
     lib.enforce_retention()
     lib.maintenance = Maintenance(lib, settings.photo_recluster_interval_s)
     return lib
+
+
+@contextmanager
+def holding_photo_faces(
+    settings: Settings, library: PhotoLibrary | None, shared: PhotoStore | None = None
+) -> Iterator[PhotoLibrary | None]:
+    """The library holding subjects' photo faces, for an erasure or an export: ``library`` (the open one) when
+    the library is on; when it is off, the faces it kept from when it was on: its store alone (``shared``, the
+    database's, or the data dir's file), with no search index loaded and no background task (an erasure still
+    removes the erased faces' index snapshots), closed on exit unless ``shared``; None when no photo was ever
+    indexed. Turning the library off must not make an erasure skip, or an export miss, a person's photo faces."""
+    if library is not None:
+        yield library
+        return
+    if shared is not None:
+        yield PhotoLibrary(shared, index_dir=settings.data)  # the backend owns the database's store
+        return
+    if not (settings.data / DB_NAME).is_file():
+        yield None
+        return
+    dormant = PhotoLibrary(SQLitePhotoStore(settings.data), index_dir=settings.data)
+    try:
+        yield dormant
+    finally:
+        dormant.close()
 
 
 def close_library(lib: PhotoLibrary | None) -> None:

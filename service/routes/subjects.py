@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -15,6 +16,8 @@ from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
 from service.erasure import erase_subject
 from service.media import MediaDep
+from service.photos.library import PhotoLibrary
+from service.photos.service import holding_photo_faces
 from service.routes.docs import AUTH, deletion, errors
 from service.schemas import SubjectCreate, SubjectOut, SubjectPage, SubjectUpdate
 from service.subject_export import write_export
@@ -100,19 +103,28 @@ async def delete_subject(
 ) -> Response:
     """Erases the subject, its faces, its events (``GET /v1/events``) and its tracks in video jobs' results; its
     photo-library faces too with ``erase_photo_faces``."""
-    library = getattr(request.app.state, "photos", None)
-    await run_in_threadpool(
-        lambda: erase_subject(
-            subject_id,
-            gallery=gallery,
-            events=media.events,
-            jobs=media.jobs,
-            library=library,
-            erase_photo_faces=erase_photo_faces,
-        )
-    )
+
+    def erase() -> None:
+        with photo_faces(request) as library:
+            erase_subject(
+                subject_id,
+                gallery=gallery,
+                events=media.events,
+                jobs=media.jobs,
+                library=library,
+                erase_photo_faces=erase_photo_faces,
+            )
+
+    await run_in_threadpool(erase)
     await audit_change(audit, "subject.delete", key, {"subject_id": subject_id})
     return Response(status_code=204)
+
+
+def photo_faces(request: Request) -> AbstractContextManager[PhotoLibrary | None]:
+    """The library holding the photo faces of subjects, even while the photo library is off
+    (:func:`service.photos.service.holding_photo_faces`); open and use it in a worker thread."""
+    state = request.app.state
+    return holding_photo_faces(state.settings, state.photos, state.photo_store)
 
 
 EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
@@ -131,14 +143,16 @@ async def export_subject(
     """The subject, its faces and their crops, its events, its tracks in video jobs and its photo-library faces
     (``service.subject_export`` gives the layout). Each export is audited (``subject.export``) before it is sent:
     one that cannot be recorded is not sent (503/507)."""
-    library = getattr(request.app.state, "photos", None)
     spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 (closed once sent or failed)
-    try:
-        counts = await run_in_threadpool(
-            lambda: write_export(
+
+    def export() -> dict[str, int]:
+        with photo_faces(request) as library:
+            return write_export(
                 spool, subject_id, gallery=gallery, events=media.events, jobs=media.jobs, library=library
             )
-        )
+
+    try:
+        counts = await run_in_threadpool(export)
         await audit_change(audit, "subject.export", key, {"subject_id": subject_id, **counts})
     except BaseException:
         spool.close()

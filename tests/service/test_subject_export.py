@@ -18,6 +18,7 @@ from PIL import Image
 
 from service.audit import AUDIT_FILE
 from service.events.store import Event
+from service.photos.sqlite import SQLitePhotoStore
 from service.photos.types import NewObservation
 from tests.service.fakes import EmbeddingAnalyzer, app_with, local
 from tests.service.helpers import png, wait_until
@@ -115,3 +116,34 @@ def test_an_export_that_cannot_be_audited_is_not_sent(tmp_path: Path) -> None:
         r = client.get(f"/v1/subjects/{ada}/export")
         assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage", r.text
         assert r.json()["error"]["message"].startswith("nothing was sent, but its audit record cannot be written")
+
+
+def test_with_the_photo_library_turned_off_its_faces_are_still_exported_and_erased(tmp_path: Path) -> None:
+    """Photos indexed while the library was on keep people's faces after it is turned off: an export still holds
+    them, an erasure still un-names them (or erases them, and their index snapshot, with erase_photo_faces)."""
+    on = app_with(tmp_path, lambda s: EmbeddingAnalyzer(), photo_library=True, photo_recluster_interval_s=0)
+    with local(on) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        ada, bob = people(client)
+        library = on.state.photos
+        party = library.add_faces(sha256="p1", external_id="party.jpg", faces=[photo_face(10), photo_face(11)])
+        library.store.set_subject([party.faces[0].id], ada, {})
+        library.store.set_subject([party.faces[1].id], bob, {})
+        library.index.model("fake")  # loaded, so that closing writes its snapshot
+    snapshots = list((tmp_path / "data" / "photos-index").glob("*"))
+    assert snapshots, "the library wrote no index snapshot to test with"
+
+    off = app_with(tmp_path, lambda s: EmbeddingAnalyzer(), photo_library=False)
+    with local(off) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        z = unzip(client.get(f"/v1/subjects/{ada}/export"))
+        assert [f["id"] for f in json.loads(z.read("photos.json"))[0]["faces"]] == [party.faces[0].id]
+        assert client.delete(f"/v1/subjects/{ada}").status_code == 204
+        assert client.delete(f"/v1/subjects/{bob}", params={"erase_photo_faces": "true"}).status_code == 204
+    store = SQLitePhotoStore(tmp_path / "data")
+    try:
+        kept = store.get_faces([party.faces[0].id, party.faces[1].id])
+        assert [(f.id, f.subject_id) for f in kept] == [(party.faces[0].id, None)], "ada named, or bob's face kept"
+    finally:
+        store.close()
+    assert not [p for p in snapshots if p.exists()], "an erased face's embedding stayed in an index snapshot"
