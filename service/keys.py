@@ -128,7 +128,10 @@ def expiry(*, expires_in: str | None = None, expires_at: str | None = None) -> s
         moment = datetime.fromisoformat(expires_at.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"--expires-at is not an ISO 8601 time: {expires_at!r}") from None
-    when = iso(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    try:
+        when = iso(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    except OverflowError:  # a time near year 1 or 9999 that UTC moves out of range
+        raise ValueError(f"--expires-at is out of range: {expires_at!r}") from None
     if when <= iso(now):
         raise ValueError(f"--expires-at {when} is not in the future (now {iso(now)})")
     return when
@@ -200,7 +203,9 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error on COMMIT)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
 
 
@@ -298,3 +303,4 @@ class KeyStore:
         with self._used_lock:
             if self._used_db is not None:
                 self._used_db.close()
+                self._used_db = None

@@ -2,9 +2,11 @@
 
 Every SQLite database is copied with SQLite's online backup API (one read transaction each: a consistent copy of
 that file, writers not blocked), checked with ``PRAGMA integrity_check`` and its tables counted; then the other
-files (video uploads...) are copied; the audit log is copied last, up to its last whole record, so it records at
-least every change the copied databases hold. Each database is consistent by itself; a change committed while the
-copy runs may be in one file and not yet in another, as after a crash. ``manifest.json`` is written last."""
+files (video uploads...) are copied; the audit log is copied last, up to its last whole record, so it records the
+changes the copied databases hold, but for a request whose record was still being written (a record follows its
+change's commit by a moment). Each database is consistent by itself; a change committed while the copy runs may
+be in one file and not yet in another, as after a crash. A plain file the server removes meanwhile (the upload of
+a video job that ended) is left out and listed as such. ``manifest.json`` is written last."""
 
 from __future__ import annotations
 
@@ -38,7 +40,13 @@ def take_backup(data: Path, dest: Path, *, model: str) -> Manifest:
     stage = Staging(dest, last=MANIFEST)
     try:
         order = {"sqlite": 0, "file": 1, "audit": 2}
-        records = [_copy(e, data, stage.path) for e in sorted(entries, key=lambda e: (order[e.kind], e.path))]
+        records = []
+        for entry in sorted(entries, key=lambda e: (order[e.kind], e.path)):
+            record = _copy(entry, data, stage.path)
+            if record is None:
+                skipped[entry.path] = VANISHED
+            else:
+                records.append(record)
         records.sort(key=lambda r: r.path)
         manifest = Manifest(
             created_at=created_at,
@@ -57,8 +65,12 @@ def take_backup(data: Path, dest: Path, *, model: str) -> Manifest:
     return manifest
 
 
-def _copy(entry: Entry, data: Path, into: Path) -> FileRecord:
-    """Copy one entry of ``data`` into the staging folder ``into``; its manifest record."""
+VANISHED = "removed while the backup ran (e.g. a video upload whose job ended)"
+
+
+def _copy(entry: Entry, data: Path, into: Path) -> FileRecord | None:
+    """Copy one entry of ``data`` into the staging folder ``into``; its manifest record, or None for a plain file
+    the server removed since the scan (a finished job's upload: the server deletes it when the job ends)."""
     src, dst = data / entry.path, into / entry.path
     if not dst.parent.exists():
         dst.parent.mkdir(mode=0o700, parents=True)
@@ -68,6 +80,11 @@ def _copy(entry: Entry, data: Path, into: Path) -> FileRecord:
         if entry.kind == "audit":
             return _copy_audit(src, dst, entry.path)
         size, digest = copy_private(src, dst)
+    except FileNotFoundError:
+        if entry.kind != "file" or src.exists():
+            raise BackupFailed(f"{src} cannot be copied: it disappeared") from None
+        dst.unlink(missing_ok=True)
+        return None
     except OSError as exc:
         raise BackupFailed(f"{src} cannot be copied: {exc.strerror or exc}") from exc
     return FileRecord(entry.path, "file", size, digest)

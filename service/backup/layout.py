@@ -77,7 +77,7 @@ def _is_bootstrap_token(path: Path) -> bool:
     """The container's bootstrap token file (its usual name, the one ``FACEREC_BOOTSTRAP_ADMIN_KEY_FILE`` names,
     or the entrypoint's temporary file for it)."""
     named = os.environ.get(BOOTSTRAP_KEY_ENV, "")
-    if named not in ("", "-") and Path(named).absolute() == path.absolute():
+    if named not in ("", "-") and Path(named).resolve() == path.resolve():
         return True
     return path.name == BOOTSTRAP_KEY_FILE or path.name.startswith(f".{BOOTSTRAP_KEY_FILE}.")
 

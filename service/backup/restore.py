@@ -16,10 +16,13 @@ from service.gallery.sqlite.schema import DB_NAME
 
 def verify(src: Path, manifest: Manifest) -> None:
     """:class:`BackupRefused` unless every file of ``manifest`` is in ``src`` with its size and sha256."""
+    root = src.resolve()
     for f in manifest.files:
         path = src / f.path
         if path.is_symlink() or not path.is_file():
             raise BackupRefused(f"the backup {src} is incomplete: {f.path} is missing")
+        if not path.resolve().is_relative_to(root):  # a folder of the backup that links elsewhere
+            raise BackupRefused(f"the backup {src} is damaged: {f.path} leads outside it")
         try:
             size, digest = sha256_file(path)
         except OSError as exc:

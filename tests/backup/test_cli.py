@@ -205,3 +205,47 @@ def test_postgres_says_pg_dump(tmp_path: Path) -> None:
         assert code == 2 and out.count("\n") == 1 and tool in out and "docs/POSTGRES.md" in out, out
         assert "secret" not in out
     assert not (tmp_path / "b").exists()
+
+
+def test_an_upload_removed_while_the_backup_runs_is_left_out(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server deletes a video job's upload when the job ends, at any time: one gone between the scan and its
+    copy is listed as removed, and the backup still succeeds."""
+    from service.backup import create
+
+    scanned = create.scan
+
+    def scan_then_the_job_ends(*args: object, **kwargs: object) -> object:
+        found = scanned(*args, **kwargs)  # type: ignore[arg-type]
+        (data / "uploads" / "job.video").unlink()
+        return found
+
+    monkeypatch.setattr(create, "scan", scan_then_the_job_ends)
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json")
+    assert code == 0, out
+    manifest = json.loads(out)
+    assert manifest["skipped"]["uploads/job.video"].startswith("removed while the backup ran")
+    assert "uploads/job.video" not in {f["path"] for f in manifest["files"]}
+    assert not (tmp_path / "b" / "uploads" / "job.video").exists()
+    assert _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))[0] == 0
+
+
+def test_a_backup_whose_folder_links_outside_it_is_refused(data: Path, tmp_path: Path) -> None:
+    """A crafted backup whose ``uploads`` folder is a link elsewhere would make restore read files outside it."""
+    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / "b" / "uploads").rename(elsewhere)
+    (tmp_path / "b" / "uploads").symlink_to(elsewhere)
+    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    assert code == 2 and "uploads/job.video leads outside it" in out, out
+    assert not (tmp_path / "restored").exists()
+
+
+def test_the_bootstrap_token_named_through_a_link_is_not_backed_up(data: Path, tmp_path: Path) -> None:
+    """FACEREC_BOOTSTRAP_ADMIN_KEY_FILE spelt through a symbolic link to the data dir names the same file."""
+    (data / "admin.token").write_text("frk_secret_token\n")
+    (tmp_path / "link").symlink_to(data)
+    env = {"FACEREC_BOOTSTRAP_ADMIN_KEY_FILE": str(tmp_path / "link" / "admin.token")}
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
+    assert code == 0 and "admin.token" in json.loads(out)["skipped"], out

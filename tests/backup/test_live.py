@@ -123,4 +123,8 @@ def test_a_backup_under_writes_restores_to_the_same_gallery(
     records = [json.loads(line) for line in audit_after.splitlines()]
     assert records[-1]["action"] == "subject.create" and len(records) == manifest["counts"]["audit_records"] + 1
     audited = {i for r in records if r["action"] == "face.enroll" for i in r["target"]["face_ids"]}
-    assert before <= audited  # the audit log copied after the databases records what they hold
+    # the audit log, copied after the databases, records what they hold but for the one enrolment (the writer's
+    # requests are sequential) whose record was being written at that moment
+    restored_faces = set(gallery[writer_sid][1])
+    unaudited = [i for _, ids in acked for i in ids if i in restored_faces and i not in audited]
+    assert len(unaudited) <= max(len(ids) for _, ids in acked), unaudited

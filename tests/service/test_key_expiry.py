@@ -125,6 +125,8 @@ def test_an_expired_key_is_a_401_that_says_so_and_nothing_runs(where: Where, tmp
         (["--expires-at", "2000-01-01T00:00:00Z"], "--expires-at 2000-01-01T00:00:00+00:00 is not in the future"),
         (["--expires-at", "next tuesday"], "--expires-at is not an ISO 8601 time"),
         (["--expires-in", "1d", "--expires-at", "2999-01-01"], "not both"),
+        (["--expires-at", "9999-12-31T23:30:00-05:00"], "--expires-at is out of range"),  # past year 9999 in UTC
+        (["--expires-at", "0001-01-01T00:00:00+05:00"], "--expires-at is out of range"),
     ],
 )
 def test_an_expiry_that_is_not_in_the_future_is_refused(tmp_path: Path, options: list[str], message: str) -> None:
