@@ -39,13 +39,18 @@ def private_dir(path: Path) -> None:
     os.chmod(path, DATA_DIR_MODE)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_private(path: Path, data: bytes) -> tuple[int, str]:
     """Create ``path`` (it must not exist) with mode 0600, write ``data`` and fsync it; ``(size, sha256 hex)``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -62,9 +67,7 @@ def copy_private(src: Path, dst: Path) -> tuple[int, str]:
             while block := f.read(_BLOCK):
                 digest.update(block)
                 size += len(block)
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, block)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.keys import KEYS_FILE, KeyStore, new_token
+from service.keys import KEYS_FILE, MIGRATIONS, KeyStore, new_token
 from tests.service.fakes import FakeAnalyzer, app_with, local
 from tests.service.helpers import png
 
@@ -206,17 +206,8 @@ def test_a_key_store_never_moves_the_last_use_backwards(where: Where, tmp_path: 
         assert [k.last_used_at for k in keys.list()] == ["2030-01-01T00:01:10+00:00"]
 
 
-V1_KEYS_SQL = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    scope TEXT NOT NULL CHECK (scope IN ('admin', 'recognize')),
-    token_sha256 TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-)
-"""
-"""``keys.db`` as the code before expiries made it (no ``user_version``)."""
+V1_KEYS_SQL = MIGRATIONS[1]
+"""``keys.db`` as the code before expiries made it (version 1, without ``user_version``)."""
 
 
 def test_a_keys_db_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> None:
