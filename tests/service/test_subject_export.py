@@ -50,8 +50,15 @@ def unzip(r: Any) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(r.content))
 
 
-def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path) -> None:
-    app = app_with(tmp_path, lambda s: EmbeddingAnalyzer(), photo_library=True, photo_recluster_interval_s=0)
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings of the embedded backend, or of the test's PostgreSQL database."""
+    return {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
+
+
+def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path, backend: dict[str, Any]) -> None:
+    settings = {"photo_library": True, "photo_recluster_interval_s": 0, **backend}
+    app = app_with(tmp_path, lambda s: EmbeddingAnalyzer(), **settings)
     with local(app) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200)
         ada, bob = people(client)
@@ -93,13 +100,13 @@ def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path)
         assert f"photo_faces/{shared.faces[0].id}.png" in z.namelist()
         assert not [n for n in z.namelist() if n.endswith(f"/{shared.faces[1].id}.png") and "photo" in n]
 
-        records = [json.loads(line) for line in (tmp_path / "data" / AUDIT_FILE).read_text().splitlines()]
-        assert records[-1]["action"] == "subject.export" and records[-1]["target"]["subject_id"] == ada
-        assert records[-1]["target"]["faces"] == 2
+        (record,) = app.state.audit.tail(1)
+        assert record["action"] == "subject.export" and record["target"]["subject_id"] == ada
+        assert record["target"]["faces"] == 2
 
         r = client.get("/v1/subjects/nobody/export")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-        assert json.loads((tmp_path / "data" / AUDIT_FILE).read_text().splitlines()[-1]) == records[-1]
+        assert app.state.audit.tail(1) == [record], "a refused export was audited"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a file whose writes fail with ENOSPC)")
