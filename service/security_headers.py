@@ -15,7 +15,8 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-"""The web page's policy: no inline script or style (it has none), photos shown from ``blob:`` URLs."""
+"""The web page's policy: no inline script or style (it has none), photos shown from ``blob:`` URLs. A download
+from a ``blob:`` link (a person's export) needs no source here: the policy does not govern downloads."""
 
 
 class SecurityHeadersMiddleware:

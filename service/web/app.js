@@ -22,11 +22,14 @@ async function fetchRetrying(path, options) {
   }
 }
 
-async function api(method, path, body) {
+// The answer's JSON (null for 204); with `raw`, a successful answer's Response itself (a file to read as a Blob).
+// A refusal throws an Error with the API's message, its code, the HTTP status and Retry-After's seconds.
+async function api(method, path, body, { raw = false } = {}) {
   const headers = {};
   if (apiKey()) headers["X-API-Key"] = apiKey();
   if (body && !(body instanceof FormData)) { headers["Content-Type"] = "application/json"; body = JSON.stringify(body); }
   const res = await fetchRetrying(path, { method, headers, body });
+  if (raw && res.ok) return res;
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
     const err = (data && data.error) || { code: "http_" + res.status, message: res.statusText };

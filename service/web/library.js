@@ -72,7 +72,8 @@ const personCard = (s) => `<div class="card person" data-subject="${esc(s.id)}">
   <button class="rename" type="button">Rename</button>
   <button class="photos" type="button">Photos</button>
   <label class="small"><input type="checkbox" class="erase-photos"> with photo faces</label>
-  <button class="erase" type="button">Erase</button></div>`;
+  <button class="erase" type="button">Erase</button>
+  <button class="export" type="button">Export data</button></div>`;
 
 const loadPeople = pagedList({
   list: $("#people-list"),
@@ -114,7 +115,40 @@ const personActions = {
     await loadPeople();
   },
   photos: (card) => showPersonPhotos(card.dataset.subject, card.querySelector(".name").textContent),
+  export: async (card, out) => {
+    const id = card.dataset.subject, name = card.querySelector(".name").textContent;
+    const res = await api("GET", `/v1/subjects/${encodeURIComponent(id)}/export`, null, { raw: true });
+    const blob = await res.blob();
+    const file = attachmentName(res.headers.get("Content-Disposition")) || `subject-${id}.zip`;
+    saveBlob(blob, file);
+    out.innerHTML = `<p class="ok verdict">Downloaded ${esc(file)} (${fileSize(blob.size)}): everything held about ` +
+      `${bidi(name)}.</p>`;
+  },
 };
+
+// The file name a Content-Disposition header gives (filename*=UTF-8''… first, then filename="…"), or "".
+function attachmentName(header) {
+  const h = header || "";
+  const star = h.match(/filename\*\s*=\s*UTF-8''([^;]+)/i);
+  if (star) { try { return decodeURIComponent(star[1].trim()); } catch (e) { /* malformed: the plain name */ } }
+  const plain = h.match(/filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/i);
+  return plain ? (plain[1] !== undefined ? plain[1].replace(/\\(.)/g, "$1") : plain[2]) : "";
+}
+
+const fileSize = (bytes) => bytes < 1024 ? `${bytes} bytes`
+  : bytes < 1024 * 1024 ? `${Math.round(bytes / 1024)} KB` : `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+
+// Save a Blob as a download named `name`: a link to its object URL, clicked (a plain link to the API would not
+// carry the X-API-Key header). The URL is revoked once the download has surely started with it.
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url; a.download = name; a.hidden = true;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 30_000);
+}
 
 async function showPersonPhotos(id, name) {
   const out = $("#person-photos");
