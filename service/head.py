@@ -13,6 +13,9 @@ from __future__ import annotations
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+AS_HEAD = "facerec.head"
+"""The scope entry that tells a GET route it runs for a HEAD (:func:`for_head`)."""
+
 BODY_MESSAGES = frozenset({"http.response.body", "http.response.pathsend", "http.response.zerocopysend"})
 """The ASGI messages that carry (or send) the response body."""
 
@@ -33,7 +36,7 @@ class HeadMiddleware:
             await self.app(scope, receive, send)
             return
         # a copy: the server keeps reading its own scope, where the method stays HEAD
-        as_get = {**scope, "method": "GET"}
+        as_get = {**scope, "method": "GET", AS_HEAD: True}
         done = False
 
         async def without_body(message: Message) -> None:
@@ -48,3 +51,9 @@ class HeadMiddleware:
             await self.app(as_get, receive, without_body)
         finally:  # what the router left in the scope (the matched route, which the metrics read)
             scope.update((k, v) for k, v in as_get.items() if k != "method")
+
+
+def for_head(scope: Scope) -> bool:
+    """Whether this GET runs for a HEAD: a route whose GET does something beyond answering (an audited export)
+    answers the headers only, without doing it."""
+    return bool(scope.get(AS_HEAD))

@@ -15,6 +15,7 @@ from service.auth import AdmitFirst
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
 from service.erasure import erase_subject
+from service.head import for_head
 from service.media import MediaDep
 from service.photos.library import PhotoLibrary
 from service.photos.service import holding_photo_faces
@@ -139,10 +140,18 @@ EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 )
 async def export_subject(
     subject_id: str, gallery: GalleryDep, key: AdminKey, audit: AuditDep, media: MediaDep, request: Request
-) -> StreamingResponse:
+) -> Response:
     """The subject, its faces and their crops, its events, its tracks in video jobs and its photo-library faces
     (``service.subject_export`` gives the layout). Each export is audited (``subject.export``) before it is sent:
-    one that cannot be recorded is not sent (503/507)."""
+    one that cannot be recorded is not sent (503/507). A HEAD answers the GET's status and headers without
+    making (or auditing) an export."""
+    headers = {
+        "Content-Disposition": f'attachment; filename="subject-{subject_id}.zip"',
+        "Cache-Control": "no-store",
+    }
+    if for_head(request.scope):
+        await run_in_threadpool(gallery.get_subject, subject_id)  # 404 as the GET would
+        return Response(media_type="application/zip", headers=headers)
     spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 (closed once sent or failed)
 
     def export() -> dict[str, int]:
@@ -164,8 +173,4 @@ async def export_subject(
             while block := spool.read(64 * 1024):
                 yield block
 
-    headers = {
-        "Content-Disposition": f'attachment; filename="subject-{subject_id}.zip"',
-        "Cache-Control": "no-store",
-    }
     return StreamingResponse(chunks(), media_type="application/zip", headers=headers)

@@ -104,6 +104,11 @@ def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path,
         assert record["action"] == "subject.export" and record["target"]["subject_id"] == ada
         assert record["target"]["faces"] == 2
 
+        head = client.head(f"/v1/subjects/{ada}/export")  # the headers only: no export made, none audited
+        assert head.status_code == 200 and head.headers["content-type"] == "application/zip" and not head.content
+        assert client.head("/v1/subjects/nobody/export").status_code == 404
+        assert app.state.audit.tail(1) == [record], "a HEAD was audited as an export"
+
         r = client.get("/v1/subjects/nobody/export")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         assert app.state.audit.tail(1) == [record], "a refused export was audited"
