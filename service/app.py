@@ -173,6 +173,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
+        redoc_url=None,  # /docs is the one docs UI, served from the package (ReDoc would load a CDN script)
         redirect_slashes=False,  # no 307 to a Location made from the Host header (and scheme) of the request
     )
     app.state.settings = settings

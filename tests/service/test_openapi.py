@@ -16,7 +16,9 @@ def test_openapi_documents_every_endpoint(tmp_path: Path) -> None:
     with local(app_with(tmp_path, lambda s: FakeAnalyzer())) as admin:
         spec = admin.get("/openapi.json").json()
         docs = admin.get("/docs")
+        redoc = admin.get("/redoc")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert redoc.status_code == 404, "a second docs UI, loading its script from a CDN"
     ops = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
     assert {p for p, _, _ in ops} >= {
         "/v1/subjects",
