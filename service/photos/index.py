@@ -106,8 +106,10 @@ class PhotoIndex:
         if idx.live < before or idx.live > self.store.observation_count(model_id):
             ids, emb = self.store.all_embeddings(model_id)
             with self._rw.exclusive():
-                reconcile(idx, ids, emb)
+                erased, _ = reconcile(idx, ids, emb)
                 self._dirty.add(model_id)
+            if erased:  # erased through another process: this process's snapshot may hold their embeddings
+                self._drop_snapshot(model_id)
 
     def _load(self, model_id: str) -> ModelIndex:
         start = time.perf_counter()
@@ -128,6 +130,8 @@ class PhotoIndex:
             erased, added = reconcile(idx, ids, emb)
             if erased or added or idx.convert_storage():
                 self._dirty.add(model_id)
+            if erased:  # faces erased since the snapshot was written: it holds their embeddings
+                self._drop_snapshot(model_id)
             how = f"loaded from its snapshot ({erased} erased, {added} added to match the store)"
         seconds = time.perf_counter() - start
         log.info("photo library: index of %s (%d faces) %s in %.2f s", model_id, idx.live, how, seconds)
@@ -163,10 +167,14 @@ class PhotoIndex:
                     self._models[model_id].erase(ids)
                     self._dirty.add(model_id)
         for model_id in by_model:
-            path = self._path(model_id)
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            self._drop_snapshot(model_id)
+
+    def _drop_snapshot(self, model_id: str) -> None:
+        """Delete the model's snapshot file (it may hold erased faces' embeddings); the next save writes it anew."""
+        path = self._path(model_id)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def kind(self, model_id: str) -> str:
         """``flat`` (exact) or ``hnsw`` (approximate main)."""
@@ -174,11 +182,15 @@ class PhotoIndex:
 
     # ------------------------------------------------------------------ maintenance
     def maintain(self, *, save: bool = True) -> None:
-        """Build HNSW where a model crossed ``hnsw_threshold`` (or compact one with too many tombstones), merge
-        flat adds into it, then (``save``) write the snapshots of the models it rebuilt or merged. Other changes
-        are saved on close; a snapshot that misses some is reconciled with the store at load."""
+        """Catch each loaded model up with the store (another process's adds and erasures; a snapshot that may
+        hold faces erased elsewhere is deleted), build HNSW where a model crossed ``hnsw_threshold`` (or compact
+        one with too many tombstones), merge flat adds into it, then (``save``) write the snapshots of the models
+        it rebuilt or merged. Other changes are saved on close; a snapshot that misses some is reconciled with
+        the store at load."""
         worked: set[str] = set()
         with self._maint:
+            for model_id in list(self._models):  # catch up with other processes' writes: drops a snapshot that
+                self.model(model_id)  # holds faces they erased (replicas sharing a database)
             for model_id, idx in list(self._models.items()):
                 if self.cancel.is_set():
                     return

@@ -119,3 +119,47 @@ def test_per_model_counts_and_catch_up_reads_use_an_index(tmp_path: Path) -> Non
         ):
             plan = " ".join(str(r[-1]) for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", (MODEL, 0)[: sql.count("?")]))
             assert "obs_model" in plan, plan
+
+
+def test_a_process_drops_its_snapshot_of_faces_another_process_erased(tmp_path: Path) -> None:
+    """Two processes on one store (replicas on one database): faces one of them erases leave the other's index at
+    its next upkeep, and that process's snapshot file, which held their embeddings, goes at once."""
+    eraser, emb, ids = filled(tmp_path, 4, 3)
+    other = PhotoLibrary(SQLitePhotoStore(tmp_path), index_params=PARAMS, index_dir=tmp_path / "other")
+    try:
+        assert nearest_id(other, emb[0]) == ids[0]  # its index is loaded
+        other.index.save()
+        (snap,) = (tmp_path / "other" / SNAP_DIR).iterdir()
+        erased = ids[:3]  # the first person's faces
+        eraser.store.set_subject(erased, "person-0", {})
+        eraser.erase_subject_faces("person-0")
+        assert snap.exists()  # the other process has not looked at the store yet
+        other.index.maintain(save=False)
+        assert not snap.exists(), "the other process's snapshot still held the erased faces"
+        assert nearest_id(other, emb[0]) not in erased
+    finally:
+        other.close()
+        eraser.close()
+    reopened = PhotoLibrary(SQLitePhotoStore(tmp_path), index_params=PARAMS, index_dir=tmp_path / "other")
+    try:
+        assert nearest_id(reopened, emb[0]) not in erased  # the snapshot written at close holds them no more
+    finally:
+        reopened.close()
+
+
+def test_a_snapshot_older_than_an_erasure_goes_when_it_is_loaded(tmp_path: Path) -> None:
+    """A process that had not loaded its index when faces were erased elsewhere deletes its stale snapshot as
+    soon as it loads it (reconciled with the store), not only at its next save."""
+    lib, emb, ids = filled(tmp_path, 4, 3)
+    lib.close()  # writes the snapshot with every face
+    (snap,) = (tmp_path / SNAP_DIR).iterdir()
+    store = SQLitePhotoStore(tmp_path)
+    store.set_subject(ids[:3], "person-0", {})
+    PhotoLibrary(store).erase_subject_faces("person-0")  # another process, without an index dir
+    store.close()
+    reopened = open_lib(tmp_path)
+    try:
+        assert nearest_id(reopened, emb[0]) not in ids[:3]
+        assert not snap.exists(), "the snapshot holding the erased faces was kept after the load"
+    finally:
+        reopened.close()
