@@ -79,7 +79,10 @@ class Manifest:
         out = asdict(self)
         out["files"] = [{k: v for k, v in f.items() if v is not None} for f in out["files"]]
         head = {"format": self.format, "format_version": self.format_version}
-        return json.dumps({**head, **out}, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps({**head, **out}, indent=2, ensure_ascii=False) + "\n"
+        # a file name that is not UTF-8 (Python holds its bytes as lone surrogates) is written as a JSON escape,
+        # \udcXX, which reads back as the same name: the manifest stays UTF-8 and the restore finds the file
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:

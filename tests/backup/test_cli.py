@@ -130,6 +130,20 @@ def test_the_bootstrap_token_is_not_backed_up(data: Path, tmp_path: Path) -> Non
     assert not [p for p in (tmp_path / "b").rglob("*") if p.is_file() and b"frk_secret_token" in p.read_bytes()]
 
 
+def test_a_file_whose_name_is_not_utf8_is_backed_up_and_restored(data: Path, tmp_path: Path) -> None:
+    """A file name's bytes that are not UTF-8 (Python: lone surrogates) broke the manifest's writing with a
+    traceback; the manifest escapes them and the restore writes the same name."""
+    odd = os.fsdecode(b"notes-\xff.txt")
+    (data / odd).write_bytes(b"kept")
+    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data))
+    assert code == 0, out
+    (tmp_path / "b" / "manifest.json").read_text(encoding="utf-8")  # still UTF-8
+    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    assert code == 0, out
+    assert (tmp_path / "restored" / odd).read_bytes() == b"kept"
+    assert os.fsencode(odd) in os.listdir(os.fsencode(tmp_path / "restored"))
+
+
 def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
     with open(data / "audit.log", "ab") as f:
         f.write(b'{"ts": "half a rec')
