@@ -207,8 +207,11 @@ class JobStore(ABC):
                 f"SELECT {_COLS} FROM {self.table} WHERE status IN ('queued', 'running'){self._mine[0]}", self._mine[1]
             ).fetchall()
         for job in map(_job, rows):
-            if Path(job.path).is_file():
-                self.update(job.id, status="queued", progress=0.0)
+            # the upload is where this data dir keeps it (new_path), not necessarily where the row says: a data dir
+            # restored or moved elsewhere would read, and then delete, the upload of another data dir
+            upload = self.uploads / f"{job.id}.video"
+            if upload.is_file():
+                self.update(job.id, status="queued", progress=0.0, path=str(upload))
             else:
                 self.update(job.id, status="failed", error="the upload of this job is gone (interrupted by a restart)")
 

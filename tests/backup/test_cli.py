@@ -144,6 +144,29 @@ def test_a_file_whose_name_is_not_utf8_is_backed_up_and_restored(data: Path, tmp
     assert os.fsencode(odd) in os.listdir(os.fsencode(tmp_path / "restored"))
 
 
+def test_a_queued_video_job_restored_elsewhere_reads_its_restored_upload(data: Path, tmp_path: Path) -> None:
+    """A job's row names its upload by the path it had when it was made: restored into another data dir, the job
+    failed as "upload gone" (or, with the old data dir still there, read and then deleted that one's file)."""
+    from service.video.jobstore import SQLiteJobStore
+
+    jobs = SQLiteJobStore(data)
+    job_id, path = jobs.new_path()
+    path.write_bytes(b"video bytes")
+    jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=11)
+    jobs.close()
+    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    assert _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "moved"))[0] == 0
+    restored = SQLiteJobStore(tmp_path / "moved")
+    try:
+        restored.recover()  # the restored server's start
+        job = restored.next_queued()
+        assert job is not None and job.id == job_id
+        assert Path(job.path) == tmp_path / "moved" / "uploads" / f"{job_id}.video"
+        assert Path(job.path).read_bytes() == b"video bytes"
+    finally:
+        restored.close()
+
+
 def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
     with open(data / "audit.log", "ab") as f:
         f.write(b'{"ts": "half a rec')
