@@ -151,7 +151,8 @@ async def export_subject(
     }
     if for_head(request.scope):
         await run_in_threadpool(gallery.get_subject, subject_id)  # 404 as the GET would
-        return Response(media_type="application/zip", headers=headers)
+        # streamed like the GET, so without a Content-Length: a plain Response would say 0, a size the GET's is not
+        return StreamingResponse(iter(()), media_type="application/zip", headers=headers)
     spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 (closed once sent or failed)
 
     def export() -> dict[str, int]:

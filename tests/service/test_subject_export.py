@@ -73,7 +73,8 @@ def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path,
         library.store.set_subject([shared.faces[0].id], ada, {})
         library.store.set_subject([shared.faces[1].id, alone.faces[0].id], bob, {})
 
-        z = unzip(client.get(f"/v1/subjects/{ada}/export"))
+        got = client.get(f"/v1/subjects/{ada}/export")
+        z = unzip(got)
         read = lambda name: json.loads(z.read(name))  # noqa: E731
         manifest = read("manifest.json")
         assert manifest["format"] == 1 and manifest["subject_id"] == ada and manifest["model_id"] == ["fake"]
@@ -106,6 +107,8 @@ def test_the_export_holds_the_subject_and_nothing_of_anyone_else(tmp_path: Path,
 
         head = client.head(f"/v1/subjects/{ada}/export")  # the headers only: no export made, none audited
         assert head.status_code == 200 and head.headers["content-type"] == "application/zip" and not head.content
+        # a HEAD's Content-Length must be the GET's (RFC 9110 9.3.2): the GET streams, with none
+        assert head.headers.get("content-length") == got.headers.get("content-length") is None
         assert client.head("/v1/subjects/nobody/export").status_code == 404
         assert app.state.audit.tail(1) == [record], "a HEAD was audited as an export"
 
@@ -148,7 +151,8 @@ def test_with_the_photo_library_turned_off_its_faces_are_still_exported_and_eras
     off = app_with(tmp_path, lambda s: EmbeddingAnalyzer(), photo_library=False)
     with local(off) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200)
-        z = unzip(client.get(f"/v1/subjects/{ada}/export"))
+        got = client.get(f"/v1/subjects/{ada}/export")
+        z = unzip(got)
         assert [f["id"] for f in json.loads(z.read("photos.json"))[0]["faces"]] == [party.faces[0].id]
         assert client.delete(f"/v1/subjects/{ada}").status_code == 204
         assert client.delete(f"/v1/subjects/{bob}", params={"erase_photo_faces": "true"}).status_code == 204
