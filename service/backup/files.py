@@ -18,6 +18,8 @@ from service.config import DATA_DIR_MODE
 FILE_MODE = 0o600
 """Mode of every file a backup or restore writes: biometric data, key digests, the audit log."""
 _BLOCK = 1 << 20
+STAGING_NAME_CHARS = 48
+"""At most this much of the target's name is in its staging folder's (4 bytes a character in UTF-8, at most)."""
 
 
 def require_empty(path: Path, what: str, *, hint: str = "give an empty or new folder") -> None:
@@ -122,7 +124,8 @@ class Staging:
         if not self.in_place:  # missing parents are made private; an existing one keeps its mode
             target.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         parent = target if self.in_place else target.parent
-        self.path = parent / f"{PARTIAL_PREFIX}{target.name}-{os.getpid()}"
+        # the target's name cut short: a name near the limit (255 bytes) must still leave room for the rest
+        self.path = parent / f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-{os.getpid()}"
         private_dir(self.path)
 
     def finish(self) -> None:

@@ -167,6 +167,17 @@ def test_a_queued_video_job_restored_elsewhere_reads_its_restored_upload(data: P
         restored.close()
 
 
+def test_a_backup_and_a_data_dir_may_have_names_as_long_as_the_system_allows(data: Path, tmp_path: Path) -> None:
+    """The folder written aside took the target's whole name after its prefix: a name of 240 bytes (the limit is
+    255) failed with "File name too long"."""
+    dest, restored = tmp_path / ("b" * 240), tmp_path / ("\u00e9" * 120)  # 240 bytes in UTF-8
+    code, out = _run("backup", str(dest), "--data", str(data))
+    assert code == 0, out
+    code, out = _run("restore", str(dest), "--data", str(restored))
+    assert code == 0, out
+    assert (restored / "keys.db").is_file()
+
+
 def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
     with open(data / "audit.log", "ab") as f:
         f.write(b'{"ts": "half a rec')
