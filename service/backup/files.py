@@ -110,6 +110,35 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     }
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (it may be another program that reuses the number: then it counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_interrupted(target: Path) -> list[Path]:
+    """Remove what an interrupted backup or restore into ``target`` left (killed before it could clean up: its
+    staging folder, with copies of biometric data, inside ``target`` or beside it), when the process that made
+    it is gone; the folders removed."""
+    stem = f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-"
+    removed = []
+    for parent in (target, target.parent):
+        if parent.is_symlink() or not parent.is_dir():
+            continue
+        for entry in os.scandir(parent):
+            pid = entry.name.removeprefix(stem)
+            ours = entry.name.startswith(stem) and pid.isdigit() and entry.is_dir(follow_symlinks=False)
+            if ours and not _alive(int(pid)):
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 class Staging:
     """Where a backup or a restored data dir is written before it is complete. For a ``target`` that does not
     exist: a sibling folder renamed to ``target`` at :meth:`finish` (one atomic rename). For an existing empty

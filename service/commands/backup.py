@@ -41,6 +41,14 @@ def _summary(manifest: Any) -> str:
     return f"{len(manifest.files)} files, {size / 1e6:.1f} MB ({counts or 'empty'})"
 
 
+def _clean_up_after_interrupted(target: Path) -> None:
+    """Remove (and say so) what a killed backup or restore into ``target`` left behind."""
+    from service.backup.files import remove_interrupted
+
+    for path in remove_interrupted(target):
+        typer.echo(f"note: removed {path}, left by an interrupted backup or restore", err=True)
+
+
 def backup(
     dest: Path = typer.Argument(..., help="A new or empty folder to write the backup to."),
     data: Path = DATA_OPTION,
@@ -59,6 +67,7 @@ def backup(
     _embedded(settings, "back", "pg_dump")
     try:
         require_data_dir(settings)
+        _clean_up_after_interrupted(dest)
         manifest = take_backup(settings.data, dest, model=settings.model)
     except FaceRecError as exc:
         raise _fail(exc) from exc
@@ -86,6 +95,7 @@ def restore(
     settings = load_settings(data=data)
     _embedded(settings, "restore", "pg_restore")
     try:
+        _clean_up_after_interrupted(settings.data)
         manifest = run_restore(src, settings.data)
     except FaceRecError as exc:
         raise _fail(exc) from exc

@@ -297,3 +297,28 @@ def test_the_bootstrap_token_named_through_a_link_is_not_backed_up(data: Path, t
     env = {"FACEREC_BOOTSTRAP_ADMIN_KEY_FILE": str(tmp_path / "link" / "admin.token")}
     code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
     assert code == 0 and "admin.token" in json.loads(out)["skipped"], out
+
+
+@pytest.mark.parametrize("into", ["new", "empty"])
+def test_what_a_killed_backup_left_is_removed_by_the_next_one(data: Path, tmp_path: Path, into: str) -> None:
+    """A backup killed with SIGKILL cannot clean up: its staging folder (copies of biometric data) stayed beside a
+    new destination, or inside an empty one, which the next run then refused as not empty. The next backup to
+    the same destination removes it when its process is gone, says so, and succeeds."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "b"
+    if into == "empty":
+        dest.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)  # a process that has ended
+    left = (dest if into == "empty" else tmp_path) / f".facerec-partial-b-{pid}"
+    left.mkdir()
+    (left / "gallery.sqlite3").write_bytes(b"copied faces")
+    other = tmp_path / f".facerec-partial-other-{pid}"  # another destination's: not touched
+    other.mkdir()
+    code, out = _run("backup", str(dest), "--data", str(data))
+    assert code == 0, out
+    assert f"note: removed {left}, left by an interrupted backup or restore" in out
+    assert not left.exists() and other.exists()
+    assert (dest / "manifest.json").is_file()
