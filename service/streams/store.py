@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -87,6 +88,38 @@ class StreamStore(ABC):
                 (cfg.id, cfg.name, cfg.url, cfg.fps, cfg.created_at),
             )
         return cfg
+
+    def update(
+        self, stream_id: str, *, name: str | None = None, url: str | None = None, fps: float | None = None
+    ) -> StreamConfig:
+        """Change a stream's name, URL or fps in place (``None``: unchanged), keeping its id and creation time; the
+        stream as stored now. :class:`StreamNotFound`; :class:`DuplicateStream` when another stream reads the new
+        URL's source (the stream's own source under other credentials is not a duplicate). Checked and written in
+        one turn of :meth:`_writer`, as :meth:`add`, so a change and a creation of one camera at once, on any
+        replicas, cannot both pass."""
+        with self._writer() as c:
+            rows = c.execute(f"SELECT {_COLUMNS} FROM streams ORDER BY created_at, id").fetchall()
+            configs = [StreamConfig(*r) for r in rows]
+            current = next((cfg for cfg in configs if cfg.id == stream_id), None)
+            if current is None:
+                raise StreamNotFound(stream_id)
+            if url is not None:
+                key = source_key(url)
+                same = [cfg for cfg in configs if cfg.id != stream_id and source_key(cfg.url) == key]
+                if same:
+                    raise DuplicateStream(same[0])
+            changed = dataclasses.replace(
+                current,
+                name=current.name if name is None else name,
+                url=current.url if url is None else url,
+                fps=current.fps if fps is None else fps,
+            )
+            if changed != current:
+                c.execute(
+                    "UPDATE streams SET name = ?, url = ?, fps = ? WHERE id = ?",
+                    (changed.name, changed.url, changed.fps, stream_id),
+                )
+        return changed
 
     def all(self) -> list[StreamConfig]:
         with self._conn() as c:

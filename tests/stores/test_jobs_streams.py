@@ -14,7 +14,8 @@ import pytest
 from service.gallery.postgres.connection import PoolOptions
 from service.pgstores import open_postgres
 from service.pgstores.media import PostgresStreamStore, replica_id
-from service.streams.store import DuplicateStream, StreamNotFound, TooManyStreams
+from service.streams.source import source_key
+from service.streams.store import DuplicateStream, StreamConfig, StreamNotFound, TooManyStreams
 from service.video.jobstore import JobNotFound
 from tests.storefixtures import OpenStores
 
@@ -247,3 +248,58 @@ def test_streams_that_already_read_one_source_are_kept_and_it_is_not_added_a_thi
     with pytest.raises(DuplicateStream) as refused:
         reopened.add(name="door", url="rtsp://cam/1", fps=5.0)
     assert refused.value.existing.id == "old2"
+
+
+def test_a_stream_is_changed_in_place_keeping_its_id(media_stores: OpenStores) -> None:
+    """Its name, URL (another password on the same camera, or another camera) and fps change, its id and
+    creation time stay; another replica reads the change; an unknown id is :class:`StreamNotFound`; a URL that
+    another stream reads is :class:`DuplicateStream` naming it, and nothing changes."""
+    streams, other = media_stores("a").streams, media_stores("b").streams
+    door = streams.add(name="door", url="rtsp://admin:old@cam.local/live", fps=5.0)
+    hall = streams.add(name="hall", url="rtsp://cam.local/hall", fps=2.0)
+    rotated = other.update(door.id, url="rtsp://admin:new@CAM.local:554/live")  # its own source: not a duplicate
+    assert (rotated.id, rotated.name, rotated.fps, rotated.created_at) == (door.id, "door", 5.0, door.created_at)
+    assert rotated.url == "rtsp://admin:new@CAM.local:554/live"
+    renamed = streams.update(door.id, name="front door", fps=1.5)
+    assert renamed == StreamConfig(door.id, "front door", rotated.url, 1.5, door.created_at)
+    assert streams.update(door.id) == renamed  # nothing asked: nothing changed
+    assert other.all() == [renamed, hall]
+    with pytest.raises(DuplicateStream) as refused:
+        other.update(door.id, name="changed?", url="rtsp://viewer:x@cam.local/hall", fps=9.0)
+    assert refused.value.existing == hall
+    with pytest.raises(StreamNotFound):
+        other.update("nope", name="x")
+    moved = other.update(door.id, url="rtsp://cam.local/yard")
+    assert streams.all() == [StreamConfig(door.id, "front door", "rtsp://cam.local/yard", 1.5, door.created_at), hall]
+    assert streams.add(name="door again", url="rtsp://cam.local/live", fps=5.0).url == "rtsp://cam.local/live"
+    assert moved.id == door.id and streams.count() == 3
+
+
+def test_changes_of_two_streams_and_an_addition_to_one_camera_at_once_let_one_read_it(
+    media_stores: OpenStores,
+) -> None:
+    """Streams A and B are changed to camera X while X is added, 12 requests at once from two replicas (on
+    PostgreSQL): the source check and the write are one turn of the registry, so one stream ends up reading X and
+    every other request is refused naming it."""
+    stores = [media_stores("a").streams, media_stores("b").streams]
+    a = stores[0].add(name="a", url="rtsp://cam/a", fps=5.0)
+    b = stores[1].add(name="b", url="rtsp://cam/b", fps=5.0)
+    urls = ["rtsp://u:p@cam/x", "rtsp://CAM:554/x", "rtsp://cam/x"]
+    start = threading.Barrier(12)
+
+    def act(i: int) -> str:
+        store, url = stores[i % 2], urls[i % 3]
+        start.wait()
+        try:
+            if i % 3 == 0:
+                return store.add(name=f"x{i}", url=url, fps=5.0, limit=8).id
+            return store.update((a, b)[i % 3 - 1].id, url=url).id
+        except DuplicateStream as exc:
+            return f"refused: {exc.existing.id}"
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(act, range(12)))
+    [reader] = [s for s in stores[0].all() if source_key(s.url) == source_key("rtsp://cam/x")]
+    assert {o for o in outcomes if not o.startswith("refused")} == {reader.id}, outcomes
+    assert all(o in (reader.id, f"refused: {reader.id}") for o in outcomes), outcomes
+    assert len(stores[1].all()) == (2 if reader.id in (a.id, b.id) else 3)
