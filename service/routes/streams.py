@@ -1,4 +1,4 @@
-"""Live camera streams (admin scope): add, list with health, read, remove."""
+"""Live camera streams (admin scope): add, list with health, read, change, remove."""
 
 from __future__ import annotations
 
@@ -39,6 +39,28 @@ class StreamExists(ServiceError):
     status, code = 409, "stream_exists"
 
 
+def check_stream_url(url: str) -> str:
+    """``url`` when it is a source a stream may read (see ``StreamCreate.url``), else ValueError saying why."""
+    if any(ch <= " " or ch == "\x7f" for ch in url):  # FFmpeg would send a CR/LF into the camera's request
+        raise ValueError("must not contain spaces or control characters (percent-encode them, e.g. %20)")
+    if CAMERA_SOURCE.fullmatch(url):
+        return url
+    if not url.lower().startswith(URL_SCHEMES):
+        raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
+    try:
+        parts = urlsplit(url)
+        if "#" in url or "@" in parts.path + parts.query:  # rtsp://admin:pa/ss@cam: would be shown unredacted
+            raise ValueError(ENCODE_CREDENTIALS)
+        host, port = parts.hostname, parts.port  # port: 0-65535 or None
+    except ValueError as exc:  # e.g. an unclosed IPv6 literal, a port that is not a number or past 65535
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not host:
+        raise ValueError("the URL has no host")
+    if port == 0:
+        raise ValueError("not a valid URL: port 0")
+    return url
+
+
 class StreamCreate(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -60,24 +82,29 @@ class StreamCreate(RequestModel):
     @field_validator("url")
     @classmethod
     def _source(cls, url: str) -> str:
-        if any(ch <= " " or ch == "\x7f" for ch in url):  # FFmpeg would send a CR/LF into the camera's request
-            raise ValueError("must not contain spaces or control characters (percent-encode them, e.g. %20)")
-        if CAMERA_SOURCE.fullmatch(url):
-            return url
-        if not url.lower().startswith(URL_SCHEMES):
-            raise ValueError("must be an rtsp(s):// or http(s):// URL, /dev/videoN or a camera index")
-        try:
-            parts = urlsplit(url)
-            if "#" in url or "@" in parts.path + parts.query:  # rtsp://admin:pa/ss@cam: would be shown unredacted
-                raise ValueError(ENCODE_CREDENTIALS)
-            host, port = parts.hostname, parts.port  # port: 0-65535 or None
-        except ValueError as exc:  # e.g. an unclosed IPv6 literal, a port that is not a number or past 65535
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if not host:
-            raise ValueError("the URL has no host")
-        if port == 0:
-            raise ValueError("not a valid URL: port 0")
-        return url
+        return check_stream_url(url)
+
+
+class StreamUpdate(RequestModel):
+    """The fields to change; one left out (or null) stays as it is. Any other field is a 422."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": "rtsp://door:new-secret@127.0.0.1:8554/stream1"}, {"fps": 2}]},
+    )
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    url: str | None = Field(
+        None, min_length=1, max_length=2000, description="As in `POST /v1/streams`: the stream reconnects to it."
+    )
+    fps: float | None = Field(
+        None, ge=MIN_FPS, le=30.0, description="Most frames per second analysed; the stream reconnects with it."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _source(cls, url: str | None) -> str | None:
+        return None if url is None else check_stream_url(url)
 
 
 class StreamHealth(BaseModel):
@@ -138,12 +165,15 @@ async def add_stream(body: StreamCreate, media: MediaDep, _: AdminKey) -> Stream
     except TooManyStreams as exc:
         raise StreamLimit(str(exc)) from exc
     except DuplicateStream as exc:
-        same = exc.existing
-        raise StreamExists(
-            f"stream {same.id} ({same.name!r}, {redact(same.url)}) reads this source already: "
-            "use it, or delete it first"
-        ) from exc
+        raise already_read(exc) from exc
     return StreamOut.model_validate(view)
+
+
+def already_read(exc: DuplicateStream) -> StreamExists:
+    same = exc.existing
+    return StreamExists(
+        f"stream {same.id} ({same.name!r}, {redact(same.url)}) reads this source already: use it, or delete it first"
+    )
 
 
 @router.get("", response_model=list[StreamOut], summary="List streams with their health", responses=errors(*AUTH))
@@ -157,6 +187,37 @@ async def get_stream(stream_id: str, media: MediaDep, _: AdminKey) -> StreamOut:
         return StreamOut.model_validate(await run_in_threadpool(media.streams.view, stream_id))
     except StreamNotFound as exc:
         raise StreamMissing(f"no stream {stream_id!r}") from exc
+
+
+@router.patch(
+    "/{stream_id}",
+    response_model=StreamOut,
+    summary="Change a stream's name, URL or fps",
+    responses={
+        **errors(*AUTH, 404, 415, 422),
+        409: {
+            "model": ErrorResponse,
+            "description": "Another stream reads the new URL's source (`stream_exists`, naming it); the stream's own "
+            "camera under other credentials is not another source.",
+        },
+    },
+)
+async def update_stream(stream_id: str, body: StreamUpdate, media: MediaDep, _: AdminKey) -> StreamOut:
+    """Changed in place: its id, and so its events' ``source`` (``stream:<id>``), stay. A new URL (a camera's new
+    password, or another camera) or fps restarts its reader with them at once (with replicas on PostgreSQL: on the
+    replica reading it, at that replica's next lease renewal, within about 5 s); a new name alone does not
+    reconnect.
+    Fields left out stay; an empty body changes nothing. Validated as ``POST /v1/streams``; a refused change
+    changes nothing."""
+    try:
+        view = await run_in_threadpool(
+            lambda: media.streams.update(stream_id, name=body.name, url=body.url, fps=body.fps)
+        )
+    except StreamNotFound as exc:
+        raise StreamMissing(f"no stream {stream_id!r}") from exc
+    except DuplicateStream as exc:
+        raise already_read(exc) from exc
+    return StreamOut.model_validate(view)
 
 
 @router.delete("/{stream_id}", **deletion("Stop and remove a stream", 404))

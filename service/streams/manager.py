@@ -3,7 +3,8 @@
 Each process runs a :class:`StreamWorker` for exactly the streams it is to read: every stored stream with the
 embedded store; with a shared store (PostgreSQL, several replicas), those whose lease it holds
 (:meth:`StreamStore.claim`), re-checked every ``renew_s`` seconds: a stream added or freed elsewhere is started
-here if this process wins its lease, one deleted elsewhere or leased away is stopped. A process that cannot renew
+here if this process wins its lease, one deleted elsewhere or leased away is stopped, and one whose URL or fps was
+changed elsewhere is restarted with them (a new name is taken without reconnecting). A process that cannot renew
 its leases for longer than they last stops its workers (another replica may have taken them over).
 """
 
@@ -62,6 +63,7 @@ class StreamManager:
         self.renew_s = renew_s
         self._workers: dict[str, StreamWorker] = {}
         self._deleted: set[str] = set()  # deleted while a sync was in flight; cleared when none is (see sync)
+        self._changed: dict[str, StreamConfig] = {}  # changed here while a sync was in flight; cleared likewise
         self._syncing = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -88,17 +90,34 @@ class StreamManager:
             mine = self.store.claim(list(configs), health)
             self._renewed = time.monotonic()
             with self._lock:
+                # a change made here after the store was read above wins over what was read
+                configs.update({i: cfg for i, cfg in self._changed.items() if i in configs})
                 gone = [self._workers.pop(i) for i in list(self._workers) if i not in mine]
+                gone += [old for i in mine if i in self._workers and (old := self._apply(configs[i])) is not None]
                 new = [configs[i] for i in mine if i not in self._workers and i not in self._deleted]
                 for cfg in new:
-                    self._workers[cfg.id] = StreamWorker(cfg, self.deps, max_backoff_s=self.max_backoff_s).start()
+                    self._workers[cfg.id] = self._worker(cfg)
         finally:
             with self._lock:
                 self._syncing -= 1
-                if not self._syncing:  # every later sync reads the store after these deletions: forget them
+                if not self._syncing:  # every later sync reads the store after these changes: forget them
                     self._deleted.clear()
+                    self._changed.clear()
         for worker in gone:
             worker.stop()
+
+    def _worker(self, cfg: StreamConfig) -> StreamWorker:
+        return StreamWorker(cfg, self.deps, max_backoff_s=self.max_backoff_s).start()
+
+    def _apply(self, cfg: StreamConfig) -> StreamWorker | None:
+        """Give the running worker of ``cfg.id`` its settings now (the lock held): a new URL or fps replaces it by
+        a new worker, returned to be stopped (outside the lock); a new name alone is taken as it runs."""
+        worker = self._workers[cfg.id]
+        if (worker.cfg.url, worker.cfg.fps) != (cfg.url, cfg.fps):
+            self._workers[cfg.id] = self._worker(cfg)
+            return worker
+        worker.cfg = cfg
+        return None
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.renew_s):
@@ -114,6 +133,24 @@ class StreamManager:
         cfg = self.store.add(name=name, url=url, fps=fps, limit=self.max_streams)
         self.sync()
         return self.view(cfg.id)
+
+    def update(
+        self, stream_id: str, *, name: str | None = None, url: str | None = None, fps: float | None = None
+    ) -> dict[str, Any]:
+        """Change a stream in place (``None``: unchanged; :meth:`StreamStore.update`), keeping its id; its
+        description. Its reader restarts with a new URL or fps here at once (the new worker starts before the old
+        one stops, so a deletion meanwhile stops the new one), on another replica at that one's next renewal; a new
+        name alone does not reconnect."""
+        if name is None and url is None and fps is None:
+            return self.view(stream_id)
+        cfg = self.store.update(stream_id, name=name, url=url, fps=fps)
+        with self._lock:
+            if self._syncing:  # a sync that read the store before this change must not restart the old settings
+                self._changed[stream_id] = cfg
+            old = self._apply(cfg) if stream_id in self._workers else None
+        if old is not None:
+            old.stop()
+        return self.view(stream_id)
 
     def view(self, stream_id: str) -> dict[str, Any]:
         """One stream as the API shows it (:func:`describe`); :class:`StreamNotFound`."""

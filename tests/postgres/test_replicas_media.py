@@ -148,3 +148,50 @@ def test_naming_and_merging_a_cluster_through_both_replicas_at_once(tmp_path: Pa
             merged = next(r.json() for r in answers if r.status_code == 200)
             assert merged["size"] == 6 and cb.get(f"/v1/clusters/{merged['id']}").json()["size"] == 6
         assert a.state.photos.store.pending_namings() == []
+
+
+def test_a_stream_changed_through_one_replica_is_restarted_by_the_one_reading_it(tmp_path: Path, pg_url: str) -> None:
+    """``PATCH /v1/streams/{id}`` on the replica that does not read the stream: the reader's lease thread (every
+    5 s) restarts its worker with the new URL and fps under the same id; a new name alone is taken without a
+    restart; a change through the reader restarts it at once; a camera another stream reads is a 409 anywhere."""
+    a, b = _app(tmp_path, pg_url, "a"), _app(tmp_path, pg_url, "b")
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    with TestClient(a, **local) as ca, TestClient(b, **local) as cb:  # type: ignore[arg-type]
+        created = ca.post("/v1/streams", json={"name": "door", "url": "rtsp://u:old@127.0.0.1:9/door", "fps": 1.0})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        yard = cb.post("/v1/streams", json={"name": "yard", "url": "rtsp://127.0.0.1:9/yard", "fps": 1.0}).json()
+        for replica in (a, b):
+            replica.state.media.streams.sync()
+
+        def worker_of(replica: Any) -> Any:
+            return next((w for w in replica.state.media.streams.workers() if w.cfg.id == sid), None)
+
+        [(reader, c_reader), (other, c_other)] = sorted([(a, ca), (b, cb)], key=lambda rc: worker_of(rc[0]) is None)
+        first = worker_of(reader)
+        assert first is not None and worker_of(other) is None
+
+        r = c_other.patch(f"/v1/streams/{sid}", json={"url": "rtsp://u:new@127.0.0.1:9/door2", "fps": 2.0})
+        assert r.status_code == 200, r.text
+        assert (r.json()["id"], r.json()["url"], r.json()["fps"]) == (sid, "rtsp://u:***@127.0.0.1:9/door2", 2.0)
+        second = _until(lambda: (w := worker_of(reader)) is not first and w, timeout_s=15.0)
+        assert (second.cfg.url, second.cfg.fps, second.source) == (
+            "rtsp://u:new@127.0.0.1:9/door2",
+            2.0,
+            f"stream:{sid}",
+        )
+        assert first.state == "stopped" and worker_of(other) is None
+
+        assert c_other.patch(f"/v1/streams/{sid}", json={"name": "front door"}).status_code == 200
+        _until(lambda: worker_of(reader).cfg.name == "front door", timeout_s=15.0)
+        assert worker_of(reader) is second  # not reconnected
+
+        assert c_reader.patch(f"/v1/streams/{sid}", json={"fps": 3.0}).status_code == 200
+        third = worker_of(reader)  # at once: no renewal waited for
+        assert third is not second and third.cfg.fps == 3.0 and second.state == "stopped"
+
+        r = c_other.patch(f"/v1/streams/{sid}", json={"url": "rtsp://x:y@127.0.0.1:9/yard"})
+        assert r.status_code == 409 and yard["id"] in r.json()["error"]["message"], r.text
+        assert ca.get(f"/v1/streams/{sid}").json()["url"] == "rtsp://u:***@127.0.0.1:9/door2"
+        for stream_id in (sid, yard["id"]):
+            assert cb.delete(f"/v1/streams/{stream_id}").status_code == 204

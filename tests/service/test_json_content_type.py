@@ -28,6 +28,7 @@ def test_a_json_route_refuses_other_bodies_with_415(tmp_path: Path, kw: dict) ->
             ("POST", "/v1/clusters/1/name"),
             ("POST", "/v1/clusters/1/merge"),
             ("POST", "/v1/streams"),
+            ("PATCH", "/v1/streams/1"),
         ]:
             r = client.request(method, path, **kw)
             assert r.status_code == 415, (method, path, r.text)

@@ -72,3 +72,42 @@ def test_a_sync_that_read_the_store_before_a_deletion_does_not_restart_the_strea
     syncing.join(10)
     assert manager.workers() == []
     assert len(manager._deleted) == 0
+
+
+def test_a_change_restarts_the_reader_on_a_new_url_or_fps_and_not_on_a_new_name(manager: StreamManager) -> None:
+    stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
+    [first] = cast(list[FakeWorker], manager.workers())
+    assert manager.update(stream["id"], name="front door")["name"] == "front door"
+    assert manager.workers() == [first] and first.running and first.cfg.name == "front door"
+    assert manager.update(stream["id"])["name"] == "front door"  # nothing asked: nothing restarted
+    assert manager.workers() == [first]
+    manager.update(stream["id"], url="rtsp://127.0.0.1:9/yard", fps=2.0)
+    [second] = cast(list[FakeWorker], manager.workers())
+    assert second is not first and not first.running and second.running
+    assert (second.cfg.id, second.cfg.url, second.cfg.fps) == (stream["id"], "rtsp://127.0.0.1:9/yard", 2.0)
+
+
+def test_a_sync_that_read_the_store_before_a_change_does_not_restart_the_old_settings(
+    manager: StreamManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
+    read, changed = threading.Event(), threading.Event()
+    all_streams = manager.store.all
+
+    def stale_all() -> list[StreamConfig]:
+        configs = all_streams()
+        if threading.current_thread().name == "stale-sync":
+            read.set()
+            assert changed.wait(10)
+        return configs
+
+    monkeypatch.setattr(manager.store, "all", stale_all)
+    syncing = threading.Thread(target=manager.sync, name="stale-sync")
+    syncing.start()
+    assert read.wait(10)
+    manager.update(stream["id"], url="rtsp://127.0.0.1:9/yard")
+    changed.set()
+    syncing.join(10)
+    [worker] = cast(list[FakeWorker], manager.workers())
+    assert worker.cfg.url == "rtsp://127.0.0.1:9/yard" and worker.running
+    assert len(manager._changed) == 0

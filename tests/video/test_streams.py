@@ -36,7 +36,9 @@ def camera(scene: Scene) -> Iterator[MjpegServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Iterator[Server]:
-    yield from Server(tmp_path_factory.mktemp("streams") / "data").serving()
+    # no rate limit: these tests poll the health and events many times a second (a burst after the polls was a 429)
+    env = {"FACEREC_RATE_LIMIT_PER_MINUTE": "0"}
+    yield from Server(tmp_path_factory.mktemp("streams") / "data", env=env).serving()
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +240,104 @@ def test_a_camera_already_read_is_not_added_again(client: httpx.Client) -> None:
     [made] = [a.json() for a in answers if a.status_code == 201]
     assert [s["id"] for s in client.get("/v1/streams").json() if s["name"] == "yard"] == [made["id"]]
     assert client.delete(f"/v1/streams/{made['id']}").status_code == 204
+
+
+def test_a_stream_changed_to_another_camera_keeps_its_id_and_its_events_source(
+    client: httpx.Client, scene: Scene
+) -> None:
+    """``PATCH /v1/streams/{id}``: refused changes (422, 404, 409 for a camera another stream reads) change nothing
+    and do not reconnect; an empty body and a new name alone do not reconnect; a new URL (another camera, another
+    password) and fps restart the reader at once on the new camera, under the same id, its events still
+    ``stream:<id>``."""
+    old_cam, new_cam = MjpegServer(scene).start(), MjpegServer(scene).start()
+    other = client.post("/v1/streams", json={"name": "other", "url": "rtsp://127.0.0.1:9/other", "fps": 1}).json()
+    r = client.post("/v1/streams", json={"name": "porch", "url": old_cam.url.replace("http://", "http://porch:old@")})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        first = wait_until(
+            "the first camera to be read",
+            lambda: (s := client.get(f"/v1/streams/{sid}").json())["health"]["frames_processed"] > 0 and s,
+        )
+        connected = first["health"]["connected_since"]
+        before = {e["id"] for e in wait_until("an event from the first camera", lambda: events_of(client, sid))}
+
+        def unchanged(name: str = "porch") -> None:
+            now = client.get(f"/v1/streams/{sid}").json()
+            assert {k: now[k] for k in ("id", "name", "url", "fps", "created_at")} == {
+                **{k: first[k] for k in ("id", "url", "fps", "created_at")},
+                "name": name,
+            }
+            assert now["health"]["connected_since"] == connected and now["health"]["reconnects"] == 0
+            assert len(old_cam.served) == 1 and new_cam.served == []  # one connection, to the first camera
+
+        for body in (
+            {"fsp": 2},
+            {"name": ""},
+            {"fps": 0},
+            {"fps": True},
+            {"url": "file:///etc/passwd"},
+            {"url": "rtsp://h/cam\r\nX-Injected: yes"},
+            {"url": f"rtsp://door:{PASSWORD}/1@127.0.0.1:9/x"},
+            {"url": new_cam.url, "fsp": 2},
+        ):
+            r = client.patch(f"/v1/streams/{sid}", json=body)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", (body, r.text)
+            assert PASSWORD not in r.text
+        r = client.patch("/v1/streams/nope", json={"name": "x"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+        assert client.patch("/v1/streams/nope", json={}).status_code == 404
+        r = client.patch(f"/v1/streams/{sid}", json={"url": f"RTSP://viewer:{PASSWORD}@127.0.0.1:9/other", "fps": 2})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "stream_exists", r.text
+        assert other["id"] in r.json()["error"]["message"] and PASSWORD not in r.text
+        unchanged()
+        same = client.patch(f"/v1/streams/{sid}", json={})
+        assert same.status_code == 200 and same.json()["name"] == "porch"
+        renamed = client.patch(f"/v1/streams/{sid}", json={"name": "back porch"})
+        assert renamed.status_code == 200 and renamed.json()["name"] == "back porch", renamed.text
+        assert 'name="back porch"' in client.get("/metrics").text
+        unchanged("back porch")
+        before = {e["id"] for e in events_of(client, sid)}
+        new_url = new_cam.url.replace("http://", f"http://porch:{PASSWORD}@")
+        r = client.patch(f"/v1/streams/{sid}", json={"url": new_url, "fps": 2})
+        assert r.status_code == 200, r.text
+        view = r.json()
+        assert (view["id"], view["name"], view["fps"], view["created_at"]) == (
+            sid,
+            "back porch",
+            2.0,
+            first["created_at"],
+        )
+        assert view["url"] == new_cam.url.replace("http://", "http://porch:***@") and PASSWORD not in r.text
+        assert [s["id"] for s in client.get("/v1/streams").json()].count(sid) == 1
+        health = wait_until(
+            "the new camera to be read",
+            lambda: (
+                (h := client.get(f"/v1/streams/{sid}").json()["health"])["frames_processed"] > 0
+                and h["connected_since"] > connected
+                and h
+            ),
+            30,
+        )
+        assert health["state"] == "running" and health["reconnects"] == 0  # a new reader, not a reconnection
+        assert len(new_cam.served) == 1 and new_cam.served[0]
+        time.sleep(1.0)  # the camera's writes that the closed connection still took (at most 2 frames)
+        stopped = len(old_cam.served[0])
+        time.sleep(1.5)
+        assert len(old_cam.served[0]) == stopped  # the first camera is no longer read (it sends 10 frames/s)
+        assert 0 < client.get(f"/v1/streams/{sid}").json()["health"]["fps_processed"] <= 2.5
+        wait_until(
+            "an event from the new camera",
+            lambda: [e for e in events_of(client, sid) if e["id"] not in before],
+        )
+        events = events_of(client, sid)
+        assert {e["source"] for e in events} == {f"stream:{sid}"} and before < {e["id"] for e in events}
+        assert PASSWORD not in client.get("/metrics").text
+    finally:
+        assert client.delete(f"/v1/streams/{sid}").status_code == 204
+        assert client.delete(f"/v1/streams/{other['id']}").status_code == 204
+        old_cam.stop()
+        new_cam.stop()
 
 
 def test_streams_survive_a_restart(client: httpx.Client, server: Server, mjpeg_stream: dict[str, Any]) -> None:
