@@ -4,6 +4,7 @@ must not grow its memory, yet a sync that read the store before a deletion must 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,29 +48,34 @@ def test_deleted_streams_are_not_remembered(manager: StreamManager) -> None:
     assert len(manager._deleted) == 0  # it grew by one id per deleted stream, for the life of the process
 
 
-def test_a_sync_that_read_the_store_before_a_deletion_does_not_restart_the_stream(
-    manager: StreamManager, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
-    read, deleted = threading.Event(), threading.Event()
+def sync_reading_before(manager: StreamManager, monkeypatch: pytest.MonkeyPatch, change: Callable[[], Any]) -> None:
+    """Run a sync that reads the store, then waits while ``change`` is made, then acts on what it read."""
+    read, changed = threading.Event(), threading.Event()
     all_streams = manager.store.all
 
     def stale_all() -> list[StreamConfig]:
         configs = all_streams()
         if threading.current_thread().name == "stale-sync":
             read.set()
-            assert deleted.wait(10)
+            assert changed.wait(10)
         return configs
 
     monkeypatch.setattr(manager.store, "all", stale_all)
-    with manager._lock:  # the stream is read by the sync below, but not yet run by this process
-        manager._workers.pop(stream["id"]).stop()
     syncing = threading.Thread(target=manager.sync, name="stale-sync")
     syncing.start()
     assert read.wait(10)
-    manager.delete(stream["id"])
-    deleted.set()
+    change()
+    changed.set()
     syncing.join(10)
+
+
+def test_a_sync_that_read_the_store_before_a_deletion_does_not_restart_the_stream(
+    manager: StreamManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
+    with manager._lock:  # the stream is read by the sync below, but not yet run by this process
+        manager._workers.pop(stream["id"]).stop()
+    sync_reading_before(manager, monkeypatch, lambda: manager.delete(stream["id"]))
     assert manager.workers() == []
     assert len(manager._deleted) == 0
 
@@ -91,23 +97,7 @@ def test_a_sync_that_read_the_store_before_a_change_does_not_restart_the_old_set
     manager: StreamManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = manager.add(name="door", url="rtsp://127.0.0.1:9/door", fps=5.0)
-    read, changed = threading.Event(), threading.Event()
-    all_streams = manager.store.all
-
-    def stale_all() -> list[StreamConfig]:
-        configs = all_streams()
-        if threading.current_thread().name == "stale-sync":
-            read.set()
-            assert changed.wait(10)
-        return configs
-
-    monkeypatch.setattr(manager.store, "all", stale_all)
-    syncing = threading.Thread(target=manager.sync, name="stale-sync")
-    syncing.start()
-    assert read.wait(10)
-    manager.update(stream["id"], url="rtsp://127.0.0.1:9/yard")
-    changed.set()
-    syncing.join(10)
+    sync_reading_before(manager, monkeypatch, lambda: manager.update(stream["id"], url="rtsp://127.0.0.1:9/yard"))
     [worker] = cast(list[FakeWorker], manager.workers())
     assert worker.cfg.url == "rtsp://127.0.0.1:9/yard" and worker.running
     assert len(manager._changed) == 0
