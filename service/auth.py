@@ -40,7 +40,7 @@ from service.addresses import is_loopback
 from service.errors import Forbidden, Unauthorized
 from service.key_usage import LastUsed
 from service.keys import ApiKey, Scope
-from service.query_check import checks_query, query_names, refusal, unknown_query
+from service.query_check import checks_query, query_names, query_problems, refusal
 from service.stores import ApiKeyStore
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `facerec keys create`.")
@@ -148,7 +148,7 @@ class AdmitFirst(APIRoute):
             return handler
 
         async def admitted_first(request: Request) -> Response:
-            unknown = unknown_query(request, known) if check_query else []
+            unknown = query_problems(request, known) if check_query else []
             if scope is not None and (admit_first or unknown):
                 token = request.headers.get(api_key_header.model.name)
                 request.scope[ADMITTED] = await run_in_threadpool(admit, request, token, scope)

@@ -9,7 +9,7 @@ from datetime import timedelta
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 """Seconds per unit letter."""
 
-_DURATION = re.compile(r"(\d{1,9})([smhdw])")
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")  # ASCII digits (\d takes any script's)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -5,6 +5,9 @@ page and ``DELETE /v1/subjects/7?erase_photo_face=true`` erased without the phot
 ``/v1`` route (:class:`service.auth.AdmitFirst`) instead answers such a request with a 422 ``validation_error``
 naming the parameter and the ones the route takes, after the key is checked, and nothing runs.
 
+A parameter the route takes, given twice (``?erase_photo_faces=true&erase_photo_faces=false``), is a 422 too:
+FastAPI would silently take the last.
+
 Routes that parse their own body (:func:`service.uploads.read_payload`: the image routes) refuse every query
 parameter themselves, with the fields the endpoint takes; they are marked with :func:`reads_own_query`.
 """
@@ -43,13 +46,30 @@ def query_names(dependant: Dependant) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def unknown_query(request: Request, known: tuple[str, ...]) -> list[str]:
-    """The request's query parameter names that are not in ``known``, each once, in the order sent."""
-    return [name for name in dict.fromkeys(request.query_params.keys()) if name not in known]
+def query_problems(request: Request, known: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(name, problem)`` for each query parameter the route does not take (``unknown``) and each it takes that
+    is given more than once (``repeated``: every parameter is one value, and which one would win is not what a
+    client means), each name once, in the order sent."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    out: dict[str, str] = {}
+    for name in names:
+        if name not in known:
+            out.setdefault(name, "unknown")
+        elif names.count(name) > 1:
+            out.setdefault(name, "repeated")
+    return list(out.items())
 
 
-def refusal(unknown: list[str], known: tuple[str, ...]) -> RequestValidationError:
-    """The 422 for ``unknown`` query parameters of a route that takes ``known``."""
+def refusal(problems: list[tuple[str, str]], known: tuple[str, ...]) -> RequestValidationError:
+    """The 422 for the ``problems`` (:func:`query_problems`) of a route that takes ``known``."""
     takes = "takes " + ", ".join(f"`{n}`" for n in known) if known else "takes no query parameters"
-    msg = f"unknown query parameter; this endpoint {takes}"
-    return RequestValidationError([{"loc": ("query", n), "msg": msg, "type": "extra_forbidden"} for n in unknown])
+    said = {
+        "unknown": f"unknown query parameter; this endpoint {takes}",
+        "repeated": "given more than once; give each query parameter once",
+    }
+    return RequestValidationError(
+        [
+            {"loc": ("query", name or "(empty name)"), "msg": said[why], "type": "extra_forbidden"}
+            for name, why in problems
+        ]
+    )

@@ -121,6 +121,7 @@ def test_an_expired_key_is_a_401_that_says_so_and_nothing_runs(where: Where, tmp
         (["--expires-in", "0d"], "--expires-in must be longer than zero"),
         (["--expires-in", "-5d"], "not a duration: '-5d'"),
         (["--expires-in", "3 days"], "not a duration"),
+        (["--expires-in", "\uff15m"], "not a duration"),  # a full-width digit
         (["--expires-in", "9999999w"], "ends after the year 9999"),
         (["--expires-at", "2000-01-01T00:00:00Z"], "--expires-at 2000-01-01T00:00:00+00:00 is not in the future"),
         (["--expires-at", "next tuesday"], "--expires-at is not an ISO 8601 time"),

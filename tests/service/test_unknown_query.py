@@ -81,3 +81,16 @@ def test_a_misspelt_parameter_changes_nothing_and_the_right_one_works(tmp_path: 
         assert client.get(f"/v1/subjects/{ids[0]}").status_code == 200, "a refused DELETE erased the subject"
         assert client.delete(f"/v1/subjects/{ids[0]}?erase_photo_faces=true").status_code == 204
         refused(client.get("/v1/events?sinse=2026-01-01T00:00:00Z"), "sinse", "takes `subject_id`, `source`")
+        refused(client.get("/v1/subjects?=1"), "(empty name)", "takes `limit`, `cursor`")
+
+
+def test_a_parameter_given_twice_is_refused_not_the_last_one_taken(tmp_path: Path) -> None:
+    """``?erase_photo_faces=true&erase_photo_faces=false`` erased without the photo faces (the last value won)."""
+    with local(app_with(tmp_path, lambda s: FakeAnalyzer())) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        sid = client.post("/v1/subjects", json={"name": "Ada"}).json()["id"]
+        r = client.delete(f"/v1/subjects/{sid}?erase_photo_faces=true&erase_photo_faces=false")
+        assert r.status_code == 422, r.text
+        assert "erase_photo_faces: given more than once; give each query parameter once" in r.json()["error"]["message"]
+        assert client.get(f"/v1/subjects/{sid}").status_code == 200, "a refused DELETE erased the subject"
+        assert client.get("/v1/subjects?limit=1&limit=2").status_code == 422
