@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -159,5 +158,7 @@ async def delete_video(video_id: str, media: MediaDep, _: RecognizeKey) -> Respo
         job = await run_in_threadpool(media.jobs.delete, video_id)
     except JobNotFound as exc:
         raise VideoNotFound(f"no video {video_id!r}") from exc
-    Path(job.path).unlink(missing_ok=True)
+    # the upload as this data dir keeps it, not the path the row names: a data dir restored elsewhere (or another
+    # replica's job: its own process removes the file) must not delete a file outside it
+    (media.jobs.uploads / f"{job.id}.video").unlink(missing_ok=True)
     return Response(status_code=204)
