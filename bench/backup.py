@@ -24,8 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
+
+from bench.paths import REPO, write_report
 
 
 def make_data_dir(data: Path, faces: int, per_subject: int) -> float:
@@ -93,9 +94,7 @@ def main() -> None:
             "skipped": sorted(manifest["skipped"]),
         }
     print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ process; reports the process's peak RSS (``ru_maxrss``, MiB) and wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
+
+from bench.paths import write_report
 
 
 def make_photos(folder: Path, n: int, megapixels: float) -> int:
@@ -74,9 +75,7 @@ def main() -> None:
             print(f"{run['repo']}: peak RSS {run['peak_rss_mib']:.0f} MiB, {run['seconds']:.1f} s ({run['said']})")
             runs.append(run)
     report = {"photos": args.photos, "megapixels": args.megapixels, "bytes": total, "runs": runs}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
