@@ -139,18 +139,30 @@ def remove_interrupted(target: Path) -> list[Path]:
     return removed
 
 
+def must_stage_inside(target: Path) -> bool:
+    """Whether a backup or restore into the existing folder ``target`` has to be written inside it rather than
+    beside it: a mount point (a volume) cannot be renamed over and nothing beside it is on its file system, and
+    a parent this user cannot write has no room beside it."""
+    if not target.is_dir():
+        return False
+    parent = target.absolute().parent
+    beside = parent.stat().st_dev == target.stat().st_dev and os.access(parent, os.W_OK | os.X_OK)
+    return os.path.ismount(target) or not beside
+
+
 class Staging:
-    """Where a backup or a restored data dir is written before it is complete. For a ``target`` that does not
-    exist: a sibling folder renamed to ``target`` at :meth:`finish` (one atomic rename). For an existing empty
-    folder (a volume's mount point cannot be renamed over): a hidden folder inside it whose entries are moved up
-    at :meth:`finish`, ``last`` moved last (the manifest of a backup, so a crash never leaves a folder that looks
-    like a complete backup). :meth:`abort` removes what was written."""
+    """Where a backup or a restored data dir is written before it is complete: a sibling folder of ``target``
+    renamed to it at :meth:`finish` (one atomic rename, onto an absent ``target`` or an existing empty folder),
+    so a crash leaves the target as it was or complete. Where that cannot be (:func:`must_stage_inside`: a
+    volume's mount point): a hidden folder inside the target whose entries are moved up at :meth:`finish`,
+    ``last`` moved last (the manifest of a backup, so a crash never leaves a folder that looks like a complete
+    backup). :meth:`abort` removes what was written."""
 
     def __init__(self, target: Path, *, last: str) -> None:
         self.target = target
         self.last = last
-        self.in_place = target.is_dir()
-        if not self.in_place:  # missing parents are made private; an existing one keeps its mode
+        self.in_place = must_stage_inside(target)
+        if not target.exists():  # missing parents are made private; an existing one keeps its mode
             target.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         parent = target if self.in_place else target.parent
         # the target's name cut short: a name near the limit (255 bytes) must still leave room for the rest
@@ -159,7 +171,7 @@ class Staging:
 
     def finish(self) -> None:
         """Put the staged files in place (see the class doc), the target's mode 0700, every name fsynced."""
-        if not self.in_place:
+        if not self.in_place:  # rename(2) replaces an empty folder
             fsync_dir(self.path)
             os.rename(self.path, self.target)
             fsync_dir(self.target.parent)

@@ -7,64 +7,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from service.audit import AuditLog
-from service.cli import app
 from service.gallery.sqlite.schema import DB_NAME
-from service.keys import KeyStore
-
-
-@pytest.fixture(autouse=True)
-def no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("FACEREC_")]:
-        monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    """A data dir: keys.db with one key, two audit records, a gallery database (a table of 3 rows standing in
-    for the schema), an index snapshot, a lock file, a video upload and a database left open (a -wal file)."""
-    root = tmp_path / "data"
-    keys = KeyStore(root)
-    key, _ = keys.create(scope="admin", name="ops")
-    keys.close()
-    audit = AuditLog(root)
-    for action in ("key.create", "key.revoke"):
-        audit.record(action, actor="cli:test", target={"key_id": key.id}, via="cli")
-    with sqlite3.connect(root / DB_NAME) as db:
-        db.execute("CREATE TABLE subjects (pk INTEGER PRIMARY KEY, name TEXT)")
-        db.execute("CREATE TABLE faces (id INTEGER PRIMARY KEY, model_id TEXT)")
-        db.executemany("INSERT INTO subjects (name) VALUES (?)", [("a",), ("b",)])
-        db.executemany("INSERT INTO faces (model_id) VALUES (?)", [("m1",), ("m1",), ("m2",)])
-    db.close()
-    (root / "index").mkdir()
-    (root / "index" / "m1.snap").write_bytes(b"rebuilt")
-    (root / "LOCK").write_text("123\n")
-    (root / "uploads").mkdir()
-    (root / "uploads" / "job.video").write_bytes(b"video bytes")
-    return root
-
-
-def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env=env)
-    return result.exit_code, result.output
-
-
-def _tree(root: Path) -> dict[str, int]:
-    """Every path under ``root`` (itself ``.``) and its permission bits."""
-    out = {".": stat.S_IMODE(root.stat().st_mode)}
-    for p in root.rglob("*"):
-        out[p.relative_to(root).as_posix()] = stat.S_IMODE(p.stat().st_mode)
-    return out
+from tests.backup.helpers import run_cli, tree
 
 
 def test_backup_and_restore_round_trip_with_private_modes(data: Path, tmp_path: Path) -> None:
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json")
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(data), "--json")
     assert code == 0, out
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert json.loads(out)["files"] == manifest["files"]
@@ -73,7 +25,7 @@ def test_backup_and_restore_round_trip_with_private_modes(data: Path, tmp_path: 
     assert manifest["models"] == {"m1": 2, "m2": 1} and manifest["created_at"].endswith("Z")
     assert [f["path"] for f in manifest["files"]] == ["audit.log", DB_NAME, "keys.db", "uploads/job.video"]
     assert {"index/", "LOCK"} <= set(manifest["skipped"])
-    assert _tree(tmp_path / "b") == {
+    assert tree(tmp_path / "b") == {
         ".": 0o700,
         "audit.log": 0o600,
         DB_NAME: 0o600,
@@ -84,33 +36,21 @@ def test_backup_and_restore_round_trip_with_private_modes(data: Path, tmp_path: 
     }
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
-    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
     assert code == 0, out
     restored = tmp_path / "restored"
-    assert _tree(restored) == {k: v for k, v in _tree(tmp_path / "b").items() if k != "manifest.json"}
+    assert tree(restored) == {k: v for k, v in tree(tmp_path / "b").items() if k != "manifest.json"}
     assert (restored / "audit.log").read_bytes() == (data / "audit.log").read_bytes()
     with sqlite3.connect(restored / DB_NAME) as db:
         assert db.execute("SELECT name FROM subjects ORDER BY pk").fetchall() == [("a",), ("b",)]
     db.close()
-    code, out = _run("keys", "list", "--json", "--data", str(restored))
+    code, out = run_cli("keys", "list", "--json", "--data", str(restored))
     assert code == 0 and [k["name"] for k in json.loads(out)] == ["ops"]
 
 
-def test_restore_into_an_existing_empty_folder_keeps_it(data: Path, tmp_path: Path) -> None:
-    """A volume's mount point cannot be replaced: the files are put into it."""
-    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
-    target = tmp_path / "mount"
-    target.mkdir(mode=0o755)
-    inode = target.stat().st_ino
-    code, out = _run("restore", str(tmp_path / "b"), "--data", str(target))
-    assert code == 0, out
-    assert target.stat().st_ino == inode and stat.S_IMODE(target.stat().st_mode) == 0o700
-    assert sorted(p.name for p in target.iterdir()) == ["audit.log", DB_NAME, "keys.db", "uploads"]
-
-
 def test_a_backup_inside_the_data_dir_is_not_backed_up_again(data: Path) -> None:
-    assert _run("backup", str(data / "backups" / "one"), "--data", str(data))[0] == 0
-    code, out = _run("backup", str(data / "backups" / "two"), "--data", str(data), "--json")
+    assert run_cli("backup", str(data / "backups" / "one"), "--data", str(data))[0] == 0
+    code, out = run_cli("backup", str(data / "backups" / "two"), "--data", str(data), "--json")
     assert code == 0, out
     manifest = json.loads(out)
     assert not [f for f in manifest["files"] if f["path"].startswith("backups/")]
@@ -123,7 +63,7 @@ def test_the_bootstrap_token_is_not_backed_up(data: Path, tmp_path: Path) -> Non
     for name in ("bootstrap-admin-key", ".bootstrap-admin-key.x1Yz", "first-token"):
         (data / name).write_text("frk_secret_token\n")
     env = {"FACEREC_BOOTSTRAP_ADMIN_KEY_FILE": str(data / "first-token")}
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
     assert code == 0, out
     assert {"bootstrap-admin-key", ".bootstrap-admin-key.x1Yz", "first-token"} <= set(json.loads(out)["skipped"])
     assert not (tmp_path / "b" / "bootstrap-admin-key").exists()
@@ -135,10 +75,10 @@ def test_a_file_whose_name_is_not_utf8_is_backed_up_and_restored(data: Path, tmp
     traceback; the manifest escapes them and the restore writes the same name."""
     odd = os.fsdecode(b"notes-\xff.txt")
     (data / odd).write_bytes(b"kept")
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data))
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(data))
     assert code == 0, out
     (tmp_path / "b" / "manifest.json").read_text(encoding="utf-8")  # still UTF-8
-    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
     assert code == 0, out
     assert (tmp_path / "restored" / odd).read_bytes() == b"kept"
     assert os.fsencode(odd) in os.listdir(os.fsencode(tmp_path / "restored"))
@@ -154,8 +94,8 @@ def test_a_queued_video_job_restored_elsewhere_reads_its_restored_upload(data: P
     path.write_bytes(b"video bytes")
     jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=11)
     jobs.close()
-    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
-    assert _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "moved"))[0] == 0
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    assert run_cli("restore", str(tmp_path / "b"), "--data", str(tmp_path / "moved"))[0] == 0
     restored = SQLiteJobStore(tmp_path / "moved")
     try:
         restored.recover()  # the restored server's start
@@ -171,9 +111,9 @@ def test_a_backup_and_a_data_dir_may_have_names_as_long_as_the_system_allows(dat
     """The folder written aside took the target's whole name after its prefix: a name of 240 bytes (the limit is
     255) failed with "File name too long"."""
     dest, restored = tmp_path / ("b" * 240), tmp_path / ("\u00e9" * 120)  # 240 bytes in UTF-8
-    code, out = _run("backup", str(dest), "--data", str(data))
+    code, out = run_cli("backup", str(dest), "--data", str(data))
     assert code == 0, out
-    code, out = _run("restore", str(dest), "--data", str(restored))
+    code, out = run_cli("restore", str(dest), "--data", str(restored))
     assert code == 0, out
     assert (restored / "keys.db").is_file()
 
@@ -181,7 +121,7 @@ def test_a_backup_and_a_data_dir_may_have_names_as_long_as_the_system_allows(dat
 def test_a_record_being_appended_is_left_out(data: Path, tmp_path: Path) -> None:
     with open(data / "audit.log", "ab") as f:
         f.write(b'{"ts": "half a rec')
-    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
     copied = (tmp_path / "b" / "audit.log").read_bytes()
     assert copied.endswith(b"}\n") and len(copied.splitlines()) == 2
 
@@ -190,19 +130,19 @@ def test_a_non_empty_destination_is_refused(data: Path, tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    code, out = _run("backup", str(dest), "--data", str(data))
+    code, out = run_cli("backup", str(dest), "--data", str(data))
     assert code == 2 and out.count("\n") == 1 and "is not empty (keep.txt)" in out, out
     assert [p.name for p in dest.iterdir()] == ["keep.txt"]
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    code, out = _run("backup", str(a_file), "--data", str(data))
+    code, out = run_cli("backup", str(a_file), "--data", str(data))
     assert code == 2 and "exists and is not a folder" in out and a_file.read_text() == "x"
 
 
 def test_a_non_empty_data_dir_is_never_restored_into(data: Path, tmp_path: Path) -> None:
-    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
-    code, out = _run("restore", str(tmp_path / "b"), "--data", str(data))
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(data))
     assert code == 2 and out.count("\n") == 1, out
     assert f"refusing to restore into the data dir {data} is not empty" in out
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
@@ -211,7 +151,7 @@ def test_a_non_empty_data_dir_is_never_restored_into(data: Path, tmp_path: Path)
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])
 def test_a_damaged_backup_is_refused_before_anything_is_written(data: Path, tmp_path: Path, damage: str) -> None:
     backup = tmp_path / "b"
-    assert _run("backup", str(backup), "--data", str(data))[0] == 0
+    assert run_cli("backup", str(backup), "--data", str(data))[0] == 0
     victim = backup / "keys.db"
     if damage == "flip":
         raw = bytearray(victim.read_bytes())
@@ -224,7 +164,7 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(data: Path, tmp_
     else:
         (backup / "manifest.json").write_text("{not json")
     target = tmp_path / "restored"
-    code, out = _run("restore", str(backup), "--data", str(target))
+    code, out = run_cli("restore", str(backup), "--data", str(target))
     assert code == 2 and out.count("\n") == 1 and out.startswith("error: backup_refused: "), out
     says = {"flip": "does not match its sha256", "truncate": "bytes, its manifest says", "delete": "is missing"}
     assert says.get(damage, "manifest.json cannot be read") in out
@@ -233,23 +173,23 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(data: Path, tmp_
 
 def test_a_folder_that_is_not_a_backup_is_refused(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
-    code, out = _run("restore", str(tmp_path / "photos"), "--data", str(tmp_path / "d"))
+    code, out = run_cli("restore", str(tmp_path / "photos"), "--data", str(tmp_path / "d"))
     assert code == 2 and "is not a facerec backup (no manifest.json)" in out and not (tmp_path / "d").exists()
 
 
 def test_a_folder_that_is_not_a_data_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("x")
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(tmp_path / "notes"))
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(tmp_path / "notes"))
     assert code == 2 and "holds no facerec database or audit log" in out and not (tmp_path / "b").exists()
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(tmp_path / "missing"))
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(tmp_path / "missing"))
     assert code == 1 and "no data dir at" in out and not (tmp_path / "b").exists()
 
 
 def test_postgres_says_pg_dump(tmp_path: Path) -> None:
     env = {"FACEREC_DATABASE_URL": "postgresql://u:secret@db.invalid:5432/facerec"}
     for args, tool in ((["backup", str(tmp_path / "b")], "pg_dump"), (["restore", str(tmp_path)], "pg_restore")):
-        code, out = _run(*args, env=env)
+        code, out = run_cli(*args, env=env)
         assert code == 2 and out.count("\n") == 1 and tool in out and "docs/POSTGRES.md" in out, out
         assert "secret" not in out
     assert not (tmp_path / "b").exists()
@@ -270,22 +210,22 @@ def test_an_upload_removed_while_the_backup_runs_is_left_out(
         return found
 
     monkeypatch.setattr(create, "scan", scan_then_the_job_ends)
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json")
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(data), "--json")
     assert code == 0, out
     manifest = json.loads(out)
     assert manifest["skipped"]["uploads/job.video"].startswith("removed while the backup ran")
     assert "uploads/job.video" not in {f["path"] for f in manifest["files"]}
     assert not (tmp_path / "b" / "uploads" / "job.video").exists()
-    assert _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))[0] == 0
+    assert run_cli("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))[0] == 0
 
 
 def test_a_backup_whose_folder_links_outside_it_is_refused(data: Path, tmp_path: Path) -> None:
     """A crafted backup whose ``uploads`` folder is a link elsewhere would make restore read files outside it."""
-    assert _run("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
     elsewhere = tmp_path / "elsewhere"
     (tmp_path / "b" / "uploads").rename(elsewhere)
     (tmp_path / "b" / "uploads").symlink_to(elsewhere)
-    code, out = _run("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(tmp_path / "restored"))
     assert code == 2 and "uploads/job.video leads outside it" in out, out
     assert not (tmp_path / "restored").exists()
 
@@ -295,7 +235,7 @@ def test_the_bootstrap_token_named_through_a_link_is_not_backed_up(data: Path, t
     (data / "admin.token").write_text("frk_secret_token\n")
     (tmp_path / "link").symlink_to(data)
     env = {"FACEREC_BOOTSTRAP_ADMIN_KEY_FILE": str(tmp_path / "link" / "admin.token")}
-    code, out = _run("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
+    code, out = run_cli("backup", str(tmp_path / "b"), "--data", str(data), "--json", env=env)
     assert code == 0 and "admin.token" in json.loads(out)["skipped"], out
 
 
@@ -317,7 +257,7 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(data: Path, tmp_pa
     (left / "gallery.sqlite3").write_bytes(b"copied faces")
     other = tmp_path / f".facerec-partial-other-{pid}"  # another destination's: not touched
     other.mkdir()
-    code, out = _run("backup", str(dest), "--data", str(data))
+    code, out = run_cli("backup", str(dest), "--data", str(data))
     assert code == 0, out
     assert f"note: removed {left}, left by an interrupted backup or restore" in out
     assert not left.exists() and other.exists()
