@@ -6,7 +6,8 @@ files (video uploads...) are copied; the audit log is copied last, up to its las
 changes the copied databases hold, but for a request whose record was still being written (a record follows its
 change's commit by a moment). Each database is consistent by itself; a change committed while the copy runs may
 be in one file and not yet in another, as after a crash. A plain file the server removes meanwhile (the upload of
-a video job that ended) is left out and listed as such. ``manifest.json`` is written last."""
+a video job that ended) is left out and listed as such. Then the files of ``FACEREC_CACHE`` the copied data dir
+needs (:mod:`.cache`: its fine-tuned models, calibration tables). ``manifest.json`` is written last."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
+from service.backup.cache import back_up as back_up_cache
+from service.backup.cache import used_models
 from service.backup.errors import BackupFailed, BackupRefused
 from service.backup.files import Staging, check_database, copy_private, require_empty, write_private
-from service.backup.layout import MANIFEST, Entry, scan
+from service.backup.layout import CACHE_FOLDER, MANIFEST, Entry, scan
 from service.backup.manifest import FileRecord, Manifest, sha256_file
 from service.gallery.sqlite.schema import DB_NAME
 from service.keys import KEYS_FILE
@@ -27,15 +30,18 @@ MAIN_TABLES = ((DB_NAME, "subjects", "subjects"), (DB_NAME, "faces", "faces"), (
 """``(file, table, name in counts)``: the row counts a manifest sums up (every table's are in its file's record)."""
 
 
-def take_backup(data: Path, dest: Path, *, model: str) -> Manifest:
+def take_backup(data: Path, dest: Path, *, model: str, cache: Path) -> Manifest:
     """Back up the data dir ``data`` into the new or empty folder ``dest`` (see the module doc); ``model`` is the
-    configured ``FACEREC_MODEL``, recorded. :class:`BackupRefused` (nothing written) for a ``dest`` that is not
-    empty or a ``data`` without facerec's files; :class:`BackupFailed` (the partial copy removed) when a copy or
-    its check fails."""
+    configured ``FACEREC_MODEL``, recorded, and ``cache`` is ``FACEREC_CACHE``. :class:`BackupRefused` (nothing
+    written) for a ``dest`` that is not empty or a ``data`` without facerec's files; :class:`BackupFailed` (the
+    partial copy removed) when a copy or its check fails."""
     require_empty(dest, "the backup destination")
-    entries, skipped = scan(data, exclude=(dest,))
+    in_backup = f"FACEREC_CACHE: what the data dir needs of it is in {CACHE_FOLDER}/ of the backup"
+    entries, skipped = scan(data, exclude={dest: "the backup being written", cache: in_backup})
     if not any(e.kind in ("sqlite", "audit") for e in entries):
         raise BackupRefused(f"{data} holds no facerec database or audit log: is it a data dir?")
+    if any(e.path.split("/")[0] == CACHE_FOLDER for e in entries):
+        raise BackupRefused(f"{data / CACHE_FOLDER} is in the way: a backup keeps FACEREC_CACHE's files there")
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     stage = Staging(dest, last=MANIFEST)
     try:
@@ -48,6 +54,7 @@ def take_backup(data: Path, dest: Path, *, model: str) -> Manifest:
             else:
                 records.append(record)
         records.sort(key=lambda r: r.path)
+        cached, left_out = back_up_cache(cache, used_models(stage.path, model), stage.path)
         manifest = Manifest(
             created_at=created_at,
             source=str(data.absolute()),
@@ -55,7 +62,8 @@ def take_backup(data: Path, dest: Path, *, model: str) -> Manifest:
             models=_models(stage.path / DB_NAME),
             counts=_counts(records),
             files=records,
-            skipped=skipped,
+            cache=cached,
+            skipped=skipped | left_out,
         )
         write_private(stage.path / MANIFEST, manifest.to_json().encode())
         stage.finish()

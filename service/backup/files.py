@@ -121,6 +121,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def partial_path(parent: Path, target: Path) -> Path:
+    """The folder in ``parent`` (the target itself, or the folder beside it) that this process writes ``target``
+    into before it is complete: ``.facerec-partial-<the target's name, cut short>-<pid>``."""
+    # the target's name cut short: a name near the limit (255 bytes) must still leave room for the rest
+    return parent / f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-{os.getpid()}"
+
+
 def remove_interrupted(target: Path) -> list[Path]:
     """Remove what an interrupted backup or restore into ``target`` left (killed before it could clean up: its
     staging folder, with copies of biometric data, inside ``target`` or beside it), when the process that made
@@ -164,9 +171,7 @@ class Staging:
         self.in_place = must_stage_inside(target)
         if not target.exists():  # missing parents are made private; an existing one keeps its mode
             target.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
-        parent = target if self.in_place else target.parent
-        # the target's name cut short: a name near the limit (255 bytes) must still leave room for the rest
-        self.path = parent / f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-{os.getpid()}"
+        self.path = partial_path(target if self.in_place else target.parent, target)
         private_dir(self.path)
 
     def finish(self) -> None:

@@ -1,7 +1,8 @@
 """What a data dir holds, for a backup: its SQLite databases (found by their file header, so a new store's file
 is never left out), the append-only audit log, the files to copy as they are (video uploads, anything unknown),
 and what is left out because it is rebuilt or belongs to a running process (index snapshots, lock files, SQLite's
-``-wal``/``-shm`` side files, earlier backups kept inside the data dir, a development PostgreSQL cluster)."""
+``-wal``/``-shm`` side files, earlier backups kept inside the data dir, a development PostgreSQL cluster); and
+what of ``FACEREC_CACHE`` a data dir needs (:func:`cache_files`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from embeddings.training.model_dir import CARD_FILE, WEIGHTS_FILE, models_dir, valid_model_id
+from embeddings.weights import MODEL_ID as PRETRAINED_ID
 from service.audit import AUDIT_FILE
 from service.bootstrap import REINDEX_LOCK
+from service.gallery.calibration import user_tables_dir
 from service.gallery.lock import LOCK_NAME
+from service.gallery.normalisation import SUFFIX as COHORT_SUFFIX
 from service.gallery.snapshot import SNAP_DIR as GALLERY_SNAPSHOTS
 from service.photos.index import SNAP_DIR as PHOTO_SNAPSHOTS
 
@@ -41,6 +46,35 @@ PROCESS_FILES = {
 }
 SECRET = "a plaintext API token: its key is in keys.db; keep the token elsewhere and delete the file"
 """Files of the data dir left out, with why: a running process's, or a secret no backup should carry."""
+
+
+CACHE_FOLDER = "FACEREC_CACHE"
+"""The folder of a backup that holds the files of ``FACEREC_CACHE`` it carries, at their paths in the cache."""
+MODELS, CALIBRATION = models_dir(Path()).as_posix(), user_tables_dir(Path()).as_posix()
+TABLES_SUFFIX = ".npz"
+
+
+def cache_files(model_id: str) -> list[str]:
+    """What a backup carries of ``FACEREC_CACHE`` for a model the data dir uses, where it exists (paths in the
+    cache, ``/``-separated): a fine-tuned model's directory (``facerec train``) and the model's calibration
+    tables and cohort (``facerec calibrate``). Not the pretrained weights (``facerec weights fetch`` gets them
+    again, sha256-checked) nor what is rebuilt from weights (converted encoders, compile caches)."""
+    tables = [f"{CALIBRATION}/{model_id}{TABLES_SUFFIX}", f"{CALIBRATION}/{model_id}{COHORT_SUFFIX}"]
+    if model_id == PRETRAINED_ID:
+        return tables
+    return [f"{MODELS}/{model_id}/{WEIGHTS_FILE}", f"{MODELS}/{model_id}/{CARD_FILE}", *tables]
+
+
+def is_cache_file(rel: str) -> bool:
+    """Whether ``rel`` is a path :func:`cache_files` gives for some valid model id (what a manifest may name)."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    if len(parts) == 3 and parts[0] == MODELS:
+        model_id = parts[1]
+    elif len(parts) == 2 and parts[0] == CALIBRATION:
+        model_id = parts[1].removesuffix(COHORT_SUFFIX).removesuffix(TABLES_SUFFIX)
+    else:
+        return False
+    return valid_model_id(model_id) and rel in cache_files(model_id)
 
 
 @dataclass(frozen=True)
@@ -82,12 +116,12 @@ def _is_bootstrap_token(path: Path) -> bool:
     return path.name == BOOTSTRAP_KEY_FILE or path.name.startswith(f".{BOOTSTRAP_KEY_FILE}.")
 
 
-def scan(data: Path, *, exclude: tuple[Path, ...] = ()) -> tuple[list[Entry], dict[str, str]]:
+def scan(data: Path, *, exclude: dict[Path, str] | None = None) -> tuple[list[Entry], dict[str, str]]:
     """The files of ``data`` to back up (sorted by path) and what was left out (path -> why). ``exclude``:
-    folders never entered (the backup being written, when it is inside the data dir)."""
+    folders never entered, with why (the backup being written or ``FACEREC_CACHE``, inside the data dir)."""
     entries: list[Entry] = []
     skipped: dict[str, str] = {}
-    excluded = {p.resolve() for p in exclude}
+    excluded = {p.resolve(): why for p, why in (exclude or {}).items()}
     for path in _walk(data, data, excluded, skipped):
         rel = path.relative_to(data).as_posix()
         if rel in PROCESS_FILES:
@@ -111,7 +145,7 @@ def scan(data: Path, *, exclude: tuple[Path, ...] = ()) -> tuple[list[Entry], di
     return sorted(kept, key=lambda e: e.path), skipped
 
 
-def _walk(root: Path, folder: Path, excluded: set[Path], skipped: dict[str, str]) -> Iterator[Path]:
+def _walk(root: Path, folder: Path, excluded: dict[Path, str], skipped: dict[str, str]) -> Iterator[Path]:
     """Regular files under ``folder``, folders that :func:`_skip_dir` names left out (symbolic links too)."""
     with os.scandir(folder) as it:
         children = sorted(it, key=lambda d: d.name)
@@ -121,7 +155,7 @@ def _walk(root: Path, folder: Path, excluded: set[Path], skipped: dict[str, str]
         if child.is_symlink():
             skipped[rel] = "a symbolic link"
         elif child.is_dir():
-            why = "the backup being written" if path.resolve() in excluded else _skip_dir(path, top=folder == root)
+            why = excluded.get(path.resolve()) or _skip_dir(path, top=folder == root)
             if why is None:
                 yield from _walk(root, path, excluded, skipped)
             else:

@@ -1,16 +1,19 @@
 """A backup's ``manifest.json``: what it holds and how to check it.
 
-Format (``format_version`` 1)::
+Format (``format_version`` 2)::
 
-    {"format": "facerec-backup", "format_version": 1, "facerec_version": "0.1.0", "model": "<FACEREC_MODEL>",
+    {"format": "facerec-backup", "format_version": 2, "facerec_version": "0.1.0", "model": "<FACEREC_MODEL>",
      "models": {"<model id>": <faces>}, "created_at": "<ISO 8601 UTC>", "source": "<data dir>",
      "counts": {"subjects": n, "faces": n, "keys": n, "audit_records": n},
      "files": [{"path": "gallery.sqlite3", "kind": "sqlite", "size": <bytes>, "sha256": "<hex>",
                 "tables": {"subjects": n, ...}}, {"path": "audit.log", "kind": "audit", ...}, ...],
+     "cache": [{"path": "models/<model id>/card.json", "kind": "file", "size": <bytes>, "sha256": "<hex>"}, ...],
      "skipped": {"index/": "<why>", ...}}
 
-``path`` is relative to the backup (``/``-separated); sizes are bytes; the checksums detect damage (a truncated or
-altered file), not a deliberate forgery of file and manifest together.
+A ``files`` path is relative to the backup and to the data dir (``/``-separated); a ``cache`` path is relative to
+``FACEREC_CACHE`` (:func:`layout.cache_files`), its file in the backup under ``FACEREC_CACHE/``. Version 1 (no
+``cache``) is read as well. Sizes are bytes; the checksums detect damage (a truncated or altered file), not a
+deliberate forgery of file and manifest together.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
 from service.backup.errors import BackupRefused
-from service.backup.layout import MANIFEST, Kind
+from service.backup.layout import CACHE_FOLDER, MANIFEST, Kind, is_cache_file
 
 FORMAT = "facerec-backup"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Versions :meth:`Manifest.read` reads: 1 is a backup without the ``cache`` files."""
 _BLOCK = 1 << 20
 
 
@@ -70,6 +75,7 @@ class Manifest:
     models: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     files: list[FileRecord] = field(default_factory=list)
+    cache: list[FileRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     facerec_version: str = field(default_factory=facerec_version)
     format: str = FORMAT
@@ -77,7 +83,8 @@ class Manifest:
 
     def to_json(self) -> str:
         out = asdict(self)
-        out["files"] = [{k: v for k, v in f.items() if v is not None} for f in out["files"]]
+        for key in ("files", "cache"):
+            out[key] = [{k: v for k, v in f.items() if v is not None} for f in out[key]]
         head = {"format": self.format, "format_version": self.format_version}
         text = json.dumps({**head, **out}, indent=2, ensure_ascii=False) + "\n"
         # a file name that is not UTF-8 (Python holds its bytes as lone surrogates) is written as a JSON escape,
@@ -97,22 +104,28 @@ class Manifest:
             raise BackupRefused(f"{path} cannot be read: {exc}") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise BackupRefused(f"{path} is not a facerec backup manifest")
-        if raw.get("format_version") != FORMAT_VERSION:
+        if raw.get("format_version") not in READABLE_VERSIONS:
+            readable = " and ".join(map(str, READABLE_VERSIONS))
             raise BackupRefused(
-                f"{path} has format version {raw.get('format_version')!r}; this facerec reads {FORMAT_VERSION}"
+                f"{path} has format version {raw.get('format_version')!r}; this facerec reads {readable}"
             )
         try:
             files = [FileRecord(**f) for f in raw.pop("files")]
-            manifest = cls(**raw, files=files)
+            cache = [FileRecord(**f) for f in raw.pop("cache", [])]
+            manifest = cls(**raw, files=files, cache=cache)
         except (KeyError, TypeError) as exc:
             raise BackupRefused(f"{path} is damaged: {exc}") from None
         for f in manifest.files:
             _check_path(f.path, path)
+        for f in manifest.cache:
+            if not is_cache_file(f.path):
+                raise BackupRefused(f"{path} is damaged: it names the cache file {f.path!r}")
         return manifest
 
 
 def _check_path(rel: str, manifest: Path) -> None:
-    """A manifest path must stay inside the backup and the data dir: relative, no ``..``, not the manifest."""
+    """A data dir path of a manifest must stay inside the backup and the data dir: relative, no ``..``, not the
+    manifest, not under the backup's ``FACEREC_CACHE/``."""
     parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
-    if not parts or rel.startswith("/") or ".." in parts or rel == MANIFEST:
+    if not parts or rel.startswith("/") or ".." in parts or rel == MANIFEST or parts[0] == CACHE_FOLDER:
         raise BackupRefused(f"{manifest} is damaged: it names the file {rel!r}")

@@ -20,7 +20,9 @@ def test_backup_and_restore_round_trip_with_private_modes(data: Path, tmp_path: 
     assert code == 0, out
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert json.loads(out)["files"] == manifest["files"]
-    assert manifest["format"] == "facerec-backup" and manifest["format_version"] == 1
+    assert manifest["format"] == "facerec-backup" and manifest["format_version"] == 2
+    assert manifest["cache"] == []  # m1 and m2 are not in FACEREC_CACHE: listed as left out
+    assert "is not in FACEREC_CACHE" in manifest["skipped"]["FACEREC_CACHE/models/m1/"]
     assert manifest["counts"] == {"subjects": 2, "faces": 3, "keys": 1, "audit_records": 2}
     assert manifest["models"] == {"m1": 2, "m2": 1} and manifest["created_at"].endswith("Z")
     assert [f["path"] for f in manifest["files"]] == ["audit.log", DB_NAME, "keys.db", "uploads/job.video"]
