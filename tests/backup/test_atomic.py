@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backup.helpers import run_cli
+from tests.backup.helpers import register, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,14 +39,18 @@ def dying(real, after):
 
 if point == "copy":  # killed when the second file is being copied
     restore.copy_private = dying(restore.copy_private, 1)
+elif point == "cache":  # killed as the first FACEREC_CACHE file is about to be put in place
+    os.link = dying(os.link, 0)
 else:  # killed as the restored data dir is about to be put in place
     os.rename = dying(os.rename, 0)
 app(args, prog_name="facerec")
 """
 
 
-def _killed_restore(point: str, backup: Path, target: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _killed_restore(
+    point: str, backup: Path, target: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     args = [sys.executable, "-c", DIE, point, "restore", str(backup), "--data", str(target)]
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
@@ -114,3 +118,22 @@ def test_a_volume_mount_point_is_filled_in_place(data: Path, tmp_path: Path, vol
     assert os.path.ismount(volume) and volume.stat().st_ino == inode and stat.S_IMODE(volume.stat().st_mode) == 0o700
     assert sorted(p.name for p in volume.iterdir()) == ["audit.log", "gallery.sqlite3", "keys.db", "uploads"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_what_a_restore_killed_while_it_fills_the_cache_left_is_removed_by_the_next(data: Path, tmp_path: Path) -> None:
+    """The cache files are written beside their place and linked in: a kill leaves no file under its real name
+    (a model directory without its card), and the next restore removes what was left and says so."""
+    old, new = tmp_path / "cache", tmp_path / "new-cache"
+    register(old, "m1")  # the model of the fixture gallery's first faces
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    target = tmp_path / "restored"
+    died = _killed_restore("cache", tmp_path / "b", target, env={"FACEREC_CACHE": str(new)})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert not target.exists()
+    left = list((new / "models" / "m1").iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".facerec-partial-card.json-"), left
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(target), env={"FACEREC_CACHE": str(new)})
+    assert code == 0, out
+    assert f"note: removed {left[0]}" in out
+    assert sorted(p.name for p in (new / "models" / "m1").iterdir()) == ["card.json", "model.weights.h5"]
+    assert (new / "models" / "m1" / "card.json").read_bytes() == (old / "models" / "m1" / "card.json").read_bytes()

@@ -13,23 +13,10 @@ from pathlib import Path
 import pytest
 
 from embeddings.models import resolve_model
-from tests.backup.helpers import run_cli
+from tests.backup.helpers import PRETRAINED, register, run_cli
 
 ACTIVE = "ft-active-20261201000000"
 """The model FACEREC_MODEL names (no face of the fixture's gallery uses it yet)."""
-PRETRAINED = "facenet-20170512-110547"
-
-
-def register(cache: Path, model_id: str) -> None:
-    """A model directory as ``facerec train`` leaves it: a valid card and a weights file."""
-    folder = cache / "models" / model_id
-    folder.mkdir(parents=True)
-    card = {
-        "model_id": model_id, "base_model_id": PRETRAINED, "created": "2026-12-01T00:00:00+00:00", "status": "accepted",
-        "threshold": 1.0, "data": {}, "params": {}, "validation": {"before": {}, "after": {}}, "train_seconds": 1.0,
-    }  # fmt: skip
-    (folder / "card.json").write_text(json.dumps(card))
-    (folder / "model.weights.h5").write_bytes(os.urandom(4096) + model_id.encode())
 
 
 @pytest.fixture
