@@ -128,10 +128,37 @@ def partial_path(parent: Path, target: Path) -> Path:
     return parent / f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-{os.getpid()}"
 
 
+MOVING = ".facerec-moving"
+"""In a staging folder inside its target: the names it moves up into the target, in order, NUL-separated."""
+
+
+def _take_back(stage: Path, target: Path) -> list[Path]:
+    """The entries a killed :meth:`Staging.finish` had moved from ``stage`` into ``target``, removed, unless it
+    moved them all (the last one listed is in place: the target is complete and stays); those removed."""
+    try:
+        names = [os.fsdecode(n) for n in (stage / MOVING).read_bytes().split(b"\0")]
+    except FileNotFoundError:
+        return []
+    moved = [n for n in names if n and "/" not in n and n not in (".", "..") and not os.path.lexists(stage / n)]
+    if not names or names[-1] in moved:
+        return []
+    removed = []
+    for name in moved:
+        path = target / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 def remove_interrupted(target: Path) -> list[Path]:
     """Remove what an interrupted backup or restore into ``target`` left (killed before it could clean up: its
-    staging folder, with copies of biometric data, inside ``target`` or beside it), when the process that made
-    it is gone; the folders removed."""
+    staging folder, with copies of biometric data, inside ``target`` or beside it, and inside it what it had
+    begun to move up), when the process that made it is gone; what was removed."""
     stem = f"{PARTIAL_PREFIX}{target.name[:STAGING_NAME_CHARS]}-"
     removed = []
     for parent in (target, target.parent):
@@ -141,6 +168,8 @@ def remove_interrupted(target: Path) -> list[Path]:
             pid = entry.name.removeprefix(stem)
             ours = entry.name.startswith(stem) and pid.isdigit() and entry.is_dir(follow_symlinks=False)
             if ours and not _alive(int(pid)):
+                if parent == target:
+                    removed += _take_back(Path(entry.path), target)
                 shutil.rmtree(entry.path)
                 removed.append(Path(entry.path))
     return removed
@@ -163,7 +192,8 @@ class Staging:
     so a crash leaves the target as it was or complete. Where that cannot be (:func:`must_stage_inside`: a
     volume's mount point): a hidden folder inside the target whose entries are moved up at :meth:`finish`,
     ``last`` moved last (the manifest of a backup, so a crash never leaves a folder that looks like a complete
-    backup). :meth:`abort` removes what was written."""
+    backup), the names listed first (:data:`MOVING`) so that what a killed move left is taken out again by
+    :func:`remove_interrupted` or :meth:`abort`. :meth:`abort` removes what was written."""
 
     def __init__(self, target: Path, *, last: str) -> None:
         self.target = target
@@ -182,11 +212,16 @@ class Staging:
             fsync_dir(self.target.parent)
             return
         names = sorted(os.listdir(self.path), key=lambda n: (n == self.last, n))
+        write_private(self.path / MOVING, b"\0".join(os.fsencode(n) for n in names))
+        fsync_dir(self.path)
         for name in names:
             os.rename(self.path / name, self.target / name)
-        os.rmdir(self.path)
         os.chmod(self.target, DATA_DIR_MODE)
         fsync_dir(self.target)
+        os.unlink(self.path / MOVING)
+        os.rmdir(self.path)
 
     def abort(self) -> None:
+        if self.in_place:
+            _take_back(self.path, self.target)
         shutil.rmtree(self.path, ignore_errors=True)

@@ -41,6 +41,10 @@ if point == "copy":  # killed when the second file is being copied
     restore.copy_private = dying(restore.copy_private, 1)
 elif point == "cache":  # killed as the first FACEREC_CACHE file is about to be put in place
     os.link = dying(os.link, 0)
+elif point == "move":  # in a mount point: killed when the first file has been moved up
+    os.rename = dying(os.rename, 1)
+elif point == "moved":  # in a mount point: killed when every file has been moved up
+    os.rmdir = dying(os.rmdir, 0)
 else:  # killed as the restored data dir is about to be put in place
     os.rename = dying(os.rename, 0)
 app(args, prog_name="facerec")
@@ -137,3 +141,28 @@ def test_what_a_restore_killed_while_it_fills_the_cache_left_is_removed_by_the_n
     assert f"note: removed {left[0]}" in out
     assert sorted(p.name for p in (new / "models" / "m1").iterdir()) == ["card.json", "model.weights.h5"]
     assert (new / "models" / "m1" / "card.json").read_bytes() == (old / "models" / "m1" / "card.json").read_bytes()
+
+
+@pytest.mark.parametrize("point", ["move", "moved"])
+def test_a_restore_killed_while_it_fills_a_mount_point_is_taken_back_by_the_next(
+    data: Path, tmp_path: Path, volume: Path, point: str
+) -> None:
+    """Killed while its files were moved up into a volume's mount point, a restore left part of a data dir that
+    the next run refused as not empty. The next run takes out what was moved and restores; a restore killed
+    after its last file was moved is complete, and stays."""
+    assert run_cli("backup", str(tmp_path / "b"), "--data", str(data))[0] == 0
+    died = _killed_restore(point, tmp_path / "b", volume)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    restored = ["audit.log", "gallery.sqlite3", "keys.db", "uploads"]
+    staging = [p for p in volume.iterdir() if p.name.startswith(".facerec-partial-volume-")]
+    assert len(staging) == 1
+    moved = sorted(p.name for p in volume.iterdir() if p not in staging)
+    assert moved == (["audit.log"] if point == "move" else restored)
+    code, out = run_cli("restore", str(tmp_path / "b"), "--data", str(volume))
+    assert f"note: removed {staging[0]}" in out
+    if point == "move":
+        assert code == 0 and f"note: removed {volume / 'audit.log'}" in out, out
+    else:
+        assert code == 2 and "is not empty (audit.log, gallery.sqlite3, keys.db, ...)" in out, out
+    assert sorted(p.name for p in volume.iterdir()) == restored
+    assert (volume / "keys.db").read_bytes() == (tmp_path / "b" / "keys.db").read_bytes()
