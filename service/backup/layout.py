@@ -16,7 +16,7 @@ from embeddings.training.model_dir import CARD_FILE, WEIGHTS_FILE, models_dir, v
 from embeddings.weights import MODEL_ID as PRETRAINED_ID
 from service.audit import AUDIT_FILE
 from service.bootstrap import REINDEX_LOCK
-from service.gallery.calibration import user_tables_dir
+from service.gallery.calibration import TABLES_SUFFIX, user_tables_dir
 from service.gallery.lock import LOCK_NAME
 from service.gallery.normalisation import SUFFIX as COHORT_SUFFIX
 from service.gallery.snapshot import SNAP_DIR as GALLERY_SNAPSHOTS
@@ -51,7 +51,6 @@ SECRET = "a plaintext API token: its key is in keys.db; keep the token elsewhere
 CACHE_FOLDER = "FACEREC_CACHE"
 """The folder of a backup that holds the files of ``FACEREC_CACHE`` it carries, at their paths in the cache."""
 MODELS, CALIBRATION = models_dir(Path()).as_posix(), user_tables_dir(Path()).as_posix()
-TABLES_SUFFIX = ".npz"
 
 
 def cache_files(model_id: str) -> list[str]:

@@ -35,7 +35,7 @@ def calibrate_folder(
     from embeddings.errors import InvalidImage
     from embeddings.models import resolve_model
     from service.commands.backend import load_settings
-    from service.gallery.calibration import fit_calibration, sample_people, user_tables_dir
+    from service.gallery.calibration import TABLES_SUFFIX, fit_calibration, sample_people, user_tables_dir
     from service.gallery.normalisation import SUFFIX, fit_normalisation
 
     info = resolve_model(model_id)
@@ -66,7 +66,7 @@ def calibrate_folder(
     except ValueError:  # too few people for a cohort: identify uses the L2 tables alone
         norm = None
     # both fitted before either is written: a failed fit leaves the model's existing tables as they were
-    path = user_tables_dir(cache) / f"{info.model_id}.npz"
+    path = user_tables_dir(cache) / f"{info.model_id}{TABLES_SUFFIX}"
     norm_file = user_tables_dir(cache) / f"{info.model_id}{SUFFIX}"
     cal.save(path)
     if norm is not None:

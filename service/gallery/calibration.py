@@ -163,7 +163,11 @@ def user_tables_dir(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "calibration"
 
 
-def tables_path(model_id: str, *, cache: Path | None = None, suffix: str = ".npz") -> Path | None:
+TABLES_SUFFIX = ".npz"
+"""A model's calibration tables are ``<model_id>.npz`` (in :func:`user_tables_dir` or the shipped ones)."""
+
+
+def tables_path(model_id: str, *, cache: Path | None = None, suffix: str = TABLES_SUFFIX) -> Path | None:
     """The table file ``<model_id><suffix>``: the user's (written by calibrate/train) before the shipped one;
     None if neither exists."""
     for path in (user_tables_dir(cache) / f"{model_id}{suffix}", SHIPPED_DIR / f"{model_id}{suffix}"):
@@ -192,7 +196,7 @@ def read_model_file(model_id: str, read: Callable[[Path], T], *, suffix: str, ca
 def load_calibration(model_id: str, *, cache: Path | None = None) -> Calibration | None:
     """The tables of ``model_id`` (re-read when the file changes), or None: no tables, unreadable ones, or
     tables fitted for another model or another rule than :data:`matching.RULE`."""
-    cal = read_model_file(model_id, Calibration.load, suffix=".npz", cache=cache)
+    cal = read_model_file(model_id, Calibration.load, suffix=TABLES_SUFFIX, cache=cache)
     return cal if cal is not None and cal.model_id == model_id and cal.rule == RULE else None
 
 
