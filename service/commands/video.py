@@ -84,14 +84,16 @@ def watch(
     from service.gallery import GalleryLocked
     from service.media import pipeline_config, video_detector
     from service.video.decode import (
+        NATIVE_FPS,
         VideoError,
         camera_index,
+        info,
         latest_frames,
         open_capture,
         redact,
         sample_frames,
     )
-    from service.video.pipeline import TrackPipeline
+    from service.video.pipeline import TrackPipeline, for_period
 
     settings = load_settings(data=data)
     path = Path(source)
@@ -111,9 +113,10 @@ def watch(
     try:
         analyzer = default_analyzer(settings)
         config = pipeline_config(settings, analyzer, live=not is_file, detector=video_detector(settings, analyzer))
-        pipe = TrackPipeline(analyzer, lambda: gallery, config, deferred=True)
         rate = fps or settings.video_fps
         cap = open_capture(source)
+        native = (info(cap).fps or NATIVE_FPS) if is_file else rate  # a file's frames may be further apart
+        pipe = TrackPipeline(analyzer, lambda: gallery, for_period(config, 1.0 / min(rate, native)), deferred=True)
         label = redact(source)
         started = time.time()
 

@@ -34,7 +34,7 @@ from service.streams.backoff import DEFAULT_MAX_S, Backoff
 from service.streams.store import StreamConfig
 from service.video.decode import VideoError, open_capture, redact, to_rgb
 from service.video.deps import FrameDeps
-from service.video.pipeline import DueTrack, LiveFace, TrackPipeline
+from service.video.pipeline import DueTrack, LiveFace, TrackPipeline, for_period
 from service.video.storage_retry import until_stored
 
 log = logging.getLogger("facerec.streams")
@@ -190,7 +190,8 @@ class StreamWorker:
                     self.frames_dropped += 1
                 continue
             if pipe is None:
-                pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config(), deferred=True)
+                config = for_period(self.deps.config(), period)
+                pipe = TrackPipeline(analyzer, self.deps.gallery, config, deferred=True)
             with self.deps.gate:
                 frame = self._take()
                 if frame is None:

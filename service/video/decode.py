@@ -86,6 +86,10 @@ def info(cap: cv2.VideoCapture) -> VideoInfo:
     )
 
 
+NATIVE_FPS = 25.0
+"""The frame rate assumed for a file whose container does not say (frames per second)."""
+
+
 def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """An OpenCV BGR (or grey) frame as contiguous RGB uint8."""
     if frame.ndim == 2:
@@ -109,7 +113,7 @@ def sample_frames(
     between samples are grabbed but not decoded to RGB; ``clock`` follows every frame grabbed. Raises
     :class:`VideoError` when not one frame decodes.
     """
-    native = info(cap).fps or 25.0
+    native = info(cap).fps or NATIVE_FPS
     step = 1.0 / fps if fps else 0.0
     next_t = 0.0
     index = 0

@@ -19,10 +19,10 @@ from typing import Any
 from embeddings import FaceAnalyzer
 from service.events.recorder import event_of, video_event_id
 from service.gallery.errors import StorageUnavailable
-from service.video.decode import FrameClock, VideoError, info, open_capture, sample_frames
+from service.video.decode import NATIVE_FPS, FrameClock, VideoError, info, open_capture, sample_frames
 from service.video.deps import FrameDeps
 from service.video.jobstore import Job, JobStore
-from service.video.pipeline import TrackDecision, TrackPipeline
+from service.video.pipeline import TrackDecision, TrackPipeline, for_period
 
 log = logging.getLogger("facerec.video")
 
@@ -178,11 +178,13 @@ class JobRunner:
             raise VideoError("the file is not a video FFmpeg can open, or it is corrupt") from exc
         try:
             meta = info(cap)
-            pipe = TrackPipeline(analyzer, self.deps.gallery, self.deps.config())
+            fps = job.fps or self.default_fps
+            config = for_period(self.deps.config(), max(1.0 / fps, 1.0 / (meta.fps or NATIVE_FPS)))
+            pipe = TrackPipeline(analyzer, self.deps.gallery, config)
             decisions: list[TrackDecision] = []
             last_update = time.monotonic()
             clock = FrameClock()
-            for t, rgb in sample_frames(cap, job.fps or self.default_fps, clock):
+            for t, rgb in sample_frames(cap, fps, clock):
                 if self._stop.is_set() or job.id in self._cancelled:
                     raise _Stopped
                 with self.deps.gate:

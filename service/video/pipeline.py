@@ -10,6 +10,7 @@ seen in fewer than ``min_hits`` frames are dropped as noise. Not thread-safe: on
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,18 @@ class PipelineConfig:
     keep_best: int = 5
     detector: FaceDetector | None = None
     full_detect_s: float = 0.0
+
+
+MISSED_SAMPLES = 2.5
+"""A track outlives at least this many sampling periods unseen: at a low sampling rate (``fps`` under
+1 / ``FACEREC_TRACK_MAX_AGE_S``, or a time-lapse file) the next frame comes after ``max_age_s``, and every
+track would end after one frame, as noise."""
+
+
+def for_period(config: PipelineConfig, period_s: float) -> PipelineConfig:
+    """``config`` for frames ``period_s`` seconds apart (the sampling period: ``1 / fps``, or the source's
+    own frame period if longer): ``max_age_s`` is at least :data:`MISSED_SAMPLES` periods."""
+    return dataclasses.replace(config, max_age_s=max(config.max_age_s, MISSED_SAMPLES * period_s))
 
 
 class TrackPipeline:

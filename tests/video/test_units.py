@@ -25,6 +25,7 @@ from service.video.decode import redact
 from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
 from service.video.jobstore import SQLiteJobStore
+from service.video.pipeline import PipelineConfig, for_period
 from service.video.tracker import Tracker
 from tests.video.helpers import WebhookReceiver, sign
 
@@ -308,3 +309,10 @@ def test_csv_export_keeps_names_that_look_like_formulas_as_text(tmp_path: Path) 
     assert [r["subject_id"] for r in rows] == ["s0", "s1", "s2", "s3"]
     lines = CliRunner().invoke(app, ["events", "export", "--jsonl", "--data", str(tmp_path)]).stdout.splitlines()
     assert [json.loads(line)["name"] for line in lines] == names
+
+
+def test_a_track_outlives_a_few_sampling_periods() -> None:
+    """Frames 2 s apart (fps 0.5) with tracks ending 1 s unseen: no track could ever reach a second frame."""
+    config = PipelineConfig(fixed_threshold=1.0, max_fir=None, max_age_s=1.0)
+    assert for_period(config, 2.0).max_age_s == 5.0
+    assert for_period(config, 0.2).max_age_s == 1.0  # 5 frames/s: the configured age

@@ -1,0 +1,70 @@
+"""Video files a user may well upload, on a real server with the real models: a low sampling rate (or a
+time-lapse file whose frames are seconds apart)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import pytest
+
+from bench.video_scenes import Actor, Scene, write_video
+from tests.service.server import Server
+from tests.video.helpers import enrol, val_photo
+
+pytestmark = pytest.mark.slow
+
+PERSON = "elton_john"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from Server(tmp_path_factory.mktemp("video-files") / "data").serving()
+
+
+@pytest.fixture(scope="module")
+def subjects(client: httpx.Client, dataset: Path) -> dict[str, str]:
+    return enrol(client, dataset, (PERSON,))
+
+
+def upload(client: httpx.Client, path: Path, **data: Any) -> str:
+    with path.open("rb") as f:
+        r = client.post("/v1/videos", files={"video": (path.name, f, "video/x-msvideo")}, data=data)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def wait_done(client: httpx.Client, video_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/videos/{video_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"video {video_id} not finished after {timeout} s")
+
+
+def test_a_sampling_rate_under_one_frame_a_second_still_finds_people(
+    client: httpx.Client, subjects: dict[str, str], dataset: Path, tmp_path: Path
+) -> None:
+    """fps 0.5 (accepted: 0.01 to 60) samples a frame every 2 s, over the tracker's 1 s age: every track ended
+    after one frame, as noise, and a person 12 s in view was not reported (``done`` with no tracks)."""
+    slow = Actor(val_photo(dataset, PERSON), 0.3, 12.3, 90, 180, True, PERSON)
+    path = write_video(Scene([slow], fps=10.0), tmp_path / "slow.avi")
+    for fps in ("0.5", "5"):
+        job = wait_done(client, upload(client, path, fps=fps))
+        assert job["status"] == "done", job
+        assert [t["subject_id"] for t in job["tracks"]] == [subjects[PERSON]], (fps, job["tracks"])
+    # a time-lapse file (a frame every 2 s), analysed at the default rate: the same
+    lapse = tmp_path / "lapse.avi"
+    writer = cv2.VideoWriter(str(lapse), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"MJPG"), 0.5, (640, 360))
+    scene = Scene([slow], fps=0.5)
+    for _, frame in scene.frames():
+        writer.write(frame)
+    writer.release()
+    job = wait_done(client, upload(client, lapse))
+    assert [t["subject_id"] for t in job["tracks"] or []] == [subjects[PERSON]], job
