@@ -121,6 +121,7 @@ class Media:
             deps(live=False),
             keep_uploads=settings.video_keep_uploads,
             default_fps=settings.video_fps,
+            max_pixels=settings.max_pixels,
         )
         self.streams = StreamManager(
             stores.streams if stores else SQLiteStreamStore(data),

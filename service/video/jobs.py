@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddings import FaceAnalyzer
+from embeddings.images import DEFAULT_MAX_PIXELS
 from service.events.recorder import event_of, video_event_id
 from service.gallery.errors import StorageUnavailable
 from service.video.decode import NATIVE_FPS, FrameClock, VideoError, info, open_capture, sample_frames
@@ -50,7 +51,8 @@ def track_entry(d: TrackDecision) -> dict[str, Any]:
 
 
 class JobRunner:
-    """One thread running queued jobs in order; each frame's work passes ``gate`` (the shared CPU budget)."""
+    """One thread running queued jobs in order; each frame's work passes ``gate`` (the shared CPU budget).
+    A video whose frames are over ``max_pixels`` (width x height, as photos: ``FACEREC_MAX_PIXELS``) fails."""
 
     def __init__(
         self,
@@ -59,9 +61,11 @@ class JobRunner:
         *,
         keep_uploads: bool,
         default_fps: float,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.store, self.deps = store, deps
         self.keep_uploads, self.default_fps = keep_uploads, default_fps
+        self.max_pixels = max_pixels
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelled: set[str] = set()  # the running job, once deleted (never any other id: see cancel)
@@ -178,6 +182,7 @@ class JobRunner:
             raise VideoError("the file is not a video FFmpeg can open, or it is corrupt") from exc
         try:
             meta = info(cap)
+            self._check_size(meta.width, meta.height)  # from the header: nothing decoded yet
             fps = job.fps or self.default_fps
             config = for_period(self.deps.config(), max(1.0 / fps, 1.0 / (meta.fps or NATIVE_FPS)))
             pipe = TrackPipeline(analyzer, self.deps.gallery, config)
@@ -187,6 +192,7 @@ class JobRunner:
             for t, rgb in sample_frames(cap, fps, clock):
                 if self._stop.is_set() or job.id in self._cancelled:
                     raise _Stopped
+                self._check_size(rgb.shape[1], rgb.shape[0])  # a header may understate them
                 with self.deps.gate:
                     decisions.extend(pipe.process(rgb, t).decisions)
                 if time.monotonic() - last_update > 1.0 and meta.duration_s > 0:
@@ -204,6 +210,15 @@ class JobRunner:
                 "it is truncated or corrupt"
             )
         return sorted(decisions, key=lambda d: d.first_s), end
+
+    def _check_size(self, width: int, height: int) -> None:
+        """:class:`VideoError` when frames of ``width`` x ``height`` px are over ``max_pixels``: a small file of
+        huge frames (one 16000x16000 frame is 768 MB decoded) would take GBs of the server's memory."""
+        if width * height > self.max_pixels:
+            raise VideoError(
+                f"its frames are {width}x{height} px, over the limit of {self.max_pixels / 1e6:.1f} MP "
+                "(FACEREC_MAX_PIXELS)"
+            )
 
     def _progress(self, job_id: str, progress: float) -> bool:
         """Show a running job's progress (0 to 1); False when the job is gone. A store failure does not stop

@@ -1,5 +1,5 @@
 """Video files a user may well upload, on a real server with the real models: a low sampling rate (or a
-time-lapse file whose frames are seconds apart)."""
+time-lapse file whose frames are seconds apart) and frames larger than the image limit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 from bench.video_scenes import Actor, Scene, write_video
@@ -68,3 +69,16 @@ def test_a_sampling_rate_under_one_frame_a_second_still_finds_people(
     writer.release()
     job = wait_done(client, upload(client, lapse))
     assert [t["subject_id"] for t in job["tracks"] or []] == [subjects[PERSON]], job
+
+
+def test_frames_over_the_pixel_limit_fail_the_job(client: httpx.Client, tmp_path: Path) -> None:
+    """A small file of huge frames (here 1.3 MB of 8000x6000 JPEG frames, 48 MP each) took the server's memory
+    up by GBs while the same picture as a photo is a 413 (``FACEREC_MAX_PIXELS``, 40 MP)."""
+    path = tmp_path / "huge.avi"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"MJPG"), 5.0, (8000, 6000))
+    for _ in range(3):
+        writer.write(np.full((6000, 8000, 3), 90, np.uint8))
+    writer.release()
+    job = wait_done(client, upload(client, path))
+    assert job["status"] == "failed" and job["tracks"] is None, job
+    assert "8000x6000" in job["error"] and "FACEREC_MAX_PIXELS" in job["error"], job["error"]
