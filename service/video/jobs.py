@@ -10,6 +10,7 @@ processing unless ``keep`` (``FACEREC_VIDEO_KEEP_UPLOADS``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from embeddings import FaceAnalyzer
 from embeddings.images import DEFAULT_MAX_PIXELS
 from service.events.recorder import event_of, video_event_id
-from service.gallery.errors import StorageUnavailable
+from service.gallery.errors import StorageUnavailable, SubjectNotFound
 from service.video.decode import NATIVE_FPS, FrameClock, VideoError, info, open_capture, sample_frames
 from service.video.deps import FrameDeps
 from service.video.jobstore import Job, JobStore
@@ -170,10 +171,31 @@ class JobRunner:
             log.exception("video job %s failed", job.id)
             self._end(job, status="failed", error=f"processing failed: {type(exc).__name__}")
             return
+        decisions = self._as_gallery_stands(decisions)
         source = f"video:{job.id}"
         events = [event_of(d, source=source, event_id=video_event_id(job.id, d.track_id)) for d in decisions]
         self.deps.recorder.record(events)
         self._end(job, status="done", tracks=[track_entry(d) for d in decisions], duration_s=duration, progress=1.0)
+
+    def _as_gallery_stands(self, decisions: list[TrackDecision]) -> list[TrackDecision]:
+        """The decisions as the gallery stands now: a job's tracks and events are stored when it ends, so those of
+        a person erased while it ran are dropped (the erasure could only drop what was stored) and a person renamed
+        meanwhile is shown under the new name. :class:`StorageUnavailable` while the gallery is away."""
+        gallery = self.deps.gallery()
+        names: dict[str, str | None] = {}  # subject id -> its name now, None when erased
+        for sid in {d.vote.subject_id for d in decisions if d.vote.subject_id is not None}:
+            try:
+                names[sid] = gallery.get_subject(sid).name
+            except SubjectNotFound:
+                names[sid] = None
+        kept = []
+        for d in decisions:
+            sid = d.vote.subject_id
+            if sid is None:
+                kept.append(d)
+            elif (name := names[sid]) is not None:
+                kept.append(dataclasses.replace(d, vote=dataclasses.replace(d.vote, name=name)))
+        return kept
 
     def _read(self, job: Job, analyzer: FaceAnalyzer) -> tuple[list[TrackDecision], float]:
         try:

@@ -82,3 +82,36 @@ def test_frames_over_the_pixel_limit_fail_the_job(client: httpx.Client, tmp_path
     job = wait_done(client, upload(client, path))
     assert job["status"] == "failed" and job["tracks"] is None, job
     assert "8000x6000" in job["error"] and "FACEREC_MAX_PIXELS" in job["error"], job["error"]
+
+
+def crossing_then_empty(dataset: Path, person: str, path: Path, duration_s: float = 60.0) -> Path:
+    """``person`` crosses in the first 3.3 s of a video that goes on, empty, for ``duration_s``: a job on it
+    has decided them long before it ends."""
+    actor = Actor(val_photo(dataset, person), 0.3, 3.3, 90, 180, True, person)
+    return write_video(Scene([actor], fps=10.0, duration_s=duration_s), path)
+
+
+def wait_progress(client: httpx.Client, video_id: str, progress: float, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/videos/{video_id}").json()
+        assert job["status"] in ("queued", "running"), job
+        if job["progress"] >= progress:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"video {video_id} not at {progress} after {timeout} s")
+
+
+def test_a_person_erased_while_a_job_runs_is_not_in_its_results(
+    client: httpx.Client, dataset: Path, tmp_path: Path
+) -> None:
+    """A job stores its tracks and events when it ends: the erasure of a person the job had decided already
+    found nothing to erase, and the job then stored their tracks and events (and sent their webhooks) anyway."""
+    sid = enrol(client, dataset, ("madonna",))["madonna"]
+    video_id = upload(client, crossing_then_empty(dataset, "madonna", tmp_path / "m.mp4"), fps="10")
+    wait_progress(client, video_id, 0.25)  # 15 s in: madonna left at 3.3 s and was decided
+    assert client.delete(f"/v1/subjects/{sid}").status_code == 204
+    job = wait_done(client, video_id)
+    assert job["status"] == "done", job
+    assert all(t["subject_id"] != sid for t in job["tracks"]), job["tracks"]
+    assert client.get("/v1/events", params={"subject_id": sid}).json()["items"] == []
