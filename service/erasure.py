@@ -1,13 +1,13 @@
 """Erasing a person everywhere: the one sequence the REST call and the CLI run (``DELETE /v1/subjects/{id}``,
-``facerec subjects delete``)."""
+``facerec subjects delete``); renaming one everywhere (``PATCH /v1/subjects/{id}``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.events.store import EventStore
-    from service.gallery import Gallery
+    from service.gallery import Gallery, Subject
     from service.photos.library import PhotoLibrary
     from service.video.jobstore import JobStore
 
@@ -46,3 +46,22 @@ def _erase_mentions(
         library.erase_subject_faces(subject_id)
     elif library is not None:
         library.forget_subject(subject_id)
+
+
+def rename_subject(
+    subject_id: str,
+    *,
+    name: str | None,
+    metadata: dict[str, Any] | None,
+    gallery: Gallery,
+    events: EventStore,
+    jobs: JobStore,
+) -> Subject:
+    """Rename the subject and/or replace its metadata (None: unchanged); a new name is then shown by its events and
+    its tracks in video jobs' results too (they are stored with the name they were decided under). A store that
+    fails on the way (503/507) leaves the rest: the same call again finishes it."""
+    subject = gallery.update_subject(subject_id, name=name, metadata=metadata)
+    if name is not None:
+        events.rename_subject(subject_id, subject.name)
+        jobs.rename_subject(subject_id, subject.name)
+    return subject

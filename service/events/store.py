@@ -142,6 +142,12 @@ class EventStore(ABC):
             self._forget()
         return n
 
+    def rename_subject(self, subject_id: str, name: str) -> int:
+        """Show ``name`` in every event of a subject (it was renamed; a pending delivery sends it too); how many."""
+        with self.transaction() as c:
+            sql = "UPDATE events SET name = ? WHERE subject_id = ? AND name <> ?"
+            return int(c.execute(sql, (name, subject_id, name)).rowcount)
+
     def purge(self, before: float) -> int:
         """Erase events older than ``before`` (Unix s); returns how many."""
         with self.transaction() as c:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.auth import AdmitFirst
 from service.convert import subject_out
 from service.deps import AdminKey, AuditDep, GalleryDep, audit_change
-from service.erasure import erase_subject
+from service.erasure import erase_subject, rename_subject
 from service.head import for_head
 from service.media import MediaDep
 from service.photos.library import PhotoLibrary
@@ -76,9 +76,18 @@ async def update_subject(
     gallery: GalleryDep,
     key: AdminKey,
     audit: AuditDep,
+    media: MediaDep,
 ) -> SubjectOut:
+    """A new name is shown by the subject's events and video tracks too."""
     subject = await run_in_threadpool(
-        lambda: gallery.update_subject(subject_id, name=body.name, metadata=body.metadata)
+        lambda: rename_subject(
+            subject_id,
+            name=body.name,
+            metadata=body.metadata,
+            gallery=gallery,
+            events=media.events,
+            jobs=media.jobs,
+        )
     )
     fields = sorted(name for name in ("name", "metadata") if getattr(body, name) is not None)
     if fields:  # a PATCH that names no field changes nothing: no record

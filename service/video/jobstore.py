@@ -169,8 +169,20 @@ class JobStore(ABC):
 
     def erase_subject(self, subject_id: str) -> int:
         """Drop an erased subject's tracks from every job's ``tracks`` (their events are erased with them);
+        returns how many jobs changed."""
+        changed = self._rewrite_tracks(subject_id, lambda t: None)
+        if changed:
+            self._forget()
+        return changed
+
+    def rename_subject(self, subject_id: str, name: str) -> int:
+        """Show ``name`` in every job's tracks of ``subject_id`` (the subject was renamed); how many jobs changed."""
+        return self._rewrite_tracks(subject_id, lambda t: {**t, "name": name})
+
+    def _rewrite_tracks(self, subject_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> int:
+        """Replace each track of ``subject_id`` in every job's ``tracks`` by ``change(track)`` (None: drop it);
         returns how many jobs changed. One transaction; a job is rewritten only if its tracks are still those read
-        (another replica may be erasing another person from it), else read again."""
+        (another replica may be changing another person in it), else read again."""
         find = f"SELECT id, tracks FROM {self.table} WHERE tracks LIKE ?"
         rewrite = f"UPDATE {self.table} SET tracks = ?, updated_at = ? WHERE id = ? AND tracks = ?"
         pattern, changed = f'%"{subject_id}"%', 0
@@ -179,15 +191,14 @@ class JobStore(ABC):
             while rows:
                 job_id, text = rows.pop()
                 tracks = json.loads(text)
-                kept = [t for t in tracks if t.get("subject_id") != subject_id]
-                if len(kept) == len(tracks):
+                new = [t if t.get("subject_id") != subject_id else change(t) for t in tracks]
+                kept = [t for t in new if t is not None]
+                if kept == tracks:
                     continue
                 if c.execute(rewrite, (json.dumps(kept), time.time(), job_id, text)).rowcount:
                     changed += 1
                 else:
                     rows += c.execute(f"{find} AND id = ?", (pattern, job_id)).fetchall()
-        if changed:
-            self._forget()
         return changed
 
     def _batch(self) -> AbstractContextManager[SqlConn]:

@@ -41,6 +41,28 @@ def test_erasing_a_subject_drops_its_tracks_from_video_jobs(media_stores: OpenSt
     assert other.erase_subject(GONE) == 0
 
 
+def test_renaming_a_subject_renames_its_events_and_video_tracks(media_stores: OpenStores) -> None:
+    """``PATCH /v1/subjects/{id}`` with a name: the stored events and tracks show it (they were stored with the
+    name they were decided under); the other people's are untouched."""
+    stores = media_stores("a")
+    job_id, path = stores.jobs.new_path()
+    stores.jobs.create(job_id, filename="clip.mp4", path=path, fps=None, size=1)
+    stores.jobs.update(job_id, status="done", tracks=[_track(1, GONE), _track(2, KEPT), _track(3, None)])
+    now = time.time()
+    events = [
+        Event(f"e{i}", now, f"video:{job_id}", i, sid, sid and f"name-{sid[:4]}", 0.5, 0.01, 0.0, 1.0, 5)
+        for i, sid in enumerate((GONE, KEPT, None))
+    ]
+    stores.events.add(events, outbox=False)
+    other = media_stores("b")  # PostgreSQL: another replica renames
+    assert other.jobs.rename_subject(GONE, "New Name") == 1 and other.events.rename_subject(GONE, "New Name") == 1
+    renamed = {**_track(1, GONE), "name": "New Name"}
+    assert stores.jobs.get(job_id).tracks == [renamed, _track(2, KEPT), _track(3, None)]
+    names = [e.name for e in stores.events.query()[0]]
+    assert names == ["New Name", f"name-{KEPT[:4]}", None]
+    assert other.jobs.rename_subject(GONE, "New Name") == 0 and other.events.rename_subject(GONE, "New Name") == 0
+
+
 def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every SQL statement the embedded stores run from now on."""
     seen: list[str] = []

@@ -115,3 +115,21 @@ def test_a_person_erased_while_a_job_runs_is_not_in_its_results(
     assert job["status"] == "done", job
     assert all(t["subject_id"] != sid for t in job["tracks"]), job["tracks"]
     assert client.get("/v1/events", params={"subject_id": sid}).json()["items"] == []
+
+
+def test_a_renamed_person_is_shown_under_the_new_name(client: httpx.Client, dataset: Path, tmp_path: Path) -> None:
+    """Tracks and events are stored with the name they were decided under: a name corrected with
+    ``PATCH /v1/subjects/{id}`` was still shown under the old spelling by the finished jobs' tracks, the events
+    and the attendance export, and by a job that was running at the rename."""
+    sid = enrol(client, dataset, ("ben_afflek",))["ben_afflek"]
+    video = crossing_then_empty(dataset, "ben_afflek", tmp_path / "b.mp4", duration_s=30.0)
+    done = wait_done(client, upload(client, video, fps="10"))
+    running = upload(client, video, fps="10")
+    wait_progress(client, running, 0.3)
+    assert client.patch(f"/v1/subjects/{sid}", json={"name": "Ben Affleck"}).status_code == 200
+    for job in (client.get(f"/v1/videos/{done['id']}").json(), wait_done(client, running)):
+        assert [(t["subject_id"], t["name"]) for t in job["tracks"]] == [(sid, "Ben Affleck")], job
+    events = client.get("/v1/events", params={"subject_id": sid}).json()["items"]
+    assert len(events) == 2 and {e["name"] for e in events} == {"Ben Affleck"}, events
+    assert client.patch(f"/v1/subjects/{sid}", json={"metadata": {"team": "a"}}).status_code == 200
+    assert client.get(f"/v1/videos/{done['id']}").json()["tracks"][0]["name"] == "Ben Affleck"
