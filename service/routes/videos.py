@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import AdmitFirst
@@ -29,6 +29,7 @@ class VideoNotFound(ServiceError):
 
 
 class VideoParams(RequestModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt `fsp` is refused, not run at the default rate
     fps: float | None = Field(default=None, ge=MIN_FPS, le=60.0, description="Frames per second of video analysed.")
 
 

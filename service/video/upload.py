@@ -49,8 +49,8 @@ class _Part:
         self.headers, self.hname, self.hvalue, self.name, self.data = {}, b"", b"", "", []
 
 
-def _invalid(msg: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", "video"), "msg": msg, "type": "value_error"}])
+def _invalid(msg: str, field: str = "video") -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": "value_error"}])
 
 
 async def receive_video(request: Request, path: Path, *, file_field: str = "video") -> VideoUpload:
@@ -84,6 +84,8 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
         part.name = opts.get(b"name", b"").decode("utf-8", "replace")
         if part.name == file_field and b"filename" not in opts:
             raise _invalid(f"`{file_field}` must be a file part (with a filename), not a plain form field")
+        if part.name != file_field and b"filename" in opts:  # it would be read as a (too large) plain field
+            raise _invalid(f"a file in the field `{part.name}`: send the video in the field `{file_field}`", part.name)
         if part.name == file_field:
             if found:
                 raise _invalid("exactly one video file is expected")
@@ -107,6 +109,8 @@ async def receive_video(request: Request, path: Path, *, file_field: str = "vide
             part.out.close()
             part.out = None
         elif part.name:
+            if part.name in result.fields:  # which one was meant?
+                raise _invalid("this field is given more than once", part.name)
             result.fields[part.name] = b"".join(part.data).decode("utf-8", "replace")
 
     callbacks = {

@@ -133,3 +133,21 @@ def test_a_renamed_person_is_shown_under_the_new_name(client: httpx.Client, data
     assert len(events) == 2 and {e["name"] for e in events} == {"Ben Affleck"}, events
     assert client.patch(f"/v1/subjects/{sid}", json={"metadata": {"team": "a"}}).status_code == 200
     assert client.get(f"/v1/videos/{done['id']}").json()["tracks"][0]["name"] == "Ben Affleck"
+
+
+def test_a_misspelt_or_repeated_form_field_is_refused(client: httpx.Client, server: Server, tmp_path: Path) -> None:
+    """A misspelt ``fsp=1`` was ignored (the video ran at the default 5 frames/s), ``fps`` given twice kept the
+    last, and a second file (``thumbnail``) was refused as "the form fields are too large"."""
+    before = client.get("/v1/videos", params={"limit": 100}).json()["items"]
+    video = ("a.avi", b"x" * 100, "video/x-msvideo")
+    for files, field, words in (
+        ([("video", video), ("fsp", (None, "1"))], "fsp", "extra inputs"),
+        ([("video", video), ("fps", (None, "1")), ("fps", (None, "2"))], "fps", "more than once"),
+        ([("video", video), ("thumbnail", ("t.jpg", b"y" * 70_000, "image/jpeg"))], "thumbnail", "field `video`"),
+    ):
+        r = client.post("/v1/videos", files=files)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith(f"{field}: ") and words in message.lower(), message
+    assert client.get("/v1/videos", params={"limit": 100}).json()["items"] == before
+    assert not list((server.data / "uploads").glob("*"))
