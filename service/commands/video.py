@@ -105,9 +105,8 @@ def watch(
         backend = open_backend(settings)
         gallery = backend.open_gallery()
     except GalleryLocked as exc:
-        raise _fail(
-            f"the data dir {settings.data} is in use by a server: add the camera with POST /v1/streams"
-        ) from exc
+        instead = "upload the video with POST /v1/videos" if is_file else "add the camera with POST /v1/streams"
+        raise _fail(f"the data dir {settings.data} is in use by a server: {instead}") from exc
     except FaceRecError as exc:  # the database is unreachable, a file cannot be used...: one line
         raise _fail(f"{exc.code}: {exc.message}") from exc
     try:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bench.video_scenes import MjpegServer, write_video
 from service.cli import app
+from service.gallery.lock import DataDirLock
 from tests.service.server import REPO
 from tests.video.helpers import ENROLLED, people_scene
 
@@ -99,3 +100,19 @@ def test_watch_names_a_folder_and_prints_one_line_for_a_broken_video(data: Path,
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: cannot open {broken}"], proc.stderr
+
+
+def test_watch_on_a_data_dir_in_use_says_how_to_send_the_source_to_the_server(data: Path, tmp_path: Path) -> None:
+    """A file was told to be added "with POST /v1/streams" (a camera's advice): a file is uploaded to /v1/videos."""
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"not read")
+    lock = DataDirLock(data)
+    lock.acquire()  # as a running server holds it
+    try:
+        for source, advice in ((str(video), "POST /v1/videos"), ("rtsp://cam.example/stream", "POST /v1/streams")):
+            result = CliRunner().invoke(app, ["watch", source, "--data", str(data)])
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(advice), result.output
+    finally:
+        lock.release()
