@@ -11,8 +11,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from embeddings.errors import FaceRecError
 
@@ -191,6 +192,11 @@ HTTP_CODES = {status: codes_of(status)[0] for status in (400, 401, 403, 404, 413
 """The code of an HTTP exception raised by FastAPI or Starlette themselves (unknown route, wrong method...)."""
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded (metrics, access log) for a request whose client closed the connection before its body
+ended (nginx's code): not a server error."""
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the envelope."""
 
@@ -221,6 +227,12 @@ def install(app: FastAPI) -> None:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return envelope(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
+    async def client_gone(request: Request, _: Exception) -> Response:
+        # the client closed the connection before its body ended (a dropped upload): nobody reads an answer, and it
+        # is no server error (it was a 500 in the metrics and two tracebacks in the log)
+        log.info("the client closed the connection during %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return envelope(500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -229,4 +241,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FaceRecError, domain_error)  # and its subclasses: Starlette looks along the MRO
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)

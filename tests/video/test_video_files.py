@@ -3,6 +3,8 @@ time-lapse file whose frames are seconds apart) and frames larger than the image
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,4 +152,27 @@ def test_a_misspelt_or_repeated_form_field_is_refused(client: httpx.Client, serv
         message = r.json()["error"]["message"]
         assert message.startswith(f"{field}: ") and words in message.lower(), message
     assert client.get("/v1/videos", params={"limit": 100}).json()["items"] == before
+    assert not list((server.data / "uploads").glob("*"))
+
+
+def test_a_client_that_drops_its_upload_is_no_server_error(
+    client: httpx.Client, server: Server, dataset: Path, tmp_path: Path
+) -> None:
+    """A connection closed in the middle of an upload (a phone leaving the Wi-Fi) was counted as a 500 in
+    ``/metrics`` and logged as two tracebacks: an operator's 5xx alert fired for a client's network."""
+    video = crossing_then_empty(dataset, PERSON, tmp_path / "drop.avi", duration_s=8.0).read_bytes()
+    head = b'--cut\r\nContent-Disposition: form-data; name="video"; filename="drop.avi"\r\n\r\n'
+    log_before = server.log.read_text()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        request = "POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=cut\r\n"
+        s.sendall(f"{request}Content-Length: {len(head) + len(video) + 10}\r\n\r\n".encode() + head)
+        s.sendall(video[: len(video) // 2])
+        time.sleep(0.5)  # the server is reading the body
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+    deadline = time.monotonic() + 10
+    while 'route="/v1/videos",status="499"' not in (metrics := client.get("/metrics").text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.1)
+    assert 'route="/v1/videos",status="500"' not in metrics
+    assert "Traceback" not in server.log.read_text()[len(log_before) :]
     assert not list((server.data / "uploads").glob("*"))
