@@ -78,15 +78,18 @@ def watch(
     """Track the faces in SOURCE and print one decision per person as each is decided (live sources: after a
     few frames; files: when the person leaves). Uses the local data dir's gallery (stop the server first, or
     add the camera to the server with POST /v1/streams). Ctrl-C (or SIGTERM) stops after the current frame and
-    prints the decisions of the people still in view; a second Ctrl-C quits at once."""
+    prints the decisions of the people still in view; a second Ctrl-C quits at once. A file that ends well before
+    the duration its header announces (truncated) prints its decisions, then an error (exit status 1)."""
     from embeddings.errors import FaceRecError
     from service.bootstrap import default_analyzer, open_backend
     from service.gallery import GalleryLocked
     from service.media import pipeline_config, video_detector
     from service.video.decode import (
         NATIVE_FPS,
+        FrameClock,
         VideoError,
         camera_index,
+        check_complete,
         info,
         latest_frames,
         open_capture,
@@ -114,7 +117,8 @@ def watch(
         config = pipeline_config(settings, analyzer, live=not is_file, detector=video_detector(settings, analyzer))
         rate = fps or settings.video_fps
         cap = open_capture(source)
-        native = (info(cap).fps or NATIVE_FPS) if is_file else rate  # a file's frames may be further apart
+        meta = info(cap) if is_file else None
+        native = (meta.fps or NATIVE_FPS) if meta else rate  # a file's frames may be further apart
         pipe = TrackPipeline(analyzer, lambda: gallery, for_period(config, 1.0 / min(rate, native)), deferred=True)
         label = redact(source)
         started = time.time()
@@ -140,9 +144,10 @@ def watch(
                 typer.echo(f"{d.first_s:8.1f}s  track {d.track_id:<4} {who:<30} distance {dist}  frames {d.frames}")
             sys.stdout.flush()
 
+        read = FrameClock()
         with stop_requested() as stop:
             frames = (
-                sample_frames(cap, rate)
+                sample_frames(cap, rate, read)
                 if is_file
                 else latest_frames(cap, rate, clock=lambda: time.time() - started, stop=stop)
             )
@@ -160,6 +165,8 @@ def watch(
                     cap.release()
             for d in pipe.finish():  # the people still in view when the source ended or Ctrl-C came
                 emit(d)
+            if meta is not None and not stop.is_set():
+                check_complete(meta, read.last_s)  # as a video job: the decisions above, then an error
     except VideoError as exc:
         raise _fail(str(exc)) from exc
     except FaceRecError as exc:  # e.g. the database still away when the source ended

@@ -90,6 +90,16 @@ NATIVE_FPS = 25.0
 """The frame rate assumed for a file whose container does not say (frames per second)."""
 
 
+def check_complete(meta: VideoInfo, end_s: float) -> None:
+    """:class:`VideoError` when a file read to its end stopped at ``end_s`` (s, its last frame), well before the
+    duration its header announces: it is truncated or corrupt."""
+    if meta.duration_s > 0 and end_s < 0.9 * meta.duration_s - 1.0 / max(meta.fps, 1.0) * 2:
+        raise VideoError(
+            f"the video ended at {end_s:.1f} s of the {meta.duration_s:.1f} s its header announces: "
+            "it is truncated or corrupt"
+        )
+
+
 def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """An OpenCV BGR (or grey) frame as contiguous RGB uint8."""
     if frame.ndim == 2:

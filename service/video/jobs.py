@@ -21,7 +21,15 @@ from embeddings import FaceAnalyzer
 from embeddings.images import DEFAULT_MAX_PIXELS
 from service.events.recorder import event_of, video_event_id
 from service.gallery.errors import StorageUnavailable, SubjectNotFound
-from service.video.decode import NATIVE_FPS, FrameClock, VideoError, info, open_capture, sample_frames
+from service.video.decode import (
+    NATIVE_FPS,
+    FrameClock,
+    VideoError,
+    check_complete,
+    info,
+    open_capture,
+    sample_frames,
+)
 from service.video.deps import FrameDeps
 from service.video.jobstore import Job, JobStore
 from service.video.pipeline import TrackDecision, TrackPipeline, for_period
@@ -226,11 +234,7 @@ class JobRunner:
         finally:
             cap.release()
         end = clock.last_s  # the last frame read, sampled or not (a low fps samples few)
-        if meta.duration_s > 0 and end < 0.9 * meta.duration_s - 1.0 / max(meta.fps, 1.0) * 2:
-            raise VideoError(
-                f"the video ended at {end:.1f} s of the {meta.duration_s:.1f} s its header announces: "
-                "it is truncated or corrupt"
-            )
+        check_complete(meta, end)
         return sorted(decisions, key=lambda d: d.first_s), end
 
     def _check_size(self, width: int, height: int) -> None:

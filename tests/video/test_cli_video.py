@@ -116,3 +116,17 @@ def test_watch_on_a_data_dir_in_use_says_how_to_send_the_source_to_the_server(da
             assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(advice), result.output
     finally:
         lock.release()
+
+
+def test_watch_a_truncated_file_prints_its_decisions_then_one_error(data: Path, dataset: Path, tmp_path: Path) -> None:
+    """A file cut short (a third of an AVI: 3.4 s of the 10 s its header announces) printed the people of its
+    first seconds and exited 0, where a video job on it fails as truncated: the user took it for the whole video."""
+    whole = write_video(people_scene(dataset), tmp_path / "people.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: len(whole) // 3])
+    result = CliRunner().invoke(app, ["watch", str(cut), "--json", "--data", str(data)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
+    assert names[0] == "ben afflek" and len(names) <= 2, result.stdout  # who crossed in the first 3.4 s
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: the video ended at 3.") and "truncated" in error[0], error
