@@ -166,7 +166,7 @@ def watch(
             for d in pipe.finish():  # the people still in view when the source ended or Ctrl-C came
                 emit(d)
             if meta is not None and not stop.is_set():
-                check_complete(meta, read.last_s)  # as a video job: the decisions above, then an error
+                check_complete(meta, read)  # as a video job: the decisions above, then an error
     except VideoError as exc:
         raise _fail(str(exc)) from exc
     except FaceRecError as exc:  # e.g. the database still away when the source ended

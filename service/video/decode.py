@@ -90,9 +90,13 @@ NATIVE_FPS = 25.0
 """The frame rate assumed for a file whose container does not say (frames per second)."""
 
 
-def check_complete(meta: VideoInfo, end_s: float) -> None:
-    """:class:`VideoError` when a file read to its end stopped at ``end_s`` (s, its last frame), well before the
-    duration its header announces: it is truncated or corrupt."""
+def check_complete(meta: VideoInfo, read: FrameClock) -> None:
+    """:class:`VideoError` when a file read to its end (``read``: how far) stopped well before the duration its
+    header announces (it is truncated or corrupt), or held a single frame (a photo: FFmpeg reads a JPEG or PNG as a
+    video of one frame, in which nobody can be tracked, so a job on it was done, with nobody seen)."""
+    if read.frames == 1:
+        raise VideoError("the file holds a single frame (a still image): a video is needed; POST /v1/identify a photo")
+    end_s = read.last_s
     if meta.duration_s > 0 and end_s < 0.9 * meta.duration_s - 1.0 / max(meta.fps, 1.0) * 2:
         raise VideoError(
             f"the video ended at {end_s:.1f} s of the {meta.duration_s:.1f} s its header announces: "
@@ -109,9 +113,11 @@ def to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 @dataclass(slots=True)
 class FrameClock:
-    """Where :func:`sample_frames` has got to: the time (s) of the last frame grabbed, sampled or not."""
+    """Where :func:`sample_frames` has got to: the time (s) of the last frame grabbed, sampled or not, and how
+    many frames were grabbed."""
 
     last_s: float = 0.0
+    frames: int = 0
 
 
 def sample_frames(
@@ -134,6 +140,7 @@ def sample_frames(
         index += 1
         if clock is not None:
             clock.last_s = t
+            clock.frames += 1
         if t + 1e-6 < next_t:
             continue
         ok, frame = cap.retrieve()

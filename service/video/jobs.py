@@ -233,9 +233,8 @@ class JobRunner:
             decisions.extend(pipe.finish())
         finally:
             cap.release()
-        end = clock.last_s  # the last frame read, sampled or not (a low fps samples few)
-        check_complete(meta, end)
-        return sorted(decisions, key=lambda d: d.first_s), end
+        check_complete(meta, clock)
+        return sorted(decisions, key=lambda d: d.first_s), clock.last_s  # the last frame read, sampled or not
 
     def _check_size(self, width: int, height: int) -> None:
         """:class:`VideoError` when frames of ``width`` x ``height`` px are over ``max_pixels``: a small file of

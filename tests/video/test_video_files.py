@@ -176,3 +176,14 @@ def test_a_client_that_drops_its_upload_is_no_server_error(
     assert 'route="/v1/videos",status="500"' not in metrics
     assert "Traceback" not in server.log.read_text()[len(log_before) :]
     assert not list((server.data / "uploads").glob("*"))
+
+
+def test_a_photo_uploaded_as_a_video_fails_with_a_message(client: httpx.Client, dataset: Path) -> None:
+    """FFmpeg reads a JPEG or PNG as a video of one frame, in which nobody can be tracked (3 frames at least): the
+    job was ``done`` with no tracks, as if nobody were in the picture."""
+    photo = val_photo(dataset, PERSON)
+    png = cv2.imencode(".png", cv2.imread(str(photo)))[1].tobytes()
+    for name, data in (("photo.mp4", photo.read_bytes()), ("photo.avi", png)):
+        r = client.post("/v1/videos", files={"video": (name, data, "video/mp4")})
+        job = wait_done(client, r.json()["id"])
+        assert job["status"] == "failed" and "still image" in job["error"], job
