@@ -198,10 +198,9 @@ class JobRunner:
                 names[sid] = None
         kept = []
         for d in decisions:
-            sid = d.vote.subject_id
-            if sid is None:
+            if d.vote.subject_id is None:
                 kept.append(d)
-            elif (name := names[sid]) is not None:
+            elif (name := names[d.vote.subject_id]) is not None:
                 kept.append(dataclasses.replace(d, vote=dataclasses.replace(d.vote, name=name)))
         return kept
 

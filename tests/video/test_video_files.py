@@ -142,11 +142,12 @@ def test_a_misspelt_or_repeated_form_field_is_refused(client: httpx.Client, serv
     last, and a second file (``thumbnail``) was refused as "the form fields are too large"."""
     before = client.get("/v1/videos", params={"limit": 100}).json()["items"]
     video = ("a.avi", b"x" * 100, "video/x-msvideo")
-    for files, field, words in (
+    cases: list[tuple[list[tuple[str, Any]], str, str]] = [
         ([("video", video), ("fsp", (None, "1"))], "fsp", "extra inputs"),
         ([("video", video), ("fps", (None, "1")), ("fps", (None, "2"))], "fps", "more than once"),
         ([("video", video), ("thumbnail", ("t.jpg", b"y" * 70_000, "image/jpeg"))], "thumbnail", "field `video`"),
-    ):
+    ]
+    for files, field, words in cases:
         r = client.post("/v1/videos", files=files)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
         message = r.json()["error"]["message"]
@@ -182,7 +183,9 @@ def test_a_photo_uploaded_as_a_video_fails_with_a_message(client: httpx.Client, 
     """FFmpeg reads a JPEG or PNG as a video of one frame, in which nobody can be tracked (3 frames at least): the
     job was ``done`` with no tracks, as if nobody were in the picture."""
     photo = val_photo(dataset, PERSON)
-    png = cv2.imencode(".png", cv2.imread(str(photo)))[1].tobytes()
+    image = cv2.imread(str(photo))
+    assert image is not None
+    png = cv2.imencode(".png", image)[1].tobytes()
     for name, data in (("photo.mp4", photo.read_bytes()), ("photo.avi", png)):
         r = client.post("/v1/videos", files={"video": (name, data, "video/mp4")})
         job = wait_done(client, r.json()["id"])
