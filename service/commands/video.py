@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -226,6 +227,9 @@ def export(
     from service.events.store import EVENTS_FILE
 
     settings = load_settings(data=data)
+    start, end = _when(since), _when(until)
+    if start is not None and end is not None and end < start:  # as GET /v1/events: nothing would match
+        raise typer.BadParameter("--until must not be before --since")
     try:
         require_data_dir(settings)
     except FaceRecError as exc:
@@ -235,7 +239,7 @@ def export(
     with opened_stores(settings) as backend:
         _export(
             event_store(settings, backend),
-            EventFilter(subject_id, source, _when(since), _when(until), 1000),
+            EventFilter(subject_id, source, start, end, 1000),
             as_csv=as_csv,
             output=output,
         )
@@ -271,7 +275,17 @@ def _export(store: EventStore, f: EventFilter, *, as_csv: bool, output: Path | N
                     out.write(json.dumps(row) + "\n")
             if cursor is None:
                 break
+        out.flush()
+    except OSError as exc:  # the disk filled up, or an I/O error: one line, and no partial sheet left
+        if output is None:
+            raise
+        with contextlib.suppress(OSError):
+            out.close()
+        if output.is_file():
+            output.unlink(missing_ok=True)
+        raise _fail(f"cannot write {output}: {exc.strerror or exc} (nothing written)") from exc
     finally:
         store.close()
         if output:
-            out.close()
+            with contextlib.suppress(OSError):  # closed above after a failed write
+                out.close()

@@ -4,6 +4,9 @@ delivered to a real webhook receiver and their signatures checked here."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import httpx
 import pytest
 
 from bench.video_scenes import write_video
-from tests.service.server import Server
+from tests.service.server import REPO, Server
 from tests.video.helpers import ENROLLED, STRANGER, WebhookReceiver, enrol, people_scene, sign
 
 pytestmark = pytest.mark.slow
@@ -276,8 +279,21 @@ def test_events_export_csv_matches_the_api(client: httpx.Client, server: Server,
     sid = next(s["id"] for s in elton if s["name"] == "elton_john")
     only = CliRunner().invoke(app, ["events", "export", "--data", str(server.data), "--subject-id", sid])
     assert only.exit_code == 0
-    for bad in (["-o", str(tmp_path)], ["-o", str(tmp_path / "missing" / "x.csv")], ["--since", "nan"]):
+    for bad in (
+        ["-o", str(tmp_path)],
+        ["-o", str(tmp_path / "missing" / "x.csv")],
+        ["--since", "nan"],
+        ["-o", "/dev/full"],  # a full disk: was a traceback
+        ["--since", "5", "--until", "1"],  # swapped: was an empty sheet, as if nobody came (the API's 422)
+    ):
         refused = CliRunner().invoke(app, ["events", "export", "--data", str(server.data), *bad])
         assert refused.exit_code in (1, 2) and "Traceback" not in refused.output, (bad, refused.output)
         assert refused.exception is None or isinstance(refused.exception, SystemExit), (bad, refused.exception)
     assert {r["name"] for r in csv.DictReader(only.stdout.splitlines())} == {"elton_john"}
+    # a file the disk cannot hold (here: over the process's file size limit) is one line, and no partial sheet
+    cut = tmp_path / "cut.csv"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))  # noqa: E731
+    cmd = [sys.executable, "-m", "service.cli", "events", "export", "--data", str(server.data), "-o", str(cut)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, preexec_fn=limit)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: cannot write {cut}: "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not cut.exists(), proc.stderr
