@@ -125,6 +125,15 @@ def watch(
         started = time.time()
 
         def emit(d: TrackDecision) -> None:
+            try:
+                typer.echo(line(d))
+                sys.stdout.flush()
+            except BrokenPipeError:  # `facerec watch ... | head`: the reader has gone
+                raise
+            except OSError as exc:  # the output's disk is full (a log that grew for days) or failing
+                raise _fail(f"cannot write the output: {exc.strerror or exc}") from exc
+
+        def line(d: TrackDecision) -> str:
             v = d.vote
             if as_json:
                 record = {
@@ -138,12 +147,10 @@ def watch(
                     "last_s": round(d.last_s, 3),
                     "frames": d.frames,
                 }
-                typer.echo(json.dumps(record))
-            else:
-                who = v.name if v.name is not None else "unknown"
-                dist = f"{v.distance:.3f}" if v.distance is not None else "-"
-                typer.echo(f"{d.first_s:8.1f}s  track {d.track_id:<4} {who:<30} distance {dist}  frames {d.frames}")
-            sys.stdout.flush()
+                return json.dumps(record)
+            who = v.name if v.name is not None else "unknown"
+            dist = f"{v.distance:.3f}" if v.distance is not None else "-"
+            return f"{d.first_s:8.1f}s  track {d.track_id:<4} {who:<30} distance {dist}  frames {d.frames}"
 
         read = FrameClock()
         with stop_requested() as stop:

@@ -130,3 +130,19 @@ def test_watch_a_truncated_file_prints_its_decisions_then_one_error(data: Path, 
     assert names[0] == "ben afflek" and len(names) <= 2, result.stdout  # who crossed in the first 3.4 s
     error = result.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: the video ended at 3.") and "truncated" in error[0], error
+
+
+def test_watch_into_a_full_disk_is_one_error_line(data: Path, dataset: Path, tmp_path: Path) -> None:
+    """``facerec watch CAMERA > door.log`` on a disk that filled up ended in a traceback; now one line."""
+    video = write_video(people_scene(dataset), tmp_path / "people.mp4")
+    with open("/dev/full", "w") as full:  # a real device: every write fails with ENOSPC
+        proc = subprocess.run(
+            [sys.executable, "-m", "service.cli", "watch", str(video), "--data", str(data)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: cannot write the output: No space left on device"], proc.stderr
