@@ -240,7 +240,7 @@ class JobRunner:
         huge frames (one 16000x16000 frame is 768 MB decoded) would take GBs of the server's memory."""
         if width * height > self.max_pixels:
             raise VideoError(
-                f"its frames are {width}x{height} px, over the limit of {self.max_pixels / 1e6:.1f} MP "
+                f"the video's frames are {width}x{height} px, over the limit of {self.max_pixels / 1e6:.1f} MP "
                 "(FACEREC_MAX_PIXELS)"
             )
 
