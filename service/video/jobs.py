@@ -163,7 +163,9 @@ class JobRunner:
                 self._cancelled.discard(job.id)
 
     def _process(self, job: Job, analyzer: FaceAnalyzer) -> None:
-        self.store.update(job.id, status="running", progress=0.0, error=None)
+        if not self.store.update(job.id, status="running", progress=0.0, error=None):
+            Path(job.path).unlink(missing_ok=True)  # deleted since it was picked (perhaps through another replica,
+            return  # which removed its own data dir's upload only)
         try:
             decisions, duration = self._read(job, analyzer)
         except VideoError as exc:
@@ -180,6 +182,9 @@ class JobRunner:
             self._end(job, status="failed", error=f"processing failed: {type(exc).__name__}")
             return
         decisions = self._as_gallery_stands(decisions)
+        if not self.store.update(job.id, progress=0.99):  # deleted while it ran, since its last progress check
+            Path(job.path).unlink(missing_ok=True)
+            return
         source = f"video:{job.id}"
         events = [event_of(d, source=source, event_id=video_event_id(job.id, d.track_id)) for d in decisions]
         self.deps.recorder.record(events)
@@ -224,8 +229,9 @@ class JobRunner:
                 self._check_size(rgb.shape[1], rgb.shape[0])  # a header may understate them
                 with self.deps.gate:
                     decisions.extend(pipe.process(rgb, t).decisions)
-                if time.monotonic() - last_update > 1.0 and meta.duration_s > 0:
-                    if not self._progress(job.id, min(t / meta.duration_s, 0.99)):
+                if time.monotonic() - last_update > 1.0:  # a duration the header does not give: progress stays 0
+                    done = min(t / meta.duration_s, 0.99) if meta.duration_s > 0 else 0.0
+                    if not self._progress(job.id, done):
                         self._cancelled.add(job.id)  # deleted, perhaps through another replica
                         raise _Stopped
                     last_update = time.monotonic()

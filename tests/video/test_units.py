@@ -21,11 +21,12 @@ from embeddings import Box, Detection, Landmarks
 from service.events.store import Event, SQLiteEventStore
 from service.events.webhooks import WebhookSender
 from service.video import jobs
+from service.video.decision import Vote
 from service.video.decode import redact
 from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
-from service.video.jobstore import SQLiteJobStore
-from service.video.pipeline import PipelineConfig, for_period
+from service.video.jobstore import Job, SQLiteJobStore
+from service.video.pipeline import PipelineConfig, TrackDecision, for_period
 from service.video.tracker import Tracker
 from tests.video.helpers import WebhookReceiver, sign
 
@@ -316,3 +317,53 @@ def test_a_track_outlives_a_few_sampling_periods() -> None:
     config = PipelineConfig(fixed_threshold=1.0, max_fir=None, max_age_s=1.0)
     assert for_period(config, 2.0).max_age_s == 5.0
     assert for_period(config, 0.2).max_age_s == 1.0  # 5 frames/s: the configured age
+
+
+class _Recorder:
+    """Collects the events a job records (the runner's ``deps.recorder``)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def record(self, events: list[Event]) -> None:
+        self.events.extend(events)
+
+
+def _runner_reading(store: SQLiteJobStore, read: Any) -> tuple[JobRunner, _Recorder]:
+    """A runner whose reading of a video is ``read(job)`` (the layers above the decoder, without a model)."""
+    recorder = _Recorder()
+    deps = FrameDeps(
+        analyzer=lambda: None,
+        gallery=lambda: None,
+        config=lambda: PipelineConfig(fixed_threshold=0.7, max_fir=0.01),
+        recorder=cast(Any, recorder),
+        gate=threading.Semaphore(1),
+    )
+    runner = JobRunner(store, deps, keep_uploads=False, default_fps=5.0)
+    runner._read = lambda job, analyzer: read(job)  # type: ignore[method-assign]
+    return runner, recorder
+
+
+def test_a_job_deleted_while_it_runs_records_nothing(tmp_path: Path) -> None:
+    """A job deleted (through another replica, or between two progress checks) while it ran, or after it was
+    picked and before it started: its events were recorded for a job that no longer exists, its upload kept."""
+    store = SQLiteJobStore(tmp_path)
+    seen = TrackDecision(1, Vote(None, None, 1.0, 3, 3, 0.7, 0.01), 0.0, 1.0, 3)  # an unknown person
+
+    def read(job: Job) -> tuple[list[TrackDecision], float]:
+        store.delete(job.id)
+        return [seen], 1.0
+
+    try:
+        for when in ("while it runs", "before it starts"):
+            upload = tmp_path / f"{when}.video"
+            upload.write_bytes(b"video")
+            job = store.create(f"{len(when):032x}", filename="v.mp4", path=upload, fps=None, size=5)
+            runner, recorder = _runner_reading(store, read)
+            if when == "before it starts":
+                store.delete(job.id)
+            runner._process(job, cast(Any, None))
+            assert recorder.events == [], when
+            assert not upload.exists(), when
+    finally:
+        store.close()
