@@ -194,7 +194,12 @@ def create_app(
     apidocs.install(app)
     video_limit = (settings.video_max_upload_bytes, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")
     app.add_middleware(HeadMiddleware, router=app.router)  # innermost: HEAD meets auth and limits as a GET
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, limits={"/v1/videos": video_limit})
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        limits={"/v1/videos": video_limit},
+        idle_s=settings.body_idle_timeout_s,
+    )
     app.add_middleware(NulUrlMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -95,6 +95,12 @@ class Settings(MediaSettings):
         default=10 * 1024 * 1024, ge=1, description="Largest request body, bytes (413 above)."
     )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Largest decoded image, width x height (413 above).")
+    body_idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next part of a request body (an upload), seconds (408 after).",
+    )
     model: str = Field(
         default=MODEL_ID,
         description=(

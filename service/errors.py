@@ -25,6 +25,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
+    "request_timeout": 408,
     "model_mismatch": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
@@ -104,6 +105,7 @@ STATUS_MEANING = {
     401: "Missing or unknown API key",
     403: "The key lacks the scope this endpoint needs",
     404: "Unknown subject or face",
+    408: "The request body stalled: no part of it arrived for `FACEREC_BODY_IDLE_TIMEOUT_S`; nothing was stored",
     409: "The gallery holds faces of another model only",
     413: "Body over `FACEREC_MAX_UPLOAD_BYTES` or image over the pixel limit",
     415: "Body neither multipart/form-data nor JSON",
@@ -186,7 +188,7 @@ def _not_json_body(request: Request, exc: RequestValidationError) -> bool:
     return not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json")))
 
 
-HTTP_CODES = {status: codes_of(status)[0] for status in (400, 401, 403, 404, 413, 415, 422, 429)} | {
+HTTP_CODES = {status: codes_of(status)[0] for status in (400, 401, 403, 404, 408, 413, 415, 422, 429)} | {
     405: "method_not_allowed"
 }
 """The code of an HTTP exception raised by FastAPI or Starlette themselves (unknown route, wrong method...)."""

@@ -7,6 +7,7 @@ the route receives a :class:`Payload` of raw bytes per field and the other field
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -145,15 +146,25 @@ async def read_payload(request: Request) -> Payload:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while counting streamed chunks.
+    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while counting streamed chunks; and a
+    body whose next part does not arrive within ``idle_s`` seconds (408: a stalled client would hold its
+    connection, its upload file and its worker for ever).
 
     ``limits`` gives other limits to paths (exact match), each with the setting that names it, e.g. the video
     upload limit ``{"/v1/videos": (1 << 30, "FACEREC_VIDEO_MAX_UPLOAD_BYTES")}``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        limits: dict[str, tuple[int, str]] | None = None,
+        *,
+        idle_s: float = 60.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.limits = limits or {}
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,11 +177,18 @@ class BodyLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > limit:
             await envelope(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
             return
-        seen = 0
+        seen, body_done = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, body_done
+            if body_done:  # waiting for the client to go (a streamed response): no deadline
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.idle_s)
+            except TimeoutError:
+                stalled = f"no part of the request body arrived for {self.idle_s:g} s (FACEREC_BODY_IDLE_TIMEOUT_S)"
+                raise HTTPException(status_code=408, detail=stalled, headers={"Connection": "close"}) from None
+            body_done = msg["type"] != "http.request" or not msg.get("more_body", False)
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:

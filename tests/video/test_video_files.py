@@ -22,11 +22,14 @@ from tests.video.helpers import enrol, val_photo
 pytestmark = pytest.mark.slow
 
 PERSON = "elton_john"
+STALL_S = 2.0
+"""The server's ``FACEREC_BODY_IDLE_TIMEOUT_S`` here."""
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from Server(tmp_path_factory.mktemp("video-files") / "data").serving()
+    stall_s = {"FACEREC_BODY_IDLE_TIMEOUT_S": str(STALL_S)}  # the other tests send their bodies at once
+    yield from Server(tmp_path_factory.mktemp("video-files") / "data", env=stall_s).serving()
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +193,32 @@ def test_a_photo_uploaded_as_a_video_fails_with_a_message(client: httpx.Client, 
         r = client.post("/v1/videos", files={"video": (name, data, "video/mp4")})
         job = wait_done(client, r.json()["id"])
         assert job["status"] == "failed" and "still image" in job["error"], job
+
+
+@pytest.mark.parametrize("path", ["/v1/videos", "/v1/detect"])
+def test_an_upload_that_stalls_is_a_408_and_leaves_nothing(
+    client: httpx.Client, server: Server, dataset: Path, path: str
+) -> None:
+    """A client that stopped sending in the middle of its upload (and kept the connection open) held the
+    connection, a worker and the part-written upload file for ever (the upload sweep could delete the file from
+    under the request after 15 minutes)."""
+    data = val_photo(dataset, PERSON).read_bytes()
+    field = "video" if path == "/v1/videos" else "image"
+    head = f'--cut\r\nContent-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n\r\n'.encode()
+    before = client.get("/v1/videos", params={"limit": 100}).json()["items"]
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.settimeout(STALL_S + 30)
+        request = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=cut\r\n"
+        s.sendall(f"{request}Content-Length: {len(head) + len(data) + 10}\r\n\r\n".encode() + head)
+        s.sendall(data[: len(data) // 2])
+        started = time.monotonic()
+        answer = b""
+        while chunk := s.recv(65536):  # the server answers, then closes the connection
+            answer += chunk
+        waited = time.monotonic() - started
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"request_timeout"' in rest and b"FACEREC_BODY_IDLE_TIMEOUT_S" in rest, answer
+    assert STALL_S - 0.5 < waited < STALL_S + 10, waited
+    assert client.get("/v1/videos", params={"limit": 100}).json()["items"] == before
+    assert not list((server.data / "uploads").glob("*"))
