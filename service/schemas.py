@@ -354,5 +354,6 @@ class Readiness(BaseModel):
     reason: str | None = Field(
         default=None,
         description="Why not ready: the model is still loading, the model failed to load (the log has the details; "
-        "a restart is needed), or the gallery is closed.",
+        "a restart is needed), the gallery is closed, or the gallery's database (or vector index) is unavailable "
+        "(it comes back by itself).",
     )

@@ -138,6 +138,11 @@ class Gallery(Protocol):
         """Persist the index cache now (it is also saved periodically and at close)."""
         ...
 
+    def check_available(self) -> None:
+        """Raise :class:`StorageUnavailable` (or the vector engine's unavailable error) unless the storage the
+        gallery depends on answers now (``/readyz``); waits at most the backend's connection timeout."""
+        ...
+
     def close(self) -> None:
         """Save the snapshot and release the data dir."""
         ...

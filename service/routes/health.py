@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import MetricsDep
+from service.gallery.errors import GalleryError
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -20,26 +21,30 @@ async def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the model is loaded and warm and the gallery is open",
+    summary="Readiness: the model is loaded and warm, the gallery is open and its storage answers",
     response_model=Readiness,
     responses={
         503: {
             "model": Readiness,
-            "description": "Not ready: `reason` says why (model loading or failed, gallery closed).",
+            "description": "Not ready: `reason` says why (model loading or failed, gallery closed, its database "
+            "or vector index unavailable).",
         }
     },
 )
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    analyzer = state.analyzer
-    if analyzer is None:
-        reason = state.load_error or "the model is still loading"
-    else:
-        reason = None if state.gallery is not None else "the gallery is closed"
+    analyzer, gallery = state.analyzer, state.gallery
+    gallery_why = None if gallery is not None else "the gallery is closed"
+    if gallery is not None:
+        try:
+            await run_in_threadpool(gallery.check_available)
+        except GalleryError as e:  # the database (or vector engine) does not answer: every request would 503
+            gallery_why = str(e).split(";")[0]
+    reason = (state.load_error or "the model is still loading") if analyzer is None else gallery_why
     body = Readiness(
-        ready=analyzer is not None and state.gallery is not None,
+        ready=analyzer is not None and gallery_why is None,
         model=analyzer is not None,
-        gallery=state.gallery is not None,
+        gallery=gallery_why is None,
         model_id=analyzer.model_id if analyzer is not None else None,
         threshold=analyzer.threshold if analyzer is not None else None,
         reason=reason,
@@ -55,6 +60,9 @@ async def readyz(request: Request) -> JSONResponse:
 )
 async def metrics(request: Request, registry: MetricsDep) -> Response:
     gallery = request.app.state.gallery
-    stats = await run_in_threadpool(gallery.stats) if gallery is not None else None
+    try:
+        stats = await run_in_threadpool(gallery.stats) if gallery is not None else None
+    except GalleryError:  # its database is away: the process's own series still answer (the gauges keep their value)
+        stats = None
     body = registry.render(subjects=int(stats.subjects) if stats else None, faces=int(stats.faces) if stats else None)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

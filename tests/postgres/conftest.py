@@ -8,10 +8,12 @@ from typing import TypedDict, Unpack
 import numpy as np
 import pytest
 
+from service.devdb import DevCluster
 from service.gallery.postgres import VectorOptions
 from service.gallery.postgres.connection import PoolOptions
 from service.gallery.postgres.vectors import HnswBuild
 from service.pgstores import PostgresBackend, open_postgres
+from tests.pgfixtures import new_cluster
 
 
 class VectorKwargs(TypedDict, total=False):
@@ -44,3 +46,11 @@ def open_replica(pg_url: str) -> Iterator[Callable[..., PostgresBackend]]:
     yield make
     for backend in opened:
         backend.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[DevCluster]:
+    """A cluster of this test's own (it is stopped and restarted)."""
+    cluster = new_cluster()
+    yield cluster
+    cluster.destroy()

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from threading import Semaphore
 from typing import Any, cast
 
 import httpx
 import numpy as np
-import pytest
 
 from bench.video_scenes import MjpegServer
 from embeddings import FaceAnalyzer
@@ -33,17 +31,8 @@ from service.streams.worker import StreamWorker
 from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
 from tests.gallery.conftest import MODEL, faces, unit
-from tests.pgfixtures import new_cluster
 from tests.postgres.test_service_wiring import no_analyzer
 from tests.video.helpers import WebhookReceiver, people_scene
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[DevCluster]:
-    """A cluster of this test's own (it is stopped and restarted)."""
-    cluster = new_cluster()
-    yield cluster
-    cluster.destroy()
 
 
 def test_immediate_stop_and_restart_under_load(own_cluster: DevCluster) -> None:

@@ -237,6 +237,9 @@ class LocalGallery:
     def save_snapshot(self) -> None:
         self._maintenance.save_snapshot()
 
+    def check_available(self) -> None:
+        """Nothing to reach: the data dir is this process's (its failures surface on the request that meets them)."""
+
     def maintain(self, *, force_snapshot: bool = False) -> None:
         """One maintenance pass: HNSW conversion/compaction, merging flat adds into HNSW, and a snapshot when
         due. Called by the background thread; call it directly when ``auto_maintain`` is False."""

@@ -86,6 +86,11 @@ class MilvusGallery(PostgresGallery):
     def _ensure_vector_index(self, conn: psycopg.Connection[Any], model_id: str) -> None:
         """No pgvector index: Milvus makes the model's collection on its first upsert."""
 
+    def check_available(self) -> None:
+        """PostgreSQL answers and Milvus has not failed recently (the sync thread probes it while it is down)."""
+        super().check_available()
+        self.engine.check_up()
+
     # ================================================================== outbox
     def drain(self) -> outbox.DrainResult:
         """Apply every pending outbox row to Milvus (VectorIndexUnavailable if it cannot)."""

@@ -234,6 +234,12 @@ class PostgresGallery:
     def save_snapshot(self) -> None:
         """Nothing to save: PostgreSQL holds everything, including the HNSW indexes."""
 
+    def check_available(self) -> None:
+        """One trivial query on a pooled connection; :class:`StorageUnavailable` if the database does not answer
+        within the pool's timeout."""
+        with self._conn() as conn:
+            conn.execute("SELECT 1")
+
     def close(self) -> None:
         """Close the connection pool (waits for connections in use to come back)."""
         self._pool.close()

@@ -1,0 +1,54 @@
+"""What monitoring sees while PostgreSQL is away: ``/readyz`` answers 503 (the gallery's database does not answer)
+and 200 again by itself once it is back; ``/metrics`` keeps answering 200 with the process's own series."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from service.app import create_app
+from service.config import Settings
+from service.devdb import DevCluster
+from tests.postgres.test_service_wiring import no_analyzer
+
+
+async def _until_ready(c: httpx.AsyncClient, timeout_s: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while (r := await c.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, r.text
+        await asyncio.sleep(0.2)
+    return r
+
+
+def test_readyz_and_metrics_while_the_database_is_away(own_cluster: DevCluster, tmp_path: Path) -> None:
+    settings = Settings(data=tmp_path, database_url=own_cluster.url(), db_timeout_s=1)
+    app = create_app(settings, analyzer_factory=no_analyzer)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=30) as c,
+        ):
+            assert (await _until_ready(c, 30)).json()["gallery"] is True
+            assert (await c.post("/v1/subjects", json={"name": "a"})).status_code == 201
+            own_cluster.stop("immediate")
+            t0 = time.monotonic()
+            r = await c.get("/readyz")
+            assert r.status_code == 503 and time.monotonic() - t0 < 3, r.text
+            body = r.json()
+            assert body["ready"] is False and body["model"] is True and body["gallery"] is False
+            assert "database is unavailable" in body["reason"], body
+            m = await c.get("/metrics")
+            assert m.status_code == 200, m.text  # the process's own series, for the outage's alerts
+            assert 'facerec_http_requests_total{method="POST",route="/v1/subjects",status="201"} 1.0' in m.text
+            own_cluster.start()
+            body = (await _until_ready(c, 10)).json()
+            assert body["ready"] is True and body["gallery"] is True and body["reason"] is None
+            m = await c.get("/metrics")
+            assert m.status_code == 200 and "facerec_gallery_subjects 1.0" in m.text, m.text
+
+    asyncio.run(scenario())
