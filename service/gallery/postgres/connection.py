@@ -1,19 +1,24 @@
 """Connecting to PostgreSQL: the start-up check that turns a bad ``FACEREC_DATABASE_URL`` into one clear sentence,
 and the connection pool every request borrows from.
 
-The pool checks a connection before lending it (one round trip), so connections broken by a server restart are
-replaced instead of failing a request; while the server is down, borrowing times out after ``timeout_s`` and the
-request answers 503 ``storage_unavailable``. The pool reconnects by itself when the server is back.
+The pool checks a connection before lending it (one round trip, answered within ``timeout_s``), so connections
+broken by a server restart, or held by a server that stopped answering, are replaced instead of failing or hanging
+a request; while the server is down, borrowing times out after ``timeout_s`` and the request answers 503
+``storage_unavailable``. The pool reconnects by itself when the server is back.
 """
 
 from __future__ import annotations
 
 import re
+import select
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
@@ -96,6 +101,43 @@ def connect_checked(url: str, *, connect_timeout_s: int = 5, **kwargs: Any) -> p
         raise DatabaseConfigError(msg) from None
 
 
+def _wait_socket(fd: int, deadline: float, *, write: bool = False) -> None:
+    """Until the socket ``fd`` is readable (writable), or :class:`psycopg.OperationalError` at ``deadline``
+    (monotonic seconds). ``poll``, not ``select``: a busy server's descriptors may be numbered above 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    if not poller.poll(max(0, round((deadline - time.monotonic()) * 1000))):
+        raise psycopg.OperationalError("the server did not answer the connection check in time")
+
+
+def answers_within(timeout_s: float) -> Callable[[psycopg.Connection[Any]], None]:
+    """The pool's check of a connection before lending it: an empty query answered within ``timeout_s`` s. A
+    server that stopped answering without closing its sockets (its processes frozen, a network cut that drops
+    packets) would otherwise hold the request until the operating system gives up on the connection (many
+    minutes); the connection is closed instead (the pool replaces it) and the check raises OperationalError."""
+
+    def check(conn: psycopg.Connection[Any]) -> None:
+        pgconn, deadline = conn.pgconn, time.monotonic() + timeout_s
+        try:
+            pgconn.send_query(b"")
+            while pgconn.flush():  # non-blocking connection: 1 while some of the query is still to send
+                _wait_socket(pgconn.socket, deadline, write=True)
+            pgconn.consume_input()
+            while pgconn.is_busy():
+                _wait_socket(pgconn.socket, deadline)
+                pgconn.consume_input()
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+        while (result := pgconn.get_result()) is not None:
+            if result.status not in (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK):
+                conn.close()
+                why = result.error_message.decode(errors="replace")
+                raise psycopg.OperationalError(f"connection check failed: {why}")
+
+    return check
+
+
 def open_pool(
     url: str, options: PoolOptions, *, session: dict[str, str] | None = None, name: str = "facerec"
 ) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -114,7 +156,7 @@ def open_pool(
         max_size=max(options.min_size, options.max_size),
         kwargs={"autocommit": True, "connect_timeout": options.connect_timeout_s},
         configure=configure,
-        check=ConnectionPool.check_connection,
+        check=answers_within(options.timeout_s),
         timeout=options.timeout_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         name=name,
