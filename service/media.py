@@ -22,6 +22,7 @@ from service.config import Settings
 from service.events.recorder import EventRecorder
 from service.events.store import EventStore, SQLiteEventStore
 from service.events.webhooks import WebhookSender
+from service.gallery.errors import log_background_failure
 from service.metrics import Metrics
 from service.stores import MediaStores
 from service.streams.manager import StreamManager
@@ -158,8 +159,8 @@ class Media:
                 n = self.events.purge(time.time() - days * 86400.0)
                 if n:
                     log.info("erased %d events older than %g days", n, days)
-            except Exception:
-                log.exception("event retention purge failed")
+            except Exception as e:
+                log_background_failure(log, "event retention purge", e)
             self._stop.wait(PURGE_EVERY_S)
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from embeddings.errors import FaceRecError
 
 
@@ -99,3 +101,12 @@ class VectorIndexUnavailable(StorageUnavailable):
     enrolments are not acknowledged (nothing searchable was added). Service resumes by itself when it is back."""
 
     code = "vector_index_unavailable"
+
+
+def log_background_failure(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log a failed pass of a background thread that retries by itself: one warning line when its storage is away
+    or full (a database restarting: expected, and every request says so with its 503), the traceback otherwise."""
+    if isinstance(exc, StorageError):
+        log.warning("%s failed (%s); retrying", what, exc)
+    else:
+        log.error("%s failed", what, exc_info=exc)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from service.config import Settings
+from service.gallery.errors import log_background_failure
 from service.gallery.segment import IndexParams
 from service.photos.base import PhotoStore
 from service.photos.cluster import ClusterParams
@@ -77,8 +78,8 @@ class Maintenance:
                     continue
                 try:
                     job()
-                except Exception:  # a failed run is logged and retried at the next wake-up
-                    log.exception("photo library: background maintenance failed")
+                except Exception as e:  # a failed run is logged and retried at the next wake-up
+                    log_background_failure(log, "photo library: background maintenance", e)
             if time.monotonic() >= due:
                 due = time.monotonic() + self.interval_s
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from service.gallery.errors import log_background_failure
 from service.streams.backoff import DEFAULT_MAX_S
 from service.streams.store import StreamConfig, StreamNotFound, StreamStore
 from service.streams.worker import StreamWorker
@@ -123,8 +124,8 @@ class StreamManager:
         while not self._stop.wait(self.renew_s):
             try:
                 self.sync()
-            except Exception:
-                log.exception("stream leases: renewal failed")
+            except Exception as e:
+                log_background_failure(log, "stream leases: renewal", e)
                 if time.monotonic() - self._renewed > 3 * self.renew_s:
                     self._stop_workers()  # our leases have run out: another replica may read these streams now
 

@@ -1,17 +1,25 @@
 """What monitoring sees while PostgreSQL is away: ``/readyz`` answers 503 (the gallery's database does not answer)
-and 200 again by itself once it is back; ``/metrics`` keeps answering 200 with the process's own series."""
+and 200 again by itself once it is back; ``/metrics`` keeps answering 200 with the process's own series; the
+background threads log one line per failed pass."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
+import pytest
 
 from service.app import create_app
 from service.config import Settings
 from service.devdb import DevCluster
+from service.gallery.postgres.connection import PoolOptions
+from service.pgstores import open_postgres
+from service.streams.manager import StreamManager
+from service.video.deps import FrameDeps
 from tests.postgres.test_service_wiring import no_analyzer
 
 
@@ -52,3 +60,27 @@ def test_readyz_and_metrics_while_the_database_is_away(own_cluster: DevCluster, 
             assert m.status_code == 200 and "facerec_gallery_subjects 1.0" in m.text, m.text
 
     asyncio.run(scenario())
+
+
+def test_background_threads_log_one_line_per_failed_pass(
+    own_cluster: DevCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database outage is expected and every request reports it: the stream lease thread logs one warning line
+    per failed renewal, not an ERROR with a traceback every few seconds (a bug would still get its traceback)."""
+    backend = open_postgres(own_cluster.url(), pool=PoolOptions(min_size=1, max_size=2, timeout_s=0.3))
+    # no stream is registered, so no worker (and no frame dependency) is ever made
+    manager = StreamManager(backend.media_stores(tmp_path).streams, cast(FrameDeps, None), max_streams=8, renew_s=0.2)
+    try:
+        manager.start()
+        caplog.set_level(logging.WARNING, logger="facerec.streams")
+        own_cluster.stop("immediate")
+        time.sleep(2.0)
+        records = [r for r in caplog.records if r.name == "facerec.streams"]
+        assert records, "no failed renewal was logged"
+        assert all(r.levelno == logging.WARNING and r.exc_info is None for r in records), [
+            (r.levelname, r.getMessage(), bool(r.exc_info)) for r in records
+        ]
+        assert "stream leases: renewal failed (the gallery database is unavailable" in records[0].getMessage()
+    finally:
+        manager.close()
+        backend.close()
