@@ -128,8 +128,9 @@ class PostgresGallery:
     def subject_writes(self, subject_id: str) -> Iterator[None]:
         """A session advisory lock per subject (:data:`locks.SUBJECT_WRITES`), held on a connection of its
         own while the block runs (the block's statements use other connections); released when the block ends,
-        or by the server if this process dies."""
-        with self._conn() as conn, locks.held(conn, locks.SUBJECT_WRITES, subject_id):
+        or by the server if this process dies. Waited for at most the pool's timeout (``FACEREC_DB_TIMEOUT_S``),
+        then :class:`StorageUnavailable`: a holder that stopped (a frozen replica) keeps its session alive."""
+        with self._conn() as conn, locks.held(conn, locks.SUBJECT_WRITES, subject_id, wait_s=self._pool.timeout):
             yield
 
     def face_embeddings(self, subject_id: str, *, model_id: str) -> npt.NDArray[np.float32]:

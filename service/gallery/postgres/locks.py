@@ -8,10 +8,13 @@ change once released: replicas of two versions side by side would stop excluding
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+
+from service.gallery.errors import StorageUnavailable
 
 MIGRATION = 0x66616365_72656301
 """Held (transaction) while the schema is migrated."""
@@ -40,13 +43,37 @@ ONE_KEY = (MIGRATION, OUTBOX_DRAIN, PHOTOS, PHOTOS_MAINTENANCE, OUTBOX_INSTALL, 
 
 
 @contextlib.contextmanager
-def held(conn: psycopg.Connection[Any], key: int, name: str | None = None) -> Iterator[None]:
+def held(
+    conn: psycopg.Connection[Any], key: int, name: str | None = None, *, wait_s: float | None = None
+) -> Iterator[None]:
     """A session advisory lock on ``conn`` for the block: one-key ``key``, or two-key ``(key, hashtext(name))``.
-    Waits for it; released when the block ends, or by the server when the session dies."""
+    Waits for it (at most ``wait_s`` seconds when given: then :class:`StorageUnavailable`, the holder being a
+    session that does not end, such as a replica frozen in the middle of its block); released when the block
+    ends, or by the server when the session dies."""
     target, args = ("%s", (key,)) if name is None else ("%s, hashtext(%s)", (key, name))
-    conn.execute(f"SELECT pg_advisory_lock({target})", args)
+    if wait_s is None:
+        conn.execute(f"SELECT pg_advisory_lock({target})", args)
+    else:
+        _take_within(conn, target, args, wait_s)
     try:
         yield
     finally:
         with contextlib.suppress(psycopg.Error):  # a broken session has released it already
             conn.execute(f"SELECT pg_advisory_unlock({target})", args)
+
+
+def _take_within(conn: psycopg.Connection[Any], target: str, args: tuple[object, ...], wait_s: float) -> None:
+    """Try the lock until it is granted, pausing 10 ms doubling to 100 ms; StorageUnavailable after ``wait_s``."""
+    deadline, pause = time.monotonic() + wait_s, 0.01
+    while not _granted(conn.execute(f"SELECT pg_try_advisory_lock({target})", args).fetchone()):
+        if time.monotonic() >= deadline:
+            raise StorageUnavailable(
+                f"a lock this write needs stayed held by another connection for {wait_s:g} s (another replica's "
+                "write to the same subject); nothing was stored. Retry shortly"
+            )
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
+def _granted(row: tuple[Any, ...] | None) -> bool:
+    return bool(row and row[0])
