@@ -21,6 +21,11 @@ __all__ = ["DATA_DIR_MODE", "MIN_FPS", "Settings"]
 
 VectorBackend = Literal["faiss", "pgvector", "milvus"]
 DATABASE_SCHEMES = ("postgresql", "postgres")
+DB_POOL_MIN = 5
+"""The smallest ``FACEREC_DB_POOL_SIZE``: an enrolment (the subject's lock), a photo naming (the naming lock), the
+photo library's maintenance (its turn) and the Milvus reconciliation (its turn) may each hold a connection for a
+lock while their statements take others; with fewer connections than these four plus one, they wait for each
+other until ``FACEREC_DB_TIMEOUT_S`` and answer 503 (with one connection, every enrolment did)."""
 DATA_DIR_MODE = 0o700
 """Mode of a data dir facerec creates: it holds face embeddings, crops and uploads, camera credentials and key
 hashes, for the user that runs facerec only (an existing folder keeps its own)."""
@@ -55,7 +60,10 @@ class Settings(MediaSettings):
         ),
     )
     db_pool_size: int = Field(
-        default=10, ge=1, le=1000, description="PostgreSQL backend: most database connections of one replica."
+        default=10,
+        ge=DB_POOL_MIN,
+        le=1000,
+        description=f"PostgreSQL backend: most database connections of one replica (at least {DB_POOL_MIN}).",
     )
     db_timeout_s: float = Field(
         default=5.0,
