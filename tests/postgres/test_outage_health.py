@@ -84,3 +84,37 @@ def test_background_threads_log_one_line_per_failed_pass(
     finally:
         manager.close()
         backend.close()
+
+
+def test_many_requests_at_once_while_the_database_is_away_answer_within_about_one_timeout(
+    own_cluster: DevCluster, tmp_path: Path
+) -> None:
+    """120 requests at once (three times the 40 worker threads): after the first timeout every borrow waits at most
+    FAIL_FAST_S while the database is away, so the last request is not answered three timeouts late."""
+    settings = Settings(data=tmp_path, database_url=own_cluster.url(), db_timeout_s=2)
+    app = create_app(settings, analyzer_factory=no_analyzer)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c,
+        ):
+            await _until_ready(c, 30)
+            own_cluster.stop("immediate")
+            t0 = time.monotonic()
+
+            async def answered() -> tuple[int, float]:
+                r = await c.get("/v1/subjects")
+                return r.status_code, time.monotonic() - t0
+
+            done = await asyncio.gather(*(answered() for _ in range(120)))
+            assert {code for code, _ in done} == {503}
+            assert max(at for _, at in done) < 4.5, sorted(round(at, 1) for _, at in done)[::10]
+            own_cluster.start()
+            deadline = time.monotonic() + 10
+            while (await c.get("/v1/subjects")).status_code != 200:
+                assert time.monotonic() < deadline, "no service after the database came back"
+                await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())

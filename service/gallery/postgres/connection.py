@@ -20,7 +20,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.gallery.postgres.errors import DatabaseConfigError
 
@@ -138,6 +138,28 @@ def answers_within(timeout_s: float) -> Callable[[psycopg.Connection[Any]], None
     return check
 
 
+FAIL_FAST_S = 0.5
+"""Once borrowing a connection timed out, how long later borrows wait (instead of the whole timeout) until one
+succeeds again: while the server is away each request is a 503 at once, so that waiting requests do not pile up
+in the worker threads (with 40 threads and 120 requests at once, the last waited three timeouts)."""
+
+
+class _FailFastPool(ConnectionPool[psycopg.Connection[Any]]):
+    """A pool whose borrowers wait at most :data:`FAIL_FAST_S` while the last borrow timed out."""
+
+    failing = False
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        wait = self.timeout if timeout is None else timeout
+        try:
+            conn = super().getconn(min(wait, FAIL_FAST_S) if self.failing else wait)
+        except PoolTimeout:
+            self.failing = True
+            raise
+        self.failing = False
+        return conn
+
+
 def open_pool(
     url: str, options: PoolOptions, *, session: dict[str, str] | None = None, name: str = "facerec"
 ) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -150,7 +172,7 @@ def open_pool(
         for key, value in settings.items():
             conn.execute("SELECT set_config(%s, %s, false)", (key, value))
 
-    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+    pool = _FailFastPool(
         url,
         min_size=options.min_size,
         max_size=max(options.min_size, options.max_size),
