@@ -118,3 +118,18 @@ def test_many_requests_at_once_while_the_database_is_away_answer_within_about_on
                 await asyncio.sleep(0.2)
 
     asyncio.run(scenario())
+
+
+def test_a_pool_busy_with_requests_is_not_an_outage_for_readiness(own_cluster: DevCluster) -> None:
+    """``/readyz``'s check uses a connection of its own: every pooled connection in use (a burst of requests) does
+    not make a replica unready, which would take every replica out of a load balancer at the peak."""
+    backend = open_postgres(own_cluster.url(), pool=PoolOptions(min_size=1, max_size=2, timeout_s=1.0))
+    busy = [backend.pool.getconn() for _ in range(2)]
+    try:
+        t0 = time.monotonic()
+        backend.gallery.check_available()
+        assert time.monotonic() - t0 < 0.9
+    finally:
+        for conn in busy:
+            backend.pool.putconn(conn)
+        backend.close()

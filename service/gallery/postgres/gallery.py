@@ -14,6 +14,7 @@ Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from service.gallery.crops import encode_crop
 from service.gallery.errors import InvalidEmbedding
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.postgres import faces, locks, staging, subjects, vectors
+from service.gallery.postgres.connection import answers_within
 from service.gallery.postgres.errors import db_errors
 from service.gallery.postgres.vectors import VectorOptions
 from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo, NewFace, Subject
@@ -236,10 +238,17 @@ class PostgresGallery:
         """Nothing to save: PostgreSQL holds everything, including the HNSW indexes."""
 
     def check_available(self) -> None:
-        """One trivial query on a pooled connection; :class:`StorageUnavailable` if the database does not answer
-        within the pool's timeout."""
-        with self._conn() as conn:
-            conn.execute("SELECT 1")
+        """An empty query on a connection of its own (not a pooled one: a pool busy with requests is no outage);
+        :class:`StorageUnavailable` if the database does not answer within the pool's timeout (libpq's connect
+        timeout is whole seconds, at least 2)."""
+        timeout = self._pool.timeout
+        with (
+            db_errors(),
+            psycopg.connect(
+                str(self._pool.conninfo), connect_timeout=max(2, math.ceil(timeout)), autocommit=True
+            ) as conn,
+        ):
+            answers_within(timeout)(conn)
 
     def close(self) -> None:
         """Close the connection pool (waits for connections in use to come back)."""
