@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from service.app import create_app
 from service.config import Settings
@@ -70,3 +72,39 @@ def test_cli_and_serve_report_a_bad_database_in_one_line(pg_cluster: DevCluster)
             text = out.stdout + out.stderr
             assert out.returncode != 0 and expected in text, (args, text[-2000:])
             assert secret not in text and "Traceback" not in text, text[-2000:]
+
+
+def _read_only(url: str, on: bool) -> None:
+    """Make the database refuse writes (as a standby after a failover does) or take them again, for new sessions
+    and, by ending them, the pools' current ones."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        db = conn.info.dbname
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+                sql.Identifier(db), sql.SQL("on" if on else "off")
+            )
+        )
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (db,),
+        )
+
+
+def test_reads_keep_working_with_the_rate_limit_on_a_read_only_database(tmp_path: Path, pg_url: str) -> None:
+    """The shared rate limit writes its bucket at every request: on a database that refuses writes every request
+    answered 503, reads included. Now requests are not limited while it refuses writes: reads answer, writes 503."""
+    app = _app(tmp_path, pg_url, "a", rate_limit_per_minute=600)
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    with TestClient(app, **local) as c:  # type: ignore[arg-type]
+        sid = c.post("/v1/subjects", json={"name": "a"}).json()["id"]
+        _read_only(pg_url, True)
+        try:
+            r = c.get(f"/v1/subjects/{sid}")
+            assert r.status_code == 200 and r.json()["name"] == "a", r.text
+            assert c.get("/v1/subjects").status_code == 200
+            w = c.post("/v1/subjects", json={"name": "b"})
+            assert w.status_code == 503 and "read-only" in w.json()["error"]["message"], w.text
+        finally:
+            _read_only(pg_url, False)
+        assert c.post("/v1/subjects", json={"name": "b"}).status_code == 201
