@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from service.gallery.errors import log_background_failure
+from service.gallery.errors import StorageError, log_background_failure
 from service.streams.backoff import DEFAULT_MAX_S
 from service.streams.store import StreamConfig, StreamNotFound, StreamStore
 from service.streams.worker import StreamWorker
@@ -73,11 +73,17 @@ class StreamManager:
 
     def start(self) -> StreamManager:
         """Start the workers of the streams this process is to read (after a restart); with a shared store, the
-        thread that keeps the leases."""
-        self.sync()
-        if self.store.shared:
-            self._thread = threading.Thread(target=self._lease_loop, name="facerec-stream-leases", daemon=True)
-            self._thread.start()
+        thread that keeps the leases (a shared store that fails now, such as a database away or read-only, is
+        tried again by that thread)."""
+        if not self.store.shared:
+            self.sync()
+            return self
+        try:
+            self.sync()
+        except StorageError as e:
+            log_background_failure(log, "stream leases: the first renewal", e)
+        self._thread = threading.Thread(target=self._lease_loop, name="facerec-stream-leases", daemon=True)
+        self._thread.start()
         return self
 
     def sync(self) -> None:

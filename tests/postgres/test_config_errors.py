@@ -15,6 +15,7 @@ from service.gallery.postgres import SCHEMA_VERSION, DatabaseConfigError, Schema
 from service.gallery.postgres.connection import location
 from service.gallery.postgres.vectors import ensure_index, index_name
 from service.pgstores import open_postgres, open_postgres_backend
+from tests.postgres.test_service_wiring import read_only
 
 SECRET = "s3cret-Pa55word"
 
@@ -124,3 +125,29 @@ def test_index_build_settings_reach_the_index(pg_url: str) -> None:
         assert row is not None and "m='24'" in row[0] and "ef_construction='60'" in row[0], row
     finally:
         backend.close()
+
+
+def test_a_read_only_database_with_the_current_schema_is_served(pg_url: str) -> None:
+    """A standby after a failover (or ``default_transaction_read_only``): a replica started on it serves reads; it
+    crashed with a traceback on the schema check's CREATE TABLE."""
+    backend = open_postgres(pg_url)
+    sid = backend.gallery.create_subject(name="a").id
+    backend.close()
+    read_only(pg_url, True)
+    try:
+        backend = open_postgres(pg_url)
+        try:
+            assert backend.gallery.get_subject(sid).name == "a"
+        finally:
+            backend.close()
+    finally:
+        read_only(pg_url, False)
+
+
+def test_a_read_only_database_without_the_schema_is_one_clear_sentence(pg_url: str) -> None:
+    read_only(pg_url, True)
+    try:
+        error = _refused(pg_url)
+    finally:
+        read_only(pg_url, False)
+    assert "read-only" in str(error) and location(pg_url) in str(error), error

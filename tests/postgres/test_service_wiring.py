@@ -74,7 +74,7 @@ def test_cli_and_serve_report_a_bad_database_in_one_line(pg_cluster: DevCluster)
             assert secret not in text and "Traceback" not in text, text[-2000:]
 
 
-def _read_only(url: str, on: bool) -> None:
+def read_only(url: str, on: bool) -> None:
     """Make the database refuse writes (as a standby after a failover does) or take them again, for new sessions
     and, by ending them, the pools' current ones."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -98,7 +98,7 @@ def test_reads_keep_working_with_the_rate_limit_on_a_read_only_database(tmp_path
     local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
     with TestClient(app, **local) as c:  # type: ignore[arg-type]
         sid = c.post("/v1/subjects", json={"name": "a"}).json()["id"]
-        _read_only(pg_url, True)
+        read_only(pg_url, True)
         try:
             r = c.get(f"/v1/subjects/{sid}")
             assert r.status_code == 200 and r.json()["name"] == "a", r.text
@@ -106,5 +106,22 @@ def test_reads_keep_working_with_the_rate_limit_on_a_read_only_database(tmp_path
             w = c.post("/v1/subjects", json={"name": "b"})
             assert w.status_code == 503 and "read-only" in w.json()["error"]["message"], w.text
         finally:
-            _read_only(pg_url, False)
+            read_only(pg_url, False)
         assert c.post("/v1/subjects", json={"name": "b"}).status_code == 201
+
+
+def test_a_replica_starts_and_serves_reads_on_a_read_only_database(tmp_path: Path, pg_url: str) -> None:
+    """A standby after a failover: a replica started on it crashed (the schema check's CREATE TABLE, then the
+    first stream lease claim); it now starts, answers reads, and writes are 503."""
+    with TestClient(_app(tmp_path, pg_url, "a"), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as c:
+        sid = c.post("/v1/subjects", json={"name": "a"}).json()["id"]
+        assert c.post("/v1/streams", json={"name": "door", "url": "rtsp://127.0.0.1:9/door"}).status_code == 201
+    read_only(pg_url, True)
+    try:
+        app = _app(tmp_path, pg_url, "b")
+        with TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as c:
+            assert c.get(f"/v1/subjects/{sid}").json()["name"] == "a"
+            assert [s["name"] for s in c.get("/v1/streams").json()] == ["door"]
+            assert c.post("/v1/subjects", json={"name": "b"}).status_code == 503
+    finally:
+        read_only(pg_url, False)

@@ -45,6 +45,11 @@ def prepare_database(url: str, *, connect_timeout_s: int = 5) -> int:
             f"the user {conn.info.user!r} may not create facerec's tables in {location(url)} "
             f"({str(e).splitlines()[0]}); make it the database's owner or grant it CREATE on schema public"
         ) from None
+    except psycopg.errors.ReadOnlySqlTransaction:
+        raise DatabaseConfigError(
+            f"PostgreSQL at {location(url)} is read-only (a standby?) and facerec's schema there is missing or "
+            "older than this code; point FACEREC_DATABASE_URL at the primary (or start once on it)"
+        ) from None
     except psycopg.OperationalError as e:
         raise DatabaseConfigError(
             f"PostgreSQL at {location(url)} went away while facerec prepared its schema: {str(e).splitlines()[0]}"

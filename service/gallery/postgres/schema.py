@@ -328,8 +328,13 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
 
 def migrate(conn: psycopg.Connection[Any], url: str) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` in one transaction under an advisory lock; returns the version
-    found before. :class:`SchemaTooNew` if the database is ahead of this code (nothing is touched)."""
+    found before. :class:`SchemaTooNew` if the database is ahead of this code (nothing is touched). A schema
+    already current (and pgvector enabled) is only read, so that a read-only server can be served."""
     where = location(url)
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() and (
+        schema_version(conn) == SCHEMA_VERSION
+    ):
+        return SCHEMA_VERSION  # nothing to write: a read-only server (a standby after a failover) is served as is
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         _ensure_vector(conn, where)
