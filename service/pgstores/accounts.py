@@ -145,9 +145,10 @@ the tokens left and whether one was taken. SET expressions read the row as it wa
 class PostgresRateLimiter(RateLimiter):
     """Token buckets shared by every replica: the API of :class:`service.ratelimit.RateLimiter`, the buckets in
     the database. A bucket holds up to ``burst`` tokens and refills at ``per_minute / 60`` a second; each request
-    takes one, in one atomic upsert. ``per_minute <= 0`` turns limiting off (no database call), and so does a
-    database that refuses writes (reads keep working; writes answer 503 anyway). Buckets idle long enough to be
-    full again are deleted now and then (every :data:`PRUNE_EVERY` calls of a process)."""
+    takes one, in one atomic upsert. ``per_minute <= 0`` turns limiting off (no database call). While the
+    database refuses writes, each replica limits with buckets of its own (reads keep working; writes 503
+    anyway). Buckets idle long enough to be full again are deleted now and then (every :data:`PRUNE_EVERY` calls
+    of a process)."""
 
     PRUNE_EVERY = 1000
 
@@ -169,8 +170,8 @@ class PostgresRateLimiter(RateLimiter):
                         "DELETE FROM rate_buckets WHERE updated_at < extract(epoch FROM clock_timestamp()) - %s",
                         (self.burst / self.rate,),
                     )
-            except psycopg.errors.ReadOnlySqlTransaction:
-                return 0.0  # the database refuses writes (a standby after a failover): not limited, so reads work
+            except psycopg.errors.ReadOnlySqlTransaction:  # a standby after a failover: reads must still answer
+                return super().acquire(caller)  # this process's own buckets meanwhile
         assert row is not None
         tokens, allowed = float(row[0]), bool(row[1])
         return 0.0 if allowed else (1.0 - tokens) / self.rate

@@ -93,8 +93,9 @@ def read_only(url: str, on: bool) -> None:
 
 def test_reads_keep_working_with_the_rate_limit_on_a_read_only_database(tmp_path: Path, pg_url: str) -> None:
     """The shared rate limit writes its bucket at every request: on a database that refuses writes every request
-    answered 503, reads included. Now requests are not limited while it refuses writes: reads answer, writes 503."""
-    app = _app(tmp_path, pg_url, "a", rate_limit_per_minute=600)
+    answered 503, reads included. Now each replica limits with its own buckets while it refuses writes (a caller
+    over its rate still gets 429s): reads answer, writes 503."""
+    app = _app(tmp_path, pg_url, "a", rate_limit_per_minute=60, rate_limit_burst=5)
     local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
     with TestClient(app, **local) as c:  # type: ignore[arg-type]
         sid = c.post("/v1/subjects", json={"name": "a"}).json()["id"]
@@ -105,6 +106,8 @@ def test_reads_keep_working_with_the_rate_limit_on_a_read_only_database(tmp_path
             assert c.get("/v1/subjects").status_code == 200
             w = c.post("/v1/subjects", json={"name": "b"})
             assert w.status_code == 503 and "read-only" in w.json()["error"]["message"], w.text
+            statuses = [c.get(f"/v1/subjects/{sid}").status_code for _ in range(40)]  # burst 5, 1 a second
+            assert set(statuses) == {200, 429} and statuses.count(429) > 20, statuses
         finally:
             read_only(pg_url, False)
         assert c.post("/v1/subjects", json={"name": "b"}).status_code == 201
