@@ -148,6 +148,14 @@ class Settings(MediaSettings):
         ge=0.0,
         description="How often a replica compares Milvus with PostgreSQL and repairs differences, seconds; 0 = off.",
     )
+    milvus_compact_delay_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        description=(
+            "Seconds from a subject's or face's erasure to the Milvus compaction that removes its vectors from "
+            "Milvus's segments (erasures in that window share one compaction; docs/MILVUS.md)."
+        ),
+    )
     threshold: float | None = Field(
         default=None, ge=0.0, le=2.0, description="L2 match threshold; default: the model's card."
     )

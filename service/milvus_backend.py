@@ -23,6 +23,7 @@ def milvus_options(settings: Settings) -> MilvusOptions:
         index_type=settings.milvus_index.upper(),
         timeout_s=settings.milvus_timeout_s,
         ef=settings.milvus_ef,
+        compact_delay_s=settings.milvus_compact_delay_s,
     )
 
 

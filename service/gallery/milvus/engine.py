@@ -57,6 +57,9 @@ class MilvusOptions:
     """Rows per insert / upsert request; a larger write is split into requests sent ``write_concurrency`` at a
     time (its ids are distinct, so the requests commute)."""
     write_concurrency: int = 2
+    compact_delay_s: float = 3600.0
+    """Seconds from an erasure to the compaction that removes its vectors from Milvus's segments (:mod:`.compaction`;
+    erasures in that window share one)."""
     retry_after_s: float = 1.0
     """After a failure, calls fail at once for this long (no queue of requests each waiting ``timeout_s``);
     the gallery's sync thread probes Milvus every second and clears it as soon as Milvus answers."""
@@ -132,6 +135,10 @@ class MilvusEngine:
             raise self._unavailable() from e
         self._down_until = 0.0
         return result
+
+    def client(self) -> Any:
+        """The connected pymilvus ``MilvusClient`` (VectorIndexUnavailable if Milvus cannot be reached)."""
+        return self._call("connect", lambda c: c)
 
     def _unavailable(self) -> VectorIndexUnavailable:
         return VectorIndexUnavailable(

@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool
 from service.gallery.errors import StorageError, VectorIndexUnavailable
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
+from service.gallery.milvus.compaction import Compactor
 from service.gallery.milvus.engine import MAX_K, MilvusEngine, MilvusOptions
 from service.gallery.milvus.pending import PendingFaces, PendingView
 from service.gallery.milvus.reconcile import reconcile_if_free
@@ -44,6 +45,9 @@ from service.gallery.types import Candidate, FaceRecord, GalleryStats, IndexInfo
 from service.gallery.validation import check_limit, unit_vectors
 
 log = logging.getLogger("facerec.gallery.milvus")
+
+COMPACT_POLL_S = 5.0
+"""How often a replica looks for erasures due for compaction and polls its compaction in flight, seconds."""
 
 _CANDIDATES = (
     "SELECT f.id, s.id, s.name, f.embedding FROM faces f JOIN subjects s ON s.pk = f.subject_pk "
@@ -72,16 +76,23 @@ class MilvusGallery(PostgresGallery):
         super().__init__(pool, options=options)
         self.engine = MilvusEngine(milvus, self.gallery_uuid)
         self.pending_faces = PendingFaces()
+        self.compactor = Compactor(self._conn, self.engine, delay_s=milvus.compact_delay_s)
         with self._conn() as conn:
             outbox.install(conn)
         self._stop = threading.Event()
         self._reconcile_every = reconcile_interval_s
         self._thread: threading.Thread | None = None
+        self._compact_thread: threading.Thread | None = None
         if sync_interval_s > 0:
             self._thread = threading.Thread(
                 target=self._sync_loop, args=(sync_interval_s,), name="facerec-milvus-sync", daemon=True
             )
             self._thread.start()
+            if not milvus.lite:
+                self._compact_thread = threading.Thread(
+                    target=self._compact_loop, name="facerec-milvus-compact", daemon=True
+                )
+                self._compact_thread.start()
 
     def _ensure_vector_index(self, conn: psycopg.Connection[Any], model_id: str) -> None:
         """No pgvector index: Milvus makes the model's collection on its first upsert."""
@@ -261,11 +272,21 @@ class MilvusGallery(PostgresGallery):
                     log.info("Milvus sync passes work again")
                 failing = None
 
+    def _compact_loop(self) -> None:
+        """Every ``COMPACT_POLL_S``: request or follow the compaction that removes erased vectors (a failure is
+        logged and retried later; it never reaches a request)."""
+        while not self._stop.wait(COMPACT_POLL_S):
+            try:
+                self.compactor.run_once()
+            except Exception as e:
+                log.debug("Milvus compaction step failed: %s: %s", type(e).__name__, e)
+
     def close(self) -> None:
-        """Stop the sync thread, close the Milvus client and the pool."""
+        """Stop the background threads, close the Milvus client and the pool."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in (self._thread, self._compact_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=10)
+        self._thread = self._compact_thread = None
         self.engine.close()
         super().close()

@@ -13,6 +13,9 @@ their guarantee timestamp (read-your-writes across replicas, see :mod:`.engine`)
 Each row also keeps ``txid``, the id of the transaction that wrote it (version 2): a replica's copy of the pending
 faces (:mod:`.pending`) reads only the rows written since its last read instead of the whole outbox.
 
+``vector_compaction`` (version 3) keeps per model when a drain first and last deleted vectors from Milvus that no
+compaction has removed from its segments yet (:mod:`.compaction`).
+
 These tables belong to the Milvus engine and are installed by :func:`install` (idempotent, versioned in ``meta``
 as ``milvus_outbox_version``) when a Milvus-backed replica starts; the pgvector backend never needs them.
 """
@@ -31,7 +34,7 @@ from service.gallery.postgres import locks
 
 log = logging.getLogger("facerec.gallery.milvus")
 
-OUTBOX_VERSION = 2
+OUTBOX_VERSION = 3
 DRAIN_LOCK = locks.OUTBOX_DRAIN
 INSTALL_LOCK = locks.OUTBOX_INSTALL
 
@@ -46,6 +49,12 @@ CREATE INDEX IF NOT EXISTS vector_outbox_face ON vector_outbox (face_id);
 ALTER TABLE vector_outbox ADD COLUMN IF NOT EXISTS txid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
 CREATE INDEX IF NOT EXISTS vector_outbox_model_txid ON vector_outbox (model_id, txid);
 CREATE TABLE IF NOT EXISTS vector_sync (model_id text PRIMARY KEY, write_ts bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_compaction (
+    model_id text PRIMARY KEY,
+    first_erased double precision,
+    last_erased double precision,
+    retry_at double precision NOT NULL DEFAULT 0
+);
 
 CREATE OR REPLACE FUNCTION facerec_outbox_new() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -81,8 +90,9 @@ CREATE TRIGGER faces_outbox_update AFTER UPDATE ON faces REFERENCING OLD TABLE A
 
 def install(conn: psycopg.Connection[Any]) -> bool:
     """Create the outbox tables and triggers unless this version is installed; True when installed now. Faces
-    that exist already (a gallery that was served by pgvector) are queued, so the first drain indexes them; an
-    older version's tables are upgraded in place (version 1 -> 2: the ``txid`` column, its rows keep waiting)."""
+        that exist already (a gallery that was served by pgvector) are queued, so the first drain indexes them; an
+        older version's tables are upgraded in place (version 1 -> 2: the ``txid`` column, its rows keep waiting;
+    2 -> 3: the ``vector_compaction`` table)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'milvus_outbox_version'").fetchone()
     if row is not None and int(row[0]) >= OUTBOX_VERSION:
         return False
@@ -114,6 +124,15 @@ class DrainResult:
 
 def _vec(value: Any) -> np.ndarray:
     return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, np.float32)
+
+
+_ERASED = (
+    "INSERT INTO vector_compaction AS c (model_id, first_erased, last_erased) "
+    "VALUES (%s, extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp())) "
+    "ON CONFLICT (model_id) DO UPDATE SET first_erased = coalesce(c.first_erased, excluded.first_erased), "
+    "last_erased = excluded.last_erased"
+)
+"""A drain deleted vectors of a model from Milvus (seconds since the epoch, PostgreSQL's clock)."""
 
 
 def drain_once(conn: psycopg.Connection[Any], engine: MilvusEngine, *, limit: int = 2000) -> DrainResult:
@@ -149,6 +168,7 @@ def drain_once(conn: psycopg.Connection[Any], engine: MilvusEngine, *, limit: in
             if gone:
                 stamps[model] = max(stamps.get(model, 0), engine.delete(model, gone))
                 out.deleted[model] = len(gone)
+                conn.execute(_ERASED, (model,))  # their rows stay in Milvus's segments until a compaction
         conn.execute("DELETE FROM vector_outbox WHERE seq = ANY(%s)", ([int(r[0]) for r in rows],))
         for model, ts in stamps.items():  # every model touched gets a row: reconcile knows its collection
             conn.execute(
