@@ -134,6 +134,9 @@ def create_app(
                 analyzer = await anyio.to_thread.run_sync(analyzer_factory, settings)
                 # a re-index staged while the previous server ran: switch before reporting ready
                 await anyio.to_thread.run_sync(finish_pending, state.gallery, analyzer, state.audit)
+                prepare = getattr(state.gallery, "prepare_search", None)  # Milvus: its collection loaded
+                if prepare is not None:
+                    await anyio.to_thread.run_sync(prepare, analyzer.model_id)
                 if batching and isinstance(analyzer, FaceAnalyzer):
                     state.batcher = start_batcher(analyzer, settings, app.state.metrics)
                 state.runner = make_runner(settings, state.batcher)

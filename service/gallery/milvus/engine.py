@@ -80,6 +80,18 @@ CREATE_TIMEOUT_S = 60.0
 busy one; once per model, so it may wait longer than ``timeout_s`` rather than refuse a model's first faces."""
 
 
+COLLECTION_NOT_LOADED = 101
+"""Milvus's error code for a search on a collection that exists but is not loaded (pymilvus names no constant)."""
+
+LOAD_WAIT_S = 600.0
+"""Longest a replica's start waits for Milvus to load a collection before it reports ready anyway (its searches
+then wait up to ``timeout_s`` each for the load, or answer 503)."""
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    return getattr(exc, "code", None) == COLLECTION_NOT_LOADED or "collection not loaded" in str(exc)
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
@@ -222,6 +234,21 @@ class MilvusEngine:
         self._ready.add(name)
         return name
 
+    def wait_loaded(self, model_id: str, wait_s: float = LOAD_WAIT_S) -> bool:
+        """Load the collection of ``model_id`` unless Milvus has it loaded, and wait for the load (up to
+        ``wait_s``); True when it is loaded or does not exist yet, False when Milvus cannot be reached or the load
+        took longer (both logged by the call)."""
+        name = self.name(model_id)
+        t = self.options.timeout_s
+        try:
+            if not self._call("has collection", lambda c: c.has_collection(name, timeout=t)):
+                return True  # made (and loaded) by the model's first enrolment
+            self._call("load collection", lambda c: c.load_collection(name, timeout=max(t, wait_s)))
+        except VectorIndexUnavailable:
+            return False
+        self._ready.add(name)
+        return True
+
     def collections(self) -> dict[str, str]:
         """This gallery's collections: name -> model id (from the collection description)."""
 
@@ -328,15 +355,17 @@ class MilvusEngine:
                 if not client.has_collection(name, timeout=self.options.timeout_s):
                     return None
                 self._seen.add(name)
+            data = [v.tolist() for v in np.asarray(probes, np.float32)]
+            t = self.options.timeout_s
             try:
-                res = client.search(
-                    name,
-                    data=[v.tolist() for v in np.asarray(probes, np.float32)],
-                    limit=k,
-                    search_params=params,  # no output fields: the primary key comes with every hit
-                    timeout=self.options.timeout_s,
-                    **extra,
-                )
+                try:  # no output fields: the primary key comes with every hit
+                    res = client.search(name, data=data, limit=k, search_params=params, timeout=t, **extra)
+                except Exception as e:
+                    if not _not_loaded(e):
+                        raise
+                    # a restarted Milvus reloading it, or released: wait for that load (or start it), up to t
+                    client.load_collection(name, timeout=t)
+                    res = client.search(name, data=data, limit=k, search_params=params, timeout=t, **extra)
             except Exception as e:
                 self._seen.discard(name)
                 from pymilvus.exceptions import ErrorCode
@@ -351,11 +380,6 @@ class MilvusEngine:
             return [[] for _ in range(len(probes))]
         result: list[list[tuple[int, float]]] = res
         return result
-
-    def iter_ids(self, model_id: str, batch: int = 10_000) -> Iterator[list[int]]:
-        """Every primary key in the collection of ``model_id``, in batches (reconcile). Strong consistency."""
-        name = self.name(model_id)
-        yield from self.iter_ids_of(name, batch)
 
     def iter_ids_of(self, name: str, batch: int = 10_000) -> Iterator[list[int]]:
         t = self.options.timeout_s

@@ -233,6 +233,19 @@ class MilvusGallery(PostgresGallery):
             out.append(group_subjects(faces, top_k))
         return out, {int(f) for f in fids}
 
+    def prepare_search(self, model_id: str) -> None:
+        """Before this replica reports ready: have Milvus load the model's collection and wait for it (a restarted
+        Milvus reloading it, or one that released it), so that a ready replica's searches do not answer 503
+        ``collection not loaded``. Milvus unreachable: returns at once (searches answer 503 until it is back, as
+        on a running replica)."""
+        t = time.monotonic()
+        if self.engine.wait_loaded(model_id):
+            log.info("Milvus collection of %s loaded (%.1f s)", model_id, time.monotonic() - t)
+        else:
+            log.warning(
+                "Milvus could not load the collection of %s at start; searches answer 503 until it can", model_id
+            )
+
     # ================================================================== maintenance
     def stats(self) -> GalleryStats:
         base = super().stats()
