@@ -44,6 +44,23 @@ def _free_port(first: int = 29530) -> int:
     raise RuntimeError("no free port for milvus-server")
 
 
+def _wait_bindable(port: int, deadline: float) -> None:
+    """Wait (until ``deadline``, ``time.monotonic()``) until ``port`` can be bound the way ``milvus-server`` tries
+    it, without ``SO_REUSEADDR``. After a stop, the old server's connections linger on the port (TIME_WAIT,
+    FIN_WAIT2: up to 60 s on Linux); ``milvus-server`` then silently listens on the next free port instead, and
+    every client of the old address waits for ever."""
+    while True:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"port {port} is still in use; milvus-server would listen elsewhere") from None
+            else:
+                return
+        time.sleep(0.5)
+
+
 class MilvusServer:
     """A ``milvus-server`` process on a temporary data dir; :meth:`kill` / :meth:`start` for fault tests."""
 
@@ -59,6 +76,10 @@ class MilvusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 90.0) -> None:
+        """Start the server and wait until it answers on :attr:`port` (first waiting until the port can be bound,
+        see :func:`_wait_bindable`)."""
+        deadline = time.monotonic() + timeout_s
+        _wait_bindable(self.port, deadline)
         exe = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
         log = open(self.data.parent / "milvus-server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
@@ -71,7 +92,6 @@ class MilvusServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
         from pymilvus import MilvusClient
 
         while time.monotonic() < deadline:

@@ -24,3 +24,22 @@ def test_server_restart_under_mixed_load(open_server_replica: OpenReplica, milvu
     assert out.recovery_s > 0, "the service did not resume after the restart"
     assert (out.lost_reads, out.lost_final, out.erased_returned, out.refused_stored) == (0, 0, 0, 0)
     assert out.reconcile_differences == 0
+
+
+def test_a_server_killed_with_clients_connected_comes_back_on_its_port(milvus_server: MilvusServer) -> None:
+    """The killed server's connections linger on its port (TIME_WAIT) and ``milvus-server`` then listened on the
+    next free port: the restart never answered on the address the replicas use (``start`` timed out)."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_server.uri, timeout=10)
+    try:
+        client.list_collections()
+        milvus_server.kill()
+        milvus_server.start(timeout_s=150)
+    finally:
+        client.close()
+    again = MilvusClient(uri=milvus_server.uri, timeout=10)
+    try:
+        assert isinstance(again.list_collections(), list)
+    finally:
+        again.close()
