@@ -16,6 +16,7 @@ import numpy as np
 from pymilvus import MilvusClient
 
 from service.devmilvus import _free_port
+from service.gallery.errors import VectorIndexUnavailable
 from service.gallery.milvus import MilvusGallery, MilvusOptions, open_milvus
 from service.gallery.postgres.connection import PoolOptions
 from tests.milvus.conftest import OpenReplica
@@ -59,7 +60,14 @@ def test_a_search_waits_for_the_collection_to_load(
     a, vecs, face_id = _enrolled_then_released(open_server_replica, milvus_server, rng)
     b = open_server_replica().gallery  # a replica that only searches
     assert isinstance(b, MilvusGallery)
-    got = b.search(vecs[3:4], model_id=MODEL, top_k=1)[0]  # was 503 `collection not loaded`, for as long as it stayed
+    deadline = time.monotonic() + 60
+    while True:  # each search waits up to the replica's timeout (3 s) for the load it asked for
+        try:
+            got = b.search(vecs[3:4], model_id=MODEL, top_k=1)[0]
+            break
+        except VectorIndexUnavailable:  # before: `collection not loaded`, for as long as nothing else loaded it
+            assert time.monotonic() < deadline, "the collection was never loaded"
+            time.sleep(1.1)  # the engine fails fast for 1 s after a failure
     assert got[0].face_id == face_id
     assert "Loaded" in _state(milvus_server, a.engine.name(MODEL))
 
