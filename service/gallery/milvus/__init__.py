@@ -2,7 +2,8 @@
 truth, Milvus is a rebuildable index of it, kept in step through an outbox (see :mod:`.outbox`)."""
 
 from service.gallery.milvus.backend import open_milvus
-from service.gallery.milvus.engine import MilvusEngine, MilvusOptions
+from service.gallery.milvus.engine import MilvusEngine
 from service.gallery.milvus.gallery import MilvusGallery
+from service.gallery.milvus.options import MilvusOptions
 
 __all__ = ["MilvusEngine", "MilvusGallery", "MilvusOptions", "open_milvus"]

@@ -5,8 +5,8 @@ and rate limit on the same pool are the service's, :func:`service.pgstores.open_
 
 from __future__ import annotations
 
-from service.gallery.milvus.engine import MilvusOptions
 from service.gallery.milvus.gallery import MilvusGallery
+from service.gallery.milvus.options import MilvusOptions
 from service.gallery.postgres.connection import PoolOptions, open_pool
 from service.gallery.postgres.database import PostgresDatabase, prepare_database
 from service.gallery.postgres.vectors import VectorOptions

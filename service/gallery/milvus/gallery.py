@@ -36,7 +36,8 @@ from service.gallery.errors import StorageError, VectorIndexUnavailable
 from service.gallery.grouping import group_subjects, nearest_subjects
 from service.gallery.milvus import outbox
 from service.gallery.milvus.compaction import Compactor
-from service.gallery.milvus.engine import MAX_K, MilvusEngine, MilvusOptions
+from service.gallery.milvus.engine import MilvusEngine
+from service.gallery.milvus.options import MAX_K, MilvusOptions
 from service.gallery.milvus.pending import PendingFaces, PendingView
 from service.gallery.milvus.reconcile import reconcile_if_free
 from service.gallery.postgres.gallery import PostgresGallery

@@ -36,7 +36,7 @@ import numpy.typing as npt
 import psycopg
 
 from service.gallery.milvus import outbox
-from service.gallery.milvus.engine import MAX_K
+from service.gallery.milvus.options import MAX_K
 
 CACHE_MAX = 200_000
 """Pending faces of one model kept in memory at most (~100 MiB at 128-d)."""
