@@ -5,37 +5,23 @@ acknowledged and the compaction is retried."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pymilvus import MilvusClient
 
 from service.devmilvus import _free_port
 from service.gallery.milvus import MilvusGallery, MilvusOptions, open_milvus
 from service.gallery.postgres.connection import PoolOptions
 from tests.milvus.conftest import OpenReplica
-from tests.milvus.helpers import MODEL, faces, unit
+from tests.milvus.helpers import MODEL, faces, own_client, unit
 from tests.milvusfixtures import MilvusServer
-
-
-@contextlib.contextmanager
-def _client(server: MilvusServer) -> Iterator[Any]:
-    """A pymilvus client of the test's own (not the gallery's)."""
-    client = MilvusClient(uri=server.uri, timeout=30)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _segments(server: MilvusServer, g: MilvusGallery) -> dict[int, int]:
     """The collection's persistent segments: id -> rows (deleted rows count until a compaction)."""
-    with _client(server) as client:
+    with own_client(server) as client:
         return {int(s.segment_id): int(s.num_rows) for s in client.list_persistent_segments(g.engine.name(MODEL))}
 
 
@@ -67,7 +53,7 @@ def test_an_erased_face_leaves_the_segment_files(
     v = unit(rng, 1)
     gone = g.create_subject(name="erased")
     g.add_faces(gone.id, faces(v))
-    with _client(milvus_server) as client:
+    with own_client(milvus_server) as client:
         client.flush(g.engine.name(MODEL))  # sealed: the vector is in a segment file on the server's disk
     assert _holding(milvus_server, g, v[0]), "the enrolled vector is not in any segment file"
     assert sum(_segments(milvus_server, g).values()) == 21

@@ -5,38 +5,24 @@ and a starting replica reports ready on ``/readyz`` only once the collection of 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
-from pymilvus import MilvusClient
 
 from service.devmilvus import _free_port
 from service.gallery.errors import VectorIndexUnavailable
 from service.gallery.milvus import MilvusGallery, MilvusOptions, open_milvus
 from service.gallery.postgres.connection import PoolOptions
 from tests.milvus.conftest import OpenReplica
-from tests.milvus.helpers import MODEL, faces, unit
+from tests.milvus.helpers import MODEL, faces, own_client, unit
 from tests.milvusfixtures import MilvusServer
 from tests.service.server import Server
 
 
-@contextlib.contextmanager
-def _client(server: MilvusServer) -> Iterator[Any]:
-    """A pymilvus client of the test's own (not a replica's)."""
-    client = MilvusClient(uri=server.uri, timeout=30)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def _state(server: MilvusServer, name: str) -> str:
-    with _client(server) as client:
+    with own_client(server) as client:
         return str(client.get_load_state(name)["state"])
 
 
@@ -48,7 +34,7 @@ def _enrolled_then_released(
     s = a.create_subject(name="someone")
     vecs = unit(rng, 20)
     recs = a.add_faces(s.id, faces(vecs, model))
-    with _client(milvus_server) as client:
+    with own_client(milvus_server) as client:
         client.release_collection(a.engine.name(model))
     assert "NotLoad" in _state(milvus_server, a.engine.name(model))
     return a, vecs, recs[3].id
