@@ -178,7 +178,8 @@ def check_new(scope: str, expires_at: str | None) -> None:
 
 
 MARK_USED = "UPDATE api_keys SET last_used_at = %s WHERE id = %s AND (last_used_at IS NULL OR last_used_at < %s)"
-"""Record one use (time, key id, time), never moving ``last_used_at`` backwards (PostgreSQL placeholders)."""
+"""Record one use, never moving ``last_used_at`` backwards. Parameters (time, key id, time) as psycopg's ``%s``
+markers; the SQLite store swaps them for ``?``."""
 
 
 def now_iso() -> str:
