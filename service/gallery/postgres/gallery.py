@@ -15,6 +15,7 @@ Conventions: embeddings are float32 (128,) unit vectors; distances are L2 in [0,
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ class PostgresGallery:
     def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], *, options: VectorOptions | None = None) -> None:
         self._pool = pool
         self.options = options or VectorOptions()
+        self._health: psycopg.Connection[Any] | None = None  # check_available's own connection, kept open
+        self._health_lock = threading.Lock()
         with self._conn() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'gallery_uuid'").fetchone()
         self.gallery_uuid = str(row[0]) if row else ""
@@ -238,20 +241,29 @@ class PostgresGallery:
         """Nothing to save: PostgreSQL holds everything, including the HNSW indexes."""
 
     def check_available(self) -> None:
-        """An empty query on a connection of its own (not a pooled one: a pool busy with requests is no outage);
-        :class:`StorageUnavailable` if the database does not answer within the pool's timeout (libpq's connect
-        timeout is whole seconds, at least 2)."""
+        """An empty query on a connection of its own (not a pooled one: a pool busy with requests is no outage),
+        kept open between checks and made again once broken; :class:`StorageUnavailable` if the database does not
+        answer within the pool's timeout (libpq's connect timeout is whole seconds, at least 2)."""
         timeout = self._pool.timeout
-        with (
-            db_errors(),
-            psycopg.connect(
-                str(self._pool.conninfo), connect_timeout=max(2, math.ceil(timeout)), autocommit=True
-            ) as conn,
-        ):
-            answers_within(timeout)(conn)
+        with self._health_lock, db_errors():
+            if self._health is not None and not self._health.closed:
+                started = time.monotonic()
+                try:
+                    answers_within(timeout)(self._health)
+                    return
+                except psycopg.OperationalError:  # the check closed it
+                    if time.monotonic() - started >= timeout:
+                        raise  # no answer in time: that is the answer
+                    # broken at once (the server restarted since the last check): a new connection is tried
+            connect_s = max(2, math.ceil(timeout))
+            self._health = psycopg.connect(str(self._pool.conninfo), connect_timeout=connect_s, autocommit=True)
+            answers_within(timeout)(self._health)
 
     def close(self) -> None:
-        """Close the connection pool (waits for connections in use to come back)."""
+        """Close the connection pool (waits for connections in use to come back) and the check's connection."""
+        with self._health_lock:
+            if self._health is not None:
+                self._health.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresGallery:
