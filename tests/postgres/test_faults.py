@@ -31,6 +31,7 @@ from service.streams.worker import StreamWorker
 from service.video.deps import FrameDeps
 from service.video.jobs import JobRunner
 from tests.gallery.conftest import MODEL, faces, unit
+from tests.postgres.helpers import served
 from tests.postgres.test_service_wiring import no_analyzer
 from tests.video.helpers import WebhookReceiver, people_scene
 
@@ -199,11 +200,7 @@ def test_requests_with_a_key_wait_for_the_database_side_by_side(own_cluster: Dev
     app = create_app(settings, analyzer_factory=no_analyzer)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c,
-        ):
+        async with served(app, timeout_s=60) as c:
             _, token = app.state.keys.create(scope="admin", name="t")
             key = {"X-API-Key": token}
             assert (await c.get("/v1/subjects", headers=key)).status_code == 200

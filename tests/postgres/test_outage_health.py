@@ -20,6 +20,7 @@ from service.gallery.postgres.connection import PoolOptions
 from service.pgstores import open_postgres
 from service.streams.manager import StreamManager
 from service.video.deps import FrameDeps
+from tests.postgres.helpers import served
 from tests.postgres.test_service_wiring import no_analyzer
 
 
@@ -36,11 +37,7 @@ def test_readyz_and_metrics_while_the_database_is_away(own_cluster: DevCluster, 
     app = create_app(settings, analyzer_factory=no_analyzer)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=30) as c,
-        ):
+        async with served(app, timeout_s=30) as c:
             assert (await _until_ready(c, 30)).json()["gallery"] is True
             assert (await c.post("/v1/subjects", json={"name": "a"})).status_code == 201
             own_cluster.stop("immediate")
@@ -95,11 +92,7 @@ def test_many_requests_at_once_while_the_database_is_away_answer_within_about_on
     app = create_app(settings, analyzer_factory=no_analyzer)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c,
-        ):
+        async with served(app, timeout_s=60) as c:
             await _until_ready(c, 30)
             own_cluster.stop("immediate")
             t0 = time.monotonic()

@@ -171,3 +171,15 @@ class RtspServer:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+def wait_done(client: httpx.Client, video_id: str, timeout: float = 240.0) -> dict[str, Any]:
+    """The video job ``video_id`` once done or failed (polled every 0.3 s); AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/videos/{video_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"video {video_id} not finished after {timeout} s: {job}")

@@ -17,7 +17,7 @@ import pytest
 
 from bench.video_scenes import write_video
 from tests.service.server import REPO, Server
-from tests.video.helpers import ENROLLED, STRANGER, WebhookReceiver, enrol, people_scene, sign
+from tests.video.helpers import ENROLLED, STRANGER, WebhookReceiver, enrol, people_scene, sign, wait_done
 
 pytestmark = pytest.mark.slow
 
@@ -61,16 +61,6 @@ def people_avi(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
 def upload(client: httpx.Client, path: Path, **data: Any) -> httpx.Response:
     with path.open("rb") as f:
         return client.post("/v1/videos", files={"video": (path.name, f, "video/x-msvideo")}, data=data)
-
-
-def wait_done(client: httpx.Client, video_id: str, timeout: float = 240.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/videos/{video_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"video {video_id} not finished after {timeout} s: {job}")
 
 
 def test_a_video_gives_one_decision_per_person(

@@ -17,7 +17,7 @@ import pytest
 
 from bench.video_scenes import Actor, Scene, write_video
 from tests.service.server import Server
-from tests.video.helpers import enrol, val_photo
+from tests.video.helpers import enrol, val_photo, wait_done
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +42,6 @@ def upload(client: httpx.Client, path: Path, **data: Any) -> str:
         r = client.post("/v1/videos", files={"video": (path.name, f, "video/x-msvideo")}, data=data)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
-
-
-def wait_done(client: httpx.Client, video_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/videos/{video_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"video {video_id} not finished after {timeout} s")
 
 
 def test_a_sampling_rate_under_one_frame_a_second_still_finds_people(
